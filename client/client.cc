@@ -1,0 +1,281 @@
+// Client, Lease and WritableTensor: thin wrappers over internal::Session's RPCs.
+#include "tensord/client.h"
+
+#include "absl/strings/str_cat.h"
+#include "client/session.h"
+
+namespace tensord {
+namespace {
+
+using internal::FromGrpc;
+
+TensorInfo FromProto(const v1::TensorMeta& m) {
+  TensorInfo info;
+  info.key = m.key();
+  info.dtype = static_cast<DType>(m.dtype());
+  info.shape.assign(m.shape().begin(), m.shape().end());
+  info.nbytes = m.nbytes();
+  info.pool = m.pool();
+  info.durability = static_cast<Durability>(m.durability());
+  info.scope = static_cast<Scope>(m.scope());
+  info.sealed = m.sealed();
+  info.location = Location{static_cast<Tier>(m.location().tier()), m.location().arena(),
+                           m.location().offset(), m.location().length()};
+  info.leases = m.leases();
+  info.created_unix_ms = m.created_unix_ms();
+  return info;
+}
+
+}  // namespace
+
+// ---- WritableTensor ----
+
+WritableTensor::WritableTensor(std::shared_ptr<internal::Session> session, TensorInfo info,
+                               void* data)
+    : session_(std::move(session)), info_(std::move(info)), data_(data), open_(true) {}
+
+WritableTensor::WritableTensor(WritableTensor&& o) noexcept
+    : session_(std::move(o.session_)),
+      info_(std::move(o.info_)),
+      data_(o.data_),
+      open_(std::exchange(o.open_, false)) {}
+
+WritableTensor& WritableTensor::operator=(WritableTensor&& o) noexcept {
+  if (this != &o) {
+    if (open_) (void)Abort();
+    session_ = std::move(o.session_);
+    info_ = std::move(o.info_);
+    data_ = o.data_;
+    open_ = std::exchange(o.open_, false);
+  }
+  return *this;
+}
+
+WritableTensor::~WritableTensor() {
+  if (open_) (void)Abort();
+}
+
+absl::Status WritableTensor::Seal() {
+  if (!open_) return absl::FailedPreconditionError("tensor is already sealed or aborted");
+  absl::Status st = session_->Seal(info_.key);
+  if (st.ok()) {
+    open_ = false;
+    info_.sealed = true;
+  }
+  return st;
+}
+
+absl::Status WritableTensor::Abort() {
+  if (!open_) return absl::FailedPreconditionError("tensor is already sealed or aborted");
+  open_ = false;
+  return session_->Abort(info_.key);
+}
+
+// ---- Lease ----
+
+Lease::Lease(std::shared_ptr<internal::Session> session, TensorInfo info, const void* data,
+             uint64_t lease_id)
+    : session_(std::move(session)), info_(std::move(info)), data_(data), lease_id_(lease_id) {}
+
+Lease::Lease(Lease&& o) noexcept
+    : session_(std::move(o.session_)),
+      info_(std::move(o.info_)),
+      data_(std::exchange(o.data_, nullptr)),
+      lease_id_(std::exchange(o.lease_id_, 0)) {}
+
+Lease& Lease::operator=(Lease&& o) noexcept {
+  if (this != &o) {
+    (void)Release();
+    session_ = std::move(o.session_);
+    info_ = std::move(o.info_);
+    data_ = std::exchange(o.data_, nullptr);
+    lease_id_ = std::exchange(o.lease_id_, 0);
+  }
+  return *this;
+}
+
+Lease::~Lease() { (void)Release(); }
+
+absl::Status Lease::Release() {
+  if (lease_id_ == 0) return absl::OkStatus();
+  const uint64_t id = std::exchange(lease_id_, 0);
+  data_ = nullptr;
+  return session_->Release({id});
+}
+
+// ---- Client ----
+
+Client::Client(std::shared_ptr<internal::Session> session) : session_(std::move(session)) {}
+
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
+  auto session = internal::Session::Open(options);
+  if (!session.ok()) return session.status();
+  return std::unique_ptr<Client>(new Client(*std::move(session)));
+}
+
+const std::string& Client::session_id() const { return session_->id(); }
+
+std::pair<const uint8_t*, uint64_t> Client::SegmentMapping(uint32_t arena) const {
+  return session_->Mapping(arena);
+}
+
+absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
+                                              std::vector<int64_t> shape,
+                                              const CreateOptions& options) {
+  v1::CreateRequest request;
+  request.set_session_id(session_->id());
+  request.set_ns(session_->ns());
+  request.set_key(std::string(key));
+  request.set_dtype(static_cast<v1::DType>(dtype));
+  for (int64_t d : shape) request.add_shape(d);
+  request.set_pool(options.pool);
+  request.set_durability(static_cast<v1::Durability>(options.durability));
+  request.set_scope(static_cast<v1::Scope>(options.scope));
+  v1::CreateResponse response;
+  auto ctx = session_->Context();
+  if (auto st = FromGrpc(session_->stub().Create(ctx.get(), request, &response)); !st.ok()) {
+    return st;
+  }
+  TensorInfo info;
+  info.key = std::string(key);
+  info.dtype = dtype;
+  info.shape = std::move(shape);
+  info.nbytes = response.location().length();
+  info.pool = response.pool();
+  info.durability = options.durability;
+  info.scope = options.scope;
+  info.location = Location{static_cast<Tier>(response.location().tier()),
+                           response.location().arena(), response.location().offset(),
+                           response.location().length()};
+  auto address = session_->Address(response.location());
+  if (!address.ok()) {
+    (void)session_->Abort(info.key);
+    return address.status();
+  }
+  return WritableTensor(session_, std::move(info), *address);
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<Lease>>> Client::GetBatch(
+    std::span<const std::string> keys, Tier want) {
+  v1::GetRequest request;
+  request.set_session_id(session_->id());
+  request.set_ns(session_->ns());
+  for (const std::string& k : keys) request.add_keys(k);
+  request.set_want(static_cast<v1::Tier>(want));
+  v1::GetResponse response;
+  auto ctx = session_->Context();
+  if (auto st = FromGrpc(session_->stub().Get(ctx.get(), request, &response)); !st.ok()) {
+    return st;
+  }
+  if (static_cast<size_t>(response.results_size()) != keys.size()) {
+    return absl::InternalError("daemon answered a different number of keys");
+  }
+  std::vector<absl::StatusOr<Lease>> out;
+  out.reserve(keys.size());
+  for (const v1::GetResult& r : response.results()) {
+    if (r.code() != 0) {
+      out.push_back(absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()));
+      continue;
+    }
+    // Build the lease first so that it is released even if mapping fails.
+    Lease lease(session_, FromProto(r.meta()), nullptr, r.lease_id());
+    auto address = session_->Address(r.meta().location());
+    if (!address.ok()) {
+      out.push_back(address.status());
+      continue;
+    }
+    lease.data_ = *address;
+    out.push_back(std::move(lease));
+  }
+  return out;
+}
+
+absl::StatusOr<Lease> Client::Get(std::string_view key, Tier want) {
+  const std::string k(key);
+  auto batch = GetBatch(std::span<const std::string>(&k, 1), want);
+  if (!batch.ok()) return batch.status();
+  return std::move((*batch)[0]);
+}
+
+absl::Status Client::ReleaseAll(std::span<Lease> leases) {
+  std::vector<uint64_t> ids;
+  for (Lease& l : leases) {
+    if (l.lease_id_ != 0) ids.push_back(l.lease_id_);
+  }
+  if (ids.empty()) return absl::OkStatus();
+  absl::Status st = session_->Release(ids);
+  if (st.ok()) {
+    for (Lease& l : leases) {
+      l.lease_id_ = 0;
+      l.data_ = nullptr;
+    }
+  }
+  return st;
+}
+
+absl::Status Client::Delete(std::string_view key) {
+  v1::DeleteRequest request;
+  request.set_session_id(session_->id());
+  request.set_ns(session_->ns());
+  request.set_key(std::string(key));
+  v1::DeleteResponse response;
+  return FromGrpc(session_->stub().Delete(session_->Context().get(), request, &response));
+}
+
+absl::StatusOr<TensorInfo> Client::Stat(std::string_view key) {
+  v1::StatRequest request;
+  request.set_ns(session_->ns());
+  request.set_key(std::string(key));
+  v1::TensorMeta response;
+  auto st = FromGrpc(session_->stub().Stat(session_->Context().get(), request, &response));
+  if (!st.ok()) return st;
+  return FromProto(response);
+}
+
+absl::StatusOr<std::vector<TensorInfo>> Client::List(std::string_view prefix, uint32_t limit) {
+  v1::ListRequest request;
+  request.set_ns(session_->ns());
+  request.set_prefix(std::string(prefix));
+  request.set_limit(limit);
+  v1::ListResponse response;
+  auto st = FromGrpc(session_->stub().List(session_->Context().get(), request, &response));
+  if (!st.ok()) return st;
+  std::vector<TensorInfo> out;
+  for (const v1::TensorMeta& m : response.tensors()) out.push_back(FromProto(m));
+  return out;
+}
+
+absl::StatusOr<Stats> Client::GetStats() {
+  v1::GetStatsRequest request;
+  v1::Stats response;
+  auto st = FromGrpc(session_->stub().GetStats(session_->Context().get(), request, &response));
+  if (!st.ok()) return st;
+  Stats out;
+  for (const v1::TierStats& t : response.tiers()) {
+    out.tiers.push_back(TierStats{static_cast<Tier>(t.tier()), t.present(), t.capacity_bytes(),
+                                  t.used_bytes(), t.pinned_bytes(), t.hits(), t.misses(),
+                                  t.evictions(), t.hit_ratio()});
+  }
+  for (const v1::PoolStats& p : response.pools()) {
+    out.pools.push_back(PoolStats{p.name(), p.kind(), p.capacity_bytes(), p.used_bytes(),
+                                  p.block_size(), p.blocks_total(), p.blocks_used(),
+                                  p.largest_free_bytes(), p.allocations(),
+                                  p.allocation_failures(), p.fragmentation()});
+  }
+  out.counters.insert(response.counters().begin(), response.counters().end());
+  out.sessions = response.sessions();
+  out.leases = response.leases();
+  out.objects = response.objects();
+  out.uptime_ms = response.uptime_ms();
+  return out;
+}
+
+absl::Status Client::Ping() {
+  v1::PingRequest request;
+  v1::PingResponse response;
+  return FromGrpc(session_->stub().Ping(session_->Context().get(), request, &response));
+}
+
+}  // namespace tensord

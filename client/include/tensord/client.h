@@ -1,0 +1,189 @@
+// tensord C++ client: the whole public API. Connects to a tensord daemon over its Unix socket,
+// holds a session (an Attach stream) for as long as the client or any of its leases live,
+// and exposes host tensors zero-copy through shared-memory segments mapped once per client.
+//
+//   auto client = tensord::Client::Connect({.socket_path = "./run/tensord.sock"});
+//   auto t = (*client)->Create("layer.0.k", tensord::DType::kFloat16, {1, 32, 2048, 128});
+//   std::memcpy(t->data(), src, t->nbytes());
+//   t->Seal();
+//   auto lease = (*client)->Get("layer.0.k");   // lease->data() points into shared memory
+//
+// Every call has a deadline (ClientOptions::deadline) and returns absl::Status codes as listed
+// in the README. A Client is safe to use from several threads; Lease and WritableTensor are
+// not (move them to one owner).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tensord/dtype.h"
+
+namespace tensord {
+
+enum class Durability : int32_t { kDurable = 1, kCache = 2 };
+enum class Scope : int32_t { kGlobal = 1, kSession = 2 };
+enum class Tier : int32_t { kAny = 0, kHost = 1, kGpu = 2 };
+
+struct ClientOptions {
+  // Empty: $TENSORD_SOCKET, else ./run/tensord.sock.
+  std::string socket_path;
+  // Namespace of every key this client names; empty is the default namespace.
+  std::string ns;
+  std::string client_name = "cpp-client";
+  std::chrono::milliseconds deadline{10000};
+};
+
+struct CreateOptions {
+  std::string pool;  // empty: the daemon picks the best-fitting pool class
+  Durability durability = Durability::kDurable;
+  Scope scope = Scope::kGlobal;
+};
+
+struct Location {
+  Tier tier = Tier::kHost;
+  uint32_t arena = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct TensorInfo {
+  std::string key;
+  DType dtype = DType::kUnspecified;
+  std::vector<int64_t> shape;
+  uint64_t nbytes = 0;
+  std::string pool;
+  Durability durability = Durability::kDurable;
+  Scope scope = Scope::kGlobal;
+  bool sealed = false;
+  Location location;
+  uint32_t leases = 0;
+  int64_t created_unix_ms = 0;
+};
+
+struct PoolStats {
+  std::string name;
+  std::string kind;  // "fixed" or "general"
+  uint64_t capacity_bytes = 0, used_bytes = 0, block_size = 0, blocks_total = 0, blocks_used = 0;
+  uint64_t largest_free_bytes = 0, allocations = 0, allocation_failures = 0;
+  double fragmentation = 0;
+};
+
+struct TierStats {
+  Tier tier = Tier::kHost;
+  bool present = false;
+  uint64_t capacity_bytes = 0, used_bytes = 0, pinned_bytes = 0, hits = 0, misses = 0;
+  uint64_t evictions = 0;
+  double hit_ratio = 0;
+};
+
+struct Stats {
+  std::vector<TierStats> tiers;
+  std::vector<PoolStats> pools;
+  std::map<std::string, uint64_t> counters;
+  uint64_t sessions = 0, leases = 0, objects = 0, uptime_ms = 0;
+};
+
+namespace internal {
+class Session;
+}
+
+// A tensor this client is writing. Seal() publishes it; destroying it unsealed aborts it.
+class WritableTensor {
+ public:
+  WritableTensor(WritableTensor&&) noexcept;
+  WritableTensor& operator=(WritableTensor&&) noexcept;
+  ~WritableTensor();
+
+  // Returns the writable bytes, or nullptr once sealed or aborted (no write after seal).
+  void* data() const { return open_ ? data_ : nullptr; }
+  uint64_t nbytes() const { return info_.nbytes; }
+  const TensorInfo& info() const { return info_; }
+  // Publishes the tensor. FAILED_PRECONDITION if already sealed or aborted.
+  absl::Status Seal();
+  // Drops the tensor. FAILED_PRECONDITION if already sealed or aborted.
+  absl::Status Abort();
+
+ private:
+  friend class Client;
+  WritableTensor(std::shared_ptr<internal::Session> session, TensorInfo info, void* data);
+
+  std::shared_ptr<internal::Session> session_;
+  TensorInfo info_;
+  void* data_ = nullptr;
+  bool open_ = false;
+};
+
+// A lease on a sealed tensor: the bytes stay where they are, unchanged, until it is released
+// (explicitly or by destruction). Keeps the client's session alive while it exists.
+class Lease {
+ public:
+  Lease(Lease&&) noexcept;
+  Lease& operator=(Lease&&) noexcept;
+  ~Lease();
+
+  const void* data() const { return data_; }
+  template <typename T>
+  const T* data_as() const {
+    return static_cast<const T*>(data_);
+  }
+  uint64_t nbytes() const { return info_.nbytes; }
+  const TensorInfo& info() const { return info_; }
+  uint64_t lease_id() const { return lease_id_; }
+  bool held() const { return lease_id_ != 0; }
+  // Ends the lease now. The pointer must not be used afterwards.
+  absl::Status Release();
+
+ private:
+  friend class Client;
+  Lease(std::shared_ptr<internal::Session> session, TensorInfo info, const void* data,
+        uint64_t lease_id);
+
+  std::shared_ptr<internal::Session> session_;
+  TensorInfo info_;
+  const void* data_ = nullptr;
+  uint64_t lease_id_ = 0;
+};
+
+class Client {
+ public:
+  // Connects and attaches (opens a session). UNAVAILABLE if no daemon answers in time.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options = {});
+  // Detaches once no Lease or WritableTensor of this client is left.
+  ~Client();
+
+  // Allocates a tensor and returns its writable view.
+  absl::StatusOr<WritableTensor> Create(std::string_view key, DType dtype,
+                                        std::vector<int64_t> shape,
+                                        const CreateOptions& options = {});
+  // Leases one sealed tensor.
+  absl::StatusOr<Lease> Get(std::string_view key, Tier want = Tier::kAny);
+  // Leases many tensors in one round trip; one result per key, in order.
+  absl::StatusOr<std::vector<absl::StatusOr<Lease>>> GetBatch(std::span<const std::string> keys,
+                                                              Tier want = Tier::kAny);
+  // Releases many leases in one round trip (all or nothing).
+  absl::Status ReleaseAll(std::span<Lease> leases);
+  absl::Status Delete(std::string_view key);
+  absl::StatusOr<TensorInfo> Stat(std::string_view key);
+  // Returns tensors whose key starts with `prefix`, sorted, at most `limit` (0: 1000).
+  absl::StatusOr<std::vector<TensorInfo>> List(std::string_view prefix = "", uint32_t limit = 0);
+  absl::StatusOr<Stats> GetStats();
+  // An empty round trip to the daemon.
+  absl::Status Ping();
+
+  const std::string& session_id() const;
+  // Returns this client's mapping of a host segment (base, size), {nullptr, 0} if not mapped.
+  std::pair<const uint8_t*, uint64_t> SegmentMapping(uint32_t arena) const;
+
+ private:
+  explicit Client(std::shared_ptr<internal::Session> session);
+  std::shared_ptr<internal::Session> session_;
+};
+
+}  // namespace tensord

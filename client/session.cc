@@ -1,0 +1,125 @@
+// Client session: attach, watch, segment mapping cache.
+#include "client/session.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+
+namespace tensord::internal {
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+Session::Session(const ClientOptions& options) : options_(options) {
+  if (options_.socket_path.empty()) {
+    const char* env = std::getenv("TENSORD_SOCKET");
+    options_.socket_path = env != nullptr ? env : "./run/tensord.sock";
+  }
+}
+
+absl::StatusOr<std::shared_ptr<Session>> Session::Open(const ClientOptions& options) {
+  std::shared_ptr<Session> s(new Session(options));
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  s->channel_ = grpc::CreateCustomChannel("unix:" + s->options_.socket_path,
+                                          grpc::InsecureChannelCredentials(), args);
+  if (!s->channel_->WaitForConnected(std::chrono::system_clock::now() + options.deadline)) {
+    return absl::UnavailableError(
+        absl::StrCat("no tensord answers on unix:", s->options_.socket_path));
+  }
+  s->stub_ = v1::Tensord::NewStub(s->channel_);
+  v1::AttachRequest request;
+  request.set_client_name(options.client_name);
+  s->attach_ = s->stub_->Attach(&s->attach_ctx_, request);
+  v1::AttachEvent event;
+  if (!s->attach_->Read(&event) || !event.has_welcome()) {
+    absl::Status st = FromGrpc(s->attach_->Finish());
+    s->attach_.reset();
+    return st.ok() ? absl::UnavailableError("tensord closed the session at once") : st;
+  }
+  s->session_id_ = event.welcome().session_id();
+  s->segments_.assign(event.welcome().segments().begin(), event.welcome().segments().end());
+  s->mapped_.resize(s->segments_.size());
+  s->watcher_ = std::thread([raw = s.get()] { raw->Watch(); });
+  return s;
+}
+
+void Session::Watch() {
+  // Events beyond the welcome are informational for now; reading keeps the stream healthy
+  // and tells us when the daemon goes away.
+  v1::AttachEvent event;
+  while (attach_->Read(&event)) {
+  }
+}
+
+Session::~Session() {
+  if (attach_ != nullptr) {
+    attach_ctx_.TryCancel();
+    if (watcher_.joinable()) watcher_.join();
+    attach_->Finish();
+  }
+}
+
+std::unique_ptr<grpc::ClientContext> Session::Context() const {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + options_.deadline);
+  return ctx;
+}
+
+absl::StatusOr<uint8_t*> Session::Address(const v1::Location& location) {
+  if (location.tier() != v1::TIER_HOST) {
+    return absl::UnimplementedError("only host locations can be mapped by this client");
+  }
+  const uint32_t arena = location.arena();
+  if (arena >= segments_.size()) {
+    return absl::NotFoundError(absl::StrCat("daemon named unknown segment ", arena));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!mapped_[arena].has_value()) {
+    auto seg = ShmSegment::Open(segments_[arena].shm_name());
+    if (!seg.ok()) return seg.status();
+    mapped_[arena].emplace(*std::move(seg));
+  }
+  const ShmSegment& seg = *mapped_[arena];
+  if (location.offset() > seg.size() || location.length() > seg.size() - location.offset()) {
+    return absl::InternalError(absl::StrCat("location [", location.offset(), ", +",
+                                            location.length(), ") lies outside segment ", arena));
+  }
+  return seg.data() + location.offset();
+}
+
+std::pair<const uint8_t*, uint64_t> Session::Mapping(uint32_t arena) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (arena >= mapped_.size() || !mapped_[arena].has_value()) return {nullptr, 0};
+  return {mapped_[arena]->data(), mapped_[arena]->size()};
+}
+
+absl::Status Session::Release(const std::vector<uint64_t>& lease_ids) {
+  v1::ReleaseRequest request;
+  request.set_session_id(session_id_);
+  for (uint64_t id : lease_ids) request.add_lease_ids(id);
+  v1::ReleaseResponse response;
+  return FromGrpc(stub_->Release(Context().get(), request, &response));
+}
+
+absl::Status Session::Seal(const std::string& key) {
+  v1::SealRequest request;
+  request.set_session_id(session_id_);
+  request.set_ns(options_.ns);
+  request.set_key(key);
+  v1::SealResponse response;
+  return FromGrpc(stub_->Seal(Context().get(), request, &response));
+}
+
+absl::Status Session::Abort(const std::string& key) {
+  v1::AbortRequest request;
+  request.set_session_id(session_id_);
+  request.set_ns(options_.ns);
+  request.set_key(key);
+  v1::AbortResponse response;
+  return FromGrpc(stub_->Abort(Context().get(), request, &response));
+}
+
+}  // namespace tensord::internal

@@ -1,0 +1,61 @@
+// Internal to the client library: one attached session (the Attach stream and its watcher
+// thread), the gRPC stub and the cache of mapped segments. Shared by the Client and every
+// Lease / WritableTensor it hands out, so the session ends only when the last of them is gone.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/shm_segment.h"
+#include "grpcpp/grpcpp.h"
+#include "tensord/client.h"
+#include "tensord/v1/tensord.grpc.pb.h"
+
+namespace tensord::internal {
+
+class Session {
+ public:
+  // Connects, attaches and reads the welcome. UNAVAILABLE if the daemon does not answer.
+  static absl::StatusOr<std::shared_ptr<Session>> Open(const ClientOptions& options);
+  ~Session();  // cancels the Attach stream: the daemon ends the session
+
+  // Returns a context whose deadline is now + options.deadline.
+  std::unique_ptr<grpc::ClientContext> Context() const;
+  v1::Tensord::Stub& stub() { return *stub_; }
+  const std::string& id() const { return session_id_; }
+  const std::string& ns() const { return options_.ns; }
+
+  // Returns this process's address of a host location, mapping its segment on first use.
+  // INTERNAL if the location lies outside the segment, NOT_FOUND for an unknown arena.
+  absl::StatusOr<uint8_t*> Address(const v1::Location& location);
+  std::pair<const uint8_t*, uint64_t> Mapping(uint32_t arena) const;
+
+  absl::Status Release(const std::vector<uint64_t>& lease_ids);
+  absl::Status Seal(const std::string& key);
+  absl::Status Abort(const std::string& key);
+
+ private:
+  explicit Session(const ClientOptions& options);
+  void Watch();
+
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Tensord::Stub> stub_;
+  grpc::ClientContext attach_ctx_;
+  std::unique_ptr<grpc::ClientReader<v1::AttachEvent>> attach_;
+  std::thread watcher_;
+  std::string session_id_;
+
+  std::vector<v1::Segment> segments_;  // immutable after Open
+  mutable std::mutex mu_;
+  std::vector<std::optional<ShmSegment>> mapped_;  // guarded by mu_; index = segment id
+};
+
+absl::Status FromGrpc(const grpc::Status& status);
+
+}  // namespace tensord::internal

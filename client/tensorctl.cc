@@ -1,0 +1,176 @@
+// tensorctl: the operator's command line for a running tensord. Exit codes: 0 success,
+// 1 the daemon refused the request (message on stderr), 2 usage or local I/O error.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/config.h"
+#include "tensord/client.h"
+
+namespace {
+
+int Fail(const absl::Status& st) {
+  std::cerr << "tensorctl: " << absl::StatusCodeToString(st.code()) << ": " << st.message()
+            << "\n";
+  return 1;
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  return "(" + absl::StrJoin(shape, ",") + ")";
+}
+
+int PrintStats(tensord::Client& c) {
+  auto stats = c.GetStats();
+  if (!stats.ok()) return Fail(stats.status());
+  absl::PrintF("uptime %.1fs  sessions %d  leases %d  objects %d\n", stats->uptime_ms / 1000.0,
+               stats->sessions, stats->leases, stats->objects);
+  absl::PrintF("\n%-6s %-8s %12s %12s %12s %10s %10s %9s %10s\n", "TIER", "PRESENT", "CAPACITY",
+               "USED", "PINNED", "HITS", "MISSES", "HIT%", "EVICTIONS");
+  for (const auto& t : stats->tiers) {
+    const char* name = t.tier == tensord::Tier::kHost ? "host"
+                       : t.tier == tensord::Tier::kGpu ? "gpu"
+                                                       : "ssd";
+    if (!t.present) {
+      absl::PrintF("%-6s %-8s\n", name, "no");
+      continue;
+    }
+    absl::PrintF("%-6s %-8s %12s %12s %12s %10d %10d %8.1f%% %10d\n", name, "yes",
+                 tensord::FormatBytes(t.capacity_bytes), tensord::FormatBytes(t.used_bytes),
+                 tensord::FormatBytes(t.pinned_bytes), t.hits, t.misses, 100 * t.hit_ratio,
+                 t.evictions);
+  }
+  absl::PrintF("\n%-18s %-7s %12s %12s %10s %13s %8s\n", "POOL", "KIND", "CAPACITY", "USED",
+               "BLOCK", "BLOCKS", "FRAG");
+  for (const auto& p : stats->pools) {
+    absl::PrintF("%-18s %-7s %12s %12s %10s %6d/%-6d %7.1f%%\n", p.name, p.kind,
+                 tensord::FormatBytes(p.capacity_bytes), tensord::FormatBytes(p.used_bytes),
+                 p.block_size ? tensord::FormatBytes(p.block_size) : "-", p.blocks_used,
+                 p.blocks_total, 100 * p.fragmentation);
+  }
+  absl::PrintF("\nCOUNTERS\n");
+  for (const auto& [name, value] : stats->counters) absl::PrintF("  %-20s %d\n", name, value);
+  return 0;
+}
+
+int PrintList(tensord::Client& c, const std::string& prefix, uint32_t limit) {
+  auto list = c.List(prefix, limit);
+  if (!list.ok()) return Fail(list.status());
+  absl::PrintF("%-40s %-9s %-20s %10s %-18s %-8s %-6s %s\n", "KEY", "DTYPE", "SHAPE", "SIZE",
+               "POOL", "DURABLE", "SEALED", "LEASES");
+  for (const auto& t : *list) {
+    absl::PrintF("%-40s %-9s %-20s %10s %-18s %-8s %-6s %d\n", t.key, tensord::DTypeName(t.dtype),
+                 ShapeText(t.shape), tensord::FormatBytes(t.nbytes), t.pool,
+                 t.durability == tensord::Durability::kDurable ? "durable" : "cache",
+                 t.sealed ? "yes" : "no", t.leases);
+  }
+  return 0;
+}
+
+int Put(tensord::Client& c, const std::string& file, const std::string& key,
+        const std::string& dtype_name, std::vector<int64_t> shape, bool cache,
+        const std::string& pool) {
+  std::ifstream in(file, std::ios::binary | std::ios::ate);
+  if (!in) {
+    std::cerr << "tensorctl: cannot read " << file << "\n";
+    return 2;
+  }
+  const auto size = static_cast<int64_t>(in.tellg());
+  in.seekg(0);
+  auto dtype = tensord::ParseDType(dtype_name);
+  if (!dtype.ok()) return Fail(dtype.status());
+  if (shape.empty()) {
+    const auto item = static_cast<int64_t>(tensord::ItemSize(*dtype));
+    if (size % item != 0) {
+      std::cerr << "tensorctl: " << size << " bytes are not a whole number of " << dtype_name
+                << "\n";
+      return 2;
+    }
+    shape = {size / item};
+  }
+  tensord::CreateOptions opts;
+  opts.pool = pool;
+  opts.durability = cache ? tensord::Durability::kCache : tensord::Durability::kDurable;
+  auto t = c.Create(key, *dtype, shape, opts);
+  if (!t.ok()) return Fail(t.status());
+  if (t->nbytes() != static_cast<uint64_t>(size)) {
+    std::cerr << "tensorctl: file has " << size << " bytes, the shape needs " << t->nbytes()
+              << "\n";
+    return 2;  // the WritableTensor aborts itself
+  }
+  if (!in.read(static_cast<char*>(t->data()), size)) {
+    std::cerr << "tensorctl: read error on " << file << "\n";
+    return 2;
+  }
+  if (auto st = t->Seal(); !st.ok()) return Fail(st);
+  absl::PrintF("put %s: %s %s, %s, pool %s\n", key, tensord::DTypeName(*dtype), ShapeText(shape),
+               tensord::FormatBytes(size), t->info().pool);
+  return 0;
+}
+
+int GetToFile(tensord::Client& c, const std::string& key, const std::string& file) {
+  auto lease = c.Get(key);
+  if (!lease.ok()) return Fail(lease.status());
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  if (!out.write(lease->data_as<char>(), static_cast<std::streamsize>(lease->nbytes()))) {
+    std::cerr << "tensorctl: cannot write " << file << "\n";
+    return 2;
+  }
+  absl::PrintF("got %s: %s %s, %s\n", key, tensord::DTypeName(lease->info().dtype),
+               ShapeText(lease->info().shape), tensord::FormatBytes(lease->nbytes()));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tensorctl: inspect and drive a running tensord"};
+  app.require_subcommand(1);
+  tensord::ClientOptions options;
+  options.client_name = "tensorctl";
+  int deadline_ms = 10000;
+  app.add_option("-s,--socket", options.socket_path,
+                 "daemon socket (default $TENSORD_SOCKET or ./run/tensord.sock)");
+  app.add_option("-n,--namespace", options.ns, "namespace of the keys");
+  app.add_option("--deadline-ms", deadline_ms, "deadline of each call");
+
+  auto* stats = app.add_subcommand("stats", "show tier, pool and counter statistics");
+  std::string prefix;
+  uint32_t limit = 0;
+  auto* ls = app.add_subcommand("ls", "list tensors");
+  ls->add_option("prefix", prefix, "key prefix");
+  ls->add_option("--limit", limit, "at most this many (default 1000)");
+  std::string file, key, dtype = "uint8", pool;
+  std::vector<int64_t> shape;
+  bool cache = false;
+  auto* put = app.add_subcommand("put", "store a file's bytes as a tensor");
+  put->add_option("file", file)->required();
+  put->add_option("key", key)->required();
+  put->add_option("--dtype", dtype, "element type (default uint8)");
+  put->add_option("--shape", shape, "dimensions (default: 1-D over the file)")->delimiter(',');
+  put->add_option("--pool", pool, "pool class (default: best fit)");
+  put->add_flag("--cache", cache, "CACHE durability (evictable) instead of DURABLE");
+  auto* get = app.add_subcommand("get", "write a tensor's bytes to a file");
+  get->add_option("key", key)->required();
+  get->add_option("file", file)->required();
+  auto* rm = app.add_subcommand("rm", "delete a tensor");
+  rm->add_option("key", key)->required();
+  CLI11_PARSE(app, argc, argv);
+
+  options.deadline = std::chrono::milliseconds(deadline_ms);
+  auto client = tensord::Client::Connect(options);
+  if (!client.ok()) return Fail(client.status());
+  tensord::Client& c = **client;
+  if (*stats) return PrintStats(c);
+  if (*ls) return PrintList(c, prefix, limit);
+  if (*put) return Put(c, file, key, dtype, shape, cache, pool);
+  if (*get) return GetToFile(c, key, file);
+  if (*rm) {
+    if (auto st = c.Delete(key); !st.ok()) return Fail(st);
+    absl::PrintF("deleted %s\n", key);
+    return 0;
+  }
+  return 2;
+}

@@ -1,0 +1,49 @@
+// Configuration types shared by the daemon and its tools, and the parser for byte sizes
+// ("1GiB", "256MiB", "4096"). Loading from TOML and flags lives in daemon/config.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tensord {
+
+// One pool class: `block_count` blocks of `block_size` bytes, or as many as fit in `share`
+// of the tier's capacity when block_count is 0.
+struct PoolClassConfig {
+  std::string name;
+  uint64_t block_size = 0;
+  uint64_t block_count = 0;
+  double share = 0.0;
+};
+
+struct HostTierConfig {
+  uint64_t capacity = uint64_t{1} << 30;
+  mode_t shm_mode = 0600;
+  bool prefault = true;
+  bool zero_on_free = true;
+  std::vector<PoolClassConfig> pools;  // fixed classes; the rest is the general pool
+};
+
+struct DaemonConfig {
+  std::string run_dir = "./run";
+  std::string socket_path;  // empty: <run_dir>/tensord.sock
+  mode_t socket_mode = 0600;
+  std::string log_level = "info";
+  uint64_t max_leases_per_session = 1 << 20;
+  HostTierConfig host;
+};
+
+// Parses "123", "4KiB", "16MiB", "1GiB", "2TiB" (also "K", "M", "G", "KB"...: powers of 1024).
+// INVALID_ARGUMENT for anything else or on overflow.
+absl::StatusOr<uint64_t> ParseBytes(absl::string_view text);
+
+// Returns "1.0 GiB"-style text for humans.
+std::string FormatBytes(uint64_t bytes);
+
+}  // namespace tensord

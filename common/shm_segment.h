@@ -1,0 +1,55 @@
+// RAII POSIX shared-memory segment (Boost.Interprocess inside; its exceptions never escape).
+// The daemon creates segments exclusively and removes them when the owner is destroyed;
+// clients open and map existing ones.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace boost::interprocess {
+class mapped_region;
+}
+
+namespace tensord {
+
+class ShmSegment {
+ public:
+  // Creates `name` exclusively (never reusing an existing one), sets its size and `mode`
+  // (umask does not apply), maps it read-write and, if `prefault`, touches every page so the
+  // first client write does not fault. ALREADY_EXISTS if the name exists, INTERNAL otherwise.
+  static absl::StatusOr<ShmSegment> Create(const std::string& name, uint64_t size, mode_t mode,
+                                           bool prefault);
+  // Opens and maps an existing segment read-write. NOT_FOUND if absent,
+  // PERMISSION_DENIED if the mode forbids it, INTERNAL otherwise.
+  static absl::StatusOr<ShmSegment> Open(const std::string& name);
+  // Unlinks `name`. Returns true if something was removed.
+  static bool Remove(const std::string& name);
+  // Returns the names in /dev/shm that start with `prefix` and are owned by this user.
+  static std::vector<std::string> ListOwned(const std::string& prefix);
+
+  ShmSegment(ShmSegment&&) noexcept;
+  ShmSegment& operator=(ShmSegment&&) noexcept;
+  ~ShmSegment();  // unmaps; the creating owner also unlinks the name
+
+  uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  ShmSegment() = default;
+  void Reset();
+
+  std::unique_ptr<boost::interprocess::mapped_region> region_;
+  uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+  std::string name_;
+  bool owner_ = false;
+};
+
+}  // namespace tensord

@@ -1,0 +1,116 @@
+// Daemon start-up and shutdown sequencing.
+#include "daemon/daemon.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/service/tensord_service.h"
+#include "daemon/store/store.h"
+#include "daemon/tiers/host_tier.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "spdlog/spdlog.h"
+
+namespace tensord {
+namespace {
+
+// Takes the run directory's lock file. FAILED_PRECONDITION if another process holds it.
+absl::StatusOr<int> LockRunDir(const std::string& run_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(run_dir, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot create run directory ", run_dir, ": ", ec.message()));
+  }
+  const std::string path = run_dir + "/tensord.lock";
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("another tensord is running with run directory ", run_dir));
+  }
+  const std::string pid = absl::StrCat(getpid(), "\n");
+  if (ftruncate(fd, 0) != 0 || write(fd, pid.data(), pid.size()) < 0) {
+    spdlog::warn("could not record pid in {}", path);
+  }
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config) {
+  std::unique_ptr<Daemon> d(new Daemon());
+  auto lock = LockRunDir(config.run_dir);
+  if (!lock.ok()) return lock.status();
+  d->lock_fd_ = *lock;
+
+  d->socket_path_ = config.socket_path.empty() ? config.run_dir + "/tensord.sock"
+                                                : config.socket_path;
+  if (d->socket_path_.size() >= sizeof(sockaddr_un::sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("socket path is longer than ",
+                                                   sizeof(sockaddr_un::sun_path) - 1, " bytes"));
+  }
+  // We hold the lock, so segments under our prefix belong to a dead instance.
+  const std::string prefix = tiers::ShmPrefixFor(config.run_dir);
+  tiers::HostTier::RemoveStale(prefix);
+  auto host = tiers::HostTier::Create(config.host, prefix);
+  if (!host.ok()) return host.status();
+  d->host_ = *std::move(host);
+  d->store_ = std::make_unique<store::Store>(
+      d->host_.get(), store::StoreOptions{config.max_leases_per_session});
+  d->service_ =
+      std::make_unique<service::TensordService>(d->store_.get(), d->host_->segments());
+
+  // A socket file left by a dead instance would make bind fail.
+  unlink(d->socket_path_.c_str());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + d->socket_path_, grpc::InsecureServerCredentials());
+  builder.RegisterService(d->service_.get());
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  const mode_t old_umask = umask(0077);  // no window in which the socket is world-connectable
+  d->server_ = builder.BuildAndStart();
+  umask(old_umask);
+  if (d->server_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on unix:", d->socket_path_));
+  }
+  if (chmod(d->socket_path_.c_str(), config.socket_mode) != 0) {
+    spdlog::warn("chmod {}: {}", d->socket_path_, strerror(errno));
+  }
+  d->server_->GetHealthCheckService()->SetServingStatus(true);
+  spdlog::info("tensord {} serving on unix:{} with {} of host memory in {} segments",
+               TENSORD_VERSION, d->socket_path_, FormatBytes(config.host.capacity),
+               d->host_->segments().size());
+  return d;
+}
+
+void Daemon::Shutdown(int grace_ms) {
+  if (server_ == nullptr) return;
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
+  server_->Wait();
+  server_.reset();
+  unlink(socket_path_.c_str());
+}
+
+Daemon::~Daemon() {
+  Shutdown();
+  service_.reset();
+  store_.reset();
+  host_.reset();  // unlinks the shared-memory segments
+  if (lock_fd_ >= 0) close(lock_fd_);
+}
+
+}  // namespace tensord

@@ -1,0 +1,78 @@
+// tensord: the memory daemon. Parses flags over the configuration, starts the daemon and runs
+// until SIGINT or SIGTERM, then shuts down cleanly (segments and socket removed).
+#include <csignal>
+#include <cstdio>
+
+#include "CLI/CLI.hpp"
+#include "common/logging.h"
+#include "daemon/config.h"
+#include "daemon/daemon.h"
+#include "spdlog/spdlog.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tensord: shared tensor memory daemon for ML inference"};
+  std::string config_path, run_dir, socket, capacity, preset, shm_mode, log_level;
+  bool no_prefault = false, no_zero = false;
+  app.add_option("-c,--config", config_path, "TOML configuration file");
+  app.add_option("--run-dir", run_dir, "directory for the socket and lock (default ./run)");
+  app.add_option("--socket", socket, "Unix socket path (default <run-dir>/tensord.sock)");
+  app.add_option("--host-capacity", capacity, "host tier size, e.g. 1GiB");
+  app.add_option("--preset", preset, "pool-class preset: qwen3-vl");
+  app.add_option("--shm-mode", shm_mode, "octal mode of shared-memory segments (default 0600)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  app.add_flag("--no-prefault", no_prefault, "do not touch segment pages at start");
+  app.add_flag("--no-zero-on-free", no_zero, "do not zero freed memory before reuse");
+  app.set_version_flag("--version", TENSORD_VERSION);
+  CLI11_PARSE(app, argc, argv);
+
+  auto fail = [](const absl::Status& st) {
+    std::fprintf(stderr, "tensord: %s\n", std::string(st.message()).c_str());
+    return 2;
+  };
+  tensord::DaemonConfig config;
+  if (!config_path.empty()) {
+    auto loaded = tensord::LoadConfigFile(config_path);
+    if (!loaded.ok()) return fail(loaded.status());
+    config = *std::move(loaded);
+  }
+  if (!run_dir.empty()) config.run_dir = run_dir;
+  if (!socket.empty()) config.socket_path = socket;
+  if (!log_level.empty()) config.log_level = log_level;
+  if (!capacity.empty()) {
+    auto bytes = tensord::ParseBytes(capacity);
+    if (!bytes.ok()) return fail(bytes.status());
+    config.host.capacity = *bytes;
+  }
+  if (!shm_mode.empty()) {
+    auto mode = tensord::ParseMode(shm_mode);
+    if (!mode.ok()) return fail(mode.status());
+    config.host.shm_mode = *mode;
+  }
+  if (!preset.empty()) {
+    if (auto st = tensord::ApplyPreset(preset, &config.host); !st.ok()) return fail(st);
+  }
+  if (no_prefault) config.host.prefault = false;
+  if (no_zero) config.host.zero_on_free = false;
+  if (auto st = tensord::SetupLogging(config.log_level); !st.ok()) return fail(st);
+
+  // Block the stop signals in every thread (gRPC's included) and take them here.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto daemon = tensord::Daemon::Start(config);
+  if (!daemon.ok()) {
+    spdlog::error("cannot start: {}", daemon.status().ToString());
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&stop, &sig);
+  spdlog::info("signal {}: shutting down", sig);
+  (*daemon)->Shutdown();
+  daemon->reset();
+  spdlog::info("stopped");
+  return 0;
+}

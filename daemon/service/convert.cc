@@ -1,0 +1,89 @@
+// Field-by-field mapping between the store's types and the protocol.
+#include "daemon/service/convert.h"
+
+namespace tensord::service {
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl::StatusCode and grpc::StatusCode share the canonical numbering.
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+void ToProto(const store::TensorInfo& info, v1::TensorMeta* out) {
+  out->set_ns(info.ns);
+  out->set_key(info.key);
+  out->set_dtype(static_cast<v1::DType>(info.dtype));
+  for (int64_t d : info.shape) out->add_shape(d);
+  out->set_nbytes(info.nbytes);
+  out->set_pool(info.pool);
+  out->set_durability(static_cast<v1::Durability>(info.durability));
+  out->set_scope(static_cast<v1::Scope>(info.scope));
+  out->set_sealed(info.sealed);
+  v1::Location* loc = out->mutable_location();
+  loc->set_tier(v1::TIER_HOST);
+  loc->set_arena(info.location.arena);
+  loc->set_offset(info.location.offset);
+  loc->set_length(info.location.length);
+  out->set_leases(info.leases);
+  out->set_created_unix_ms(info.created_unix_ms);
+}
+
+void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out) {
+  const store::Counters& c = stats.counters;
+  v1::TierStats* host = out->add_tiers();
+  host->set_tier(v1::TIER_HOST);
+  host->set_present(true);
+  host->set_capacity_bytes(stats.capacity_bytes);
+  host->set_used_bytes(stats.used_bytes);
+  host->set_pinned_bytes(stats.pinned_bytes);
+  host->set_hits(c.get_hits);
+  host->set_misses(c.get_misses);
+  const uint64_t lookups = c.get_hits + c.get_misses;
+  host->set_hit_ratio(lookups == 0 ? 0.0 : static_cast<double>(c.get_hits) / lookups);
+  host->set_evictions(c.evictions);
+  for (v1::Tier absent : {v1::TIER_GPU, v1::TIER_SSD}) {
+    v1::TierStats* t = out->add_tiers();
+    t->set_tier(absent);
+    t->set_present(false);
+  }
+  for (const store::PoolStatsEntry& p : stats.pools) {
+    v1::PoolStats* ps = out->add_pools();
+    ps->set_name(p.name);
+    ps->set_kind(p.fixed ? "fixed" : "general");
+    ps->set_arena(p.arena);
+    ps->set_capacity_bytes(p.stats.capacity_bytes);
+    ps->set_used_bytes(p.stats.used_bytes);
+    ps->set_block_size(p.stats.block_size);
+    ps->set_blocks_total(p.stats.blocks_total);
+    ps->set_blocks_used(p.stats.blocks_used);
+    ps->set_largest_free_bytes(p.stats.largest_free_bytes);
+    ps->set_fragmentation(p.stats.Fragmentation());
+    ps->set_allocations(p.stats.allocations);
+    ps->set_allocation_failures(p.stats.allocation_failures);
+  }
+  auto* counters = out->mutable_counters();
+  store::ForEachCounter(c, [&](const char* name, uint64_t v) { (*counters)[name] = v; });
+  out->set_sessions(stats.sessions);
+  out->set_leases(stats.leases);
+  out->set_objects(stats.objects);
+  out->set_uptime_ms(uptime_ms);
+}
+
+store::CreateParams FromProto(const v1::CreateRequest& request) {
+  store::CreateParams p;
+  p.ns = request.ns();
+  p.key = request.key();
+  p.dtype = static_cast<DType>(request.dtype());
+  p.shape.assign(request.shape().begin(), request.shape().end());
+  p.nbytes = request.nbytes();
+  p.pool = request.pool();
+  // Unset enums take the safe defaults; unknown values pass through and are rejected.
+  p.durability = request.durability() == v1::DURABILITY_DEFAULT
+                     ? store::Durability::kDurable
+                     : static_cast<store::Durability>(request.durability());
+  p.scope = request.scope() == v1::SCOPE_DEFAULT ? store::Scope::kGlobal
+                                                 : static_cast<store::Scope>(request.scope());
+  return p;
+}
+
+}  // namespace tensord::service

@@ -1,0 +1,168 @@
+// Request handlers: decode, call the store, encode. Store calls are short (bookkeeping under
+// one mutex, plus zeroing freed memory), so they run on gRPC's callback threads directly.
+#include "daemon/service/tensord_service.h"
+
+#include <atomic>
+
+#include "daemon/service/convert.h"
+#include "spdlog/spdlog.h"
+
+namespace tensord::service {
+namespace {
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpc(status));
+  return reactor;
+}
+
+// One per attached client. The session lives exactly as long as this stream.
+class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
+ public:
+  AttachReactor(store::Store* store, const std::vector<tiers::HostSegment>& segments,
+                const v1::AttachRequest& request)
+      : store_(store) {
+    session_id_ = store_->OpenSession(request.client_name());
+    v1::Welcome* welcome = event_.mutable_welcome();
+    welcome->set_session_id(session_id_);
+    welcome->set_daemon_version(TENSORD_VERSION);
+    for (const tiers::HostSegment& s : segments) {
+      v1::Segment* seg = welcome->add_segments();
+      seg->set_id(s.id);
+      seg->set_shm_name(s.shm_name);
+      seg->set_size(s.size);
+      seg->set_pool(s.pool);
+    }
+    StartWrite(&event_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    // After the welcome the stream stays open and idle until the client goes away.
+    if (!ok) End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "client stream broke"));
+  }
+  void OnCancel() override { End(grpc::Status::CANCELLED); }
+  void OnDone() override {
+    CloseSession();
+    delete this;
+  }
+
+ private:
+  void CloseSession() {
+    if (!closed_.exchange(true)) store_->CloseSession(session_id_);
+  }
+  void End(const grpc::Status& status) {
+    CloseSession();
+    if (!finished_.exchange(true)) Finish(status);
+  }
+
+  store::Store* const store_;
+  std::string session_id_;
+  v1::AttachEvent event_;
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> finished_{false};
+};
+
+}  // namespace
+
+TensordService::TensordService(store::Store* store, std::vector<tiers::HostSegment> segments)
+    : store_(store), segments_(std::move(segments)) {}
+
+grpc::ServerWriteReactor<v1::AttachEvent>* TensordService::Attach(
+    grpc::CallbackServerContext*, const v1::AttachRequest* request) {
+  return new AttachReactor(store_, segments_, *request);
+}
+
+grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ctx,
+                                                 const v1::CreateRequest* request,
+                                                 v1::CreateResponse* response) {
+  auto info = store_->Create(request->session_id(), FromProto(*request));
+  if (info.ok()) {
+    v1::TensorMeta meta;
+    ToProto(*info, &meta);
+    *response->mutable_location() = meta.location();
+    response->set_pool(info->pool);
+  }
+  return Done(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* TensordService::Seal(grpc::CallbackServerContext* ctx,
+                                               const v1::SealRequest* request,
+                                               v1::SealResponse*) {
+  return Done(ctx, store_->Seal(request->session_id(), request->ns(), request->key()));
+}
+
+grpc::ServerUnaryReactor* TensordService::Abort(grpc::CallbackServerContext* ctx,
+                                                const v1::AbortRequest* request,
+                                                v1::AbortResponse*) {
+  return Done(ctx, store_->Abort(request->session_id(), request->ns(), request->key()));
+}
+
+grpc::ServerUnaryReactor* TensordService::Get(grpc::CallbackServerContext* ctx,
+                                              const v1::GetRequest* request,
+                                              v1::GetResponse* response) {
+  const std::vector<std::string> keys(request->keys().begin(), request->keys().end());
+  auto outcomes = store_->Get(request->session_id(), request->ns(), keys,
+                              static_cast<store::WantTier>(request->want()));
+  if (outcomes.ok()) {
+    response->mutable_results()->Reserve(static_cast<int>(outcomes->size()));
+    for (const store::GetOutcome& o : *outcomes) {
+      v1::GetResult* r = response->add_results();
+      r->set_code(static_cast<int32_t>(o.status.code()));
+      if (!o.status.ok()) {
+        r->set_message(std::string(o.status.message()));
+        continue;
+      }
+      ToProto(o.info, r->mutable_meta());
+      r->set_lease_id(o.lease_id);
+    }
+  }
+  return Done(ctx, outcomes.status());
+}
+
+grpc::ServerUnaryReactor* TensordService::Release(grpc::CallbackServerContext* ctx,
+                                                  const v1::ReleaseRequest* request,
+                                                  v1::ReleaseResponse*) {
+  std::span<const uint64_t> ids(request->lease_ids().data(), request->lease_ids().size());
+  return Done(ctx, store_->Release(request->session_id(), ids));
+}
+
+grpc::ServerUnaryReactor* TensordService::Delete(grpc::CallbackServerContext* ctx,
+                                                 const v1::DeleteRequest* request,
+                                                 v1::DeleteResponse*) {
+  return Done(ctx, store_->Delete(request->ns(), request->key()));
+}
+
+grpc::ServerUnaryReactor* TensordService::Stat(grpc::CallbackServerContext* ctx,
+                                               const v1::StatRequest* request,
+                                               v1::TensorMeta* response) {
+  auto info = store_->Stat(request->ns(), request->key());
+  if (info.ok()) ToProto(*info, response);
+  return Done(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* TensordService::List(grpc::CallbackServerContext* ctx,
+                                               const v1::ListRequest* request,
+                                               v1::ListResponse* response) {
+  auto list = store_->List(request->ns(), request->prefix(), request->limit());
+  if (list.ok()) {
+    for (const store::TensorInfo& info : list->tensors) ToProto(info, response->add_tensors());
+    response->set_truncated(list->truncated);
+  }
+  return Done(ctx, list.status());
+}
+
+grpc::ServerUnaryReactor* TensordService::GetStats(grpc::CallbackServerContext* ctx,
+                                                   const v1::GetStatsRequest*,
+                                                   v1::Stats* response) {
+  const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started_);
+  ToProto(store_->Stats(), static_cast<uint64_t>(uptime.count()), response);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* TensordService::Ping(grpc::CallbackServerContext* ctx,
+                                               const v1::PingRequest*, v1::PingResponse*) {
+  return Done(ctx, absl::OkStatus());
+}
+
+}  // namespace tensord::service

@@ -1,0 +1,55 @@
+// The gRPC service: the only code that knows gRPC. Uses the callback API, so an attached
+// client costs no thread, and the end of a client's Attach stream (cancel, crash, kill -9)
+// reaches the store as CloseSession within milliseconds.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "daemon/store/store.h"
+#include "daemon/tiers/host_tier.h"
+#include "tensord/v1/tensord.grpc.pb.h"
+
+namespace tensord::service {
+
+class TensordService final : public v1::Tensord::CallbackService {
+ public:
+  // `store` is borrowed and must outlive the server this service is registered with.
+  TensordService(store::Store* store, std::vector<tiers::HostSegment> segments);
+
+  grpc::ServerWriteReactor<v1::AttachEvent>* Attach(grpc::CallbackServerContext* ctx,
+                                                    const v1::AttachRequest* request) override;
+  grpc::ServerUnaryReactor* Create(grpc::CallbackServerContext* ctx,
+                                   const v1::CreateRequest* request,
+                                   v1::CreateResponse* response) override;
+  grpc::ServerUnaryReactor* Seal(grpc::CallbackServerContext* ctx, const v1::SealRequest* request,
+                                 v1::SealResponse* response) override;
+  grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx,
+                                  const v1::AbortRequest* request,
+                                  v1::AbortResponse* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
+                                v1::GetResponse* response) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
+                                    const v1::ReleaseRequest* request,
+                                    v1::ReleaseResponse* response) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
+                                   const v1::DeleteRequest* request,
+                                   v1::DeleteResponse* response) override;
+  grpc::ServerUnaryReactor* Stat(grpc::CallbackServerContext* ctx, const v1::StatRequest* request,
+                                 v1::TensorMeta* response) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx, const v1::ListRequest* request,
+                                 v1::ListResponse* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
+                                     const v1::GetStatsRequest* request,
+                                     v1::Stats* response) override;
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest* request,
+                                 v1::PingResponse* response) override;
+
+ private:
+  store::Store* const store_;
+  const std::vector<tiers::HostSegment> segments_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace tensord::service

@@ -1,0 +1,468 @@
+// Object store implementation. Every public method takes mu_ once for its bookkeeping; the only
+// work done outside it is zeroing freed memory (Reclaim), which can take milliseconds.
+#include "daemon/store/store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/random.h"
+#include "daemon/store/validation.h"
+#include "spdlog/spdlog.h"
+
+namespace tensord::store {
+namespace {
+
+constexpr int kMaxEvictionRounds = 64;
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::Status UnknownSession() {
+  return absl::FailedPreconditionError("unknown or closed session; Attach first");
+}
+
+}  // namespace
+
+Store::Store(tiers::HostTier* host, StoreOptions options) : host_(host), options_(options) {}
+
+Store::~Store() = default;
+
+std::string Store::TableKey(absl::string_view ns, absl::string_view key) {
+  // Keys never contain NUL (validated), so this concatenation is unambiguous.
+  return absl::StrCat(ns, absl::string_view("\0", 1), key);
+}
+
+Store::Session* Store::FindSession(const std::string& id) {
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second.get();
+}
+
+Store::Object* Store::FindObject(absl::string_view ns, absl::string_view key) {
+  auto it = objects_.find(TableKey(ns, key));
+  return it == objects_.end() ? nullptr : it->second.get();
+}
+
+TensorInfo Store::Info(const Object& o) const {
+  TensorInfo info;
+  info.ns = o.ns;
+  info.key = o.key;
+  info.dtype = o.dtype;
+  info.shape = o.shape;
+  info.nbytes = o.nbytes;
+  info.pool = host_->pools()[o.pool].name;
+  info.durability = o.durability;
+  info.scope = o.scope;
+  info.sealed = o.sealed;
+  info.location = Location{host_->pools()[o.pool].arena, o.offset, o.nbytes};
+  info.leases = o.leases;
+  info.created_unix_ms = o.created_unix_ms;
+  return info;
+}
+
+std::string Store::OpenSession(absl::string_view client_name) {
+  auto session = std::make_unique<Session>();
+  session->id = RandomHex(16);
+  session->name = std::string(client_name.substr(0, kMaxClientNameBytes));
+  std::string id = session->id;
+  absl::MutexLock lock(&mu_);
+  ++counters_.sessions_opened;
+  spdlog::debug("session {} opened by '{}'", id.substr(0, 8), session->name);
+  sessions_.emplace(id, std::move(session));
+  return id;
+}
+
+void Store::CloseSession(const std::string& session_id) {
+  std::vector<PendingFree> frees;
+  {
+    absl::MutexLock lock(&mu_);
+    Session* s = FindSession(session_id);
+    if (s == nullptr) return;
+    const size_t leases = s->leases.size(), creating = s->creating.size();
+    const size_t scoped = s->scoped.size();
+    for (uint64_t lease : std::vector<uint64_t>(s->leases.begin(), s->leases.end())) {
+      DropLease(lease, &frees);
+    }
+    for (Object* o : std::vector<Object*>(s->creating.begin(), s->creating.end())) {
+      ++counters_.aborts;
+      Retire(o, &frees);
+    }
+    for (Object* o : std::vector<Object*>(s->scoped.begin(), s->scoped.end())) Retire(o, &frees);
+    ++counters_.sessions_closed;
+    spdlog::info("session {} ('{}') closed: {} leases released, {} creates aborted, {} "
+                 "session tensors freed", session_id.substr(0, 8), s->name, leases, creating,
+                 scoped);
+    sessions_.erase(session_id);
+  }
+  Reclaim(frees);
+}
+
+absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& params,
+                                              uint64_t nbytes, std::span<const uint32_t> pools) {
+  for (uint32_t pool : pools) {
+    memory::Allocator& alloc = *host_->pools()[pool].allocator;
+    auto offset = alloc.Allocate(nbytes);
+    if (!offset.ok()) continue;
+    auto o = std::make_unique<Object>();
+    o->ns = params.ns;
+    o->key = params.key;
+    o->dtype = params.dtype;
+    o->shape = params.shape;
+    o->nbytes = nbytes;
+    o->pool = pool;
+    o->offset = *offset;
+    o->reserved = alloc.Reserved(nbytes);
+    o->durability = params.durability;
+    o->scope = params.scope;
+    o->owner = s;
+    o->created_unix_ms = NowUnixMs();
+    s->creating.insert(o.get());
+    TensorInfo info = Info(*o);
+    objects_.emplace(TableKey(params.ns, params.key), std::move(o));
+    ++counters_.creates;
+    counters_.bytes_created += nbytes;
+    return info;
+  }
+  return absl::ResourceExhaustedError("no free range");
+}
+
+bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
+                          std::vector<PendingFree>* frees) {
+  // Bytes each candidate pool would have after the victims so far: enough in one pool ends
+  // the selection. For the general pool this is an estimate (freed ranges may not be adjacent);
+  // the caller retries and selects more if the allocation still fails.
+  absl::flat_hash_map<uint32_t, uint64_t> gained;
+  std::vector<Object*> oldest_first;
+  for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
+    Object* o = *it;
+    if (o->leases == 0 && std::find(pools.begin(), pools.end(), o->pool) != pools.end()) {
+      oldest_first.push_back(o);
+    }
+  }
+  for (Object* o : oldest_first) {
+    const memory::Allocator& alloc = *host_->pools()[o->pool].allocator;
+    const uint64_t need = alloc.Reserved(nbytes);
+    const uint64_t largest = alloc.Stats().largest_free_bytes;
+    ++counters_.evictions;
+    counters_.evicted_bytes += o->nbytes;
+    spdlog::debug("evicting CACHE tensor '{}' ({} bytes)", o->key, o->nbytes);
+    const uint32_t pool = o->pool;
+    gained[pool] += o->reserved;
+    Retire(o, frees);
+    if (std::max(largest, gained[pool]) >= need) return true;
+  }
+  return !frees->empty();
+}
+
+absl::StatusOr<TensorInfo> Store::Create(const std::string& session_id,
+                                         const CreateParams& params) {
+  auto nbytes = ValidateCreate(params);
+  std::vector<PendingFree> frees;
+  for (int round = 0; nbytes.ok() && round < kMaxEvictionRounds; ++round) {
+    {
+      absl::MutexLock lock(&mu_);
+      Session* s = FindSession(session_id);
+      if (s == nullptr) return UnknownSession();
+      if (FindObject(params.ns, params.key) != nullptr) {
+        ++counters_.create_failures;
+        return absl::AlreadyExistsError(absl::StrCat("key '", params.key, "' exists"));
+      }
+      auto pools = host_->pools().Candidates(*nbytes, params.pool);
+      if (!pools.ok()) {
+        ++counters_.rejected_requests;
+        return pools.status();
+      }
+      auto info = TryAllocate(s, params, *nbytes, *pools);
+      if (info.ok()) return info;
+      frees.clear();
+      if (!SelectVictims(*pools, *nbytes, &frees)) {
+        // Memory being zeroed by other requests may be enough: wait for it, then retry.
+        auto none_reclaiming = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return reclaiming_bytes_ == 0;
+        };
+        if (reclaiming_bytes_ > 0 &&
+            mu_.AwaitWithTimeout(absl::Condition(&none_reclaiming), absl::Seconds(5))) {
+          continue;
+        }
+        ++counters_.create_failures;
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "no room for ", *nbytes, " bytes in pool '", host_->pools()[(*pools)[0]].name,
+            "': the rest is held by DURABLE, leased or unsealed tensors"));
+      }
+    }
+    Reclaim(frees);
+  }
+  if (!nbytes.ok()) {
+    absl::MutexLock lock(&mu_);
+    ++counters_.rejected_requests;
+    return nbytes.status();
+  }
+  return absl::ResourceExhaustedError("no room after repeated eviction (heavy contention)");
+}
+
+absl::Status Store::Seal(const std::string& session_id, absl::string_view ns,
+                         absl::string_view key) {
+  if (auto st = ValidateNamespace(ns); !st.ok()) return st;
+  if (auto st = ValidateKey(key); !st.ok()) return st;
+  absl::MutexLock lock(&mu_);
+  Session* s = FindSession(session_id);
+  if (s == nullptr) return UnknownSession();
+  Object* o = FindObject(ns, key);
+  if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+  if (o->sealed) return absl::FailedPreconditionError(absl::StrCat("'", key, "' is already sealed"));
+  if (o->owner != s) {
+    return absl::PermissionDeniedError(absl::StrCat("'", key, "' is another session's create"));
+  }
+  o->sealed = true;
+  s->creating.erase(o);
+  if (o->scope == Scope::kSession) {
+    s->scoped.insert(o);
+  } else {
+    o->owner = nullptr;
+  }
+  if (o->durability == Durability::kCache) {
+    lru_.push_front(o);
+    o->lru_it = lru_.begin();
+    o->in_lru = true;
+  }
+  ++counters_.seals;
+  return absl::OkStatus();
+}
+
+absl::Status Store::Abort(const std::string& session_id, absl::string_view ns,
+                          absl::string_view key) {
+  if (auto st = ValidateNamespace(ns); !st.ok()) return st;
+  if (auto st = ValidateKey(key); !st.ok()) return st;
+  std::vector<PendingFree> frees;
+  {
+    absl::MutexLock lock(&mu_);
+    Session* s = FindSession(session_id);
+    if (s == nullptr) return UnknownSession();
+    Object* o = FindObject(ns, key);
+    if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+    if (o->sealed) {
+      return absl::FailedPreconditionError(absl::StrCat("'", key, "' is sealed; Delete it"));
+    }
+    if (o->owner != s) {
+      return absl::PermissionDeniedError(absl::StrCat("'", key, "' is another session's create"));
+    }
+    ++counters_.aborts;
+    Retire(o, &frees);
+  }
+  Reclaim(frees);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id,
+                                                   absl::string_view ns,
+                                                   std::span<const std::string> keys,
+                                                   WantTier want) {
+  if (keys.empty() || keys.size() > kMaxBatchKeys) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a Get names 1 to ", kMaxBatchKeys, " keys, not ", keys.size()));
+  }
+  if (auto st = ValidateNamespace(ns); !st.ok()) return st;
+  switch (want) {
+    case WantTier::kAny:
+    case WantTier::kHost:
+      break;
+    case WantTier::kGpu:
+      return absl::FailedPreconditionError("the GPU tier is not present in this daemon");
+    default:
+      return absl::InvalidArgumentError("leases are granted on the HOST or GPU tier only");
+  }
+  std::vector<GetOutcome> out(keys.size());
+  absl::MutexLock lock(&mu_);
+  Session* s = FindSession(session_id);
+  if (s == nullptr) return UnknownSession();
+  ++counters_.gets;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    GetOutcome& r = out[i];
+    r.status = ValidateKey(keys[i]);
+    if (!r.status.ok()) continue;
+    Object* o = FindObject(ns, keys[i]);
+    if (o == nullptr) {
+      ++counters_.get_misses;
+      r.status = absl::NotFoundError(absl::StrCat("no tensor '", keys[i], "'"));
+      continue;
+    }
+    if (!o->sealed) {
+      r.status = absl::FailedPreconditionError(absl::StrCat("'", keys[i], "' is not sealed yet"));
+      continue;
+    }
+    if (s->leases.size() >= options_.max_leases_per_session) {
+      r.status = absl::ResourceExhaustedError(absl::StrCat(
+          "session holds ", s->leases.size(), " leases, the maximum; Release some"));
+      continue;
+    }
+    ++counters_.get_hits;
+    ++counters_.leases_granted;
+    if (o->leases++ == 0) pinned_bytes_ += o->reserved;
+    if (o->in_lru) lru_.splice(lru_.begin(), lru_, o->lru_it);
+    r.lease_id = next_lease_id_++;
+    leases_.emplace(r.lease_id, LeaseEntry{s, o});
+    s->leases.insert(r.lease_id);
+    r.info = Info(*o);
+  }
+  return out;
+}
+
+absl::Status Store::Release(const std::string& session_id, std::span<const uint64_t> lease_ids) {
+  if (lease_ids.empty() || lease_ids.size() > kMaxBatchKeys) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a Release names 1 to ", kMaxBatchKeys, " leases, not ", lease_ids.size()));
+  }
+  std::vector<PendingFree> frees;
+  {
+    absl::MutexLock lock(&mu_);
+    Session* s = FindSession(session_id);
+    if (s == nullptr) return UnknownSession();
+    absl::flat_hash_set<uint64_t> seen;
+    for (uint64_t id : lease_ids) {
+      if (!seen.insert(id).second) {
+        return absl::InvalidArgumentError(absl::StrCat("lease ", id, " is listed twice"));
+      }
+      if (!s->leases.contains(id)) {
+        return absl::NotFoundError(absl::StrCat("lease ", id, " is not held by this session"));
+      }
+    }
+    for (uint64_t id : lease_ids) DropLease(id, &frees);
+  }
+  Reclaim(frees);
+  return absl::OkStatus();
+}
+
+absl::Status Store::Delete(absl::string_view ns, absl::string_view key) {
+  if (auto st = ValidateNamespace(ns); !st.ok()) return st;
+  if (auto st = ValidateKey(key); !st.ok()) return st;
+  std::vector<PendingFree> frees;
+  {
+    absl::MutexLock lock(&mu_);
+    Object* o = FindObject(ns, key);
+    if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+    if (!o->sealed) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("'", key, "' is not sealed; its creator may Abort it"));
+    }
+    ++counters_.deletes;
+    Retire(o, &frees);
+  }
+  Reclaim(frees);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TensorInfo> Store::Stat(absl::string_view ns, absl::string_view key) {
+  if (auto st = ValidateNamespace(ns); !st.ok()) return st;
+  if (auto st = ValidateKey(key); !st.ok()) return st;
+  absl::MutexLock lock(&mu_);
+  Object* o = FindObject(ns, key);
+  if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+  return Info(*o);
+}
+
+absl::StatusOr<ListResult> Store::List(absl::string_view ns, absl::string_view prefix,
+                                       uint32_t limit) {
+  if (auto st = ValidateNamespace(ns); !st.ok()) return st;
+  if (prefix.size() > kMaxKeyBytes) return absl::InvalidArgumentError("prefix is too long");
+  if (limit == 0) limit = 1000;
+  if (limit > 10000) return absl::InvalidArgumentError("limit is at most 10000");
+  ListResult out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, o] : objects_) {
+    if (o->ns == ns && absl::StartsWith(o->key, prefix)) out.tensors.push_back(Info(*o));
+  }
+  std::sort(out.tensors.begin(), out.tensors.end(),
+            [](const TensorInfo& a, const TensorInfo& b) { return a.key < b.key; });
+  if (out.tensors.size() > limit) {
+    out.tensors.resize(limit);
+    out.truncated = true;
+  }
+  return out;
+}
+
+StoreStats Store::Stats() {
+  StoreStats st;
+  absl::MutexLock lock(&mu_);
+  st.counters = counters_;
+  const memory::PoolSet& pools = host_->pools();
+  for (uint32_t i = 0; i < pools.size(); ++i) {
+    st.pools.push_back({pools[i].name, pools[i].arena, pools[i].fixed,
+                        pools[i].allocator->Stats()});
+    st.used_bytes += st.pools.back().stats.used_bytes;
+    st.capacity_bytes += st.pools.back().stats.capacity_bytes;
+  }
+  st.pinned_bytes = pinned_bytes_;
+  st.sessions = sessions_.size();
+  st.leases = leases_.size();
+  st.objects = objects_.size() + retired_.size();
+  return st;
+}
+
+void Store::Retire(Object* o, std::vector<PendingFree>* frees) {
+  if (o->in_lru) {
+    lru_.erase(o->lru_it);
+    o->in_lru = false;
+  }
+  if (o->owner != nullptr) {
+    o->owner->creating.erase(o);
+    o->owner->scoped.erase(o);
+    o->owner = nullptr;
+  }
+  auto node = objects_.extract(TableKey(o->ns, o->key));
+  o->retired = true;
+  if (o->leases == 0) {
+    FreeObject(o, frees);
+  } else {
+    retired_.emplace(o, std::move(node.mapped()));
+  }
+}
+
+void Store::FreeObject(Object* o, std::vector<PendingFree>* frees) {
+  frees->push_back(PendingFree{o->pool, o->offset, o->reserved});
+  reclaiming_bytes_ += o->reserved;
+}
+
+void Store::DropLease(uint64_t lease_id, std::vector<PendingFree>* frees) {
+  auto it = leases_.find(lease_id);
+  LeaseEntry entry = it->second;
+  leases_.erase(it);
+  entry.session->leases.erase(lease_id);
+  ++counters_.leases_released;
+  Object* o = entry.object;
+  if (--o->leases == 0) {
+    pinned_bytes_ -= o->reserved;
+    if (o->retired) {
+      FreeObject(o, frees);
+      retired_.erase(o);
+    }
+  }
+}
+
+void Store::Reclaim(const std::vector<PendingFree>& frees) {
+  if (frees.empty()) return;
+  uint64_t zeroed = 0;
+  if (host_->zero_on_free()) {
+    for (const PendingFree& f : frees) {
+      // No lock: the range belongs to no object and to no free list until returned below.
+      std::memset(host_->Address(host_->pools()[f.pool].arena, f.offset), 0, f.reserved);
+      zeroed += f.reserved;
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  for (const PendingFree& f : frees) {
+    absl::Status st = host_->pools()[f.pool].allocator->Free(f.offset);
+    if (!st.ok()) {
+      spdlog::critical("store invariant broken: {}", st.ToString());
+      std::abort();
+    }
+    reclaiming_bytes_ -= f.reserved;
+  }
+  counters_.bytes_zeroed += zeroed;
+}
+
+}  // namespace tensord::store

@@ -1,0 +1,183 @@
+// The object store: tensors, their life cycle (Create -> Seal -> Get/Release -> Delete, Abort),
+// leases, sessions and eviction of unleased CACHE tensors when a pool is full.
+// Owns all object, lease and session state, guarded by mu_. Borrows the host tier, whose
+// PoolSet it also guards with mu_. Memory is zeroed outside the lock before it is reused.
+#pragma once
+
+#include <list>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/memory/allocator.h"
+#include "daemon/store/types.h"
+#include "daemon/tiers/host_tier.h"
+
+namespace tensord::store {
+
+// Every counter the store keeps, in one list: stats, gRPC and tensorctl are generated from it.
+#define TENSORD_STORE_COUNTERS(X)                                                              \
+  X(creates) X(create_failures) X(seals) X(aborts) X(deletes) X(gets) X(get_hits)              \
+  X(get_misses) X(leases_granted) X(leases_released) X(evictions) X(evicted_bytes)             \
+  X(sessions_opened) X(sessions_closed) X(bytes_created) X(bytes_zeroed) X(rejected_requests)
+
+struct Counters {
+#define TENSORD_DECLARE_COUNTER(name) uint64_t name = 0;
+  TENSORD_STORE_COUNTERS(TENSORD_DECLARE_COUNTER)
+#undef TENSORD_DECLARE_COUNTER
+};
+
+// Calls fn(name, value) for every counter, in list order.
+template <typename Fn>
+void ForEachCounter(const Counters& c, Fn&& fn) {
+#define TENSORD_VISIT_COUNTER(name) fn(#name, c.name);
+  TENSORD_STORE_COUNTERS(TENSORD_VISIT_COUNTER)
+#undef TENSORD_VISIT_COUNTER
+}
+
+struct PoolStatsEntry {
+  std::string name;
+  uint32_t arena = 0;
+  bool fixed = false;
+  memory::AllocatorStats stats;
+};
+
+struct StoreStats {
+  Counters counters;
+  std::vector<PoolStatsEntry> pools;
+  uint64_t capacity_bytes = 0;
+  uint64_t used_bytes = 0;
+  uint64_t pinned_bytes = 0;
+  uint64_t sessions = 0;
+  uint64_t leases = 0;
+  uint64_t objects = 0;
+};
+
+struct ListResult {
+  std::vector<TensorInfo> tensors;
+  bool truncated = false;
+};
+
+struct StoreOptions {
+  uint64_t max_leases_per_session = 1 << 20;
+};
+
+class Store {
+ public:
+  // `host` is borrowed and must outlive the store.
+  Store(tiers::HostTier* host, StoreOptions options);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Opens a session and returns its unguessable id.
+  std::string OpenSession(absl::string_view client_name);
+  // Ends a session: releases its leases, aborts its unsealed creates and deletes its
+  // session-scoped tensors. Unknown ids are ignored (closing is idempotent).
+  void CloseSession(const std::string& session_id);
+
+  // Allocates an unsealed tensor the caller then writes. Evicts unleased CACHE tensors of the
+  // candidate pools if needed. INVALID_ARGUMENT (bad field), FAILED_PRECONDITION (unknown
+  // session), ALREADY_EXISTS, RESOURCE_EXHAUSTED (no room after eviction; lease quota).
+  absl::StatusOr<TensorInfo> Create(const std::string& session_id, const CreateParams& params);
+  // Makes an unsealed tensor visible and immutable. NOT_FOUND, FAILED_PRECONDITION (already
+  // sealed, unknown session), PERMISSION_DENIED (another session's create).
+  absl::Status Seal(const std::string& session_id, absl::string_view ns, absl::string_view key);
+  // Drops an unsealed tensor. NOT_FOUND, FAILED_PRECONDITION (sealed), PERMISSION_DENIED.
+  absl::Status Abort(const std::string& session_id, absl::string_view ns, absl::string_view key);
+  // Leases each key's host copy. Whole-call errors: FAILED_PRECONDITION (unknown session, or
+  // want=GPU without a GPU tier), INVALID_ARGUMENT (batch size, namespace, tier). Per-key
+  // errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (unsealed), RESOURCE_EXHAUSTED.
+  absl::StatusOr<std::vector<GetOutcome>> Get(const std::string& session_id, absl::string_view ns,
+                                              std::span<const std::string> keys, WantTier want);
+  // Ends leases, all or nothing. NOT_FOUND if any id is not a lease of this session,
+  // INVALID_ARGUMENT for an empty or duplicated list, FAILED_PRECONDITION (unknown session).
+  absl::Status Release(const std::string& session_id, std::span<const uint64_t> lease_ids);
+  // Removes a sealed tensor's key now; its memory is freed when the last lease ends.
+  // INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (unsealed: Abort it instead).
+  absl::Status Delete(absl::string_view ns, absl::string_view key);
+  // Returns one tensor's metadata. INVALID_ARGUMENT, NOT_FOUND.
+  absl::StatusOr<TensorInfo> Stat(absl::string_view ns, absl::string_view key);
+  // Returns tensors of `ns` whose key starts with `prefix`, sorted by key, at most `limit`.
+  absl::StatusOr<ListResult> List(absl::string_view ns, absl::string_view prefix, uint32_t limit);
+  StoreStats Stats();
+
+  // Returns the daemon's address of a location (for tests and benchmarks in-process).
+  uint8_t* Address(const Location& loc) const { return host_->Address(loc.arena, loc.offset); }
+
+ private:
+  struct Session;
+  struct Object {
+    std::string ns, key;
+    DType dtype = DType::kUnspecified;
+    std::vector<int64_t> shape;
+    uint64_t nbytes = 0;
+    uint32_t pool = 0;
+    uint64_t offset = 0;
+    uint64_t reserved = 0;
+    Durability durability = Durability::kDurable;
+    Scope scope = Scope::kGlobal;
+    bool sealed = false;
+    bool retired = false;  // unreachable by key; freed when the last lease ends
+    Session* owner = nullptr;  // set while unsealed or session-scoped
+    uint32_t leases = 0;
+    int64_t created_unix_ms = 0;
+    bool in_lru = false;
+    std::list<Object*>::iterator lru_it;
+  };
+  struct Session {
+    std::string id;
+    std::string name;
+    absl::flat_hash_set<uint64_t> leases;
+    absl::flat_hash_set<Object*> creating;
+    absl::flat_hash_set<Object*> scoped;
+  };
+  struct LeaseEntry {
+    Session* session;
+    Object* object;
+  };
+  struct PendingFree {
+    uint32_t pool;
+    uint64_t offset;
+    uint64_t reserved;
+  };
+
+  static std::string TableKey(absl::string_view ns, absl::string_view key);
+  Session* FindSession(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Object* FindObject(absl::string_view ns, absl::string_view key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  TensorInfo Info(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<TensorInfo> TryAllocate(Session* s, const CreateParams& params, uint64_t nbytes,
+                                         std::span<const uint32_t> pools)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
+                     std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Retire(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeObject(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropLease(uint64_t lease_id, std::vector<PendingFree>* frees)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Zeroes freed ranges without the lock, then returns them to their pools.
+  void Reclaim(const std::vector<PendingFree>& frees) ABSL_LOCKS_EXCLUDED(mu_);
+
+  tiers::HostTier* const host_;
+  const StoreOptions options_;
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Object>> objects_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<Object*, std::unique_ptr<Object>> retired_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, LeaseEntry> leases_ ABSL_GUARDED_BY(mu_);
+  std::list<Object*> lru_ ABSL_GUARDED_BY(mu_);  // sealed CACHE objects, most recent first
+  uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  Counters counters_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace tensord::store

@@ -1,0 +1,57 @@
+// Value types of the object model (DESIGN.md "Object model"), independent of gRPC.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "tensord/dtype.h"
+
+namespace tensord::store {
+
+enum class Durability : int32_t { kDurable = 1, kCache = 2 };
+enum class Scope : int32_t { kGlobal = 1, kSession = 2 };
+enum class WantTier : int32_t { kAny = 0, kHost = 1, kGpu = 2, kSsd = 3 };
+
+struct CreateParams {
+  std::string ns;
+  std::string key;
+  DType dtype = DType::kUnspecified;
+  std::vector<int64_t> shape;
+  uint64_t nbytes = 0;  // 0: derived from shape and dtype
+  std::string pool;     // empty: best fit
+  Durability durability = Durability::kDurable;
+  Scope scope = Scope::kGlobal;
+};
+
+// A byte range in an arena of the host tier.
+struct Location {
+  uint32_t arena = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct TensorInfo {
+  std::string ns;
+  std::string key;
+  DType dtype = DType::kUnspecified;
+  std::vector<int64_t> shape;
+  uint64_t nbytes = 0;
+  std::string pool;
+  Durability durability = Durability::kDurable;
+  Scope scope = Scope::kGlobal;
+  bool sealed = false;
+  Location location;
+  uint32_t leases = 0;
+  int64_t created_unix_ms = 0;
+};
+
+// One key's answer in a batched Get.
+struct GetOutcome {
+  absl::Status status;
+  TensorInfo info;
+  uint64_t lease_id = 0;
+};
+
+}  // namespace tensord::store

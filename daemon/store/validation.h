@@ -1,0 +1,24 @@
+// Validation of every client-supplied field, before the store touches its state. Each function
+// returns INVALID_ARGUMENT with a message naming the field and what is wrong with it.
+#pragma once
+
+#include "absl/strings/string_view.h"
+
+#include "absl/status/statusor.h"
+#include "daemon/store/types.h"
+
+namespace tensord::store {
+
+inline constexpr size_t kMaxKeyBytes = 1024;
+inline constexpr size_t kMaxNamespaceBytes = 128;
+inline constexpr size_t kMaxBatchKeys = 4096;
+inline constexpr size_t kMaxClientNameBytes = 128;
+
+// Keys: 1..1024 bytes of valid UTF-8 with no control characters (NUL included).
+absl::Status ValidateKey(absl::string_view key);
+// Namespaces: 0..128 bytes of [A-Za-z0-9._-]; empty is the default namespace.
+absl::Status ValidateNamespace(absl::string_view ns);
+// Checks dtype, shape, nbytes, names and enums of a Create; returns the tensor's byte size.
+absl::StatusOr<uint64_t> ValidateCreate(const CreateParams& params);
+
+}  // namespace tensord::store

@@ -1,0 +1,116 @@
+// Host tier construction: pool classes laid out as shared-memory segments.
+#include "daemon/tiers/host_tier.h"
+
+#include <xxhash.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/random.h"
+#include "daemon/memory/fixed_pool.h"
+#include "daemon/memory/general_allocator.h"
+#include "spdlog/spdlog.h"
+
+namespace tensord::tiers {
+namespace {
+
+constexpr uint64_t kSegmentAlign = 2 << 20;  // whole huge pages: no partial page at the end
+
+uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+absl::StatusOr<uint64_t> BlockCount(const PoolClassConfig& pool, uint64_t capacity) {
+  if (pool.name.empty()) return absl::InvalidArgumentError("a pool class has no name");
+  if (pool.name == "general") {
+    return absl::InvalidArgumentError("pool name 'general' is reserved for the general pool");
+  }
+  if (pool.block_size == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("pool '", pool.name, "' has block_size 0"));
+  }
+  uint64_t count = pool.block_count;
+  if (count == 0) {
+    if (pool.share <= 0.0 || pool.share > 1.0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pool '", pool.name, "' needs block_count or a share in (0, 1]"));
+    }
+    count = static_cast<uint64_t>(pool.share * static_cast<double>(capacity)) / pool.block_size;
+  }
+  if (count == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool '", pool.name, "' gets no block of ", pool.block_size, " bytes from its share"));
+  }
+  return count;
+}
+
+}  // namespace
+
+std::string ShmPrefixFor(const std::string& run_dir) {
+  std::error_code ec;
+  std::string abs = std::filesystem::weakly_canonical(run_dir, ec).string();
+  if (ec) abs = run_dir;
+  return absl::StrFormat("tensord.%016x.", XXH3_64bits(abs.data(), abs.size()));
+}
+
+int HostTier::RemoveStale(const std::string& name_prefix) {
+  int removed = 0;
+  for (const std::string& name : ShmSegment::ListOwned(name_prefix)) {
+    if (ShmSegment::Remove(name)) {
+      spdlog::warn("removed stale shared-memory segment /dev/shm/{} of an earlier instance", name);
+      ++removed;
+    }
+  }
+  return removed;
+}
+
+absl::Status HostTier::AddSegment(const std::string& name, uint64_t size, const std::string& pool,
+                                  const HostTierConfig& config) {
+  auto seg = ShmSegment::Create(name, size, config.shm_mode, config.prefault);
+  if (!seg.ok()) return seg.status();
+  segments_.push_back(HostSegment{static_cast<uint32_t>(segments_.size()), name, size, pool});
+  shm_.push_back(*std::move(seg));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierConfig& config,
+                                                           const std::string& name_prefix) {
+  std::unique_ptr<HostTier> tier(new HostTier());
+  tier->zero_on_free_ = config.zero_on_free;
+  const std::string base = name_prefix + RandomHex(16) + ".";
+  uint64_t fixed_total = 0;
+  for (const PoolClassConfig& pool : config.pools) {
+    auto count = BlockCount(pool, config.capacity);
+    if (!count.ok()) return count.status();
+    const uint64_t bytes = pool.block_size * *count;
+    fixed_total += bytes;
+    if (fixed_total > config.capacity) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pool classes need ", fixed_total, " bytes, more than the host capacity ",
+          config.capacity));
+    }
+    const uint32_t arena = static_cast<uint32_t>(tier->segments_.size());
+    if (auto st = tier->AddSegment(absl::StrCat(base, arena), RoundUp(bytes, kSegmentAlign),
+                                   pool.name, config);
+        !st.ok()) {
+      return st;
+    }
+    tier->pools_.Add(pool.name, arena, /*fixed=*/true,
+                     std::make_unique<memory::FixedPool>(0, pool.block_size, *count));
+    spdlog::info("host pool '{}': {} blocks of {} bytes", pool.name, *count, pool.block_size);
+  }
+  const uint64_t general = (config.capacity - fixed_total) / 4096 * 4096;
+  if (general >= 4096) {
+    const uint32_t arena = static_cast<uint32_t>(tier->segments_.size());
+    if (auto st = tier->AddSegment(absl::StrCat(base, arena), RoundUp(general, kSegmentAlign),
+                                   "general", config);
+        !st.ok()) {
+      return st;
+    }
+    tier->pools_.Add("general", arena, /*fixed=*/false,
+                     std::make_unique<memory::GeneralAllocator>(0, general));
+  }
+  if (tier->pools_.size() == 0) return absl::InvalidArgumentError("host tier has no capacity");
+  tier->capacity_ = config.capacity;
+  return tier;
+}
+
+}  // namespace tensord::tiers
