@@ -1,0 +1,206 @@
+// The object store over a real (small) shared-memory host tier: life cycle, leases, sessions,
+// eviction and zeroing.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/random.h"
+#include "daemon/store/store.h"
+
+namespace tensord::store {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HostTierConfig config;
+    config.capacity = 8 * kMiB;
+    config.prefault = false;
+    config.pools.push_back(PoolClassConfig{"block", kMiB, 2, 0});  // 2 MiB fixed, 6 MiB general
+    auto tier = tiers::HostTier::Create(config, "tensord.unittest." + RandomHex(4) + ".");
+    ASSERT_TRUE(tier.ok()) << tier.status();
+    host_ = *std::move(tier);
+    store_ = std::make_unique<Store>(host_.get(), StoreOptions{/*max_leases_per_session=*/8});
+    session_ = store_->OpenSession("test");
+  }
+
+  CreateParams Params(const std::string& key, uint64_t bytes,
+                      Durability durability = Durability::kDurable) {
+    CreateParams p;
+    p.key = key;
+    p.dtype = DType::kUInt8;
+    p.shape = {static_cast<int64_t>(bytes)};
+    p.durability = durability;
+    return p;
+  }
+
+  // Creates, fills with `fill` and seals a tensor; returns its info.
+  TensorInfo Put(const std::string& key, uint64_t bytes, uint8_t fill,
+                 Durability durability = Durability::kDurable) {
+    auto info = store_->Create(session_, Params(key, bytes, durability));
+    EXPECT_TRUE(info.ok()) << info.status();
+    if (!info.ok()) return {};
+    std::memset(store_->Address(info->location), fill, bytes);
+    EXPECT_TRUE(store_->Seal(session_, "", key).ok());
+    return *info;
+  }
+
+  uint64_t Lease(const std::string& key) {
+    std::vector<std::string> keys{key};
+    auto out = store_->Get(session_, "", keys, WantTier::kAny);
+    EXPECT_TRUE(out.ok()) << out.status();
+    EXPECT_TRUE((*out)[0].status.ok()) << (*out)[0].status;
+    return (*out)[0].lease_id;
+  }
+
+  std::unique_ptr<tiers::HostTier> host_;
+  std::unique_ptr<Store> store_;
+  std::string session_;
+};
+
+TEST_F(StoreTest, LifeCycleCreateSealGetReleaseDelete) {
+  TensorInfo info = Put("t", 1000, 0xAB);
+  EXPECT_EQ(info.pool, "general");
+  std::vector<std::string> keys{"t"};
+  auto got = store_->Get(session_, "", keys, WantTier::kHost);
+  ASSERT_TRUE(got.ok());
+  ASSERT_TRUE((*got)[0].status.ok());
+  EXPECT_EQ((*got)[0].info.location.offset, info.location.offset);
+  EXPECT_EQ(store_->Address((*got)[0].info.location)[999], 0xAB);
+  EXPECT_EQ(store_->Stats().leases, 1u);
+  uint64_t lease = (*got)[0].lease_id;
+  EXPECT_TRUE(store_->Release(session_, {&lease, 1}).ok());
+  EXPECT_EQ(store_->Release(session_, {&lease, 1}).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->Delete("", "t").ok());
+  EXPECT_EQ(store_->Stat("", "t").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Stats().used_bytes, 0u);
+}
+
+TEST_F(StoreTest, StateErrorsHaveTheDesignedCodes) {
+  ASSERT_TRUE(store_->Create(session_, Params("u", 10)).ok());
+  EXPECT_EQ(store_->Create(session_, Params("u", 10)).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  std::vector<std::string> keys{"u", "missing"};
+  auto got = store_->Get(session_, "", keys, WantTier::kAny);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ((*got)[0].status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*got)[1].status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Delete("", "u").code(), absl::StatusCode::kFailedPrecondition);
+  std::string other = store_->OpenSession("other");
+  EXPECT_EQ(store_->Seal(other, "", "u").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(store_->Abort(other, "", "u").code(), absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(store_->Seal(session_, "", "u").ok());
+  EXPECT_EQ(store_->Seal(session_, "", "u").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->Abort(session_, "", "u").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->Create("no-such-session", Params("v", 10)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  std::vector<std::string> one{"u"};
+  EXPECT_EQ(store_->Get(session_, "", one, WantTier::kGpu).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->Get(session_, "", {}, WantTier::kAny).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(StoreTest, ReleaseOfAnotherSessionsLeaseFailsAndReleasesNothing) {
+  Put("t", 100, 1);
+  uint64_t mine = Lease("t");
+  std::string other = store_->OpenSession("other");
+  EXPECT_EQ(store_->Release(other, {&mine, 1}).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Stats().leases, 1u);
+  uint64_t twice[] = {mine, mine};
+  EXPECT_EQ(store_->Release(session_, twice).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Stats().leases, 1u);
+}
+
+TEST_F(StoreTest, DeleteWhileLeasedKeepsBytesUntilRelease) {
+  TensorInfo info = Put("t", 4096, 0x5A);
+  uint64_t lease = Lease("t");
+  ASSERT_TRUE(store_->Delete("", "t").ok());
+  EXPECT_EQ(store_->Stat("", "t").status().code(), absl::StatusCode::kNotFound);
+  // The key is free again, but the leased bytes must not be reused or zeroed.
+  Put("t", 4096, 0x11);
+  EXPECT_EQ(store_->Address(info.location)[4095], 0x5A);
+  ASSERT_TRUE(store_->Release(session_, {&lease, 1}).ok());
+  EXPECT_EQ(store_->Address(info.location)[4095], 0x00) << "freed memory must be zeroed";
+}
+
+TEST_F(StoreTest, FreedMemoryIsZeroedBeforeReuse) {
+  TensorInfo a = Put("a", kMiB, 0xFF);  // fixed pool block
+  EXPECT_EQ(a.pool, "block");
+  ASSERT_TRUE(store_->Delete("", "a").ok());
+  auto b = store_->Create(session_, Params("b", kMiB));
+  ASSERT_TRUE(b.ok());
+  const uint8_t* p = store_->Address(b->location);
+  for (uint64_t i = 0; i < kMiB; i += 4093) ASSERT_EQ(p[i], 0) << "byte " << i;
+}
+
+TEST_F(StoreTest, FullTierEvictsCacheInLruOrderButNeverDurable) {
+  // General pool: 6 MiB. Three DURABLE and two CACHE tensors of 1 MiB + 4 KiB nearly fill it.
+  for (int i = 0; i < 3; ++i) Put(absl::StrCat("d", i), kMiB + 1, 1);  // MiB + 4 KiB reserved
+  EXPECT_EQ(store_->Stats().pools[1].stats.used_bytes, 3 * (kMiB + 4096));
+  for (int i = 0; i < 2; ++i) Put(absl::StrCat("c", i), kMiB + 1, 2, Durability::kCache);
+  Lease("c0");  // touch c0: c1 is now least recently used... and c0 is leased
+  auto big = store_->Create(session_, Params("new", kMiB + 4096));
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_EQ(store_->Stat("", "c1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->Stat("", "c0").ok()) << "a leased CACHE tensor must not be evicted";
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(store_->Stat("", absl::StrCat("d", i)).ok());
+  EXPECT_EQ(store_->Stats().counters.evictions, 1u);
+  // Only DURABLE and leased tensors remain: the next create cannot be satisfied.
+  auto fail = store_->Create(session_, Params("more", 2 * kMiB));
+  EXPECT_EQ(fail.status().code(), absl::StatusCode::kResourceExhausted);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(store_->Stat("", absl::StrCat("d", i)).ok());
+}
+
+TEST_F(StoreTest, ClosingASessionReleasesAbortsAndFreesScopedTensors) {
+  Put("global", 100, 1);
+  std::string s2 = store_->OpenSession("dying");
+  std::vector<std::string> keys{"global"};
+  ASSERT_TRUE(store_->Get(s2, "", keys, WantTier::kAny).ok());
+  ASSERT_TRUE(store_->Create(s2, Params("unsealed", 5000)).ok());
+  CreateParams scoped = Params("scoped", 5000);
+  scoped.scope = Scope::kSession;
+  ASSERT_TRUE(store_->Create(s2, scoped).ok());
+  ASSERT_TRUE(store_->Seal(s2, "", "scoped").ok());
+  const uint64_t before = store_->Stats().used_bytes;
+  store_->CloseSession(s2);
+  StoreStats st = store_->Stats();
+  EXPECT_EQ(st.leases, 0u);
+  EXPECT_EQ(st.sessions, 1u);
+  EXPECT_EQ(st.pinned_bytes, 0u);
+  EXPECT_EQ(st.used_bytes, before - 2 * 8192);
+  EXPECT_TRUE(store_->Stat("", "global").ok());
+  EXPECT_FALSE(store_->Stat("", "unsealed").ok());
+  EXPECT_FALSE(store_->Stat("", "scoped").ok());
+  EXPECT_EQ(store_->Create(s2, Params("x", 1)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(StoreTest, LeaseQuotaPerSession) {
+  Put("t", 10, 1);
+  for (int i = 0; i < 8; ++i) Lease("t");
+  std::vector<std::string> keys{"t"};
+  auto out = store_->Get(session_, "", keys, WantTier::kAny);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ((*out)[0].status.code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(StoreTest, ListIsSortedFilteredAndLimited) {
+  for (const char* k : {"b.2", "a.1", "b.1", "c"}) Put(k, 10, 0);
+  auto all = store_->List("", "b.", 0);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->tensors.size(), 2u);
+  EXPECT_EQ(all->tensors[0].key, "b.1");
+  EXPECT_EQ(all->tensors[1].key, "b.2");
+  auto one = store_->List("", "", 1);
+  EXPECT_TRUE(one->truncated);
+  EXPECT_EQ(one->tensors[0].key, "a.1");
+  EXPECT_EQ(store_->List("", "", 20000).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tensord::store
