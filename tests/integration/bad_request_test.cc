@@ -1,0 +1,265 @@
+// A table of bad requests sent over the raw protocol (no client-library checks in the way):
+// each gets its exact gRPC code, and afterwards the daemon still serves and another client's
+// tensor is intact.
+#include <gtest/gtest.h>
+#include <xxhash.h>
+
+#include <cstring>
+#include <functional>
+
+#include "grpcpp/grpcpp.h"
+#include "tensord/client.h"
+#include "tests/integration/harness.h"
+
+namespace tensord::testing {
+namespace {
+
+using grpc::StatusCode;
+
+// Opens a raw session; keeps the Attach stream open while alive.
+struct RawSession {
+  explicit RawSession(v1::Tensord::Stub& stub) {
+    stream = stub.Attach(&ctx, v1::AttachRequest());
+    v1::AttachEvent ev;
+    EXPECT_TRUE(stream->Read(&ev));
+    id = ev.welcome().session_id();
+  }
+  ~RawSession() { ctx.TryCancel(); }
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<v1::AttachEvent>> stream;
+  std::string id;
+};
+
+v1::CreateRequest GoodCreate(const std::string& session, const std::string& key) {
+  v1::CreateRequest r;
+  r.set_session_id(session);
+  r.set_key(key);
+  r.set_dtype(v1::FLOAT16);
+  r.add_shape(4);
+  r.add_shape(8);
+  return r;
+}
+
+TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
+  Daemon d({"--host-capacity", "64MiB"});
+  ASSERT_TRUE(d.ok());
+  v1::Tensord::Stub& stub = d.stub();
+
+  // Another client's tensor that no bad request may damage.
+  ClientOptions opts;
+  opts.socket_path = d.socket();
+  auto victim_client = Client::Connect(opts);
+  ASSERT_TRUE(victim_client.ok());
+  auto victim = (*victim_client)->Create("victim", DType::kUInt8, {1 << 20});
+  ASSERT_TRUE(victim.ok());
+  std::memset(victim->data(), 0x3C, victim->nbytes());
+  const uint64_t victim_hash = XXH3_64bits(victim->data(), victim->nbytes());
+  ASSERT_TRUE(victim->Seal().ok());
+  auto victim_lease = (*victim_client)->Get("victim");
+  ASSERT_TRUE(victim_lease.ok());
+
+  RawSession s(stub), other(stub);
+  auto call = [&](auto method, const auto& request, auto response) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    return (stub.*method)(&ctx, request, &response);
+  };
+  auto create = [&](v1::CreateRequest r) {
+    return call(&v1::Tensord::Stub::Create, r, v1::CreateResponse());
+  };
+  auto seal = [&](const std::string& session, const std::string& key) {
+    v1::SealRequest r;
+    r.set_session_id(session);
+    r.set_key(key);
+    return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
+  };
+  // Returns the whole-call status, or the first result's code if the call succeeded.
+  auto get = [&](std::vector<std::string> keys, v1::Tier want = v1::TIER_ANY,
+                 v1::GetResponse* out = nullptr) {
+    v1::GetRequest r;
+    r.set_session_id(s.id);
+    for (auto& k : keys) r.add_keys(k);
+    r.set_want(want);
+    grpc::ClientContext ctx;
+    v1::GetResponse resp;
+    grpc::Status st = stub.Get(&ctx, r, &resp);
+    if (out != nullptr) *out = resp;
+    if (!st.ok()) return st;
+    return grpc::Status(static_cast<StatusCode>(resp.results(0).code()),
+                        resp.results(0).message());
+  };
+  auto release = [&](const std::string& session, std::vector<uint64_t> ids) {
+    v1::ReleaseRequest r;
+    r.set_session_id(session);
+    for (auto id : ids) r.add_lease_ids(id);
+    return call(&v1::Tensord::Stub::Release, r, v1::ReleaseResponse());
+  };
+
+  ASSERT_TRUE(create(GoodCreate(s.id, "sealed")).ok());
+  ASSERT_TRUE(seal(s.id, "sealed").ok());
+  ASSERT_TRUE(create(GoodCreate(s.id, "open")).ok());
+  v1::GetResponse granted;
+  ASSERT_TRUE(get({"sealed"}, v1::TIER_ANY, &granted).ok());
+  const uint64_t lease = granted.results(0).lease_id();
+
+  struct Row {
+    const char* what;
+    std::function<grpc::Status()> send;
+    StatusCode want;
+  };
+  auto modified = [&](std::function<void(v1::CreateRequest&)> edit) {
+    return [&, edit] {
+      v1::CreateRequest r = GoodCreate(s.id, "fresh");
+      edit(r);
+      return create(r);
+    };
+  };
+  const std::vector<Row> rows = {
+      {"empty key", modified([](auto& r) { r.set_key(""); }), StatusCode::INVALID_ARGUMENT},
+      {"key over 1 KiB", modified([](auto& r) { r.set_key(std::string(1025, 'k')); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"key with NUL", modified([](auto& r) { r.set_key(std::string("a\0b", 3)); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"key not UTF-8", modified([](auto& r) { r.set_key("\xFF\xFE"); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"bad namespace", modified([](auto& r) { r.set_ns("../etc"); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"dtype unspecified", modified([](auto& r) { r.set_dtype(v1::DTYPE_UNSPECIFIED); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"dtype unknown", modified([](auto& r) { r.set_dtype(static_cast<v1::DType>(99)); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"negative dimension", modified([](auto& r) { r.set_shape(0, -4); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"zero-size tensor", modified([](auto& r) { r.set_shape(0, 0); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"shape x dtype overflow",
+       modified([](auto& r) {
+         r.set_shape(0, int64_t{1} << 62);
+         r.set_shape(1, 1 << 10);
+       }),
+       StatusCode::INVALID_ARGUMENT},
+      {"nine dimensions",
+       modified([](auto& r) {
+         for (int i = 0; i < 7; ++i) r.add_shape(1);
+       }),
+       StatusCode::INVALID_ARGUMENT},
+      {"nbytes mismatch", modified([](auto& r) { r.set_nbytes(65); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"unknown pool", modified([](auto& r) { r.set_pool("kv_cache"); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"larger than the tier", modified([](auto& r) { r.set_shape(0, int64_t{1} << 30); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"unknown durability",
+       modified([](auto& r) { r.set_durability(static_cast<v1::Durability>(9)); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"unknown scope", modified([](auto& r) { r.set_scope(static_cast<v1::Scope>(9)); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"no session", modified([](auto& r) { r.set_session_id(""); }),
+       StatusCode::FAILED_PRECONDITION},
+      {"forged session", modified([](auto& r) { r.set_session_id(std::string(32, 'a')); }),
+       StatusCode::FAILED_PRECONDITION},
+      {"duplicate key", [&] { return create(GoodCreate(s.id, "sealed")); },
+       StatusCode::ALREADY_EXISTS},
+      {"double seal", [&] { return seal(s.id, "sealed"); }, StatusCode::FAILED_PRECONDITION},
+      {"seal of a missing key", [&] { return seal(s.id, "missing"); }, StatusCode::NOT_FOUND},
+      {"seal of another session's create", [&] { return seal(other.id, "open"); },
+       StatusCode::PERMISSION_DENIED},
+      {"abort of a sealed tensor",
+       [&] {
+         v1::AbortRequest r;
+         r.set_session_id(s.id);
+         r.set_key("sealed");
+         return call(&v1::Tensord::Stub::Abort, r, v1::AbortResponse());
+       },
+       StatusCode::FAILED_PRECONDITION},
+      {"get of an unsealed tensor", [&] { return get({"open"}); },
+       StatusCode::FAILED_PRECONDITION},
+      {"get of a missing key", [&] { return get({"missing"}); }, StatusCode::NOT_FOUND},
+      {"get of no keys", [&] { return get({}); }, StatusCode::INVALID_ARGUMENT},
+      {"get of 5000 keys", [&] { return get(std::vector<std::string>(5000, "sealed")); },
+       StatusCode::INVALID_ARGUMENT},
+      {"get on the absent GPU tier", [&] { return get({"sealed"}, v1::TIER_GPU); },
+       StatusCode::FAILED_PRECONDITION},
+      {"get on the SSD tier", [&] { return get({"sealed"}, v1::TIER_SSD); },
+       StatusCode::INVALID_ARGUMENT},
+      {"get on an unknown tier", [&] { return get({"sealed"}, static_cast<v1::Tier>(77)); },
+       StatusCode::INVALID_ARGUMENT},
+      {"release of another session's lease", [&] { return release(other.id, {lease}); },
+       StatusCode::NOT_FOUND},
+      {"release of an unknown lease", [&] { return release(s.id, {lease + 1000}); },
+       StatusCode::NOT_FOUND},
+      {"release of a lease listed twice", [&] { return release(s.id, {lease, lease}); },
+       StatusCode::INVALID_ARGUMENT},
+      {"release of nothing", [&] { return release(s.id, {}); }, StatusCode::INVALID_ARGUMENT},
+      {"delete of an unsealed tensor",
+       [&] {
+         v1::DeleteRequest r;
+         r.set_key("open");
+         return call(&v1::Tensord::Stub::Delete, r, v1::DeleteResponse());
+       },
+       StatusCode::FAILED_PRECONDITION},
+      {"delete of a missing key",
+       [&] {
+         v1::DeleteRequest r;
+         r.set_key("missing");
+         return call(&v1::Tensord::Stub::Delete, r, v1::DeleteResponse());
+       },
+       StatusCode::NOT_FOUND},
+      {"list with too large a limit",
+       [&] {
+         v1::ListRequest r;
+         r.set_limit(20000);
+         return call(&v1::Tensord::Stub::List, r, v1::ListResponse());
+       },
+       StatusCode::INVALID_ARGUMENT},
+      {"stat with a bad key",
+       [&] {
+         v1::StatRequest r;
+         r.set_key(std::string(2000, 'x'));
+         return call(&v1::Tensord::Stub::Stat, r, v1::TensorMeta());
+       },
+       StatusCode::INVALID_ARGUMENT},
+  };
+  for (const Row& row : rows) {
+    grpc::Status st = row.send();
+    EXPECT_EQ(st.error_code(), row.want) << row.what << ": got '" << st.error_message() << "'";
+    if (!st.ok()) {
+      EXPECT_FALSE(st.error_message().empty()) << row.what << ": no message";
+    }
+  }
+
+  // The lease other.id tried to release is still ours and still works.
+  EXPECT_TRUE(release(s.id, {lease}).ok());
+  // The daemon still serves, and nothing happened to the victim.
+  EXPECT_TRUE(create(GoodCreate(s.id, "after")).ok());
+  EXPECT_TRUE((*victim_client)->Ping().ok());
+  EXPECT_EQ(XXH3_64bits(victim_lease->data(), victim_lease->nbytes()), victim_hash);
+  EXPECT_TRUE(IsServing(d.socket()));
+}
+
+TEST(BadRequests, ClientLibraryForbidsWriteAfterSeal) {
+  Daemon d({"--host-capacity", "64MiB"});
+  ASSERT_TRUE(d.ok());
+  ClientOptions opts;
+  opts.socket_path = d.socket();
+  auto c = Client::Connect(opts);
+  ASSERT_TRUE(c.ok());
+  auto t = (*c)->Create("t", DType::kFloat32, {16});
+  ASSERT_TRUE(t.ok());
+  ASSERT_NE(t->data(), nullptr);
+  ASSERT_TRUE(t->Seal().ok());
+  EXPECT_EQ(t->data(), nullptr) << "no writable view after Seal";
+  EXPECT_EQ(t->Seal().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(t->Abort().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(BadRequests, ConnectingToNoDaemonFailsClearlyAndQuickly) {
+  ClientOptions opts;
+  opts.socket_path = MakeTempDir() + "/none.sock";
+  opts.deadline = std::chrono::milliseconds(300);
+  auto c = Client::Connect(opts);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace tensord::testing

@@ -1,0 +1,230 @@
+// End-to-end tests: the real tensord binary on a private socket, driven by real client
+// processes (it_client) and by this process through the C++ client and the raw protocol.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/shm_segment.h"
+#include "grpcpp/grpcpp.h"
+#include "tensord/client.h"
+#include "tests/integration/harness.h"
+
+namespace tensord::testing {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+std::unique_ptr<Client> Connect(const Daemon& d) {
+  ClientOptions opts;
+  opts.socket_path = d.socket();
+  opts.client_name = "daemon_test";
+  auto c = Client::Connect(opts);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *std::move(c) : nullptr;
+}
+
+// Runs it_client and returns {exit code, first stdout line}.
+std::pair<int, std::string> RunClient(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {ClientBinary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Process p(argv, /*capture_stdout=*/true);
+  std::string line = p.ReadLine();
+  return {p.Wait(), line};
+}
+
+Stats StatsOf(Client& c) {
+  auto s = c.GetStats();
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *s : Stats{};
+}
+
+uint64_t HostUsed(const Stats& s) {
+  for (const TierStats& t : s.tiers) {
+    if (t.tier == Tier::kHost) return t.used_bytes;
+  }
+  return ~0ull;
+}
+
+TEST(Daemon, TwoProcessesShareA64MiBTensorZeroCopy) {
+  Daemon d({"--host-capacity", "256MiB"});
+  ASSERT_TRUE(d.ok());
+  auto [put_rc, hash] = RunClient({"put", d.socket(), "big", std::to_string(64 * kMiB), "7",
+                                   "durable"});
+  ASSERT_EQ(put_rc, 0);
+  ASSERT_EQ(hash.size(), 16u);
+  EXPECT_EQ(RunClient({"verify", d.socket(), "big", hash}).first, 0);
+  // A wrong checksum is detected: the verifier really compares the bytes.
+  EXPECT_EQ(RunClient({"verify", d.socket(), "big", "0000000000000000"}).first, 1);
+  auto c = Connect(d);
+  Stats s = StatsOf(*c);
+  EXPECT_EQ(s.counters["bytes_created"], 64 * kMiB);
+  EXPECT_EQ(s.leases, 0u) << "the verifier's lease ends with its process";
+}
+
+TEST(Daemon, SegmentsAreOwnerOnlyAndRemovedOnCleanStop) {
+  auto d = std::make_unique<Daemon>(std::vector<std::string>{"--host-capacity", "64MiB"});
+  ASSERT_TRUE(d->ok());
+  auto c = Connect(*d);
+  auto t = c->Create("x", DType::kUInt8, {4096});
+  ASSERT_TRUE(t.ok());
+  std::string shm_path;
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+    struct stat st;
+    const std::string name = e.path().filename();
+    if (name.rfind("tensord.", 0) != 0) continue;
+    auto [base, size] = c->SegmentMapping(t->info().location.arena);
+    ASSERT_NE(base, nullptr);
+    if (::stat(e.path().c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) == size) {
+      EXPECT_EQ(st.st_mode & 0777, 0600u) << name;
+      shm_path = e.path();
+    }
+  }
+  ASSERT_FALSE(shm_path.empty());
+  t = absl::CancelledError();  // drops the writable tensor (aborts it)
+  c.reset();
+  EXPECT_EQ(d->Stop(), 0);
+  EXPECT_FALSE(std::filesystem::exists(shm_path)) << "segment left behind after clean stop";
+  EXPECT_FALSE(std::filesystem::exists(d->socket()));
+}
+
+TEST(Daemon, StaleSegmentsOfACrashedInstanceAreRemovedAtStart) {
+  const std::string run_dir = MakeTempDir();
+  std::vector<std::string> before;
+  {
+    Daemon d({"--host-capacity", "64MiB"}, run_dir);
+    ASSERT_TRUE(d.ok());
+    before = ShmSegment::ListOwned("tensord.");
+    d.KillHard();
+  }
+  std::vector<std::string> left = ShmSegment::ListOwned("tensord.");
+  ASSERT_EQ(left, before) << "kill -9 leaves its segments (that is what is being cleaned)";
+  Daemon again({"--host-capacity", "64MiB"}, run_dir);
+  ASSERT_TRUE(again.ok());
+  for (const std::string& name : before) {
+    EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + name)) << name << " was not removed";
+  }
+}
+
+TEST(Daemon, SecondInstanceOnTheSameRunDirIsRefused) {
+  Daemon d({"--host-capacity", "64MiB"});
+  ASSERT_TRUE(d.ok());
+  Process second({DaemonBinary(), "--run-dir", d.run_dir(), "--host-capacity", "64MiB"});
+  EXPECT_EQ(second.Wait(), 1);
+  EXPECT_TRUE(IsServing(d.socket())) << "the first instance must keep serving";
+}
+
+TEST(Daemon, KillNineOfAClientReleasesEverythingWithin100ms) {
+  Daemon d({"--host-capacity", "128MiB"});
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(RunClient({"put", d.socket(), "shared", std::to_string(kMiB), "1", "durable"}).first,
+            0);
+  auto c = Connect(d);
+  const Stats base = StatsOf(*c);
+  Process holder({ClientBinary(), "hold", d.socket(), "shared"}, /*capture_stdout=*/true);
+  ASSERT_EQ(holder.ReadLine(), "READY");
+  Stats held = StatsOf(*c);
+  EXPECT_EQ(held.leases, 1u);
+  EXPECT_EQ(held.sessions, base.sessions + 1);
+  EXPECT_EQ(HostUsed(held), HostUsed(base) + 4 * kMiB);
+  for (const TierStats& t : held.tiers) {
+    if (t.tier == Tier::kHost) {
+      EXPECT_GT(t.pinned_bytes, 0u);
+    }
+  }
+
+  const auto killed = std::chrono::steady_clock::now();
+  holder.Kill(SIGKILL);
+  holder.Wait();
+  Stats after;
+  while (true) {
+    after = StatsOf(*c);
+    if (after.leases == 0 && after.sessions == base.sessions) break;
+    ASSERT_LT(std::chrono::steady_clock::now() - killed, std::chrono::seconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - killed;
+#ifdef TENSORD_SANITIZED
+  const auto bound = std::chrono::milliseconds(500);  // sanitizers slow everything ~3-10x
+#else
+  const auto bound = std::chrono::milliseconds(100);
+#endif
+  EXPECT_LT(elapsed, bound) << "cleanup took "
+                            << std::chrono::duration<double, std::milli>(elapsed).count() << " ms";
+  // Memory is back in the pool and zeroed; the unsealed create is gone; the shared tensor stays.
+  while (HostUsed(StatsOf(*c)) != HostUsed(base)) {
+    ASSERT_LT(std::chrono::steady_clock::now() - killed, std::chrono::seconds(5));
+  }
+  EXPECT_EQ(c->Stat("hold.unsealed").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(c->Stat("shared").ok());
+  EXPECT_EQ(StatsOf(*c).counters["aborts"], 1u);
+}
+
+TEST(Daemon, FillingTheTierEvictsCacheNeverDurable) {
+  Daemon d({"--host-capacity", "64MiB"});
+  ASSERT_TRUE(d.ok());
+  std::vector<std::pair<std::string, std::string>> durable;  // key, hash
+  for (int i = 0; i < 6; ++i) {
+    const std::string key = absl::StrCat("durable.", i);
+    auto [rc, hash] = RunClient({"put", d.socket(), key, std::to_string(4 * kMiB),
+                                 std::to_string(100 + i), "durable"});
+    ASSERT_EQ(rc, 0);
+    durable.emplace_back(key, hash);
+  }
+  // 24 MiB durable; now 20 x 4 MiB of CACHE through a 64 MiB tier: evictions must happen.
+  for (int i = 0; i < 20; ++i) {
+    auto [rc, hash] = RunClient({"put", d.socket(), absl::StrCat("cache.", i),
+                                 std::to_string(4 * kMiB), std::to_string(i), "cache"});
+    ASSERT_EQ(rc, 0) << "CACHE create " << i << " should evict older CACHE tensors";
+  }
+  auto c = Connect(d);
+  EXPECT_GT(StatsOf(*c).counters["evictions"], 0u);
+  EXPECT_TRUE(c->Stat("cache.19").ok()) << "the newest CACHE tensor must be resident";
+  EXPECT_FALSE(c->Stat("cache.0").ok()) << "the oldest CACHE tensor must have been evicted";
+  // Fill with DURABLE until the daemon refuses: it must evict all CACHE first, then say
+  // RESOURCE_EXHAUSTED (exit code 10 + 8).
+  int rc = 0;
+  int n = 0;
+  for (; n < 32 && rc == 0; ++n) {
+    auto r = RunClient({"put", d.socket(), absl::StrCat("durable.more.", n),
+                        std::to_string(4 * kMiB), std::to_string(n), "durable"});
+    rc = r.first;
+    if (rc == 0) durable.emplace_back(absl::StrCat("durable.more.", n), r.second);
+  }
+  EXPECT_EQ(rc, 10 + static_cast<int>(absl::StatusCode::kResourceExhausted));
+  auto list = c->List("cache.");
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty()) << list->size() << " CACHE tensors left while DURABLE was refused";
+  for (const auto& [key, hash] : durable) {
+    EXPECT_EQ(RunClient({"verify", d.socket(), key, hash}).first, 0) << key << " lost or damaged";
+  }
+}
+
+TEST(Daemon, EightClientProcessesTimes1000MixedOperations) {
+  Daemon d({"--host-capacity", "512MiB"});
+  ASSERT_TRUE(d.ok());
+  auto [rc, shared_hash] =
+      RunClient({"put", d.socket(), "shared.0", std::to_string(kMiB), "99", "durable"});
+  ASSERT_EQ(rc, 0);
+  std::vector<std::unique_ptr<Process>> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.push_back(std::make_unique<Process>(std::vector<std::string>{
+        ClientBinary(), "mixed", d.socket(), std::to_string(i), "1000"}));
+  }
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(clients[i]->Wait(), 0) << "client " << i;
+  EXPECT_EQ(RunClient({"verify", d.socket(), "shared.0", shared_hash}).first, 0);
+  auto c = Connect(d);
+  Stats s = StatsOf(*c);
+  EXPECT_EQ(s.leases, 0u);
+  EXPECT_EQ(s.objects, 1u) << "every client deleted its tensors or had them freed at exit";
+  EXPECT_EQ(s.sessions, 1u);
+  EXPECT_GT(s.counters["creates"], 8u * 300);
+}
+
+}  // namespace
+}  // namespace tensord::testing

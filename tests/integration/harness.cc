@@ -1,0 +1,157 @@
+// Process and daemon management for integration tests.
+#include "tests/integration/harness.h"
+
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+
+extern char** environ;
+
+namespace tensord::testing {
+
+Process::Process(const std::vector<std::string>& argv, bool capture_stdout) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  int pipe_fds[2] = {-1, -1};
+  if (capture_stdout) {
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0) std::abort();
+    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+  }
+  if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ) != 0) {
+    perror("posix_spawn");
+    std::abort();
+  }
+  posix_spawn_file_actions_destroy(&actions);
+  if (capture_stdout) {
+    close(pipe_fds[1]);
+    out_fd_ = pipe_fds[0];
+  }
+}
+
+Process::~Process() {
+  if (!reaped_) {
+    kill(pid_, SIGKILL);
+    Wait();
+  }
+  if (out_fd_ >= 0) close(out_fd_);
+}
+
+int Process::Wait() {
+  int status = 0;
+  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  reaped_ = true;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int Process::WaitFor(std::chrono::milliseconds timeout) {
+  const auto give_up = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    int status = 0;
+    pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      reaped_ = true;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (std::chrono::steady_clock::now() >= give_up) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+void Process::Kill(int sig) { kill(pid_, sig); }
+
+std::string Process::ReadLine() {
+  while (true) {
+    size_t nl = buffer_.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 1);
+      return line;
+    }
+    char chunk[256];
+    ssize_t n = read(out_fd_, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return std::exchange(buffer_, "");
+    buffer_.append(chunk, static_cast<size_t>(n));
+  }
+}
+
+std::string DaemonBinary() { return TENSORD_BIN; }
+std::string ClientBinary() { return IT_CLIENT_BIN; }
+
+std::string MakeTempDir() {
+  std::string tmpl = ::testing::TempDir() + "/tensord-it-XXXXXX";
+  if (mkdtemp(tmpl.data()) == nullptr) std::abort();
+  return tmpl;
+}
+
+bool IsServing(const std::string& socket) {
+  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse response;
+  return health->Check(&ctx, request, &response).ok() &&
+         response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+Daemon::Daemon(const std::vector<std::string>& extra_args, const std::string& run_dir)
+    : run_dir_(run_dir.empty() ? MakeTempDir() : run_dir), socket_(run_dir_ + "/tensord.sock") {
+  std::vector<std::string> argv = {DaemonBinary(), "--run-dir", run_dir_, "--log-level", "warn",
+                                   "--no-prefault"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  process_ = std::make_unique<Process>(argv);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < give_up) {
+    if (access(socket_.c_str(), F_OK) == 0 && IsServing(socket_)) {
+      ok_ = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!ok_) {
+    ADD_FAILURE() << "tensord did not report SERVING on " << socket_;
+    return;
+  }
+  stub_ = v1::Tensord::NewStub(
+      grpc::CreateChannel("unix:" + socket_, grpc::InsecureChannelCredentials()));
+}
+
+int Daemon::Stop() {
+  process_->Kill(SIGTERM);
+  int code = process_->WaitFor(std::chrono::seconds(10));
+  if (code < 0) {
+    process_->Kill(SIGKILL);
+    process_->Wait();
+  }
+  return code;
+}
+
+void Daemon::KillHard() {
+  process_->Kill(SIGKILL);
+  process_->Wait();
+}
+
+Daemon::~Daemon() {
+  // A clean stop removes the daemon's shared-memory segments; SIGKILL is the last resort.
+  if (process_ != nullptr && !process_->reaped()) {
+    process_->Kill(SIGTERM);
+    if (process_->WaitFor(std::chrono::seconds(10)) < 0) ADD_FAILURE() << "tensord hung on stop";
+  }
+  process_.reset();
+}
+
+}  // namespace tensord::testing

@@ -1,0 +1,185 @@
+// A real client process for integration tests, driven by arguments:
+//   it_client put    SOCKET KEY BYTES SEED durable|cache   -> prints the XXH3 of the data
+//   it_client verify SOCKET KEY XXH3                        -> checks every byte, zero-copy
+//   it_client hold   SOCKET KEY                             -> leases KEY, leaves a create
+//                                                              unsealed, prints READY, sleeps
+//   it_client mixed  SOCKET ID OPS                          -> OPS random operations
+// Exit codes: 0 ok, 1 wrong bytes, 2 not zero-copy, 3 usage, 10 + absl code on a failed call.
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "tensord/client.h"
+
+namespace {
+
+int Failed(const char* what, const absl::Status& st) {
+  std::fprintf(stderr, "it_client: %s: %s\n", what, st.ToString().c_str());
+  return 10 + static_cast<int>(st.code());
+}
+
+// Fills `p` with bytes derived from `seed` (splitmix64 per 8-byte word).
+void Fill(uint8_t* p, uint64_t n, uint64_t seed) {
+  uint64_t x = seed;
+  for (uint64_t i = 0; i < n; i += 8) {
+    uint64_t z = (x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    std::memcpy(p + i, &z, std::min<uint64_t>(8, n - i));
+  }
+}
+
+std::unique_ptr<tensord::Client> ConnectOrDie(const char* socket, const char* name) {
+  tensord::ClientOptions opts;
+  opts.socket_path = socket;
+  opts.client_name = name;
+  auto c = tensord::Client::Connect(opts);
+  if (!c.ok()) {
+    std::exit(Failed("connect", c.status()));
+  }
+  return *std::move(c);
+}
+
+// Returns whether [p, p+n) lies in a /dev/shm mapping of this process (per /proc/self/maps).
+bool InSharedMemoryMapping(const void* p, uint64_t n) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  while (std::getline(maps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) != 2) continue;
+    if (a >= lo && a + n <= hi) return line.find("/dev/shm/tensord.") != std::string::npos;
+  }
+  return false;
+}
+
+int Put(const char* socket, const std::string& key, uint64_t bytes, uint64_t seed,
+        const std::string& durability) {
+  auto c = ConnectOrDie(socket, "it-put");
+  tensord::CreateOptions opts;
+  opts.durability =
+      durability == "cache" ? tensord::Durability::kCache : tensord::Durability::kDurable;
+  auto t = c->Create(key, tensord::DType::kUInt8, {static_cast<int64_t>(bytes)}, opts);
+  if (!t.ok()) return Failed("create", t.status());
+  auto* p = static_cast<uint8_t*>(t->data());
+  Fill(p, bytes, seed);
+  const uint64_t hash = XXH3_64bits(p, bytes);
+  if (auto st = t->Seal(); !st.ok()) return Failed("seal", st);
+  std::printf("%016" PRIx64 "\n", hash);
+  return 0;
+}
+
+int Verify(const char* socket, const std::string& key, const std::string& expected) {
+  auto c = ConnectOrDie(socket, "it-verify");
+  auto lease = c->Get(key);
+  if (!lease.ok()) return Failed("get", lease.status());
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016" PRIx64, XXH3_64bits(lease->data(), lease->nbytes()));
+  if (expected != hex) {
+    std::fprintf(stderr, "it_client: checksum %s, expected %s\n", hex, expected.c_str());
+    return 1;
+  }
+  auto [base, size] = c->SegmentMapping(lease->info().location.arena);
+  const auto* p = lease->data_as<uint8_t>();
+  if (base == nullptr || p < base || p + lease->nbytes() > base + size ||
+      !InSharedMemoryMapping(p, lease->nbytes())) {
+    std::fprintf(stderr, "it_client: data is not inside the mapped shared segment\n");
+    return 2;
+  }
+  return 0;
+}
+
+int Hold(const char* socket, const std::string& key) {
+  auto c = ConnectOrDie(socket, "it-hold");
+  auto lease = c->Get(key);
+  if (!lease.ok()) return Failed("get", lease.status());
+  auto t = c->Create("hold.unsealed", tensord::DType::kUInt8, {4 << 20});
+  if (!t.ok()) return Failed("create", t.status());
+  std::memset(t->data(), 0x77, t->nbytes());
+  std::printf("READY\n");
+  std::fflush(stdout);
+  while (true) pause();
+}
+
+// Random creates, seals, gets (own and shared keys), batched gets and deletes; every byte
+// read is checked against what its writer wrote.
+int Mixed(const char* socket, int id, int ops) {
+  auto c = ConnectOrDie(socket, "it-mixed");
+  std::mt19937_64 rng(static_cast<uint64_t>(id) * 7919 + 1);
+  std::map<std::string, uint64_t> mine;  // key -> seed
+  int next = 0;
+  for (int op = 0; op < ops; ++op) {
+    const int kind = static_cast<int>(rng() % 10);
+    if (kind < 4 || mine.empty()) {
+      const std::string key = "mixed." + std::to_string(id) + "." + std::to_string(next++);
+      const uint64_t bytes = 4096 + rng() % (192 << 10), seed = rng();
+      tensord::CreateOptions opts;
+      opts.scope = rng() % 4 == 0 ? tensord::Scope::kSession : tensord::Scope::kGlobal;
+      auto t = c->Create(key, tensord::DType::kUInt8, {static_cast<int64_t>(bytes)}, opts);
+      if (!t.ok()) return Failed("create", t.status());
+      Fill(static_cast<uint8_t*>(t->data()), bytes, seed);
+      if (rng() % 8 == 0) {
+        if (auto st = t->Abort(); !st.ok()) return Failed("abort", st);
+        continue;
+      }
+      if (auto st = t->Seal(); !st.ok()) return Failed("seal", st);
+      mine[key] = seed;
+    } else if (kind < 7) {
+      auto it = std::next(mine.begin(), static_cast<long>(rng() % mine.size()));
+      auto lease = c->Get(it->first);
+      if (!lease.ok()) return Failed("get", lease.status());
+      std::vector<uint8_t> want(lease->nbytes());
+      Fill(want.data(), want.size(), it->second);
+      if (std::memcmp(want.data(), lease->data(), want.size()) != 0) {
+        std::fprintf(stderr, "it_client: %s corrupted\n", it->first.c_str());
+        return 1;
+      }
+    } else if (kind < 8) {
+      std::vector<std::string> keys;
+      for (int i = 0; i < 8; ++i) {
+        keys.push_back(std::next(mine.begin(), static_cast<long>(rng() % mine.size()))->first);
+      }
+      keys.push_back("shared.0");
+      auto batch = c->GetBatch(keys);
+      if (!batch.ok()) return Failed("batch get", batch.status());
+      for (auto& r : *batch) {
+        if (!r.ok()) return Failed("batch item", r.status());
+      }
+      std::vector<tensord::Lease> leases;
+      for (auto& r : *batch) leases.push_back(*std::move(r));
+      if (auto st = c->ReleaseAll(leases); !st.ok()) return Failed("release all", st);
+    } else {
+      auto it = std::next(mine.begin(), static_cast<long>(rng() % mine.size()));
+      if (auto st = c->Delete(it->first); !st.ok()) return Failed("delete", st);
+      mine.erase(it);
+    }
+  }
+  for (const auto& [key, seed] : mine) {
+    auto st = c->Delete(key);
+    if (!st.ok()) return Failed("final delete", st);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "put" && argc == 7) {
+    return Put(argv[2], argv[3], std::stoull(argv[4]), std::stoull(argv[5]), argv[6]);
+  }
+  if (mode == "verify" && argc == 5) return Verify(argv[2], argv[3], argv[4]);
+  if (mode == "hold" && argc == 4) return Hold(argv[2], argv[3]);
+  if (mode == "mixed" && argc == 5) return Mixed(argv[2], std::stoi(argv[3]), std::stoi(argv[4]));
+  std::fprintf(stderr, "usage: it_client put|verify|hold|mixed ... (see source)\n");
+  return 3;
+}
