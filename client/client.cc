@@ -146,9 +146,9 @@ absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
   info.pool = response.pool();
   info.durability = options.durability;
   info.scope = options.scope;
-  info.location = Location{static_cast<Tier>(response.location().tier()),
-                           response.location().arena(), response.location().offset(),
-                           response.location().length()};
+  info.location =
+      Location{static_cast<Tier>(response.location().tier()), response.location().arena(),
+               response.location().offset(), response.location().length()};
   auto address = session_->Address(response.location());
   if (!address.ok()) {
     (void)session_->Abort(info.key);
@@ -261,8 +261,8 @@ absl::StatusOr<Stats> Client::GetStats() {
   for (const v1::PoolStats& p : response.pools()) {
     out.pools.push_back(PoolStats{p.name(), p.kind(), p.capacity_bytes(), p.used_bytes(),
                                   p.block_size(), p.blocks_total(), p.blocks_used(),
-                                  p.largest_free_bytes(), p.allocations(),
-                                  p.allocation_failures(), p.fragmentation()});
+                                  p.largest_free_bytes(), p.allocations(), p.allocation_failures(),
+                                  p.fragmentation()});
   }
   out.counters.insert(response.counters().begin(), response.counters().end());
   out.sessions = response.sessions();

@@ -13,8 +13,7 @@
 namespace {
 
 int Fail(const absl::Status& st) {
-  std::cerr << "tensorctl: " << absl::StatusCodeToString(st.code()) << ": " << st.message()
-            << "\n";
+  std::cerr << "tensorctl: " << absl::StatusCodeToString(st.code()) << ": " << st.message() << "\n";
   return 1;
 }
 
@@ -30,7 +29,7 @@ int PrintStats(tensord::Client& c) {
   absl::PrintF("\n%-6s %-8s %12s %12s %12s %10s %10s %9s %10s\n", "TIER", "PRESENT", "CAPACITY",
                "USED", "PINNED", "HITS", "MISSES", "HIT%", "EVICTIONS");
   for (const auto& t : stats->tiers) {
-    const char* name = t.tier == tensord::Tier::kHost ? "host"
+    const char* name = t.tier == tensord::Tier::kHost  ? "host"
                        : t.tier == tensord::Tier::kGpu ? "gpu"
                                                        : "ssd";
     if (!t.present) {

@@ -22,9 +22,12 @@ absl::StatusOr<uint64_t> ParseBytes(absl::string_view text) {
   std::string unit = absl::AsciiStrToLower(absl::StripAsciiWhitespace(s.substr(digits)));
   static constexpr std::array<std::pair<absl::string_view, int>, 5> kUnits = {
       {{"", 0}, {"k", 10}, {"m", 20}, {"g", 30}, {"t", 40}}};
-  if (unit.size() >= 2 && unit.ends_with("ib")) unit.resize(unit.size() - 2);
-  else if (unit.size() >= 2 && unit.ends_with("b")) unit.resize(unit.size() - 1);
-  else if (unit == "b") unit.clear();
+  if (unit.size() >= 2 && unit.ends_with("ib"))
+    unit.resize(unit.size() - 2);
+  else if (unit.size() >= 2 && unit.ends_with("b"))
+    unit.resize(unit.size() - 1);
+  else if (unit == "b")
+    unit.clear();
   for (const auto& [name, shift] : kUnits) {
     if (unit != name) continue;
     if (shift > 0 && value > (~uint64_t{0} >> shift)) {

@@ -54,7 +54,8 @@ absl::StatusOr<DType> ParseDType(std::string_view name) {
       if (!alias.empty() && name == alias) return info.dtype;
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", absl::string_view(name.data(), name.size()), "'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype '", absl::string_view(name.data(), name.size()), "'"));
 }
 
 absl::StatusOr<uint64_t> TensorBytes(DType dtype, std::span<const int64_t> shape) {

@@ -1,9 +1,8 @@
 // Logging setup: one spdlog logger for the process, level from configuration.
 #pragma once
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace tensord {
 

@@ -1,9 +1,10 @@
 // TOML configuration (toml++) and the built-in presets.
 #include "daemon/config.h"
 
+#include <toml++/toml.h>
+
 #include <charconv>
 #include <filesystem>
-#include <toml++/toml.h>
 
 #include "absl/strings/str_cat.h"
 #include "tensord/dtype.h"
@@ -185,8 +186,8 @@ absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path) {
   try {
     root = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ":", e.source().begin.line, ": ",
-                                                   std::string(e.description())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ":", e.source().begin.line, ": ", std::string(e.description())));
   }
   DaemonConfig config;
   for (const auto& [k, v] : root) {

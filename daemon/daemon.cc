@@ -55,11 +55,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   if (!lock.ok()) return lock.status();
   d->lock_fd_ = *lock;
 
-  d->socket_path_ = config.socket_path.empty() ? config.run_dir + "/tensord.sock"
-                                                : config.socket_path;
+  d->socket_path_ =
+      config.socket_path.empty() ? config.run_dir + "/tensord.sock" : config.socket_path;
   if (d->socket_path_.size() >= sizeof(sockaddr_un::sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("socket path is longer than ",
-                                                   sizeof(sockaddr_un::sun_path) - 1, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("socket path is longer than ", sizeof(sockaddr_un::sun_path) - 1, " bytes"));
   }
   // We hold the lock, so segments under our prefix belong to a dead instance.
   const std::string prefix = tiers::ShmPrefixFor(config.run_dir);
@@ -67,10 +67,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   auto host = tiers::HostTier::Create(config.host, prefix);
   if (!host.ok()) return host.status();
   d->host_ = *std::move(host);
-  d->store_ = std::make_unique<store::Store>(
-      d->host_.get(), store::StoreOptions{config.max_leases_per_session});
-  d->service_ =
-      std::make_unique<service::TensordService>(d->store_.get(), d->host_->segments());
+  d->store_ = std::make_unique<store::Store>(d->host_.get(),
+                                             store::StoreOptions{config.max_leases_per_session});
+  d->service_ = std::make_unique<service::TensordService>(d->store_.get(), d->host_->segments());
 
   // A socket file left by a dead instance would make bind fail.
   unlink(d->socket_path_.c_str());

@@ -22,9 +22,9 @@ struct AllocatorStats {
 
   // Returns 1 - largest free range / free bytes (0 when nothing is free or all is contiguous).
   double Fragmentation() const {
-    return free_bytes == 0 ? 0.0
-                           : 1.0 - static_cast<double>(largest_free_bytes) /
-                                       static_cast<double>(free_bytes);
+    return free_bytes == 0
+               ? 0.0
+               : 1.0 - static_cast<double>(largest_free_bytes) / static_cast<double>(free_bytes);
   }
 };
 

@@ -30,9 +30,9 @@ class GeneralAllocator final : public Allocator {
   uint64_t base_;
   uint64_t size_;
   uint64_t alignment_;
-  std::map<uint64_t, uint64_t> free_by_offset_;            // offset -> size
-  std::set<std::pair<uint64_t, uint64_t>> free_by_size_;   // (size, offset), for best fit
-  absl::flat_hash_map<uint64_t, uint64_t> allocated_;      // offset -> reserved size
+  std::map<uint64_t, uint64_t> free_by_offset_;           // offset -> size
+  std::set<std::pair<uint64_t, uint64_t>> free_by_size_;  // (size, offset), for best fit
+  absl::flat_hash_map<uint64_t, uint64_t> allocated_;     // offset -> reserved size
   uint64_t used_ = 0;
   uint64_t allocations_ = 0;
   uint64_t failures_ = 0;

@@ -20,9 +20,9 @@ absl::StatusOr<std::vector<uint32_t>> PoolSet::Candidates(uint64_t nbytes,
     for (uint32_t i = 0; i < pools_.size(); ++i) {
       if (pools_[i].name != pool_name) continue;
       if (!pools_[i].allocator->Fits(nbytes)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            nbytes, " bytes never fit pool '", pool_name, "' (block size ",
-            pools_[i].allocator->Reserved(1), ")"));
+        return absl::InvalidArgumentError(absl::StrCat(nbytes, " bytes never fit pool '", pool_name,
+                                                       "' (block size ",
+                                                       pools_[i].allocator->Reserved(1), ")"));
       }
       out.push_back(i);
     }

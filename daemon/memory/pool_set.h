@@ -5,9 +5,9 @@
 
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "daemon/memory/allocator.h"
 
 namespace tensord::memory {

@@ -86,8 +86,7 @@ grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ct
 }
 
 grpc::ServerUnaryReactor* TensordService::Seal(grpc::CallbackServerContext* ctx,
-                                               const v1::SealRequest* request,
-                                               v1::SealResponse*) {
+                                               const v1::SealRequest* request, v1::SealResponse*) {
   return Done(ctx, store_->Seal(request->session_id(), request->ns(), request->key()));
 }
 

@@ -25,8 +25,7 @@ class TensordService final : public v1::Tensord::CallbackService {
                                    v1::CreateResponse* response) override;
   grpc::ServerUnaryReactor* Seal(grpc::CallbackServerContext* ctx, const v1::SealRequest* request,
                                  v1::SealResponse* response) override;
-  grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx,
-                                  const v1::AbortRequest* request,
+  grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const v1::AbortRequest* request,
                                   v1::AbortResponse* response) override;
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;

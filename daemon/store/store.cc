@@ -94,9 +94,10 @@ void Store::CloseSession(const std::string& session_id) {
     }
     for (Object* o : std::vector<Object*>(s->scoped.begin(), s->scoped.end())) Retire(o, &frees);
     ++counters_.sessions_closed;
-    spdlog::info("session {} ('{}') closed: {} leases released, {} creates aborted, {} "
-                 "session tensors freed", session_id.substr(0, 8), s->name, leases, creating,
-                 scoped);
+    spdlog::info(
+        "session {} ('{}') closed: {} leases released, {} creates aborted, {} "
+        "session tensors freed",
+        session_id.substr(0, 8), s->name, leases, creating, scoped);
     sessions_.erase(session_id);
   }
   Reclaim(frees);
@@ -214,7 +215,8 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns,
   if (s == nullptr) return UnknownSession();
   Object* o = FindObject(ns, key);
   if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
-  if (o->sealed) return absl::FailedPreconditionError(absl::StrCat("'", key, "' is already sealed"));
+  if (o->sealed)
+    return absl::FailedPreconditionError(absl::StrCat("'", key, "' is already sealed"));
   if (o->owner != s) {
     return absl::PermissionDeniedError(absl::StrCat("'", key, "' is another session's create"));
   }
@@ -296,8 +298,8 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
       continue;
     }
     if (s->leases.size() >= options_.max_leases_per_session) {
-      r.status = absl::ResourceExhaustedError(absl::StrCat(
-          "session holds ", s->leases.size(), " leases, the maximum; Release some"));
+      r.status = absl::ResourceExhaustedError(
+          absl::StrCat("session holds ", s->leases.size(), " leases, the maximum; Release some"));
       continue;
     }
     ++counters_.get_hits;
@@ -391,8 +393,8 @@ StoreStats Store::Stats() {
   st.counters = counters_;
   const memory::PoolSet& pools = host_->pools();
   for (uint32_t i = 0; i < pools.size(); ++i) {
-    st.pools.push_back({pools[i].name, pools[i].arena, pools[i].fixed,
-                        pools[i].allocator->Stats()});
+    st.pools.push_back(
+        {pools[i].name, pools[i].arena, pools[i].fixed, pools[i].allocator->Stats()});
     st.used_bytes += st.pools.back().stats.used_bytes;
     st.capacity_bytes += st.pools.back().stats.capacity_bytes;
   }

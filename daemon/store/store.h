@@ -23,10 +23,11 @@
 namespace tensord::store {
 
 // Every counter the store keeps, in one list: stats, gRPC and tensorctl are generated from it.
-#define TENSORD_STORE_COUNTERS(X)                                                              \
-  X(creates) X(create_failures) X(seals) X(aborts) X(deletes) X(gets) X(get_hits)              \
-  X(get_misses) X(leases_granted) X(leases_released) X(evictions) X(evicted_bytes)             \
-  X(sessions_opened) X(sessions_closed) X(bytes_created) X(bytes_zeroed) X(rejected_requests)
+#define TENSORD_STORE_COUNTERS(X)                                                           \
+  X(creates)                                                                                \
+  X(create_failures) X(seals) X(aborts) X(deletes) X(gets) X(get_hits) X(get_misses)        \
+      X(leases_granted) X(leases_released) X(evictions) X(evicted_bytes) X(sessions_opened) \
+          X(sessions_closed) X(bytes_created) X(bytes_zeroed) X(rejected_requests)
 
 struct Counters {
 #define TENSORD_DECLARE_COUNTER(name) uint64_t name = 0;
@@ -125,7 +126,7 @@ class Store {
     Durability durability = Durability::kDurable;
     Scope scope = Scope::kGlobal;
     bool sealed = false;
-    bool retired = false;  // unreachable by key; freed when the last lease ends
+    bool retired = false;      // unreachable by key; freed when the last lease ends
     Session* owner = nullptr;  // set while unsealed or session-scoped
     uint32_t leases = 0;
     int64_t created_unix_ms = 0;
@@ -151,7 +152,8 @@ class Store {
 
   static std::string TableKey(absl::string_view ns, absl::string_view key);
   Session* FindSession(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Object* FindObject(absl::string_view ns, absl::string_view key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Object* FindObject(absl::string_view ns, absl::string_view key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   TensorInfo Info(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<TensorInfo> TryAllocate(Session* s, const CreateParams& params, uint64_t nbytes,
                                          std::span<const uint32_t> pools)

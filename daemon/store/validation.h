@@ -2,9 +2,8 @@
 // returns INVALID_ARGUMENT with a message naming the field and what is wrong with it.
 #pragma once
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "daemon/store/types.h"
 
 namespace tensord::store {

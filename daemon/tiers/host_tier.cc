@@ -36,8 +36,8 @@ absl::StatusOr<uint64_t> BlockCount(const PoolClassConfig& pool, uint64_t capaci
     count = static_cast<uint64_t>(pool.share * static_cast<double>(capacity)) / pool.block_size;
   }
   if (count == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "pool '", pool.name, "' gets no block of ", pool.block_size, " bytes from its share"));
+    return absl::InvalidArgumentError(absl::StrCat("pool '", pool.name, "' gets no block of ",
+                                                   pool.block_size, " bytes from its share"));
   }
   return count;
 }
@@ -83,9 +83,9 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierConfig&
     const uint64_t bytes = pool.block_size * *count;
     fixed_total += bytes;
     if (fixed_total > config.capacity) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "pool classes need ", fixed_total, " bytes, more than the host capacity ",
-          config.capacity));
+      return absl::InvalidArgumentError(absl::StrCat("pool classes need ", fixed_total,
+                                                     " bytes, more than the host capacity ",
+                                                     config.capacity));
     }
     const uint32_t arena = static_cast<uint32_t>(tier->segments_.size());
     if (auto st = tier->AddSegment(absl::StrCat(base, arena), RoundUp(bytes, kSegmentAlign),

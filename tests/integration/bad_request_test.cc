@@ -85,8 +85,7 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
     grpc::Status st = stub.Get(&ctx, r, &resp);
     if (out != nullptr) *out = resp;
     if (!st.ok()) return st;
-    return grpc::Status(static_cast<StatusCode>(resp.results(0).code()),
-                        resp.results(0).message());
+    return grpc::Status(static_cast<StatusCode>(resp.results(0).code()), resp.results(0).message());
   };
   auto release = [&](const std::string& session, std::vector<uint64_t> ids) {
     v1::ReleaseRequest r;
@@ -132,14 +131,12 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
        StatusCode::INVALID_ARGUMENT},
       {"zero-size tensor", modified([](auto& r) { r.set_shape(0, 0); }),
        StatusCode::INVALID_ARGUMENT},
-      {"shape x dtype overflow",
-       modified([](auto& r) {
+      {"shape x dtype overflow", modified([](auto& r) {
          r.set_shape(0, int64_t{1} << 62);
          r.set_shape(1, 1 << 10);
        }),
        StatusCode::INVALID_ARGUMENT},
-      {"nine dimensions",
-       modified([](auto& r) {
+      {"nine dimensions", modified([](auto& r) {
          for (int i = 0; i < 7; ++i) r.add_shape(1);
        }),
        StatusCode::INVALID_ARGUMENT},
@@ -172,8 +169,7 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
          return call(&v1::Tensord::Stub::Abort, r, v1::AbortResponse());
        },
        StatusCode::FAILED_PRECONDITION},
-      {"get of an unsealed tensor", [&] { return get({"open"}); },
-       StatusCode::FAILED_PRECONDITION},
+      {"get of an unsealed tensor", [&] { return get({"open"}); }, StatusCode::FAILED_PRECONDITION},
       {"get of a missing key", [&] { return get({"missing"}); }, StatusCode::NOT_FOUND},
       {"get of no keys", [&] { return get({}); }, StatusCode::INVALID_ARGUMENT},
       {"get of 5000 keys", [&] { return get(std::vector<std::string>(5000, "sealed")); },
@@ -188,7 +184,10 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
        StatusCode::NOT_FOUND},
       {"release of an unknown lease", [&] { return release(s.id, {lease + 1000}); },
        StatusCode::NOT_FOUND},
-      {"release of a lease listed twice", [&] { return release(s.id, {lease, lease}); },
+      {"release of a lease listed twice",
+       [&] {
+         return release(s.id, {lease, lease});
+       },
        StatusCode::INVALID_ARGUMENT},
       {"release of nothing", [&] { return release(s.id, {}); }, StatusCode::INVALID_ARGUMENT},
       {"delete of an unsealed tensor",

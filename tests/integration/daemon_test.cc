@@ -54,8 +54,8 @@ uint64_t HostUsed(const Stats& s) {
 TEST(Daemon, TwoProcessesShareA64MiBTensorZeroCopy) {
   Daemon d({"--host-capacity", "256MiB"});
   ASSERT_TRUE(d.ok());
-  auto [put_rc, hash] = RunClient({"put", d.socket(), "big", std::to_string(64 * kMiB), "7",
-                                   "durable"});
+  auto [put_rc, hash] =
+      RunClient({"put", d.socket(), "big", std::to_string(64 * kMiB), "7", "durable"});
   ASSERT_EQ(put_rc, 0);
   ASSERT_EQ(hash.size(), 16u);
   EXPECT_EQ(RunClient({"verify", d.socket(), "big", hash}).first, 0);
@@ -171,8 +171,8 @@ TEST(Daemon, FillingTheTierEvictsCacheNeverDurable) {
   std::vector<std::pair<std::string, std::string>> durable;  // key, hash
   for (int i = 0; i < 6; ++i) {
     const std::string key = absl::StrCat("durable.", i);
-    auto [rc, hash] = RunClient({"put", d.socket(), key, std::to_string(4 * kMiB),
-                                 std::to_string(100 + i), "durable"});
+    auto [rc, hash] = RunClient(
+        {"put", d.socket(), key, std::to_string(4 * kMiB), std::to_string(100 + i), "durable"});
     ASSERT_EQ(rc, 0);
     durable.emplace_back(key, hash);
   }
@@ -213,8 +213,8 @@ TEST(Daemon, EightClientProcessesTimes1000MixedOperations) {
   ASSERT_EQ(rc, 0);
   std::vector<std::unique_ptr<Process>> clients;
   for (int i = 0; i < 8; ++i) {
-    clients.push_back(std::make_unique<Process>(std::vector<std::string>{
-        ClientBinary(), "mixed", d.socket(), std::to_string(i), "1000"}));
+    clients.push_back(std::make_unique<Process>(
+        std::vector<std::string>{ClientBinary(), "mixed", d.socket(), std::to_string(i), "1000"}));
   }
   for (int i = 0; i < 8; ++i) EXPECT_EQ(clients[i]->Wait(), 0) << "client " << i;
   EXPECT_EQ(RunClient({"verify", d.socket(), "shared.0", shared_hash}).first, 0);

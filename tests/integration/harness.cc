@@ -1,8 +1,8 @@
 // Process and daemon management for integration tests.
 #include "tests/integration/harness.h"
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -110,8 +110,8 @@ bool IsServing(const std::string& socket) {
 
 Daemon::Daemon(const std::vector<std::string>& extra_args, const std::string& run_dir)
     : run_dir_(run_dir.empty() ? MakeTempDir() : run_dir), socket_(run_dir_ + "/tensord.sock") {
-  std::vector<std::string> argv = {DaemonBinary(), "--run-dir", run_dir_, "--log-level", "warn",
-                                   "--no-prefault"};
+  std::vector<std::string> argv = {DaemonBinary(), "--run-dir", run_dir_,
+                                   "--log-level",  "warn",      "--no-prefault"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   process_ = std::make_unique<Process>(argv);
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -149,7 +149,9 @@ Daemon::~Daemon() {
   // A clean stop removes the daemon's shared-memory segments; SIGKILL is the last resort.
   if (process_ != nullptr && !process_->reaped()) {
     process_->Kill(SIGTERM);
-    if (process_->WaitFor(std::chrono::seconds(10)) < 0) ADD_FAILURE() << "tensord hung on stop";
+    const int code = process_->WaitFor(std::chrono::seconds(10));
+    // Non-zero also catches sanitizer reports (leaks, UB) from the daemon at exit.
+    if (code != 0) ADD_FAILURE() << "tensord exited with " << code << " on SIGTERM";
   }
   process_.reset();
 }

@@ -44,8 +44,7 @@ class Daemon {
  public:
   // Starts tensord with `extra_args` in a fresh temporary run directory and waits up to 20 s
   // for SERVING. Fails the current test (ADD_FAILURE) if it does not come up.
-  explicit Daemon(const std::vector<std::string>& extra_args = {},
-                  const std::string& run_dir = "");
+  explicit Daemon(const std::vector<std::string>& extra_args = {}, const std::string& run_dir = "");
   ~Daemon();  // SIGTERM by pid, then SIGKILL after 10 s
 
   bool ok() const { return ok_; }

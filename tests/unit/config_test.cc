@@ -1,10 +1,10 @@
 // Configuration: byte sizes, modes, TOML files and the qwen3-vl preset.
+#include "daemon/config.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <fstream>
-
-#include "daemon/config.h"
 
 namespace tensord {
 namespace {

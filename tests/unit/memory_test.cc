@@ -77,10 +77,10 @@ TEST(GeneralAllocator, CoalescesNeighboursBackToOneRange) {
 
 TEST(GeneralAllocator, BestFitPrefersTheSmallestHole) {
   GeneralAllocator a(0, 16 * 4096, 4096);
-  auto h1 = *a.Allocate(4 * 4096);   // [0,4)
-  auto s1 = *a.Allocate(4096);       // [4,5)
-  auto h2 = *a.Allocate(2 * 4096);   // [5,7)
-  auto s2 = *a.Allocate(4096);       // [7,8)
+  auto h1 = *a.Allocate(4 * 4096);  // [0,4)
+  auto s1 = *a.Allocate(4096);      // [4,5)
+  auto h2 = *a.Allocate(2 * 4096);  // [5,7)
+  auto s2 = *a.Allocate(4096);      // [7,8)
   ASSERT_TRUE(a.Free(h1).ok());
   ASSERT_TRUE(a.Free(h2).ok());
   EXPECT_EQ(*a.Allocate(2 * 4096), h2) << "a 2-block request must take the 2-block hole";

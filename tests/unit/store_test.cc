@@ -1,5 +1,7 @@
 // The object store over a real (small) shared-memory host tier: life cycle, leases, sessions,
 // eviction and zeroing.
+#include "daemon/store/store.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -7,7 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/random.h"
-#include "daemon/store/store.h"
 
 namespace tensord::store {
 namespace {

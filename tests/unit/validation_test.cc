@@ -1,7 +1,7 @@
 // Request-field validation: every rule that protects the daemon from a bad client.
-#include <gtest/gtest.h>
-
 #include "daemon/store/validation.h"
+
+#include <gtest/gtest.h>
 
 namespace tensord::store {
 namespace {
@@ -28,7 +28,7 @@ TEST(Validation, RejectsBadKeys) {
   EXPECT_EQ(ValidateKey(std::string("a\0b", 3)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ValidateKey("a\nb").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ValidateKey("\xFF\xFE").code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ValidateKey("\xC3").code(), absl::StatusCode::kInvalidArgument);  // truncated
+  EXPECT_EQ(ValidateKey("\xC3").code(), absl::StatusCode::kInvalidArgument);      // truncated
   EXPECT_EQ(ValidateKey("\xC0\xAF").code(), absl::StatusCode::kInvalidArgument);  // overlong
 }
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The README's two commands. From a fresh Debian bookworm machine:
+#   deploy/quickstart.sh run  [tensord flags...]   install, build, run the daemon in the foreground
+#   deploy/quickstart.sh test [--sanitize address,undefined|thread]
+#                                                 install, build, run every test
+# Builds go to build/ (or build-<sanitizer>/), with Ninja and -j2 by default (JOBS=N overrides).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+
+mode=${1:-}
+[[ -n $mode ]] && shift
+sanitize=""
+if [[ $mode == test && ${1:-} == --sanitize ]]; then
+  sanitize=${2:?--sanitize needs a value}
+  shift 2
+fi
+
+"$here/deploy/install-deps.sh"
+
+build_dir=build
+[[ -n $sanitize ]] && build_dir="build-${sanitize//,/-}"
+jobs=${JOBS:-2}
+
+configure_and_build() {
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DTENSORD_SANITIZE="$sanitize" -DTENSORD_BUILD_TESTS=ON >/dev/null
+  cmake --build "$build_dir" -j "$jobs"
+}
+
+case $mode in
+  run)
+    configure_and_build
+    mkdir -p run
+    echo "quickstart: starting tensord (socket run/tensord.sock, 1 GiB host tier); Ctrl-C stops it"
+    exec "$build_dir/daemon/tensord" --run-dir run "$@"
+    ;;
+  test)
+    configure_and_build
+    if [[ -n $sanitize ]]; then
+      # Debian's gRPC is not instrumented; LSan still reports our own leaks.
+      export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+      export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    fi
+    cd "$build_dir"
+    ctest --output-on-failure --timeout 600 -j 1
+    ;;
+  *)
+    sed -n '2,7p' "$0"
+    exit 2
+    ;;
+esac
