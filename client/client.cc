@@ -23,6 +23,7 @@ TensorInfo FromProto(const v1::TensorMeta& m) {
                            m.location().offset(), m.location().length()};
   info.leases = m.leases();
   info.created_unix_ms = m.created_unix_ms();
+  info.ttl_ms = m.ttl_ms();
   return info;
 }
 
@@ -133,6 +134,7 @@ absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
   request.set_pool(options.pool);
   request.set_durability(static_cast<v1::Durability>(options.durability));
   request.set_scope(static_cast<v1::Scope>(options.scope));
+  request.set_ttl_ms(options.ttl_ms);
   v1::CreateResponse response;
   auto ctx = session_->Context();
   if (auto st = FromGrpc(session_->stub().Create(ctx.get(), request, &response)); !st.ok()) {
@@ -146,6 +148,7 @@ absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
   info.pool = response.pool();
   info.durability = options.durability;
   info.scope = options.scope;
+  info.ttl_ms = options.ttl_ms;
   info.location =
       Location{static_cast<Tier>(response.location().tier()), response.location().arena(),
                response.location().offset(), response.location().length()};

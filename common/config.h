@@ -36,6 +36,7 @@ struct DaemonConfig {
   mode_t socket_mode = 0600;
   std::string log_level = "info";
   uint64_t max_leases_per_session = 1 << 20;
+  uint64_t max_sessions = 4096;
   HostTierConfig host;
 };
 

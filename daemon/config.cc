@@ -144,6 +144,8 @@ absl::Status ParseDaemon(const toml::table& t, DaemonConfig* config) {
       config->log_level = *v.value<std::string>();
     } else if (key == "max_leases_per_session" && v.is_integer() && *v.value<int64_t>() > 0) {
       config->max_leases_per_session = static_cast<uint64_t>(*v.value<int64_t>());
+    } else if (key == "max_sessions" && v.is_integer() && *v.value<int64_t>() > 0) {
+      config->max_sessions = static_cast<uint64_t>(*v.value<int64_t>());
     } else {
       return Bad(v, absl::StrCat("unknown or ill-typed key daemon.", key));
     }

@@ -67,8 +67,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   auto host = tiers::HostTier::Create(config.host, prefix);
   if (!host.ok()) return host.status();
   d->host_ = *std::move(host);
-  d->store_ = std::make_unique<store::Store>(d->host_.get(),
-                                             store::StoreOptions{config.max_leases_per_session});
+  d->store_ = std::make_unique<store::Store>(
+      d->host_.get(), store::StoreOptions{config.max_leases_per_session, config.max_sessions});
   d->service_ = std::make_unique<service::TensordService>(d->store_.get(), d->host_->segments());
 
   // A socket file left by a dead instance would make bind fail.
@@ -89,10 +89,15 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
     spdlog::warn("chmod {}: {}", d->socket_path_, strerror(errno));
   }
   d->server_->GetHealthCheckService()->SetServingStatus(true);
+  d->reaper_ = std::thread([raw = d.get()] { raw->ReapExpired(); });
   spdlog::info("tensord {} serving on unix:{} with {} of host memory in {} segments",
                TENSORD_VERSION, d->socket_path_, FormatBytes(config.host.capacity),
                d->host_->segments().size());
   return d;
+}
+
+void Daemon::ReapExpired() {
+  while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) store_->ExpireDue();
 }
 
 void Daemon::Shutdown(int grace_ms) {
@@ -106,6 +111,10 @@ void Daemon::Shutdown(int grace_ms) {
 
 Daemon::~Daemon() {
   Shutdown();
+  if (reaper_.joinable()) {
+    stop_.Notify();
+    reaper_.join();
+  }
   service_.reset();
   store_.reset();
   host_.reset();  // unlinks the shared-memory segments

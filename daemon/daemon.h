@@ -4,8 +4,10 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "common/config.h"
 
 namespace grpc {
@@ -38,7 +40,11 @@ class Daemon {
  private:
   Daemon() = default;
 
+  void ReapExpired();
+
   int lock_fd_ = -1;
+  std::thread reaper_;  // deletes expired tensors every 100 ms until stop_ is notified
+  absl::Notification stop_;
   std::string socket_path_;
   std::unique_ptr<tiers::HostTier> host_;
   std::unique_ptr<store::Store> store_;

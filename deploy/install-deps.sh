@@ -14,6 +14,8 @@ PACKAGES=(
   libtomlplusplus-dev
   libcli11-dev
   libxxhash-dev libzstd-dev
+  # Python binding and its tests (client/python): the system Python's packages.
+  python3-dev pybind11-dev libdlpack-dev python3-numpy python3-torch python3-pytest
 )
 
 missing=()

@@ -26,6 +26,7 @@ void ToProto(const store::TensorInfo& info, v1::TensorMeta* out) {
   loc->set_length(info.location.length);
   out->set_leases(info.leases);
   out->set_created_unix_ms(info.created_unix_ms);
+  out->set_ttl_ms(info.ttl_ms);
 }
 
 void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out) {
@@ -77,6 +78,7 @@ store::CreateParams FromProto(const v1::CreateRequest& request) {
   p.shape.assign(request.shape().begin(), request.shape().end());
   p.nbytes = request.nbytes();
   p.pool = request.pool();
+  p.ttl_ms = request.ttl_ms();
   // Unset enums take the safe defaults; unknown values pass through and are rejected.
   p.durability = request.durability() == v1::DURABILITY_DEFAULT
                      ? store::Durability::kDurable

@@ -22,7 +22,14 @@ class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
   AttachReactor(store::Store* store, const std::vector<tiers::HostSegment>& segments,
                 const v1::AttachRequest& request)
       : store_(store) {
-    session_id_ = store_->OpenSession(request.client_name());
+    auto session = store_->OpenSession(request.client_name());
+    if (!session.ok()) {
+      closed_ = true;
+      finished_ = true;
+      Finish(ToGrpc(session.status()));
+      return;
+    }
+    session_id_ = *session;
     v1::Welcome* welcome = event_.mutable_welcome();
     welcome->set_session_id(session_id_);
     welcome->set_daemon_version(TENSORD_VERSION);

@@ -45,7 +45,13 @@ Store::Session* Store::FindSession(const std::string& id) {
 
 Store::Object* Store::FindObject(absl::string_view ns, absl::string_view key) {
   auto it = objects_.find(TableKey(ns, key));
-  return it == objects_.end() ? nullptr : it->second.get();
+  if (it == objects_.end() || Expired(*it->second)) return nullptr;
+  return it->second.get();
+}
+
+bool Store::Expired(const Object& o) {
+  // Expired tensors stay in the table until ExpireLocked retires them, but are never served.
+  return o.expiring && o.expiry_it->first <= NowUnixMs();
 }
 
 TensorInfo Store::Info(const Object& o) const {
@@ -62,15 +68,20 @@ TensorInfo Store::Info(const Object& o) const {
   info.location = Location{host_->pools()[o.pool].arena, o.offset, o.nbytes};
   info.leases = o.leases;
   info.created_unix_ms = o.created_unix_ms;
+  info.ttl_ms = o.ttl_ms;
   return info;
 }
 
-std::string Store::OpenSession(absl::string_view client_name) {
+absl::StatusOr<std::string> Store::OpenSession(absl::string_view client_name) {
   auto session = std::make_unique<Session>();
   session->id = RandomHex(16);
   session->name = std::string(client_name.substr(0, kMaxClientNameBytes));
   std::string id = session->id;
   absl::MutexLock lock(&mu_);
+  if (sessions_.size() >= options_.max_sessions) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the daemon already has ", sessions_.size(), " sessions, its maximum"));
+  }
   ++counters_.sessions_opened;
   spdlog::debug("session {} opened by '{}'", id.substr(0, 8), session->name);
   sessions_.emplace(id, std::move(session));
@@ -121,6 +132,7 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
     o->durability = params.durability;
     o->scope = params.scope;
     o->owner = s;
+    o->ttl_ms = params.ttl_ms;
     o->created_unix_ms = NowUnixMs();
     s->creating.insert(o.get());
     TensorInfo info = Info(*o);
@@ -163,47 +175,60 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
 absl::StatusOr<TensorInfo> Store::Create(const std::string& session_id,
                                          const CreateParams& params) {
   auto nbytes = ValidateCreate(params);
-  std::vector<PendingFree> frees;
-  for (int round = 0; nbytes.ok() && round < kMaxEvictionRounds; ++round) {
-    {
-      absl::MutexLock lock(&mu_);
-      Session* s = FindSession(session_id);
-      if (s == nullptr) return UnknownSession();
-      if (FindObject(params.ns, params.key) != nullptr) {
-        ++counters_.create_failures;
-        return absl::AlreadyExistsError(absl::StrCat("key '", params.key, "' exists"));
-      }
-      auto pools = host_->pools().Candidates(*nbytes, params.pool);
-      if (!pools.ok()) {
-        ++counters_.rejected_requests;
-        return pools.status();
-      }
-      auto info = TryAllocate(s, params, *nbytes, *pools);
-      if (info.ok()) return info;
-      frees.clear();
-      if (!SelectVictims(*pools, *nbytes, &frees)) {
-        // Memory being zeroed by other requests may be enough: wait for it, then retry.
-        auto none_reclaiming = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return reclaiming_bytes_ == 0;
-        };
-        if (reclaiming_bytes_ > 0 &&
-            mu_.AwaitWithTimeout(absl::Condition(&none_reclaiming), absl::Seconds(5))) {
-          continue;
-        }
-        ++counters_.create_failures;
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "no room for ", *nbytes, " bytes in pool '", host_->pools()[(*pools)[0]].name,
-            "': the rest is held by DURABLE, leased or unsealed tensors"));
-      }
-    }
-    Reclaim(frees);
-  }
   if (!nbytes.ok()) {
     absl::MutexLock lock(&mu_);
     ++counters_.rejected_requests;
     return nbytes.status();
   }
+  for (int round = 0; round < kMaxEvictionRounds; ++round) {
+    std::vector<PendingFree> frees;
+    bool retry = false;
+    absl::StatusOr<TensorInfo> result;
+    {
+      absl::MutexLock lock(&mu_);
+      result = CreateLocked(session_id, params, *nbytes, &frees, &retry);
+    }
+    Reclaim(frees);  // evicted or expired tensors: zeroed, then free for the next round
+    if (!retry) return result;
+  }
   return absl::ResourceExhaustedError("no room after repeated eviction (heavy contention)");
+}
+
+absl::StatusOr<TensorInfo> Store::CreateLocked(const std::string& session_id,
+                                               const CreateParams& params, uint64_t nbytes,
+                                               std::vector<PendingFree>* frees, bool* retry) {
+  Session* s = FindSession(session_id);
+  if (s == nullptr) return UnknownSession();
+  ExpireLocked(frees);  // an expired tensor frees its key and its memory
+  if (FindObject(params.ns, params.key) != nullptr) {
+    ++counters_.create_failures;
+    return absl::AlreadyExistsError(absl::StrCat("key '", params.key, "' exists"));
+  }
+  auto pools = host_->pools().Candidates(nbytes, params.pool);
+  if (!pools.ok()) {
+    ++counters_.rejected_requests;
+    return pools.status();
+  }
+  if (frees->empty()) {
+    auto info = TryAllocate(s, params, nbytes, *pools);
+    if (info.ok()) return info;
+  }
+  if (!frees->empty() || SelectVictims(*pools, nbytes, frees)) {
+    *retry = true;
+    return absl::UnavailableError("retry");
+  }
+  // Memory being zeroed by other requests may be enough: wait for it, then retry.
+  auto none_reclaiming = [this]()
+                             ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reclaiming_bytes_ == 0; };
+  if (reclaiming_bytes_ > 0 &&
+      mu_.AwaitWithTimeout(absl::Condition(&none_reclaiming), absl::Seconds(5))) {
+    *retry = true;
+    return absl::UnavailableError("retry");
+  }
+  ++counters_.create_failures;
+  return absl::ResourceExhaustedError(
+      absl::StrCat("no room for ", nbytes, " bytes in pool '", host_->pools()[(*pools)[0]].name,
+                   "': the rest is held by DURABLE, leased or unsealed tensors"));
 }
 
 absl::Status Store::Seal(const std::string& session_id, absl::string_view ns,
@@ -231,6 +256,10 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns,
     lru_.push_front(o);
     o->lru_it = lru_.begin();
     o->in_lru = true;
+  }
+  if (o->ttl_ms > 0) {
+    o->expiry_it = expiries_.emplace(NowUnixMs() + o->ttl_ms, o);
+    o->expiring = true;
   }
   ++counters_.seals;
   return absl::OkStatus();
@@ -376,7 +405,9 @@ absl::StatusOr<ListResult> Store::List(absl::string_view ns, absl::string_view p
   ListResult out;
   absl::MutexLock lock(&mu_);
   for (const auto& [id, o] : objects_) {
-    if (o->ns == ns && absl::StartsWith(o->key, prefix)) out.tensors.push_back(Info(*o));
+    if (o->ns == ns && absl::StartsWith(o->key, prefix) && !Expired(*o)) {
+      out.tensors.push_back(Info(*o));
+    }
   }
   std::sort(out.tensors.begin(), out.tensors.end(),
             [](const TensorInfo& a, const TensorInfo& b) { return a.key < b.key; });
@@ -410,6 +441,10 @@ void Store::Retire(Object* o, std::vector<PendingFree>* frees) {
     lru_.erase(o->lru_it);
     o->in_lru = false;
   }
+  if (o->expiring) {
+    expiries_.erase(o->expiry_it);
+    o->expiring = false;
+  }
   if (o->owner != nullptr) {
     o->owner->creating.erase(o);
     o->owner->scoped.erase(o);
@@ -422,6 +457,24 @@ void Store::Retire(Object* o, std::vector<PendingFree>* frees) {
   } else {
     retired_.emplace(o, std::move(node.mapped()));
   }
+}
+
+void Store::ExpireLocked(std::vector<PendingFree>* frees) {
+  const int64_t now = NowUnixMs();
+  while (!expiries_.empty() && expiries_.begin()->first <= now) {
+    ++counters_.expirations;
+    Retire(expiries_.begin()->second, frees);  // erases the entry
+  }
+}
+
+size_t Store::ExpireDue() {
+  std::vector<PendingFree> frees;
+  {
+    absl::MutexLock lock(&mu_);
+    ExpireLocked(&frees);
+  }
+  Reclaim(frees);
+  return frees.size();
 }
 
 void Store::FreeObject(Object* o, std::vector<PendingFree>* frees) {

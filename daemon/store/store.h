@@ -5,6 +5,7 @@
 #pragma once
 
 #include <list>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -23,11 +24,13 @@
 namespace tensord::store {
 
 // Every counter the store keeps, in one list: stats, gRPC and tensorctl are generated from it.
-#define TENSORD_STORE_COUNTERS(X)                                                           \
-  X(creates)                                                                                \
-  X(create_failures) X(seals) X(aborts) X(deletes) X(gets) X(get_hits) X(get_misses)        \
-      X(leases_granted) X(leases_released) X(evictions) X(evicted_bytes) X(sessions_opened) \
-          X(sessions_closed) X(bytes_created) X(bytes_zeroed) X(rejected_requests)
+// clang-format off
+#define TENSORD_STORE_COUNTERS(X) \
+  X(creates) X(create_failures) X(seals) X(aborts) X(deletes) X(expirations)  \
+  X(gets) X(get_hits) X(get_misses) X(leases_granted) X(leases_released)      \
+  X(evictions) X(evicted_bytes) X(sessions_opened) X(sessions_closed)         \
+  X(bytes_created) X(bytes_zeroed) X(rejected_requests)
+// clang-format on
 
 struct Counters {
 #define TENSORD_DECLARE_COUNTER(name) uint64_t name = 0;
@@ -68,6 +71,7 @@ struct ListResult {
 
 struct StoreOptions {
   uint64_t max_leases_per_session = 1 << 20;
+  uint64_t max_sessions = 4096;
 };
 
 class Store {
@@ -78,8 +82,8 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  // Opens a session and returns its unguessable id.
-  std::string OpenSession(absl::string_view client_name);
+  // Opens a session and returns its unguessable id. RESOURCE_EXHAUSTED at max_sessions.
+  absl::StatusOr<std::string> OpenSession(absl::string_view client_name);
   // Ends a session: releases its leases, aborts its unsealed creates and deletes its
   // session-scoped tensors. Unknown ids are ignored (closing is idempotent).
   void CloseSession(const std::string& session_id);
@@ -109,6 +113,9 @@ class Store {
   // Returns tensors of `ns` whose key starts with `prefix`, sorted by key, at most `limit`.
   absl::StatusOr<ListResult> List(absl::string_view ns, absl::string_view prefix, uint32_t limit);
   StoreStats Stats();
+  // Deletes every tensor whose TTL has passed and returns how many ranges that freed. Lookups
+  // already hide expired tensors; this reclaims their memory (the daemon calls it periodically).
+  size_t ExpireDue();
 
   // Returns the daemon's address of a location (for tests and benchmarks in-process).
   uint8_t* Address(const Location& loc) const { return host_->Address(loc.arena, loc.offset); }
@@ -132,6 +139,9 @@ class Store {
     int64_t created_unix_ms = 0;
     bool in_lru = false;
     std::list<Object*>::iterator lru_it;
+    int64_t ttl_ms = 0;
+    bool expiring = false;
+    std::multimap<int64_t, Object*>::iterator expiry_it;  // valid while `expiring`
   };
   struct Session {
     std::string id;
@@ -155,12 +165,19 @@ class Store {
   Object* FindObject(absl::string_view ns, absl::string_view key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   TensorInfo Info(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static bool Expired(const Object& o);
+  // One attempt of Create under the lock. Sets *retry when it freed memory (eviction,
+  // expiry) or waited for reclaiming, so the caller reclaims `frees` and tries again.
+  absl::StatusOr<TensorInfo> CreateLocked(const std::string& session_id, const CreateParams& params,
+                                          uint64_t nbytes, std::vector<PendingFree>* frees,
+                                          bool* retry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<TensorInfo> TryAllocate(Session* s, const CreateParams& params, uint64_t nbytes,
                                          std::span<const uint32_t> pools)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
                      std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Retire(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireLocked(std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeObject(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropLease(uint64_t lease_id, std::vector<PendingFree>* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -176,6 +193,7 @@ class Store {
   absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, LeaseEntry> leases_ ABSL_GUARDED_BY(mu_);
   std::list<Object*> lru_ ABSL_GUARDED_BY(mu_);  // sealed CACHE objects, most recent first
+  std::multimap<int64_t, Object*> expiries_ ABSL_GUARDED_BY(mu_);  // unix ms -> sealed object
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;

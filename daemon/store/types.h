@@ -23,6 +23,7 @@ struct CreateParams {
   std::string pool;     // empty: best fit
   Durability durability = Durability::kDurable;
   Scope scope = Scope::kGlobal;
+  int64_t ttl_ms = 0;  // 0: no expiry; else deleted this long after Seal
 };
 
 // A byte range in an arena of the host tier.
@@ -45,6 +46,7 @@ struct TensorInfo {
   Location location;
   uint32_t leases = 0;
   int64_t created_unix_ms = 0;
+  int64_t ttl_ms = 0;
 };
 
 // One key's answer in a batched Get.

@@ -67,6 +67,10 @@ absl::StatusOr<uint64_t> ValidateCreate(const CreateParams& params) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown scope ", static_cast<int>(params.scope)));
   }
+  if (params.ttl_ms < 0 || params.ttl_ms > kMaxTtlMs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ttl_ms ", params.ttl_ms, " is outside [0, ", kMaxTtlMs, "]"));
+  }
   if (params.pool.size() > kMaxNamespaceBytes) {
     return absl::InvalidArgumentError("pool name is too long");
   }

@@ -12,6 +12,7 @@ inline constexpr size_t kMaxKeyBytes = 1024;
 inline constexpr size_t kMaxNamespaceBytes = 128;
 inline constexpr size_t kMaxBatchKeys = 4096;
 inline constexpr size_t kMaxClientNameBytes = 128;
+inline constexpr int64_t kMaxTtlMs = int64_t{366} * 24 * 3600 * 1000;
 
 // Keys: 1..1024 bytes of valid UTF-8 with no control characters (NUL included).
 absl::Status ValidateKey(absl::string_view key);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/random.h"
@@ -25,8 +26,9 @@ class StoreTest : public ::testing::Test {
     auto tier = tiers::HostTier::Create(config, "tensord.unittest." + RandomHex(4) + ".");
     ASSERT_TRUE(tier.ok()) << tier.status();
     host_ = *std::move(tier);
-    store_ = std::make_unique<Store>(host_.get(), StoreOptions{/*max_leases_per_session=*/8});
-    session_ = store_->OpenSession("test");
+    store_ = std::make_unique<Store>(host_.get(), StoreOptions{/*max_leases_per_session=*/8,
+                                                               /*max_sessions=*/3});
+    session_ = *store_->OpenSession("test");
   }
 
   CreateParams Params(const std::string& key, uint64_t bytes,
@@ -91,7 +93,7 @@ TEST_F(StoreTest, StateErrorsHaveTheDesignedCodes) {
   EXPECT_EQ((*got)[0].status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ((*got)[1].status.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->Delete("", "u").code(), absl::StatusCode::kFailedPrecondition);
-  std::string other = store_->OpenSession("other");
+  std::string other = *store_->OpenSession("other");
   EXPECT_EQ(store_->Seal(other, "", "u").code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(store_->Abort(other, "", "u").code(), absl::StatusCode::kPermissionDenied);
   ASSERT_TRUE(store_->Seal(session_, "", "u").ok());
@@ -109,7 +111,7 @@ TEST_F(StoreTest, StateErrorsHaveTheDesignedCodes) {
 TEST_F(StoreTest, ReleaseOfAnotherSessionsLeaseFailsAndReleasesNothing) {
   Put("t", 100, 1);
   uint64_t mine = Lease("t");
-  std::string other = store_->OpenSession("other");
+  std::string other = *store_->OpenSession("other");
   EXPECT_EQ(store_->Release(other, {&mine, 1}).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->Stats().leases, 1u);
   uint64_t twice[] = {mine, mine};
@@ -159,7 +161,7 @@ TEST_F(StoreTest, FullTierEvictsCacheInLruOrderButNeverDurable) {
 
 TEST_F(StoreTest, ClosingASessionReleasesAbortsAndFreesScopedTensors) {
   Put("global", 100, 1);
-  std::string s2 = store_->OpenSession("dying");
+  std::string s2 = *store_->OpenSession("dying");
   std::vector<std::string> keys{"global"};
   ASSERT_TRUE(store_->Get(s2, "", keys, WantTier::kAny).ok());
   ASSERT_TRUE(store_->Create(s2, Params("unsealed", 5000)).ok());
@@ -188,6 +190,46 @@ TEST_F(StoreTest, LeaseQuotaPerSession) {
   auto out = store_->Get(session_, "", keys, WantTier::kAny);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ((*out)[0].status.code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(StoreTest, TtlExpiresAfterSealButLeasedBytesSurvive) {
+  CreateParams p = Params("ttl", 4096);
+  p.ttl_ms = 50;
+  auto info = store_->Create(session_, p);
+  ASSERT_TRUE(info.ok());
+  std::memset(store_->Address(info->location), 0x42, 4096);
+  ASSERT_TRUE(store_->Seal(session_, "", "ttl").ok());
+  EXPECT_EQ(store_->Stat("", "ttl")->ttl_ms, 50);
+  uint64_t lease = Lease("ttl");
+  std::this_thread::sleep_for(std::chrono::milliseconds(80));
+  EXPECT_EQ(store_->Stat("", "ttl").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->List("", "", 0)->tensors.empty());
+  EXPECT_TRUE(store_->Create(session_, Params("ttl", 10)).ok()) << "an expired key is free";
+  EXPECT_EQ(store_->Stats().counters.expirations, 1u);
+  EXPECT_EQ(store_->Address(info->location)[4095], 0x42) << "a lease outlives expiry";
+  ASSERT_TRUE(store_->Release(session_, {&lease, 1}).ok());
+  EXPECT_EQ(store_->Address(info->location)[4095], 0x00);
+  p.ttl_ms = -1;
+  EXPECT_EQ(store_->Create(session_, p).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(StoreTest, ExpireDueReclaimsWithoutOtherTraffic) {
+  CreateParams p = Params("short", kMiB + 1);
+  p.ttl_ms = 1;
+  ASSERT_TRUE(store_->Create(session_, p).ok());
+  ASSERT_TRUE(store_->Seal(session_, "", "short").ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(store_->ExpireDue(), 1u);
+  EXPECT_EQ(store_->Stats().used_bytes, 0u);
+}
+
+TEST_F(StoreTest, SessionQuota) {
+  ASSERT_TRUE(store_->OpenSession("2").ok());
+  auto third = store_->OpenSession("3");
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(store_->OpenSession("4").status().code(), absl::StatusCode::kResourceExhausted);
+  store_->CloseSession(*third);
+  EXPECT_TRUE(store_->OpenSession("4").ok()) << "a closed session frees its slot";
 }
 
 TEST_F(StoreTest, ListIsSortedFilteredAndLimited) {

@@ -44,6 +44,7 @@ struct CreateOptions {
   std::string pool;  // empty: the daemon picks the best-fitting pool class
   Durability durability = Durability::kDurable;
   Scope scope = Scope::kGlobal;
+  int64_t ttl_ms = 0;  // 0: never expires; else deleted this long after Seal
 };
 
 struct Location {
@@ -65,6 +66,7 @@ struct TensorInfo {
   Location location;
   uint32_t leases = 0;
   int64_t created_unix_ms = 0;
+  int64_t ttl_ms = 0;
 };
 
 struct PoolStats {

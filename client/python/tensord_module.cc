@@ -1,0 +1,362 @@
+// tensord._core: the Python binding of the C++ client (pybind11). No second implementation of
+// the protocol: every call goes through tensord::Client. Host tensors come back as objects with
+// the buffer protocol and __dlpack__, so numpy.asarray() and torch.from_dlpack() alias the
+// shared memory. A lease lives exactly as long as some view of it (shared_ptr in every view).
+#include <dlpack/dlpack.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+
+#include "tensord/client.h"
+
+namespace py = pybind11;
+
+namespace tensord::python {
+namespace {
+
+// The exception type raised for every daemon error; carries .code (int) and .code_name.
+PyObject* g_error_type = nullptr;
+
+struct StatusError {
+  absl::Status status;
+};
+
+[[noreturn]] void Throw(const absl::Status& status) { throw StatusError{status}; }
+
+template <typename T>
+T Unwrap(absl::StatusOr<T>&& v) {
+  if (!v.ok()) Throw(v.status());
+  return *std::move(v);
+}
+
+void Check(const absl::Status& st) {
+  if (!st.ok()) Throw(st);
+}
+
+// Returns the DLPack type of a tensord dtype.
+DLDataType ToDl(DType dtype) {
+  const auto bits = static_cast<uint8_t>(ItemSize(dtype) * 8);
+  switch (dtype) {
+    case DType::kFloat32:
+    case DType::kFloat16:
+    case DType::kFloat64:
+      return {kDLFloat, bits, 1};
+    case DType::kBFloat16:
+      return {kDLBfloat, 16, 1};
+    case DType::kUInt8:
+      return {kDLUInt, 8, 1};
+    case DType::kBool:
+      return {kDLUInt, 8, 1};  // DLPack 0.6 has no bool; torch maps uint8
+    default:
+      return {kDLInt, bits, 1};
+  }
+}
+
+// The buffer-protocol format character of a dtype ("e" half, "f" float...).
+const char* BufferFormat(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return "f";
+    case DType::kFloat16: return "e";
+    case DType::kFloat64: return "d";
+    case DType::kInt8: return "b";
+    case DType::kUInt8: return "B";
+    case DType::kInt16: return "h";
+    case DType::kInt32: return "i";
+    case DType::kInt64: return "q";
+    case DType::kBool: return "?";
+    default: return "B";  // bfloat16: numpy has no type; exposed as raw 2-byte units below
+  }
+}
+
+// Memory shared by a Python view and DLPack consumers: a lease, or a writable tensor's mapping.
+struct Region {
+  std::shared_ptr<Lease> lease;               // set for sealed tensors
+  std::shared_ptr<WritableTensor> writable;   // set while being written
+  void* data = nullptr;
+  TensorInfo info;
+  bool readonly = true;
+};
+
+struct DlContext {
+  std::shared_ptr<Region> region;  // keeps the lease alive while torch holds the tensor
+  std::vector<int64_t> shape;
+  DLManagedTensor managed{};
+};
+
+py::capsule ToDlpack(const std::shared_ptr<Region>& region) {
+  auto* ctx = new DlContext{region, region->info.shape, {}};
+  DLTensor& t = ctx->managed.dl_tensor;
+  t.data = region->data;
+  t.device = {kDLCPU, 0};
+  t.ndim = static_cast<int32_t>(ctx->shape.size());
+  t.dtype = ToDl(region->info.dtype);
+  t.shape = ctx->shape.data();
+  t.strides = nullptr;  // contiguous
+  t.byte_offset = 0;
+  ctx->managed.manager_ctx = ctx;
+  ctx->managed.deleter = [](DLManagedTensor* self) {
+    // May run without the GIL: releasing a lease touches no Python object.
+    delete static_cast<DlContext*>(self->manager_ctx);
+  };
+  // Consumers rename a used capsule to "used_dltensor"; an unused one is freed here.
+  return py::capsule(&ctx->managed, "dltensor", [](PyObject* cap) {
+    if (PyCapsule_IsValid(cap, "dltensor")) {
+      auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
+      m->deleter(m);
+    }
+  });
+}
+
+py::buffer_info ToBuffer(const Region& r) {
+  std::vector<py::ssize_t> shape(r.info.shape.begin(), r.info.shape.end());
+  const bool bf16 = r.info.dtype == DType::kBFloat16;
+  const auto item = static_cast<py::ssize_t>(bf16 ? 2 : ItemSize(r.info.dtype));
+  std::vector<py::ssize_t> strides(shape.size());
+  py::ssize_t stride = item;
+  for (size_t i = shape.size(); i > 0; --i) {
+    strides[i - 1] = stride;
+    stride *= shape[i - 1];
+  }
+  return py::buffer_info(r.data, item, bf16 ? "H" : BufferFormat(r.info.dtype),
+                         static_cast<py::ssize_t>(shape.size()), shape, strides, r.readonly);
+}
+
+py::dict InfoDict(const TensorInfo& i) {
+  py::dict d;
+  d["key"] = i.key;
+  d["dtype"] = std::string(DTypeName(i.dtype));
+  d["shape"] = py::tuple(py::cast(i.shape));
+  d["nbytes"] = i.nbytes;
+  d["pool"] = i.pool;
+  d["durability"] = i.durability == Durability::kCache ? "cache" : "durable";
+  d["scope"] = i.scope == Scope::kSession ? "session" : "global";
+  d["sealed"] = i.sealed;
+  d["leases"] = i.leases;
+  d["created_unix_ms"] = i.created_unix_ms;
+  d["ttl_ms"] = i.ttl_ms;
+  return d;
+}
+
+DType ParseDTypeOrThrow(const std::string& name) { return Unwrap(ParseDType(name)); }
+
+Durability ParseDurability(const std::string& s) {
+  if (s == "durable") return Durability::kDurable;
+  if (s == "cache") return Durability::kCache;
+  throw py::value_error("durability must be 'durable' or 'cache', not '" + s + "'");
+}
+
+Scope ParseScope(const std::string& s) {
+  if (s == "global") return Scope::kGlobal;
+  if (s == "session") return Scope::kSession;
+  throw py::value_error("scope must be 'global' or 'session', not '" + s + "'");
+}
+
+class PyClient {
+ public:
+  PyClient(std::optional<std::string> socket, std::string ns, std::string name, double timeout) {
+    ClientOptions o;
+    o.socket_path = socket.value_or("");
+    o.ns = std::move(ns);
+    o.client_name = std::move(name);
+    o.deadline = std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000));
+    py::gil_scoped_release nogil;
+    client_ = Unwrap(Client::Connect(o));
+  }
+
+  Client& c() {
+    if (client_ == nullptr) throw py::value_error("client is closed");
+    return *client_;
+  }
+
+  void Close() { client_.reset(); }
+
+  std::shared_ptr<Region> Create(const std::string& key, std::vector<int64_t> shape,
+                                 const std::string& dtype, const std::string& durability,
+                                 const std::string& pool, const std::string& scope,
+                                 double ttl) {
+    CreateOptions o;
+    o.durability = ParseDurability(durability);
+    o.scope = ParseScope(scope);
+    o.pool = pool;
+    o.ttl_ms = static_cast<int64_t>(ttl * 1000);
+    const DType dt = ParseDTypeOrThrow(dtype);
+    auto region = std::make_shared<Region>();
+    {
+      py::gil_scoped_release nogil;
+      region->writable =
+          std::make_shared<WritableTensor>(Unwrap(c().Create(key, dt, std::move(shape), o)));
+    }
+    region->data = region->writable->data();
+    region->info = region->writable->info();
+    region->readonly = false;
+    return region;
+  }
+
+  std::shared_ptr<Region> Get(const std::string& key) {
+    py::gil_scoped_release nogil;
+    return FromLease(Unwrap(c().Get(key)));
+  }
+
+  std::vector<std::shared_ptr<Region>> GetMany(const std::vector<std::string>& keys) {
+    py::gil_scoped_release nogil;
+    auto batch = Unwrap(c().GetBatch(keys));
+    std::vector<std::shared_ptr<Region>> out;
+    for (auto& r : batch) {
+      if (!r.ok()) Throw(r.status());  // earlier leases release as `out` unwinds
+      out.push_back(FromLease(*std::move(r)));
+    }
+    return out;
+  }
+
+  void Delete(const std::string& key) {
+    py::gil_scoped_release nogil;
+    Check(c().Delete(key));
+  }
+
+  py::dict Stat(const std::string& key) {
+    TensorInfo info;
+    {
+      py::gil_scoped_release nogil;
+      info = Unwrap(c().Stat(key));
+    }
+    return InfoDict(info);
+  }
+
+  py::list List(const std::string& prefix, uint32_t limit) {
+    std::vector<TensorInfo> infos;
+    {
+      py::gil_scoped_release nogil;
+      infos = Unwrap(c().List(prefix, limit));
+    }
+    py::list out;
+    for (const auto& i : infos) out.append(InfoDict(i));
+    return out;
+  }
+
+  py::dict GetStats() {
+    Stats s;
+    {
+      py::gil_scoped_release nogil;
+      s = Unwrap(c().GetStats());
+    }
+    py::dict d;
+    d["sessions"] = s.sessions;
+    d["leases"] = s.leases;
+    d["objects"] = s.objects;
+    d["uptime_ms"] = s.uptime_ms;
+    d["counters"] = s.counters;
+    py::list tiers, pools;
+    for (const auto& t : s.tiers) {
+      py::dict td;
+      td["tier"] = t.tier == Tier::kHost ? "host" : t.tier == Tier::kGpu ? "gpu" : "ssd";
+      td["present"] = t.present;
+      td["capacity_bytes"] = t.capacity_bytes;
+      td["used_bytes"] = t.used_bytes;
+      td["pinned_bytes"] = t.pinned_bytes;
+      td["hits"] = t.hits;
+      td["misses"] = t.misses;
+      td["hit_ratio"] = t.hit_ratio;
+      td["evictions"] = t.evictions;
+      tiers.append(td);
+    }
+    for (const auto& p : s.pools) {
+      py::dict pd;
+      pd["name"] = p.name;
+      pd["kind"] = p.kind;
+      pd["capacity_bytes"] = p.capacity_bytes;
+      pd["used_bytes"] = p.used_bytes;
+      pd["block_size"] = p.block_size;
+      pd["blocks_total"] = p.blocks_total;
+      pd["blocks_used"] = p.blocks_used;
+      pd["fragmentation"] = p.fragmentation;
+      pools.append(pd);
+    }
+    d["tiers"] = tiers;
+    d["pools"] = pools;
+    return d;
+  }
+
+  py::tuple Segment(uint32_t arena) {
+    auto [base, size] = c().SegmentMapping(arena);
+    return py::make_tuple(reinterpret_cast<uintptr_t>(base), size);
+  }
+
+ private:
+  static std::shared_ptr<Region> FromLease(Lease&& lease) {
+    auto region = std::make_shared<Region>();
+    region->info = lease.info();
+    region->data = const_cast<void*>(lease.data());
+    region->lease = std::make_shared<Lease>(std::move(lease));
+    return region;
+  }
+
+  std::unique_ptr<Client> client_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "tensord C++ client binding; use the `tensord` package";
+  g_error_type = PyErr_NewExceptionWithDoc(
+      "tensord.Error", "A tensord request failed; .code is the gRPC code, .code_name its name.",
+      PyExc_RuntimeError, nullptr);
+  m.attr("Error") = py::handle(g_error_type);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const StatusError& e) {
+      py::object err = py::reinterpret_borrow<py::object>(g_error_type)(
+          std::string(e.status.message()));
+      err.attr("code") = static_cast<int>(e.status.code());
+      err.attr("code_name") = absl::StatusCodeToString(e.status.code());
+      PyErr_SetObject(g_error_type, err.ptr());
+    }
+  });
+
+  py::class_<Region, std::shared_ptr<Region>>(m, "Tensor", py::buffer_protocol(),
+                                              "A tensor in tensord's shared memory.")
+      .def_buffer([](Region& r) { return ToBuffer(r); })
+      .def("__dlpack__", [](const std::shared_ptr<Region>& r,
+                            py::object /*stream*/) { return ToDlpack(r); },
+           py::arg("stream") = py::none())
+      .def("__dlpack_device__", [](const Region&) { return py::make_tuple(int{kDLCPU}, 0); })
+      .def_property_readonly("key", [](const Region& r) { return r.info.key; })
+      .def_property_readonly("shape", [](const Region& r) { return py::tuple(py::cast(r.info.shape)); })
+      .def_property_readonly("dtype", [](const Region& r) { return std::string(DTypeName(r.info.dtype)); })
+      .def_property_readonly("nbytes", [](const Region& r) { return r.info.nbytes; })
+      .def_property_readonly("pool", [](const Region& r) { return r.info.pool; })
+      .def_property_readonly("arena", [](const Region& r) { return r.info.location.arena; })
+      .def_property_readonly("data_ptr", [](const Region& r) { return reinterpret_cast<uintptr_t>(r.data); })
+      .def_property_readonly("sealed", [](const Region& r) { return r.writable == nullptr; })
+      .def_property_readonly("lease_id", [](const Region& r) { return r.lease ? r.lease->lease_id() : 0; })
+      .def("seal", [](Region& r) {
+             if (r.writable == nullptr) Throw(absl::FailedPreconditionError("not being written"));
+             py::gil_scoped_release nogil;
+             Check(r.writable->Seal());
+           }, "Publishes a created tensor: visible to every client, immutable from now on.")
+      .def("abort", [](Region& r) {
+             if (r.writable == nullptr) Throw(absl::FailedPreconditionError("not being written"));
+             py::gil_scoped_release nogil;
+             Check(r.writable->Abort());
+           }, "Drops a created tensor that was not sealed.");
+
+  py::class_<PyClient>(m, "_Client")
+      .def(py::init<std::optional<std::string>, std::string, std::string, double>(),
+           py::arg("socket") = py::none(), py::arg("namespace") = "",
+           py::arg("name") = "python", py::arg("timeout") = 10.0)
+      .def("close", &PyClient::Close)
+      .def("create", &PyClient::Create, py::arg("key"), py::arg("shape"), py::arg("dtype"),
+           py::arg("durability") = "durable", py::arg("pool") = "", py::arg("scope") = "global",
+           py::arg("ttl") = 0.0)
+      .def("get", &PyClient::Get, py::arg("key"))
+      .def("get_many", &PyClient::GetMany, py::arg("keys"))
+      .def("delete", &PyClient::Delete, py::arg("key"))
+      .def("stat", &PyClient::Stat, py::arg("key"))
+      .def("ls", &PyClient::List, py::arg("prefix") = "", py::arg("limit") = 0)
+      .def("stats", &PyClient::GetStats)
+      .def("segment", &PyClient::Segment, py::arg("arena"));
+}
+
+}  // namespace tensord::python
