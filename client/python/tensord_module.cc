@@ -57,23 +57,33 @@ DLDataType ToDl(DType dtype) {
 // The buffer-protocol format character of a dtype ("e" half, "f" float...).
 const char* BufferFormat(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "f";
-    case DType::kFloat16: return "e";
-    case DType::kFloat64: return "d";
-    case DType::kInt8: return "b";
-    case DType::kUInt8: return "B";
-    case DType::kInt16: return "h";
-    case DType::kInt32: return "i";
-    case DType::kInt64: return "q";
-    case DType::kBool: return "?";
-    default: return "B";  // bfloat16: numpy has no type; exposed as raw 2-byte units below
+    case DType::kFloat32:
+      return "f";
+    case DType::kFloat16:
+      return "e";
+    case DType::kFloat64:
+      return "d";
+    case DType::kInt8:
+      return "b";
+    case DType::kUInt8:
+      return "B";
+    case DType::kInt16:
+      return "h";
+    case DType::kInt32:
+      return "i";
+    case DType::kInt64:
+      return "q";
+    case DType::kBool:
+      return "?";
+    default:
+      return "B";  // bfloat16: numpy has no type; exposed as raw 2-byte units below
   }
 }
 
 // Memory shared by a Python view and DLPack consumers: a lease, or a writable tensor's mapping.
 struct Region {
-  std::shared_ptr<Lease> lease;               // set for sealed tensors
-  std::shared_ptr<WritableTensor> writable;   // set while being written
+  std::shared_ptr<Lease> lease;              // set for sealed tensors
+  std::shared_ptr<WritableTensor> writable;  // set while being written
   void* data = nullptr;
   TensorInfo info;
   bool readonly = true;
@@ -153,6 +163,12 @@ Scope ParseScope(const std::string& s) {
   throw py::value_error("scope must be 'global' or 'session', not '" + s + "'");
 }
 
+Tier ParseDevice(const std::string& device) {
+  if (device == "cpu") return Tier::kHost;
+  if (device.rfind("cuda", 0) == 0) return Tier::kGpu;
+  throw py::value_error("device must be 'cpu' or 'cuda[:N]', not '" + device + "'");
+}
+
 class PyClient {
  public:
   PyClient(std::optional<std::string> socket, std::string ns, std::string name, double timeout) {
@@ -174,8 +190,7 @@ class PyClient {
 
   std::shared_ptr<Region> Create(const std::string& key, std::vector<int64_t> shape,
                                  const std::string& dtype, const std::string& durability,
-                                 const std::string& pool, const std::string& scope,
-                                 double ttl) {
+                                 const std::string& pool, const std::string& scope, double ttl) {
     CreateOptions o;
     o.durability = ParseDurability(durability);
     o.scope = ParseScope(scope);
@@ -194,14 +209,17 @@ class PyClient {
     return region;
   }
 
-  std::shared_ptr<Region> Get(const std::string& key) {
+  std::shared_ptr<Region> Get(const std::string& key, const std::string& device) {
+    const Tier want = ParseDevice(device);
     py::gil_scoped_release nogil;
-    return FromLease(Unwrap(c().Get(key)));
+    return FromLease(Unwrap(c().Get(key, want)));
   }
 
-  std::vector<std::shared_ptr<Region>> GetMany(const std::vector<std::string>& keys) {
+  std::vector<std::shared_ptr<Region>> GetMany(const std::vector<std::string>& keys,
+                                               const std::string& device) {
+    const Tier want = ParseDevice(device);
     py::gil_scoped_release nogil;
-    auto batch = Unwrap(c().GetBatch(keys));
+    auto batch = Unwrap(c().GetBatch(keys, want));
     std::vector<std::shared_ptr<Region>> out;
     for (auto& r : batch) {
       if (!r.ok()) Throw(r.status());  // earlier leases release as `out` unwinds
@@ -307,8 +325,8 @@ PYBIND11_MODULE(_core, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const StatusError& e) {
-      py::object err = py::reinterpret_borrow<py::object>(g_error_type)(
-          std::string(e.status.message()));
+      py::object err =
+          py::reinterpret_borrow<py::object>(g_error_type)(std::string(e.status.message()));
       err.attr("code") = static_cast<int>(e.status.code());
       err.attr("code_name") = absl::StatusCodeToString(e.status.code());
       PyErr_SetObject(g_error_type, err.ptr());
@@ -318,40 +336,51 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Region, std::shared_ptr<Region>>(m, "Tensor", py::buffer_protocol(),
                                               "A tensor in tensord's shared memory.")
       .def_buffer([](Region& r) { return ToBuffer(r); })
-      .def("__dlpack__", [](const std::shared_ptr<Region>& r,
-                            py::object /*stream*/) { return ToDlpack(r); },
-           py::arg("stream") = py::none())
+      .def(
+          "__dlpack__",
+          [](const std::shared_ptr<Region>& r, py::object /*stream*/) { return ToDlpack(r); },
+          py::arg("stream") = py::none())
       .def("__dlpack_device__", [](const Region&) { return py::make_tuple(int{kDLCPU}, 0); })
       .def_property_readonly("key", [](const Region& r) { return r.info.key; })
-      .def_property_readonly("shape", [](const Region& r) { return py::tuple(py::cast(r.info.shape)); })
-      .def_property_readonly("dtype", [](const Region& r) { return std::string(DTypeName(r.info.dtype)); })
+      .def_property_readonly("shape",
+                             [](const Region& r) { return py::tuple(py::cast(r.info.shape)); })
+      .def_property_readonly("dtype",
+                             [](const Region& r) { return std::string(DTypeName(r.info.dtype)); })
       .def_property_readonly("nbytes", [](const Region& r) { return r.info.nbytes; })
       .def_property_readonly("pool", [](const Region& r) { return r.info.pool; })
       .def_property_readonly("arena", [](const Region& r) { return r.info.location.arena; })
-      .def_property_readonly("data_ptr", [](const Region& r) { return reinterpret_cast<uintptr_t>(r.data); })
+      .def_property_readonly("data_ptr",
+                             [](const Region& r) { return reinterpret_cast<uintptr_t>(r.data); })
       .def_property_readonly("sealed", [](const Region& r) { return r.writable == nullptr; })
-      .def_property_readonly("lease_id", [](const Region& r) { return r.lease ? r.lease->lease_id() : 0; })
-      .def("seal", [](Region& r) {
-             if (r.writable == nullptr) Throw(absl::FailedPreconditionError("not being written"));
-             py::gil_scoped_release nogil;
-             Check(r.writable->Seal());
-           }, "Publishes a created tensor: visible to every client, immutable from now on.")
-      .def("abort", [](Region& r) {
-             if (r.writable == nullptr) Throw(absl::FailedPreconditionError("not being written"));
-             py::gil_scoped_release nogil;
-             Check(r.writable->Abort());
-           }, "Drops a created tensor that was not sealed.");
+      .def_property_readonly("lease_id",
+                             [](const Region& r) { return r.lease ? r.lease->lease_id() : 0; })
+      .def(
+          "seal",
+          [](Region& r) {
+            if (r.writable == nullptr) Throw(absl::FailedPreconditionError("not being written"));
+            py::gil_scoped_release nogil;
+            Check(r.writable->Seal());
+          },
+          "Publishes a created tensor: visible to every client, immutable from now on.")
+      .def(
+          "abort",
+          [](Region& r) {
+            if (r.writable == nullptr) Throw(absl::FailedPreconditionError("not being written"));
+            py::gil_scoped_release nogil;
+            Check(r.writable->Abort());
+          },
+          "Drops a created tensor that was not sealed.");
 
   py::class_<PyClient>(m, "_Client")
       .def(py::init<std::optional<std::string>, std::string, std::string, double>(),
-           py::arg("socket") = py::none(), py::arg("namespace") = "",
-           py::arg("name") = "python", py::arg("timeout") = 10.0)
+           py::arg("socket") = py::none(), py::arg("namespace") = "", py::arg("name") = "python",
+           py::arg("timeout") = 10.0)
       .def("close", &PyClient::Close)
       .def("create", &PyClient::Create, py::arg("key"), py::arg("shape"), py::arg("dtype"),
            py::arg("durability") = "durable", py::arg("pool") = "", py::arg("scope") = "global",
            py::arg("ttl") = 0.0)
-      .def("get", &PyClient::Get, py::arg("key"))
-      .def("get_many", &PyClient::GetMany, py::arg("keys"))
+      .def("get", &PyClient::Get, py::arg("key"), py::arg("device") = "cpu")
+      .def("get_many", &PyClient::GetMany, py::arg("keys"), py::arg("device") = "cpu")
       .def("delete", &PyClient::Delete, py::arg("key"))
       .def("stat", &PyClient::Stat, py::arg("key"))
       .def("ls", &PyClient::List, py::arg("prefix") = "", py::arg("limit") = 0)
