@@ -1,0 +1,44 @@
+"""pytest fixtures: a real tensord on a private socket, started and stopped by pid."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import tensord
+
+TENSORD_BIN = os.environ.get("TENSORD_BIN", "build/daemon/tensord")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """Starts tensord (256 MiB host tier) and yields its socket path."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([TENSORD_BIN, "--run-dir", str(run_dir), "--host-capacity", "256MiB",
+                             "--log-level", "warn", "--no-prefault"])
+    sock = str(run_dir / "tensord.sock")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if os.path.exists(sock):
+            try:
+                tensord.Client(sock, timeout=0.5).close()
+                break
+            except tensord.Error:
+                pass
+        time.sleep(0.02)
+    else:
+        proc.kill()
+        pytest.fail("tensord did not start")
+    yield sock
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0, "tensord did not stop cleanly"
+
+
+def run_python(code: str, *args: str, **kw) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter (another process) with the same sys.path."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True, timeout=120, **kw)
