@@ -1,0 +1,80 @@
+// The SSD tier: a preallocated swap file opened O_DIRECT, carved into 4 KiB-aligned extents by
+// the general allocator, written and read through an IoEngine. Every extent carries an XXH3
+// checksum of its bytes, taken when written and verified on every read, so a faulty device
+// never serves wrong bytes. After `degrade_after` consecutive I/O failures the tier is marked
+// degraded and refuses new writes (reads are still attempted). Thread-safe: the extent
+// allocator and counters are guarded by mu_; I/O runs without the lock.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/io/io_engine.h"
+#include "daemon/memory/general_allocator.h"
+
+namespace tensord::tiers {
+
+struct SsdTierConfig {
+  std::string path;  // swap file; created (0600) and preallocated with fallocate
+  uint64_t size = 0;
+  io::EngineOptions engine;
+  int degrade_after = 3;  // consecutive failed operations
+};
+
+struct SsdExtent {
+  uint64_t offset = 0;
+  uint64_t length = 0;    // bytes of tensor data
+  uint64_t reserved = 0;  // bytes on disk (4 KiB multiple)
+  uint64_t checksum = 0;  // XXH3-64 of the data
+};
+
+struct SsdStats {
+  uint64_t capacity_bytes = 0, used_bytes = 0, largest_free_bytes = 0, free_bytes = 0;
+  uint64_t reads = 0, writes = 0, bytes_read = 0, bytes_written = 0;
+  uint64_t io_errors = 0, checksum_failures = 0;
+  uint64_t read_ns = 0, write_ns = 0;  // time spent in completed transfers
+  bool degraded = false;
+  const char* engine = "";
+};
+
+class SsdTier {
+ public:
+  // Creates or reuses the swap file, preallocates `size` bytes and opens it O_DIRECT.
+  // INVALID_ARGUMENT for a size that is not a positive multiple of 4 KiB; the errno otherwise.
+  static absl::StatusOr<std::unique_ptr<SsdTier>> Create(const SsdTierConfig& config,
+                                                         std::unique_ptr<io::IoEngine> engine);
+  ~SsdTier();
+
+  // Allocates an extent and writes `len` bytes from `src` (borrowed; must not change during
+  // the call). RESOURCE_EXHAUSTED when full, UNAVAILABLE when degraded or on I/O error.
+  absl::StatusOr<SsdExtent> Write(const uint8_t* src, uint64_t len);
+  // Reads an extent into `dst` and verifies it. DATA_LOSS on a checksum mismatch, the I/O
+  // error otherwise; `dst` then holds no trustworthy bytes.
+  absl::Status Read(const SsdExtent& extent, uint8_t* dst);
+  void Free(const SsdExtent& extent);
+
+  SsdStats Stats();
+  bool degraded();
+  // The fault plan the engine consults (for tests and the fault-injection switch).
+  io::FaultPlan& faults() { return faults_; }
+
+ private:
+  SsdTier(const SsdTierConfig& config, int fd, std::unique_ptr<io::IoEngine> engine);
+  // Runs one transfer, through an aligned bounce buffer if `buf` or `len` are not aligned.
+  absl::Status Transfer(io::Op op, uint8_t* buf, uint64_t len, uint64_t offset);
+  void Account(io::Op op, uint64_t bytes, uint64_t ns, const absl::Status& st);
+
+  const SsdTierConfig config_;
+  const int fd_;
+  std::unique_ptr<io::IoEngine> engine_;
+  io::FaultPlan faults_;
+
+  absl::Mutex mu_;
+  memory::GeneralAllocator extents_ ABSL_GUARDED_BY(mu_);
+  SsdStats stats_ ABSL_GUARDED_BY(mu_);
+  int consecutive_failures_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace tensord::tiers

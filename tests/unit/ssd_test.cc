@@ -1,0 +1,153 @@
+// The swap engines and the SSD tier on a real file: round trips, short transfers, injected
+// errors (transient and persistent), checksum failures, and the forced pread fallback.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <random>
+
+#include "daemon/tiers/ssd_tier.h"
+
+namespace tensord::tiers {
+namespace {
+
+using io::FaultPlan;
+using io::Op;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+class SsdTest : public ::testing::TestWithParam<bool> {  // param: force the pread fallback
+ protected:
+  void SetUp() override {
+    path_ = ::testing::TempDir() + "/tensord_ssd_test." + std::to_string(getpid()) + ".swap";
+    SsdTierConfig config;
+    config.path = path_;
+    config.size = 64 * kMiB;
+    config.engine.force_sync = GetParam();
+    config.engine.queue_depth = 8;
+    config.engine.chunk_bytes = 256 << 10;
+    auto tier = SsdTier::Create(config, io::MakeEngine(config.engine));
+    ASSERT_TRUE(tier.ok()) << tier.status();
+    tier_ = *std::move(tier);
+    ASSERT_STREQ(tier_->Stats().engine, GetParam() ? "pread" : "io_uring");
+  }
+  void TearDown() override {
+    tier_.reset();
+    unlink(path_.c_str());
+  }
+  static std::vector<uint8_t> Random(size_t n, uint64_t seed) {
+    std::vector<uint8_t> v(n);
+    std::mt19937_64 rng(seed);
+    for (auto& b : v) b = static_cast<uint8_t>(rng());
+    return v;
+  }
+  // An aligned buffer, like a host arena's.
+  static uint8_t* Aligned(size_t n) {
+    return static_cast<uint8_t*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096));
+  }
+
+  std::string path_;
+  std::unique_ptr<SsdTier> tier_;
+};
+
+TEST_P(SsdTest, RoundTripsEverySizeAlignedOrNot) {
+  for (uint64_t n : {uint64_t{1}, uint64_t{4096}, kMiB + 3, 16 * kMiB}) {
+    auto data = Random(n, n);
+    uint8_t* src = Aligned(n);
+    std::memcpy(src, data.data(), n);
+    for (uint8_t* from : {src, data.data()}) {
+      auto ext = tier_->Write(from, n);
+      ASSERT_TRUE(ext.ok()) << ext.status();
+      EXPECT_EQ(ext->offset % 4096, 0u);
+      std::vector<uint8_t> back(n + 1, 0xEE);  // unaligned destination
+      ASSERT_TRUE(tier_->Read(*ext, back.data() + 1).ok());
+      EXPECT_EQ(std::memcmp(back.data() + 1, data.data(), n), 0) << n;
+      tier_->Free(*ext);
+    }
+    std::free(src);
+  }
+  EXPECT_EQ(tier_->Stats().used_bytes, 0u);
+  EXPECT_EQ(tier_->Stats().io_errors, 0u);
+}
+
+TEST_P(SsdTest, ShortTransfersAreCompleted) {
+  auto data = Random(4 * kMiB, 7);
+  tier_->faults().Set({FaultPlan::Kind::kShort, Op::kWrite, 0, 5});
+  auto ext = tier_->Write(data.data(), data.size());
+  ASSERT_TRUE(ext.ok()) << ext.status();
+  tier_->faults().Set({FaultPlan::Kind::kShort, Op::kRead, 0, 5});
+  std::vector<uint8_t> back(data.size());
+  ASSERT_TRUE(tier_->Read(*ext, back.data()).ok());
+  EXPECT_EQ(back, data);
+}
+
+TEST_P(SsdTest, TransientErrorsFailOneCallThenRecover) {
+  auto data = Random(kMiB, 3);
+  tier_->faults().Set({FaultPlan::Kind::kError, Op::kWrite, EIO, 1});
+  auto bad = tier_->Write(data.data(), data.size());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(tier_->Stats().used_bytes, 0u) << "a failed write frees its extent";
+  tier_->faults().Set({FaultPlan::Kind::kError, Op::kWrite, ENOSPC, 1});
+  EXPECT_EQ(tier_->Write(data.data(), data.size()).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  auto ext = tier_->Write(data.data(), data.size());
+  ASSERT_TRUE(ext.ok());
+  tier_->faults().Set({FaultPlan::Kind::kError, Op::kRead, EIO, 1});
+  std::vector<uint8_t> back(data.size());
+  EXPECT_EQ(tier_->Read(*ext, back.data()).code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(tier_->Read(*ext, back.data()).ok());
+  EXPECT_EQ(back, data);
+  EXPECT_FALSE(tier_->degraded());
+  EXPECT_EQ(tier_->Stats().io_errors, 3u);
+}
+
+TEST_P(SsdTest, PersistentErrorsDegradeTheTier) {
+  auto data = Random(kMiB, 4);
+  auto good = tier_->Write(data.data(), data.size());
+  ASSERT_TRUE(good.ok());
+  tier_->faults().Set({FaultPlan::Kind::kError, Op::kWrite, EIO, -1});
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(tier_->Write(data.data(), data.size()).ok());
+  EXPECT_TRUE(tier_->degraded());
+  tier_->faults().Clear();
+  EXPECT_EQ(tier_->Write(data.data(), data.size()).status().code(), absl::StatusCode::kUnavailable)
+      << "a degraded tier takes no new writes";
+  std::vector<uint8_t> back(data.size());
+  ASSERT_TRUE(tier_->Read(*good, back.data()).ok()) << "reads are still attempted";
+  EXPECT_EQ(back, data);
+}
+
+TEST_P(SsdTest, CorruptedExtentIsDataLossNeverWrongBytes) {
+  auto data = Random(64 << 10, 5);
+  auto ext = tier_->Write(data.data(), data.size());
+  ASSERT_TRUE(ext.ok());
+  int fd = open(path_.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  const uint8_t junk = data[100] ^ 0xFF;
+  ASSERT_EQ(pwrite(fd, &junk, 1, static_cast<off_t>(ext->offset + 100)), 1);
+  fsync(fd);
+  close(fd);
+  std::vector<uint8_t> back(data.size());
+  EXPECT_EQ(tier_->Read(*ext, back.data()).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(tier_->Stats().checksum_failures, 1u);
+}
+
+TEST_P(SsdTest, FullSwapIsResourceExhaustedAndFreeingRestoresRoom) {
+  auto data = Random(16 * kMiB, 6);
+  std::vector<SsdExtent> extents;
+  for (int i = 0; i < 4; ++i) {
+    auto e = tier_->Write(data.data(), data.size());
+    ASSERT_TRUE(e.ok());
+    extents.push_back(*e);
+  }
+  EXPECT_EQ(tier_->Write(data.data(), 4096).status().code(), absl::StatusCode::kResourceExhausted);
+  tier_->Free(extents[1]);
+  EXPECT_TRUE(tier_->Write(data.data(), data.size()).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, SsdTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "pread" : "io_uring"; });
+
+}  // namespace
+}  // namespace tensord::tiers
