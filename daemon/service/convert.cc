@@ -20,7 +20,7 @@ void ToProto(const store::TensorInfo& info, v1::TensorMeta* out) {
   out->set_scope(static_cast<v1::Scope>(info.scope));
   out->set_sealed(info.sealed);
   v1::Location* loc = out->mutable_location();
-  loc->set_tier(v1::TIER_HOST);
+  loc->set_tier(info.on_host ? v1::TIER_HOST : v1::TIER_SSD);
   loc->set_arena(info.location.arena);
   loc->set_offset(info.location.offset);
   loc->set_length(info.location.length);

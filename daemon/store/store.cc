@@ -29,7 +29,8 @@ absl::Status UnknownSession() {
 
 }  // namespace
 
-Store::Store(tiers::HostTier* host, StoreOptions options) : host_(host), options_(options) {}
+Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd)
+    : host_(host), ssd_(ssd), options_(options) {}
 
 Store::~Store() = default;
 
@@ -69,6 +70,8 @@ TensorInfo Store::Info(const Object& o) const {
   info.leases = o.leases;
   info.created_unix_ms = o.created_unix_ms;
   info.ttl_ms = o.ttl_ms;
+  info.on_host = o.on_host;
+  info.on_ssd = o.ssd.has_value();
   return info;
 }
 
@@ -116,10 +119,10 @@ void Store::CloseSession(const std::string& session_id) {
 
 absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& params,
                                               uint64_t nbytes, std::span<const uint32_t> pools) {
-  for (uint32_t pool : pools) {
+  auto where = AllocateHost(pools, nbytes);
+  if (where.ok()) {
+    const auto [pool, offset] = *where;
     memory::Allocator& alloc = *host_->pools()[pool].allocator;
-    auto offset = alloc.Allocate(nbytes);
-    if (!offset.ok()) continue;
     auto o = std::make_unique<Object>();
     o->ns = params.ns;
     o->key = params.key;
@@ -127,7 +130,7 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
     o->shape = params.shape;
     o->nbytes = nbytes;
     o->pool = pool;
-    o->offset = *offset;
+    o->offset = offset;
     o->reserved = alloc.Reserved(nbytes);
     o->durability = params.durability;
     o->scope = params.scope;
@@ -141,6 +144,15 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
     counters_.bytes_created += nbytes;
     return info;
   }
+  return where.status();
+}
+
+absl::StatusOr<std::pair<uint32_t, uint64_t>> Store::AllocateHost(std::span<const uint32_t> pools,
+                                                                  uint64_t nbytes) {
+  for (uint32_t pool : pools) {
+    auto offset = host_->pools()[pool].allocator->Allocate(nbytes);
+    if (offset.ok()) return std::make_pair(pool, *offset);
+  }
   return absl::ResourceExhaustedError("no free range");
 }
 
@@ -153,7 +165,8 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
   std::vector<Object*> oldest_first;
   for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
     Object* o = *it;
-    if (o->leases == 0 && std::find(pools.begin(), pools.end(), o->pool) != pools.end()) {
+    if (o->durability == Durability::kCache && o->leases == 0 && o->pins == 0 &&
+        std::find(pools.begin(), pools.end(), o->pool) != pools.end()) {
       oldest_first.push_back(o);
     }
   }
@@ -173,20 +186,21 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
 }
 
 absl::StatusOr<TensorInfo> Store::Create(const std::string& session_id,
-                                         const CreateParams& params) {
+                                         const CreateParams& params, absl::Time deadline) {
+  deadline = Clamp(deadline);
   auto nbytes = ValidateCreate(params);
   if (!nbytes.ok()) {
     absl::MutexLock lock(&mu_);
     ++counters_.rejected_requests;
     return nbytes.status();
   }
-  for (int round = 0; round < kMaxEvictionRounds; ++round) {
+  for (int round = 0; round < kMaxEvictionRounds || absl::Now() < deadline; ++round) {
     std::vector<PendingFree> frees;
     bool retry = false;
     absl::StatusOr<TensorInfo> result;
     {
       absl::MutexLock lock(&mu_);
-      result = CreateLocked(session_id, params, *nbytes, &frees, &retry);
+      result = CreateLocked(session_id, params, *nbytes, deadline, &frees, &retry);
     }
     Reclaim(frees);  // evicted or expired tensors: zeroed, then free for the next round
     if (!retry) return result;
@@ -196,6 +210,7 @@ absl::StatusOr<TensorInfo> Store::Create(const std::string& session_id,
 
 absl::StatusOr<TensorInfo> Store::CreateLocked(const std::string& session_id,
                                                const CreateParams& params, uint64_t nbytes,
+                                               absl::Time deadline,
                                                std::vector<PendingFree>* frees, bool* retry) {
   Session* s = FindSession(session_id);
   if (s == nullptr) return UnknownSession();
@@ -213,15 +228,7 @@ absl::StatusOr<TensorInfo> Store::CreateLocked(const std::string& session_id,
     auto info = TryAllocate(s, params, nbytes, *pools);
     if (info.ok()) return info;
   }
-  if (!frees->empty() || SelectVictims(*pools, nbytes, frees)) {
-    *retry = true;
-    return absl::UnavailableError("retry");
-  }
-  // Memory being zeroed by other requests may be enough: wait for it, then retry.
-  auto none_reclaiming = [this]()
-                             ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reclaiming_bytes_ == 0; };
-  if (reclaiming_bytes_ > 0 &&
-      mu_.AwaitWithTimeout(absl::Condition(&none_reclaiming), absl::Seconds(5))) {
+  if (!frees->empty() || MakeRoom(*pools, nbytes, deadline, frees)) {
     *retry = true;
     return absl::UnavailableError("retry");
   }
@@ -252,11 +259,7 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns,
   } else {
     o->owner = nullptr;
   }
-  if (o->durability == Durability::kCache) {
-    lru_.push_front(o);
-    o->lru_it = lru_.begin();
-    o->in_lru = true;
-  }
+  LruInsert(o);
   if (o->ttl_ms > 0) {
     o->expiry_it = expiries_.emplace(NowUnixMs() + o->ttl_ms, o);
     o->expiring = true;
@@ -292,7 +295,7 @@ absl::Status Store::Abort(const std::string& session_id, absl::string_view ns,
 absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id,
                                                    absl::string_view ns,
                                                    std::span<const std::string> keys,
-                                                   WantTier want) {
+                                                   WantTier want, absl::Time deadline) {
   if (keys.empty() || keys.size() > kMaxBatchKeys) {
     return absl::InvalidArgumentError(
         absl::StrCat("a Get names 1 to ", kMaxBatchKeys, " keys, not ", keys.size()));
@@ -308,6 +311,8 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
       return absl::InvalidArgumentError("leases are granted on the HOST or GPU tier only");
   }
   std::vector<GetOutcome> out(keys.size());
+  std::vector<size_t> promote;
+  {
   absl::MutexLock lock(&mu_);
   Session* s = FindSession(session_id);
   if (s == nullptr) return UnknownSession();
@@ -331,16 +336,26 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
           absl::StrCat("session holds ", s->leases.size(), " leases, the maximum; Release some"));
       continue;
     }
+    if (!o->on_host) {
+      promote.push_back(i);  // after this pass, without holding the lock during the read
+      continue;
+    }
     ++counters_.get_hits;
-    ++counters_.leases_granted;
-    if (o->leases++ == 0) pinned_bytes_ += o->reserved;
-    if (o->in_lru) lru_.splice(lru_.begin(), lru_, o->lru_it);
-    r.lease_id = next_lease_id_++;
-    leases_.emplace(r.lease_id, LeaseEntry{s, o});
-    s->leases.insert(r.lease_id);
-    r.info = Info(*o);
+    GrantLease(s, o, &r);
   }
+  }
+  for (size_t i : promote) out[i] = PromoteAndLease(session_id, ns, keys[i], Clamp(deadline));
   return out;
+}
+
+void Store::GrantLease(Session* s, Object* o, GetOutcome* r) {
+  ++counters_.leases_granted;
+  if (o->leases++ == 0) pinned_bytes_ += o->reserved;
+  if (o->in_lru) lru_.splice(lru_.begin(), lru_, o->lru_it);
+  r->lease_id = next_lease_id_++;
+  leases_.emplace(r->lease_id, LeaseEntry{s, o});
+  s->leases.insert(r->lease_id);
+  r->info = Info(*o);
 }
 
 absl::Status Store::Release(const std::string& session_id, std::span<const uint64_t> lease_ids) {
@@ -430,6 +445,11 @@ StoreStats Store::Stats() {
     st.capacity_bytes += st.pools.back().stats.capacity_bytes;
   }
   st.pinned_bytes = pinned_bytes_;
+  st.ssd_present = ssd_ != nullptr;
+  if (ssd_ != nullptr) st.ssd = ssd_->Stats();
+  st.system = system_;
+  st.high_watermark = options_.high_watermark;
+  st.low_watermark = options_.low_watermark;
   st.sessions = sessions_.size();
   st.leases = leases_.size();
   st.objects = objects_.size() + retired_.size();
@@ -437,10 +457,7 @@ StoreStats Store::Stats() {
 }
 
 void Store::Retire(Object* o, std::vector<PendingFree>* frees) {
-  if (o->in_lru) {
-    lru_.erase(o->lru_it);
-    o->in_lru = false;
-  }
+  LruRemove(o);
   if (o->expiring) {
     expiries_.erase(o->expiry_it);
     o->expiring = false;
@@ -452,7 +469,7 @@ void Store::Retire(Object* o, std::vector<PendingFree>* frees) {
   }
   auto node = objects_.extract(TableKey(o->ns, o->key));
   o->retired = true;
-  if (o->leases == 0) {
+  if (o->leases == 0 && o->pins == 0) {
     FreeObject(o, frees);
   } else {
     retired_.emplace(o, std::move(node.mapped()));
@@ -478,8 +495,21 @@ size_t Store::ExpireDue() {
 }
 
 void Store::FreeObject(Object* o, std::vector<PendingFree>* frees) {
-  frees->push_back(PendingFree{o->pool, o->offset, o->reserved});
-  reclaiming_bytes_ += o->reserved;
+  if (o->on_host) {
+    frees->push_back(PendingFree{o->pool, o->offset, o->reserved});
+    reclaiming_bytes_ += o->reserved;
+    o->on_host = false;
+  }
+  if (o->ssd.has_value()) {
+    ssd_->Free(*o->ssd);
+    o->ssd.reset();
+  }
+}
+
+void Store::MaybeFreeRetired(Object* o, std::vector<PendingFree>* frees) {
+  if (!o->retired || o->leases > 0 || o->pins > 0) return;
+  FreeObject(o, frees);
+  retired_.erase(o);  // deletes o
 }
 
 void Store::DropLease(uint64_t lease_id, std::vector<PendingFree>* frees) {
@@ -491,10 +521,7 @@ void Store::DropLease(uint64_t lease_id, std::vector<PendingFree>* frees) {
   Object* o = entry.object;
   if (--o->leases == 0) {
     pinned_bytes_ -= o->reserved;
-    if (o->retired) {
-      FreeObject(o, frees);
-      retired_.erase(o);
-    }
+    MaybeFreeRetired(o, frees);
   }
 }
 
@@ -517,6 +544,7 @@ void Store::Reclaim(const std::vector<PendingFree>& frees) {
     }
     reclaiming_bytes_ -= f.reserved;
   }
+  ++host_frees_;
   counters_.bytes_zeroed += zeroed;
 }
 

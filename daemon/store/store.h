@@ -6,6 +6,7 @@
 
 #include <list>
 #include <map>
+#include <optional>
 #include <memory>
 #include <span>
 #include <string>
@@ -17,9 +18,13 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "daemon/memory/allocator.h"
 #include "daemon/store/types.h"
 #include "daemon/tiers/host_tier.h"
+#include "daemon/tiers/pressure.h"
+#include "daemon/tiers/ssd_tier.h"
 
 namespace tensord::store {
 
@@ -29,7 +34,9 @@ namespace tensord::store {
   X(creates) X(create_failures) X(seals) X(aborts) X(deletes) X(expirations)  \
   X(gets) X(get_hits) X(get_misses) X(leases_granted) X(leases_released)      \
   X(evictions) X(evicted_bytes) X(sessions_opened) X(sessions_closed)         \
-  X(bytes_created) X(bytes_zeroed) X(rejected_requests)
+  X(bytes_created) X(bytes_zeroed) X(rejected_requests)                        \
+  X(promotions) X(promoted_bytes) X(demotions) X(demoted_bytes) X(demotion_failures) \
+  X(promotion_failures) X(swap_misses) X(data_loss) X(pressure_waits)
 // clang-format on
 
 struct Counters {
@@ -59,6 +66,10 @@ struct StoreStats {
   uint64_t capacity_bytes = 0;
   uint64_t used_bytes = 0;
   uint64_t pinned_bytes = 0;
+  bool ssd_present = false;
+  tiers::SsdStats ssd;
+  tiers::SystemPressure system;
+  double high_watermark = 0, low_watermark = 0;
   uint64_t sessions = 0;
   uint64_t leases = 0;
   uint64_t objects = 0;
@@ -72,12 +83,19 @@ struct ListResult {
 struct StoreOptions {
   uint64_t max_leases_per_session = 1 << 20;
   uint64_t max_sessions = 4096;
+  // Host-tier watermarks (fractions of capacity): above high the migrator demotes unleased
+  // tensors to SSD until below low. Also when MemAvailable < min_mem_available.
+  double high_watermark = 0.90;
+  double low_watermark = 0.75;
+  uint64_t min_mem_available = 0;
+  // How long Create/Get wait for demotions to make room when the caller set no deadline.
+  absl::Duration pressure_wait = absl::Seconds(10);
 };
 
 class Store {
  public:
-  // `host` is borrowed and must outlive the store.
-  Store(tiers::HostTier* host, StoreOptions options);
+  // `host` and `ssd` (nullptr: no SSD tier) are borrowed and must outlive the store.
+  Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd = nullptr);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -91,7 +109,9 @@ class Store {
   // Allocates an unsealed tensor the caller then writes. Evicts unleased CACHE tensors of the
   // candidate pools if needed. INVALID_ARGUMENT (bad field), FAILED_PRECONDITION (unknown
   // session), ALREADY_EXISTS, RESOURCE_EXHAUSTED (no room after eviction; lease quota).
-  absl::StatusOr<TensorInfo> Create(const std::string& session_id, const CreateParams& params);
+  // Under pressure it waits for demotions until `deadline` (at most options.pressure_wait).
+  absl::StatusOr<TensorInfo> Create(const std::string& session_id, const CreateParams& params,
+                                    absl::Time deadline = absl::InfiniteFuture());
   // Makes an unsealed tensor visible and immutable. NOT_FOUND, FAILED_PRECONDITION (already
   // sealed, unknown session), PERMISSION_DENIED (another session's create).
   absl::Status Seal(const std::string& session_id, absl::string_view ns, absl::string_view key);
@@ -100,8 +120,11 @@ class Store {
   // Leases each key's host copy. Whole-call errors: FAILED_PRECONDITION (unknown session, or
   // want=GPU without a GPU tier), INVALID_ARGUMENT (batch size, namespace, tier). Per-key
   // errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (unsealed), RESOURCE_EXHAUSTED.
+  // SSD-resident tensors are promoted to host first (concurrent Gets share one read); a
+  // failed read drops a CACHE tensor (NOT_FOUND, a miss) and fails a DURABLE one (DATA_LOSS).
   absl::StatusOr<std::vector<GetOutcome>> Get(const std::string& session_id, absl::string_view ns,
-                                              std::span<const std::string> keys, WantTier want);
+                                              std::span<const std::string> keys, WantTier want,
+                                              absl::Time deadline = absl::InfiniteFuture());
   // Ends leases, all or nothing. NOT_FOUND if any id is not a lease of this session,
   // INVALID_ARGUMENT for an empty or duplicated list, FAILED_PRECONDITION (unknown session).
   absl::Status Release(const std::string& session_id, std::span<const uint64_t> lease_ids);
@@ -116,6 +139,13 @@ class Store {
   // Deletes every tensor whose TTL has passed and returns how many ranges that freed. Lookups
   // already hide expired tensors; this reclaims their memory (the daemon calls it periodically).
   size_t ExpireDue();
+
+  // Runs the migrator until `stop` is notified: demotes unleased host tensors to SSD whenever
+  // the host tier is above its high watermark, the system is short of memory, or a request
+  // waits for room. Call from one dedicated thread; returns at once without an SSD tier.
+  void RunMigrator(absl::Notification* stop) ABSL_LOCKS_EXCLUDED(mu_);
+  // One migration round; returns the bytes it moved off the host tier.
+  uint64_t DemoteOnce() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Returns the daemon's address of a location (for tests and benchmarks in-process).
   uint8_t* Address(const Location& loc) const { return host_->Address(loc.arena, loc.offset); }
@@ -140,6 +170,10 @@ class Store {
     bool in_lru = false;
     std::list<Object*>::iterator lru_it;
     int64_t ttl_ms = 0;
+    bool on_host = true;                   // pool/offset/reserved hold a valid copy
+    std::optional<tiers::SsdExtent> ssd;   // a clean copy on the SSD tier
+    int pins = 0;                          // in-flight transfers and waiters: defer freeing
+    bool promoting = false;
     bool expiring = false;
     std::multimap<int64_t, Object*>::iterator expiry_it;  // valid while `expiring`
   };
@@ -169,8 +203,9 @@ class Store {
   // One attempt of Create under the lock. Sets *retry when it freed memory (eviction,
   // expiry) or waited for reclaiming, so the caller reclaims `frees` and tries again.
   absl::StatusOr<TensorInfo> CreateLocked(const std::string& session_id, const CreateParams& params,
-                                          uint64_t nbytes, std::vector<PendingFree>* frees,
-                                          bool* retry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                          uint64_t nbytes, absl::Time deadline,
+                                          std::vector<PendingFree>* frees, bool* retry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<TensorInfo> TryAllocate(Session* s, const CreateParams& params, uint64_t nbytes,
                                          std::span<const uint32_t> pools)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -181,10 +216,36 @@ class Store {
   void FreeObject(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropLease(uint64_t lease_id, std::vector<PendingFree>* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tries the candidate pools; returns {pool, offset} or RESOURCE_EXHAUSTED.
+  absl::StatusOr<std::pair<uint32_t, uint64_t>> AllocateHost(std::span<const uint32_t> pools,
+                                                             uint64_t nbytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // When no pool has room: asks the migrator for `nbytes` and waits briefly for memory to come
+  // back, or drops CACHE victims. Returns true if the caller should retry, false if nothing
+  // can make room.
+  bool MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Time deadline,
+                std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SsdUsable(uint64_t nbytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Promotes one SSD-resident tensor and leases it (the lock is dropped during the read).
+  GetOutcome PromoteAndLease(const std::string& session_id, absl::string_view ns,
+                             const std::string& key, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Grants a lease on a host-resident sealed object.
+  void GrantLease(Session* s, Object* o, GetOutcome* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LruInsert(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LruRemove(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Releases the host copy of a demoted object (its SSD copy stays).
+  void DropHostCopy(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Frees a retired object if nothing holds it any more.
+  void MaybeFreeRetired(Object* o, std::vector<PendingFree>* frees)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Time Clamp(absl::Time deadline) const;
+
   // Zeroes freed ranges without the lock, then returns them to their pools.
   void Reclaim(const std::vector<PendingFree>& frees) ABSL_LOCKS_EXCLUDED(mu_);
 
   tiers::HostTier* const host_;
+  tiers::SsdTier* const ssd_;
   const StoreOptions options_;
 
   absl::Mutex mu_;
@@ -197,6 +258,10 @@ class Store {
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;       // bumped whenever host memory returns
+  absl::flat_hash_map<uint32_t, uint64_t> pool_demand_ ABSL_GUARDED_BY(mu_);  // bytes waited for
+  bool migrate_now_ ABSL_GUARDED_BY(mu_) = false;
+  tiers::SystemPressure system_ ABSL_GUARDED_BY(mu_);  // last reading by the migrator
   Counters counters_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -47,6 +47,8 @@ struct TensorInfo {
   uint32_t leases = 0;
   int64_t created_unix_ms = 0;
   int64_t ttl_ms = 0;
+  bool on_host = true;  // else only on the SSD tier; `location` is then meaningless
+  bool on_ssd = false;  // has a (clean) SSD copy
 };
 
 // One key's answer in a batched Get.

@@ -1,0 +1,292 @@
+// Tier migration: demotion of unleased host tensors to the SSD tier (the migrator thread),
+// promotion of SSD-resident tensors on Get, and waiting for room under pressure. The lock is
+// never held during SSD I/O: objects in flight are pinned (Object::pins) instead, so Delete,
+// Abort or session end only retire them and the last pin frees them.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/store/store.h"
+#include "spdlog/spdlog.h"
+
+namespace tensord::store {
+namespace {
+
+constexpr size_t kMaxWritesPerRound = 64;
+constexpr absl::Duration kIdleTick = absl::Milliseconds(20);
+constexpr absl::Duration kPressureReadEvery = absl::Milliseconds(100);
+
+}  // namespace
+
+absl::Time Store::Clamp(absl::Time deadline) const {
+  return std::min(deadline, absl::Now() + options_.pressure_wait);
+}
+
+void Store::LruInsert(Object* o) {
+  if (o->in_lru) return;
+  lru_.push_front(o);
+  o->lru_it = lru_.begin();
+  o->in_lru = true;
+}
+
+void Store::LruRemove(Object* o) {
+  if (!o->in_lru) return;
+  lru_.erase(o->lru_it);
+  o->in_lru = false;
+}
+
+void Store::DropHostCopy(Object* o, std::vector<PendingFree>* frees) {
+  LruRemove(o);
+  frees->push_back(PendingFree{o->pool, o->offset, o->reserved});
+  reclaiming_bytes_ += o->reserved;
+  o->on_host = false;
+}
+
+bool Store::SsdUsable(uint64_t nbytes) {
+  if (ssd_ == nullptr) return false;
+  const tiers::SsdStats st = ssd_->Stats();
+  return !st.degraded && st.largest_free_bytes >= nbytes;
+}
+
+bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Time deadline,
+                     std::vector<PendingFree>* frees) {
+  // 1. With a usable SSD tier, demote (keep) rather than drop: ask the migrator and wait for
+  //    host memory to come back.
+  const bool demotable = std::any_of(lru_.begin(), lru_.end(), [&](const Object* o) {
+    return o->leases == 0 && o->pins == 0 &&
+           std::find(pools.begin(), pools.end(), o->pool) != pools.end();
+  });
+  const absl::Time now = absl::Now();
+  if (demotable && now < deadline && SsdUsable(nbytes)) {
+    ++counters_.pressure_waits;
+    for (uint32_t p : pools) pool_demand_[p] += nbytes;
+    migrate_now_ = true;
+    const uint64_t seen = host_frees_;
+    auto freed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return host_frees_ != seen;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&freed),
+                         std::min(deadline - now, absl::Milliseconds(200)));
+    for (uint32_t p : pools) {
+      if ((pool_demand_[p] -= nbytes) == 0) pool_demand_.erase(p);
+    }
+    return true;
+  }
+  // 2. Drop unleased CACHE tensors (their contract allows it).
+  if (SelectVictims(pools, nbytes, frees)) return true;
+  // 3. Memory being zeroed by other requests may be enough.
+  auto none_reclaiming = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return reclaiming_bytes_ == 0;
+  };
+  return reclaiming_bytes_ > 0 &&
+         mu_.AwaitWithTimeout(absl::Condition(&none_reclaiming), absl::Seconds(5));
+}
+
+GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_view ns,
+                                  const std::string& key, absl::Time deadline) {
+  GetOutcome r;
+  std::vector<PendingFree> frees;
+  while (true) {
+    Object* o = nullptr;
+    tiers::SsdExtent extent;
+    uint32_t pool = 0;
+    uint64_t offset = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      Session* s = FindSession(session_id);
+      o = s == nullptr ? nullptr : FindObject(ns, key);
+      if (s == nullptr) {
+        r.status = absl::FailedPreconditionError("session closed during Get");
+        break;
+      }
+      if (o == nullptr) {
+        ++counters_.get_misses;
+        r.status = absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+        break;
+      }
+      if (o->on_host) {  // promoted meanwhile (by a concurrent Get)
+        ++counters_.get_hits;
+        GrantLease(s, o, &r);
+        break;
+      }
+      if (o->promoting) {  // share the read in flight
+        ++o->pins;
+        auto done = [o]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !o->promoting; };
+        const bool ok = mu_.AwaitWithTimeout(absl::Condition(&done), deadline - absl::Now());
+        --o->pins;
+        MaybeFreeRetired(o, &frees);
+        if (!ok) {
+          r.status = absl::DeadlineExceededError(absl::StrCat("'", key, "' still swapping in"));
+          break;
+        }
+        continue;
+      }
+      const memory::Pool& home = host_->pools()[o->pool];
+      auto pools = host_->pools().Candidates(o->nbytes, home.fixed ? home.name : "");
+      auto where = pools.ok() ? AllocateHost(*pools, o->nbytes) : pools.status();
+      if (!where.ok()) {
+        ++o->pins;  // MakeRoom may wait: keep o alive
+        const bool retry = pools.ok() && MakeRoom(*pools, o->nbytes, deadline, &frees);
+        --o->pins;
+        MaybeFreeRetired(o, &frees);
+        if (retry) {
+          mu_.Unlock();
+          Reclaim(frees);
+          frees.clear();
+          mu_.Lock();
+          continue;
+        }
+        r.status = absl::ResourceExhaustedError(
+            absl::StrCat("no host room to swap in '", key, "' (", o->nbytes, " bytes)"));
+        break;
+      }
+      std::tie(pool, offset) = *where;
+      o->promoting = true;
+      ++o->pins;
+      extent = *o->ssd;
+    }
+    const uint32_t arena = host_->pools()[pool].arena;
+    const uint64_t reserved = host_->pools()[pool].allocator->Reserved(extent.length);
+    absl::Status st = ssd_->Read(extent, host_->Address(arena, offset));
+    absl::MutexLock lock(&mu_);
+    o->promoting = false;
+    --o->pins;
+    Session* s = FindSession(session_id);
+    if (st.ok() && !o->retired && s != nullptr) {
+      o->pool = pool;
+      o->offset = offset;
+      o->reserved = reserved;
+      o->on_host = true;
+      LruInsert(o);
+      ++counters_.promotions;
+      counters_.promoted_bytes += o->nbytes;
+      ++counters_.get_hits;
+      GrantLease(s, o, &r);
+      break;
+    }
+    frees.push_back(PendingFree{pool, offset, reserved});  // the range we read into
+    reclaiming_bytes_ += reserved;
+    if (st.ok()) {
+      r.status = absl::NotFoundError(absl::StrCat("'", key, "' was deleted while swapping in"));
+      MaybeFreeRetired(o, &frees);
+      break;
+    }
+    ++counters_.promotion_failures;
+    if (o->durability == Durability::kCache) {
+      // A CACHE tensor may be dropped: count a miss, never serve the bad bytes.
+      ++counters_.swap_misses;
+      ++counters_.get_misses;
+      spdlog::warn("dropping CACHE tensor '{}': swap-in failed: {}", key, st.ToString());
+      if (o->retired) {
+        MaybeFreeRetired(o, &frees);
+      } else {
+        Retire(o, &frees);
+      }
+      r.status = absl::NotFoundError(absl::StrCat("'", key, "' was lost from swap (CACHE)"));
+    } else {
+      ++counters_.data_loss;
+      spdlog::error("DURABLE tensor '{}' cannot be read from swap: {}", key, st.ToString());
+      MaybeFreeRetired(o, &frees);
+      r.status = absl::DataLossError(
+          absl::StrCat("'", key, "' cannot be read back from swap: ", st.message()));
+    }
+    break;
+  }
+  Reclaim(frees);
+  return r;
+}
+
+uint64_t Store::DemoteOnce() {
+  struct Write {
+    Object* o;
+    const uint8_t* src;
+    absl::StatusOr<tiers::SsdExtent> extent = absl::UnknownError("not written");
+  };
+  std::vector<Write> writes;
+  std::vector<PendingFree> frees;
+  uint64_t moved = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    migrate_now_ = false;
+    if (ssd_ == nullptr || ssd_->degraded()) return 0;
+    uint64_t used = 0, capacity = 0;
+    for (uint32_t i = 0; i < host_->pools().size(); ++i) {
+      const memory::AllocatorStats st = host_->pools()[i].allocator->Stats();
+      used += st.used_bytes;
+      capacity += st.capacity_bytes;
+    }
+    const auto high = static_cast<uint64_t>(options_.high_watermark * capacity);
+    const auto low = static_cast<uint64_t>(options_.low_watermark * capacity);
+    const bool system_short = options_.min_mem_available > 0 &&
+                              system_.mem_available_bytes > 0 &&
+                              system_.mem_available_bytes < options_.min_mem_available;
+    uint64_t target = used > high ? used - low : 0;
+    if (system_short) target = std::max<uint64_t>(target, used > low ? used - low : 0);
+    uint64_t demand = 0;
+    for (const auto& [pool, bytes] : pool_demand_) demand += bytes;
+    if (target == 0 && demand == 0) return 0;
+    uint64_t picked = 0;
+    std::vector<Object*> chosen;  // chosen first: DropHostCopy edits the list
+    for (auto it = lru_.rbegin(); it != lru_.rend() && chosen.size() < kMaxWritesPerRound; ++it) {
+      Object* o = *it;
+      if (picked >= std::max(target, demand)) break;
+      if (o->leases > 0 || o->pins > 0 || !o->on_host) continue;
+      if (target == 0 && !pool_demand_.contains(o->pool)) continue;
+      picked += o->reserved;
+      chosen.push_back(o);
+    }
+    for (Object* o : chosen) {
+      if (o->ssd.has_value()) {  // clean copy on SSD: demotion costs no I/O
+        ++counters_.demotions;
+        moved += o->reserved;
+        DropHostCopy(o, &frees);
+        continue;
+      }
+      ++o->pins;
+      writes.push_back(Write{o, host_->Address(host_->pools()[o->pool].arena, o->offset)});
+    }
+  }
+  for (Write& w : writes) w.extent = ssd_->Write(w.src, w.o->nbytes);
+  {
+    absl::MutexLock lock(&mu_);
+    for (Write& w : writes) {
+      Object* o = w.o;
+      --o->pins;
+      if (!w.extent.ok()) {
+        ++counters_.demotion_failures;
+        spdlog::warn("demotion of '{}' failed: {}", o->key, w.extent.status().ToString());
+      } else if (o->retired) {
+        ssd_->Free(*w.extent);
+      } else {
+        o->ssd = *w.extent;
+        ++counters_.demotions;
+        counters_.demoted_bytes += o->nbytes;
+        if (o->leases == 0 && o->pins == 0 && o->on_host) {
+          moved += o->reserved;
+          DropHostCopy(o, &frees);
+        }
+      }
+      MaybeFreeRetired(o, &frees);
+    }
+  }
+  Reclaim(frees);
+  return moved;
+}
+
+void Store::RunMigrator(absl::Notification* stop) {
+  if (ssd_ == nullptr) return;
+  absl::Time last_read = absl::InfinitePast();
+  while (!stop->HasBeenNotified()) {
+    if (absl::Now() - last_read >= kPressureReadEvery) {
+      const tiers::SystemPressure p = tiers::ReadSystemPressure();
+      absl::MutexLock lock(&mu_);
+      system_ = p;
+      last_read = absl::Now();
+    }
+    if (DemoteOnce() > 0) continue;
+    absl::MutexLock lock(&mu_);
+    auto wanted = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return migrate_now_; };
+    mu_.AwaitWithTimeout(absl::Condition(&wanted), kIdleTick);
+  }
+}
+
+}  // namespace tensord::store
