@@ -30,6 +30,19 @@ struct HostTierConfig {
   std::vector<PoolClassConfig> pools;  // fixed classes; the rest is the general pool
 };
 
+// The SSD tier: off unless `path` is set.
+struct SsdConfig {
+  std::string path;
+  uint64_t size = uint64_t{4} << 30;
+  int io_threads = 1;
+  int queue_depth = 32;
+  bool force_fallback = false;  // pread/pwrite even where io_uring works
+  int degrade_after = 3;
+  double high_watermark = 0.90;  // of the host tier
+  double low_watermark = 0.75;
+  uint64_t min_mem_available = 0;  // demote when MemAvailable falls below (0: ignore)
+};
+
 struct DaemonConfig {
   std::string run_dir = "./run";
   std::string socket_path;  // empty: <run_dir>/tensord.sock
@@ -38,6 +51,7 @@ struct DaemonConfig {
   uint64_t max_leases_per_session = 1 << 20;
   uint64_t max_sessions = 4096;
   HostTierConfig host;
+  SsdConfig ssd;
 };
 
 // Parses "123", "4KiB", "16MiB", "1GiB", "2TiB" (also "K", "M", "G", "KB"...: powers of 1024).

@@ -129,6 +129,47 @@ absl::Status ParseHost(const toml::table& t, HostTierConfig* host) {
   return absl::OkStatus();
 }
 
+absl::Status ParseSsd(const toml::table& t, SsdConfig* ssd) {
+  for (const auto& [k, v] : t) {
+    const std::string key(k.str());
+    auto fraction = [&](double* out) -> absl::Status {
+      auto d = v.value<double>();
+      if (!d || *d <= 0 || *d > 1) return Bad(v, absl::StrCat("ssd.", key, " must be in (0, 1]"));
+      *out = *d;
+      return absl::OkStatus();
+    };
+    absl::Status st;
+    if (key == "path" && v.is_string()) {
+      ssd->path = *v.value<std::string>();
+    } else if (key == "size" || key == "min_mem_available") {
+      auto b = Bytes(v, key);
+      if (!b.ok()) return b.status();
+      (key == "size" ? ssd->size : ssd->min_mem_available) = *b;
+    } else if (key == "io_threads" && v.is_integer() && *v.value<int64_t>() > 0 &&
+               *v.value<int64_t>() <= 64) {
+      ssd->io_threads = static_cast<int>(*v.value<int64_t>());
+    } else if (key == "queue_depth" && v.is_integer() && *v.value<int64_t>() > 0 &&
+               *v.value<int64_t>() <= 4096) {
+      ssd->queue_depth = static_cast<int>(*v.value<int64_t>());
+    } else if (key == "degrade_after" && v.is_integer() && *v.value<int64_t>() > 0) {
+      ssd->degrade_after = static_cast<int>(*v.value<int64_t>());
+    } else if (key == "force_fallback" && v.is_boolean()) {
+      ssd->force_fallback = *v.value<bool>();
+    } else if (key == "high_watermark") {
+      st = fraction(&ssd->high_watermark);
+    } else if (key == "low_watermark") {
+      st = fraction(&ssd->low_watermark);
+    } else {
+      return Bad(v, absl::StrCat("unknown or ill-typed key ssd.", key));
+    }
+    if (!st.ok()) return st;
+  }
+  if (ssd->low_watermark > ssd->high_watermark) {
+    return absl::InvalidArgumentError("ssd.low_watermark is above ssd.high_watermark");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseDaemon(const toml::table& t, DaemonConfig* config) {
   for (const auto& [k, v] : t) {
     const std::string key(k.str());
@@ -198,6 +239,8 @@ absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path) {
       st = ParseDaemon(*v.as_table(), &config);
     } else if (k.str() == "host" && v.is_table()) {
       st = ParseHost(*v.as_table(), &config.host);
+    } else if (k.str() == "ssd" && v.is_table()) {
+      st = ParseSsd(*v.as_table(), &config.ssd);
     } else {
       st = Bad(v, absl::StrCat("unknown section [", std::string(k.str()), "]"));
     }

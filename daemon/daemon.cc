@@ -14,6 +14,7 @@
 #include "daemon/service/tensord_service.h"
 #include "daemon/store/store.h"
 #include "daemon/tiers/host_tier.h"
+#include "daemon/tiers/ssd_tier.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -67,8 +68,24 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   auto host = tiers::HostTier::Create(config.host, prefix);
   if (!host.ok()) return host.status();
   d->host_ = *std::move(host);
-  d->store_ = std::make_unique<store::Store>(
-      d->host_.get(), store::StoreOptions{config.max_leases_per_session, config.max_sessions});
+  if (!config.ssd.path.empty()) {
+    tiers::SsdTierConfig sc;
+    sc.path = config.ssd.path;
+    sc.size = config.ssd.size;
+    sc.engine = io::EngineOptions{config.ssd.io_threads, config.ssd.queue_depth, 1 << 20,
+                                  config.ssd.force_fallback};
+    sc.degrade_after = config.ssd.degrade_after;
+    auto ssd = tiers::SsdTier::Create(sc, io::MakeEngine(sc.engine));
+    if (!ssd.ok()) return ssd.status();
+    d->ssd_ = *std::move(ssd);
+  }
+  store::StoreOptions options;
+  options.max_leases_per_session = config.max_leases_per_session;
+  options.max_sessions = config.max_sessions;
+  options.high_watermark = config.ssd.high_watermark;
+  options.low_watermark = config.ssd.low_watermark;
+  options.min_mem_available = config.ssd.min_mem_available;
+  d->store_ = std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get());
   d->service_ = std::make_unique<service::TensordService>(d->store_.get(), d->host_->segments());
 
   // A socket file left by a dead instance would make bind fail.
@@ -90,6 +107,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   }
   d->server_->GetHealthCheckService()->SetServingStatus(true);
   d->reaper_ = std::thread([raw = d.get()] { raw->ReapExpired(); });
+  if (d->ssd_ != nullptr) {
+    d->migrator_ = std::thread([raw = d.get()] { raw->store_->RunMigrator(&raw->stop_); });
+  }
   spdlog::info("tensord {} serving on unix:{} with {} of host memory in {} segments",
                TENSORD_VERSION, d->socket_path_, FormatBytes(config.host.capacity),
                d->host_->segments().size());
@@ -111,13 +131,13 @@ void Daemon::Shutdown(int grace_ms) {
 
 Daemon::~Daemon() {
   Shutdown();
-  if (reaper_.joinable()) {
-    stop_.Notify();
-    reaper_.join();
-  }
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (reaper_.joinable()) reaper_.join();
+  if (migrator_.joinable()) migrator_.join();
   service_.reset();
   store_.reset();
   host_.reset();  // unlinks the shared-memory segments
+  ssd_.reset();
   if (lock_fd_ >= 0) close(lock_fd_);
 }
 

@@ -20,7 +20,8 @@ class Store;
 }
 namespace tiers {
 class HostTier;
-}
+class SsdTier;
+}  // namespace tiers
 namespace service {
 class TensordService;
 }
@@ -43,7 +44,9 @@ class Daemon {
   void ReapExpired();
 
   int lock_fd_ = -1;
-  std::thread reaper_;  // deletes expired tensors every 100 ms until stop_ is notified
+  std::unique_ptr<tiers::SsdTier> ssd_;
+  std::thread reaper_;    // deletes expired tensors every 100 ms until stop_ is notified
+  std::thread migrator_;  // moves tensors between tiers (Store::RunMigrator)
   absl::Notification stop_;
   std::string socket_path_;
   std::unique_ptr<tiers::HostTier> host_;

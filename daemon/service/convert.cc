@@ -42,11 +42,44 @@ void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out)
   const uint64_t lookups = c.get_hits + c.get_misses;
   host->set_hit_ratio(lookups == 0 ? 0.0 : static_cast<double>(c.get_hits) / lookups);
   host->set_evictions(c.evictions);
-  for (v1::Tier absent : {v1::TIER_GPU, v1::TIER_SSD}) {
-    v1::TierStats* t = out->add_tiers();
-    t->set_tier(absent);
-    t->set_present(false);
+  v1::TierStats* gpu = out->add_tiers();
+  gpu->set_tier(v1::TIER_GPU);
+  v1::TierStats* ssd = out->add_tiers();
+  ssd->set_tier(v1::TIER_SSD);
+  ssd->set_present(stats.ssd_present);
+  if (stats.ssd_present) {
+    const tiers::SsdStats& s = stats.ssd;
+    ssd->set_capacity_bytes(s.capacity_bytes);
+    ssd->set_used_bytes(s.used_bytes);
+    ssd->set_hits(c.promotions);
+    ssd->set_misses(c.swap_misses);
+    const uint64_t lookups = c.promotions + c.swap_misses;
+    ssd->set_hit_ratio(lookups == 0 ? 0.0 : static_cast<double>(c.promotions) / lookups);
+    v1::SwapStats* w = out->mutable_swap();
+    w->set_engine(s.engine);
+    w->set_degraded(s.degraded);
+    w->set_reads(s.reads);
+    w->set_writes(s.writes);
+    w->set_bytes_read(s.bytes_read);
+    w->set_bytes_written(s.bytes_written);
+    w->set_read_mbps(s.read_ns == 0 ? 0.0 : s.bytes_read * 1e3 / s.read_ns);
+    w->set_write_mbps(s.write_ns == 0 ? 0.0 : s.bytes_written * 1e3 / s.write_ns);
+    w->set_io_errors(s.io_errors);
+    w->set_checksum_failures(s.checksum_failures);
+    w->set_largest_free_bytes(s.largest_free_bytes);
+    w->set_fragmentation(s.free_bytes == 0 ? 0.0
+                                           : 1.0 - static_cast<double>(s.largest_free_bytes) /
+                                                       static_cast<double>(s.free_bytes));
   }
+  v1::PressureStats* p = out->mutable_pressure();
+  p->set_host_used_ratio(stats.capacity_bytes == 0 ? 0.0
+                                                   : static_cast<double>(stats.used_bytes) /
+                                                         static_cast<double>(stats.capacity_bytes));
+  p->set_high_watermark(stats.high_watermark);
+  p->set_low_watermark(stats.low_watermark);
+  p->set_mem_available_bytes(stats.system.mem_available_bytes);
+  p->set_psi_some_avg10(stats.system.psi_some_avg10);
+  p->set_psi_full_avg10(stats.system.psi_full_avg10);
   for (const store::PoolStatsEntry& p : stats.pools) {
     v1::PoolStats* ps = out->add_pools();
     ps->set_name(p.name);

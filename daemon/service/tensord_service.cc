@@ -10,6 +10,15 @@
 namespace tensord::service {
 namespace {
 
+// The request's deadline, for waits under memory pressure.
+absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
+  const auto d = ctx->deadline();
+  if (d >= std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(d);
+}
+
 grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpc(status));
@@ -82,7 +91,7 @@ grpc::ServerWriteReactor<v1::AttachEvent>* TensordService::Attach(
 grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ctx,
                                                  const v1::CreateRequest* request,
                                                  v1::CreateResponse* response) {
-  auto info = store_->Create(request->session_id(), FromProto(*request));
+  auto info = store_->Create(request->session_id(), FromProto(*request), DeadlineOf(ctx));
   if (info.ok()) {
     v1::TensorMeta meta;
     ToProto(*info, &meta);
@@ -108,7 +117,7 @@ grpc::ServerUnaryReactor* TensordService::Get(grpc::CallbackServerContext* ctx,
                                               v1::GetResponse* response) {
   const std::vector<std::string> keys(request->keys().begin(), request->keys().end());
   auto outcomes = store_->Get(request->session_id(), request->ns(), keys,
-                              static_cast<store::WantTier>(request->want()));
+                              static_cast<store::WantTier>(request->want()), DeadlineOf(ctx));
   if (outcomes.ok()) {
     response->mutable_results()->Reserve(static_cast<int>(outcomes->size()));
     for (const store::GetOutcome& o : *outcomes) {

@@ -61,9 +61,7 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
     for (uint32_t p : pools) pool_demand_[p] += nbytes;
     migrate_now_ = true;
     const uint64_t seen = host_frees_;
-    auto freed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return host_frees_ != seen;
-    };
+    auto freed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return host_frees_ != seen; };
     mu_.AwaitWithTimeout(absl::Condition(&freed),
                          std::min(deadline - now, absl::Milliseconds(200)));
     for (uint32_t p : pools) {
@@ -74,9 +72,8 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
   // 2. Drop unleased CACHE tensors (their contract allows it).
   if (SelectVictims(pools, nbytes, frees)) return true;
   // 3. Memory being zeroed by other requests may be enough.
-  auto none_reclaiming = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return reclaiming_bytes_ == 0;
-  };
+  auto none_reclaiming = [this]()
+                             ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reclaiming_bytes_ == 0; };
   return reclaiming_bytes_ > 0 &&
          mu_.AwaitWithTimeout(absl::Condition(&none_reclaiming), absl::Seconds(5));
 }
@@ -216,8 +213,7 @@ uint64_t Store::DemoteOnce() {
     }
     const auto high = static_cast<uint64_t>(options_.high_watermark * capacity);
     const auto low = static_cast<uint64_t>(options_.low_watermark * capacity);
-    const bool system_short = options_.min_mem_available > 0 &&
-                              system_.mem_available_bytes > 0 &&
+    const bool system_short = options_.min_mem_available > 0 && system_.mem_available_bytes > 0 &&
                               system_.mem_available_bytes < options_.min_mem_available;
     uint64_t target = used > high ? used - low : 0;
     if (system_short) target = std::max<uint64_t>(target, used > low ? used - low : 0);

@@ -185,8 +185,8 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
   return !frees->empty();
 }
 
-absl::StatusOr<TensorInfo> Store::Create(const std::string& session_id,
-                                         const CreateParams& params, absl::Time deadline) {
+absl::StatusOr<TensorInfo> Store::Create(const std::string& session_id, const CreateParams& params,
+                                         absl::Time deadline) {
   deadline = Clamp(deadline);
   auto nbytes = ValidateCreate(params);
   if (!nbytes.ok()) {
@@ -210,8 +210,8 @@ absl::StatusOr<TensorInfo> Store::Create(const std::string& session_id,
 
 absl::StatusOr<TensorInfo> Store::CreateLocked(const std::string& session_id,
                                                const CreateParams& params, uint64_t nbytes,
-                                               absl::Time deadline,
-                                               std::vector<PendingFree>* frees, bool* retry) {
+                                               absl::Time deadline, std::vector<PendingFree>* frees,
+                                               bool* retry) {
   Session* s = FindSession(session_id);
   if (s == nullptr) return UnknownSession();
   ExpireLocked(frees);  // an expired tensor frees its key and its memory
@@ -294,8 +294,8 @@ absl::Status Store::Abort(const std::string& session_id, absl::string_view ns,
 
 absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id,
                                                    absl::string_view ns,
-                                                   std::span<const std::string> keys,
-                                                   WantTier want, absl::Time deadline) {
+                                                   std::span<const std::string> keys, WantTier want,
+                                                   absl::Time deadline) {
   if (keys.empty() || keys.size() > kMaxBatchKeys) {
     return absl::InvalidArgumentError(
         absl::StrCat("a Get names 1 to ", kMaxBatchKeys, " keys, not ", keys.size()));
@@ -313,36 +313,36 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
   std::vector<GetOutcome> out(keys.size());
   std::vector<size_t> promote;
   {
-  absl::MutexLock lock(&mu_);
-  Session* s = FindSession(session_id);
-  if (s == nullptr) return UnknownSession();
-  ++counters_.gets;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    GetOutcome& r = out[i];
-    r.status = ValidateKey(keys[i]);
-    if (!r.status.ok()) continue;
-    Object* o = FindObject(ns, keys[i]);
-    if (o == nullptr) {
-      ++counters_.get_misses;
-      r.status = absl::NotFoundError(absl::StrCat("no tensor '", keys[i], "'"));
-      continue;
+    absl::MutexLock lock(&mu_);
+    Session* s = FindSession(session_id);
+    if (s == nullptr) return UnknownSession();
+    ++counters_.gets;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      GetOutcome& r = out[i];
+      r.status = ValidateKey(keys[i]);
+      if (!r.status.ok()) continue;
+      Object* o = FindObject(ns, keys[i]);
+      if (o == nullptr) {
+        ++counters_.get_misses;
+        r.status = absl::NotFoundError(absl::StrCat("no tensor '", keys[i], "'"));
+        continue;
+      }
+      if (!o->sealed) {
+        r.status = absl::FailedPreconditionError(absl::StrCat("'", keys[i], "' is not sealed yet"));
+        continue;
+      }
+      if (s->leases.size() >= options_.max_leases_per_session) {
+        r.status = absl::ResourceExhaustedError(
+            absl::StrCat("session holds ", s->leases.size(), " leases, the maximum; Release some"));
+        continue;
+      }
+      if (!o->on_host) {
+        promote.push_back(i);  // after this pass, without holding the lock during the read
+        continue;
+      }
+      ++counters_.get_hits;
+      GrantLease(s, o, &r);
     }
-    if (!o->sealed) {
-      r.status = absl::FailedPreconditionError(absl::StrCat("'", keys[i], "' is not sealed yet"));
-      continue;
-    }
-    if (s->leases.size() >= options_.max_leases_per_session) {
-      r.status = absl::ResourceExhaustedError(
-          absl::StrCat("session holds ", s->leases.size(), " leases, the maximum; Release some"));
-      continue;
-    }
-    if (!o->on_host) {
-      promote.push_back(i);  // after this pass, without holding the lock during the read
-      continue;
-    }
-    ++counters_.get_hits;
-    GrantLease(s, o, &r);
-  }
   }
   for (size_t i : promote) out[i] = PromoteAndLease(session_id, ns, keys[i], Clamp(deadline));
   return out;

@@ -6,8 +6,8 @@
 
 #include <list>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -170,9 +170,9 @@ class Store {
     bool in_lru = false;
     std::list<Object*>::iterator lru_it;
     int64_t ttl_ms = 0;
-    bool on_host = true;                   // pool/offset/reserved hold a valid copy
-    std::optional<tiers::SsdExtent> ssd;   // a clean copy on the SSD tier
-    int pins = 0;                          // in-flight transfers and waiters: defer freeing
+    bool on_host = true;                  // pool/offset/reserved hold a valid copy
+    std::optional<tiers::SsdExtent> ssd;  // a clean copy on the SSD tier
+    int pins = 0;                         // in-flight transfers and waiters: defer freeing
     bool promoting = false;
     bool expiring = false;
     std::multimap<int64_t, Object*>::iterator expiry_it;  // valid while `expiring`
@@ -228,8 +228,7 @@ class Store {
   bool SsdUsable(uint64_t nbytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Promotes one SSD-resident tensor and leases it (the lock is dropped during the read).
   GetOutcome PromoteAndLease(const std::string& session_id, absl::string_view ns,
-                             const std::string& key, absl::Time deadline)
-      ABSL_LOCKS_EXCLUDED(mu_);
+                             const std::string& key, absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
   // Grants a lease on a host-resident sealed object.
   void GrantLease(Session* s, Object* o, GetOutcome* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LruInsert(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -258,7 +257,7 @@ class Store {
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;       // bumped whenever host memory returns
+  uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;  // bumped whenever host memory returns
   absl::flat_hash_map<uint32_t, uint64_t> pool_demand_ ABSL_GUARDED_BY(mu_);  // bytes waited for
   bool migrate_now_ ABSL_GUARDED_BY(mu_) = false;
   tiers::SystemPressure system_ ABSL_GUARDED_BY(mu_);  // last reading by the migrator

@@ -1,0 +1,344 @@
+// Tier migration in the store over a real shared-memory host tier and an SSD tier on a real
+// file (io_uring, the forced pread fallback) or the memory-backed engine fake: demotion above
+// the high watermark, promotion on Get with every byte intact, shared reads, Create waiting for
+// demotion, and faults at the engine boundary (EIO, ENOSPC, short; transient and persistent).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/random.h"
+#include "daemon/store/store.h"
+#include "tests/unit/fake_engine.h"
+
+namespace tensord::store {
+namespace {
+
+using io::FaultPlan;
+using io::Op;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+enum class Engine { kUring, kPread, kFake };
+
+class MigrationTest : public ::testing::TestWithParam<Engine> {
+ protected:
+  void SetUp() override {
+    HostTierConfig host;
+    host.capacity = 16 * kMiB;
+    host.prefault = false;
+    auto tier = tiers::HostTier::Create(host, "tensord.migtest." + RandomHex(4) + ".");
+    ASSERT_TRUE(tier.ok()) << tier.status();
+    host_ = *std::move(tier);
+
+    path_ = ::testing::TempDir() + "/tensord_migration." + RandomHex(4) + ".swap";
+    tiers::SsdTierConfig sc;
+    sc.path = path_;
+    sc.size = 64 * kMiB;
+    sc.engine.queue_depth = 8;
+    sc.engine.chunk_bytes = 256 << 10;
+    sc.engine.force_sync = GetParam() == Engine::kPread;
+    std::unique_ptr<io::IoEngine> engine;
+    if (GetParam() == Engine::kFake) {
+      engine = std::make_unique<io::FakeEngine>(sc.size);
+    } else {
+      engine = io::MakeEngine(sc.engine);
+    }
+    auto ssd = tiers::SsdTier::Create(sc, std::move(engine));
+    ASSERT_TRUE(ssd.ok()) << ssd.status();
+    ssd_ = *std::move(ssd);
+
+    StoreOptions options;
+    options.high_watermark = 0.5;
+    options.low_watermark = 0.25;
+    options.pressure_wait = absl::Seconds(5);
+    store_ = std::make_unique<Store>(host_.get(), options, ssd_.get());
+    session_ = *store_->OpenSession("migration-test");
+  }
+
+  void TearDown() override {
+    StopMigrator();
+    store_.reset();
+    ssd_.reset();
+    unlink(path_.c_str());
+  }
+
+  void StartMigrator() {
+    migrator_ = std::thread([this] { store_->RunMigrator(&stop_); });
+  }
+  void StopMigrator() {
+    if (!migrator_.joinable()) return;
+    stop_.Notify();
+    migrator_.join();
+  }
+
+  // The bytes of tensor `key`: a pseudo-random pattern seeded by the key.
+  static std::vector<uint8_t> Pattern(const std::string& key, uint64_t n) {
+    std::vector<uint8_t> v(n);
+    std::mt19937_64 rng(std::hash<std::string>{}(key));
+    for (uint64_t i = 0; i < n; i += 8) {
+      const uint64_t r = rng();
+      std::memcpy(v.data() + i, &r, std::min<uint64_t>(8, n - i));
+    }
+    return v;
+  }
+
+  absl::Status Put(const std::string& key, uint64_t n, Durability d = Durability::kDurable) {
+    CreateParams p;
+    p.key = key;
+    p.dtype = DType::kUInt8;
+    p.shape = {static_cast<int64_t>(n)};
+    p.durability = d;
+    auto info = store_->Create(session_, p, absl::Now() + absl::Seconds(5));
+    if (!info.ok()) return info.status();
+    const auto bytes = Pattern(key, n);
+    std::memcpy(store_->Address(info->location), bytes.data(), n);
+    return store_->Seal(session_, "", key);
+  }
+
+  // Gets `key`, checks every byte against its pattern and releases the lease.
+  absl::Status GetAndVerify(const std::string& key) {
+    std::vector<std::string> keys{key};
+    auto out = store_->Get(session_, "", keys, WantTier::kAny);
+    if (!out.ok()) return out.status();
+    GetOutcome& r = (*out)[0];
+    if (!r.status.ok()) return r.status;
+    EXPECT_TRUE(r.info.on_host);
+    const auto want = Pattern(key, r.info.nbytes);
+    const bool same = std::memcmp(store_->Address(r.info.location), want.data(), want.size()) == 0;
+    EXPECT_TRUE(store_->Release(session_, {&r.lease_id, 1}).ok());
+    return same ? absl::OkStatus() : absl::InternalError("WRONG BYTES served for " + key);
+  }
+
+  bool OnHost(const std::string& key) { return store_->Stat("", key)->on_host; }
+  uint64_t HostUsed() { return store_->Stats().used_bytes; }
+  Counters counters() { return store_->Stats().counters; }
+
+  // Fills the host tier to 75% with 1 MiB tensors and demotes to below the low watermark.
+  void FillAndDemote(Durability d = Durability::kDurable) {
+    for (int i = 0; i < 12; ++i) ASSERT_TRUE(Put(absl::StrCat("t", i), kMiB, d).ok()) << i;
+    ASSERT_GT(store_->DemoteOnce(), 0u);
+    ASSERT_LE(HostUsed(), 4 * kMiB);
+    ASSERT_FALSE(OnHost("t0")) << "the least recently used tensor goes first";
+  }
+
+  std::unique_ptr<tiers::HostTier> host_;
+  std::unique_ptr<tiers::SsdTier> ssd_;
+  std::unique_ptr<Store> store_;
+  std::string path_, session_;
+  std::thread migrator_;
+  absl::Notification stop_;
+};
+
+TEST_P(MigrationTest, DemotesOldestAboveHighWatermarkDownToLow) {
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(Put(absl::StrCat("t", i), kMiB).ok());
+  EXPECT_EQ(store_->DemoteOnce(), 0u) << "7 MiB of 16 is below the 50% high watermark";
+  for (int i = 7; i < 12; ++i) ASSERT_TRUE(Put(absl::StrCat("t", i), kMiB).ok());
+  std::vector<std::string> keys{"t11"};
+  auto leased = store_->Get(session_, "", keys, WantTier::kAny);  // t11 is leased: stays
+  ASSERT_TRUE(leased.ok() && (*leased)[0].status.ok());
+  EXPECT_EQ(store_->DemoteOnce(), 8 * kMiB) << "12 MiB down to the 4 MiB low watermark";
+  EXPECT_EQ(HostUsed(), 4 * kMiB);
+  for (int i = 0; i < 8; ++i) EXPECT_FALSE(OnHost(absl::StrCat("t", i))) << i;
+  for (int i = 8; i < 12; ++i) EXPECT_TRUE(OnHost(absl::StrCat("t", i))) << i;
+  EXPECT_TRUE(store_->Stat("", "t0")->on_ssd);
+  const StoreStats st = store_->Stats();
+  EXPECT_EQ(st.counters.demotions, 8u);
+  EXPECT_EQ(st.counters.demoted_bytes, 8 * kMiB);
+  EXPECT_EQ(st.ssd.used_bytes, 8 * kMiB);
+  EXPECT_EQ(st.objects, 12u) << "demotion loses nothing";
+}
+
+TEST_P(MigrationTest, PromotionServesEveryByteAndRedemotionWritesNothing) {
+  FillAndDemote();
+  for (int i = 0; i < 12; ++i) EXPECT_TRUE(GetAndVerify(absl::StrCat("t", i)).ok()) << i;
+  Counters c = counters();
+  EXPECT_EQ(c.promotions, 8u);
+  EXPECT_EQ(c.promoted_bytes, 8 * kMiB);
+  const uint64_t written = store_->Stats().ssd.bytes_written;
+  ASSERT_GT(store_->DemoteOnce(), 0u);
+  EXPECT_EQ(store_->Stats().ssd.bytes_written, written)
+      << "a promoted tensor keeps its SSD copy: demoting it again costs no write";
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    for (int i = 0; i < 12; ++i) EXPECT_TRUE(GetAndVerify(absl::StrCat("t", i)).ok()) << i;
+    store_->DemoteOnce();
+  }
+  const uint64_t swap_used = store_->Stats().ssd.used_bytes;
+  ASSERT_TRUE(store_->Stat("", "t0")->on_ssd);
+  ASSERT_TRUE(store_->Delete("", "t0").ok());
+  EXPECT_EQ(store_->Stats().ssd.used_bytes, swap_used - kMiB) << "Delete frees the SSD extent";
+}
+
+TEST_P(MigrationTest, ConcurrentGetsOfASwappedTensorShareOneRead) {
+  ASSERT_TRUE(Put("big", 8 * kMiB).ok());
+  ASSERT_TRUE(Put("filler", 1 * kMiB).ok());
+  ASSERT_GT(store_->DemoteOnce(), 0u);
+  ASSERT_FALSE(OnHost("big"));
+  const uint64_t reads = store_->Stats().ssd.reads;
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 6; ++i) {
+    threads.emplace_back([&] { ok += GetAndVerify("big").ok() ? 1 : 0; });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 6);
+  EXPECT_EQ(store_->Stats().ssd.reads, reads + 1);
+  EXPECT_EQ(counters().promotions, 1u);
+}
+
+TEST_P(MigrationTest, CreateUnderPressureWaitsForTheMigrator) {
+  StartMigrator();
+  // 20 MiB of DURABLE tensors into a 16 MiB host tier: later creates wait for demotions.
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(Put(absl::StrCat("t", i), kMiB).ok()) << i;
+  ASSERT_TRUE(Put("big", 10 * kMiB).ok()) << "waits until 10 MiB are demoted";
+  // Promotions need room too: the migrator demotes others while they wait.
+  for (int i = 0; i < 20; ++i) {
+    const absl::Status st = GetAndVerify(absl::StrCat("t", i));
+    EXPECT_TRUE(st.ok()) << i << " " << st;
+  }
+  EXPECT_TRUE(GetAndVerify("big").ok());
+  StopMigrator();
+  EXPECT_GT(counters().demotions, 0u);
+}
+
+TEST_P(MigrationTest, WithoutRoomAnywhereCreateFailsAfterItsDeadline) {
+  for (int i = 0; i < 15; ++i) ASSERT_TRUE(Put(absl::StrCat("t", i), kMiB).ok());
+  std::vector<std::string> keys;
+  for (int i = 0; i < 15; ++i) keys.push_back(absl::StrCat("t", i));
+  auto leased = store_->Get(session_, "", keys, WantTier::kAny);  // nothing demotable
+  ASSERT_TRUE(leased.ok());
+  CreateParams p;
+  p.key = "x";
+  p.dtype = DType::kUInt8;
+  p.shape = {static_cast<int64_t>(2 * kMiB)};
+  const absl::Time t0 = absl::Now();
+  auto r = store_->Create(session_, p, absl::Now() + absl::Milliseconds(300));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(2)) << "fails at once when nothing is demotable";
+}
+
+struct FaultCase {
+  const char* name;
+  FaultPlan::Kind kind;
+  int error;
+  bool persistent;
+};
+
+const FaultCase kFaults[] = {
+    {"EIO_transient", FaultPlan::Kind::kError, EIO, false},
+    {"EIO_persistent", FaultPlan::Kind::kError, EIO, true},
+    {"ENOSPC_transient", FaultPlan::Kind::kError, ENOSPC, false},
+    {"ENOSPC_persistent", FaultPlan::Kind::kError, ENOSPC, true},
+    {"short_transient", FaultPlan::Kind::kShort, 0, false},
+    {"short_persistent", FaultPlan::Kind::kShort, 0, true},
+};
+
+TEST_P(MigrationTest, WriteFaultsKeepTensorsOnHostAndIntact) {
+  for (const FaultCase& f : kFaults) {
+    SCOPED_TRACE(f.name);
+    TearDown();  // a fresh store and swap file per case
+    SetUp();
+    for (int i = 0; i < 12; ++i) ASSERT_TRUE(Put(absl::StrCat("t", i), kMiB).ok());
+    ssd_->faults().Set({f.kind, Op::kWrite, f.error, f.persistent ? -1 : 1});
+    for (int round = 0; round < 5; ++round) store_->DemoteOnce();
+    ssd_->faults().Clear();
+    const bool errors = f.kind == FaultPlan::Kind::kError;
+    if (errors) {
+      EXPECT_GT(counters().demotion_failures, 0u);
+    }
+    EXPECT_EQ(ssd_->degraded(), errors && f.persistent);
+    for (int i = 0; i < 12; ++i) EXPECT_TRUE(GetAndVerify(absl::StrCat("t", i)).ok()) << i;
+    EXPECT_EQ(store_->Stats().objects, 12u) << "no tensor lost";
+    if (errors && f.persistent) {
+      // A degraded SSD tier takes no writes; the host tier keeps serving new tensors.
+      EXPECT_EQ(store_->DemoteOnce(), 0u);
+      EXPECT_TRUE(Put("after", kMiB).ok());
+      EXPECT_TRUE(GetAndVerify("after").ok());
+    } else {
+      EXPECT_GT(store_->DemoteOnce(), 0u) << "recovered from a transient fault";
+    }
+  }
+}
+
+TEST_P(MigrationTest, ReadFaultsNeverServeWrongBytes) {
+  for (const FaultCase& f : kFaults) {
+    for (Durability d : {Durability::kDurable, Durability::kCache}) {
+      const bool cache = d == Durability::kCache;
+      SCOPED_TRACE(absl::StrCat(f.name, cache ? " CACHE" : " DURABLE"));
+      TearDown();
+      SetUp();
+      FillAndDemote(d);
+      ssd_->faults().Set({f.kind, Op::kRead, f.error, f.persistent ? -1 : 1});
+      const absl::Status first = GetAndVerify("t0");
+      if (f.kind == FaultPlan::Kind::kShort) {
+        EXPECT_TRUE(first.ok()) << "short reads are completed: " << first;
+        continue;
+      }
+      EXPECT_EQ(first.code(), cache ? absl::StatusCode::kNotFound : absl::StatusCode::kDataLoss)
+          << first;
+      const Counters c = counters();
+      EXPECT_EQ(c.swap_misses, cache ? 1u : 0u);
+      EXPECT_EQ(c.data_loss, cache ? 0u : 1u);
+      if (cache) {
+        EXPECT_FALSE(store_->Stat("", "t0").ok()) << "a CACHE tensor that failed is dropped";
+      } else {
+        EXPECT_TRUE(store_->Stat("", "t0").ok()) << "a DURABLE tensor is never dropped";
+        const absl::Status again = GetAndVerify("t0");
+        if (f.persistent) {
+          EXPECT_EQ(again.code(), absl::StatusCode::kDataLoss) << again;
+        } else {
+          EXPECT_TRUE(again.ok()) << "after a transient fault the tensor reads back: " << again;
+        }
+      }
+      ssd_->faults().Clear();
+      for (int i = 8; i < 12; ++i) {
+        EXPECT_TRUE(GetAndVerify(absl::StrCat("t", i)).ok()) << "host-resident " << i;
+      }
+    }
+  }
+}
+
+TEST_P(MigrationTest, CorruptSwapIsDataLossForDurableAndAMissForCache) {
+  if (GetParam() == Engine::kFake) GTEST_SKIP() << "corrupts the real swap file";
+  for (Durability d : {Durability::kDurable, Durability::kCache}) {
+    TearDown();
+    SetUp();
+    FillAndDemote(d);
+    const auto info = *store_->Stat("", "t0");
+    ASSERT_TRUE(info.on_ssd);
+    // Flip every byte of the first 64 KiB of the swap file: t0's extent begins there.
+    int fd = open(path_.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    std::vector<uint8_t> junk(64 << 10);
+    ASSERT_EQ(pread(fd, junk.data(), junk.size(), 0), static_cast<ssize_t>(junk.size()));
+    for (uint8_t& b : junk) b ^= 0x5A;
+    ASSERT_EQ(pwrite(fd, junk.data(), junk.size(), 0), static_cast<ssize_t>(junk.size()));
+    fsync(fd);
+    close(fd);
+    const absl::Status st = GetAndVerify("t0");
+    EXPECT_EQ(st.code(),
+              d == Durability::kCache ? absl::StatusCode::kNotFound : absl::StatusCode::kDataLoss)
+        << st;
+    EXPECT_EQ(store_->Stats().ssd.checksum_failures, 1u);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, MigrationTest,
+                         ::testing::Values(Engine::kUring, Engine::kPread, Engine::kFake),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case Engine::kUring:
+                               return "io_uring";
+                             case Engine::kPread:
+                               return "pread";
+                             default:
+                               return "fake";
+                           }
+                         });
+
+}  // namespace
+}  // namespace tensord::store
