@@ -272,6 +272,25 @@ absl::StatusOr<Stats> Client::GetStats() {
   out.leases = response.leases();
   out.objects = response.objects();
   out.uptime_ms = response.uptime_ms();
+  if (response.has_swap()) {
+    const v1::SwapStats& w = response.swap();
+    out.swap = SwapStats{true,
+                         w.engine(),
+                         w.degraded(),
+                         w.reads(),
+                         w.writes(),
+                         w.bytes_read(),
+                         w.bytes_written(),
+                         w.read_mbps(),
+                         w.write_mbps(),
+                         w.io_errors(),
+                         w.checksum_failures(),
+                         w.largest_free_bytes(),
+                         w.fragmentation()};
+  }
+  const v1::PressureStats& p = response.pressure();
+  out.pressure = PressureStats{p.host_used_ratio(),     p.high_watermark(), p.low_watermark(),
+                               p.mem_available_bytes(), p.psi_some_avg10(), p.psi_full_avg10()};
   return out;
 }
 

@@ -49,6 +49,21 @@ int PrintStats(tensord::Client& c) {
                  p.block_size ? tensord::FormatBytes(p.block_size) : "-", p.blocks_used,
                  p.blocks_total, 100 * p.fragmentation);
   }
+  const tensord::PressureStats& pr = stats->pressure;
+  absl::PrintF(
+      "\nPRESSURE  host %.1f%% used (watermarks %.0f%%/%.0f%%)  MemAvailable %s  "
+      "PSI some %.2f%% full %.2f%%\n",
+      100 * pr.host_used_ratio, 100 * pr.high_watermark, 100 * pr.low_watermark,
+      tensord::FormatBytes(pr.mem_available_bytes), pr.psi_some_avg10, pr.psi_full_avg10);
+  if (const tensord::SwapStats& w = stats->swap; w.present) {
+    absl::PrintF(
+        "SWAP      engine %s%s  read %s in %d ops (%.0f MB/s)  written %s in %d ops "
+        "(%.0f MB/s)\n          io errors %d  checksum failures %d  largest free %s  "
+        "fragmentation %.1f%%\n",
+        w.engine, w.degraded ? " DEGRADED" : "", tensord::FormatBytes(w.bytes_read), w.reads,
+        w.read_mbps, tensord::FormatBytes(w.bytes_written), w.writes, w.write_mbps, w.io_errors,
+        w.checksum_failures, tensord::FormatBytes(w.largest_free_bytes), 100 * w.fragmentation);
+  }
   absl::PrintF("\nCOUNTERS\n");
   for (const auto& [name, value] : stats->counters) absl::PrintF("  %-20s %d\n", name, value);
   return 0;

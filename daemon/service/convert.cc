@@ -37,10 +37,12 @@ void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out)
   host->set_capacity_bytes(stats.capacity_bytes);
   host->set_used_bytes(stats.used_bytes);
   host->set_pinned_bytes(stats.pinned_bytes);
-  host->set_hits(c.get_hits);
-  host->set_misses(c.get_misses);
+  // A Get served by a promotion from SSD is a host miss and an SSD hit.
+  const uint64_t host_hits = c.get_hits - c.promotions;
+  host->set_hits(host_hits);
+  host->set_misses(c.get_misses + c.promotions);
   const uint64_t lookups = c.get_hits + c.get_misses;
-  host->set_hit_ratio(lookups == 0 ? 0.0 : static_cast<double>(c.get_hits) / lookups);
+  host->set_hit_ratio(lookups == 0 ? 0.0 : static_cast<double>(host_hits) / lookups);
   host->set_evictions(c.evictions);
   v1::TierStats* gpu = out->add_tiers();
   gpu->set_tier(v1::TIER_GPU);

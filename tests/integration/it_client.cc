@@ -4,6 +4,8 @@
 //   it_client hold   SOCKET KEY                             -> leases KEY, leaves a create
 //                                                              unsealed, prints READY, sleeps
 //   it_client mixed  SOCKET ID OPS                          -> OPS random operations
+//   it_client putmany    SOCKET PREFIX COUNT BYTES SEED     -> DURABLE PREFIX.0 .. PREFIX.N-1
+//   it_client verifymany SOCKET PREFIX COUNT BYTES SEED START -> checks them all, from START
 // Exit codes: 0 ok, 1 wrong bytes, 2 not zero-copy, 3 usage, 10 + absl code on a failed call.
 #include <unistd.h>
 #include <xxhash.h>
@@ -170,6 +172,38 @@ int Mixed(const char* socket, int id, int ops) {
   return 0;
 }
 
+// Key PREFIX.i holds Fill(seed + i).
+int PutMany(const char* socket, const std::string& prefix, int count, uint64_t bytes,
+            uint64_t seed) {
+  auto c = ConnectOrDie(socket, "it-putmany");
+  for (int i = 0; i < count; ++i) {
+    const std::string key = prefix + "." + std::to_string(i);
+    auto t = c->Create(key, tensord::DType::kUInt8, {static_cast<int64_t>(bytes)});
+    if (!t.ok()) return Failed(key.c_str(), t.status());
+    Fill(static_cast<uint8_t*>(t->data()), bytes, seed + static_cast<uint64_t>(i));
+    if (auto st = t->Seal(); !st.ok()) return Failed("seal", st);
+  }
+  return 0;
+}
+
+int VerifyMany(const char* socket, const std::string& prefix, int count, uint64_t bytes,
+               uint64_t seed, int start) {
+  auto c = ConnectOrDie(socket, "it-verifymany");
+  std::vector<uint8_t> want(bytes);
+  for (int n = 0; n < count; ++n) {
+    const int i = (start + n) % count;
+    const std::string key = prefix + "." + std::to_string(i);
+    auto lease = c->Get(key);
+    if (!lease.ok()) return Failed(key.c_str(), lease.status());
+    Fill(want.data(), bytes, seed + static_cast<uint64_t>(i));
+    if (lease->nbytes() != bytes || std::memcmp(lease->data(), want.data(), bytes) != 0) {
+      std::fprintf(stderr, "it_client: %s has wrong bytes\n", key.c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -180,6 +214,15 @@ int main(int argc, char** argv) {
   if (mode == "verify" && argc == 5) return Verify(argv[2], argv[3], argv[4]);
   if (mode == "hold" && argc == 4) return Hold(argv[2], argv[3]);
   if (mode == "mixed" && argc == 5) return Mixed(argv[2], std::stoi(argv[3]), std::stoi(argv[4]));
-  std::fprintf(stderr, "usage: it_client put|verify|hold|mixed ... (see source)\n");
+  if (mode == "putmany" && argc == 7) {
+    return PutMany(argv[2], argv[3], std::stoi(argv[4]), std::stoull(argv[5]),
+                   std::stoull(argv[6]));
+  }
+  if (mode == "verifymany" && argc == 8) {
+    return VerifyMany(argv[2], argv[3], std::stoi(argv[4]), std::stoull(argv[5]),
+                      std::stoull(argv[6]), std::stoi(argv[7]));
+  }
+  std::fprintf(stderr,
+               "usage: it_client put|verify|hold|mixed|putmany|verifymany ... (see source)\n");
   return 3;
 }

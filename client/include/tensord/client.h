@@ -29,7 +29,7 @@ namespace tensord {
 
 enum class Durability : int32_t { kDurable = 1, kCache = 2 };
 enum class Scope : int32_t { kGlobal = 1, kSession = 2 };
-enum class Tier : int32_t { kAny = 0, kHost = 1, kGpu = 2 };
+enum class Tier : int32_t { kAny = 0, kHost = 1, kGpu = 2, kSsd = 3 };  // kSsd: stats only
 
 struct ClientOptions {
   // Empty: $TENSORD_SOCKET, else ./run/tensord.sock.
@@ -85,11 +85,31 @@ struct TierStats {
   double hit_ratio = 0;
 };
 
+// The SSD tier's swap device (present only with the SSD tier).
+struct SwapStats {
+  bool present = false;
+  std::string engine;  // "io_uring" or "pread"
+  bool degraded = false;
+  uint64_t reads = 0, writes = 0, bytes_read = 0, bytes_written = 0;
+  double read_mbps = 0, write_mbps = 0;  // over the time spent in transfers
+  uint64_t io_errors = 0, checksum_failures = 0, largest_free_bytes = 0;
+  double fragmentation = 0;
+};
+
+// Host memory pressure as the migrator sees it.
+struct PressureStats {
+  double host_used_ratio = 0, high_watermark = 0, low_watermark = 0;
+  uint64_t mem_available_bytes = 0;
+  double psi_some_avg10 = 0, psi_full_avg10 = 0;  // /proc/pressure/memory, percent
+};
+
 struct Stats {
   std::vector<TierStats> tiers;
   std::vector<PoolStats> pools;
   std::map<std::string, uint64_t> counters;
   uint64_t sessions = 0, leases = 0, objects = 0, uptime_ms = 0;
+  SwapStats swap;
+  PressureStats pressure;
 };
 
 namespace internal {
