@@ -51,10 +51,12 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
                      std::vector<PendingFree>* frees) {
   // 1. With a usable SSD tier, demote (keep) rather than drop: ask the migrator and wait for
   //    host memory to come back.
-  const bool demotable = std::any_of(lru_.begin(), lru_.end(), [&](const Object* o) {
-    return o->leases == 0 && o->pins == 0 &&
-           std::find(pools.begin(), pools.end(), o->pool) != pools.end();
-  });
+  //    Tensors the migrator is writing right now count: their memory is about to return.
+  const bool demotable =
+      demoting_bytes_ > 0 || std::any_of(lru_.begin(), lru_.end(), [&](const Object* o) {
+        return o->leases == 0 && o->pins == 0 &&
+               std::find(pools.begin(), pools.end(), o->pool) != pools.end();
+      });
   const absl::Time now = absl::Now();
   if (demotable && now < deadline && SsdUsable(nbytes)) {
     ++counters_.pressure_waits;
@@ -143,53 +145,120 @@ GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_vi
     }
     const uint32_t arena = host_->pools()[pool].arena;
     const uint64_t reserved = host_->pools()[pool].allocator->Reserved(extent.length);
-    absl::Status st = ssd_->Read(extent, host_->Address(arena, offset));
+    const absl::Status st = ssd_->Read(extent, host_->Address(arena, offset));
     absl::MutexLock lock(&mu_);
-    o->promoting = false;
-    --o->pins;
-    Session* s = FindSession(session_id);
-    if (st.ok() && !o->retired && s != nullptr) {
-      o->pool = pool;
-      o->offset = offset;
-      o->reserved = reserved;
-      o->on_host = true;
-      LruInsert(o);
-      ++counters_.promotions;
-      counters_.promoted_bytes += o->nbytes;
-      ++counters_.get_hits;
-      GrantLease(s, o, &r);
-      break;
-    }
-    frees.push_back(PendingFree{pool, offset, reserved});  // the range we read into
-    reclaiming_bytes_ += reserved;
-    if (st.ok()) {
-      r.status = absl::NotFoundError(absl::StrCat("'", key, "' was deleted while swapping in"));
-      MaybeFreeRetired(o, &frees);
-      break;
-    }
-    ++counters_.promotion_failures;
-    if (o->durability == Durability::kCache) {
-      // A CACHE tensor may be dropped: count a miss, never serve the bad bytes.
-      ++counters_.swap_misses;
-      ++counters_.get_misses;
-      spdlog::warn("dropping CACHE tensor '{}': swap-in failed: {}", key, st.ToString());
-      if (o->retired) {
-        MaybeFreeRetired(o, &frees);
-      } else {
-        Retire(o, &frees);
-      }
-      r.status = absl::NotFoundError(absl::StrCat("'", key, "' was lost from swap (CACHE)"));
-    } else {
-      ++counters_.data_loss;
-      spdlog::error("DURABLE tensor '{}' cannot be read from swap: {}", key, st.ToString());
-      MaybeFreeRetired(o, &frees);
-      r.status = absl::DataLossError(
-          absl::StrCat("'", key, "' cannot be read back from swap: ", st.message()));
-    }
+    FinishPromotion(session_id, key, o, pool, offset, reserved, st, &r, &frees);
     break;
   }
   Reclaim(frees);
   return r;
+}
+
+void Store::FinishPromotion(const std::string& session_id, const std::string& key, Object* o,
+                            uint32_t pool, uint64_t offset, uint64_t reserved,
+                            const absl::Status& st, GetOutcome* r,
+                            std::vector<PendingFree>* frees) {
+  o->promoting = false;
+  --o->pins;
+  Session* s = FindSession(session_id);
+  if (st.ok() && !o->retired && s != nullptr) {
+    o->pool = pool;
+    o->offset = offset;
+    o->reserved = reserved;
+    o->on_host = true;
+    LruInsert(o);
+    ++counters_.promotions;
+    counters_.promoted_bytes += o->nbytes;
+    ++counters_.get_hits;
+    GrantLease(s, o, r);
+    return;
+  }
+  frees->push_back(PendingFree{pool, offset, reserved});  // the range we read into
+  reclaiming_bytes_ += reserved;
+  if (st.ok()) {
+    r->status =
+        s == nullptr
+            ? absl::FailedPreconditionError("session closed during Get")
+            : absl::NotFoundError(absl::StrCat("'", key, "' was deleted while swapping in"));
+    MaybeFreeRetired(o, frees);
+    return;
+  }
+  ++counters_.promotion_failures;
+  if (o->durability == Durability::kCache) {
+    // A CACHE tensor may be dropped: count a miss, never serve the bad bytes.
+    ++counters_.swap_misses;
+    ++counters_.get_misses;
+    spdlog::warn("dropping CACHE tensor '{}': swap-in failed: {}", key, st.ToString());
+    if (o->retired) {
+      MaybeFreeRetired(o, frees);
+    } else {
+      Retire(o, frees);
+    }
+    r->status = absl::NotFoundError(absl::StrCat("'", key, "' was lost from swap (CACHE)"));
+  } else {
+    ++counters_.data_loss;
+    spdlog::error("DURABLE tensor '{}' cannot be read from swap: {}", key, st.ToString());
+    MaybeFreeRetired(o, frees);
+    r->status = absl::DataLossError(
+        absl::StrCat("'", key, "' cannot be read back from swap: ", st.message()));
+  }
+}
+
+void Store::PromoteMany(const std::string& session_id, absl::string_view ns,
+                        std::span<const std::string> keys, std::span<const size_t> which,
+                        absl::Time deadline, std::vector<GetOutcome>* out) {
+  struct Read {
+    size_t i;
+    Object* o;
+    uint32_t pool;
+    uint64_t offset, reserved;
+    tiers::SsdTier::ReadItem item;
+  };
+  std::vector<Read> reads;
+  std::vector<size_t> alone;  // waits for room or for another Get's read: one by one
+  std::vector<PendingFree> frees;
+  {
+    absl::MutexLock lock(&mu_);
+    const bool session = FindSession(session_id) != nullptr;
+    for (size_t i : which) {
+      Object* o = session ? FindObject(ns, keys[i]) : nullptr;
+      if (o == nullptr || o->on_host || o->promoting) {
+        alone.push_back(i);
+        continue;
+      }
+      const memory::Pool& home = host_->pools()[o->pool];
+      auto pools = host_->pools().Candidates(o->nbytes, home.fixed ? home.name : "");
+      auto where = pools.ok() ? AllocateHost(*pools, o->nbytes) : pools.status();
+      if (!where.ok()) {
+        alone.push_back(i);
+        continue;
+      }
+      const auto [pool, offset] = *where;
+      const uint32_t arena = host_->pools()[pool].arena;
+      o->promoting = true;
+      ++o->pins;
+      reads.push_back(Read{i,
+                           o,
+                           pool,
+                           offset,
+                           host_->pools()[pool].allocator->Reserved(o->nbytes),
+                           {*o->ssd, host_->Address(arena, offset)}});
+    }
+  }
+  if (!reads.empty()) {
+    std::vector<tiers::SsdTier::ReadItem> items;
+    items.reserve(reads.size());
+    for (const Read& r : reads) items.push_back(r.item);
+    const std::vector<absl::Status> results = ssd_->ReadMany(items);
+    absl::MutexLock lock(&mu_);
+    for (size_t j = 0; j < reads.size(); ++j) {
+      const Read& r = reads[j];
+      FinishPromotion(session_id, keys[r.i], r.o, r.pool, r.offset, r.reserved, results[j],
+                      &(*out)[r.i], &frees);
+    }
+  }
+  Reclaim(frees);
+  for (size_t i : alone) (*out)[i] = PromoteAndLease(session_id, ns, keys[i], deadline);
 }
 
 uint64_t Store::DemoteOnce() {
@@ -238,15 +307,23 @@ uint64_t Store::DemoteOnce() {
         continue;
       }
       ++o->pins;
+      demoting_bytes_ += o->reserved;
       writes.push_back(Write{o, host_->Address(host_->pools()[o->pool].arena, o->offset)});
     }
   }
-  for (Write& w : writes) w.extent = ssd_->Write(w.src, w.o->nbytes);
+  if (!writes.empty()) {  // one engine batch: the round's writes are in flight together
+    std::vector<tiers::SsdTier::WriteItem> items;
+    items.reserve(writes.size());
+    for (const Write& w : writes) items.push_back({w.src, w.o->nbytes});
+    auto extents = ssd_->WriteMany(items);
+    for (size_t i = 0; i < writes.size(); ++i) writes[i].extent = std::move(extents[i]);
+  }
   {
     absl::MutexLock lock(&mu_);
     for (Write& w : writes) {
       Object* o = w.o;
       --o->pins;
+      demoting_bytes_ -= o->reserved;
       if (!w.extent.ok()) {
         ++counters_.demotion_failures;
         spdlog::warn("demotion of '{}' failed: {}", o->key, w.extent.status().ToString());

@@ -344,7 +344,7 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
       GrantLease(s, o, &r);
     }
   }
-  for (size_t i : promote) out[i] = PromoteAndLease(session_id, ns, keys[i], Clamp(deadline));
+  if (!promote.empty()) PromoteMany(session_id, ns, keys, promote, Clamp(deadline), &out);
   return out;
 }
 

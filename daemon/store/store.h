@@ -229,6 +229,17 @@ class Store {
   // Promotes one SSD-resident tensor and leases it (the lock is dropped during the read).
   GetOutcome PromoteAndLease(const std::string& session_id, absl::string_view ns,
                              const std::string& key, absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+  // Promotes and leases keys[i] for each i in `which` (SSD-resident at the first look): those
+  // that fit in host memory now are read in one engine batch, the rest one by one.
+  void PromoteMany(const std::string& session_id, absl::string_view ns,
+                   std::span<const std::string> keys, std::span<const size_t> which,
+                   absl::Time deadline, std::vector<GetOutcome>* out) ABSL_LOCKS_EXCLUDED(mu_);
+  // Completes a swap-in of `o` into host range (pool, offset) that ended with `st`: leases it,
+  // or frees the range and fails (a CACHE tensor is dropped, a DURABLE one is DATA_LOSS).
+  void FinishPromotion(const std::string& session_id, const std::string& key, Object* o,
+                       uint32_t pool, uint64_t offset, uint64_t reserved, const absl::Status& st,
+                       GetOutcome* r, std::vector<PendingFree>* frees)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Grants a lease on a host-resident sealed object.
   void GrantLease(Session* s, Object* o, GetOutcome* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LruInsert(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -257,7 +268,8 @@ class Store {
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;  // bumped whenever host memory returns
+  uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes being written to SSD
+  uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;      // bumped whenever host memory returns
   absl::flat_hash_map<uint32_t, uint64_t> pool_demand_ ABSL_GUARDED_BY(mu_);  // bytes waited for
   bool migrate_now_ ABSL_GUARDED_BY(mu_) = false;
   tiers::SystemPressure system_ ABSL_GUARDED_BY(mu_);  // last reading by the migrator

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -58,32 +59,51 @@ SsdTier::~SsdTier() {
   close(fd_);
 }
 
-absl::Status SsdTier::Transfer(io::Op op, uint8_t* buf, uint64_t len, uint64_t offset) {
-  const uint64_t padded = RoundUp(len);
-  const bool aligned = reinterpret_cast<uintptr_t>(buf) % kBlock == 0 && padded == len;
-  std::unique_ptr<uint8_t, FreeDeleter> bounce;
-  uint8_t* io_buf = buf;
-  if (!aligned) {
-    bounce.reset(static_cast<uint8_t*>(std::aligned_alloc(kBlock, padded)));
-    if (bounce == nullptr) return absl::ResourceExhaustedError("no memory for a bounce buffer");
-    io_buf = bounce.get();
-    if (op == io::Op::kWrite) {
-      std::memcpy(io_buf, buf, len);
-      std::memset(io_buf + len, 0, padded - len);
+absl::Status SsdTier::Transfer(io::Op op, std::span<const Piece> pieces) {
+  // An aligned buffer goes to the device as it is, except for its last partial block; an
+  // unaligned one (rare: arenas are page-aligned) goes whole through a bounce buffer.
+  struct Bounce {
+    std::unique_ptr<uint8_t, FreeDeleter> mem;
+    uint8_t* user;
+    uint64_t len;
+  };
+  std::vector<Bounce> bounces;
+  std::vector<io::IoOp> ops;
+  ops.reserve(pieces.size() * 2);
+  uint64_t bytes = 0;
+  for (const Piece& p : pieces) {
+    const bool aligned = reinterpret_cast<uintptr_t>(p.buf) % kBlock == 0;
+    const uint64_t direct = aligned ? p.len / kBlock * kBlock : 0;
+    if (direct > 0) ops.push_back({op, fd_, p.buf, direct, p.offset});
+    if (const uint64_t rest = p.len - direct; rest > 0) {
+      const uint64_t padded = RoundUp(rest);
+      Bounce b{std::unique_ptr<uint8_t, FreeDeleter>(
+                   static_cast<uint8_t*>(std::aligned_alloc(kBlock, padded))),
+               p.buf + direct, rest};
+      if (b.mem == nullptr) return absl::ResourceExhaustedError("no memory for a bounce buffer");
+      if (op == io::Op::kWrite) {
+        std::memcpy(b.mem.get(), b.user, rest);
+        std::memset(b.mem.get() + rest, 0, padded - rest);
+      }
+      ops.push_back({op, fd_, b.mem.get(), padded, p.offset + direct});
+      bounces.push_back(std::move(b));
     }
+    bytes += RoundUp(p.len);
   }
-  const io::IoOp ops[] = {{op, fd_, io_buf, padded, offset}};
   const auto t0 = std::chrono::steady_clock::now();
   absl::Status st = engine_->Run(ops);
   const auto ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
           .count();
-  if (st.ok() && !aligned && op == io::Op::kRead) std::memcpy(buf, io_buf, len);
-  Account(op, padded, static_cast<uint64_t>(ns), st);
+  if (st.ok() && op == io::Op::kRead) {
+    for (const Bounce& b : bounces) std::memcpy(b.user, b.mem.get(), b.len);
+  }
+  Account(op, pieces.size(), bytes, static_cast<uint64_t>(ns), st);
   return st;
 }
 
-void SsdTier::Account(io::Op op, uint64_t bytes, uint64_t ns, const absl::Status& st) {
+void SsdTier::Account(io::Op op, uint64_t count, uint64_t bytes, uint64_t ns,
+                      const absl::Status& st) {
   absl::MutexLock lock(&mu_);
   if (!st.ok()) {
     ++stats_.io_errors;
@@ -96,47 +116,87 @@ void SsdTier::Account(io::Op op, uint64_t bytes, uint64_t ns, const absl::Status
   }
   consecutive_failures_ = 0;
   if (op == io::Op::kRead) {
-    ++stats_.reads;
+    stats_.reads += count;
     stats_.bytes_read += bytes;
     stats_.read_ns += ns;
   } else {
-    ++stats_.writes;
+    stats_.writes += count;
     stats_.bytes_written += bytes;
     stats_.write_ns += ns;
   }
 }
 
 absl::StatusOr<SsdExtent> SsdTier::Write(const uint8_t* src, uint64_t len) {
-  SsdExtent extent;
+  const WriteItem item{src, len};
+  return std::move(WriteMany({&item, 1})[0]);
+}
+
+std::vector<absl::StatusOr<SsdExtent>> SsdTier::WriteMany(std::span<const WriteItem> items) {
+  std::vector<absl::StatusOr<SsdExtent>> out(items.size(), absl::UnknownError("not written"));
+  std::vector<Piece> pieces;
+  std::vector<size_t> index;  // pieces[j] writes items[index[j]]
   {
     absl::MutexLock lock(&mu_);
-    if (stats_.degraded) return absl::UnavailableError("swap device is degraded");
-    auto offset = extents_.Allocate(len);
-    if (!offset.ok()) {
-      return absl::ResourceExhaustedError(absl::StrCat("swap full: ", offset.status().message()));
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (stats_.degraded) {
+        out[i] = absl::UnavailableError("swap device is degraded");
+        continue;
+      }
+      auto offset = extents_.Allocate(items[i].len);
+      if (!offset.ok()) {
+        out[i] =
+            absl::ResourceExhaustedError(absl::StrCat("swap full: ", offset.status().message()));
+        continue;
+      }
+      out[i] = SsdExtent{*offset, items[i].len, extents_.Reserved(items[i].len), 0};
+      pieces.push_back(Piece{const_cast<uint8_t*>(items[i].src), items[i].len, *offset});
+      index.push_back(i);
     }
-    extent = SsdExtent{*offset, len, extents_.Reserved(len), 0};
   }
-  extent.checksum = XXH3_64bits(src, len);
-  absl::Status st = Transfer(io::Op::kWrite, const_cast<uint8_t*>(src), len, extent.offset);
-  if (!st.ok()) {
-    Free(extent);
-    return st;
+  for (size_t j = 0; j < pieces.size(); ++j) {
+    out[index[j]]->checksum = XXH3_64bits(pieces[j].buf, pieces[j].len);
   }
-  return extent;
+  if (pieces.empty()) return out;
+  const absl::Status batch = Transfer(io::Op::kWrite, pieces);
+  if (batch.ok()) return out;
+  // A batch that failed somewhere: redo each write alone, so that only those that fail again
+  // fail (a transient fault costs a retry, not the round).
+  for (size_t j = 0; j < pieces.size(); ++j) {
+    absl::Status st = pieces.size() == 1 ? batch : Transfer(io::Op::kWrite, {&pieces[j], 1});
+    if (!st.ok()) {
+      Free(*out[index[j]]);
+      out[index[j]] = st;
+    }
+  }
+  return out;
 }
 
 absl::Status SsdTier::Read(const SsdExtent& extent, uint8_t* dst) {
-  if (absl::Status st = Transfer(io::Op::kRead, dst, extent.length, extent.offset); !st.ok()) {
-    return st;
+  const ReadItem item{extent, dst};
+  return ReadMany({&item, 1})[0];
+}
+
+std::vector<absl::Status> SsdTier::ReadMany(std::span<const ReadItem> items) {
+  std::vector<Piece> pieces;
+  pieces.reserve(items.size());
+  for (const ReadItem& r : items) pieces.push_back(Piece{r.dst, r.extent.length, r.extent.offset});
+  std::vector<absl::Status> out(items.size());
+  if (absl::Status batch = Transfer(io::Op::kRead, pieces); !batch.ok()) {
+    // Attribute the failure: read each alone (a transient fault costs a retry).
+    for (size_t i = 0; i < items.size(); ++i) {
+      out[i] = items.size() == 1 ? batch : Transfer(io::Op::kRead, {&pieces[i], 1});
+    }
   }
-  if (XXH3_64bits(dst, extent.length) != extent.checksum) {
-    absl::MutexLock lock(&mu_);
-    ++stats_.checksum_failures;
-    return absl::DataLossError(
-        absl::StrCat("swap extent at ", extent.offset, " failed its checksum"));
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (!out[i].ok()) continue;
+    if (XXH3_64bits(items[i].dst, items[i].extent.length) != items[i].extent.checksum) {
+      absl::MutexLock lock(&mu_);
+      ++stats_.checksum_failures;
+      out[i] = absl::DataLossError(
+          absl::StrCat("swap extent at ", items[i].extent.offset, " failed its checksum"));
+    }
   }
-  return absl::OkStatus();
+  return out;
 }
 
 void SsdTier::Free(const SsdExtent& extent) {

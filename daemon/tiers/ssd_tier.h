@@ -7,7 +7,9 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -53,6 +55,20 @@ class SsdTier {
   // Reads an extent into `dst` and verifies it. DATA_LOSS on a checksum mismatch, the I/O
   // error otherwise; `dst` then holds no trustworthy bytes.
   absl::Status Read(const SsdExtent& extent, uint8_t* dst);
+  // Many writes or reads in one engine batch, all in flight together (up to the queue depth):
+  // how the migrator and batched Gets reach device speed with small tensors. One result per
+  // item, as from Write/Read; when the batch fails, each item is retried alone so that only
+  // the items that fail again report an error.
+  struct WriteItem {
+    const uint8_t* src;
+    uint64_t len;
+  };
+  struct ReadItem {
+    SsdExtent extent;
+    uint8_t* dst;
+  };
+  std::vector<absl::StatusOr<SsdExtent>> WriteMany(std::span<const WriteItem> items);
+  std::vector<absl::Status> ReadMany(std::span<const ReadItem> items);
   void Free(const SsdExtent& extent);
 
   SsdStats Stats();
@@ -62,9 +78,14 @@ class SsdTier {
 
  private:
   SsdTier(const SsdTierConfig& config, int fd, std::unique_ptr<io::IoEngine> engine);
-  // Runs one transfer, through an aligned bounce buffer if `buf` or `len` are not aligned.
-  absl::Status Transfer(io::Op op, uint8_t* buf, uint64_t len, uint64_t offset);
-  void Account(io::Op op, uint64_t bytes, uint64_t ns, const absl::Status& st);
+  struct Piece {
+    uint8_t* buf;
+    uint64_t len;
+    uint64_t offset;  // 4 KiB-aligned
+  };
+  // Runs the pieces as one engine batch; unaligned parts go through small bounce buffers.
+  absl::Status Transfer(io::Op op, std::span<const Piece> pieces);
+  void Account(io::Op op, uint64_t count, uint64_t bytes, uint64_t ns, const absl::Status& st);
 
   const SsdTierConfig config_;
   const int fd_;
