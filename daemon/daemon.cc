@@ -72,9 +72,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
     tiers::SsdTierConfig sc;
     sc.path = config.ssd.path;
     sc.size = config.ssd.size;
-    sc.engine = io::EngineOptions{config.ssd.io_threads, config.ssd.queue_depth, 1 << 20,
-                                  config.ssd.force_fallback};
+    sc.engine.threads = config.ssd.io_threads;
+    sc.engine.queue_depth = config.ssd.queue_depth;
+    sc.engine.force_sync = config.ssd.force_fallback;
     sc.degrade_after = config.ssd.degrade_after;
+    for (uint32_t i = 0; i < d->host_->segments().size(); ++i) {
+      sc.engine.fixed_regions.push_back({d->host_->Address(i, 0), d->host_->segments()[i].size});
+    }
     auto ssd = tiers::SsdTier::Create(sc, io::MakeEngine(sc.engine));
     if (!ssd.ok()) return ssd.status();
     d->ssd_ = *std::move(ssd);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -27,11 +28,20 @@ struct IoOp {
   uint64_t offset = 0;
 };
 
+// A memory range that transfers mostly come from or go to (a host arena): the io_uring engine
+// registers it with each ring as fixed buffers, in pieces of at most 1 GiB (the kernel's limit),
+// so those transfers skip per-I/O page pinning. Borrowed; must outlive the engine.
+struct FixedRegion {
+  uint8_t* base = nullptr;
+  uint64_t size = 0;
+};
+
 struct EngineOptions {
   int threads = 1;
   int queue_depth = 32;
-  uint64_t chunk_bytes = 1 << 20;  // large transfers become queue_depth-parallel chunks
-  bool force_sync = false;         // use the pread/pwrite engine even where io_uring works
+  uint64_t chunk_bytes = 1 << 20;          // large transfers become queue_depth-parallel chunks
+  bool force_sync = false;                 // use the pread/pwrite engine even where io_uring works
+  std::vector<FixedRegion> fixed_regions;  // registered where the kernel and RLIMIT_MEMLOCK allow
 };
 
 // Injected faults, consulted once per completed chunk (thread-safe). A fault with count < 0 is
@@ -62,7 +72,7 @@ class IoEngine {
   // OK, or the first error (RESOURCE_EXHAUSTED for ENOSPC, UNAVAILABLE for EIO and other
   // device errors, DATA_LOSS for a read past the end).
   virtual absl::Status Run(std::span<const IoOp> ops) = 0;
-  // Returns "io_uring" or "pread" (the fallback).
+  // Returns "io_uring+fixed" (with registered buffers), "io_uring" or "pread" (the fallback).
   virtual const char* mode() const = 0;
   // Installs a fault plan (borrowed; must outlive the engine), or nullptr.
   virtual void set_fault_plan(FaultPlan* plan) = 0;

@@ -89,6 +89,7 @@ SwapFigures MeasureSwap(const std::string& dir, uint64_t total, uint64_t size, i
   tiers::SsdTierConfig sc;
   sc.path = dir + "/tensord-bench.swap";
   sc.size = total + 64 * kMiB;
+  sc.engine.fixed_regions = {{(*tier)->Address(0, 0), (*tier)->segments()[0].size}};
   auto ssd = tiers::SsdTier::Create(sc, io::MakeEngine(sc.engine));
   Check(ssd.status(), "swap file");
   store::StoreOptions options;
@@ -153,6 +154,7 @@ double MeasureSwapInLatency(const std::string& dir, uint64_t size, int samples) 
   tiers::SsdTierConfig sc;
   sc.path = dir + "/tensord-bench.swap";
   sc.size = 2 * size;
+  sc.engine.fixed_regions = {{(*tier)->Address(0, 0), (*tier)->segments()[0].size}};
   auto ssd = tiers::SsdTier::Create(sc, io::MakeEngine(sc.engine));
   Check(ssd.status(), "swap file");
   store::StoreOptions options;

@@ -42,6 +42,7 @@ class MigrationTest : public ::testing::TestWithParam<Engine> {
     sc.engine.queue_depth = 8;
     sc.engine.chunk_bytes = 256 << 10;
     sc.engine.force_sync = GetParam() == Engine::kPread;
+    sc.engine.fixed_regions = {{host_->Address(0, 0), host_->segments()[0].size}};
     std::unique_ptr<io::IoEngine> engine;
     if (GetParam() == Engine::kFake) {
       engine = std::make_unique<io::FakeEngine>(sc.size);

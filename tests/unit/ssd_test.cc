@@ -2,6 +2,7 @@
 // errors (transient and persistent), checksum failures, and the forced pread fallback.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -144,6 +145,41 @@ TEST_P(SsdTest, FullSwapIsResourceExhaustedAndFreeingRestoresRoom) {
   EXPECT_EQ(tier_->Write(data.data(), 4096).status().code(), absl::StatusCode::kResourceExhausted);
   tier_->Free(extents[1]);
   EXPECT_TRUE(tier_->Write(data.data(), data.size()).ok());
+}
+
+// Transfers from and to registered (fixed) buffers, and the fallback when the kernel refuses
+// to register a region.
+TEST(UringFixedBuffers, RegisteredRegionsRoundTripAndRefusalFallsBack) {
+  const std::string path = ::testing::TempDir() + "/tensord_fixed." + std::to_string(getpid());
+  const uint64_t size = 8 * kMiB;
+  auto* arena = static_cast<uint8_t*>(std::aligned_alloc(4096, size));
+  void* no_access = mmap(nullptr, kMiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(no_access, MAP_FAILED);
+  for (bool refuse : {false, true}) {
+    SsdTierConfig config;
+    config.path = path;
+    config.size = 32 * kMiB;
+    config.engine.fixed_regions = {{arena, size}};
+    if (refuse) config.engine.fixed_regions.push_back({static_cast<uint8_t*>(no_access), kMiB});
+    auto tier = SsdTier::Create(config, io::MakeEngine(config.engine));
+    ASSERT_TRUE(tier.ok()) << tier.status();
+    EXPECT_STREQ((*tier)->Stats().engine, refuse ? "io_uring" : "io_uring+fixed");
+    std::mt19937_64 rng(refuse);
+    for (uint64_t i = 0; i < size; ++i) arena[i] = static_cast<uint8_t>(rng());
+    const uint64_t n = 3 * kMiB + 100;  // an unaligned tail goes through a bounce buffer
+    for (uint64_t at : {uint64_t{0}, size - n}) {
+      const std::vector<uint8_t> src(arena + at, arena + at + n);
+      auto ext = (*tier)->Write(arena + at, n);
+      ASSERT_TRUE(ext.ok()) << ext.status();
+      std::memset(arena + at, 0, n);
+      ASSERT_TRUE((*tier)->Read(*ext, arena + at).ok());
+      EXPECT_EQ(std::memcmp(arena + at, src.data(), n), 0) << at;
+      (*tier)->Free(*ext);
+    }
+  }
+  munmap(no_access, kMiB);
+  std::free(arena);
+  unlink(path.c_str());
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, SsdTest, ::testing::Values(false, true),
