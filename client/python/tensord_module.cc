@@ -293,6 +293,33 @@ class PyClient {
     }
     d["tiers"] = tiers;
     d["pools"] = pools;
+    const PressureStats& pr = s.pressure;
+    py::dict pd;
+    pd["host_used_ratio"] = pr.host_used_ratio;
+    pd["high_watermark"] = pr.high_watermark;
+    pd["low_watermark"] = pr.low_watermark;
+    pd["mem_available_bytes"] = pr.mem_available_bytes;
+    pd["psi_some_avg10"] = pr.psi_some_avg10;
+    pd["psi_full_avg10"] = pr.psi_full_avg10;
+    d["pressure"] = pd;
+    if (const SwapStats& w = s.swap; w.present) {
+      py::dict wd;
+      wd["engine"] = w.engine;
+      wd["degraded"] = w.degraded;
+      wd["reads"] = w.reads;
+      wd["writes"] = w.writes;
+      wd["bytes_read"] = w.bytes_read;
+      wd["bytes_written"] = w.bytes_written;
+      wd["read_mbps"] = w.read_mbps;
+      wd["write_mbps"] = w.write_mbps;
+      wd["io_errors"] = w.io_errors;
+      wd["checksum_failures"] = w.checksum_failures;
+      wd["largest_free_bytes"] = w.largest_free_bytes;
+      wd["fragmentation"] = w.fragmentation;
+      d["swap"] = wd;
+    } else {
+      d["swap"] = py::none();
+    }
     return d;
   }
 

@@ -88,9 +88,20 @@ grpc::ServerWriteReactor<v1::AttachEvent>* TensordService::Attach(
   return new AttachReactor(store_, segments_, *request);
 }
 
-grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ctx,
-                                                 const v1::CreateRequest* request,
-                                                 v1::CreateResponse* response) {
+// Runs `work` (which returns the call's status) inline, or on the blocking pool when `may_block`,
+// and finishes the call with its status.
+template <typename Work>
+grpc::ServerUnaryReactor* RunMaybeBlocking(grpc::CallbackServerContext* ctx, BlockingPool* pool,
+                                           bool may_block, Work work) {
+  if (!may_block) return Done(ctx, work());
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  pool->Schedule([reactor, work = std::move(work)]() mutable { reactor->Finish(ToGrpc(work())); });
+  return reactor;
+}
+
+absl::Status TensordService::DoCreate(grpc::CallbackServerContext* ctx,
+                                      const v1::CreateRequest* request,
+                                      v1::CreateResponse* response) {
   auto info = store_->Create(request->session_id(), FromProto(*request), DeadlineOf(ctx));
   if (info.ok()) {
     v1::TensorMeta meta;
@@ -98,7 +109,14 @@ grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ct
     *response->mutable_location() = meta.location();
     response->set_pool(info->pool);
   }
-  return Done(ctx, info.status());
+  return info.status();
+}
+
+grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ctx,
+                                                 const v1::CreateRequest* request,
+                                                 v1::CreateResponse* response) {
+  return RunMaybeBlocking(ctx, &blocking_, store_->CreateMayBlock(),
+                          [=, this] { return DoCreate(ctx, request, response); });
 }
 
 grpc::ServerUnaryReactor* TensordService::Seal(grpc::CallbackServerContext* ctx,
@@ -112,10 +130,8 @@ grpc::ServerUnaryReactor* TensordService::Abort(grpc::CallbackServerContext* ctx
   return Done(ctx, store_->Abort(request->session_id(), request->ns(), request->key()));
 }
 
-grpc::ServerUnaryReactor* TensordService::Get(grpc::CallbackServerContext* ctx,
-                                              const v1::GetRequest* request,
-                                              v1::GetResponse* response) {
-  const std::vector<std::string> keys(request->keys().begin(), request->keys().end());
+absl::Status TensordService::DoGet(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
+                                   std::span<const std::string> keys, v1::GetResponse* response) {
   auto outcomes = store_->Get(request->session_id(), request->ns(), keys,
                               static_cast<store::WantTier>(request->want()), DeadlineOf(ctx));
   if (outcomes.ok()) {
@@ -131,7 +147,17 @@ grpc::ServerUnaryReactor* TensordService::Get(grpc::CallbackServerContext* ctx,
       r->set_lease_id(o.lease_id);
     }
   }
-  return Done(ctx, outcomes.status());
+  return outcomes.status();
+}
+
+grpc::ServerUnaryReactor* TensordService::Get(grpc::CallbackServerContext* ctx,
+                                              const v1::GetRequest* request,
+                                              v1::GetResponse* response) {
+  std::vector<std::string> keys(request->keys().begin(), request->keys().end());
+  const bool may_block = store_->GetMayBlock(request->ns(), keys);
+  return RunMaybeBlocking(ctx, &blocking_, may_block, [=, this, keys = std::move(keys)] {
+    return DoGet(ctx, request, keys, response);
+  });
 }
 
 grpc::ServerUnaryReactor* TensordService::Release(grpc::CallbackServerContext* ctx,

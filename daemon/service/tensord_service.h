@@ -4,9 +4,11 @@
 #pragma once
 
 #include <chrono>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "daemon/service/blocking_pool.h"
 #include "daemon/store/store.h"
 #include "daemon/tiers/host_tier.h"
 #include "tensord/v1/tensord.grpc.pb.h"
@@ -46,7 +48,14 @@ class TensordService final : public v1::Tensord::CallbackService {
                                  v1::PingResponse* response) override;
 
  private:
+  // The work of Create and Get, run inline or in blocking_ when it may wait on the SSD tier.
+  absl::Status DoCreate(grpc::CallbackServerContext* ctx, const v1::CreateRequest* request,
+                        v1::CreateResponse* response);
+  absl::Status DoGet(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
+                     std::span<const std::string> keys, v1::GetResponse* response);
+
   store::Store* const store_;
+  BlockingPool blocking_{4};
   const std::vector<tiers::HostSegment> segments_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

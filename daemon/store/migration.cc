@@ -41,6 +41,32 @@ void Store::DropHostCopy(Object* o, std::vector<PendingFree>* frees) {
   o->on_host = false;
 }
 
+std::pair<uint64_t, uint64_t> Store::HostUsage() const {
+  uint64_t used = 0, capacity = 0;
+  for (uint32_t i = 0; i < host_->pools().size(); ++i) {
+    const memory::AllocatorStats st = host_->pools()[i].allocator->Stats();
+    used += st.used_bytes;
+    capacity += st.capacity_bytes;
+  }
+  return {used, capacity};
+}
+
+bool Store::GetMayBlock(absl::string_view ns, std::span<const std::string> keys) {
+  if (ssd_ == nullptr) return false;
+  absl::MutexLock lock(&mu_);
+  return std::any_of(keys.begin(), keys.end(), [&](const std::string& key) {
+    const Object* o = FindObject(ns, key);
+    return o != nullptr && !o->on_host;
+  });
+}
+
+bool Store::CreateMayBlock() {
+  if (ssd_ == nullptr) return false;
+  absl::MutexLock lock(&mu_);
+  const auto [used, capacity] = HostUsage();
+  return static_cast<double>(used) > options_.high_watermark * static_cast<double>(capacity);
+}
+
 bool Store::SsdUsable(uint64_t nbytes) {
   if (ssd_ == nullptr) return false;
   const tiers::SsdStats st = ssd_->Stats();
@@ -274,12 +300,7 @@ uint64_t Store::DemoteOnce() {
     absl::MutexLock lock(&mu_);
     migrate_now_ = false;
     if (ssd_ == nullptr || ssd_->degraded()) return 0;
-    uint64_t used = 0, capacity = 0;
-    for (uint32_t i = 0; i < host_->pools().size(); ++i) {
-      const memory::AllocatorStats st = host_->pools()[i].allocator->Stats();
-      used += st.used_bytes;
-      capacity += st.capacity_bytes;
-    }
+    const auto [used, capacity] = HostUsage();
     const auto high = static_cast<uint64_t>(options_.high_watermark * capacity);
     const auto low = static_cast<uint64_t>(options_.low_watermark * capacity);
     const bool system_short = options_.min_mem_available > 0 && system_.mem_available_bytes > 0 &&

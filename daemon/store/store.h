@@ -140,6 +140,12 @@ class Store {
   // already hide expired tensors; this reclaims their memory (the daemon calls it periodically).
   size_t ExpireDue();
 
+  // Hints for the service, cheap and racy: whether a Get of `keys` would read from the SSD tier,
+  // and whether a Create may wait for demotions (the host tier is above its high watermark).
+  bool GetMayBlock(absl::string_view ns, std::span<const std::string> keys)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  bool CreateMayBlock() ABSL_LOCKS_EXCLUDED(mu_);
+
   // Runs the migrator until `stop` is notified: demotes unleased host tensors to SSD whenever
   // the host tier is above its high watermark, the system is short of memory, or a request
   // waits for room. Call from one dedicated thread; returns at once without an SSD tier.
@@ -250,6 +256,8 @@ class Store {
   void MaybeFreeRetired(Object* o, std::vector<PendingFree>* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Time Clamp(absl::Time deadline) const;
+  // Bytes used and capacity of the host tier, over all pools.
+  std::pair<uint64_t, uint64_t> HostUsage() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Zeroes freed ranges without the lock, then returns them to their pools.
   void Reclaim(const std::vector<PendingFree>& frees) ABSL_LOCKS_EXCLUDED(mu_);

@@ -129,7 +129,8 @@ class Client:
         return self._c.ls(prefix, limit)
 
     def stats(self) -> dict:
-        """Returns the daemon's statistics (tiers, pools, counters, sessions, leases)."""
+        """Returns the daemon's statistics: tiers, pools, counters, sessions, leases,
+        pressure, and swap (the SSD tier's device, or None without one)."""
         return self._c.stats()
 
     def segment(self, arena: int) -> tuple:

@@ -13,12 +13,10 @@ import tensord
 TENSORD_BIN = os.environ.get("TENSORD_BIN", "build/daemon/tensord")
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    """Starts tensord (256 MiB host tier) and yields its socket path."""
-    run_dir = tmp_path / "run"
+def _serve(run_dir, *extra):
+    """Starts tensord (256 MiB host tier, plus `extra` flags), yields its socket, stops it."""
     proc = subprocess.Popen([TENSORD_BIN, "--run-dir", str(run_dir), "--host-capacity", "256MiB",
-                             "--log-level", "warn", "--no-prefault"])
+                             "--log-level", "warn", "--no-prefault", *extra])
     sock = str(run_dir / "tensord.sock")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -35,6 +33,19 @@ def daemon(tmp_path):
     yield sock
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0, "tensord did not stop cleanly"
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """A tensord with a 256 MiB host tier; yields its socket path."""
+    yield from _serve(tmp_path / "run")
+
+
+@pytest.fixture
+def swap_daemon(tmp_path):
+    """A tensord with a 256 MiB host tier and a 1 GiB swap file; yields its socket path."""
+    yield from _serve(tmp_path / "run", "--swap-file", str(tmp_path / "swap"), "--swap-size",
+                      "1GiB")
 
 
 def run_python(code: str, *args: str, **kw) -> subprocess.CompletedProcess:

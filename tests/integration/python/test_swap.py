@@ -1,0 +1,37 @@
+"""The SSD tier from Python: more tensors than the host tier holds, every one read back intact."""
+
+import torch
+
+import tensord
+
+
+def test_tensors_beyond_the_host_tier_swap_and_come_back(swap_daemon):
+    with tensord.Client(swap_daemon) as c:
+        # 24 x 16 MiB = 384 MiB of DURABLE tensors through a 256 MiB host tier: later puts wait
+        # for the migrator to demote earlier ones to the swap file.
+        gen = torch.Generator().manual_seed(3)
+        made = {}
+        for i in range(24):
+            x = torch.randn(4096, 1024, generator=gen)  # float32, 16 MiB
+            c.put(f"layer.{i}", x)
+            made[f"layer.{i}"] = x
+        for key, x in made.items():
+            t = c.get(key)
+            assert torch.equal(torch.from_dlpack(t), x), key
+            del t
+        s = c.stats()
+        assert s["objects"] == 24
+        assert s["swap"] is not None and s["swap"]["engine"].startswith("io_uring")
+        assert s["swap"]["bytes_written"] >= 128 << 20
+        assert s["swap"]["checksum_failures"] == 0 and s["swap"]["io_errors"] == 0
+        assert s["counters"]["promotions"] > 0 and s["counters"]["data_loss"] == 0
+        host = next(t for t in s["tiers"] if t["tier"] == "host")
+        assert host["used_bytes"] <= host["capacity_bytes"]
+        assert 0 < s["pressure"]["high_watermark"] <= 1
+
+
+def test_without_swap_stats_say_so(daemon):
+    with tensord.Client(daemon) as c:
+        s = c.stats()
+        assert s["swap"] is None
+        assert not next(t for t in s["tiers"] if t["tier"] == "ssd")["present"]
