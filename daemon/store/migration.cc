@@ -21,21 +21,8 @@ absl::Time Store::Clamp(absl::Time deadline) const {
   return std::min(deadline, absl::Now() + options_.pressure_wait);
 }
 
-void Store::LruInsert(Object* o) {
-  if (o->in_lru) return;
-  lru_.push_front(o);
-  o->lru_it = lru_.begin();
-  o->in_lru = true;
-}
-
-void Store::LruRemove(Object* o) {
-  if (!o->in_lru) return;
-  lru_.erase(o->lru_it);
-  o->in_lru = false;
-}
-
 void Store::DropHostCopy(Object* o, std::vector<PendingFree>* frees) {
-  LruRemove(o);
+  eviction_->Remove(HandleOf(o));
   frees->push_back(PendingFree{o->pool, o->offset, o->reserved});
   reclaiming_bytes_ += o->reserved;
   o->on_host = false;
@@ -78,11 +65,14 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
   // 1. With a usable SSD tier, demote (keep) rather than drop: ask the migrator and wait for
   //    host memory to come back.
   //    Tensors the migrator is writing right now count: their memory is about to return.
-  const bool demotable =
-      demoting_bytes_ > 0 || std::any_of(lru_.begin(), lru_.end(), [&](const Object* o) {
-        return o->leases == 0 && o->pins == 0 &&
-               std::find(pools.begin(), pools.end(), o->pool) != pools.end();
-      });
+  bool demotable = demoting_bytes_ > 0;
+  if (!demotable) {
+    ForEachVictim([&](const Object* o) {
+      demotable = o->leases == 0 && o->pins == 0 &&
+                  std::find(pools.begin(), pools.end(), o->pool) != pools.end();
+      return !demotable;
+    });
+  }
   const absl::Time now = absl::Now();
   if (demotable && now < deadline && SsdUsable(nbytes)) {
     ++counters_.pressure_waits;
@@ -192,7 +182,7 @@ void Store::FinishPromotion(const std::string& session_id, const std::string& ke
     o->offset = offset;
     o->reserved = reserved;
     o->on_host = true;
-    LruInsert(o);
+    eviction_->Insert(HandleOf(o));
     ++counters_.promotions;
     counters_.promoted_bytes += o->nbytes;
     ++counters_.get_hits;
@@ -311,15 +301,15 @@ uint64_t Store::DemoteOnce() {
     for (const auto& [pool, bytes] : pool_demand_) demand += bytes;
     if (target == 0 && demand == 0) return 0;
     uint64_t picked = 0;
-    std::vector<Object*> chosen;  // chosen first: DropHostCopy edits the list
-    for (auto it = lru_.rbegin(); it != lru_.rend() && chosen.size() < kMaxWritesPerRound; ++it) {
-      Object* o = *it;
-      if (picked >= std::max(target, demand)) break;
-      if (o->leases > 0 || o->pins > 0 || !o->on_host) continue;
-      if (target == 0 && !pool_demand_.contains(o->pool)) continue;
+    std::vector<Object*> chosen;  // chosen first: DropHostCopy edits the policy
+    ForEachVictim([&](Object* o) {
+      if (picked >= std::max(target, demand) || chosen.size() >= kMaxWritesPerRound) return false;
+      if (o->leases > 0 || o->pins > 0 || !o->on_host) return true;
+      if (target == 0 && !pool_demand_.contains(o->pool)) return true;
       picked += o->reserved;
       chosen.push_back(o);
-    }
+      return true;
+    });
     for (Object* o : chosen) {
       if (o->ssd.has_value()) {  // clean copy on SSD: demotion costs no I/O
         ++counters_.demotions;

@@ -30,7 +30,7 @@ absl::Status UnknownSession() {
 }  // namespace
 
 Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd)
-    : host_(host), ssd_(ssd), options_(options) {}
+    : host_(host), ssd_(ssd), options_(options), eviction_(std::make_unique<policy::LruPolicy>()) {}
 
 Store::~Store() = default;
 
@@ -162,15 +162,15 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
   // the selection. For the general pool this is an estimate (freed ranges may not be adjacent);
   // the caller retries and selects more if the allocation still fails.
   absl::flat_hash_map<uint32_t, uint64_t> gained;
-  std::vector<Object*> oldest_first;
-  for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
-    Object* o = *it;
+  std::vector<Object*> victims;  // collected first: Retire edits the policy
+  ForEachVictim([&](Object* o) {
     if (o->durability == Durability::kCache && o->leases == 0 && o->pins == 0 &&
         std::find(pools.begin(), pools.end(), o->pool) != pools.end()) {
-      oldest_first.push_back(o);
+      victims.push_back(o);
     }
-  }
-  for (Object* o : oldest_first) {
+    return true;
+  });
+  for (Object* o : victims) {
     const memory::Allocator& alloc = *host_->pools()[o->pool].allocator;
     const uint64_t need = alloc.Reserved(nbytes);
     const uint64_t largest = alloc.Stats().largest_free_bytes;
@@ -259,7 +259,7 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns,
   } else {
     o->owner = nullptr;
   }
-  LruInsert(o);
+  eviction_->Insert(HandleOf(o));
   if (o->ttl_ms > 0) {
     o->expiry_it = expiries_.emplace(NowUnixMs() + o->ttl_ms, o);
     o->expiring = true;
@@ -351,7 +351,7 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
 void Store::GrantLease(Session* s, Object* o, GetOutcome* r) {
   ++counters_.leases_granted;
   if (o->leases++ == 0) pinned_bytes_ += o->reserved;
-  if (o->in_lru) lru_.splice(lru_.begin(), lru_, o->lru_it);
+  eviction_->Access(HandleOf(o));
   r->lease_id = next_lease_id_++;
   leases_.emplace(r->lease_id, LeaseEntry{s, o});
   s->leases.insert(r->lease_id);
@@ -457,7 +457,7 @@ StoreStats Store::Stats() {
 }
 
 void Store::Retire(Object* o, std::vector<PendingFree>* frees) {
-  LruRemove(o);
+  eviction_->Remove(HandleOf(o));
   if (o->expiring) {
     expiries_.erase(o->expiry_it);
     o->expiring = false;

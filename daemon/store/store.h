@@ -4,7 +4,6 @@
 // PoolSet it also guards with mu_. Memory is zeroed outside the lock before it is reused.
 #pragma once
 
-#include <list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -21,6 +20,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "daemon/memory/allocator.h"
+#include "daemon/policy/eviction.h"
 #include "daemon/store/types.h"
 #include "daemon/tiers/host_tier.h"
 #include "daemon/tiers/pressure.h"
@@ -173,8 +173,6 @@ class Store {
     Session* owner = nullptr;  // set while unsealed or session-scoped
     uint32_t leases = 0;
     int64_t created_unix_ms = 0;
-    bool in_lru = false;
-    std::list<Object*>::iterator lru_it;
     int64_t ttl_ms = 0;
     bool on_host = true;                  // pool/offset/reserved hold a valid copy
     std::optional<tiers::SsdExtent> ssd;  // a clean copy on the SSD tier
@@ -248,8 +246,14 @@ class Store {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Grants a lease on a host-resident sealed object.
   void GrantLease(Session* s, Object* o, GetOutcome* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void LruInsert(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void LruRemove(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The eviction policy tracks every sealed host-resident object, by its address.
+  static policy::Handle HandleOf(Object* o) { return reinterpret_cast<policy::Handle>(o); }
+  static Object* ObjectOf(policy::Handle h) { return reinterpret_cast<Object*>(h); }
+  // Visits tracked objects best victim first (per the policy) until `visit` returns false.
+  template <typename Fn>
+  void ForEachVictim(Fn&& visit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    eviction_->Victims([&](policy::Handle h) { return visit(ObjectOf(h)); });
+  }
   // Releases the host copy of a demoted object (its SSD copy stays).
   void DropHostCopy(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees a retired object if nothing holds it any more.
@@ -271,7 +275,7 @@ class Store {
   absl::flat_hash_map<Object*, std::unique_ptr<Object>> retired_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, LeaseEntry> leases_ ABSL_GUARDED_BY(mu_);
-  std::list<Object*> lru_ ABSL_GUARDED_BY(mu_);  // sealed CACHE objects, most recent first
+  const std::unique_ptr<policy::EvictionPolicy> eviction_ ABSL_GUARDED_BY(mu_);
   std::multimap<int64_t, Object*> expiries_ ABSL_GUARDED_BY(mu_);  // unix ms -> sealed object
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;
