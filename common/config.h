@@ -30,10 +30,16 @@ struct HostTierConfig {
   std::vector<PoolClassConfig> pools;  // fixed classes; the rest is the general pool
 };
 
-// The SSD tier: off unless `path` is set.
+inline constexpr uint64_t kDefaultSwapSize = uint64_t{4} << 30;
+
+struct SwapFileConfig {
+  std::string path;  // created (0600) if missing and preallocated with fallocate
+  uint64_t size = 0;
+};
+
+// The SSD tier: off unless it has a swap file.
 struct SsdConfig {
-  std::string path;
-  uint64_t size = uint64_t{4} << 30;
+  std::vector<SwapFileConfig> files;  // e.g. one per NVMe device
   int io_threads = 1;
   int queue_depth = 32;
   bool force_fallback = false;  // pread/pwrite even where io_uring works

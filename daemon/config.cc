@@ -129,7 +129,30 @@ absl::Status ParseHost(const toml::table& t, HostTierConfig* host) {
   return absl::OkStatus();
 }
 
+absl::Status ParseSwapFile(const toml::table& t, const std::string& where, SwapFileConfig* file) {
+  for (const auto& [k, v] : t) {
+    const std::string key(k.str());
+    if (key == "path" && v.is_string() && !v.value<std::string>()->empty()) {
+      file->path = *v.value<std::string>();
+    } else if (key == "size") {
+      auto b = Bytes(v, where + ".size");
+      if (!b.ok()) return b.status();
+      file->size = *b;
+    } else {
+      return Bad(v, absl::StrCat("unknown or ill-typed key ", where, ".", key));
+    }
+  }
+  if (file->path.empty()) return absl::InvalidArgumentError(where + " needs a path");
+  if (file->size == 0 || file->size % 4096 != 0) {
+    return absl::InvalidArgumentError(where + ".size must be a positive multiple of 4 KiB");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseSsd(const toml::table& t, SsdConfig* ssd) {
+  SwapFileConfig first{"", kDefaultSwapSize};  // [ssd] path/size: the first file
+  bool has_first = false;
+  std::vector<SwapFileConfig> more;
   for (const auto& [k, v] : t) {
     const std::string key(k.str());
     auto fraction = [&](double* out) -> absl::Status {
@@ -140,11 +163,23 @@ absl::Status ParseSsd(const toml::table& t, SsdConfig* ssd) {
     };
     absl::Status st;
     if (key == "path" && v.is_string()) {
-      ssd->path = *v.value<std::string>();
-    } else if (key == "size" || key == "min_mem_available") {
+      first.path = *v.value<std::string>();
+      has_first = !first.path.empty();
+    } else if (key == "size") {
+      auto b = Bytes(v, "ssd.size");
+      if (!b.ok()) return b.status();
+      first.size = *b;
+    } else if (key == "file" && v.is_array_of_tables()) {
+      for (const toml::node& f : *v.as_array()) {
+        SwapFileConfig file;
+        st = ParseSwapFile(*f.as_table(), absl::StrCat("ssd.file[", more.size(), "]"), &file);
+        if (!st.ok()) return st;
+        more.push_back(file);
+      }
+    } else if (key == "min_mem_available") {
       auto b = Bytes(v, key);
       if (!b.ok()) return b.status();
-      (key == "size" ? ssd->size : ssd->min_mem_available) = *b;
+      ssd->min_mem_available = *b;
     } else if (key == "io_threads" && v.is_integer() && *v.value<int64_t>() > 0 &&
                *v.value<int64_t>() <= 64) {
       ssd->io_threads = static_cast<int>(*v.value<int64_t>());
@@ -164,6 +199,13 @@ absl::Status ParseSsd(const toml::table& t, SsdConfig* ssd) {
     }
     if (!st.ok()) return st;
   }
+  if (has_first) {
+    if (first.size == 0 || first.size % 4096 != 0) {
+      return absl::InvalidArgumentError("ssd.size must be a positive multiple of 4 KiB");
+    }
+    ssd->files.push_back(first);
+  }
+  ssd->files.insert(ssd->files.end(), more.begin(), more.end());
   if (ssd->low_watermark > ssd->high_watermark) {
     return absl::InvalidArgumentError("ssd.low_watermark is above ssd.high_watermark");
   }

@@ -68,10 +68,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   auto host = tiers::HostTier::Create(config.host, prefix);
   if (!host.ok()) return host.status();
   d->host_ = *std::move(host);
-  if (!config.ssd.path.empty()) {
+  if (!config.ssd.files.empty()) {
     tiers::SsdTierConfig sc;
-    sc.path = config.ssd.path;
-    sc.size = config.ssd.size;
+    sc.files = config.ssd.files;
     sc.engine.threads = config.ssd.io_threads;
     sc.engine.queue_depth = config.ssd.queue_depth;
     sc.engine.force_sync = config.ssd.force_fallback;

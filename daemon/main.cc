@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
   CLI::App app{"tensord: shared tensor memory daemon for ML inference"};
   std::string config_path, run_dir, socket, capacity, preset, shm_mode, log_level;
   bool no_prefault = false, no_zero = false, swap_fallback = false;
-  std::string swap_file, swap_size;
+  std::vector<std::string> swap_files;
+  std::string swap_size;
   app.add_option("-c,--config", config_path, "TOML configuration file");
   app.add_option("--run-dir", run_dir, "directory for the socket and lock (default ./run)");
   app.add_option("--socket", socket, "Unix socket path (default <run-dir>/tensord.sock)");
@@ -21,8 +22,9 @@ int main(int argc, char** argv) {
   app.add_option("--preset", preset, "pool-class preset: qwen3-vl");
   app.add_option("--shm-mode", shm_mode, "octal mode of shared-memory segments (default 0600)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
-  app.add_option("--swap-file", swap_file, "enable the SSD tier with this swap file");
-  app.add_option("--swap-size", swap_size, "swap file size, e.g. 4GiB (default 4GiB)");
+  app.add_option("--swap-file", swap_files,
+                 "enable the SSD tier with this swap file (repeat for several devices)");
+  app.add_option("--swap-size", swap_size, "size of each --swap-file, e.g. 64GiB (default 4GiB)");
   app.add_flag("--swap-fallback", swap_fallback, "use pread/pwrite instead of io_uring");
   app.add_flag("--no-prefault", no_prefault, "do not touch segment pages at start");
   app.add_flag("--no-zero-on-free", no_zero, "do not zero freed memory before reuse");
@@ -55,11 +57,17 @@ int main(int argc, char** argv) {
   if (!preset.empty()) {
     if (auto st = tensord::ApplyPreset(preset, &config.host); !st.ok()) return fail(st);
   }
-  if (!swap_file.empty()) config.ssd.path = swap_file;
-  if (!swap_size.empty()) {
-    auto bytes = tensord::ParseBytes(swap_size);
-    if (!bytes.ok()) return fail(bytes.status());
-    config.ssd.size = *bytes;
+  if (!swap_files.empty()) {
+    uint64_t size = tensord::kDefaultSwapSize;
+    if (!swap_size.empty()) {
+      auto bytes = tensord::ParseBytes(swap_size);
+      if (!bytes.ok()) return fail(bytes.status());
+      size = *bytes;
+    }
+    config.ssd.files.clear();  // flags replace the file's swap files
+    for (const std::string& path : swap_files) config.ssd.files.push_back({path, size});
+  } else if (!swap_size.empty()) {
+    return fail(absl::InvalidArgumentError("--swap-size needs --swap-file"));
   }
   if (swap_fallback) config.ssd.force_fallback = true;
   if (no_prefault) config.host.prefault = false;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -28,35 +29,48 @@ struct FreeDeleter {
 
 absl::StatusOr<std::unique_ptr<SsdTier>> SsdTier::Create(const SsdTierConfig& config,
                                                          std::unique_ptr<io::IoEngine> engine) {
-  if (config.size == 0 || config.size % kBlock != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("swap size ", config.size, " is not a positive multiple of 4 KiB"));
+  if (config.files.empty()) return absl::InvalidArgumentError("the SSD tier needs a swap file");
+  std::vector<int> fds;
+  auto fail = [&fds](absl::Status st) {
+    for (int fd : fds) close(fd);
+    return st;
+  };
+  for (const SwapFileConfig& f : config.files) {
+    if (f.size == 0 || f.size % kBlock != 0) {
+      return fail(absl::InvalidArgumentError(absl::StrCat("swap file ", f.path, ": size ", f.size,
+                                                          " is not a positive multiple of 4 KiB")));
+    }
+    int fd = open(f.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return fail(io::ErrnoStatus(errno, absl::StrCat("open ", f.path)));
+    fds.push_back(fd);
+    if (int rc = posix_fallocate(fd, 0, static_cast<off_t>(f.size)); rc != 0) {
+      return fail(io::ErrnoStatus(rc, absl::StrCat("fallocate ", f.path)));
+    }
+    // O_DIRECT bypasses the page cache: swap must not itself use the memory it frees.
+    int flags = fcntl(fd, F_GETFL);
+    if (fcntl(fd, F_SETFL, flags | O_DIRECT) != 0) {
+      spdlog::warn("{}: O_DIRECT not supported ({}); swap goes through the page cache", f.path,
+                   std::strerror(errno));
+    }
+    spdlog::info("swap {}: {} bytes, engine {}", f.path, f.size, engine->mode());
   }
-  int fd = open(config.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return io::ErrnoStatus(errno, absl::StrCat("open ", config.path));
-  if (int rc = posix_fallocate(fd, 0, static_cast<off_t>(config.size)); rc != 0) {
-    close(fd);
-    return io::ErrnoStatus(rc, absl::StrCat("fallocate ", config.path));
-  }
-  // O_DIRECT bypasses the page cache: swap must not itself use the memory it frees.
-  int flags = fcntl(fd, F_GETFL);
-  if (fcntl(fd, F_SETFL, flags | O_DIRECT) != 0) {
-    spdlog::warn("{}: O_DIRECT not supported ({}); swap goes through the page cache", config.path,
-                 std::strerror(errno));
-  }
-  spdlog::info("swap {}: {} bytes, engine {}", config.path, config.size, engine->mode());
-  return std::unique_ptr<SsdTier>(new SsdTier(config, fd, std::move(engine)));
+  return std::unique_ptr<SsdTier>(new SsdTier(config, std::move(fds), std::move(engine)));
 }
 
-SsdTier::SsdTier(const SsdTierConfig& config, int fd, std::unique_ptr<io::IoEngine> engine)
-    : config_(config), fd_(fd), engine_(std::move(engine)), extents_(0, config.size, kBlock) {
+SsdTier::SsdTier(const SsdTierConfig& config, std::vector<int> fds,
+                 std::unique_ptr<io::IoEngine> engine)
+    : config_(config), engine_(std::move(engine)) {
+  for (size_t i = 0; i < fds.size(); ++i) {
+    files_.push_back(std::unique_ptr<File>(new File{
+        config.files[i].path, fds[i], memory::GeneralAllocator(0, config.files[i].size, kBlock)}));
+  }
   engine_->set_fault_plan(&faults_);
   stats_.engine = engine_->mode();
 }
 
 SsdTier::~SsdTier() {
-  engine_.reset();  // joins the I/O threads before the fd goes
-  close(fd_);
+  engine_.reset();  // joins the I/O threads before the fds go
+  for (const auto& f : files_) close(f->fd);
 }
 
 absl::Status SsdTier::Transfer(io::Op op, std::span<const Piece> pieces) {
@@ -74,7 +88,7 @@ absl::Status SsdTier::Transfer(io::Op op, std::span<const Piece> pieces) {
   for (const Piece& p : pieces) {
     const bool aligned = reinterpret_cast<uintptr_t>(p.buf) % kBlock == 0;
     const uint64_t direct = aligned ? p.len / kBlock * kBlock : 0;
-    if (direct > 0) ops.push_back({op, fd_, p.buf, direct, p.offset});
+    if (direct > 0) ops.push_back({op, p.fd, p.buf, direct, p.offset});
     if (const uint64_t rest = p.len - direct; rest > 0) {
       const uint64_t padded = RoundUp(rest);
       Bounce b{std::unique_ptr<uint8_t, FreeDeleter>(
@@ -85,7 +99,7 @@ absl::Status SsdTier::Transfer(io::Op op, std::span<const Piece> pieces) {
         std::memcpy(b.mem.get(), b.user, rest);
         std::memset(b.mem.get() + rest, 0, padded - rest);
       }
-      ops.push_back({op, fd_, b.mem.get(), padded, p.offset + direct});
+      ops.push_back({op, p.fd, b.mem.get(), padded, p.offset + direct});
       bounces.push_back(std::move(b));
     }
     bytes += RoundUp(p.len);
@@ -109,7 +123,7 @@ void SsdTier::Account(io::Op op, uint64_t count, uint64_t bytes, uint64_t ns,
     ++stats_.io_errors;
     if (++consecutive_failures_ >= config_.degrade_after && !stats_.degraded) {
       stats_.degraded = true;
-      spdlog::error("swap {} degraded after {} consecutive failures: {}", config_.path,
+      spdlog::error("swap {} degraded after {} consecutive failures: {}", files_[0]->path,
                     consecutive_failures_, st.ToString());
     }
     return;
@@ -142,14 +156,21 @@ std::vector<absl::StatusOr<SsdExtent>> SsdTier::WriteMany(std::span<const WriteI
         out[i] = absl::UnavailableError("swap device is degraded");
         continue;
       }
-      auto offset = extents_.Allocate(items[i].len);
+      // Files take turns, so that a batch spreads over the devices; a full one is skipped.
+      absl::StatusOr<uint64_t> offset = absl::ResourceExhaustedError("swap full");
+      uint32_t f = 0;
+      for (size_t tried = 0; tried < files_.size() && !offset.ok(); ++tried) {
+        f = static_cast<uint32_t>(next_file_++ % files_.size());
+        offset = files_[f]->extents.Allocate(items[i].len);
+      }
       if (!offset.ok()) {
-        out[i] =
-            absl::ResourceExhaustedError(absl::StrCat("swap full: ", offset.status().message()));
+        out[i] = absl::ResourceExhaustedError(absl::StrCat(
+            "swap full: no room for ", items[i].len, " bytes (", offset.status().message(), ")"));
         continue;
       }
-      out[i] = SsdExtent{*offset, items[i].len, extents_.Reserved(items[i].len), 0};
-      pieces.push_back(Piece{const_cast<uint8_t*>(items[i].src), items[i].len, *offset});
+      out[i] = SsdExtent{f, *offset, items[i].len, files_[f]->extents.Reserved(items[i].len), 0};
+      pieces.push_back(
+          Piece{files_[f]->fd, const_cast<uint8_t*>(items[i].src), items[i].len, *offset});
       index.push_back(i);
     }
   }
@@ -179,7 +200,13 @@ absl::Status SsdTier::Read(const SsdExtent& extent, uint8_t* dst) {
 std::vector<absl::Status> SsdTier::ReadMany(std::span<const ReadItem> items) {
   std::vector<Piece> pieces;
   pieces.reserve(items.size());
-  for (const ReadItem& r : items) pieces.push_back(Piece{r.dst, r.extent.length, r.extent.offset});
+  for (const ReadItem& r : items) {
+    if (r.extent.file >= files_.size()) {
+      spdlog::critical("swap extent names file {} of {}", r.extent.file, files_.size());
+      std::abort();
+    }
+    pieces.push_back(Piece{files_[r.extent.file]->fd, r.dst, r.extent.length, r.extent.offset});
+  }
   std::vector<absl::Status> out(items.size());
   if (absl::Status batch = Transfer(io::Op::kRead, pieces); !batch.ok()) {
     // Attribute the failure: read each alone (a transient fault costs a retry).
@@ -201,7 +228,7 @@ std::vector<absl::Status> SsdTier::ReadMany(std::span<const ReadItem> items) {
 
 void SsdTier::Free(const SsdExtent& extent) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status st = extents_.Free(extent.offset); !st.ok()) {
+  if (absl::Status st = files_.at(extent.file)->extents.Free(extent.offset); !st.ok()) {
     spdlog::critical("swap extent invariant broken: {}", st.ToString());
     std::abort();
   }
@@ -210,11 +237,13 @@ void SsdTier::Free(const SsdExtent& extent) {
 SsdStats SsdTier::Stats() {
   absl::MutexLock lock(&mu_);
   SsdStats s = stats_;
-  const memory::AllocatorStats a = extents_.Stats();
-  s.capacity_bytes = a.capacity_bytes;
-  s.used_bytes = a.used_bytes;
-  s.free_bytes = a.free_bytes;
-  s.largest_free_bytes = a.largest_free_bytes;
+  for (const auto& f : files_) {
+    const memory::AllocatorStats a = f->extents.Stats();
+    s.capacity_bytes += a.capacity_bytes;
+    s.used_bytes += a.used_bytes;
+    s.free_bytes += a.free_bytes;
+    s.largest_free_bytes = std::max(s.largest_free_bytes, a.largest_free_bytes);
+  }
   return s;
 }
 

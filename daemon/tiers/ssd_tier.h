@@ -1,9 +1,10 @@
-// The SSD tier: a preallocated swap file opened O_DIRECT, carved into 4 KiB-aligned extents by
-// the general allocator, written and read through an IoEngine. Every extent carries an XXH3
-// checksum of its bytes, taken when written and verified on every read, so a faulty device
-// never serves wrong bytes. After `degrade_after` consecutive I/O failures the tier is marked
-// degraded and refuses new writes (reads are still attempted). Thread-safe: the extent
-// allocator and counters are guarded by mu_; I/O runs without the lock.
+// The SSD tier: preallocated swap files opened O_DIRECT, each carved into 4 KiB-aligned extents
+// by the general allocator (new extents rotate among the files, spreading I/O over devices),
+// written and read through an IoEngine. Every extent carries an XXH3 checksum of its bytes, taken
+// when written and verified on every read, so a faulty device never serves wrong bytes. After
+// `degrade_after` consecutive I/O failures the tier is marked degraded and refuses new writes
+// (reads are still attempted). Thread-safe: the extent allocator and counters are guarded by mu_;
+// I/O runs without the lock.
 #pragma once
 
 #include <memory>
@@ -13,19 +14,20 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/config.h"
 #include "daemon/io/io_engine.h"
 #include "daemon/memory/general_allocator.h"
 
 namespace tensord::tiers {
 
 struct SsdTierConfig {
-  std::string path;  // swap file; created (0600) and preallocated with fallocate
-  uint64_t size = 0;
+  std::vector<SwapFileConfig> files;  // e.g. one per NVMe device; extents rotate among them
   io::EngineOptions engine;
   int degrade_after = 3;  // consecutive failed operations
 };
 
 struct SsdExtent {
+  uint32_t file = 0;  // index into SsdTierConfig::files
   uint64_t offset = 0;
   uint64_t length = 0;    // bytes of tensor data
   uint64_t reserved = 0;  // bytes on disk (4 KiB multiple)
@@ -43,8 +45,9 @@ struct SsdStats {
 
 class SsdTier {
  public:
-  // Creates or reuses the swap file, preallocates `size` bytes and opens it O_DIRECT.
-  // INVALID_ARGUMENT for a size that is not a positive multiple of 4 KiB; the errno otherwise.
+  // Creates or reuses the swap files, preallocates them and opens them O_DIRECT.
+  // INVALID_ARGUMENT for no file or a size that is not a positive multiple of 4 KiB; the errno
+  // otherwise.
   static absl::StatusOr<std::unique_ptr<SsdTier>> Create(const SsdTierConfig& config,
                                                          std::unique_ptr<io::IoEngine> engine);
   ~SsdTier();
@@ -77,8 +80,14 @@ class SsdTier {
   io::FaultPlan& faults() { return faults_; }
 
  private:
-  SsdTier(const SsdTierConfig& config, int fd, std::unique_ptr<io::IoEngine> engine);
+  struct File {
+    std::string path;
+    int fd;
+    memory::GeneralAllocator extents;
+  };
+  SsdTier(const SsdTierConfig& config, std::vector<int> fds, std::unique_ptr<io::IoEngine> engine);
   struct Piece {
+    int fd;
     uint8_t* buf;
     uint64_t len;
     uint64_t offset;  // 4 KiB-aligned
@@ -88,12 +97,12 @@ class SsdTier {
   void Account(io::Op op, uint64_t count, uint64_t bytes, uint64_t ns, const absl::Status& st);
 
   const SsdTierConfig config_;
-  const int fd_;
   std::unique_ptr<io::IoEngine> engine_;
   io::FaultPlan faults_;
 
   absl::Mutex mu_;
-  memory::GeneralAllocator extents_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<File>> files_;  // fds fixed; extents guarded by mu_
+  size_t next_file_ ABSL_GUARDED_BY(mu_) = 0;
   SsdStats stats_ ABSL_GUARDED_BY(mu_);
   int consecutive_failures_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -87,8 +87,7 @@ SwapFigures MeasureSwap(const std::string& dir, uint64_t total, uint64_t size, i
   auto tier = tiers::HostTier::Create(host, "tensord.swapbench." + RandomHex(4) + ".");
   Check(tier.status(), "host tier");
   tiers::SsdTierConfig sc;
-  sc.path = dir + "/tensord-bench.swap";
-  sc.size = total + 64 * kMiB;
+  sc.files = {{dir + "/tensord-bench.swap", total + 64 * kMiB}};
   sc.engine.fixed_regions = {{(*tier)->Address(0, 0), (*tier)->segments()[0].size}};
   auto ssd = tiers::SsdTier::Create(sc, io::MakeEngine(sc.engine));
   Check(ssd.status(), "swap file");
@@ -152,8 +151,7 @@ double MeasureSwapInLatency(const std::string& dir, uint64_t size, int samples) 
   auto tier = tiers::HostTier::Create(host, "tensord.swapbench." + RandomHex(4) + ".");
   Check(tier.status(), "host tier");
   tiers::SsdTierConfig sc;
-  sc.path = dir + "/tensord-bench.swap";
-  sc.size = 2 * size;
+  sc.files = {{dir + "/tensord-bench.swap", 2 * size}};
   sc.engine.fixed_regions = {{(*tier)->Address(0, 0), (*tier)->segments()[0].size}};
   auto ssd = tiers::SsdTier::Create(sc, io::MakeEngine(sc.engine));
   Check(ssd.status(), "swap file");

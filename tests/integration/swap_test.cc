@@ -2,7 +2,7 @@
 // 1 GiB of DURABLE tensors written by several client processes, then read back by several
 // client processes in different orders, cycle after cycle, so that every tensor is demoted and
 // promoted again and again. Every byte must come back; nothing may be lost. Run with io_uring
-// and with the forced pread fallback.
+// (one swap file) and with the forced pread fallback (two swap files).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -26,7 +26,9 @@ TEST_P(SwapTest, OneGiBThroughA256MiBHostTierKeepsEveryByte) {
   const std::string dir = MakeTempDir();
   std::vector<std::string> args = {"--host-capacity", "256MiB",      "--swap-file",
                                    dir + "/swap",     "--swap-size", "2GiB"};
-  if (GetParam()) args.push_back("--swap-fallback");
+  if (GetParam()) {  // the fallback engine, over two swap files
+    args.insert(args.end(), {"--swap-fallback", "--swap-file", dir + "/swap2"});
+  }
   Daemon d(args, dir);
   ASSERT_TRUE(d.ok());
 

@@ -93,5 +93,61 @@ TEST_F(ConfigFile, RejectsTyposAndBadValuesWithTheLine) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(ConfigFile, ReadsTheSsdTierWithSeveralSwapFiles) {
+  auto config = LoadConfigFile(Write(R"(
+[ssd]
+path = "/nvme0/swap"
+size = "8GiB"
+io_threads = 2
+queue_depth = 64
+force_fallback = true
+degrade_after = 5
+high_watermark = 0.8
+low_watermark = 0.6
+min_mem_available = "2GiB"
+[[ssd.file]]
+path = "/nvme1/swap"
+size = "16GiB"
+)"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const SsdConfig& ssd = config->ssd;
+  ASSERT_EQ(ssd.files.size(), 2u);
+  EXPECT_EQ(ssd.files[0].path, "/nvme0/swap");
+  EXPECT_EQ(ssd.files[0].size, uint64_t{8} << 30);
+  EXPECT_EQ(ssd.files[1].path, "/nvme1/swap");
+  EXPECT_EQ(ssd.files[1].size, uint64_t{16} << 30);
+  EXPECT_EQ(ssd.io_threads, 2);
+  EXPECT_EQ(ssd.queue_depth, 64);
+  EXPECT_TRUE(ssd.force_fallback);
+  EXPECT_EQ(ssd.degrade_after, 5);
+  EXPECT_DOUBLE_EQ(ssd.high_watermark, 0.8);
+  EXPECT_DOUBLE_EQ(ssd.low_watermark, 0.6);
+  EXPECT_EQ(ssd.min_mem_available, uint64_t{2} << 30);
+
+  auto defaults = LoadConfigFile(Write("[ssd]\npath = \"/var/lib/tensord/swap\"\n"));
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  ASSERT_EQ(defaults->ssd.files.size(), 1u);
+  EXPECT_EQ(defaults->ssd.files[0].size, kDefaultSwapSize);
+  auto none = LoadConfigFile(Write("[daemon]\nlog_level = \"info\"\n"));
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->ssd.files.empty()) << "no swap file, no SSD tier";
+}
+
+TEST_F(ConfigFile, RejectsBadSsdSettings) {
+  for (const char* bad : {
+           "[ssd]\npath = \"/s\"\nsize = \"1000\"\n",             // not a 4 KiB multiple
+           "[ssd]\npath = \"/s\"\nhigh_watermark = 1.5\n",        // not a fraction
+           "[ssd]\nhigh_watermark = 0.5\nlow_watermark = 0.7\n",  // low above high
+           "[ssd]\nqueue_depth = 0\n",
+           "[ssd]\nio_threads = \"two\"\n",
+           "[ssd]\npth = \"/s\"\n",            // typo
+           "[[ssd.file]]\nsize = \"1GiB\"\n",  // no path
+           "[[ssd.file]]\npath = \"/s\"\nsize = \"0\"\n",
+       }) {
+    auto config = LoadConfigFile(Write(bad));
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace tensord

@@ -1,11 +1,11 @@
-// A memory-backed IoEngine for unit tests: ops copy to and from a byte vector (the fd is
-// ignored), so tier and store logic can be tested without a device, deterministically. It
-// honours a FaultPlan like the real engines: one consultation per op; kError fails the op with
-// the planned errno; kShort is ignored (requeueing short transfers is the real engines' job,
-// tested on real files in ssd_test).
+// A memory-backed IoEngine for unit tests: ops copy to and from one byte vector per fd, so tier and
+// store logic can be tested without a device, deterministically. It honours a FaultPlan like the
+// real engines: one consultation per op; kError fails the op with the planned errno; kShort is
+// ignored (requeueing short transfers is the real engines' job, tested on real files in ssd_test).
 #pragma once
 
 #include <cstring>
+#include <map>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -15,12 +15,13 @@ namespace tensord::io {
 
 class FakeEngine final : public IoEngine {
  public:
-  explicit FakeEngine(uint64_t size) : bytes_(size) {}
+  // Each fd is a device of `size` bytes.
+  explicit FakeEngine(uint64_t size) : size_(size) {}
 
   absl::Status Run(std::span<const IoOp> ops) override {
     absl::MutexLock lock(&mu_);
     for (const IoOp& op : ops) {
-      if (op.offset + op.len > bytes_.size()) {
+      if (op.offset + op.len > size_) {
         return absl::DataLossError("fake engine: transfer past the end");
       }
       FaultPlan::Fault f;
@@ -43,7 +44,9 @@ class FakeEngine final : public IoEngine {
 
  private:
   void Copy(const IoOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    uint8_t* dev = bytes_.data() + op.offset;
+    std::vector<uint8_t>& device = devices_[op.fd];
+    device.resize(size_);
+    uint8_t* dev = device.data() + op.offset;
     if (op.op == Op::kRead) {
       std::memcpy(op.buf, dev, op.len);
     } else {
@@ -52,7 +55,8 @@ class FakeEngine final : public IoEngine {
   }
 
   absl::Mutex mu_;
-  std::vector<uint8_t> bytes_ ABSL_GUARDED_BY(mu_);
+  const uint64_t size_;
+  std::map<int, std::vector<uint8_t>> devices_ ABSL_GUARDED_BY(mu_);
   FaultPlan* plan_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t ops_ ABSL_GUARDED_BY(mu_) = 0;
 };

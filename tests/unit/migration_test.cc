@@ -37,15 +37,14 @@ class MigrationTest : public ::testing::TestWithParam<Engine> {
 
     path_ = ::testing::TempDir() + "/tensord_migration." + RandomHex(4) + ".swap";
     tiers::SsdTierConfig sc;
-    sc.path = path_;
-    sc.size = 64 * kMiB;
+    sc.files = {{path_, 64 * kMiB}};
     sc.engine.queue_depth = 8;
     sc.engine.chunk_bytes = 256 << 10;
     sc.engine.force_sync = GetParam() == Engine::kPread;
     sc.engine.fixed_regions = {{host_->Address(0, 0), host_->segments()[0].size}};
     std::unique_ptr<io::IoEngine> engine;
     if (GetParam() == Engine::kFake) {
-      engine = std::make_unique<io::FakeEngine>(sc.size);
+      engine = std::make_unique<io::FakeEngine>(64 * kMiB);
     } else {
       engine = io::MakeEngine(sc.engine);
     }

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -24,8 +25,7 @@ class SsdTest : public ::testing::TestWithParam<bool> {  // param: force the pre
   void SetUp() override {
     path_ = ::testing::TempDir() + "/tensord_ssd_test." + std::to_string(getpid()) + ".swap";
     SsdTierConfig config;
-    config.path = path_;
-    config.size = 64 * kMiB;
+    config.files = {{path_, 64 * kMiB}};
     config.engine.force_sync = GetParam();
     config.engine.queue_depth = 8;
     config.engine.chunk_bytes = 256 << 10;
@@ -157,8 +157,7 @@ TEST(UringFixedBuffers, RegisteredRegionsRoundTripAndRefusalFallsBack) {
   ASSERT_NE(no_access, MAP_FAILED);
   for (bool refuse : {false, true}) {
     SsdTierConfig config;
-    config.path = path;
-    config.size = 32 * kMiB;
+    config.files = {{path, 32 * kMiB}};
     config.engine.fixed_regions = {{arena, size}};
     if (refuse) config.engine.fixed_regions.push_back({static_cast<uint8_t*>(no_access), kMiB});
     auto tier = SsdTier::Create(config, io::MakeEngine(config.engine));
@@ -180,6 +179,42 @@ TEST(UringFixedBuffers, RegisteredRegionsRoundTripAndRefusalFallsBack) {
   munmap(no_access, kMiB);
   std::free(arena);
   unlink(path.c_str());
+}
+
+TEST(SsdTierFiles, ExtentsRotateOverSwapFilesAndFillThemAll) {
+  const std::string base = ::testing::TempDir() + "/tensord_files." + std::to_string(getpid());
+  SsdTierConfig config;
+  config.files = {{base + ".a", 8 * kMiB}, {base + ".b", 4 * kMiB}};
+  auto tier = SsdTier::Create(config, io::MakeEngine(config.engine));
+  ASSERT_TRUE(tier.ok()) << tier.status();
+  EXPECT_EQ((*tier)->Stats().capacity_bytes, 12 * kMiB);
+  std::vector<SsdExtent> extents;
+  std::vector<std::vector<uint8_t>> data;
+  for (int i = 0; i < 12; ++i) {  // 12 MiB: both files full
+    data.push_back(std::vector<uint8_t>(kMiB, static_cast<uint8_t>(i)));
+    auto ext = (*tier)->Write(data.back().data(), kMiB);
+    ASSERT_TRUE(ext.ok()) << i << ": " << ext.status();
+    extents.push_back(*ext);
+  }
+  EXPECT_NE(extents[0].file, extents[1].file) << "consecutive extents go to different files";
+  EXPECT_EQ(std::count_if(extents.begin(), extents.end(), [](auto& e) { return e.file == 1; }), 4);
+  EXPECT_EQ((*tier)->Write(data[0].data(), 4096).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  for (int i = 0; i < 12; ++i) {
+    std::vector<uint8_t> back(kMiB);
+    ASSERT_TRUE((*tier)->Read(extents[i], back.data()).ok());
+    EXPECT_EQ(back, data[i]) << i;
+  }
+  tier->reset();
+  unlink((base + ".a").c_str());
+  unlink((base + ".b").c_str());
+  SsdTierConfig bad;
+  bad.files = {{base + ".c", 4 * kMiB + 1}};
+  EXPECT_EQ(SsdTier::Create(bad, io::MakeEngine(bad.engine)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  bad.files.clear();
+  EXPECT_EQ(SsdTier::Create(bad, io::MakeEngine(bad.engine)).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, SsdTest, ::testing::Values(false, true),
