@@ -358,8 +358,12 @@ uint64_t Store::DemoteOnce() {
 
 void Store::RunMigrator(absl::Notification* stop) {
   if (ssd_ == nullptr) return;
-  absl::Time last_read = absl::InfinitePast();
+  absl::Time last_read = absl::InfinitePast(), last_probe = absl::Now();
   while (!stop->HasBeenNotified()) {
+    if (absl::Now() - last_probe >= options_.swap_probe_interval) {
+      last_probe = absl::Now();
+      if (ssd_->degraded()) ssd_->Probe();
+    }
     if (absl::Now() - last_read >= kPressureReadEvery) {
       const tiers::SystemPressure p = tiers::ReadSystemPressure();
       absl::MutexLock lock(&mu_);

@@ -90,6 +90,8 @@ struct StoreOptions {
   uint64_t min_mem_available = 0;
   // How long Create/Get wait for demotions to make room when the caller set no deadline.
   absl::Duration pressure_wait = absl::Seconds(10);
+  // How often the migrator probes a degraded SSD tier to see whether it works again.
+  absl::Duration swap_probe_interval = absl::Seconds(10);
 };
 
 class Store {

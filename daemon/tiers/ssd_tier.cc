@@ -247,6 +247,38 @@ SsdStats SsdTier::Stats() {
   return s;
 }
 
+bool SsdTier::Probe() {
+  SsdExtent extent;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stats_.degraded) return true;
+    for (uint32_t f = 0; f < files_.size(); ++f) {
+      if (auto offset = files_[f]->extents.Allocate(kBlock); offset.ok()) {
+        extent = SsdExtent{f, *offset, kBlock, kBlock, 0};
+        break;
+      }
+      if (f + 1 == files_.size()) return false;  // full: nothing to probe with
+    }
+  }
+  std::unique_ptr<uint8_t, FreeDeleter> block(
+      static_cast<uint8_t*>(std::aligned_alloc(kBlock, 2 * kBlock)));
+  uint8_t* out = block.get();
+  uint8_t* in = out + kBlock;
+  for (uint64_t i = 0; i < kBlock; ++i) out[i] = static_cast<uint8_t>(i * 131 + 7);
+  const int fd = files_[extent.file]->fd;
+  Piece write{fd, out, kBlock, extent.offset}, read{fd, in, kBlock, extent.offset};
+  const bool ok = Transfer(io::Op::kWrite, {&write, 1}).ok() &&
+                  Transfer(io::Op::kRead, {&read, 1}).ok() && std::memcmp(in, out, kBlock) == 0;
+  Free(extent);
+  absl::MutexLock lock(&mu_);
+  if (ok && stats_.degraded) {
+    stats_.degraded = false;
+    consecutive_failures_ = 0;
+    spdlog::warn("swap tier ({}) works again: no longer degraded", files_[0]->path);
+  }
+  return ok;
+}
+
 bool SsdTier::degraded() {
   absl::MutexLock lock(&mu_);
   return stats_.degraded;

@@ -76,6 +76,9 @@ class SsdTier {
 
   SsdStats Stats();
   bool degraded();
+  // For a degraded tier: writes one 4 KiB block, reads it back and, if both work and the bytes
+  // match, clears the degraded mark. Returns whether the tier is usable now.
+  bool Probe();
   // The fault plan the engine consults (for tests and the fault-injection switch).
   io::FaultPlan& faults() { return faults_; }
 

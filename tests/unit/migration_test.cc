@@ -261,6 +261,15 @@ TEST_P(MigrationTest, WriteFaultsKeepTensorsOnHostAndIntact) {
       EXPECT_EQ(store_->DemoteOnce(), 0u);
       EXPECT_TRUE(Put("after", kMiB).ok());
       EXPECT_TRUE(GetAndVerify("after").ok());
+      // The migrator's probe finds out when the device works again.
+      ssd_->faults().Set({f.kind, Op::kWrite, f.error, -1});
+      EXPECT_FALSE(ssd_->Probe());
+      EXPECT_TRUE(ssd_->degraded());
+      ssd_->faults().Clear();
+      EXPECT_TRUE(ssd_->Probe());
+      EXPECT_FALSE(ssd_->degraded());
+      EXPECT_GT(store_->DemoteOnce(), 0u) << "demotion resumes after recovery";
+      EXPECT_EQ(store_->Stats().ssd.used_bytes % 4096, 0u);
     } else {
       EXPECT_GT(store_->DemoteOnce(), 0u) << "recovered from a transient fault";
     }
