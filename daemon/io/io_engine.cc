@@ -121,15 +121,26 @@ void ChunkedEngine::StartWorkers() {
   }
 }
 
+constexpr uint64_t kMinChunk = 128 << 10;
+
 absl::Status ChunkedEngine::Run(std::span<const IoOp> ops) {
   Batch batch;
   std::vector<Chunk> chunks;
+  // A small batch is cut finer, so that it still fills the queue: the device sees the same
+  // parallelism for one 16 MiB tensor as for a stream of them.
+  uint64_t total = 0;
+  for (const IoOp& op : ops) total += op.len;
+  const uint64_t slots = static_cast<uint64_t>(std::max(1, options_.queue_depth)) *
+                         static_cast<uint64_t>(std::max(1, options_.threads));
+  const uint64_t chunk_bytes = std::clamp<uint64_t>(
+      (total / slots + 4095) / 4096 * 4096, std::min<uint64_t>(kMinChunk, options_.chunk_bytes),
+      options_.chunk_bytes);
   for (const IoOp& op : ops) {
-    for (uint64_t done = 0; done < op.len; done += options_.chunk_bytes) {
+    for (uint64_t done = 0; done < op.len; done += chunk_bytes) {
       IoOp part = op;
       part.buf += done;
       part.offset += done;
-      part.len = std::min<uint64_t>(options_.chunk_bytes, op.len - done);
+      part.len = std::min<uint64_t>(chunk_bytes, op.len - done);
       chunks.push_back(Chunk{&batch, part});
     }
   }
