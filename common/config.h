@@ -56,6 +56,7 @@ struct DaemonConfig {
   std::string log_level = "info";
   uint64_t max_leases_per_session = 1 << 20;
   uint64_t max_sessions = 4096;
+  int64_t drain_timeout_ms = 10000;  // on SIGTERM: how long to wait for clients to release leases
   HostTierConfig host;
   SsdConfig ssd;
 };

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/notify.h"
 #include "daemon/service/tensord_service.h"
 #include "daemon/store/store.h"
 #include "daemon/tiers/host_tier.h"
@@ -65,10 +66,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   // We hold the lock, so segments under our prefix belong to a dead instance.
   const std::string prefix = tiers::ShmPrefixFor(config.run_dir);
   tiers::HostTier::RemoveStale(prefix);
+  notify::Status(absl::StrCat("mapping ", FormatBytes(config.host.capacity), " of host memory",
+                              config.host.prefault ? " (pre-faulting)" : ""));
   auto host = tiers::HostTier::Create(config.host, prefix);
   if (!host.ok()) return host.status();
   d->host_ = *std::move(host);
   if (!config.ssd.files.empty()) {
+    notify::Status(absl::StrCat("opening ", config.ssd.files.size(), " swap file(s)"));
     tiers::SsdTierConfig sc;
     sc.files = config.ssd.files;
     sc.engine.threads = config.ssd.io_threads;
@@ -109,7 +113,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
     spdlog::warn("chmod {}: {}", d->socket_path_, strerror(errno));
   }
   d->server_->GetHealthCheckService()->SetServingStatus(true);
+  d->UpdateHealth();
   d->reaper_ = std::thread([raw = d.get()] { raw->ReapExpired(); });
+  if (const uint64_t usec = notify::WatchdogUsec(); usec > 0) {
+    d->watchdog_ = std::thread([raw = d.get(), usec] { raw->FeedWatchdog(usec); });
+  }
   if (d->ssd_ != nullptr) {
     d->migrator_ = std::thread([raw = d.get()] { raw->store_->RunMigrator(&raw->stop_); });
   }
@@ -120,10 +128,54 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
 }
 
 void Daemon::ReapExpired() {
-  while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) store_->ExpireDue();
+  while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+    store_->ExpireDue();
+    UpdateHealth();
+  }
+}
+
+void Daemon::UpdateHealth() {
+  absl::MutexLock lock(&health_mu_);
+  if (server_ == nullptr || draining_) return;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus("tensord.v1.Tensord", true);
+  health->SetServingStatus("tensord.host", true);
+  health->SetServingStatus("tensord.ssd", ssd_ != nullptr && !ssd_->degraded());
+  health->SetServingStatus("tensord.gpu", false);  // no GPU tier in this build yet
+}
+
+void Daemon::FeedWatchdog(uint64_t interval_usec) {
+  const absl::Duration every = absl::Microseconds(static_cast<int64_t>(interval_usec / 2));
+  do {
+    store_->Stats();  // a wedged store (its lock held forever) stops the pings
+    notify::Watchdog();
+  } while (!stop_.WaitForNotificationWithTimeout(every));
+}
+
+uint64_t Daemon::Drain(absl::Duration timeout, const std::function<bool()>& abort) {
+  {
+    absl::MutexLock lock(&health_mu_);
+    draining_ = true;
+    if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(false);
+  }
+  service_->StartDraining();
+  const absl::Time give_up = absl::Now() + timeout;
+  uint64_t leases = store_->Stats().leases;
+  while (leases > 0 && absl::Now() < give_up && !abort()) {
+    notify::Status(absl::StrCat("draining: ", leases, " leases held, ",
+                                absl::ToInt64Seconds(give_up - absl::Now()), " s left"));
+    absl::SleepFor(absl::Milliseconds(50));
+    leases = store_->Stats().leases;
+  }
+  if (leases > 0) spdlog::warn("drain timed out with {} leases still held", leases);
+  return leases;
 }
 
 void Daemon::Shutdown(int grace_ms) {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (watchdog_.joinable()) watchdog_.join();
+  if (reaper_.joinable()) reaper_.join();
+  absl::MutexLock lock(&health_mu_);
   if (server_ == nullptr) return;
   server_->GetHealthCheckService()->SetServingStatus(false);
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
@@ -134,8 +186,6 @@ void Daemon::Shutdown(int grace_ms) {
 
 Daemon::~Daemon() {
   Shutdown();
-  if (!stop_.HasBeenNotified()) stop_.Notify();
-  if (reaper_.joinable()) reaper_.join();
   if (migrator_.joinable()) migrator_.join();
   service_.reset();
   store_.reset();

@@ -2,12 +2,15 @@
 // on a Unix socket, in the order they must start and stop. main() owns one of these.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "common/config.h"
 
 namespace grpc {
@@ -36,17 +39,29 @@ class Daemon {
   // Stops accepting requests, cancels attached sessions and waits up to `grace_ms` for
   // in-flight calls. Idempotent.
   void Shutdown(int grace_ms = 2000);
+  // Refuses new sessions, Creates and Gets (UNAVAILABLE), reports NOT_SERVING, and waits until
+  // no lease is held or `timeout` passes; tells systemd how far it is. Returns the leases left.
+  // `abort` (polled) ends the wait early, e.g. on a second signal.
+  uint64_t Drain(
+      absl::Duration timeout, const std::function<bool()>& abort = [] { return false; });
   const std::string& socket_path() const { return socket_path_; }
 
  private:
   Daemon() = default;
 
   void ReapExpired();
+  // Publishes per-tier health (grpc.health.v1 names "tensord.host", "tensord.ssd", "tensord.gpu").
+  void UpdateHealth();
+  // Pings systemd's watchdog at half its interval while the store answers.
+  void FeedWatchdog(uint64_t interval_usec);
 
   int lock_fd_ = -1;
   std::unique_ptr<tiers::SsdTier> ssd_;
-  std::thread reaper_;    // deletes expired tensors every 100 ms until stop_ is notified
-  std::thread migrator_;  // moves tensors between tiers (Store::RunMigrator)
+  std::thread reaper_;     // deletes expired tensors every 100 ms until stop_ is notified
+  std::thread migrator_;   // moves tensors between tiers (Store::RunMigrator)
+  std::thread watchdog_;   // feeds systemd's watchdog (WatchdogSec=)
+  absl::Mutex health_mu_;  // serializes health updates with draining and the server's shutdown
+  bool draining_ ABSL_GUARDED_BY(health_mu_) = false;
   absl::Notification stop_;
   std::string socket_path_;
   std::unique_ptr<tiers::HostTier> host_;

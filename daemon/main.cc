@@ -1,12 +1,17 @@
 // tensord: the memory daemon. Parses flags over the configuration, starts the daemon and runs
-// until SIGINT or SIGTERM, then shuts down cleanly (segments and socket removed).
+// until SIGINT or SIGTERM, then drains (new work refused, leases given time to end) and shuts
+// down cleanly (segments and socket removed). Speaks systemd's notify protocol.
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/logging.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
+#include "daemon/notify.h"
 #include "spdlog/spdlog.h"
 
 int main(int argc, char** argv) {
@@ -26,6 +31,9 @@ int main(int argc, char** argv) {
                  "enable the SSD tier with this swap file (repeat for several devices)");
   app.add_option("--swap-size", swap_size, "size of each --swap-file, e.g. 64GiB (default 4GiB)");
   app.add_flag("--swap-fallback", swap_fallback, "use pread/pwrite instead of io_uring");
+  int64_t drain_timeout_ms = -1;
+  app.add_option("--drain-timeout-ms", drain_timeout_ms,
+                 "on SIGTERM, wait this long for clients to release leases (default 10000)");
   app.add_flag("--no-prefault", no_prefault, "do not touch segment pages at start");
   app.add_flag("--no-zero-on-free", no_zero, "do not zero freed memory before reuse");
   app.set_version_flag("--version", TENSORD_VERSION);
@@ -70,6 +78,7 @@ int main(int argc, char** argv) {
     return fail(absl::InvalidArgumentError("--swap-size needs --swap-file"));
   }
   if (swap_fallback) config.ssd.force_fallback = true;
+  if (drain_timeout_ms >= 0) config.drain_timeout_ms = drain_timeout_ms;
   if (no_prefault) config.host.prefault = false;
   if (no_zero) config.host.zero_on_free = false;
   if (auto st = tensord::SetupLogging(config.log_level); !st.ok()) return fail(st);
@@ -87,9 +96,17 @@ int main(int argc, char** argv) {
     spdlog::error("cannot start: {}", daemon.status().ToString());
     return 1;
   }
+  tensord::notify::Ready(absl::StrCat("serving on unix:", (*daemon)->socket_path()));
   int sig = 0;
   sigwait(&stop, &sig);
-  spdlog::info("signal {}: shutting down", sig);
+  spdlog::info("signal {}: draining (up to {} ms; a second signal stops at once)", sig,
+               config.drain_timeout_ms);
+  tensord::notify::Stopping("draining");
+  const uint64_t left = (*daemon)->Drain(absl::Milliseconds(config.drain_timeout_ms), [&stop] {
+    timespec now{0, 0};
+    return sigtimedwait(&stop, nullptr, &now) > 0;
+  });
+  tensord::notify::Status(absl::StrCat("stopping (", left, " leases still held)"));
   (*daemon)->Shutdown();
   daemon->reset();
   spdlog::info("stopped");

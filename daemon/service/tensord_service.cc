@@ -29,9 +29,10 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
  public:
   AttachReactor(store::Store* store, const std::vector<tiers::HostSegment>& segments,
-                const v1::AttachRequest& request)
+                const v1::AttachRequest& request, const absl::Status& admit)
       : store_(store) {
-    auto session = store_->OpenSession(request.client_name());
+    auto session = admit.ok() ? store_->OpenSession(request.client_name())
+                              : absl::StatusOr<std::string>(admit);
     if (!session.ok()) {
       closed_ = true;
       finished_ = true;
@@ -80,12 +81,17 @@ class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
 
 }  // namespace
 
+absl::Status TensordService::Admit() const {
+  return draining_.load() ? absl::UnavailableError("tensord is shutting down (draining)")
+                          : absl::OkStatus();
+}
+
 TensordService::TensordService(store::Store* store, std::vector<tiers::HostSegment> segments)
     : store_(store), segments_(std::move(segments)) {}
 
 grpc::ServerWriteReactor<v1::AttachEvent>* TensordService::Attach(
     grpc::CallbackServerContext*, const v1::AttachRequest* request) {
-  return new AttachReactor(store_, segments_, *request);
+  return new AttachReactor(store_, segments_, *request, Admit());
 }
 
 // Runs `work` (which returns the call's status) inline, or on the blocking pool when `may_block`,
@@ -115,6 +121,7 @@ absl::Status TensordService::DoCreate(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ctx,
                                                  const v1::CreateRequest* request,
                                                  v1::CreateResponse* response) {
+  if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
   return RunMaybeBlocking(ctx, &blocking_, store_->CreateMayBlock(),
                           [=, this] { return DoCreate(ctx, request, response); });
 }
@@ -153,6 +160,7 @@ absl::Status TensordService::DoGet(grpc::CallbackServerContext* ctx, const v1::G
 grpc::ServerUnaryReactor* TensordService::Get(grpc::CallbackServerContext* ctx,
                                               const v1::GetRequest* request,
                                               v1::GetResponse* response) {
+  if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
   std::vector<std::string> keys(request->keys().begin(), request->keys().end());
   const bool may_block = store_->GetMayBlock(request->ns(), keys);
   return RunMaybeBlocking(ctx, &blocking_, may_block, [=, this, keys = std::move(keys)] {

@@ -3,6 +3,7 @@
 // reaches the store as CloseSession within milliseconds.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <span>
 #include <string>
@@ -47,6 +48,10 @@ class TensordService final : public v1::Tensord::CallbackService {
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest* request,
                                  v1::PingResponse* response) override;
 
+  // From now on new sessions, Creates and Gets are refused with UNAVAILABLE; Release, Delete,
+  // Stat and the rest still work, so that clients can finish and let go. Idempotent.
+  void StartDraining() { draining_.store(true); }
+
  private:
   // The work of Create and Get, run inline or in blocking_ when it may wait on the SSD tier.
   absl::Status DoCreate(grpc::CallbackServerContext* ctx, const v1::CreateRequest* request,
@@ -54,7 +59,11 @@ class TensordService final : public v1::Tensord::CallbackService {
   absl::Status DoGet(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
                      std::span<const std::string> keys, v1::GetResponse* response);
 
+  // UNAVAILABLE while draining, else OK.
+  absl::Status Admit() const;
+
   store::Store* const store_;
+  std::atomic<bool> draining_{false};
   BlockingPool blocking_{4};
   const std::vector<tiers::HostSegment> segments_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

@@ -93,6 +93,15 @@ TEST_F(ConfigFile, RejectsTyposAndBadValuesWithTheLine) {
             absl::StatusCode::kNotFound);
 }
 
+TEST(Config, TheShippedExampleLoads) {
+  auto config = LoadConfigFile(TENSORD_EXAMPLE_CONFIG);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->run_dir, "/run/tensord");
+  EXPECT_EQ(config->socket_mode, 0660u);
+  EXPECT_EQ(config->host.shm_mode, 0660u);
+  EXPECT_TRUE(config->ssd.files.empty()) << "the SSD tier is opt-in";
+}
+
 TEST_F(ConfigFile, ReadsTheSsdTierWithSeveralSwapFiles) {
   auto config = LoadConfigFile(Write(R"(
 [ssd]
