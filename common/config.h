@@ -56,7 +56,9 @@ struct DaemonConfig {
   std::string log_level = "info";
   uint64_t max_leases_per_session = 1 << 20;
   uint64_t max_sessions = 4096;
-  int64_t drain_timeout_ms = 10000;  // on SIGTERM: how long to wait for clients to release leases
+  int64_t drain_timeout_ms = 10000;
+  int metrics_port = 0;  // Prometheus text endpoint on 127.0.0.1 (0: off)  // on SIGTERM: how long
+                         // to wait for clients to release leases
   HostTierConfig host;
   SsdConfig ssd;
 };

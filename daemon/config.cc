@@ -231,6 +231,9 @@ absl::Status ParseDaemon(const toml::table& t, DaemonConfig* config) {
       config->max_sessions = static_cast<uint64_t>(*v.value<int64_t>());
     } else if (key == "drain_timeout_ms" && v.is_integer() && *v.value<int64_t>() >= 0) {
       config->drain_timeout_ms = *v.value<int64_t>();
+    } else if (key == "metrics_port" && v.is_integer() && *v.value<int64_t>() >= 0 &&
+               *v.value<int64_t>() <= 65535) {
+      config->metrics_port = static_cast<int>(*v.value<int64_t>());
     } else {
       return Bad(v, absl::StrCat("unknown or ill-typed key daemon.", key));
     }

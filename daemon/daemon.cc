@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/notify.h"
+#include "daemon/service/metrics.h"
 #include "daemon/service/tensord_service.h"
 #include "daemon/store/store.h"
 #include "daemon/tiers/host_tier.h"
@@ -112,6 +113,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   if (chmod(d->socket_path_.c_str(), config.socket_mode) != 0) {
     spdlog::warn("chmod {}: {}", d->socket_path_, strerror(errno));
   }
+  if (config.metrics_port > 0) {
+    auto metrics = service::MetricsEndpoint::Start(
+        config.metrics_port, [svc = d->service_.get()] { return svc->Snapshot(); });
+    if (!metrics.ok()) return metrics.status();
+    d->metrics_ = *std::move(metrics);
+    spdlog::info("metrics on http://127.0.0.1:{}/metrics", d->metrics_->port());
+  }
   d->server_->GetHealthCheckService()->SetServingStatus(true);
   d->UpdateHealth();
   d->reaper_ = std::thread([raw = d.get()] { raw->ReapExpired(); });
@@ -126,6 +134,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
                d->host_->segments().size());
   return d;
 }
+
+int Daemon::metrics_port() const { return metrics_ == nullptr ? 0 : metrics_->port(); }
 
 void Daemon::ReapExpired() {
   while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
@@ -175,6 +185,7 @@ void Daemon::Shutdown(int grace_ms) {
   if (!stop_.HasBeenNotified()) stop_.Notify();
   if (watchdog_.joinable()) watchdog_.join();
   if (reaper_.joinable()) reaper_.join();
+  metrics_.reset();  // its scrapes read the service
   absl::MutexLock lock(&health_mu_);
   if (server_ == nullptr) return;
   server_->GetHealthCheckService()->SetServingStatus(false);

@@ -26,8 +26,9 @@ class HostTier;
 class SsdTier;
 }  // namespace tiers
 namespace service {
+class MetricsEndpoint;
 class TensordService;
-}
+}  // namespace service
 
 class Daemon {
  public:
@@ -45,6 +46,8 @@ class Daemon {
   uint64_t Drain(
       absl::Duration timeout, const std::function<bool()>& abort = [] { return false; });
   const std::string& socket_path() const { return socket_path_; }
+  // The Prometheus endpoint's port, or 0 when it is off.
+  int metrics_port() const;
 
  private:
   Daemon() = default;
@@ -68,6 +71,7 @@ class Daemon {
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<service::TensordService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<service::MetricsEndpoint> metrics_;
 };
 
 }  // namespace tensord

@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
   app.add_option("--swap-size", swap_size, "size of each --swap-file, e.g. 64GiB (default 4GiB)");
   app.add_flag("--swap-fallback", swap_fallback, "use pread/pwrite instead of io_uring");
   int64_t drain_timeout_ms = -1;
+  int metrics_port = -1;
+  app.add_option("--metrics-port", metrics_port,
+                 "serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: off, the default)")
+      ->check(CLI::Range(0, 65535));
   app.add_option("--drain-timeout-ms", drain_timeout_ms,
                  "on SIGTERM, wait this long for clients to release leases (default 10000)");
   app.add_flag("--no-prefault", no_prefault, "do not touch segment pages at start");
@@ -79,6 +83,7 @@ int main(int argc, char** argv) {
   }
   if (swap_fallback) config.ssd.force_fallback = true;
   if (drain_timeout_ms >= 0) config.drain_timeout_ms = drain_timeout_ms;
+  if (metrics_port >= 0) config.metrics_port = metrics_port;
   if (no_prefault) config.host.prefault = false;
   if (no_zero) config.host.zero_on_free = false;
   if (auto st = tensord::SetupLogging(config.log_level); !st.ok()) return fail(st);

@@ -17,6 +17,7 @@ PACKAGES=(
   # Python binding and its tests (client/python): the system Python's packages.
   python3-dev pybind11-dev libdlpack-dev python3-numpy python3-torch python3-pytest
   fio                                # the SSD benchmark's reference
+  prometheus-cpp-dev                 # the /metrics endpoint
   libsystemd-dev systemd             # sd_notify (Type=notify), systemd-analyze verify
 )
 

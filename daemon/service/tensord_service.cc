@@ -81,6 +81,14 @@ class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
 
 }  // namespace
 
+v1::Stats TensordService::Snapshot() const {
+  const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started_);
+  v1::Stats stats;
+  ToProto(store_->Stats(), static_cast<uint64_t>(uptime.count()), &stats);
+  return stats;
+}
+
 absl::Status TensordService::Admit() const {
   return draining_.load() ? absl::UnavailableError("tensord is shutting down (draining)")
                           : absl::OkStatus();
@@ -203,9 +211,7 @@ grpc::ServerUnaryReactor* TensordService::List(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* TensordService::GetStats(grpc::CallbackServerContext* ctx,
                                                    const v1::GetStatsRequest*,
                                                    v1::Stats* response) {
-  const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - started_);
-  ToProto(store_->Stats(), static_cast<uint64_t>(uptime.count()), response);
+  *response = Snapshot();
   return Done(ctx, absl::OkStatus());
 }
 

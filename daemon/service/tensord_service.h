@@ -51,6 +51,8 @@ class TensordService final : public v1::Tensord::CallbackService {
   // From now on new sessions, Creates and Gets are refused with UNAVAILABLE; Release, Delete,
   // Stat and the rest still work, so that clients can finish and let go. Idempotent.
   void StartDraining() { draining_.store(true); }
+  // The statistics GetStats returns (also the source of the Prometheus metrics).
+  v1::Stats Snapshot() const;
 
  private:
   // The work of Create and Get, run inline or in blocking_ when it may wait on the SSD tier.

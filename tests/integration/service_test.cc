@@ -2,7 +2,9 @@
 // the socket serves, WATCHDOG=1 pings, STOPPING=1 on SIGTERM), draining (new work refused while
 // a lease is held, exit 0 once it ends), per-tier health, and `systemd-analyze verify` of the
 // unit file.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -11,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -153,6 +156,78 @@ TEST(Service, HealthHasAnEntryPerTier) {
   Daemon without;
   ASSERT_TRUE(without.ok());
   EXPECT_EQ(Health(without.socket(), "tensord.ssd"), H::NOT_SERVING) << "no swap file";
+}
+
+// A free TCP port on 127.0.0.1 (bound and released; racy only against other programs).
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// GET http://127.0.0.1:port/metrics; returns the samples as "name{labels}" -> value.
+std::map<std::string, double> Scrape(int port) {
+  std::map<std::string, double> samples;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return samples;
+  }
+  const std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (write(fd, request.data(), request.size()) < 0) return samples;
+  std::string response;
+  char buf[8192];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;)
+    response.append(buf, static_cast<size_t>(n));
+  close(fd);
+  std::istringstream lines(response.substr(response.find("\r\n\r\n") + 4));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    samples[line.substr(0, space)] = std::stod(line.substr(space + 1));
+  }
+  return samples;
+}
+
+TEST(Service, PrometheusEndpointServesTheStats) {
+  const int port = FreePort();
+  Daemon d({"--metrics-port", std::to_string(port), "--host-capacity", "64MiB"});
+  ASSERT_TRUE(d.ok());
+  ClientOptions opts;
+  opts.socket_path = d.socket();
+  auto c = Client::Connect(opts);
+  ASSERT_TRUE(c.ok()) << c.status();
+  {
+    auto t = (*c)->Create("m", DType::kFloat32, {1024});
+    ASSERT_TRUE(t.ok());
+    ASSERT_TRUE(t->Seal().ok());
+  }
+  auto lease = (*c)->Get("m");
+  ASSERT_TRUE(lease.ok());
+  auto m = Scrape(port);
+  ASSERT_FALSE(m.empty()) << "nothing on 127.0.0.1:" << port << "/metrics";
+  EXPECT_EQ(m["tensord_objects"], 1);
+  EXPECT_EQ(m["tensord_leases"], 1);
+  EXPECT_EQ(m["tensord_sessions"], 1);
+  EXPECT_EQ(m["tensord_creates_total"], 1);
+  EXPECT_EQ(m["tensord_tier_capacity_bytes{tier=\"host\"}"], 64 << 20);
+  EXPECT_GE(m["tensord_tier_used_bytes{tier=\"host\"}"], 4096);
+  EXPECT_LE(m["tensord_tier_used_bytes{tier=\"host\"}"],
+            m["tensord_tier_capacity_bytes{tier=\"host\"}"]);
+  EXPECT_EQ(m["tensord_tier_present{tier=\"ssd\"}"], 0);
+  EXPECT_GT(m["tensord_uptime_seconds"], 0);
+  { auto gone = std::move(*lease); }
+  EXPECT_EQ(Scrape(port)["tensord_leases"], 0) << "the metrics follow the store";
 }
 
 TEST(Service, UnitFilePassesSystemdAnalyzeVerify) {

@@ -1,0 +1,207 @@
+#include "daemon/service/metrics.h"
+
+#include <exception>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/reflection.h"
+#include "prometheus/exposer.h"
+
+namespace tensord::service {
+namespace {
+
+using prometheus::MetricType;
+using Labels = std::vector<prometheus::ClientMetric::Label>;
+
+struct MetricSpec {
+  const char* field;  // path in v1::Stats; a repeated or message field's children by "a.b"
+  const char* name;
+  MetricType type;
+  const char* help;
+  double scale = 1.0;  // to base units (ms -> s, percent -> ratio)
+};
+
+// clang-format off
+constexpr MetricSpec kMetrics[] = {
+  {"sessions", "tensord_sessions", MetricType::Gauge, "Attached client sessions."},
+  {"leases", "tensord_leases", MetricType::Gauge, "Leases held by clients."},
+  {"objects", "tensord_objects", MetricType::Gauge, "Tensors in the store."},
+  {"uptime_ms", "tensord_uptime_seconds", MetricType::Gauge, "Time since the daemon started.", 1e-3},
+  {"tiers.present", "tensord_tier_present", MetricType::Gauge, "1 if the tier exists in this daemon."},
+  {"tiers.capacity_bytes", "tensord_tier_capacity_bytes", MetricType::Gauge, "Capacity of the tier."},
+  {"tiers.used_bytes", "tensord_tier_used_bytes", MetricType::Gauge, "Bytes allocated in the tier."},
+  {"tiers.pinned_bytes", "tensord_tier_pinned_bytes", MetricType::Gauge, "Bytes held by leases."},
+  {"tiers.hits", "tensord_tier_hits_total", MetricType::Counter, "Gets served by the tier."},
+  {"tiers.misses", "tensord_tier_misses_total", MetricType::Counter, "Gets the tier could not serve."},
+  {"tiers.hit_ratio", "tensord_tier_hit_ratio", MetricType::Gauge, "Hits over lookups since start."},
+  {"tiers.evictions", "tensord_tier_evictions_total", MetricType::Counter, "CACHE tensors dropped."},
+  {"pools.arena", "tensord_pool_arena", MetricType::Gauge, "Arena (segment) id of the pool."},
+  {"pools.capacity_bytes", "tensord_pool_capacity_bytes", MetricType::Gauge, "Capacity of the pool."},
+  {"pools.used_bytes", "tensord_pool_used_bytes", MetricType::Gauge, "Bytes allocated in the pool."},
+  {"pools.block_size", "tensord_pool_block_size_bytes", MetricType::Gauge, "Block size (0: general pool)."},
+  {"pools.blocks_total", "tensord_pool_blocks", MetricType::Gauge, "Blocks in a fixed pool."},
+  {"pools.blocks_used", "tensord_pool_blocks_used", MetricType::Gauge, "Blocks in use in a fixed pool."},
+  {"pools.largest_free_bytes", "tensord_pool_largest_free_bytes", MetricType::Gauge, "Largest free range."},
+  {"pools.fragmentation", "tensord_pool_fragmentation_ratio", MetricType::Gauge, "1 - largest free / free bytes."},
+  {"pools.allocations", "tensord_pool_allocations_total", MetricType::Counter, "Allocations made."},
+  {"pools.allocation_failures", "tensord_pool_allocation_failures_total", MetricType::Counter, "Allocations refused for lack of room."},
+  {"swap.degraded", "tensord_swap_degraded", MetricType::Gauge, "1 while the swap device is degraded."},
+  {"swap.reads", "tensord_swap_reads_total", MetricType::Counter, "Tensors read from swap."},
+  {"swap.writes", "tensord_swap_writes_total", MetricType::Counter, "Tensors written to swap."},
+  {"swap.bytes_read", "tensord_swap_read_bytes_total", MetricType::Counter, "Bytes read from swap."},
+  {"swap.bytes_written", "tensord_swap_written_bytes_total", MetricType::Counter, "Bytes written to swap."},
+  {"swap.read_mbps", "tensord_swap_read_throughput_bytes_per_second", MetricType::Gauge, "Read throughput over time spent reading.", 1e6},
+  {"swap.write_mbps", "tensord_swap_write_throughput_bytes_per_second", MetricType::Gauge, "Write throughput over time spent writing.", 1e6},
+  {"swap.io_errors", "tensord_swap_io_errors_total", MetricType::Counter, "Failed swap transfers."},
+  {"swap.checksum_failures", "tensord_swap_checksum_failures_total", MetricType::Counter, "Swap extents that failed their checksum."},
+  {"swap.largest_free_bytes", "tensord_swap_largest_free_bytes", MetricType::Gauge, "Largest free extent."},
+  {"swap.fragmentation", "tensord_swap_fragmentation_ratio", MetricType::Gauge, "1 - largest free / free bytes."},
+  {"pressure.host_used_ratio", "tensord_host_used_ratio", MetricType::Gauge, "Host tier use over capacity."},
+  {"pressure.high_watermark", "tensord_host_high_watermark_ratio", MetricType::Gauge, "Demotion starts above this."},
+  {"pressure.low_watermark", "tensord_host_low_watermark_ratio", MetricType::Gauge, "Demotion stops below this."},
+  {"pressure.mem_available_bytes", "tensord_system_memory_available_bytes", MetricType::Gauge, "MemAvailable."},
+  {"pressure.psi_some_avg10", "tensord_system_memory_pressure_some_ratio", MetricType::Gauge, "PSI memory some avg10.", 1e-2},
+  {"pressure.psi_full_avg10", "tensord_system_memory_pressure_full_ratio", MetricType::Gauge, "PSI memory full avg10.", 1e-2},
+};
+// clang-format on
+
+namespace pb = google::protobuf;
+
+double Number(const pb::Message& m, const pb::FieldDescriptor* f) {
+  const pb::Reflection* r = m.GetReflection();
+  switch (f->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      return static_cast<double>(r->GetUInt64(m, f));
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      return static_cast<double>(r->GetUInt32(m, f));
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      return static_cast<double>(r->GetInt64(m, f));
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      return static_cast<double>(r->GetInt32(m, f));
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      return r->GetDouble(m, f);
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return r->GetBool(m, f) ? 1.0 : 0.0;
+    default:
+      return 0.0;
+  }
+}
+
+// Labels that identify an element of a repeated message, or a singular message: its string
+// fields (pool name and kind, swap engine) and enums (tier).
+Labels LabelsOf(const pb::Message& m) {
+  Labels labels;
+  const pb::Descriptor* d = m.GetDescriptor();
+  const pb::Reflection* r = m.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const pb::FieldDescriptor* f = d->field(i);
+    if (f->is_repeated()) continue;
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING) {
+      labels.push_back({f->name() == "name" ? "pool" : f->name(), r->GetString(m, f)});
+    } else if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
+      std::string v = absl::AsciiStrToLower(r->GetEnum(m, f)->name());
+      if (absl::StartsWith(v, f->name() + "_")) v = v.substr(f->name().size() + 1);
+      labels.push_back({f->name(), v});
+    }
+  }
+  return labels;
+}
+
+prometheus::ClientMetric Sample(MetricType type, double value, Labels labels) {
+  prometheus::ClientMetric c;
+  c.label = std::move(labels);
+  if (type == MetricType::Counter) {
+    c.counter.value = value;
+  } else {
+    c.gauge.value = value;
+  }
+  return c;
+}
+
+}  // namespace
+
+std::vector<std::string> MetricFieldPaths() {
+  std::vector<std::string> out;
+  for (const MetricSpec& s : kMetrics) out.push_back(s.field);
+  return out;
+}
+
+std::vector<prometheus::MetricFamily> StatsToMetrics(const v1::Stats& stats) {
+  std::vector<prometheus::MetricFamily> families;
+  const pb::Descriptor* root = stats.GetDescriptor();
+  const pb::Reflection* rr = stats.GetReflection();
+  for (const MetricSpec& s : kMetrics) {
+    prometheus::MetricFamily fam{s.name, s.help, s.type, {}};
+    const std::vector<std::string> path = absl::StrSplit(s.field, '.');
+    const pb::FieldDescriptor* top = root->FindFieldByName(path[0]);
+    if (top == nullptr) continue;  // caught by the unit test
+    if (path.size() == 1) {
+      fam.metric.push_back(Sample(s.type, Number(stats, top) * s.scale, {}));
+    } else if (top->is_repeated()) {
+      for (int i = 0; i < rr->FieldSize(stats, top); ++i) {
+        const pb::Message& m = rr->GetRepeatedMessage(stats, top, i);
+        const pb::FieldDescriptor* f = m.GetDescriptor()->FindFieldByName(path[1]);
+        if (f != nullptr) fam.metric.push_back(Sample(s.type, Number(m, f) * s.scale, LabelsOf(m)));
+      }
+    } else if (rr->HasField(stats, top)) {  // an absent swap section: no samples
+      const pb::Message& m = rr->GetMessage(stats, top);
+      const pb::FieldDescriptor* f = m.GetDescriptor()->FindFieldByName(path[1]);
+      if (f != nullptr) fam.metric.push_back(Sample(s.type, Number(m, f) * s.scale, LabelsOf(m)));
+    }
+    if (!fam.metric.empty()) families.push_back(std::move(fam));
+  }
+  for (const auto& [counter, value] : stats.counters()) {
+    // "bytes_created" -> tensord_created_bytes_total: the unit goes last, before _total.
+    std::string name = counter;
+    if (absl::StartsWith(name, "bytes_")) name = absl::StrCat(name.substr(6), "_bytes");
+    families.push_back(
+        prometheus::MetricFamily{absl::StrCat("tensord_", name, "_total"),
+                                 absl::StrCat("Store counter ", counter, "."),
+                                 MetricType::Counter,
+                                 {Sample(MetricType::Counter, static_cast<double>(value), {})}});
+  }
+  return families;
+}
+
+namespace {
+
+class StatsCollectable final : public prometheus::Collectable {
+ public:
+  explicit StatsCollectable(std::function<v1::Stats()> snapshot) : snapshot_(std::move(snapshot)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    return StatsToMetrics(snapshot_());
+  }
+
+ private:
+  std::function<v1::Stats()> snapshot_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
+    int port, std::function<v1::Stats()> snapshot) {
+  if (port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics port ", port, " is out of range"));
+  }
+  std::unique_ptr<MetricsEndpoint> e(new MetricsEndpoint());
+  try {
+    e->exposer_ = std::make_unique<prometheus::Exposer>(absl::StrCat("127.0.0.1:", port), 1);
+  } catch (const std::exception& ex) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on 127.0.0.1:", port, ": ", ex.what()));
+  }
+  e->collectable_ = std::make_shared<StatsCollectable>(std::move(snapshot));
+  e->exposer_->RegisterCollectable(e->collectable_);
+  const std::vector<int> ports = e->exposer_->GetListeningPorts();
+  e->port_ = ports.empty() ? port : ports[0];
+  return e;
+}
+
+MetricsEndpoint::~MetricsEndpoint() {
+  if (exposer_ != nullptr) exposer_->RemoveCollectable(collectable_);
+}
+
+}  // namespace tensord::service
