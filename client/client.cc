@@ -3,6 +3,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/session.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 namespace tensord {
 namespace {
@@ -250,11 +252,9 @@ absl::StatusOr<std::vector<TensorInfo>> Client::List(std::string_view prefix, ui
   return out;
 }
 
-absl::StatusOr<Stats> Client::GetStats() {
-  v1::GetStatsRequest request;
-  v1::Stats response;
-  auto st = FromGrpc(session_->stub().GetStats(session_->Context().get(), request, &response));
-  if (!st.ok()) return st;
+namespace {
+
+Stats FromProto(const v1::Stats& response) {
   Stats out;
   for (const v1::TierStats& t : response.tiers()) {
     out.tiers.push_back(TierStats{static_cast<Tier>(t.tier()), t.present(), t.capacity_bytes(),
@@ -292,6 +292,70 @@ absl::StatusOr<Stats> Client::GetStats() {
   out.pressure = PressureStats{p.host_used_ratio(),     p.high_watermark(), p.low_watermark(),
                                p.mem_available_bytes(), p.psi_some_avg10(), p.psi_full_avg10()};
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<Stats> Client::GetStats() {
+  v1::GetStatsRequest request;
+  v1::Stats response;
+  auto st = FromGrpc(session_->stub().GetStats(session_->Context().get(), request, &response));
+  if (!st.ok()) return st;
+  return FromProto(response);
+}
+
+absl::StatusOr<std::string> Client::GetStatsJson() {
+  v1::GetStatsRequest request;
+  v1::Stats response;
+  auto st = FromGrpc(session_->stub().GetStats(session_->Context().get(), request, &response));
+  if (!st.ok()) return st;
+  std::string json;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = true;
+  opts.preserve_proto_field_names = true;
+  opts.always_print_primitive_fields = true;
+  if (auto js = google::protobuf::util::MessageToJsonString(response, &json, opts); !js.ok()) {
+    return absl::InternalError(std::string(js.message()));
+  }
+  return json;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Client::Health() {
+  auto health = grpc::health::v1::Health::NewStub(session_->channel());
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const char* service :
+       {"", "tensord.v1.Tensord", "tensord.host", "tensord.ssd", "tensord.gpu"}) {
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    grpc::Status st = health->Check(session_->Context().get(), request, &response);
+    if (!st.ok() && st.error_code() != grpc::StatusCode::NOT_FOUND) return FromGrpc(st);
+    const char* state = !st.ok() ? "UNKNOWN"
+                        : response.status() == grpc::health::v1::HealthCheckResponse::SERVING
+                            ? "SERVING"
+                            : "NOT_SERVING";
+    out.emplace_back(service, state);
+  }
+  return out;
+}
+
+absl::Status Client::WatchStats(std::chrono::milliseconds interval,
+                                const std::function<bool(const Stats&)>& on_stats) {
+  v1::WatchStatsRequest request;
+  request.set_interval_ms(static_cast<uint32_t>(interval.count()));
+  grpc::ClientContext ctx;
+  auto reader = session_->stub().WatchStats(&ctx, request);
+  v1::Stats response;
+  while (reader->Read(&response)) {
+    if (!on_stats(FromProto(response))) {
+      ctx.TryCancel();
+      while (reader->Read(&response)) {
+      }
+      reader->Finish().IgnoreError();
+      return absl::OkStatus();
+    }
+  }
+  return FromGrpc(reader->Finish());
 }
 
 absl::Status Client::Ping() {

@@ -27,6 +27,7 @@ class Session {
   // Returns a context whose deadline is now + options.deadline.
   std::unique_ptr<grpc::ClientContext> Context() const;
   v1::Tensord::Stub& stub() { return *stub_; }
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   const std::string& id() const { return session_id_; }
   const std::string& ns() const { return options_.ns; }
 

@@ -1,10 +1,15 @@
 // tensorctl: the operator's command line for a running tensord. Exit codes: 0 success,
 // 1 the daemon refused the request (message on stderr), 2 usage or local I/O error.
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/config.h"
@@ -21,17 +26,17 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
   return "(" + absl::StrJoin(shape, ",") + ")";
 }
 
-int PrintStats(tensord::Client& c) {
-  auto stats = c.GetStats();
-  if (!stats.ok()) return Fail(stats.status());
+const char* TierName(tensord::Tier t) {
+  return t == tensord::Tier::kHost ? "host" : t == tensord::Tier::kGpu ? "gpu" : "ssd";
+}
+
+void PrintStatsOf(const tensord::Stats* stats) {
   absl::PrintF("uptime %.1fs  sessions %d  leases %d  objects %d\n", stats->uptime_ms / 1000.0,
                stats->sessions, stats->leases, stats->objects);
   absl::PrintF("\n%-6s %-8s %12s %12s %12s %10s %10s %9s %10s\n", "TIER", "PRESENT", "CAPACITY",
                "USED", "PINNED", "HITS", "MISSES", "HIT%", "EVICTIONS");
   for (const auto& t : stats->tiers) {
-    const char* name = t.tier == tensord::Tier::kHost  ? "host"
-                       : t.tier == tensord::Tier::kGpu ? "gpu"
-                                                       : "ssd";
+    const char* name = TierName(t.tier);
     if (!t.present) {
       absl::PrintF("%-6s %-8s\n", name, "no");
       continue;
@@ -44,10 +49,12 @@ int PrintStats(tensord::Client& c) {
   absl::PrintF("\n%-18s %-7s %12s %12s %10s %13s %8s\n", "POOL", "KIND", "CAPACITY", "USED",
                "BLOCK", "BLOCKS", "FRAG");
   for (const auto& p : stats->pools) {
-    absl::PrintF("%-18s %-7s %12s %12s %10s %6d/%-6d %7.1f%%\n", p.name, p.kind,
+    const std::string blocks =
+        p.block_size ? absl::StrCat(p.blocks_used, "/", p.blocks_total) : std::string("-");
+    absl::PrintF("%-18s %-7s %12s %12s %10s %13s %7.1f%%\n", p.name, p.kind,
                  tensord::FormatBytes(p.capacity_bytes), tensord::FormatBytes(p.used_bytes),
-                 p.block_size ? tensord::FormatBytes(p.block_size) : "-", p.blocks_used,
-                 p.blocks_total, 100 * p.fragmentation);
+                 p.block_size ? tensord::FormatBytes(p.block_size) : "-", blocks,
+                 100 * p.fragmentation);
   }
   const tensord::PressureStats& pr = stats->pressure;
   absl::PrintF(
@@ -64,8 +71,78 @@ int PrintStats(tensord::Client& c) {
         w.read_mbps, tensord::FormatBytes(w.bytes_written), w.writes, w.write_mbps, w.io_errors,
         w.checksum_failures, tensord::FormatBytes(w.largest_free_bytes), 100 * w.fragmentation);
   }
+}
+
+int PrintStats(tensord::Client& c, bool json) {
+  if (json) {
+    auto text = c.GetStatsJson();
+    if (!text.ok()) return Fail(text.status());
+    absl::PrintF("%s\n", *text);
+    return 0;
+  }
+  auto stats = c.GetStats();
+  if (!stats.ok()) return Fail(stats.status());
+  PrintStatsOf(&*stats);
   absl::PrintF("\nCOUNTERS\n");
   for (const auto& [name, value] : stats->counters) absl::PrintF("  %-20s %d\n", name, value);
+  return 0;
+}
+
+// A live view: the stats table every interval, with per-second rates of the busiest counters.
+int Top(tensord::Client& c, int interval_ms, int count) {
+  const bool tty = isatty(STDOUT_FILENO) != 0;
+  std::optional<tensord::Stats> last;
+  int frames = 0;
+  absl::Status st = c.WatchStats(std::chrono::milliseconds(interval_ms), [&](const auto& s) {
+    if (tty) absl::PrintF("\x1b[H\x1b[2J");  // home, clear
+    absl::PrintF("tensorctl top: every %d ms (Ctrl-C quits)\n", interval_ms);
+    PrintStatsOf(&s);
+    if (last.has_value()) {
+      const double secs = std::max(1e-3, (s.uptime_ms - last->uptime_ms) / 1000.0);
+      auto rate = [&](const char* name) {
+        auto now = s.counters.find(name), was = last->counters.find(name);
+        if (now == s.counters.end() || was == last->counters.end()) return 0.0;
+        return static_cast<double>(now->second - was->second) / secs;
+      };
+      absl::PrintF(
+          "\nRATES/s   gets %.0f  creates %.0f  evictions %.0f  promotions %.0f  "
+          "demotions %.0f  swap in %s/s  out %s/s\n",
+          rate("gets"), rate("creates"), rate("evictions"), rate("promotions"), rate("demotions"),
+          tensord::FormatBytes(
+              static_cast<uint64_t>((s.swap.bytes_read - last->swap.bytes_read) / secs)),
+          tensord::FormatBytes(
+              static_cast<uint64_t>((s.swap.bytes_written - last->swap.bytes_written) / secs)));
+    }
+    std::fflush(stdout);
+    last = s;
+    return count <= 0 || ++frames < count;
+  });
+  return st.ok() ? 0 : Fail(st);
+}
+
+int PrintHealth(tensord::Client& c) {
+  auto health = c.Health();
+  if (!health.ok()) return Fail(health.status());
+  bool serving = false;
+  for (const auto& [service, state] : *health) {
+    absl::PrintF("%-20s %s\n", service.empty() ? "(overall)" : service, state);
+    if (service.empty()) serving = state == "SERVING";
+  }
+  return serving ? 0 : 1;
+}
+
+int PrintTensor(tensord::Client& c, const std::string& key) {
+  auto t = c.Stat(key);
+  if (!t.ok()) return Fail(t.status());
+  absl::PrintF(
+      "key        %s\ndtype      %s\nshape      %s\nsize       %s (%d bytes)\n"
+      "pool       %s\ndurability %s\nscope      %s\nsealed     %s\nleases     %d\n"
+      "location   arena %d offset %d\ncreated    %d (unix ms)\nttl        %s\n",
+      t->key, tensord::DTypeName(t->dtype), ShapeText(t->shape), tensord::FormatBytes(t->nbytes),
+      t->nbytes, t->pool, t->durability == tensord::Durability::kDurable ? "durable" : "cache",
+      t->scope == tensord::Scope::kSession ? "session" : "global", t->sealed ? "yes" : "no",
+      t->leases, t->location.arena, t->location.offset, t->created_unix_ms,
+      t->ttl_ms > 0 ? absl::StrCat(t->ttl_ms, " ms") : "none");
   return 0;
 }
 
@@ -151,6 +228,14 @@ int main(int argc, char** argv) {
   app.add_option("--deadline-ms", deadline_ms, "deadline of each call");
 
   auto* stats = app.add_subcommand("stats", "show tier, pool and counter statistics");
+  bool json = false;
+  stats->add_flag("--json", json, "print GetStats as JSON (proto field names)");
+  int interval_ms = 1000, count = 0;
+  auto* top = app.add_subcommand("top", "live view of the statistics (WatchStats)");
+  top->add_option("-i,--interval-ms", interval_ms, "refresh interval (100 to 60000, default 1000)");
+  top->add_option("--count", count, "stop after this many frames (default: until Ctrl-C)");
+  auto* health = app.add_subcommand("health", "grpc.health.v1 status, overall and per tier");
+  auto* stat = app.add_subcommand("stat", "show one tensor's metadata");
   std::string prefix;
   uint32_t limit = 0;
   auto* ls = app.add_subcommand("ls", "list tensors");
@@ -171,13 +256,21 @@ int main(int argc, char** argv) {
   get->add_option("file", file)->required();
   auto* rm = app.add_subcommand("rm", "delete a tensor");
   rm->add_option("key", key)->required();
-  CLI11_PARSE(app, argc, argv);
+  stat->add_option("key", key)->required();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help: 0; any usage error: 2
+  }
 
   options.deadline = std::chrono::milliseconds(deadline_ms);
   auto client = tensord::Client::Connect(options);
   if (!client.ok()) return Fail(client.status());
   tensord::Client& c = **client;
-  if (*stats) return PrintStats(c);
+  if (*stats) return PrintStats(c, json);
+  if (*top) return Top(c, interval_ms, count);
+  if (*health) return PrintHealth(c);
+  if (*stat) return PrintTensor(c, key);
   if (*ls) return PrintList(c, prefix, limit);
   if (*put) return Put(c, file, key, dtype, shape, cache, pool);
   if (*get) return GetToFile(c, key, file);

@@ -141,6 +141,7 @@ void Daemon::ReapExpired() {
   while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
     store_->ExpireDue();
     UpdateHealth();
+    service_->TickWatchers();
   }
 }
 

@@ -4,6 +4,8 @@
 
 #include <atomic>
 
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "daemon/service/convert.h"
 #include "spdlog/spdlog.h"
 
@@ -18,6 +20,13 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
   }
   return absl::FromChrono(d);
 }
+
+// A server stream that only reports an error (Finish is called by its creator).
+template <typename T>
+class RejectedStream final : public grpc::ServerWriteReactor<T> {
+ public:
+  void OnDone() override { delete this; }
+};
 
 grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
@@ -92,6 +101,118 @@ v1::Stats TensordService::Snapshot() const {
 absl::Status TensordService::Admit() const {
   return draining_.load() ? absl::UnavailableError("tensord is shutting down (draining)")
                           : absl::OkStatus();
+}
+
+// One WatchStats stream. Alive while gRPC holds it (until OnDone) and while TickWatchers uses
+// it; `refs` counts both. Reactor calls are made with no lock held.
+class StatsWatcher final : public grpc::ServerWriteReactor<v1::Stats> {
+ public:
+  StatsWatcher(TensordService* service, absl::Duration interval)
+      : service_(service), interval_(interval) {
+    service_->AddWatcher(this);
+    Send(absl::Now());
+  }
+
+  void Ref() { refs_.fetch_add(1); }
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+  bool Due(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return !writing_ && !finishing_ && now >= next_;
+  }
+  void Send(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finishing_) return;
+      writing_ = true;
+      next_ = now + interval_;
+    }
+    stats_ = service_->Snapshot();  // ours alone while writing_
+    StartWrite(&stats_);
+  }
+  void OnWriteDone(bool ok) override {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      finish = !ok || cancelled_;
+    }
+    if (finish) FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "stream ended"));
+  }
+  void OnCancel() override {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      finish = !writing_;
+    }
+    if (finish) FinishOnce(grpc::Status::CANCELLED);
+  }
+  void OnDone() override {
+    service_->RemoveWatcher(this);
+    Unref();
+  }
+
+ private:
+  void FinishOnce(const grpc::Status& status) ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finishing_) return;
+      finishing_ = true;
+    }
+    Finish(status);
+  }
+
+  TensordService* const service_;
+  const absl::Duration interval_;
+  std::atomic<int> refs_{1};  // gRPC's, released in OnDone
+  v1::Stats stats_;
+  absl::Mutex mu_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time next_ ABSL_GUARDED_BY(mu_);
+};
+
+void TensordService::AddWatcher(StatsWatcher* w) {
+  absl::MutexLock lock(&watchers_mu_);
+  watchers_.insert(w);
+}
+
+void TensordService::RemoveWatcher(StatsWatcher* w) {
+  absl::MutexLock lock(&watchers_mu_);
+  watchers_.erase(w);
+}
+
+void TensordService::TickWatchers() {
+  const absl::Time now = absl::Now();
+  std::vector<StatsWatcher*> due;
+  {
+    absl::MutexLock lock(&watchers_mu_);
+    for (StatsWatcher* w : watchers_) {
+      if (w->Due(now)) {
+        w->Ref();
+        due.push_back(w);
+      }
+    }
+  }
+  for (StatsWatcher* w : due) {
+    w->Send(now);
+    w->Unref();
+  }
+}
+
+grpc::ServerWriteReactor<v1::Stats>* TensordService::WatchStats(
+    grpc::CallbackServerContext*, const v1::WatchStatsRequest* request) {
+  const uint32_t ms = request->interval_ms() == 0 ? 1000 : request->interval_ms();
+  if (ms < 100 || ms > 60000) {
+    auto* reject = new RejectedStream<v1::Stats>();
+    reject->Finish(ToGrpc(absl::InvalidArgumentError(
+        absl::StrCat("interval_ms must be 100 to 60000, not ", request->interval_ms()))));
+    return reject;
+  }
+  return new StatsWatcher(this, absl::Milliseconds(ms));
 }
 
 TensordService::TensordService(store::Store* store, std::vector<tiers::HostSegment> segments)

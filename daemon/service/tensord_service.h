@@ -9,12 +9,16 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "daemon/service/blocking_pool.h"
 #include "daemon/store/store.h"
 #include "daemon/tiers/host_tier.h"
 #include "tensord/v1/tensord.grpc.pb.h"
 
 namespace tensord::service {
+
+class StatsWatcher;
 
 class TensordService final : public v1::Tensord::CallbackService {
  public:
@@ -45,6 +49,8 @@ class TensordService final : public v1::Tensord::CallbackService {
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const v1::GetStatsRequest* request,
                                      v1::Stats* response) override;
+  grpc::ServerWriteReactor<v1::Stats>* WatchStats(grpc::CallbackServerContext* ctx,
+                                                  const v1::WatchStatsRequest* request) override;
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest* request,
                                  v1::PingResponse* response) override;
 
@@ -53,6 +59,9 @@ class TensordService final : public v1::Tensord::CallbackService {
   void StartDraining() { draining_.store(true); }
   // The statistics GetStats returns (also the source of the Prometheus metrics).
   v1::Stats Snapshot() const;
+  // Sends each WatchStats stream whose interval has passed its next Stats. The daemon calls it
+  // every 100 ms.
+  void TickWatchers() ABSL_LOCKS_EXCLUDED(watchers_mu_);
 
  private:
   // The work of Create and Get, run inline or in blocking_ when it may wait on the SSD tier.
@@ -64,6 +73,12 @@ class TensordService final : public v1::Tensord::CallbackService {
   // UNAVAILABLE while draining, else OK.
   absl::Status Admit() const;
 
+  friend class StatsWatcher;
+  void AddWatcher(StatsWatcher* w) ABSL_LOCKS_EXCLUDED(watchers_mu_);
+  void RemoveWatcher(StatsWatcher* w) ABSL_LOCKS_EXCLUDED(watchers_mu_);
+
+  absl::Mutex watchers_mu_;
+  absl::flat_hash_set<StatsWatcher*> watchers_ ABSL_GUARDED_BY(watchers_mu_);
   store::Store* const store_;
   std::atomic<bool> draining_{false};
   BlockingPool blocking_{4};

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -196,6 +197,15 @@ class Client {
   // Returns tensors whose key starts with `prefix`, sorted, at most `limit` (0: 1000).
   absl::StatusOr<std::vector<TensorInfo>> List(std::string_view prefix = "", uint32_t limit = 0);
   absl::StatusOr<Stats> GetStats();
+  // Streams the statistics: now, then every `interval` (100 ms to 60 s), calling `on_stats`
+  // with each until it returns false (then OK) or the stream fails. Blocks; no call deadline.
+  absl::Status WatchStats(std::chrono::milliseconds interval,
+                          const std::function<bool(const Stats&)>& on_stats);
+  // GetStats as JSON, field names as in tensord/v1/tensord.proto (for tools).
+  absl::StatusOr<std::string> GetStatsJson();
+  // grpc.health.v1 of the daemon: "" (overall), "tensord.v1.Tensord" and one entry per tier
+  // ("tensord.host", "tensord.ssd", "tensord.gpu"), each "SERVING", "NOT_SERVING" or "UNKNOWN".
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Health();
   // An empty round trip to the daemon.
   absl::Status Ping();
 

@@ -1,0 +1,96 @@
+// tensorctl against a real daemon: output and exit codes (0 ok, 1 refused by the daemon or not
+// serving, 2 usage or local file errors), the socket from --socket and from TENSORD_SOCKET.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "tests/integration/harness.h"
+
+namespace tensord::testing {
+namespace {
+
+struct CtlRun {
+  int rc;
+  std::string out;  // stdout and stderr
+};
+
+CtlRun Tensorctl(const std::string& args) {
+  const std::string cmd = std::string(TENSORCTL_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, out};
+}
+
+bool Has(const CtlRun& r, const std::string& text) { return r.out.find(text) != std::string::npos; }
+
+TEST(Tensorctl, CommandsOutputsAndExitCodes) {
+  const std::string dir = MakeTempDir();
+  Daemon d({"--host-capacity", "64MiB", "--swap-file", dir + "/swap", "--swap-size", "64MiB"});
+  ASSERT_TRUE(d.ok());
+  const std::string s = "--socket " + d.socket() + " ";
+  { std::ofstream(dir + "/in.bin") << std::string(4096, 'x'); }
+  CtlRun put = Tensorctl(s + "put " + dir + "/in.bin k --dtype float32");
+  EXPECT_EQ(put.rc, 0) << put.out;
+  EXPECT_TRUE(Has(put, "put k: float32 (1024)")) << put.out;
+
+  CtlRun stat = Tensorctl(s + "stat k");
+  EXPECT_EQ(stat.rc, 0) << stat.out;
+  EXPECT_TRUE(Has(stat, "dtype      float32")) << stat.out;
+  EXPECT_TRUE(Has(stat, "sealed     yes")) << stat.out;
+
+  CtlRun ls = Tensorctl(s + "ls");
+  EXPECT_EQ(ls.rc, 0);
+  EXPECT_TRUE(Has(ls, "k ")) << ls.out;
+
+  CtlRun get = Tensorctl(s + "get k " + dir + "/out.bin");
+  EXPECT_EQ(get.rc, 0) << get.out;
+  std::ifstream back(dir + "/out.bin");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(back), {}), std::string(4096, 'x'));
+
+  CtlRun json = Tensorctl(s + "stats --json");
+  EXPECT_EQ(json.rc, 0);
+  EXPECT_TRUE(Has(json, "\"objects\": \"1\"")) << json.out;
+  EXPECT_TRUE(Has(json, "\"engine\": \"io_uring")) << json.out;
+
+  CtlRun stats = Tensorctl(s + "stats");
+  EXPECT_EQ(stats.rc, 0);
+  EXPECT_TRUE(Has(stats, "SWAP      engine io_uring")) << stats.out;
+  EXPECT_TRUE(Has(stats, "creates")) << stats.out;
+
+  CtlRun health = Tensorctl(s + "health");
+  EXPECT_EQ(health.rc, 0) << health.out;
+  EXPECT_TRUE(Has(health, "tensord.ssd          SERVING")) << health.out;
+  EXPECT_TRUE(Has(health, "tensord.gpu          NOT_SERVING")) << health.out;
+
+  CtlRun top = Tensorctl(s + "top --count 3 --interval-ms 100");
+  EXPECT_EQ(top.rc, 0) << top.out;
+  size_t frames = 0;
+  for (size_t at = 0; (at = top.out.find("tensorctl top:", at)) != std::string::npos; ++at) {
+    ++frames;
+  }
+  EXPECT_EQ(frames, 3u) << top.out;
+  EXPECT_TRUE(Has(top, "RATES/s")) << "rates from the second frame on";
+
+  setenv("TENSORD_SOCKET", d.socket().c_str(), 1);
+  CtlRun env = Tensorctl("rm k");
+  unsetenv("TENSORD_SOCKET");
+  EXPECT_EQ(env.rc, 0) << env.out;
+
+  CtlRun missing = Tensorctl(s + "stat k");
+  EXPECT_EQ(missing.rc, 1);
+  EXPECT_TRUE(Has(missing, "NOT_FOUND")) << missing.out;
+  EXPECT_EQ(Tensorctl(s + "top --interval-ms 5 --count 1").rc, 1) << "interval out of range";
+  EXPECT_EQ(Tensorctl(s + "frobnicate").rc, 2);
+  EXPECT_EQ(Tensorctl(s + "put /nonexistent/file k").rc, 2);
+  EXPECT_EQ(Tensorctl("--socket " + dir + "/nobody.sock stats").rc, 1);
+}
+
+}  // namespace
+}  // namespace tensord::testing
