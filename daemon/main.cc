@@ -102,8 +102,30 @@ int main(int argc, char** argv) {
     return 1;
   }
   tensord::notify::Ready(absl::StrCat("serving on unix:", (*daemon)->socket_path()));
+  // SIGHUP reloads the configuration file: the log level takes effect now; other settings
+  // need a restart, and the log says which changed.
+  sigset_t waited = stop;
+  sigaddset(&waited, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &waited, nullptr);
   int sig = 0;
-  sigwait(&stop, &sig);
+  while (sigwait(&waited, &sig) == 0 && sig == SIGHUP) {
+    tensord::notify::Reloading();
+    if (config_path.empty()) {
+      spdlog::info("SIGHUP: no configuration file to reload (started without --config)");
+    } else if (auto fresh = tensord::LoadConfigFile(config_path); !fresh.ok()) {
+      spdlog::error("SIGHUP: {} not reloaded: {}", config_path, fresh.status().ToString());
+    } else {
+      if (!log_level.empty()) fresh->log_level = log_level;  // flags still win
+      if (auto st = tensord::SetupLogging(fresh->log_level); st.ok()) {
+        config.log_level = fresh->log_level;
+      } else {
+        spdlog::error("SIGHUP: log_level: {}", st.ToString());
+      }
+      spdlog::info("SIGHUP: reloaded {} (log_level {}); other settings apply at restart",
+                   config_path, config.log_level);
+    }
+    tensord::notify::Ready(absl::StrCat("serving on unix:", (*daemon)->socket_path()));
+  }
   spdlog::info("signal {}: draining (up to {} ms; a second signal stops at once)", sig,
                config.drain_timeout_ms);
   tensord::notify::Stopping("draining");

@@ -19,6 +19,8 @@ void Ready(absl::string_view status) { Send(absl::StrCat("READY=1\nSTATUS=", sta
 
 void Stopping(absl::string_view status) { Send(absl::StrCat("STOPPING=1\nSTATUS=", status)); }
 
+void Reloading() { Send("RELOADING=1\nSTATUS=reloading the configuration"); }
+
 void Watchdog() { Send("WATCHDOG=1"); }
 
 uint64_t WatchdogUsec() {

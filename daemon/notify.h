@@ -12,6 +12,7 @@ namespace tensord::notify {
 void Status(absl::string_view text);
 void Ready(absl::string_view status);
 void Stopping(absl::string_view status);
+void Reloading();
 void Watchdog();
 // The interval within which systemd expects WATCHDOG=1 (WatchdogSec=), or 0 if it expects none.
 uint64_t WatchdogUsec();

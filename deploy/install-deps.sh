@@ -19,6 +19,7 @@ PACKAGES=(
   fio                                # the SSD benchmark's reference
   prometheus-cpp-dev                 # the /metrics endpoint
   libsystemd-dev systemd             # sd_notify (Type=notify), systemd-analyze verify
+  systemd-container debootstrap dpkg-dev  # the packaged-service test (nspawn) and CPack .deb
 )
 
 missing=()

@@ -143,6 +143,21 @@ TEST(Service, NotifyOrderWatchdogAndDrain) {
   EXPECT_EQ(daemon.WaitFor(milliseconds(5000)), 0) << "exits cleanly once the lease ends";
 }
 
+TEST(Service, SighupReloadsTheConfigurationAndKeepsServing) {
+  const std::string dir = MakeTempDir();
+  std::ofstream(dir + "/tensord.toml") << "[daemon]\nlog_level = \"info\"\n";
+  Daemon d({"--config", dir + "/tensord.toml"});
+  ASSERT_TRUE(d.ok());
+  kill(d.pid(), SIGHUP);
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_TRUE(IsServing(d.socket())) << "SIGHUP must not stop the daemon";
+  std::ofstream(dir + "/tensord.toml") << "[daemon]\nlog_level = \"loud\"\n";  // invalid
+  kill(d.pid(), SIGHUP);
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_TRUE(IsServing(d.socket())) << "a bad file is refused, the daemon keeps going";
+  EXPECT_EQ(d.Stop(), 0);
+}
+
 TEST(Service, HealthHasAnEntryPerTier) {
   const std::string dir = MakeTempDir();
   Daemon with_swap({"--swap-file", dir + "/swap", "--swap-size", "64MiB"});
