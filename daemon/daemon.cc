@@ -127,7 +127,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
     d->watchdog_ = std::thread([raw = d.get(), usec] { raw->FeedWatchdog(usec); });
   }
   if (d->ssd_ != nullptr) {
-    d->migrator_ = std::thread([raw = d.get()] { raw->store_->RunMigrator(&raw->stop_); });
+    d->migrator_ = std::thread([raw = d.get()] { raw->store_->RunMigrator(&raw->migrator_stop_); });
   }
   spdlog::info("tensord {} serving on unix:{} with {} of host memory in {} segments",
                TENSORD_VERSION, d->socket_path_, FormatBytes(config.host.capacity),
@@ -198,11 +198,12 @@ void Daemon::Shutdown(int grace_ms) {
 
 Daemon::~Daemon() {
   Shutdown();
+  migrator_stop_.Notify();
   if (migrator_.joinable()) migrator_.join();
   service_.reset();
   store_.reset();
+  ssd_.reset();   // its engine has the arenas registered: it goes first
   host_.reset();  // unlinks the shared-memory segments
-  ssd_.reset();
   if (lock_fd_ >= 0) close(lock_fd_);
 }
 

@@ -65,7 +65,8 @@ class Daemon {
   std::thread watchdog_;   // feeds systemd's watchdog (WatchdogSec=)
   absl::Mutex health_mu_;  // serializes health updates with draining and the server's shutdown
   bool draining_ ABSL_GUARDED_BY(health_mu_) = false;
-  absl::Notification stop_;
+  absl::Notification stop_;           // reaper and watchdog
+  absl::Notification migrator_stop_;  // after the server: in-flight requests may wait on it
   std::string socket_path_;
   std::unique_ptr<tiers::HostTier> host_;
   std::unique_ptr<store::Store> store_;

@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <deque>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
@@ -98,12 +100,13 @@ void UringEngine::Worker(int index) {
   std::vector<unsigned> free_slots;
   for (unsigned i = depth; i > 0; --i) free_slots.push_back(i - 1);
   std::deque<unsigned> resubmit;  // slots whose chunk must go again (short, -EAGAIN)
-  unsigned inflight = 0;
+  unsigned inflight = 0;          // submitted, not completed
+  unsigned unsubmitted = 0;       // prepared SQEs the kernel has not taken yet
   std::vector<internal::Chunk> fresh;
   while (true) {
     fresh.clear();
     if (!free_slots.empty()) {
-      const bool block = inflight == 0 && resubmit.empty();
+      const bool block = inflight == 0 && resubmit.empty() && unsubmitted == 0;
       if (queue_.Pop(&fresh, free_slots.size(), block) == 0 && block) break;  // stopped
     }
     for (internal::Chunk& c : fresh) {
@@ -133,9 +136,18 @@ void UringEngine::Worker(int index) {
       io_uring_sqe_set_data64(sqe, slot);
       ++queued;
     }
-    if (queued > 0) {
-      io_uring_submit(&ring);
-      inflight += queued;
+    unsubmitted += queued;
+    if (unsubmitted > 0) {
+      // The kernel may take fewer than offered (or none: -EAGAIN, -EBUSY under memory
+      // pressure); the rest stay in the ring and go with the next submit.
+      const int rc = io_uring_submit(&ring);
+      if (rc > 0) {
+        inflight += static_cast<unsigned>(rc);
+        unsubmitted -= std::min(unsubmitted, static_cast<unsigned>(rc));
+      } else if (rc < 0 && inflight == 0) {
+        spdlog::warn("io_uring worker {}: submit: {}; retrying", index, std::strerror(-rc));
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
     }
     if (inflight == 0) continue;
     io_uring_cqe* cqe = nullptr;

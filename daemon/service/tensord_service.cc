@@ -119,35 +119,39 @@ class StatsWatcher final : public grpc::ServerWriteReactor<v1::Stats> {
   }
   bool Due(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    return !writing_ && !finishing_ && now >= next_;
+    return !writing_ && !finishing_ && !cancelled_ && now >= next_;
   }
   void Send(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_) {
     {
       absl::MutexLock lock(&mu_);
-      if (writing_ || finishing_) return;
+      if (writing_ || finishing_ || cancelled_) return;
       writing_ = true;
       next_ = now + interval_;
     }
     stats_ = service_->Snapshot();  // ours alone while writing_
     StartWrite(&stats_);
   }
+  // Finish is decided and claimed in one critical section, so that no Send can start a write
+  // between the decision and the call.
   void OnWriteDone(bool ok) override {
     bool finish = false;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
-      finish = !ok || cancelled_;
+      finish = (!ok || cancelled_) && !finishing_;
+      if (finish) finishing_ = true;
     }
-    if (finish) FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "stream ended"));
+    if (finish) Finish(grpc::Status(grpc::StatusCode::CANCELLED, "stream ended"));
   }
   void OnCancel() override {
     bool finish = false;
     {
       absl::MutexLock lock(&mu_);
       cancelled_ = true;
-      finish = !writing_;
+      finish = !writing_ && !finishing_;
+      if (finish) finishing_ = true;
     }
-    if (finish) FinishOnce(grpc::Status::CANCELLED);
+    if (finish) Finish(grpc::Status::CANCELLED);
   }
   void OnDone() override {
     service_->RemoveWatcher(this);
@@ -155,15 +159,6 @@ class StatsWatcher final : public grpc::ServerWriteReactor<v1::Stats> {
   }
 
  private:
-  void FinishOnce(const grpc::Status& status) ABSL_LOCKS_EXCLUDED(mu_) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (finishing_) return;
-      finishing_ = true;
-    }
-    Finish(status);
-  }
-
   TensordService* const service_;
   const absl::Duration interval_;
   std::atomic<int> refs_{1};  // gRPC's, released in OnDone

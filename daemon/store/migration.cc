@@ -48,10 +48,9 @@ bool Store::GetMayBlock(absl::string_view ns, std::span<const std::string> keys)
 }
 
 bool Store::CreateMayBlock() {
-  if (ssd_ == nullptr) return false;
-  absl::MutexLock lock(&mu_);
-  const auto [used, capacity] = HostUsage();
-  return static_cast<double>(used) > options_.high_watermark * static_cast<double>(capacity);
+  // Any Create may have to wait for demotions when its pool is full, whatever the tier's total:
+  // with an SSD tier, every Create leaves gRPC's threads.
+  return ssd_ != nullptr;
 }
 
 bool Store::SsdUsable(uint64_t nbytes) {
@@ -139,8 +138,9 @@ GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_vi
       auto pools = host_->pools().Candidates(o->nbytes, home.fixed ? home.name : "");
       auto where = pools.ok() ? AllocateHost(*pools, o->nbytes) : pools.status();
       if (!where.ok()) {
-        ++o->pins;  // MakeRoom may wait: keep o alive
-        const bool retry = pools.ok() && MakeRoom(*pools, o->nbytes, deadline, &frees);
+        const uint64_t nbytes = o->nbytes;  // o may be freed below
+        ++o->pins;                          // MakeRoom may wait: keep o alive
+        const bool retry = pools.ok() && MakeRoom(*pools, nbytes, deadline, &frees);
         --o->pins;
         MaybeFreeRetired(o, &frees);
         if (retry) {
@@ -151,7 +151,7 @@ GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_vi
           continue;
         }
         r.status = absl::ResourceExhaustedError(
-            absl::StrCat("no host room to swap in '", key, "' (", o->nbytes, " bytes)"));
+            absl::StrCat("no host room to swap in '", key, "' (", nbytes, " bytes)"));
         break;
       }
       std::tie(pool, offset) = *where;
@@ -302,9 +302,14 @@ uint64_t Store::DemoteOnce() {
     if (target == 0 && demand == 0) return 0;
     uint64_t picked = 0;
     std::vector<Object*> chosen;  // chosen first: DropHostCopy edits the policy
+    uint64_t swap_free = ssd_->Stats().largest_free_bytes;  // victims that cannot fit wait
     ForEachVictim([&](Object* o) {
       if (picked >= std::max(target, demand) || chosen.size() >= kMaxWritesPerRound) return false;
       if (o->leases > 0 || o->pins > 0 || !o->on_host) return true;
+      if (!o->ssd.has_value()) {
+        if (o->nbytes > swap_free) return true;
+        swap_free -= std::min(swap_free, o->nbytes);  // a rough bound: extents may fragment
+      }
       if (target == 0 && !pool_demand_.contains(o->pool)) return true;
       picked += o->reserved;
       chosen.push_back(o);

@@ -137,9 +137,13 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
     o->owner = s;
     o->ttl_ms = params.ttl_ms;
     o->created_unix_ms = NowUnixMs();
-    s->creating.insert(o.get());
     TensorInfo info = Info(*o);
-    objects_.emplace(TableKey(params.ns, params.key), std::move(o));
+    Object* raw = o.get();
+    if (!objects_.try_emplace(TableKey(params.ns, params.key), std::move(o)).second) {
+      alloc.Free(offset).IgnoreError();  // CreateLocked checked the key: not reached
+      return absl::InternalError(absl::StrCat("key '", params.key, "' appeared during Create"));
+    }
+    s->creating.insert(raw);
     ++counters_.creates;
     counters_.bytes_created += nbytes;
     return info;
@@ -215,9 +219,15 @@ absl::StatusOr<TensorInfo> Store::CreateLocked(const std::string& session_id,
   Session* s = FindSession(session_id);
   if (s == nullptr) return UnknownSession();
   ExpireLocked(frees);  // an expired tensor frees its key and its memory
-  if (FindObject(params.ns, params.key) != nullptr) {
-    ++counters_.create_failures;
-    return absl::AlreadyExistsError(absl::StrCat("key '", params.key, "' exists"));
+  // Looked up directly, not through FindObject (which hides expired tensors): one that expired
+  // after ExpireLocked read the clock still holds the key, and is retired here.
+  if (auto it = objects_.find(TableKey(params.ns, params.key)); it != objects_.end()) {
+    if (!Expired(*it->second)) {
+      ++counters_.create_failures;
+      return absl::AlreadyExistsError(absl::StrCat("key '", params.key, "' exists"));
+    }
+    ++counters_.expirations;
+    Retire(it->second.get(), frees);
   }
   auto pools = host_->pools().Candidates(nbytes, params.pool);
   if (!pools.ok()) {

@@ -143,7 +143,7 @@ class Store {
   size_t ExpireDue();
 
   // Hints for the service, cheap and racy: whether a Get of `keys` would read from the SSD tier,
-  // and whether a Create may wait for demotions (the host tier is above its high watermark).
+  // and whether a Create may wait for demotions (any Create, with an SSD tier).
   bool GetMayBlock(absl::string_view ns, std::span<const std::string> keys)
       ABSL_LOCKS_EXCLUDED(mu_);
   bool CreateMayBlock() ABSL_LOCKS_EXCLUDED(mu_);

@@ -119,16 +119,17 @@ absl::Status SsdTier::Transfer(io::Op op, std::span<const Piece> pieces) {
 void SsdTier::Account(io::Op op, uint64_t count, uint64_t bytes, uint64_t ns,
                       const absl::Status& st) {
   absl::MutexLock lock(&mu_);
+  int& failures = consecutive_failures_[op == io::Op::kRead ? 0 : 1];
   if (!st.ok()) {
     ++stats_.io_errors;
-    if (++consecutive_failures_ >= config_.degrade_after && !stats_.degraded) {
+    if (++failures >= config_.degrade_after && !stats_.degraded) {
       stats_.degraded = true;
-      spdlog::error("swap {} degraded after {} consecutive failures: {}", files_[0]->path,
-                    consecutive_failures_, st.ToString());
+      spdlog::error("swap {} degraded after {} consecutive failed {}s: {}", files_[0]->path,
+                    failures, op == io::Op::kRead ? "read" : "write", st.ToString());
     }
     return;
   }
-  consecutive_failures_ = 0;
+  failures = 0;
   if (op == io::Op::kRead) {
     stats_.reads += count;
     stats_.bytes_read += bytes;
@@ -273,7 +274,7 @@ bool SsdTier::Probe() {
   absl::MutexLock lock(&mu_);
   if (ok && stats_.degraded) {
     stats_.degraded = false;
-    consecutive_failures_ = 0;
+    consecutive_failures_[0] = consecutive_failures_[1] = 0;
     spdlog::warn("swap tier ({}) works again: no longer degraded", files_[0]->path);
   }
   return ok;

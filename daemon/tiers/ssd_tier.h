@@ -107,7 +107,8 @@ class SsdTier {
   std::vector<std::unique_ptr<File>> files_;  // fds fixed; extents guarded by mu_
   size_t next_file_ ABSL_GUARDED_BY(mu_) = 0;
   SsdStats stats_ ABSL_GUARDED_BY(mu_);
-  int consecutive_failures_ ABSL_GUARDED_BY(mu_) = 0;
+  // Per direction: a device whose writes fail degrades even while reads still work.
+  int consecutive_failures_[2] ABSL_GUARDED_BY(mu_) = {0, 0};  // [read, write]
 };
 
 }  // namespace tensord::tiers

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -91,9 +93,38 @@ std::string Process::ReadLine() {
 std::string DaemonBinary() { return TENSORD_BIN; }
 std::string ClientBinary() { return IT_CLIENT_BIN; }
 
+namespace {
+
+// Removes every directory MakeTempDir made (swap files included) when the test program exits.
+class TempDirs {
+ public:
+  ~TempDirs() {
+    for (const std::string& d : dirs_) {
+      std::error_code ec;
+      std::filesystem::remove_all(d, ec);
+    }
+  }
+  void Add(const std::string& d) {
+    std::lock_guard<std::mutex> lock(mu_);
+    dirs_.push_back(d);
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> dirs_;
+};
+
+TempDirs& AllTempDirs() {
+  static TempDirs dirs;
+  return dirs;
+}
+
+}  // namespace
+
 std::string MakeTempDir() {
   std::string tmpl = ::testing::TempDir() + "/tensord-it-XXXXXX";
   if (mkdtemp(tmpl.data()) == nullptr) std::abort();
+  AllTempDirs().Add(tmpl);
   return tmpl;
 }
 

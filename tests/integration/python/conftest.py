@@ -44,8 +44,9 @@ def daemon(tmp_path):
 @pytest.fixture
 def swap_daemon(tmp_path):
     """A tensord with a 256 MiB host tier and a 1 GiB swap file; yields its socket path."""
-    yield from _serve(tmp_path / "run", "--swap-file", str(tmp_path / "swap"), "--swap-size",
-                      "1GiB")
+    swap = tmp_path / "swap"
+    yield from _serve(tmp_path / "run", "--swap-file", str(swap), "--swap-size", "1GiB")
+    swap.unlink(missing_ok=True)  # pytest keeps recent tmp_paths; not 1 GiB of them
 
 
 def run_python(code: str, *args: str, **kw) -> subprocess.CompletedProcess:
