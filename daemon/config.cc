@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/settings.h"
 #include "tensord/dtype.h"
 
 namespace tensord {
@@ -42,14 +43,6 @@ absl::StatusOr<uint64_t> Bytes(const toml::node& node, absl::string_view key) {
     if (b.ok()) return b;
   }
   return Bad(node, absl::StrCat(key, " must be a byte size such as 1073741824 or \"1GiB\""));
-}
-
-absl::StatusOr<mode_t> Mode(const toml::node& node, absl::string_view key) {
-  if (auto s = node.value<std::string>()) {
-    auto m = ParseMode(*s);
-    if (m.ok()) return m;
-  }
-  return Bad(node, absl::StrCat(key, " must be an octal mode string such as \"0600\""));
 }
 
 absl::Status ParsePool(const toml::table& t, PoolClassConfig* pool) {
@@ -92,43 +85,6 @@ absl::Status ParsePool(const toml::table& t, PoolClassConfig* pool) {
   return absl::OkStatus();
 }
 
-absl::Status ParseHost(const toml::table& t, HostTierConfig* host) {
-  std::string preset;
-  for (const auto& [k, v] : t) {
-    const std::string key(k.str());
-    if (key == "capacity") {
-      auto b = Bytes(v, key);
-      if (!b.ok()) return b.status();
-      host->capacity = *b;
-    } else if (key == "shm_mode") {
-      auto m = Mode(v, key);
-      if (!m.ok()) return m.status();
-      host->shm_mode = *m;
-    } else if (key == "prefault" && v.is_boolean()) {
-      host->prefault = *v.value<bool>();
-    } else if (key == "zero_on_free" && v.is_boolean()) {
-      host->zero_on_free = *v.value<bool>();
-    } else if (key == "preset" && v.is_string()) {
-      preset = *v.value<std::string>();
-    } else if (key == "pool" && v.is_array_of_tables()) {
-      for (const auto& p : *v.as_array()) {
-        PoolClassConfig pool;
-        if (auto st = ParsePool(*p.as_table(), &pool); !st.ok()) return st;
-        host->pools.push_back(std::move(pool));
-      }
-    } else {
-      return Bad(v, absl::StrCat("unknown or ill-typed key host.", key));
-    }
-  }
-  if (!preset.empty()) {
-    if (!host->pools.empty()) {
-      return absl::InvalidArgumentError("host.preset and host.pool exclude each other");
-    }
-    return ApplyPreset(preset, host);
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ParseSwapFile(const toml::table& t, const std::string& where, SwapFileConfig* file) {
   for (const auto& [k, v] : t) {
     const std::string key(k.str());
@@ -149,93 +105,48 @@ absl::Status ParseSwapFile(const toml::table& t, const std::string& where, SwapF
   return absl::OkStatus();
 }
 
-absl::Status ParseSsd(const toml::table& t, SsdConfig* ssd) {
-  SwapFileConfig first{"", kDefaultSwapSize};  // [ssd] path/size: the first file
-  bool has_first = false;
-  std::vector<SwapFileConfig> more;
-  for (const auto& [k, v] : t) {
-    const std::string key(k.str());
-    auto fraction = [&](double* out) -> absl::Status {
-      auto d = v.value<double>();
-      if (!d || *d <= 0 || *d > 1) return Bad(v, absl::StrCat("ssd.", key, " must be in (0, 1]"));
-      *out = *d;
-      return absl::OkStatus();
-    };
-    absl::Status st;
-    if (key == "path" && v.is_string()) {
-      first.path = *v.value<std::string>();
-      has_first = !first.path.empty();
-    } else if (key == "size") {
-      auto b = Bytes(v, "ssd.size");
-      if (!b.ok()) return b.status();
-      first.size = *b;
-    } else if (key == "file" && v.is_array_of_tables()) {
-      for (const toml::node& f : *v.as_array()) {
-        SwapFileConfig file;
-        st = ParseSwapFile(*f.as_table(), absl::StrCat("ssd.file[", more.size(), "]"), &file);
-        if (!st.ok()) return st;
-        more.push_back(file);
-      }
-    } else if (key == "min_mem_available") {
-      auto b = Bytes(v, key);
-      if (!b.ok()) return b.status();
-      ssd->min_mem_available = *b;
-    } else if (key == "io_threads" && v.is_integer() && *v.value<int64_t>() > 0 &&
-               *v.value<int64_t>() <= 64) {
-      ssd->io_threads = static_cast<int>(*v.value<int64_t>());
-    } else if (key == "queue_depth" && v.is_integer() && *v.value<int64_t>() > 0 &&
-               *v.value<int64_t>() <= 4096) {
-      ssd->queue_depth = static_cast<int>(*v.value<int64_t>());
-    } else if (key == "degrade_after" && v.is_integer() && *v.value<int64_t>() > 0) {
-      ssd->degrade_after = static_cast<int>(*v.value<int64_t>());
-    } else if (key == "force_fallback" && v.is_boolean()) {
-      ssd->force_fallback = *v.value<bool>();
-    } else if (key == "high_watermark") {
-      st = fraction(&ssd->high_watermark);
-    } else if (key == "low_watermark") {
-      st = fraction(&ssd->low_watermark);
-    } else {
-      return Bad(v, absl::StrCat("unknown or ill-typed key ssd.", key));
-    }
-    if (!st.ok()) return st;
-  }
-  if (has_first) {
-    if (first.size == 0 || first.size % 4096 != 0) {
-      return absl::InvalidArgumentError("ssd.size must be a positive multiple of 4 KiB");
-    }
-    ssd->files.push_back(first);
-  }
-  ssd->files.insert(ssd->files.end(), more.begin(), more.end());
-  if (ssd->low_watermark > ssd->high_watermark) {
-    return absl::InvalidArgumentError("ssd.low_watermark is above ssd.high_watermark");
-  }
-  return absl::OkStatus();
+// The text of a scalar TOML value, as a flag would carry it.
+absl::StatusOr<std::string> ScalarText(const toml::node& v, const std::string& key) {
+  if (auto s = v.value_exact<std::string>()) return *s;
+  if (auto b = v.value_exact<bool>()) return std::string(*b ? "true" : "false");
+  if (auto i = v.value_exact<int64_t>()) return absl::StrCat(*i);
+  if (auto d = v.value_exact<double>()) return absl::StrCat(*d);
+  return Bad(v, absl::StrCat(key, " must be a single value"));
 }
 
-absl::Status ParseDaemon(const toml::table& t, DaemonConfig* config) {
+// Reads one [section] table: table-driven settings, then the structured keys this section has.
+absl::Status ParseSection(const std::string& section, const toml::table& t, DaemonConfig* config,
+                          std::string* preset, SwapFileConfig* first_file) {
   for (const auto& [k, v] : t) {
-    const std::string key(k.str());
-    if (key == "run_dir" && v.is_string()) {
-      config->run_dir = *v.value<std::string>();
-    } else if (key == "socket" && v.is_string()) {
-      config->socket_path = *v.value<std::string>();
-    } else if (key == "socket_mode") {
-      auto m = Mode(v, key);
-      if (!m.ok()) return m.status();
-      config->socket_mode = *m;
-    } else if (key == "log_level" && v.is_string()) {
-      config->log_level = *v.value<std::string>();
-    } else if (key == "max_leases_per_session" && v.is_integer() && *v.value<int64_t>() > 0) {
-      config->max_leases_per_session = static_cast<uint64_t>(*v.value<int64_t>());
-    } else if (key == "max_sessions" && v.is_integer() && *v.value<int64_t>() > 0) {
-      config->max_sessions = static_cast<uint64_t>(*v.value<int64_t>());
-    } else if (key == "drain_timeout_ms" && v.is_integer() && *v.value<int64_t>() >= 0) {
-      config->drain_timeout_ms = *v.value<int64_t>();
-    } else if (key == "metrics_port" && v.is_integer() && *v.value<int64_t>() >= 0 &&
-               *v.value<int64_t>() <= 65535) {
-      config->metrics_port = static_cast<int>(*v.value<int64_t>());
+    const std::string key = absl::StrCat(section, ".", std::string(k.str()));
+    if (const Setting* s = FindSetting(key); s != nullptr) {
+      auto text = ScalarText(v, key);
+      if (!text.ok()) return text.status();
+      if (absl::Status st = s->set(*config, *text); !st.ok()) return Bad(v, st.message());
+    } else if (key == "host.preset" && v.is_string()) {
+      *preset = *v.value<std::string>();
+    } else if (key == "host.pool" && v.is_array_of_tables()) {
+      for (const auto& p : *v.as_array()) {
+        PoolClassConfig pool;
+        if (auto st = ParsePool(*p.as_table(), &pool); !st.ok()) return st;
+        config->host.pools.push_back(std::move(pool));
+      }
+    } else if (key == "ssd.path" && v.is_string()) {
+      first_file->path = *v.value<std::string>();
+    } else if (key == "ssd.size") {
+      auto b = Bytes(v, key);
+      if (!b.ok()) return b.status();
+      first_file->size = *b;
+    } else if (key == "ssd.file" && v.is_array_of_tables()) {
+      for (const toml::node& f : *v.as_array()) {
+        SwapFileConfig file;
+        absl::Status st = ParseSwapFile(
+            *f.as_table(), absl::StrCat("ssd.file[", config->ssd.files.size(), "]"), &file);
+        if (!st.ok()) return st;
+        config->ssd.files.push_back(file);
+      }
     } else {
-      return Bad(v, absl::StrCat("unknown or ill-typed key daemon.", key));
+      return Bad(v, absl::StrCat("unknown or ill-typed key ", key));
     }
   }
   return absl::OkStatus();
@@ -250,6 +161,13 @@ absl::StatusOr<mode_t> ParseMode(absl::string_view text) {
     return absl::InvalidArgumentError(absl::StrCat("not an octal file mode: '", text, "'"));
   }
   return static_cast<mode_t>(mode);
+}
+
+absl::Status Validate(const DaemonConfig& config) {
+  if (config.ssd.low_watermark > config.ssd.high_watermark) {
+    return absl::InvalidArgumentError("ssd.low_watermark is above ssd.high_watermark");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ApplyPreset(absl::string_view preset, HostTierConfig* host) {
@@ -280,18 +198,36 @@ absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path) {
         absl::StrCat(path, ":", e.source().begin.line, ": ", std::string(e.description())));
   }
   DaemonConfig config;
+  std::string preset;
+  SwapFileConfig first_file{"", kDefaultSwapSize};  // [ssd] path/size
   for (const auto& [k, v] : root) {
+    const std::string section(k.str());
     absl::Status st;
-    if (k.str() == "daemon" && v.is_table()) {
-      st = ParseDaemon(*v.as_table(), &config);
-    } else if (k.str() == "host" && v.is_table()) {
-      st = ParseHost(*v.as_table(), &config.host);
-    } else if (k.str() == "ssd" && v.is_table()) {
-      st = ParseSsd(*v.as_table(), &config.ssd);
+    if ((section == "daemon" || section == "host" || section == "ssd") && v.is_table()) {
+      st = ParseSection(section, *v.as_table(), &config, &preset, &first_file);
     } else {
-      st = Bad(v, absl::StrCat("unknown section [", std::string(k.str()), "]"));
+      st = Bad(v, absl::StrCat("unknown section [", section, "]"));
     }
     if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
+  }
+  if (!first_file.path.empty()) {
+    if (first_file.size == 0 || first_file.size % 4096 != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ssd.size must be a positive multiple of 4 KiB"));
+    }
+    config.ssd.files.insert(config.ssd.files.begin(), first_file);
+  }
+  if (!preset.empty()) {
+    if (!config.host.pools.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": host.preset and host.pool exclude each other"));
+    }
+    if (absl::Status st = ApplyPreset(preset, &config.host); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
+    }
+  }
+  if (absl::Status st = Validate(config); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
   }
   return config;
 }

@@ -17,6 +17,9 @@ absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path);
 // Replaces the host pool classes with a named preset. INVALID_ARGUMENT for an unknown name.
 absl::Status ApplyPreset(absl::string_view preset, HostTierConfig* host);
 
+// Checks what no single setting can: relations between settings. INVALID_ARGUMENT.
+absl::Status Validate(const DaemonConfig& config);
+
 // Parses an octal file mode such as "0600". INVALID_ARGUMENT otherwise.
 absl::StatusOr<mode_t> ParseMode(absl::string_view text);
 

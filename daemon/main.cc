@@ -7,39 +7,104 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/logging.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "daemon/notify.h"
+#include "daemon/settings.h"
 #include "spdlog/spdlog.h"
 
+namespace {
+
+// Flag values in command-line order, applied over the file (and again after a reload).
+using Overrides = std::vector<std::pair<const tensord::Setting*, std::string>>;
+
+absl::Status ApplyOverrides(const Overrides& overrides, tensord::DaemonConfig* config) {
+  for (const auto& [setting, value] : overrides) {
+    if (absl::Status st = setting->set(*config, value); !st.ok()) return st;
+  }
+  return tensord::Validate(*config);
+}
+
+// SIGHUP: re-reads the file, applies the reloadable settings that changed and says which other
+// ones changed (they apply at restart).
+void Reload(const std::string& path, const Overrides& overrides, tensord::DaemonConfig* config) {
+  if (path.empty()) {
+    spdlog::info("SIGHUP: no configuration file to reload (started without --config)");
+    return;
+  }
+  auto fresh = tensord::LoadConfigFile(path);
+  absl::Status st = fresh.ok() ? ApplyOverrides(overrides, &*fresh) : fresh.status();
+  if (!st.ok()) {
+    spdlog::error("SIGHUP: {} not reloaded: {}", path, st.ToString());
+    return;
+  }
+  for (const tensord::Setting& s : tensord::Settings()) {
+    const std::string now = s.get(*config), then = s.get(*fresh);
+    if (now == then) continue;
+    if (!s.reloadable) {
+      spdlog::warn("SIGHUP: {} changed to {}: applies at restart", s.key, then);
+      continue;
+    }
+    if (s.key == "daemon.log_level") {
+      if (absl::Status level = tensord::SetupLogging(fresh->log_level); !level.ok()) {
+        spdlog::error("SIGHUP: {}", level.ToString());
+        continue;
+      }
+    }
+    s.set(*config, absl::StripPrefix(absl::StripSuffix(then, "\""), "\"")).IgnoreError();
+    spdlog::info("SIGHUP: {} = {}", s.key, then);
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  CLI::App app{"tensord: shared tensor memory daemon for ML inference"};
-  std::string config_path, run_dir, socket, capacity, preset, shm_mode, log_level;
-  bool no_prefault = false, no_zero = false, swap_fallback = false;
-  std::vector<std::string> swap_files;
-  std::string swap_size;
+  CLI::App app{
+      "tensord: shared tensor memory daemon for ML inference.\n"
+      "Settings come from the built-in defaults, then --config FILE, then flags."};
+  std::string config_path, preset, swap_size;
+  bool no_prefault = false, no_zero = false, swap_fallback = false, print_config = false,
+       print_example = false;
+  std::vector<std::string> swap_files, sets;
+  Overrides overrides;
   app.add_option("-c,--config", config_path, "TOML configuration file");
-  app.add_option("--run-dir", run_dir, "directory for the socket and lock (default ./run)");
-  app.add_option("--socket", socket, "Unix socket path (default <run-dir>/tensord.sock)");
-  app.add_option("--host-capacity", capacity, "host tier size, e.g. 1GiB");
-  app.add_option("--preset", preset, "pool-class preset: qwen3-vl");
-  app.add_option("--shm-mode", shm_mode, "octal mode of shared-memory segments (default 0600)");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  app.add_flag("--print-config", print_config, "print the effective configuration and exit");
+  app.add_flag("--print-example-config", print_example,
+               "print the commented example configuration and exit");
+  app.add_option("--set", sets, "KEY=VALUE for any setting, e.g. --set ssd.queue_depth=64");
+  // One flag per setting of the table, its help and default from the table.
+  for (const tensord::Setting& s : tensord::Settings()) {
+    app.add_option_function<std::string>(
+           s.flag(), [&overrides, &s](const std::string& v) { overrides.emplace_back(&s, v); },
+           absl::StrCat(s.help, s.reloadable ? " [reloadable]" : ""))
+        ->type_name(s.type)
+        ->default_str(s.default_value())
+        ->group(s.key.substr(0, 6) == "daemon" ? "Daemon"
+                : s.key[0] == 'h'              ? "Host tier"
+                                               : "SSD tier");
+  }
+  app.add_option("--preset", preset, "pool-class preset: qwen3-vl")->group("Host tier");
+  app.add_flag("--no-prefault", no_prefault, "same as --host-prefault false")->group("Host tier");
+  app.add_flag("--no-zero-on-free", no_zero, "same as --host-zero-on-free false")
+      ->group("Host tier");
+  app.add_option(
+         "--shm-mode",
+         [&overrides](const std::vector<std::string>& v) {
+           overrides.emplace_back(tensord::FindSetting("host.shm_mode"), v.back());
+           return true;
+         },
+         "same as --host-shm-mode")
+      ->group("Host tier");
   app.add_option("--swap-file", swap_files,
-                 "enable the SSD tier with this swap file (repeat for several devices)");
-  app.add_option("--swap-size", swap_size, "size of each --swap-file, e.g. 64GiB (default 4GiB)");
-  app.add_flag("--swap-fallback", swap_fallback, "use pread/pwrite instead of io_uring");
-  int64_t drain_timeout_ms = -1;
-  int metrics_port = -1;
-  app.add_option("--metrics-port", metrics_port,
-                 "serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: off, the default)")
-      ->check(CLI::Range(0, 65535));
-  app.add_option("--drain-timeout-ms", drain_timeout_ms,
-                 "on SIGTERM, wait this long for clients to release leases (default 10000)");
-  app.add_flag("--no-prefault", no_prefault, "do not touch segment pages at start");
-  app.add_flag("--no-zero-on-free", no_zero, "do not zero freed memory before reuse");
+                 "enable the SSD tier with this swap file (repeat for several devices)")
+      ->group("SSD tier");
+  app.add_option("--swap-size", swap_size, "size of each --swap-file, e.g. 64GiB (default 4GiB)")
+      ->group("SSD tier");
+  app.add_flag("--swap-fallback", swap_fallback, "same as --ssd-force-fallback true")
+      ->group("SSD tier");
   app.set_version_flag("--version", TENSORD_VERSION);
   CLI11_PARSE(app, argc, argv);
 
@@ -47,25 +112,31 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "tensord: %s\n", std::string(st.message()).c_str());
     return 2;
   };
+  if (print_example) {
+    std::fputs(tensord::ExampleConfig().c_str(), stdout);
+    return 0;
+  }
+  for (const std::string& kv : sets) {
+    const size_t eq = kv.find('=');
+    const tensord::Setting* s =
+        eq == std::string::npos ? nullptr : tensord::FindSetting(kv.substr(0, eq));
+    if (s == nullptr) {
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat("--set ", kv, ": not KEY=VALUE with a known key (tensord --help)")));
+    }
+    overrides.emplace_back(s, kv.substr(eq + 1));
+  }
+  if (no_prefault) overrides.emplace_back(tensord::FindSetting("host.prefault"), "false");
+  if (no_zero) overrides.emplace_back(tensord::FindSetting("host.zero_on_free"), "false");
+  if (swap_fallback) overrides.emplace_back(tensord::FindSetting("ssd.force_fallback"), "true");
+
   tensord::DaemonConfig config;
   if (!config_path.empty()) {
     auto loaded = tensord::LoadConfigFile(config_path);
     if (!loaded.ok()) return fail(loaded.status());
     config = *std::move(loaded);
   }
-  if (!run_dir.empty()) config.run_dir = run_dir;
-  if (!socket.empty()) config.socket_path = socket;
-  if (!log_level.empty()) config.log_level = log_level;
-  if (!capacity.empty()) {
-    auto bytes = tensord::ParseBytes(capacity);
-    if (!bytes.ok()) return fail(bytes.status());
-    config.host.capacity = *bytes;
-  }
-  if (!shm_mode.empty()) {
-    auto mode = tensord::ParseMode(shm_mode);
-    if (!mode.ok()) return fail(mode.status());
-    config.host.shm_mode = *mode;
-  }
+  if (absl::Status st = ApplyOverrides(overrides, &config); !st.ok()) return fail(st);
   if (!preset.empty()) {
     if (auto st = tensord::ApplyPreset(preset, &config.host); !st.ok()) return fail(st);
   }
@@ -81,11 +152,10 @@ int main(int argc, char** argv) {
   } else if (!swap_size.empty()) {
     return fail(absl::InvalidArgumentError("--swap-size needs --swap-file"));
   }
-  if (swap_fallback) config.ssd.force_fallback = true;
-  if (drain_timeout_ms >= 0) config.drain_timeout_ms = drain_timeout_ms;
-  if (metrics_port >= 0) config.metrics_port = metrics_port;
-  if (no_prefault) config.host.prefault = false;
-  if (no_zero) config.host.zero_on_free = false;
+  if (print_config) {
+    std::fputs(tensord::PrintConfig(config).c_str(), stdout);
+    return 0;
+  }
   if (auto st = tensord::SetupLogging(config.log_level); !st.ok()) return fail(st);
 
   // Block the stop signals in every thread (gRPC's included) and take them here.
@@ -102,28 +172,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   tensord::notify::Ready(absl::StrCat("serving on unix:", (*daemon)->socket_path()));
-  // SIGHUP reloads the configuration file: the log level takes effect now; other settings
-  // need a restart, and the log says which changed.
+  // SIGHUP reloads the configuration file (the reloadable settings; the log names the others).
   sigset_t waited = stop;
   sigaddset(&waited, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &waited, nullptr);
   int sig = 0;
   while (sigwait(&waited, &sig) == 0 && sig == SIGHUP) {
     tensord::notify::Reloading();
-    if (config_path.empty()) {
-      spdlog::info("SIGHUP: no configuration file to reload (started without --config)");
-    } else if (auto fresh = tensord::LoadConfigFile(config_path); !fresh.ok()) {
-      spdlog::error("SIGHUP: {} not reloaded: {}", config_path, fresh.status().ToString());
-    } else {
-      if (!log_level.empty()) fresh->log_level = log_level;  // flags still win
-      if (auto st = tensord::SetupLogging(fresh->log_level); st.ok()) {
-        config.log_level = fresh->log_level;
-      } else {
-        spdlog::error("SIGHUP: log_level: {}", st.ToString());
-      }
-      spdlog::info("SIGHUP: reloaded {} (log_level {}); other settings apply at restart",
-                   config_path, config.log_level);
-    }
+    Reload(config_path, overrides, &config);
     tensord::notify::Ready(absl::StrCat("serving on unix:", (*daemon)->socket_path()));
   }
   spdlog::info("signal {}: draining (up to {} ms; a second signal stops at once)", sig,

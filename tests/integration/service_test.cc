@@ -158,6 +158,34 @@ TEST(Service, SighupReloadsTheConfigurationAndKeepsServing) {
   EXPECT_EQ(d.Stop(), 0);
 }
 
+TEST(Service, SighupAppliesAReloadableSetting) {
+  // drain_timeout_ms is reloadable: 60 s at start, 0 after SIGHUP, so that SIGTERM with a lease
+  // held stops at once instead of waiting a minute.
+  const std::string dir = MakeTempDir();
+  const std::string file = dir + "/tensord.toml";
+  std::ofstream(file) << "[daemon]\ndrain_timeout_ms = 60000\n";
+  Process daemon(
+      {DaemonBinary(), "--run-dir", dir, "--no-prefault", "--config", file, "--log-level", "warn"});
+  const std::string socket = dir + "/tensord.sock";
+  for (int i = 0; i < 200 && !IsServing(socket); ++i) std::this_thread::sleep_for(milliseconds(50));
+  ASSERT_TRUE(IsServing(socket));
+  ClientOptions opts;
+  opts.socket_path = socket;
+  auto c = Client::Connect(opts);
+  ASSERT_TRUE(c.ok());
+  {
+    auto t = (*c)->Create("held", DType::kUInt8, {64});
+    ASSERT_TRUE(t.ok() && t->Seal().ok());
+  }
+  auto lease = (*c)->Get("held");
+  ASSERT_TRUE(lease.ok());
+  std::ofstream(file) << "[daemon]\ndrain_timeout_ms = 0\n";
+  daemon.Kill(SIGHUP);
+  std::this_thread::sleep_for(milliseconds(300));
+  daemon.Kill(SIGTERM);
+  EXPECT_EQ(daemon.WaitFor(milliseconds(5000)), 0) << "the reloaded drain timeout applies";
+}
+
 TEST(Service, HealthHasAnEntryPerTier) {
   const std::string dir = MakeTempDir();
   Daemon with_swap({"--swap-file", dir + "/swap", "--swap-size", "64MiB"});

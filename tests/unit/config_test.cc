@@ -6,6 +6,9 @@
 
 #include <fstream>
 
+#include "absl/strings/strip.h"
+#include "daemon/settings.h"
+
 namespace tensord {
 namespace {
 
@@ -91,6 +94,55 @@ TEST_F(ConfigFile, RejectsTyposAndBadValuesWithTheLine) {
   EXPECT_EQ(LoadConfigFile(Write("[host\n")).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LoadConfigFile("/nonexistent/tensord.toml").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST(Config, TheShippedExampleIsGeneratedFromTheSettingsTable) {
+  std::ifstream in(TENSORD_EXAMPLE_CONFIG);
+  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(file, ExampleConfig())
+      << "deploy/tensord.toml is stale: regenerate it with tensord --print-example-config";
+  for (const Setting& s : Settings()) {
+    EXPECT_NE(file.find(s.key.substr(s.key.find('.') + 1) + " = "), std::string::npos) << s.key;
+    EXPECT_FALSE(s.help.empty()) << s.key;
+  }
+}
+
+TEST_F(ConfigFile, PrintConfigReadsBackUnchanged) {
+  DaemonConfig config;
+  ASSERT_TRUE(FindSetting("host.capacity")->set(config, "3GiB").ok());
+  ASSERT_TRUE(FindSetting("daemon.log_level")->set(config, "debug").ok());
+  ASSERT_TRUE(FindSetting("ssd.high_watermark")->set(config, "0.8").ok());
+  ASSERT_TRUE(FindSetting("daemon.socket_mode")->set(config, "0640").ok());
+  ASSERT_TRUE(ApplyPreset("qwen3-vl", &config.host).ok());
+  config.ssd.files = {{"/a/swap", uint64_t{8} << 30}, {"/b/swap", 1 << 20}};
+  const std::string printed = PrintConfig(config);
+  auto back = LoadConfigFile(Write(printed));
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << printed;
+  EXPECT_EQ(PrintConfig(*back), printed);
+  EXPECT_EQ(back->host.capacity, uint64_t{3} << 30);
+  EXPECT_EQ(back->host.pools.size(), 4u);
+  EXPECT_EQ(back->ssd.files.size(), 2u);
+}
+
+TEST(Config, EverySettingRejectsGarbageWithItsKey) {
+  for (const Setting& s : Settings()) {
+    DaemonConfig config;
+    if (s.type == "string") continue;  // any text is a string
+    absl::Status st = s.set(config, "garbage!");
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << s.key;
+    EXPECT_NE(st.message().find(s.key), absl::string_view::npos) << st.message();
+    EXPECT_EQ(s.get(config), s.default_value()) << s.key << ": a bad value changes nothing";
+    EXPECT_TRUE(
+        s.set(config, absl::StripSuffix(absl::StripPrefix(s.default_value(), "\""), "\"")).ok())
+        << s.key << " must accept its own default";
+  }
+  DaemonConfig config;
+  EXPECT_FALSE(FindSetting("daemon.log_level")->set(config, "loud").ok());
+  EXPECT_FALSE(FindSetting("daemon.metrics_port")->set(config, "70000").ok());
+  EXPECT_FALSE(FindSetting("ssd.low_watermark")->set(config, "0").ok());
+  EXPECT_EQ(FindSetting("no.such"), nullptr);
+  EXPECT_EQ(FindSetting("host.capacity")->flag(), "--host-capacity");
+  EXPECT_EQ(FindSetting("daemon.run_dir")->flag(), "--run-dir");
 }
 
 TEST(Config, TheShippedExampleLoads) {

@@ -1,0 +1,293 @@
+#include "daemon/settings.h"
+
+#include <charconv>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "daemon/config.h"
+
+namespace tensord {
+namespace {
+
+absl::Status Invalid(const std::string& key, absl::string_view text, absl::string_view want) {
+  return absl::InvalidArgumentError(absl::StrCat(key, ": '", text, "' is not valid (", want, ")"));
+}
+
+std::string Quote(absl::string_view s) {
+  return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\\", "\\\\"}, {"\"", "\\\""}}), "\"");
+}
+
+// A byte size exactly, in the largest unit that divides it: "1GiB", "4096".
+std::string ExactBytes(uint64_t v) {
+  static constexpr std::pair<uint64_t, const char*> kUnits[] = {{uint64_t{1} << 40, "TiB"},
+                                                                {uint64_t{1} << 30, "GiB"},
+                                                                {uint64_t{1} << 20, "MiB"},
+                                                                {uint64_t{1} << 10, "KiB"}};
+  for (const auto& [unit, name] : kUnits) {
+    if (v != 0 && v % unit == 0) return Quote(absl::StrCat(v / unit, name));
+  }
+  return Quote(absl::StrCat(v));
+}
+
+template <typename Ref>
+Setting String(std::string key, std::string help, Ref ref, std::string example = "",
+               std::function<absl::Status(absl::string_view)> check = nullptr) {
+  Setting s{key, "string", std::move(help), false, std::move(example), nullptr, nullptr};
+  s.set = [ref, check](DaemonConfig& c, absl::string_view text) {
+    if (check) {
+      if (absl::Status st = check(text); !st.ok()) return st;
+    }
+    ref(c) = std::string(text);
+    return absl::OkStatus();
+  };
+  s.get = [ref](const DaemonConfig& c) { return Quote(ref(const_cast<DaemonConfig&>(c))); };
+  return s;
+}
+
+template <typename Ref>
+Setting Bytes(std::string key, std::string help, Ref ref, std::string example = "") {
+  Setting s{key, "bytes", std::move(help), false, std::move(example), nullptr, nullptr};
+  s.set = [ref, key](DaemonConfig& c, absl::string_view text) {
+    auto b = ParseBytes(text);
+    if (!b.ok()) return Invalid(key, text, "a byte size such as 4096, \"64MiB\" or \"1GiB\"");
+    ref(c) = *b;
+    return absl::OkStatus();
+  };
+  s.get = [ref](const DaemonConfig& c) { return ExactBytes(ref(const_cast<DaemonConfig&>(c))); };
+  return s;
+}
+
+template <typename Ref>
+Setting Int(std::string key, std::string help, Ref ref, int64_t min, int64_t max,
+            std::string example = "") {
+  Setting s{key, "int", std::move(help), false, std::move(example), nullptr, nullptr};
+  s.set = [ref, key, min, max](DaemonConfig& c, absl::string_view text) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(text, &v) || v < min || v > max) {
+      return Invalid(key, text, absl::StrCat("an integer from ", min, " to ", max));
+    }
+    ref(c) = static_cast<std::remove_reference_t<decltype(ref(c))>>(v);
+    return absl::OkStatus();
+  };
+  s.get = [ref](const DaemonConfig& c) { return absl::StrCat(ref(const_cast<DaemonConfig&>(c))); };
+  return s;
+}
+
+template <typename Ref>
+Setting Bool(std::string key, std::string help, Ref ref, std::string example = "") {
+  Setting s{key, "bool", std::move(help), false, std::move(example), nullptr, nullptr};
+  s.set = [ref, key](DaemonConfig& c, absl::string_view text) {
+    if (text != "true" && text != "false") return Invalid(key, text, "true or false");
+    ref(c) = text == "true";
+    return absl::OkStatus();
+  };
+  s.get = [ref](const DaemonConfig& c) {
+    return std::string(ref(const_cast<DaemonConfig&>(c)) ? "true" : "false");
+  };
+  return s;
+}
+
+template <typename Ref>
+Setting Mode(std::string key, std::string help, Ref ref, std::string example = "") {
+  Setting s{key, "mode", std::move(help), false, std::move(example), nullptr, nullptr};
+  s.set = [ref, key](DaemonConfig& c, absl::string_view text) {
+    auto m = ParseMode(text);
+    if (!m.ok()) return Invalid(key, text, "an octal file mode such as \"0600\"");
+    ref(c) = *m;
+    return absl::OkStatus();
+  };
+  s.get = [ref](const DaemonConfig& c) {
+    return Quote(absl::StrFormat("%04o", ref(const_cast<DaemonConfig&>(c))));
+  };
+  return s;
+}
+
+template <typename Ref>
+Setting Fraction(std::string key, std::string help, Ref ref) {
+  Setting s{key, "fraction", std::move(help), false, "", nullptr, nullptr};
+  s.set = [ref, key](DaemonConfig& c, absl::string_view text) {
+    double v = 0;
+    if (!absl::SimpleAtod(text, &v) || !(v > 0 && v <= 1)) {
+      return Invalid(key, text, "a fraction in (0, 1]");
+    }
+    ref(c) = v;
+    return absl::OkStatus();
+  };
+  s.get = [ref](const DaemonConfig& c) {
+    return absl::StrFormat("%.2f", ref(const_cast<DaemonConfig&>(c)));
+  };
+  return s;
+}
+
+absl::Status CheckLevel(absl::string_view text) {
+  for (const char* level : {"trace", "debug", "info", "warn", "error"}) {
+    if (text == level) return absl::OkStatus();
+  }
+  return Invalid("daemon.log_level", text, "trace, debug, info, warn or error");
+}
+
+Setting Reloadable(Setting s) {
+  s.reloadable = true;
+  return s;
+}
+
+#define TENSORD_FIELD(expr) \
+  [](DaemonConfig & c) -> auto& { return c.expr; }
+
+std::vector<Setting> MakeSettings() {
+  std::vector<Setting> s;
+  // [daemon]
+  s.push_back(String("daemon.run_dir", "Directory of the lock file and the default socket.",
+                     TENSORD_FIELD(run_dir), "\"/run/tensord\""));
+  s.push_back(String("daemon.socket", "Unix socket path; empty: <run_dir>/tensord.sock.",
+                     TENSORD_FIELD(socket_path)));
+  s.push_back(Mode("daemon.socket_mode", "File mode of the socket (0660: group members connect).",
+                   TENSORD_FIELD(socket_mode), "\"0660\""));
+  s.push_back(Reloadable(String("daemon.log_level", "trace, debug, info, warn or error.",
+                                TENSORD_FIELD(log_level), "", CheckLevel)));
+  s.back().type = "level";
+  s.push_back(Int("daemon.max_leases_per_session", "Leases one session may hold at once.",
+                  TENSORD_FIELD(max_leases_per_session), 1, int64_t{1} << 40));
+  s.push_back(Int("daemon.max_sessions", "Attached sessions at once.", TENSORD_FIELD(max_sessions),
+                  1, 1 << 20));
+  s.push_back(Reloadable(Int("daemon.drain_timeout_ms",
+                             "On SIGTERM, how long clients get to release their leases.",
+                             TENSORD_FIELD(drain_timeout_ms), 0, 3600000)));
+  s.push_back(Int("daemon.metrics_port", "Prometheus text on 127.0.0.1:PORT/metrics; 0: off.",
+                  TENSORD_FIELD(metrics_port), 0, 65535));
+  // [host]
+  s.push_back(
+      Bytes("host.capacity", "Size of the shared-memory host tier.", TENSORD_FIELD(host.capacity)));
+  s.push_back(Mode("host.shm_mode", "File mode of the segments (0660: group members map them).",
+                   TENSORD_FIELD(host.shm_mode), "\"0660\""));
+  s.push_back(Bool("host.prefault", "Touch every page at start: no page faults on the hot path.",
+                   TENSORD_FIELD(host.prefault)));
+  s.push_back(Bool("host.zero_on_free",
+                   "Zero freed memory before reuse: no tenant reads "
+                   "another's data.",
+                   TENSORD_FIELD(host.zero_on_free)));
+  // [ssd]
+  s.push_back(Int("ssd.io_threads", "I/O threads, one io_uring ring each.",
+                  TENSORD_FIELD(ssd.io_threads), 1, 64));
+  s.push_back(Int("ssd.queue_depth", "Transfers in flight per ring (1 MiB chunks).",
+                  TENSORD_FIELD(ssd.queue_depth), 1, 4096));
+  s.push_back(Bool("ssd.force_fallback", "pread/pwrite instead of io_uring.",
+                   TENSORD_FIELD(ssd.force_fallback)));
+  s.push_back(Int("ssd.degrade_after",
+                  "Consecutive failed transfers before the device is "
+                  "marked degraded.",
+                  TENSORD_FIELD(ssd.degrade_after), 1, 1000000));
+  s.push_back(Fraction("ssd.high_watermark",
+                       "Demote host tensors to SSD above this share of "
+                       "the host tier ...",
+                       TENSORD_FIELD(ssd.high_watermark)));
+  s.push_back(
+      Fraction("ssd.low_watermark", "... down to this share.", TENSORD_FIELD(ssd.low_watermark)));
+  s.push_back(Bytes("ssd.min_mem_available",
+                    "Also demote while MemAvailable is below this "
+                    "(0: ignore).",
+                    TENSORD_FIELD(ssd.min_mem_available)));
+  return s;
+}
+
+#undef TENSORD_FIELD
+
+std::string SwapFilesToml(const DaemonConfig& c) {
+  std::string out;
+  for (size_t i = 0; i < c.ssd.files.size(); ++i) {
+    absl::StrAppend(&out, "\n[[ssd.file]]\npath = ", Quote(c.ssd.files[i].path),
+                    "\nsize = ", ExactBytes(c.ssd.files[i].size), "\n");
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string Setting::flag() const {
+  std::string name = absl::StrReplaceAll(key, {{"_", "-"}, {".", "-"}});
+  if (absl::StartsWith(name, "daemon-")) name = name.substr(7);
+  return "--" + name;
+}
+
+const std::vector<Setting>& Settings() {
+  static const std::vector<Setting> kSettings = MakeSettings();
+  return kSettings;
+}
+
+const Setting* FindSetting(absl::string_view key) {
+  for (const Setting& s : Settings()) {
+    if (s.key == key) return &s;
+  }
+  return nullptr;
+}
+
+std::string PrintConfig(const DaemonConfig& config) {
+  std::string out = "# tensord --print-config: the effective configuration\n";
+  std::string section;
+  for (const Setting& s : Settings()) {
+    const std::string sec = s.key.substr(0, s.key.find('.'));
+    if (sec != section) {
+      absl::StrAppend(&out, "\n[", sec, "]\n");
+      section = sec;
+    }
+    absl::StrAppend(&out, s.key.substr(sec.size() + 1), " = ", s.get(config), "\n");
+  }
+  for (const PoolClassConfig& p : config.host.pools) {
+    absl::StrAppend(&out, "\n[[host.pool]]\nname = ", Quote(p.name),
+                    "\nblock_size = ", ExactBytes(p.block_size), "\n");
+    if (p.block_count > 0) {
+      absl::StrAppend(&out, "count = ", p.block_count, "\n");
+    } else {
+      absl::StrAppend(&out, "share = ", absl::StrFormat("%.2f", p.share), "\n");
+    }
+  }
+  absl::StrAppend(&out, SwapFilesToml(config));
+  return out;
+}
+
+std::string ExampleConfig() {
+  std::string out =
+      "# tensord configuration, as installed to /etc/tensord/tensord.toml for the systemd "
+      "service.\n"
+      "# Generated by `tensord --print-example-config` from the settings table "
+      "(daemon/settings.cc).\n"
+      "# Every key is optional: the built-in default (shown commented out) applies where one is\n"
+      "# absent. Flags override keys (tensord --help). Sizes accept 4096, \"64KiB\", \"16MiB\", "
+      "\"1GiB\".\n"
+      "# (reloadable): SIGHUP (systemctl reload tensord) applies a change; the rest at restart.\n";
+  std::string section;
+  for (const Setting& s : Settings()) {
+    const std::string sec = s.key.substr(0, s.key.find('.'));
+    if (sec != section) {
+      absl::StrAppend(&out, "\n[", sec, "]\n");
+      if (sec == "ssd") {
+        absl::StrAppend(&out,
+                        "# The SSD tier is off until a swap file is named: path and size here, "
+                        "more files as\n# [[ssd.file]] tables (path, size), e.g. one per NVMe "
+                        "device. Swap files may live in\n# /var/lib/tensord (the service's "
+                        "StateDirectory=).\n# path = \"/var/lib/tensord/swap\"\n"
+                        "# size = \"4GiB\"\n");
+      }
+      section = sec;
+    }
+    absl::StrAppend(&out, "# ", s.help, s.reloadable ? " (reloadable)" : "", "\n");
+    if (s.example.empty()) {
+      absl::StrAppend(&out, "# ", s.key.substr(sec.size() + 1), " = ", s.default_value(), "\n");
+    } else {
+      absl::StrAppend(&out, s.key.substr(sec.size() + 1), " = ", s.example, "\n");
+    }
+    if (s.key == "host.zero_on_free") {
+      absl::StrAppend(&out,
+                      "# Pool classes: preset = \"qwen3-vl\", or [[host.pool]] tables with name, "
+                      "and block_size\n# or dtype + shape, and count or share of the tier.\n"
+                      "# preset = \"qwen3-vl\"\n");
+    }
+  }
+  return out;
+}
+
+}  // namespace tensord
