@@ -304,6 +304,16 @@ absl::StatusOr<Stats> Client::GetStats() {
   return FromProto(response);
 }
 
+absl::StatusOr<std::string> Client::Evict(std::string_view key) {
+  v1::EvictRequest request;
+  request.set_ns(session_->ns());
+  request.set_key(std::string(key));
+  v1::EvictResponse response;
+  auto st = FromGrpc(session_->stub().Evict(session_->Context().get(), request, &response));
+  if (!st.ok()) return st;
+  return response.outcome();
+}
+
 absl::StatusOr<std::string> Client::GetStatsJson() {
   v1::GetStatsRequest request;
   v1::Stats response;

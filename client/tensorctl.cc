@@ -137,25 +137,40 @@ int PrintTensor(tensord::Client& c, const std::string& key) {
   absl::PrintF(
       "key        %s\ndtype      %s\nshape      %s\nsize       %s (%d bytes)\n"
       "pool       %s\ndurability %s\nscope      %s\nsealed     %s\nleases     %d\n"
-      "location   arena %d offset %d\ncreated    %d (unix ms)\nttl        %s\n",
+      "location   %s arena %d offset %d\ncreated    %d (unix ms)\nttl        %s\n",
       t->key, tensord::DTypeName(t->dtype), ShapeText(t->shape), tensord::FormatBytes(t->nbytes),
       t->nbytes, t->pool, t->durability == tensord::Durability::kDurable ? "durable" : "cache",
       t->scope == tensord::Scope::kSession ? "session" : "global", t->sealed ? "yes" : "no",
-      t->leases, t->location.arena, t->location.offset, t->created_unix_ms,
-      t->ttl_ms > 0 ? absl::StrCat(t->ttl_ms, " ms") : "none");
+      t->leases, TierName(t->location.tier), t->location.arena, t->location.offset,
+      t->created_unix_ms, t->ttl_ms > 0 ? absl::StrCat(t->ttl_ms, " ms") : "none");
   return 0;
 }
 
-int PrintList(tensord::Client& c, const std::string& prefix, uint32_t limit) {
+// Filters of `ls`; empty or zero: no filter.
+struct ListFilter {
+  std::string durability;  // "cache" or "durable"
+  std::string tier;        // "host" or "ssd"
+  std::string pool;
+  bool leased = false;
+  uint64_t min_bytes = 0;
+};
+
+int PrintList(tensord::Client& c, const std::string& prefix, uint32_t limit, const ListFilter& f) {
   auto list = c.List(prefix, limit);
   if (!list.ok()) return Fail(list.status());
-  absl::PrintF("%-40s %-9s %-20s %10s %-18s %-8s %-6s %s\n", "KEY", "DTYPE", "SHAPE", "SIZE",
-               "POOL", "DURABLE", "SEALED", "LEASES");
+  absl::PrintF("%-40s %-9s %-20s %10s %-18s %-8s %-5s %-6s %s\n", "KEY", "DTYPE", "SHAPE", "SIZE",
+               "POOL", "DURABLE", "TIER", "SEALED", "LEASES");
   for (const auto& t : *list) {
-    absl::PrintF("%-40s %-9s %-20s %10s %-18s %-8s %-6s %d\n", t.key, tensord::DTypeName(t.dtype),
-                 ShapeText(t.shape), tensord::FormatBytes(t.nbytes), t.pool,
-                 t.durability == tensord::Durability::kDurable ? "durable" : "cache",
-                 t.sealed ? "yes" : "no", t.leases);
+    const char* durability = t.durability == tensord::Durability::kDurable ? "durable" : "cache";
+    const char* tier = TierName(t.location.tier);
+    if ((!f.durability.empty() && f.durability != durability) ||
+        (!f.tier.empty() && f.tier != tier) || (!f.pool.empty() && f.pool != t.pool) ||
+        (f.leased && t.leases == 0) || t.nbytes < f.min_bytes) {
+      continue;
+    }
+    absl::PrintF("%-40s %-9s %-20s %10s %-18s %-8s %-5s %-6s %d\n", t.key,
+                 tensord::DTypeName(t.dtype), ShapeText(t.shape), tensord::FormatBytes(t.nbytes),
+                 t.pool, durability, tier, t.sealed ? "yes" : "no", t.leases);
   }
   return 0;
 }
@@ -236,11 +251,21 @@ int main(int argc, char** argv) {
   top->add_option("--count", count, "stop after this many frames (default: until Ctrl-C)");
   auto* health = app.add_subcommand("health", "grpc.health.v1 status, overall and per tier");
   auto* stat = app.add_subcommand("stat", "show one tensor's metadata");
+  auto* evict = app.add_subcommand("evict", "move an unleased tensor off the host tier now");
   std::string prefix;
   uint32_t limit = 0;
   auto* ls = app.add_subcommand("ls", "list tensors");
   ls->add_option("prefix", prefix, "key prefix");
   ls->add_option("--limit", limit, "at most this many (default 1000)");
+  ListFilter filter;
+  std::string min_size;
+  ls->add_option("--durability", filter.durability, "only cache or durable tensors")
+      ->check(CLI::IsMember({"cache", "durable"}));
+  ls->add_option("--tier", filter.tier, "only tensors resident on host, or on ssd only")
+      ->check(CLI::IsMember({"host", "ssd"}));
+  ls->add_option("--pool", filter.pool, "only tensors of this pool");
+  ls->add_flag("--leased", filter.leased, "only tensors someone holds a lease on");
+  ls->add_option("--min-size", min_size, "only tensors of at least this size, e.g. 16MiB");
   std::string file, key, dtype = "uint8", pool;
   std::vector<int64_t> shape;
   bool cache = false;
@@ -257,6 +282,7 @@ int main(int argc, char** argv) {
   auto* rm = app.add_subcommand("rm", "delete a tensor");
   rm->add_option("key", key)->required();
   stat->add_option("key", key)->required();
+  evict->add_option("key", key)->required();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -271,7 +297,23 @@ int main(int argc, char** argv) {
   if (*top) return Top(c, interval_ms, count);
   if (*health) return PrintHealth(c);
   if (*stat) return PrintTensor(c, key);
-  if (*ls) return PrintList(c, prefix, limit);
+  if (*evict) {
+    auto outcome = c.Evict(key);
+    if (!outcome.ok()) return Fail(outcome.status());
+    absl::PrintF("%s: %s\n", key, *outcome);
+    return 0;
+  }
+  if (*ls) {
+    if (!min_size.empty()) {
+      auto bytes = tensord::ParseBytes(min_size);
+      if (!bytes.ok()) {
+        std::cerr << "tensorctl: --min-size: " << bytes.status().message() << "\n";
+        return 2;
+      }
+      filter.min_bytes = *bytes;
+    }
+    return PrintList(c, prefix, limit, filter);
+  }
   if (*put) return Put(c, file, key, dtype, shape, cache, pool);
   if (*get) return GetToFile(c, key, file);
   if (*rm) {

@@ -250,6 +250,17 @@ grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ct
                           [=, this] { return DoCreate(ctx, request, response); });
 }
 
+grpc::ServerUnaryReactor* TensordService::Evict(grpc::CallbackServerContext* ctx,
+                                                const v1::EvictRequest* request,
+                                                v1::EvictResponse* response) {
+  // Writes to the SSD tier: off gRPC's threads.
+  return RunMaybeBlocking(ctx, &blocking_, store_->CreateMayBlock(), [=, this] {
+    auto outcome = store_->Evict(request->ns(), request->key());
+    if (outcome.ok()) response->set_outcome(*outcome);
+    return outcome.status();
+  });
+}
+
 grpc::ServerUnaryReactor* TensordService::Seal(grpc::CallbackServerContext* ctx,
                                                const v1::SealRequest* request, v1::SealResponse*) {
   return Done(ctx, store_->Seal(request->session_id(), request->ns(), request->key()));

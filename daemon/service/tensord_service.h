@@ -49,6 +49,8 @@ class TensordService final : public v1::Tensord::CallbackService {
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const v1::GetStatsRequest* request,
                                      v1::Stats* response) override;
+  grpc::ServerUnaryReactor* Evict(grpc::CallbackServerContext* ctx, const v1::EvictRequest* request,
+                                  v1::EvictResponse* response) override;
   grpc::ServerWriteReactor<v1::Stats>* WatchStats(grpc::CallbackServerContext* ctx,
                                                   const v1::WatchStatsRequest* request) override;
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest* request,

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/store/store.h"
+#include "daemon/store/validation.h"
 #include "spdlog/spdlog.h"
 
 namespace tensord::store {
@@ -278,12 +279,6 @@ void Store::PromoteMany(const std::string& session_id, absl::string_view ns,
 }
 
 uint64_t Store::DemoteOnce() {
-  struct Write {
-    Object* o;
-    const uint8_t* src;
-    absl::StatusOr<tiers::SsdExtent> extent = absl::UnknownError("not written");
-  };
-  std::vector<Write> writes;
   std::vector<PendingFree> frees;
   uint64_t moved = 0;
   {
@@ -315,50 +310,105 @@ uint64_t Store::DemoteOnce() {
       chosen.push_back(o);
       return true;
     });
-    for (Object* o : chosen) {
-      if (o->ssd.has_value()) {  // clean copy on SSD: demotion costs no I/O
-        ++counters_.demotions;
-        moved += o->reserved;
-        DropHostCopy(o, &frees);
-        continue;
-      }
-      ++o->pins;
-      demoting_bytes_ += o->reserved;
-      writes.push_back(Write{o, host_->Address(host_->pools()[o->pool].arena, o->offset)});
-    }
+    moved = StartDemotions(chosen, &frees);
   }
-  if (!writes.empty()) {  // one engine batch: the round's writes are in flight together
-    std::vector<tiers::SsdTier::WriteItem> items;
-    items.reserve(writes.size());
-    for (const Write& w : writes) items.push_back({w.src, w.o->nbytes});
-    auto extents = ssd_->WriteMany(items);
-    for (size_t i = 0; i < writes.size(); ++i) writes[i].extent = std::move(extents[i]);
-  }
-  {
-    absl::MutexLock lock(&mu_);
-    for (Write& w : writes) {
-      Object* o = w.o;
-      --o->pins;
-      demoting_bytes_ -= o->reserved;
-      if (!w.extent.ok()) {
-        ++counters_.demotion_failures;
-        spdlog::warn("demotion of '{}' failed: {}", o->key, w.extent.status().ToString());
-      } else if (o->retired) {
-        ssd_->Free(*w.extent);
-      } else {
-        o->ssd = *w.extent;
-        ++counters_.demotions;
-        counters_.demoted_bytes += o->nbytes;
-        if (o->leases == 0 && o->pins == 0 && o->on_host) {
-          moved += o->reserved;
-          DropHostCopy(o, &frees);
-        }
-      }
-      MaybeFreeRetired(o, &frees);
-    }
-  }
+  moved += FinishDemotions(&frees);
   Reclaim(frees);
   return moved;
+}
+
+uint64_t Store::StartDemotions(std::span<Object* const> chosen, std::vector<PendingFree>* frees) {
+  uint64_t moved = 0;
+  for (Object* o : chosen) {
+    if (o->ssd.has_value()) {  // clean copy on SSD: demotion costs no I/O
+      ++counters_.demotions;
+      moved += o->reserved;
+      DropHostCopy(o, frees);
+      continue;
+    }
+    ++o->pins;
+    demoting_bytes_ += o->reserved;
+    writing_.push_back(PendingWrite{o, host_->Address(host_->pools()[o->pool].arena, o->offset)});
+  }
+  return moved;
+}
+
+uint64_t Store::FinishDemotions(std::vector<PendingFree>* frees) {
+  std::vector<PendingWrite> writes;
+  {
+    absl::MutexLock lock(&mu_);
+    writes.swap(writing_);
+  }
+  if (writes.empty()) return 0;
+  // One engine batch: the writes are in flight together.
+  std::vector<tiers::SsdTier::WriteItem> items;
+  items.reserve(writes.size());
+  for (const PendingWrite& w : writes) items.push_back({w.src, w.o->nbytes});
+  std::vector<absl::StatusOr<tiers::SsdExtent>> extents = ssd_->WriteMany(items);
+  uint64_t moved = 0;
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < writes.size(); ++i) {
+    Object* o = writes[i].o;
+    --o->pins;
+    demoting_bytes_ -= o->reserved;
+    if (!extents[i].ok()) {
+      ++counters_.demotion_failures;
+      spdlog::warn("demotion of '{}' failed: {}", o->key, extents[i].status().ToString());
+    } else if (o->retired) {
+      ssd_->Free(*extents[i]);
+    } else {
+      o->ssd = *extents[i];
+      ++counters_.demotions;
+      counters_.demoted_bytes += o->nbytes;
+      if (o->leases == 0 && o->pins == 0 && o->on_host) {
+        moved += o->reserved;
+        DropHostCopy(o, frees);
+      }
+    }
+    MaybeFreeRetired(o, frees);
+  }
+  return moved;
+}
+
+absl::StatusOr<std::string> Store::Evict(absl::string_view ns, absl::string_view key) {
+  if (auto st = ValidateNamespace(ns); !st.ok()) return st;
+  if (auto st = ValidateKey(key); !st.ok()) return st;
+  std::vector<PendingFree> frees;
+  std::string outcome;
+  {
+    absl::MutexLock lock(&mu_);
+    Object* o = FindObject(ns, key);
+    if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+    if (!o->sealed) {
+      return absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
+    }
+    if (!o->on_host) return std::string("already on SSD only");
+    if (o->leases > 0 || o->pins > 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("'", key, "' is leased (", o->leases, "); it stays until released"));
+    }
+    if (ssd_ != nullptr && !ssd_->degraded()) {
+      outcome = o->ssd.has_value() ? "demoted to SSD (its SSD copy was current)" : "demoted to SSD";
+      Object* const chosen[] = {o};
+      StartDemotions(chosen, &frees);
+    } else if (o->durability == Durability::kCache) {
+      ++counters_.evictions;
+      counters_.evicted_bytes += o->nbytes;
+      Retire(o, &frees);
+      outcome = "dropped (CACHE)";
+    } else {
+      return absl::FailedPreconditionError(
+          absl::StrCat("'", key, "' is DURABLE and there is no usable SSD tier to demote it to"));
+    }
+  }
+  if (ssd_ != nullptr) FinishDemotions(&frees);
+  Reclaim(frees);
+  absl::MutexLock lock(&mu_);
+  const Object* o = FindObject(ns, key);
+  if (o != nullptr && o->on_host && o->pins == 0 && outcome.starts_with("demoted")) {
+    return absl::UnavailableError(absl::StrCat("'", key, "' could not be written to SSD"));
+  }
+  return outcome;
 }
 
 void Store::RunMigrator(absl::Notification* stop) {

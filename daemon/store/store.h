@@ -154,6 +154,12 @@ class Store {
   void RunMigrator(absl::Notification* stop) ABSL_LOCKS_EXCLUDED(mu_);
   // One migration round; returns the bytes it moved off the host tier.
   uint64_t DemoteOnce() ABSL_LOCKS_EXCLUDED(mu_);
+  // The operator's evict: moves one unleased tensor off the host tier now — demoted to SSD when
+  // the tier is usable, else dropped if it is CACHE. Returns what happened. NOT_FOUND,
+  // FAILED_PRECONDITION (unsealed, leased, or DURABLE without an SSD tier), UNAVAILABLE (the
+  // write failed; the tensor stays on the host), INVALID_ARGUMENT.
+  absl::StatusOr<std::string> Evict(absl::string_view ns, absl::string_view key)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Returns the daemon's address of a location (for tests and benchmarks in-process).
   uint8_t* Address(const Location& loc) const { return host_->Address(loc.arena, loc.offset); }
@@ -193,6 +199,10 @@ class Store {
   struct LeaseEntry {
     Session* session;
     Object* object;
+  };
+  struct PendingWrite {
+    Object* o;
+    const uint8_t* src;
   };
   struct PendingFree {
     uint32_t pool;
@@ -256,6 +266,13 @@ class Store {
   void ForEachVictim(Fn&& visit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     eviction_->Victims([&](policy::Handle h) { return visit(ObjectOf(h)); });
   }
+  // Demotion in two steps around the write: StartDemotions (lock held) drops the host copy of
+  // objects whose SSD copy is current and queues the others in writing_, pinned;
+  // FinishDemotions (lock not held) writes the queue in one batch and completes each.
+  // Both return the host bytes they freed.
+  uint64_t StartDemotions(std::span<Object* const> chosen, std::vector<PendingFree>* frees)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t FinishDemotions(std::vector<PendingFree>* frees) ABSL_LOCKS_EXCLUDED(mu_);
   // Releases the host copy of a demoted object (its SSD copy stays).
   void DropHostCopy(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees a retired object if nothing holds it any more.
@@ -282,8 +299,10 @@ class Store {
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes being written to SSD
-  uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;      // bumped whenever host memory returns
+  uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<PendingWrite> writing_
+      ABSL_GUARDED_BY(mu_);  // started, not yet written  // host bytes being written to SSD
+  uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;  // bumped whenever host memory returns
   absl::flat_hash_map<uint32_t, uint64_t> pool_demand_ ABSL_GUARDED_BY(mu_);  // bytes waited for
   bool migrate_now_ ABSL_GUARDED_BY(mu_) = false;
   tiers::SystemPressure system_ ABSL_GUARDED_BY(mu_);  // last reading by the migrator

@@ -78,6 +78,18 @@ TEST(Tensorctl, CommandsOutputsAndExitCodes) {
   EXPECT_EQ(frames, 3u) << top.out;
   EXPECT_TRUE(Has(top, "RATES/s")) << "rates from the second frame on";
 
+  CtlRun evict = Tensorctl(s + "evict k");
+  EXPECT_EQ(evict.rc, 0) << evict.out;
+  EXPECT_TRUE(Has(evict, "k: demoted to SSD")) << evict.out;
+  EXPECT_TRUE(Has(Tensorctl(s + "ls --tier ssd"), "k ")) << "evicted: on SSD only";
+  EXPECT_FALSE(Has(Tensorctl(s + "ls --tier host"), "k "));
+  EXPECT_TRUE(Has(Tensorctl(s + "stat k"), "location   ssd"));
+  EXPECT_FALSE(Has(Tensorctl(s + "ls --min-size 1MiB"), "k ")) << "k is 4 KiB";
+  EXPECT_TRUE(Has(Tensorctl(s + "ls --durability durable --min-size 4KiB"), "k "));
+  EXPECT_EQ(Tensorctl(s + "get k " + dir + "/again.bin").rc, 0) << "swapped back in";
+  EXPECT_EQ(Tensorctl(s + "ls --tier floppy").rc, 2);
+  EXPECT_EQ(Tensorctl(s + "evict nope").rc, 1);
+
   setenv("TENSORD_SOCKET", d.socket().c_str(), 1);
   CtlRun env = Tensorctl("rm k");
   unsetenv("TENSORD_SOCKET");

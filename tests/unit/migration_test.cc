@@ -206,6 +206,26 @@ TEST_P(MigrationTest, CreateUnderPressureWaitsForTheMigrator) {
   EXPECT_GT(counters().demotions, 0u);
 }
 
+TEST_P(MigrationTest, EvictDemotesOneTensorNow) {
+  ASSERT_TRUE(Put("a", kMiB).ok());
+  ASSERT_TRUE(Put("b", kMiB).ok());
+  EXPECT_EQ(*store_->Evict("", "a"), "demoted to SSD");
+  EXPECT_FALSE(OnHost("a"));
+  EXPECT_TRUE(OnHost("b")) << "only the named tensor moves";
+  EXPECT_EQ(*store_->Evict("", "a"), "already on SSD only");
+  EXPECT_TRUE(GetAndVerify("a").ok());
+  const uint64_t written = store_->Stats().ssd.bytes_written;
+  EXPECT_EQ(*store_->Evict("", "a"), "demoted to SSD (its SSD copy was current)");
+  EXPECT_EQ(store_->Stats().ssd.bytes_written, written);
+  std::vector<std::string> keys{"b"};
+  auto leased = store_->Get(session_, "", keys, WantTier::kAny);
+  ASSERT_TRUE(leased.ok() && (*leased)[0].status.ok());
+  EXPECT_EQ(store_->Evict("", "b").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(OnHost("b"));
+  EXPECT_EQ(store_->Evict("", "nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Evict("", "").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_P(MigrationTest, WithoutRoomAnywhereCreateFailsAfterItsDeadline) {
   for (int i = 0; i < 15; ++i) ASSERT_TRUE(Put(absl::StrCat("t", i), kMiB).ok());
   std::vector<std::string> keys;

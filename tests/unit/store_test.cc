@@ -245,5 +245,15 @@ TEST_F(StoreTest, ListIsSortedFilteredAndLimited) {
   EXPECT_EQ(store_->List("", "", 20000).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(StoreTest, EvictWithoutAnSsdTierDropsCacheAndRefusesDurable) {
+  Put("c", 4096, 1, Durability::kCache);
+  Put("d", 4096, 2, Durability::kDurable);
+  EXPECT_EQ(*store_->Evict("", "c"), "dropped (CACHE)");
+  EXPECT_EQ(store_->Stat("", "c").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Evict("", "d").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(store_->Stat("", "d").ok()) << "a DURABLE tensor is never dropped";
+  EXPECT_EQ(store_->Stats().counters.evictions, 1u);
+}
+
 }  // namespace
 }  // namespace tensord::store

@@ -194,6 +194,10 @@ class Client {
   absl::Status ReleaseAll(std::span<Lease> leases);
   absl::Status Delete(std::string_view key);
   absl::StatusOr<TensorInfo> Stat(std::string_view key);
+  // Moves an unleased tensor off the host tier now (demoted to SSD, or dropped if CACHE and
+  // there is no SSD tier); returns what the daemon did. FAILED_PRECONDITION if leased, or
+  // DURABLE without an SSD tier.
+  absl::StatusOr<std::string> Evict(std::string_view key);
   // Returns tensors whose key starts with `prefix`, sorted, at most `limit` (0: 1000).
   absl::StatusOr<std::vector<TensorInfo>> List(std::string_view prefix = "", uint32_t limit = 0);
   absl::StatusOr<Stats> GetStats();
