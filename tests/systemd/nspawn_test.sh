@@ -69,10 +69,19 @@ check get tensorctl --socket $sock get k /tmp/b.bin
 check roundtrip cmp /tmp/a.bin /tmp/b.bin
 check segments bash -c 'ls /dev/shm | grep -q "^tensord\."'
 check stats bash -c "tensorctl --socket $sock stats --json | grep -q '\"objects\": \"1\"'"
+check top bash -c "tensorctl --socket $sock top --count 2 --interval-ms 200 | grep -q RATES"
+# Change the configuration: a reloadable setting through SIGHUP ...
+sed -i 's/^# log_level = "info"/log_level = "debug"/' /etc/tensord/tensord.toml
 check reload systemctl reload tensord
 sleep 0.5
 check still-active systemctl is-active --quiet tensord
 check still-serving tensorctl --socket $sock stat k
+check reload-applied bash -c 'journalctl -u tensord --no-pager | grep -q "SIGHUP: daemon.log_level = \"debug\""'
+# ... and one that needs a restart: the Prometheus endpoint.
+sed -i 's/^# metrics_port = 0/metrics_port = 9464/' /etc/tensord/tensord.toml
+check restart systemctl restart tensord
+check metrics bash -c 'exec 3<>/dev/tcp/127.0.0.1/9464 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && grep -q "^tensord_tier_capacity_bytes{tier=\"host\"} 1073741824" <&3'
+check restart-empty bash -c "tensorctl --socket $sock stats --json | grep -q '\"objects\": \"0\"'"
 check stop systemctl stop tensord
 systemctl show -p Result,ExecMainStatus,ExecMainCode tensord
 check exit-clean bash -c 'systemctl show -p ExecMainStatus tensord | grep -q "=0$"'
