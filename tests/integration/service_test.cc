@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -184,6 +185,26 @@ TEST(Service, SighupAppliesAReloadableSetting) {
   std::this_thread::sleep_for(milliseconds(300));
   daemon.Kill(SIGTERM);
   EXPECT_EQ(daemon.WaitFor(milliseconds(5000)), 0) << "the reloaded drain timeout applies";
+}
+
+TEST(Service, InvalidSettingsStopTheStartNamingTheKey) {
+  const std::string dir = MakeTempDir();
+  std::ofstream(dir + "/bad.toml") << "[ssd]\nqueue_depth = 0\n";
+  for (const auto& [args, key] : std::vector<std::pair<std::string, std::string>>{
+           {"--host-capacity lots", "host.capacity"},
+           {"--set ssd.high_watermark=2", "ssd.high_watermark"},
+           {"--set no.such=1", "no.such"},
+           {"--config " + dir + "/bad.toml", "ssd.queue_depth"}}) {
+    const std::string cmd =
+        DaemonBinary() + " --run-dir " + dir + "/run --no-prefault " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[1024];
+    while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+    const int status = pclose(p);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << args << ": " << out;
+    EXPECT_NE(out.find(key), std::string::npos) << args << ": " << out;
+  }
 }
 
 TEST(Service, HealthHasAnEntryPerTier) {
