@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -126,6 +127,17 @@ std::string MakeTempDir() {
   if (mkdtemp(tmpl.data()) == nullptr) std::abort();
   AllTempDirs().Add(tmpl);
   return tmpl;
+}
+
+CommandResult RunCommand(const std::string& command) {
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  if (p == nullptr) return {128, "popen failed"};
+  CommandResult r;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), p)) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  return r;
 }
 
 bool IsServing(const std::string& socket) {

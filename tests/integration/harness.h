@@ -69,6 +69,13 @@ std::string DaemonBinary();
 std::string ClientBinary();
 // Returns a new empty directory under the test temp dir.
 std::string MakeTempDir();
+// Runs `command` through the shell; returns its exit code (128 if it did not exit) and its
+// stdout and stderr together.
+struct CommandResult {
+  int rc = 0;
+  std::string out;
+};
+CommandResult RunCommand(const std::string& command);
 // Returns whether grpc.health.v1 on `socket` reports SERVING.
 bool IsServing(const std::string& socket);
 

@@ -195,15 +195,10 @@ TEST(Service, InvalidSettingsStopTheStartNamingTheKey) {
            {"--set ssd.high_watermark=2", "ssd.high_watermark"},
            {"--set no.such=1", "no.such"},
            {"--config " + dir + "/bad.toml", "ssd.queue_depth"}}) {
-    const std::string cmd =
-        DaemonBinary() + " --run-dir " + dir + "/run --no-prefault " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[1024];
-    while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
-    const int status = pclose(p);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << args << ": " << out;
-    EXPECT_NE(out.find(key), std::string::npos) << args << ": " << out;
+    const CommandResult r =
+        RunCommand(DaemonBinary() + " --run-dir " + dir + "/run --no-prefault " + args);
+    EXPECT_EQ(r.rc, 2) << args << ": " << r.out;
+    EXPECT_NE(r.out.find(key), std::string::npos) << args << ": " << r.out;
   }
 }
 
@@ -311,15 +306,10 @@ TEST(Service, UnitFilePassesSystemdAnalyzeVerify) {
   unit.replace(exec, space - exec, "ExecStart=" + DaemonBinary());
   const std::string dir = MakeTempDir();
   std::ofstream(dir + "/tensord.service") << unit;
-  const std::string cmd = "systemd-analyze verify --man=no " + dir + "/tensord.service 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[1024];
-  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
-  const int rc = pclose(p);
-  EXPECT_EQ(rc, 0) << out;
-  EXPECT_EQ(out.find("Unknown key"), std::string::npos) << out;
-  EXPECT_EQ(out.find("Unknown section"), std::string::npos) << out;
+  const CommandResult r = RunCommand("systemd-analyze verify --man=no " + dir + "/tensord.service");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(r.out.find("Unknown key"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("Unknown section"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -13,19 +13,10 @@
 namespace tensord::testing {
 namespace {
 
-struct CtlRun {
-  int rc;
-  std::string out;  // stdout and stderr
-};
+using CtlRun = CommandResult;
 
 CtlRun Tensorctl(const std::string& args) {
-  const std::string cmd = std::string(TENSORCTL_BIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, out};
+  return RunCommand(std::string(TENSORCTL_BIN) + " " + args);
 }
 
 bool Has(const CtlRun& r, const std::string& text) { return r.out.find(text) != std::string::npos; }
