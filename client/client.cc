@@ -26,7 +26,20 @@ TensorInfo FromProto(const v1::TensorMeta& m) {
   info.leases = m.leases();
   info.created_unix_ms = m.created_unix_ms();
   info.ttl_ms = m.ttl_ms();
+  info.on_gpu = m.has_gpu_location();
   return info;
+}
+
+// The daemon's ordinal of this process's CUDA device `local` (matched by uuid); -1 for -1.
+absl::StatusOr<int> DaemonDevice(const internal::Session& session, int local) {
+  if (local < 0) return -1;
+  auto info = cuda::GetDeviceInfo(local);
+  if (!info.ok()) return info.status();
+  for (const v1::GpuArena& a : session.gpu_arenas()) {
+    if (a.uuid() == info->uuid) return a.device();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("the daemon has no GPU arena on this process's CUDA device ", local));
 }
 
 }  // namespace
@@ -34,14 +47,19 @@ TensorInfo FromProto(const v1::TensorMeta& m) {
 // ---- WritableTensor ----
 
 WritableTensor::WritableTensor(std::shared_ptr<internal::Session> session, TensorInfo info,
-                               void* data)
-    : session_(std::move(session)), info_(std::move(info)), data_(data), open_(true) {}
+                               void* data, int device)
+    : session_(std::move(session)),
+      info_(std::move(info)),
+      data_(data),
+      open_(true),
+      device_(device) {}
 
 WritableTensor::WritableTensor(WritableTensor&& o) noexcept
     : session_(std::move(o.session_)),
       info_(std::move(o.info_)),
       data_(o.data_),
-      open_(std::exchange(o.open_, false)) {}
+      open_(std::exchange(o.open_, false)),
+      device_(o.device_) {}
 
 WritableTensor& WritableTensor::operator=(WritableTensor&& o) noexcept {
   if (this != &o) {
@@ -50,6 +68,7 @@ WritableTensor& WritableTensor::operator=(WritableTensor&& o) noexcept {
     info_ = std::move(o.info_);
     data_ = o.data_;
     open_ = std::exchange(o.open_, false);
+    device_ = o.device_;
   }
   return *this;
 }
@@ -58,9 +77,15 @@ WritableTensor::~WritableTensor() {
   if (open_) (void)Abort();
 }
 
-absl::Status WritableTensor::Seal() {
+absl::Status WritableTensor::Seal(void* cuda_stream) {
   if (!open_) return absl::FailedPreconditionError("tensor is already sealed or aborted");
-  absl::Status st = session_->Seal(info_.key);
+  std::string event;
+  if (on_gpu()) {  // the daemon waits on this event: our writes are complete before anyone reads
+    auto e = session_->RecordWritesDone(device_, cuda_stream);
+    if (!e.ok()) return e.status();
+    event = *std::move(e);
+  }
+  absl::Status st = session_->Seal(info_.key, event);
   if (st.ok()) {
     open_ = false;
     info_.sealed = true;
@@ -84,7 +109,8 @@ Lease::Lease(Lease&& o) noexcept
     : session_(std::move(o.session_)),
       info_(std::move(o.info_)),
       data_(std::exchange(o.data_, nullptr)),
-      lease_id_(std::exchange(o.lease_id_, 0)) {}
+      lease_id_(std::exchange(o.lease_id_, 0)),
+      device_(o.device_) {}
 
 Lease& Lease::operator=(Lease&& o) noexcept {
   if (this != &o) {
@@ -93,6 +119,7 @@ Lease& Lease::operator=(Lease&& o) noexcept {
     info_ = std::move(o.info_);
     data_ = std::exchange(o.data_, nullptr);
     lease_id_ = std::exchange(o.lease_id_, 0);
+    device_ = o.device_;
   }
   return *this;
 }
@@ -124,6 +151,10 @@ std::pair<const uint8_t*, uint64_t> Client::SegmentMapping(uint32_t arena) const
   return session_->Mapping(arena);
 }
 
+bool Client::gpu_usable() const { return session_->gpu_usable(); }
+
+std::vector<uint64_t> Client::GpuIpcOpens() const { return session_->GpuIpcOpens(); }
+
 absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
                                               std::vector<int64_t> shape,
                                               const CreateOptions& options) {
@@ -137,6 +168,12 @@ absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
   request.set_durability(static_cast<v1::Durability>(options.durability));
   request.set_scope(static_cast<v1::Scope>(options.scope));
   request.set_ttl_ms(options.ttl_ms);
+  request.set_tier(static_cast<v1::Tier>(options.tier));
+  if (options.tier == Tier::kGpu && options.device >= 0) {
+    auto device = DaemonDevice(*session_, options.device);
+    if (!device.ok()) return device.status();
+    request.set_device(*device);
+  }
   v1::CreateResponse response;
   auto ctx = session_->Context();
   if (auto st = FromGrpc(session_->stub().Create(ctx.get(), request, &response)); !st.ok()) {
@@ -154,21 +191,29 @@ absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
   info.location =
       Location{static_cast<Tier>(response.location().tier()), response.location().arena(),
                response.location().offset(), response.location().length()};
-  auto address = session_->Address(response.location());
+  int device = -1;
+  auto address = session_->Address(response.location(), &device);
   if (!address.ok()) {
     (void)session_->Abort(info.key);
     return address.status();
   }
-  return WritableTensor(session_, std::move(info), *address);
+  return WritableTensor(session_, std::move(info), *address, device);
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<Lease>>> Client::GetBatch(
-    std::span<const std::string> keys, Tier want) {
+    std::span<const std::string> keys, Tier want, int device) {
   v1::GetRequest request;
   request.set_session_id(session_->id());
   request.set_ns(session_->ns());
   for (const std::string& k : keys) request.add_keys(k);
+  // A process that cannot open GPU memory asks for host copies only.
+  if (want == Tier::kAny && !session_->gpu_usable()) want = Tier::kHost;
   request.set_want(static_cast<v1::Tier>(want));
+  if (want == Tier::kGpu && device >= 0) {
+    auto d = DaemonDevice(*session_, device);
+    if (!d.ok()) return d.status();
+    request.set_device(*d);
+  }
   v1::GetResponse response;
   auto ctx = session_->Context();
   if (auto st = FromGrpc(session_->stub().Get(ctx.get(), request, &response)); !st.ok()) {
@@ -186,7 +231,7 @@ absl::StatusOr<std::vector<absl::StatusOr<Lease>>> Client::GetBatch(
     }
     // Build the lease first so that it is released even if mapping fails.
     Lease lease(session_, FromProto(r.meta()), nullptr, r.lease_id());
-    auto address = session_->Address(r.meta().location());
+    auto address = session_->Address(r.meta().location(), &lease.device_);
     if (!address.ok()) {
       out.push_back(address.status());
       continue;
@@ -197,9 +242,9 @@ absl::StatusOr<std::vector<absl::StatusOr<Lease>>> Client::GetBatch(
   return out;
 }
 
-absl::StatusOr<Lease> Client::Get(std::string_view key, Tier want) {
+absl::StatusOr<Lease> Client::Get(std::string_view key, Tier want, int device) {
   const std::string k(key);
-  auto batch = GetBatch(std::span<const std::string>(&k, 1), want);
+  auto batch = GetBatch(std::span<const std::string>(&k, 1), want, device);
   if (!batch.ok()) return batch.status();
   return std::move((*batch)[0]);
 }
@@ -262,7 +307,8 @@ Stats FromProto(const v1::Stats& response) {
                                   t.evictions(), t.hit_ratio()});
   }
   for (const v1::PoolStats& p : response.pools()) {
-    out.pools.push_back(PoolStats{p.name(), p.kind(), p.capacity_bytes(), p.used_bytes(),
+    out.pools.push_back(PoolStats{p.name(), static_cast<Tier>(p.tier()), p.kind(),
+                                  p.capacity_bytes(), p.used_bytes(),
                                   p.block_size(), p.blocks_total(), p.blocks_used(),
                                   p.largest_free_bytes(), p.allocations(), p.allocation_failures(),
                                   p.fragmentation()});
@@ -289,8 +335,15 @@ Stats FromProto(const v1::Stats& response) {
                          w.fragmentation()};
   }
   const v1::PressureStats& p = response.pressure();
-  out.pressure = PressureStats{p.host_used_ratio(),     p.high_watermark(), p.low_watermark(),
-                               p.mem_available_bytes(), p.psi_some_avg10(), p.psi_full_avg10()};
+  out.pressure = PressureStats{p.host_used_ratio(),     p.high_watermark(),
+                               p.low_watermark(),       p.mem_available_bytes(),
+                               p.psi_some_avg10(),      p.psi_full_avg10(),
+                               p.gpu_used_ratio(),      p.gpu_high_watermark(),
+                               p.gpu_low_watermark()};
+  for (const v1::GpuStats& g : response.gpus()) {
+    out.gpus.push_back(GpuStats{g.gpu(), g.model(), g.arena_bytes(), g.used_bytes(),
+                                g.device_free_bytes(), g.device_total_bytes(), g.host_pinned()});
+  }
   return out;
 }
 

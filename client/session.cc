@@ -42,6 +42,8 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Open(const ClientOptions& opti
   s->session_id_ = event.welcome().session_id();
   s->segments_.assign(event.welcome().segments().begin(), event.welcome().segments().end());
   s->mapped_.resize(s->segments_.size());
+  s->gpu_arenas_.assign(event.welcome().gpu_arenas().begin(), event.welcome().gpu_arenas().end());
+  s->gpu_mapped_.resize(s->gpu_arenas_.size());
   s->watcher_ = std::thread([raw = s.get()] { raw->Watch(); });
   return s;
 }
@@ -68,9 +70,50 @@ std::unique_ptr<grpc::ClientContext> Session::Context() const {
   return ctx;
 }
 
-absl::StatusOr<uint8_t*> Session::Address(const v1::Location& location) {
+bool Session::gpu_usable() const {
+  return !gpu_arenas_.empty() && cuda::DeviceCount() > 0;
+}
+
+std::vector<uint64_t> Session::GpuIpcOpens() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<uint64_t> out;
+  for (const GpuMapping& m : gpu_mapped_) out.push_back(m.opens);
+  return out;
+}
+
+absl::StatusOr<uint8_t*> Session::Address(const v1::Location& location, int* device) {
+  if (device != nullptr) *device = -1;
+  if (location.tier() == v1::TIER_GPU) {
+    const uint32_t arena = location.arena();
+    if (arena >= gpu_arenas_.size()) {
+      return absl::NotFoundError(absl::StrCat("daemon named unknown GPU arena ", arena));
+    }
+    const v1::GpuArena& a = gpu_arenas_[arena];
+    if (location.offset() > a.size() || location.length() > a.size() - location.offset()) {
+      return absl::InternalError(absl::StrCat("location [", location.offset(), ", +",
+                                              location.length(), ") lies outside GPU arena ",
+                                              arena));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    GpuMapping& m = gpu_mapped_[arena];
+    if (!m.mapping.has_value()) {
+      auto local = cuda::DeviceByUuid(a.uuid());
+      if (!local.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "this process cannot reach the daemon's GPU ", a.device(), ": ",
+            local.status().message(), "; Get with want=HOST instead"));
+      }
+      auto mapping = cuda::IpcMapping::Open(*local, a.ipc_handle());
+      if (!mapping.ok()) return mapping.status();
+      m.device = *local;
+      m.mapping.emplace(*std::move(mapping));
+      ++m.opens;
+    }
+    if (device != nullptr) *device = m.device;
+    return m.mapping->get() + location.offset();
+  }
   if (location.tier() != v1::TIER_HOST) {
-    return absl::UnimplementedError("only host locations can be mapped by this client");
+    return absl::InternalError("the daemon returned a location that cannot be mapped");
   }
   const uint32_t arena = location.arena();
   if (arena >= segments_.size()) {
@@ -104,11 +147,24 @@ absl::Status Session::Release(const std::vector<uint64_t>& lease_ids) {
   return FromGrpc(stub_->Release(Context().get(), request, &response));
 }
 
-absl::Status Session::Seal(const std::string& key) {
+absl::StatusOr<std::string> Session::RecordWritesDone(int device, void* stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (device < 0) return absl::InvalidArgumentError("no local GPU for this tensor");
+  if (events_.size() <= static_cast<size_t>(device)) events_.resize(device + 1);
+  if (!events_[device].has_value()) {
+    auto e = cuda::IpcEvent::Create(device);
+    if (!e.ok()) return e.status();
+    events_[device].emplace(*std::move(e));
+  }
+  return events_[device]->RecordAndExport(stream);
+}
+
+absl::Status Session::Seal(const std::string& key, const std::string& cuda_event) {
   v1::SealRequest request;
   request.set_session_id(session_id_);
   request.set_ns(options_.ns);
   request.set_key(key);
+  request.set_cuda_event(cuda_event);
   v1::SealResponse response;
   return FromGrpc(stub_->Seal(Context().get(), request, &response));
 }

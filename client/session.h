@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/cuda.h"
 #include "common/shm_segment.h"
 #include "grpcpp/grpcpp.h"
 #include "tensord/client.h"
@@ -31,13 +32,26 @@ class Session {
   const std::string& id() const { return session_id_; }
   const std::string& ns() const { return options_.ns; }
 
-  // Returns this process's address of a host location, mapping its segment on first use.
-  // INTERNAL if the location lies outside the segment, NOT_FOUND for an unknown arena.
-  absl::StatusOr<uint8_t*> Address(const v1::Location& location);
+  // Returns this process's address of a location: for a host location, mapping its segment on
+  // first use; for a GPU location, a device pointer, opening the arena's IPC handle on first
+  // use (once per arena for the life of the session). INTERNAL if the location lies outside
+  // its arena, NOT_FOUND for an unknown arena, FAILED_PRECONDITION if this process cannot
+  // reach the GPU. *device gets the local CUDA ordinal of a GPU location (else -1).
+  absl::StatusOr<uint8_t*> Address(const v1::Location& location, int* device = nullptr);
   std::pair<const uint8_t*, uint64_t> Mapping(uint32_t arena) const;
+  // Whether the daemon has a GPU tier and this process can open its arenas' devices.
+  bool gpu_usable() const;
+  // Times each GPU arena's IPC handle was opened by this session (1 once used, then never
+  // again), by arena id.
+  std::vector<uint64_t> GpuIpcOpens() const;
+  const std::vector<v1::GpuArena>& gpu_arenas() const { return gpu_arenas_; }
 
   absl::Status Release(const std::vector<uint64_t>& lease_ids);
-  absl::Status Seal(const std::string& key);
+  // `cuda_event`: for a GPU tensor, the handle of an event recorded after the writes.
+  absl::Status Seal(const std::string& key, const std::string& cuda_event = "");
+  // Records this session's interprocess event for local `device` on `stream` (nullptr: the
+  // legacy default stream) and returns its handle, for Seal.
+  absl::StatusOr<std::string> RecordWritesDone(int device, void* stream);
   absl::Status Abort(const std::string& key);
 
  private:
@@ -55,6 +69,14 @@ class Session {
   std::vector<v1::Segment> segments_;  // immutable after Open
   mutable std::mutex mu_;
   std::vector<std::optional<ShmSegment>> mapped_;  // guarded by mu_; index = segment id
+  std::vector<v1::GpuArena> gpu_arenas_;            // immutable after Open
+  struct GpuMapping {
+    int device = -1;  // local ordinal
+    std::optional<cuda::IpcMapping> mapping;
+    uint64_t opens = 0;
+  };
+  std::vector<GpuMapping> gpu_mapped_;               // guarded by mu_; index = arena id
+  std::vector<std::optional<cuda::IpcEvent>> events_;  // guarded by mu_; by local device
 };
 
 absl::Status FromGrpc(const grpc::Status& status);

@@ -8,8 +8,25 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 
 namespace tensord {
+
+absl::StatusOr<std::vector<int>> ParseDeviceList(absl::string_view text) {
+  std::vector<int> out;
+  if (absl::StripAsciiWhitespace(text) == "all") return out;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int d = -1;
+    if (!absl::SimpleAtoi(part, &d) || d < 0 || d > 63) {
+      return absl::InvalidArgumentError(absl::StrCat("not a device ordinal: '", part, "'"));
+    }
+    for (int seen : out) {
+      if (seen == d) return absl::InvalidArgumentError(absl::StrCat("device ", d, " is listed twice"));
+    }
+    out.push_back(d);
+  }
+  return out;
+}
 
 absl::StatusOr<uint64_t> ParseBytes(absl::string_view text) {
   absl::string_view s = absl::StripAsciiWhitespace(text);

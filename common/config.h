@@ -49,6 +49,18 @@ struct SsdConfig {
   uint64_t min_mem_available = 0;  // demote when MemAvailable falls below (0: ignore)
 };
 
+// The GPU tier: one arena per device, carved like the host tier, shared through CUDA IPC.
+struct GpuConfig {
+  std::string mode = "auto";     // auto: use the GPUs if there are any; on: fail without; off
+  std::string devices = "all";   // "all" or a list of ordinals, "0,2"
+  uint64_t size = 0;             // arena bytes per device; 0: memory_fraction of free memory
+  double memory_fraction = 0.5;  // of the device's free memory at start, when size is 0
+  double high_watermark = 0.90;  // of the arena: demote unleased tensors to host above ...
+  double low_watermark = 0.75;   // ... down to this
+  uint64_t min_free = 0;         // also demote while the device has less free memory (0: ignore)
+  bool pin_host = true;          // register the host arenas with the driver (pinned copies)
+};
+
 struct DaemonConfig {
   std::string run_dir = "./run";
   std::string socket_path;  // empty: <run_dir>/tensord.sock
@@ -61,11 +73,16 @@ struct DaemonConfig {
                          // to wait for clients to release leases
   HostTierConfig host;
   SsdConfig ssd;
+  GpuConfig gpu;
 };
 
 // Parses "123", "4KiB", "16MiB", "1GiB", "2TiB" (also "K", "M", "G", "KB"...: powers of 1024).
 // INVALID_ARGUMENT for anything else or on overflow.
 absl::StatusOr<uint64_t> ParseBytes(absl::string_view text);
+
+// Parses gpu.devices: "all" (an empty list) or comma-separated ordinals "0,2", each at most 63,
+// none repeated. INVALID_ARGUMENT otherwise.
+absl::StatusOr<std::vector<int>> ParseDeviceList(absl::string_view text);
 
 // Returns "1.0 GiB"-style text for humans.
 std::string FormatBytes(uint64_t bytes);

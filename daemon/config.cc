@@ -167,6 +167,9 @@ absl::Status Validate(const DaemonConfig& config) {
   if (config.ssd.low_watermark > config.ssd.high_watermark) {
     return absl::InvalidArgumentError("ssd.low_watermark is above ssd.high_watermark");
   }
+  if (config.gpu.low_watermark > config.gpu.high_watermark) {
+    return absl::InvalidArgumentError("gpu.low_watermark is above gpu.high_watermark");
+  }
   return absl::OkStatus();
 }
 
@@ -203,7 +206,8 @@ absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path) {
   for (const auto& [k, v] : root) {
     const std::string section(k.str());
     absl::Status st;
-    if ((section == "daemon" || section == "host" || section == "ssd") && v.is_table()) {
+    if ((section == "daemon" || section == "host" || section == "ssd" ||
+         section == "gpu") && v.is_table()) {
       st = ParseSection(section, *v.as_table(), &config, &preset, &first_file);
     } else {
       st = Bad(v, absl::StrCat("unknown section [", section, "]"));

@@ -1,6 +1,8 @@
 // Daemon start-up and shutdown sequencing.
 #include "daemon/daemon.h"
 
+#include "daemon/tiers/gpu_tier.h"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -87,14 +89,25 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
     if (!ssd.ok()) return ssd.status();
     d->ssd_ = *std::move(ssd);
   }
+  std::string gpu_absent;
+  auto gpu = tiers::GpuTier::Open(config.gpu, d->host_.get(), &gpu_absent);
+  if (!gpu.ok()) return gpu.status();
+  d->gpu_ = *std::move(gpu);
+  if (d->gpu_ == nullptr) spdlog::info("GPU tier absent: {}", gpu_absent);
   store::StoreOptions options;
+  options.gpu_high_watermark = config.gpu.high_watermark;
+  options.gpu_low_watermark = config.gpu.low_watermark;
+  options.gpu_min_free = config.gpu.min_free;
   options.max_leases_per_session = config.max_leases_per_session;
   options.max_sessions = config.max_sessions;
   options.high_watermark = config.ssd.high_watermark;
   options.low_watermark = config.ssd.low_watermark;
   options.min_mem_available = config.ssd.min_mem_available;
-  d->store_ = std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get());
-  d->service_ = std::make_unique<service::TensordService>(d->store_.get(), d->host_->segments());
+  d->store_ =
+      std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get(), d->gpu_.get());
+  d->service_ = std::make_unique<service::TensordService>(
+      d->store_.get(), d->host_->segments(),
+      d->gpu_ == nullptr ? std::vector<tiers::GpuArena>{} : d->gpu_->arenas());
 
   // A socket file left by a dead instance would make bind fail.
   unlink(d->socket_path_.c_str());
@@ -129,6 +142,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   if (d->ssd_ != nullptr) {
     d->migrator_ = std::thread([raw = d.get()] { raw->store_->RunMigrator(&raw->migrator_stop_); });
   }
+  if (d->gpu_ != nullptr) {
+    d->gpu_migrator_ =
+        std::thread([raw = d.get()] { raw->store_->RunGpuMigrator(&raw->migrator_stop_); });
+  }
   spdlog::info("tensord {} serving on unix:{} with {} of host memory in {} segments",
                TENSORD_VERSION, d->socket_path_, FormatBytes(config.host.capacity),
                d->host_->segments().size());
@@ -152,7 +169,7 @@ void Daemon::UpdateHealth() {
   health->SetServingStatus("tensord.v1.Tensord", true);
   health->SetServingStatus("tensord.host", true);
   health->SetServingStatus("tensord.ssd", ssd_ != nullptr && !ssd_->degraded());
-  health->SetServingStatus("tensord.gpu", false);  // no GPU tier in this build yet
+  health->SetServingStatus("tensord.gpu", gpu_ != nullptr);  // NOT_SERVING: the tier is absent
 }
 
 void Daemon::FeedWatchdog(uint64_t interval_usec) {
@@ -200,8 +217,10 @@ Daemon::~Daemon() {
   Shutdown();
   migrator_stop_.Notify();
   if (migrator_.joinable()) migrator_.join();
+  if (gpu_migrator_.joinable()) gpu_migrator_.join();
   service_.reset();
   store_.reset();
+  gpu_.reset();   // unpins the host arenas and frees the GPU arenas
   ssd_.reset();   // its engine has the arenas registered: it goes first
   host_.reset();  // unlinks the shared-memory segments
   if (lock_fd_ >= 0) close(lock_fd_);

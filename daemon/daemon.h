@@ -22,6 +22,7 @@ namespace store {
 class Store;
 }
 namespace tiers {
+class GpuTier;
 class HostTier;
 class SsdTier;
 }  // namespace tiers
@@ -62,6 +63,8 @@ class Daemon {
   std::unique_ptr<tiers::SsdTier> ssd_;
   std::thread reaper_;     // deletes expired tensors every 100 ms until stop_ is notified
   std::thread migrator_;   // moves tensors between tiers (Store::RunMigrator)
+  std::thread gpu_migrator_;  // keeps the GPU arenas under their watermark (RunGpuMigrator)
+  std::unique_ptr<tiers::GpuTier> gpu_;
   std::thread watchdog_;   // feeds systemd's watchdog (WatchdogSec=)
   absl::Mutex health_mu_;  // serializes health updates with draining and the server's shutdown
   bool draining_ ABSL_GUARDED_BY(health_mu_) = false;

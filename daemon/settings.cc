@@ -130,6 +130,16 @@ absl::Status CheckLevel(absl::string_view text) {
   return Invalid("daemon.log_level", text, "trace, debug, info, warn or error");
 }
 
+absl::Status CheckGpuMode(absl::string_view text) {
+  if (text == "auto" || text == "on" || text == "off") return absl::OkStatus();
+  return Invalid("gpu.mode", text, "auto, on or off");
+}
+
+absl::Status CheckDevices(absl::string_view text) {
+  if (ParseDeviceList(text).ok()) return absl::OkStatus();
+  return Invalid("gpu.devices", text, "\"all\" or ordinals such as \"0,2\"");
+}
+
 Setting Reloadable(Setting s) {
   s.reloadable = true;
   return s;
@@ -191,6 +201,25 @@ std::vector<Setting> MakeSettings() {
                     "Also demote while MemAvailable is below this "
                     "(0: ignore).",
                     TENSORD_FIELD(ssd.min_mem_available)));
+  // [gpu]
+  s.push_back(String("gpu.mode", "auto (GPUs if any), on (fail without one) or off.",
+                     TENSORD_FIELD(gpu.mode), "", CheckGpuMode));
+  s.back().type = "gpu-mode";
+  s.push_back(String("gpu.devices", "\"all\" or device ordinals, e.g. \"0,2\".",
+                     TENSORD_FIELD(gpu.devices), "", CheckDevices));
+  s.push_back(Bytes("gpu.size", "Arena per device; 0: memory_fraction of its free memory.",
+                    TENSORD_FIELD(gpu.size)));
+  s.push_back(Fraction("gpu.memory_fraction", "Share of free device memory when size is 0.",
+                       TENSORD_FIELD(gpu.memory_fraction)));
+  s.push_back(Fraction("gpu.high_watermark",
+                       "Demote GPU tensors to host above this share of the arena ...",
+                       TENSORD_FIELD(gpu.high_watermark)));
+  s.push_back(
+      Fraction("gpu.low_watermark", "... down to this share.", TENSORD_FIELD(gpu.low_watermark)));
+  s.push_back(Bytes("gpu.min_free", "Also demote while the device has less free memory (0: ignore).",
+                    TENSORD_FIELD(gpu.min_free)));
+  s.push_back(Bool("gpu.pin_host", "Register host arenas with the driver: pinned, async copies.",
+                   TENSORD_FIELD(gpu.pin_host)));
   return s;
 }
 

@@ -19,11 +19,14 @@ void ToProto(const store::TensorInfo& info, v1::TensorMeta* out) {
   out->set_durability(static_cast<v1::Durability>(info.durability));
   out->set_scope(static_cast<v1::Scope>(info.scope));
   out->set_sealed(info.sealed);
-  v1::Location* loc = out->mutable_location();
-  loc->set_tier(info.on_host ? v1::TIER_HOST : v1::TIER_SSD);
-  loc->set_arena(info.location.arena);
-  loc->set_offset(info.location.offset);
-  loc->set_length(info.location.length);
+  auto set = [](const store::Location& from, v1::Location* to) {
+    to->set_tier(static_cast<v1::Tier>(from.tier));
+    to->set_arena(from.arena);
+    to->set_offset(from.offset);
+    to->set_length(from.length);
+  };
+  set(info.location, out->mutable_location());
+  if (info.on_gpu) set(info.gpu_location, out->mutable_gpu_location());
   out->set_leases(info.leases);
   out->set_created_unix_ms(info.created_unix_ms);
   out->set_ttl_ms(info.ttl_ms);
@@ -46,6 +49,28 @@ void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out)
   host->set_evictions(c.evictions);
   v1::TierStats* gpu = out->add_tiers();
   gpu->set_tier(v1::TIER_GPU);
+  gpu->set_present(stats.gpu_present);
+  if (stats.gpu_present) {
+    gpu->set_capacity_bytes(stats.gpu_capacity_bytes);
+    gpu->set_used_bytes(stats.gpu_used_bytes);
+    gpu->set_pinned_bytes(stats.gpu_pinned_bytes);
+    gpu->set_hits(c.gpu_hits);
+    gpu->set_misses(c.gpu_misses);
+    const uint64_t gpu_lookups = c.gpu_hits + c.gpu_misses;
+    gpu->set_hit_ratio(gpu_lookups == 0 ? 0.0 : static_cast<double>(c.gpu_hits) / gpu_lookups);
+    gpu->set_evictions(c.gpu_evictions);
+    for (const store::GpuDeviceStats& g : stats.gpus) {
+      v1::GpuStats* gs = out->add_gpus();
+      gs->set_gpu(g.name);
+      gs->set_model(g.model);
+      gs->set_arena(g.arena);
+      gs->set_arena_bytes(g.arena_bytes);
+      gs->set_used_bytes(g.used_bytes);
+      gs->set_device_free_bytes(g.device_free_bytes);
+      gs->set_device_total_bytes(g.device_total_bytes);
+      gs->set_host_pinned(stats.gpu_host_pinned);
+    }
+  }
   v1::TierStats* ssd = out->add_tiers();
   ssd->set_tier(v1::TIER_SSD);
   ssd->set_present(stats.ssd_present);
@@ -82,10 +107,19 @@ void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out)
   p->set_mem_available_bytes(stats.system.mem_available_bytes);
   p->set_psi_some_avg10(stats.system.psi_some_avg10);
   p->set_psi_full_avg10(stats.system.psi_full_avg10);
+  if (stats.gpu_present) {
+    p->set_gpu_used_ratio(stats.gpu_capacity_bytes == 0
+                              ? 0.0
+                              : static_cast<double>(stats.gpu_used_bytes) /
+                                    static_cast<double>(stats.gpu_capacity_bytes));
+    p->set_gpu_high_watermark(stats.gpu_high_watermark);
+    p->set_gpu_low_watermark(stats.gpu_low_watermark);
+  }
   for (const store::PoolStatsEntry& p : stats.pools) {
     v1::PoolStats* ps = out->add_pools();
     ps->set_name(p.name);
     ps->set_kind(p.fixed ? "fixed" : "general");
+    ps->set_tier(p.gpu ? v1::TIER_GPU : v1::TIER_HOST);
     ps->set_arena(p.arena);
     ps->set_capacity_bytes(p.stats.capacity_bytes);
     ps->set_used_bytes(p.stats.used_bytes);
@@ -114,6 +148,9 @@ store::CreateParams FromProto(const v1::CreateRequest& request) {
   p.nbytes = request.nbytes();
   p.pool = request.pool();
   p.ttl_ms = request.ttl_ms();
+  p.tier = static_cast<store::WantTier>(request.tier());
+  p.device = request.has_device() ? request.device() : -1;
+  if (request.has_device() && request.device() < 0) p.device = -2;  // rejected by validation
   // Unset enums take the safe defaults; unknown values pass through and are rejected.
   p.durability = request.durability() == v1::DURABILITY_DEFAULT
                      ? store::Durability::kDurable

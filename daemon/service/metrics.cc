@@ -65,6 +65,15 @@ constexpr MetricSpec kMetrics[] = {
   {"pressure.mem_available_bytes", "tensord_system_memory_available_bytes", MetricType::Gauge, "MemAvailable."},
   {"pressure.psi_some_avg10", "tensord_system_memory_pressure_some_ratio", MetricType::Gauge, "PSI memory some avg10.", 1e-2},
   {"pressure.psi_full_avg10", "tensord_system_memory_pressure_full_ratio", MetricType::Gauge, "PSI memory full avg10.", 1e-2},
+  {"pressure.gpu_used_ratio", "tensord_gpu_used_ratio", MetricType::Gauge, "GPU tier use over capacity."},
+  {"pressure.gpu_high_watermark", "tensord_gpu_high_watermark_ratio", MetricType::Gauge, "GPU demotion starts above this."},
+  {"pressure.gpu_low_watermark", "tensord_gpu_low_watermark_ratio", MetricType::Gauge, "GPU demotion stops below this."},
+  {"gpus.arena", "tensord_gpu_arena", MetricType::Gauge, "GPU arena id of the device."},
+  {"gpus.arena_bytes", "tensord_gpu_arena_bytes", MetricType::Gauge, "Size of the device's arena."},
+  {"gpus.used_bytes", "tensord_gpu_arena_used_bytes", MetricType::Gauge, "Bytes allocated in the arena."},
+  {"gpus.device_free_bytes", "tensord_gpu_device_free_bytes", MetricType::Gauge, "Free memory of the device (all processes)."},
+  {"gpus.device_total_bytes", "tensord_gpu_device_total_bytes", MetricType::Gauge, "Memory of the device."},
+  {"gpus.host_pinned", "tensord_gpu_host_pinned", MetricType::Gauge, "1 if host arenas are pinned for async copies."},
 };
 // clang-format on
 

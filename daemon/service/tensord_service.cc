@@ -38,7 +38,8 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
  public:
   AttachReactor(store::Store* store, const std::vector<tiers::HostSegment>& segments,
-                const v1::AttachRequest& request, const absl::Status& admit)
+                const std::vector<tiers::GpuArena>& gpu_arenas, const v1::AttachRequest& request,
+                const absl::Status& admit)
       : store_(store) {
     auto session = admit.ok() ? store_->OpenSession(request.client_name())
                               : absl::StatusOr<std::string>(admit);
@@ -58,6 +59,15 @@ class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
       seg->set_shm_name(s.shm_name);
       seg->set_size(s.size);
       seg->set_pool(s.pool);
+    }
+    for (const tiers::GpuArena& a : gpu_arenas) {
+      v1::GpuArena* g = welcome->add_gpu_arenas();
+      g->set_id(a.id);
+      g->set_device(a.device);
+      g->set_uuid(a.uuid);
+      g->set_size(a.size);
+      g->set_ipc_handle(a.ipc_handle);
+      g->set_name(a.name);
     }
     StartWrite(&event_);
   }
@@ -210,12 +220,13 @@ grpc::ServerWriteReactor<v1::Stats>* TensordService::WatchStats(
   return new StatsWatcher(this, absl::Milliseconds(ms));
 }
 
-TensordService::TensordService(store::Store* store, std::vector<tiers::HostSegment> segments)
-    : store_(store), segments_(std::move(segments)) {}
+TensordService::TensordService(store::Store* store, std::vector<tiers::HostSegment> segments,
+                               std::vector<tiers::GpuArena> gpu_arenas)
+    : store_(store), segments_(std::move(segments)), gpu_arenas_(std::move(gpu_arenas)) {}
 
 grpc::ServerWriteReactor<v1::AttachEvent>* TensordService::Attach(
     grpc::CallbackServerContext*, const v1::AttachRequest* request) {
-  return new AttachReactor(store_, segments_, *request, Admit());
+  return new AttachReactor(store_, segments_, gpu_arenas_, *request, Admit());
 }
 
 // Runs `work` (which returns the call's status) inline, or on the blocking pool when `may_block`,
@@ -246,15 +257,17 @@ grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ct
                                                  const v1::CreateRequest* request,
                                                  v1::CreateResponse* response) {
   if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
-  return RunMaybeBlocking(ctx, &blocking_, store_->CreateMayBlock(),
+  const bool may_block = store_->CreateMayBlock(static_cast<store::WantTier>(request->tier()));
+  return RunMaybeBlocking(ctx, &blocking_, may_block,
                           [=, this] { return DoCreate(ctx, request, response); });
 }
 
 grpc::ServerUnaryReactor* TensordService::Evict(grpc::CallbackServerContext* ctx,
                                                 const v1::EvictRequest* request,
                                                 v1::EvictResponse* response) {
-  // Writes to the SSD tier: off gRPC's threads.
-  return RunMaybeBlocking(ctx, &blocking_, store_->CreateMayBlock(), [=, this] {
+  // Writes to the SSD tier or copies off the GPU: off gRPC's threads.
+  const bool may_block = store_->CreateMayBlock(store::WantTier::kGpu);
+  return RunMaybeBlocking(ctx, &blocking_, may_block, [=, this] {
     auto outcome = store_->Evict(request->ns(), request->key());
     if (outcome.ok()) response->set_outcome(*outcome);
     return outcome.status();
@@ -263,7 +276,11 @@ grpc::ServerUnaryReactor* TensordService::Evict(grpc::CallbackServerContext* ctx
 
 grpc::ServerUnaryReactor* TensordService::Seal(grpc::CallbackServerContext* ctx,
                                                const v1::SealRequest* request, v1::SealResponse*) {
-  return Done(ctx, store_->Seal(request->session_id(), request->ns(), request->key()));
+  // Waiting on a client's CUDA event happens off gRPC's threads.
+  return RunMaybeBlocking(ctx, &blocking_, !request->cuda_event().empty(), [=, this] {
+    return store_->Seal(request->session_id(), request->ns(), request->key(),
+                        request->cuda_event(), DeadlineOf(ctx));
+  });
 }
 
 grpc::ServerUnaryReactor* TensordService::Abort(grpc::CallbackServerContext* ctx,
@@ -275,7 +292,8 @@ grpc::ServerUnaryReactor* TensordService::Abort(grpc::CallbackServerContext* ctx
 absl::Status TensordService::DoGet(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
                                    std::span<const std::string> keys, v1::GetResponse* response) {
   auto outcomes = store_->Get(request->session_id(), request->ns(), keys,
-                              static_cast<store::WantTier>(request->want()), DeadlineOf(ctx));
+                              static_cast<store::WantTier>(request->want()), DeadlineOf(ctx),
+                              request->has_device() ? request->device() : -1);
   if (outcomes.ok()) {
     response->mutable_results()->Reserve(static_cast<int>(outcomes->size()));
     for (const store::GetOutcome& o : *outcomes) {
@@ -297,7 +315,8 @@ grpc::ServerUnaryReactor* TensordService::Get(grpc::CallbackServerContext* ctx,
                                               v1::GetResponse* response) {
   if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
   std::vector<std::string> keys(request->keys().begin(), request->keys().end());
-  const bool may_block = store_->GetMayBlock(request->ns(), keys);
+  const bool may_block =
+      store_->GetMayBlock(request->ns(), keys, static_cast<store::WantTier>(request->want()));
   return RunMaybeBlocking(ctx, &blocking_, may_block, [=, this, keys = std::move(keys)] {
     return DoGet(ctx, request, keys, response);
   });

@@ -23,7 +23,8 @@ class StatsWatcher;
 class TensordService final : public v1::Tensord::CallbackService {
  public:
   // `store` is borrowed and must outlive the server this service is registered with.
-  TensordService(store::Store* store, std::vector<tiers::HostSegment> segments);
+  TensordService(store::Store* store, std::vector<tiers::HostSegment> segments,
+                 std::vector<tiers::GpuArena> gpu_arenas = {});
 
   grpc::ServerWriteReactor<v1::AttachEvent>* Attach(grpc::CallbackServerContext* ctx,
                                                     const v1::AttachRequest* request) override;
@@ -85,6 +86,7 @@ class TensordService final : public v1::Tensord::CallbackService {
   std::atomic<bool> draining_{false};
   BlockingPool blocking_{4};
   const std::vector<tiers::HostSegment> segments_;
+  const std::vector<tiers::GpuArena> gpu_arenas_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

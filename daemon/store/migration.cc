@@ -39,19 +39,21 @@ std::pair<uint64_t, uint64_t> Store::HostUsage() const {
   return {used, capacity};
 }
 
-bool Store::GetMayBlock(absl::string_view ns, std::span<const std::string> keys) {
-  if (ssd_ == nullptr) return false;
+bool Store::GetMayBlock(absl::string_view ns, std::span<const std::string> keys, WantTier want) {
+  if (ssd_ == nullptr && gpu_ == nullptr) return false;
   absl::MutexLock lock(&mu_);
   return std::any_of(keys.begin(), keys.end(), [&](const std::string& key) {
     const Object* o = FindObject(ns, key);
-    return o != nullptr && !o->on_host;
+    if (o == nullptr) return false;
+    if (want == WantTier::kGpu) return !o->gpu.has_value();
+    return !o->on_host && !(want == WantTier::kAny && o->gpu);
   });
 }
 
-bool Store::CreateMayBlock() {
+bool Store::CreateMayBlock(WantTier tier) {
   // Any Create may have to wait for demotions when its pool is full, whatever the tier's total:
-  // with an SSD tier, every Create leaves gRPC's threads.
-  return ssd_ != nullptr;
+  // with an SSD tier (or on the GPU tier), every Create leaves gRPC's threads.
+  return ssd_ != nullptr || (tier == WantTier::kGpu && gpu_ != nullptr);
 }
 
 bool Store::SsdUsable(uint64_t nbytes) {
@@ -103,6 +105,7 @@ GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_vi
   while (true) {
     Object* o = nullptr;
     tiers::SsdExtent extent;
+    std::optional<Object::GpuCopy> gpu_copy;
     uint32_t pool = 0;
     uint64_t offset = 0;
     {
@@ -135,8 +138,7 @@ GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_vi
         }
         continue;
       }
-      const memory::Pool& home = host_->pools()[o->pool];
-      auto pools = host_->pools().Candidates(o->nbytes, home.fixed ? home.name : "");
+      auto pools = HostCandidates(*o);
       auto where = pools.ok() ? AllocateHost(*pools, o->nbytes) : pools.status();
       if (!where.ok()) {
         const uint64_t nbytes = o->nbytes;  // o may be freed below
@@ -158,13 +160,26 @@ GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_vi
       std::tie(pool, offset) = *where;
       o->promoting = true;
       ++o->pins;
-      extent = *o->ssd;
+      if (o->gpu) {  // copy down from the GPU: faster than the SSD, and never stale
+        gpu_copy = *o->gpu;
+      } else {
+        extent = *o->ssd;
+      }
     }
     const uint32_t arena = host_->pools()[pool].arena;
-    const uint64_t reserved = host_->pools()[pool].allocator->Reserved(extent.length);
-    const absl::Status st = ssd_->Read(extent, host_->Address(arena, offset));
+    const uint64_t nbytes = gpu_copy ? o->nbytes : extent.length;  // o is pinned
+    const uint64_t reserved = host_->pools()[pool].allocator->Reserved(nbytes);
+    uint8_t* const dst = host_->Address(arena, offset);
+    absl::Status st;
+    if (gpu_copy) {
+      const tiers::GpuDevice::Copy copy{gpu_copy->offset, dst, nbytes};
+      st = gpu_->device(gpu_->pools()[gpu_copy->pool].arena).ToHost({&copy, 1});
+    } else {
+      st = ssd_->Read(extent, dst);
+    }
     absl::MutexLock lock(&mu_);
-    FinishPromotion(session_id, key, o, pool, offset, reserved, st, &r, &frees);
+    FinishPromotion(session_id, key, o, pool, offset, reserved, st, &r, &frees,
+                    gpu_copy.has_value());
     break;
   }
   Reclaim(frees);
@@ -174,7 +189,7 @@ GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_vi
 void Store::FinishPromotion(const std::string& session_id, const std::string& key, Object* o,
                             uint32_t pool, uint64_t offset, uint64_t reserved,
                             const absl::Status& st, GetOutcome* r,
-                            std::vector<PendingFree>* frees) {
+                            std::vector<PendingFree>* frees, bool from_gpu) {
   o->promoting = false;
   --o->pins;
   Session* s = FindSession(session_id);
@@ -184,14 +199,27 @@ void Store::FinishPromotion(const std::string& session_id, const std::string& ke
     o->reserved = reserved;
     o->on_host = true;
     eviction_->Insert(HandleOf(o));
-    ++counters_.promotions;
-    counters_.promoted_bytes += o->nbytes;
+    if (from_gpu) {
+      ++counters_.gpu_demotions;
+      counters_.gpu_demoted_bytes += o->nbytes;
+    } else {
+      ++counters_.promotions;
+      counters_.promoted_bytes += o->nbytes;
+    }
     ++counters_.get_hits;
     GrantLease(s, o, r);
     return;
   }
   frees->push_back(PendingFree{pool, offset, reserved});  // the range we read into
   reclaiming_bytes_ += reserved;
+  if (!st.ok() && from_gpu) {  // the GPU copy is still there: a failed copy loses nothing
+    ++counters_.gpu_copy_failures;
+    spdlog::error("copying '{}' down from the GPU failed: {}", key, st.ToString());
+    r->status = absl::Status(st.code(), absl::StrCat("copying '", key, "' from the GPU: ",
+                                                     st.message()));
+    MaybeFreeRetired(o, frees);
+    return;
+  }
   if (st.ok()) {
     r->status =
         s == nullptr
@@ -239,12 +267,11 @@ void Store::PromoteMany(const std::string& session_id, absl::string_view ns,
     const bool session = FindSession(session_id) != nullptr;
     for (size_t i : which) {
       Object* o = session ? FindObject(ns, keys[i]) : nullptr;
-      if (o == nullptr || o->on_host || o->promoting) {
+      if (o == nullptr || o->on_host || o->promoting || o->gpu) {
         alone.push_back(i);
         continue;
       }
-      const memory::Pool& home = host_->pools()[o->pool];
-      auto pools = host_->pools().Candidates(o->nbytes, home.fixed ? home.name : "");
+      auto pools = HostCandidates(*o);
       auto where = pools.ok() ? AllocateHost(*pools, o->nbytes) : pools.status();
       if (!where.ok()) {
         alone.push_back(i);
@@ -301,7 +328,7 @@ uint64_t Store::DemoteOnce() {
     ForEachVictim([&](Object* o) {
       if (picked >= std::max(target, demand) || chosen.size() >= kMaxWritesPerRound) return false;
       if (o->leases > 0 || o->pins > 0 || !o->on_host) return true;
-      if (!o->ssd.has_value()) {
+      if (!o->ssd.has_value() && !o->gpu.has_value()) {
         if (o->nbytes > swap_free) return true;
         swap_free -= std::min(swap_free, o->nbytes);  // a rough bound: extents may fragment
       }
@@ -320,7 +347,7 @@ uint64_t Store::DemoteOnce() {
 uint64_t Store::StartDemotions(std::span<Object* const> chosen, std::vector<PendingFree>* frees) {
   uint64_t moved = 0;
   for (Object* o : chosen) {
-    if (o->ssd.has_value()) {  // clean copy on SSD: demotion costs no I/O
+    if (o->ssd.has_value() || o->gpu.has_value()) {  // another copy exists: no I/O
       ++counters_.demotions;
       moved += o->reserved;
       DropHostCopy(o, frees);
@@ -376,11 +403,15 @@ absl::StatusOr<std::string> Store::Evict(absl::string_view ns, absl::string_view
   std::vector<PendingFree> frees;
   std::string outcome;
   {
-    absl::MutexLock lock(&mu_);
+    absl::ReleasableMutexLock lock(&mu_);
     Object* o = FindObject(ns, key);
     if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
     if (!o->sealed) {
       return absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
+    }
+    if (o->gpu) {
+      lock.Release();
+      return EvictFromGpu(ns, key);
     }
     if (!o->on_host) return std::string("already on SSD only");
     if (o->leases > 0 || o->pins > 0) {

@@ -29,8 +29,14 @@ absl::Status UnknownSession() {
 
 }  // namespace
 
-Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd)
-    : host_(host), ssd_(ssd), options_(options), eviction_(std::make_unique<policy::LruPolicy>()) {}
+Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd,
+             tiers::GpuTier* gpu)
+    : host_(host),
+      ssd_(ssd),
+      gpu_(gpu),
+      options_(options),
+      eviction_(std::make_unique<policy::LruPolicy>()),
+      gpu_eviction_(std::make_unique<policy::LruPolicy>()) {}
 
 Store::~Store() = default;
 
@@ -62,12 +68,20 @@ TensorInfo Store::Info(const Object& o) const {
   info.dtype = o.dtype;
   info.shape = o.shape;
   info.nbytes = o.nbytes;
-  info.pool = host_->pools()[o.pool].name;
+  info.pool = o.on_host || !o.gpu ? host_->pools()[o.pool].name : gpu_->pools()[o.gpu->pool].name;
   info.durability = o.durability;
   info.scope = o.scope;
   info.sealed = o.sealed;
-  info.location = Location{host_->pools()[o.pool].arena, o.offset, o.nbytes};
-  info.leases = o.leases;
+  if (o.on_host) {
+    info.location = Location{WantTier::kHost, host_->pools()[o.pool].arena, o.offset, o.nbytes};
+  } else if (o.gpu) {
+    info.location = GpuLocation(o);
+  } else {
+    info.location = Location{WantTier::kSsd, 0, 0, o.nbytes};
+  }
+  info.on_gpu = o.gpu.has_value();
+  if (o.gpu) info.gpu_location = GpuLocation(o);
+  info.leases = o.leases + o.gpu_leases;
   info.created_unix_ms = o.created_unix_ms;
   info.ttl_ms = o.ttl_ms;
   info.on_host = o.on_host;
@@ -119,11 +133,25 @@ void Store::CloseSession(const std::string& session_id) {
 
 absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& params,
                                               uint64_t nbytes, std::span<const uint32_t> pools) {
-  auto where = AllocateHost(pools, nbytes);
+  const bool on_gpu = params.tier == WantTier::kGpu;
+  std::optional<Object::GpuCopy> gpu_copy;
+  absl::StatusOr<std::pair<uint32_t, uint64_t>> where;
+  if (on_gpu) {
+    auto copy = AllocateGpu(pools, nbytes);
+    if (!copy.ok()) return copy.status();
+    gpu_copy = *copy;
+    // The host pool its copy will go to when it is demoted (0 if no pool can ever hold it).
+    auto home = host_->pools().Candidates(nbytes, "");
+    where = std::make_pair(home.ok() ? (*home)[0] : 0u, uint64_t{0});
+  } else {
+    where = AllocateHost(pools, nbytes);
+  }
   if (where.ok()) {
     const auto [pool, offset] = *where;
     memory::Allocator& alloc = *host_->pools()[pool].allocator;
     auto o = std::make_unique<Object>();
+    o->on_host = !on_gpu;
+    o->gpu = gpu_copy;
     o->ns = params.ns;
     o->key = params.key;
     o->dtype = params.dtype;
@@ -131,7 +159,7 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
     o->nbytes = nbytes;
     o->pool = pool;
     o->offset = offset;
-    o->reserved = alloc.Reserved(nbytes);
+    o->reserved = on_gpu ? 0 : alloc.Reserved(nbytes);
     o->durability = params.durability;
     o->scope = params.scope;
     o->owner = s;
@@ -140,11 +168,17 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
     TensorInfo info = Info(*o);
     Object* raw = o.get();
     if (!objects_.try_emplace(TableKey(params.ns, params.key), std::move(o)).second) {
-      alloc.Free(offset).IgnoreError();  // CreateLocked checked the key: not reached
+      // CreateLocked checked the key: not reached
+      if (on_gpu) {
+        gpu_->pools()[gpu_copy->pool].allocator->Free(gpu_copy->offset).IgnoreError();
+      } else {
+        alloc.Free(offset).IgnoreError();
+      }
       return absl::InternalError(absl::StrCat("key '", params.key, "' appeared during Create"));
     }
     s->creating.insert(raw);
     ++counters_.creates;
+    if (on_gpu) ++counters_.gpu_creates;
     counters_.bytes_created += nbytes;
     return info;
   }
@@ -183,7 +217,11 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
     spdlog::debug("evicting CACHE tensor '{}' ({} bytes)", o->key, o->nbytes);
     const uint32_t pool = o->pool;
     gained[pool] += o->reserved;
-    Retire(o, frees);
+    if (o->gpu) {
+      DropHostCopy(o, frees);  // it lives on in its GPU copy
+    } else {
+      Retire(o, frees);
+    }
     if (std::max(largest, gained[pool]) >= need) return true;
   }
   return !frees->empty();
@@ -201,12 +239,20 @@ absl::StatusOr<TensorInfo> Store::Create(const std::string& session_id, const Cr
   for (int round = 0; round < kMaxEvictionRounds || absl::Now() < deadline; ++round) {
     std::vector<PendingFree> frees;
     bool retry = false;
+    uint64_t gpu_room = 0;
     absl::StatusOr<TensorInfo> result;
     {
       absl::MutexLock lock(&mu_);
-      result = CreateLocked(session_id, params, *nbytes, deadline, &frees, &retry);
+      result = CreateLocked(session_id, params, *nbytes, deadline, &frees, &retry, &gpu_room);
     }
     Reclaim(frees);  // evicted or expired tensors: zeroed, then free for the next round
+    if (gpu_room > 0 && DemoteGpu(params.device, gpu_room) == 0) {
+      absl::MutexLock lock(&mu_);
+      ++counters_.create_failures;
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "no GPU room for ", *nbytes,
+          " bytes: the rest is held by leased or unsealed tensors, or cannot move to host"));
+    }
     if (!retry) return result;
   }
   return absl::ResourceExhaustedError("no room after repeated eviction (heavy contention)");
@@ -215,7 +261,7 @@ absl::StatusOr<TensorInfo> Store::Create(const std::string& session_id, const Cr
 absl::StatusOr<TensorInfo> Store::CreateLocked(const std::string& session_id,
                                                const CreateParams& params, uint64_t nbytes,
                                                absl::Time deadline, std::vector<PendingFree>* frees,
-                                               bool* retry) {
+                                               bool* retry, uint64_t* gpu_room) {
   Session* s = FindSession(session_id);
   if (s == nullptr) return UnknownSession();
   ExpireLocked(frees);  // an expired tensor frees its key and its memory
@@ -228,6 +274,27 @@ absl::StatusOr<TensorInfo> Store::CreateLocked(const std::string& session_id,
     }
     ++counters_.expirations;
     Retire(it->second.get(), frees);
+  }
+  if (params.tier == WantTier::kGpu) {
+    if (gpu_ == nullptr) {
+      ++counters_.rejected_requests;
+      return absl::FailedPreconditionError("the GPU tier is not present in this daemon");
+    }
+    if (!params.pool.empty()) {
+      ++counters_.rejected_requests;
+      return absl::InvalidArgumentError(
+          "pool names a host pool class; a GPU tensor goes to its device's arena (set device)");
+    }
+    auto pools = GpuCandidates(nbytes, params.device);
+    if (!pools.ok()) {
+      ++counters_.rejected_requests;
+      return pools.status();
+    }
+    auto info = TryAllocate(s, params, nbytes, *pools);
+    if (info.ok() || info.status().code() != absl::StatusCode::kResourceExhausted) return info;
+    *gpu_room = nbytes;  // the caller demotes GPU tensors to host, then retries
+    *retry = true;
+    return absl::UnavailableError("retry");
   }
   auto pools = host_->pools().Candidates(nbytes, params.pool);
   if (!pools.ok()) {
@@ -249,9 +316,37 @@ absl::StatusOr<TensorInfo> Store::CreateLocked(const std::string& session_id,
 }
 
 absl::Status Store::Seal(const std::string& session_id, absl::string_view ns,
-                         absl::string_view key) {
+                         absl::string_view key, const std::string& cuda_event,
+                         absl::Time deadline) {
   if (auto st = ValidateNamespace(ns); !st.ok()) return st;
   if (auto st = ValidateKey(key); !st.ok()) return st;
+  if (!cuda_event.empty()) {
+    // Wait, without the lock, until the client's writes to the GPU copy are complete.
+    Object* o = nullptr;
+    tiers::GpuDevice* device = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      Session* s = FindSession(session_id);
+      if (s == nullptr) return UnknownSession();
+      o = FindObject(ns, key);
+      if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+      if (o->sealed || o->owner != s || !o->gpu) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "a CUDA event is only for sealing your own unsealed GPU tensor; '", key, "' is not"));
+      }
+      device = &gpu_->device(gpu_->pools()[o->gpu->pool].arena);
+      ++o->pins;
+    }
+    const absl::Status st = device->WaitEvent(cuda_event, Clamp(deadline));
+    std::vector<PendingFree> frees;
+    {
+      absl::MutexLock lock(&mu_);
+      --o->pins;
+      MaybeFreeRetired(o, &frees);
+    }
+    Reclaim(frees);
+    if (!st.ok()) return st;
+  }
   absl::MutexLock lock(&mu_);
   Session* s = FindSession(session_id);
   if (s == nullptr) return UnknownSession();
@@ -269,7 +364,8 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns,
   } else {
     o->owner = nullptr;
   }
-  eviction_->Insert(HandleOf(o));
+  if (o->on_host) eviction_->Insert(HandleOf(o));
+  if (o->gpu) gpu_eviction_->Insert(HandleOf(o));
   if (o->ttl_ms > 0) {
     o->expiry_it = expiries_.emplace(NowUnixMs() + o->ttl_ms, o);
     o->expiring = true;
@@ -305,7 +401,7 @@ absl::Status Store::Abort(const std::string& session_id, absl::string_view ns,
 absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id,
                                                    absl::string_view ns,
                                                    std::span<const std::string> keys, WantTier want,
-                                                   absl::Time deadline) {
+                                                   absl::Time deadline, int device) {
   if (keys.empty() || keys.size() > kMaxBatchKeys) {
     return absl::InvalidArgumentError(
         absl::StrCat("a Get names 1 to ", kMaxBatchKeys, " keys, not ", keys.size()));
@@ -316,17 +412,25 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
     case WantTier::kHost:
       break;
     case WantTier::kGpu:
-      return absl::FailedPreconditionError("the GPU tier is not present in this daemon");
+      if (gpu_ == nullptr) {
+        return absl::FailedPreconditionError(
+            "the GPU tier is not present in this daemon (no usable GPU, or gpu.mode is off)");
+      }
+      if (device < -1 || (device >= 0 && gpu_->PoolsOn(device).empty())) {
+        return absl::InvalidArgumentError(absl::StrCat("the daemon has no arena on GPU ", device));
+      }
+      break;
     default:
       return absl::InvalidArgumentError("leases are granted on the HOST or GPU tier only");
   }
   std::vector<GetOutcome> out(keys.size());
-  std::vector<size_t> promote;
+  std::vector<size_t> promote, to_gpu;
   {
     absl::MutexLock lock(&mu_);
     Session* s = FindSession(session_id);
     if (s == nullptr) return UnknownSession();
     ++counters_.gets;
+    if (want == WantTier::kGpu) ++counters_.gpu_gets;
     for (size_t i = 0; i < keys.size(); ++i) {
       GetOutcome& r = out[i];
       r.status = ValidateKey(keys[i]);
@@ -346,6 +450,21 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
             absl::StrCat("session holds ", s->leases.size(), " leases, the maximum; Release some"));
         continue;
       }
+      if (want == WantTier::kGpu) {
+        if (o->gpu) {
+          ++counters_.gpu_hits;
+          GrantLease(s, o, &r, /*gpu=*/true);
+        } else {
+          ++counters_.gpu_misses;
+          to_gpu.push_back(i);  // copied up after this pass, without the lock
+        }
+        continue;
+      }
+      if (!o->on_host && want == WantTier::kAny && o->gpu) {
+        ++counters_.gpu_hits;
+        GrantLease(s, o, &r, /*gpu=*/true);
+        continue;
+      }
       if (!o->on_host) {
         promote.push_back(i);  // after this pass, without holding the lock during the read
         continue;
@@ -354,18 +473,32 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
       GrantLease(s, o, &r);
     }
   }
-  if (!promote.empty()) PromoteMany(session_id, ns, keys, promote, Clamp(deadline), &out);
+  deadline = Clamp(deadline);
+  if (!promote.empty()) PromoteMany(session_id, ns, keys, promote, deadline, &out);
+  for (size_t i : to_gpu) out[i] = CopyUpAndLease(session_id, ns, keys[i], device, deadline);
   return out;
 }
 
-void Store::GrantLease(Session* s, Object* o, GetOutcome* r) {
+void Store::GrantLease(Session* s, Object* o, GetOutcome* r, bool gpu) {
   ++counters_.leases_granted;
-  if (o->leases++ == 0) pinned_bytes_ += o->reserved;
-  eviction_->Access(HandleOf(o));
+  if (gpu) {
+    if (o->gpu_leases++ == 0) gpu_pinned_bytes_ += o->gpu->reserved;
+    gpu_eviction_->Access(HandleOf(o));
+  } else {
+    if (o->leases++ == 0) pinned_bytes_ += o->reserved;
+    eviction_->Access(HandleOf(o));
+  }
   r->lease_id = next_lease_id_++;
-  leases_.emplace(r->lease_id, LeaseEntry{s, o});
+  leases_.emplace(r->lease_id, LeaseEntry{s, o, gpu});
   s->leases.insert(r->lease_id);
   r->info = Info(*o);
+  if (gpu) {
+    r->info.location = GpuLocation(*o);
+  } else {
+    r->info.location =
+        Location{WantTier::kHost, host_->pools()[o->pool].arena, o->offset, o->nbytes};
+    r->info.pool = host_->pools()[o->pool].name;
+  }
 }
 
 absl::Status Store::Release(const std::string& session_id, std::span<const uint64_t> lease_ids) {
@@ -445,16 +578,40 @@ absl::StatusOr<ListResult> Store::List(absl::string_view ns, absl::string_view p
 
 StoreStats Store::Stats() {
   StoreStats st;
+  if (gpu_ != nullptr) {  // the driver's view, read without the lock
+    for (const tiers::GpuArena& a : gpu_->arenas()) {
+      GpuDeviceStats g{a.name, gpu_->device(a.id).name(), a.id, a.size};
+      if (auto mem = gpu_->device(a.id).MemInfo(); mem.ok()) {
+        std::tie(g.device_free_bytes, g.device_total_bytes) = *mem;
+      }
+      st.gpus.push_back(std::move(g));
+    }
+    st.gpu_host_pinned = gpu_->host_pinned();
+  }
   absl::MutexLock lock(&mu_);
   st.counters = counters_;
   const memory::PoolSet& pools = host_->pools();
   for (uint32_t i = 0; i < pools.size(); ++i) {
     st.pools.push_back(
-        {pools[i].name, pools[i].arena, pools[i].fixed, pools[i].allocator->Stats()});
+        {pools[i].name, false, pools[i].arena, pools[i].fixed, pools[i].allocator->Stats()});
     st.used_bytes += st.pools.back().stats.used_bytes;
     st.capacity_bytes += st.pools.back().stats.capacity_bytes;
   }
   st.pinned_bytes = pinned_bytes_;
+  if (gpu_ != nullptr) {
+    st.gpu_present = true;
+    for (uint32_t i = 0; i < gpu_->pools().size(); ++i) {
+      const memory::Pool& p = gpu_->pools()[i];
+      PoolStatsEntry e{p.name, true, p.arena, p.fixed, p.allocator->Stats()};
+      st.gpu_used_bytes += e.stats.used_bytes;
+      st.gpu_capacity_bytes += e.stats.capacity_bytes;
+      st.gpus[p.arena].used_bytes += e.stats.used_bytes;
+      st.pools.push_back(std::move(e));
+    }
+    st.gpu_pinned_bytes = gpu_pinned_bytes_;
+    st.gpu_high_watermark = options_.gpu_high_watermark;
+    st.gpu_low_watermark = options_.gpu_low_watermark;
+  }
   st.ssd_present = ssd_ != nullptr;
   if (ssd_ != nullptr) st.ssd = ssd_->Stats();
   st.system = system_;
@@ -479,7 +636,7 @@ void Store::Retire(Object* o, std::vector<PendingFree>* frees) {
   }
   auto node = objects_.extract(TableKey(o->ns, o->key));
   o->retired = true;
-  if (o->leases == 0 && o->pins == 0) {
+  if (!Held(*o)) {
     FreeObject(o, frees);
   } else {
     retired_.emplace(o, std::move(node.mapped()));
@@ -514,10 +671,11 @@ void Store::FreeObject(Object* o, std::vector<PendingFree>* frees) {
     ssd_->Free(*o->ssd);
     o->ssd.reset();
   }
+  if (o->gpu) DropGpuCopy(o, frees);
 }
 
 void Store::MaybeFreeRetired(Object* o, std::vector<PendingFree>* frees) {
-  if (!o->retired || o->leases > 0 || o->pins > 0) return;
+  if (!o->retired || Held(*o)) return;
   FreeObject(o, frees);
   retired_.erase(o);  // deletes o
 }
@@ -529,10 +687,12 @@ void Store::DropLease(uint64_t lease_id, std::vector<PendingFree>* frees) {
   entry.session->leases.erase(lease_id);
   ++counters_.leases_released;
   Object* o = entry.object;
-  if (--o->leases == 0) {
+  if (entry.gpu) {
+    if (--o->gpu_leases == 0) gpu_pinned_bytes_ -= o->gpu->reserved;
+  } else if (--o->leases == 0) {
     pinned_bytes_ -= o->reserved;
-    MaybeFreeRetired(o, frees);
   }
+  MaybeFreeRetired(o, frees);
 }
 
 void Store::Reclaim(const std::vector<PendingFree>& frees) {
@@ -541,18 +701,26 @@ void Store::Reclaim(const std::vector<PendingFree>& frees) {
   if (host_->zero_on_free()) {
     for (const PendingFree& f : frees) {
       // No lock: the range belongs to no object and to no free list until returned below.
-      std::memset(host_->Address(host_->pools()[f.pool].arena, f.offset), 0, f.reserved);
+      if (f.gpu) {
+        tiers::GpuDevice& device = gpu_->device(gpu_->pools()[f.pool].arena);
+        if (absl::Status st = device.Zero(f.offset, f.reserved); !st.ok()) {
+          spdlog::error("zeroing a freed GPU range failed: {}", st.ToString());
+        }
+      } else {
+        std::memset(host_->Address(host_->pools()[f.pool].arena, f.offset), 0, f.reserved);
+      }
       zeroed += f.reserved;
     }
   }
   absl::MutexLock lock(&mu_);
   for (const PendingFree& f : frees) {
-    absl::Status st = host_->pools()[f.pool].allocator->Free(f.offset);
+    memory::PoolSet& pools = f.gpu ? gpu_->pools() : host_->pools();
+    absl::Status st = pools[f.pool].allocator->Free(f.offset);
     if (!st.ok()) {
       spdlog::critical("store invariant broken: {}", st.ToString());
       std::abort();
     }
-    reclaiming_bytes_ -= f.reserved;
+    if (!f.gpu) reclaiming_bytes_ -= f.reserved;
   }
   ++host_frees_;
   counters_.bytes_zeroed += zeroed;

@@ -4,6 +4,7 @@
 // PoolSet it also guards with mu_. Memory is zeroed outside the lock before it is reused.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -22,6 +23,7 @@
 #include "daemon/memory/allocator.h"
 #include "daemon/policy/eviction.h"
 #include "daemon/store/types.h"
+#include "daemon/tiers/gpu_tier.h"
 #include "daemon/tiers/host_tier.h"
 #include "daemon/tiers/pressure.h"
 #include "daemon/tiers/ssd_tier.h"
@@ -36,7 +38,10 @@ namespace tensord::store {
   X(evictions) X(evicted_bytes) X(sessions_opened) X(sessions_closed)         \
   X(bytes_created) X(bytes_zeroed) X(rejected_requests)                        \
   X(promotions) X(promoted_bytes) X(demotions) X(demoted_bytes) X(demotion_failures) \
-  X(promotion_failures) X(swap_misses) X(data_loss) X(pressure_waits)
+  X(promotion_failures) X(swap_misses) X(data_loss) X(pressure_waits)          \
+  X(gpu_gets) X(gpu_hits) X(gpu_misses) X(gpu_creates) X(gpu_promotions)        \
+  X(gpu_promoted_bytes) X(gpu_demotions) X(gpu_demoted_bytes) X(gpu_copy_failures) \
+  X(gpu_evictions)
 // clang-format on
 
 struct Counters {
@@ -55,9 +60,17 @@ void ForEachCounter(const Counters& c, Fn&& fn) {
 
 struct PoolStatsEntry {
   std::string name;
+  bool gpu = false;  // a pool of the GPU tier (arena = GPU arena id)
   uint32_t arena = 0;
   bool fixed = false;
   memory::AllocatorStats stats;
+};
+
+struct GpuDeviceStats {
+  std::string name, model;
+  uint32_t arena = 0;
+  uint64_t arena_bytes = 0, used_bytes = 0;
+  uint64_t device_free_bytes = 0, device_total_bytes = 0;
 };
 
 struct StoreStats {
@@ -70,6 +83,11 @@ struct StoreStats {
   tiers::SsdStats ssd;
   tiers::SystemPressure system;
   double high_watermark = 0, low_watermark = 0;
+  bool gpu_present = false;
+  uint64_t gpu_capacity_bytes = 0, gpu_used_bytes = 0, gpu_pinned_bytes = 0;
+  double gpu_high_watermark = 0, gpu_low_watermark = 0;
+  bool gpu_host_pinned = false;
+  std::vector<GpuDeviceStats> gpus;
   uint64_t sessions = 0;
   uint64_t leases = 0;
   uint64_t objects = 0;
@@ -92,12 +110,19 @@ struct StoreOptions {
   absl::Duration pressure_wait = absl::Seconds(10);
   // How often the migrator probes a degraded SSD tier to see whether it works again.
   absl::Duration swap_probe_interval = absl::Seconds(10);
+  // GPU-tier watermarks (fractions of each arena): above high the GPU migrator demotes unleased
+  // tensors to host until below low. Also while the device has less than gpu_min_free free.
+  double gpu_high_watermark = 0.90;
+  double gpu_low_watermark = 0.75;
+  uint64_t gpu_min_free = 0;
 };
 
 class Store {
  public:
-  // `host` and `ssd` (nullptr: no SSD tier) are borrowed and must outlive the store.
-  Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd = nullptr);
+  // `host`, `ssd` (nullptr: no SSD tier) and `gpu` (nullptr: no GPU tier) are borrowed and
+  // must outlive the store.
+  Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd = nullptr,
+        tiers::GpuTier* gpu = nullptr);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -116,7 +141,12 @@ class Store {
                                     absl::Time deadline = absl::InfiniteFuture());
   // Makes an unsealed tensor visible and immutable. NOT_FOUND, FAILED_PRECONDITION (already
   // sealed, unknown session), PERMISSION_DENIED (another session's create).
-  absl::Status Seal(const std::string& session_id, absl::string_view ns, absl::string_view key);
+  // A GPU tensor's Seal may carry the client's interprocess CUDA event, recorded after its
+  // writes: the tensor becomes visible only once the event has completed (INVALID_ARGUMENT for
+  // a malformed handle or one on a host tensor, DEADLINE_EXCEEDED).
+  absl::Status Seal(const std::string& session_id, absl::string_view ns, absl::string_view key,
+                    const std::string& cuda_event = "",
+                    absl::Time deadline = absl::InfiniteFuture());
   // Drops an unsealed tensor. NOT_FOUND, FAILED_PRECONDITION (sealed), PERMISSION_DENIED.
   absl::Status Abort(const std::string& session_id, absl::string_view ns, absl::string_view key);
   // Leases each key's host copy. Whole-call errors: FAILED_PRECONDITION (unknown session, or
@@ -124,9 +154,13 @@ class Store {
   // errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (unsealed), RESOURCE_EXHAUSTED.
   // SSD-resident tensors are promoted to host first (concurrent Gets share one read); a
   // failed read drops a CACHE tensor (NOT_FOUND, a miss) and fails a DURABLE one (DATA_LOSS).
+  // want=GPU leases a GPU copy, copying host (or SSD, through host) copies up first; `device`
+  // picks the GPU for such copies (-1: any). want=ANY leases the host copy, else the GPU copy,
+  // else promotes from SSD to host.
   absl::StatusOr<std::vector<GetOutcome>> Get(const std::string& session_id, absl::string_view ns,
                                               std::span<const std::string> keys, WantTier want,
-                                              absl::Time deadline = absl::InfiniteFuture());
+                                              absl::Time deadline = absl::InfiniteFuture(),
+                                              int device = -1);
   // Ends leases, all or nothing. NOT_FOUND if any id is not a lease of this session,
   // INVALID_ARGUMENT for an empty or duplicated list, FAILED_PRECONDITION (unknown session).
   absl::Status Release(const std::string& session_id, std::span<const uint64_t> lease_ids);
@@ -144,9 +178,9 @@ class Store {
 
   // Hints for the service, cheap and racy: whether a Get of `keys` would read from the SSD tier,
   // and whether a Create may wait for demotions (any Create, with an SSD tier).
-  bool GetMayBlock(absl::string_view ns, std::span<const std::string> keys)
-      ABSL_LOCKS_EXCLUDED(mu_);
-  bool CreateMayBlock() ABSL_LOCKS_EXCLUDED(mu_);
+  bool GetMayBlock(absl::string_view ns, std::span<const std::string> keys,
+                   WantTier want = WantTier::kAny) ABSL_LOCKS_EXCLUDED(mu_);
+  bool CreateMayBlock(WantTier tier = WantTier::kHost) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Runs the migrator until `stop` is notified: demotes unleased host tensors to SSD whenever
   // the host tier is above its high watermark, the system is short of memory, or a request
@@ -154,15 +188,29 @@ class Store {
   void RunMigrator(absl::Notification* stop) ABSL_LOCKS_EXCLUDED(mu_);
   // One migration round; returns the bytes it moved off the host tier.
   uint64_t DemoteOnce() ABSL_LOCKS_EXCLUDED(mu_);
-  // The operator's evict: moves one unleased tensor off the host tier now — demoted to SSD when
-  // the tier is usable, else dropped if it is CACHE. Returns what happened. NOT_FOUND,
+  // Runs the GPU migrator until `stop` is notified: keeps every GPU arena under its high
+  // watermark (and the device above gpu_min_free) by demoting unleased GPU copies to host.
+  // Returns at once without a GPU tier.
+  void RunGpuMigrator(absl::Notification* stop) ABSL_LOCKS_EXCLUDED(mu_);
+  // One GPU migration round over every arena; returns the GPU bytes it freed.
+  uint64_t DemoteGpuOnce() ABSL_LOCKS_EXCLUDED(mu_);
+  // Frees at least `want` bytes of GPU memory on `device` (-1: any) if it can: unleased GPU
+  // copies go down to host (a copy that exists elsewhere is just dropped; a CACHE tensor with
+  // no host room is evicted). Returns the GPU bytes freed.
+  uint64_t DemoteGpu(int device, uint64_t want) ABSL_LOCKS_EXCLUDED(mu_);
+  // The operator's evict: moves one unleased tensor one tier down now. A GPU copy goes to host
+  // (or is dropped when another copy exists); a host copy is demoted to SSD when the tier is
+  // usable, else dropped if it is CACHE. Returns what happened. NOT_FOUND,
   // FAILED_PRECONDITION (unsealed, leased, or DURABLE without an SSD tier), UNAVAILABLE (the
   // write failed; the tensor stays on the host), INVALID_ARGUMENT.
   absl::StatusOr<std::string> Evict(absl::string_view ns, absl::string_view key)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Returns the daemon's address of a location (for tests and benchmarks in-process).
-  uint8_t* Address(const Location& loc) const { return host_->Address(loc.arena, loc.offset); }
+  uint8_t* Address(const Location& loc) const {
+    return loc.tier == WantTier::kGpu ? gpu_->device(loc.arena).base() + loc.offset
+                                      : host_->Address(loc.arena, loc.offset);
+  }
 
  private:
   struct Session;
@@ -188,6 +236,16 @@ class Store {
     bool promoting = false;
     bool expiring = false;
     std::multimap<int64_t, Object*>::iterator expiry_it;  // valid while `expiring`
+    // The GPU tier. A GPU Create starts with only this copy (on_host false); a promotion adds
+    // one beside the host copy. Sealed tensors never change, so every copy is identical.
+    struct GpuCopy {
+      uint32_t pool = 0;  // of the GPU tier's PoolSet
+      uint64_t offset = 0;
+      uint64_t reserved = 0;
+    };
+    std::optional<GpuCopy> gpu;
+    uint32_t gpu_leases = 0;  // `leases` counts host leases
+    bool gpu_moving = false;  // a copy up to the GPU is in flight
   };
   struct Session {
     std::string id;
@@ -199,6 +257,7 @@ class Store {
   struct LeaseEntry {
     Session* session;
     Object* object;
+    bool gpu = false;
   };
   struct PendingWrite {
     Object* o;
@@ -208,6 +267,13 @@ class Store {
     uint32_t pool;
     uint64_t offset;
     uint64_t reserved;
+    bool gpu = false;  // a range of the GPU tier's pools
+  };
+  // A GPU copy on its way down to host range (pool, offset).
+  struct GpuDown {
+    Object* o;
+    uint32_t pool;
+    uint64_t offset, reserved;
   };
 
   static std::string TableKey(absl::string_view ns, absl::string_view key);
@@ -220,8 +286,10 @@ class Store {
   // expiry) or waited for reclaiming, so the caller reclaims `frees` and tries again.
   absl::StatusOr<TensorInfo> CreateLocked(const std::string& session_id, const CreateParams& params,
                                           uint64_t nbytes, absl::Time deadline,
-                                          std::vector<PendingFree>* frees, bool* retry)
+                                          std::vector<PendingFree>* frees, bool* retry,
+                                          uint64_t* gpu_room)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Allocates in `pools` (of the GPU tier when params.tier is kGpu) and registers the object.
   absl::StatusOr<TensorInfo> TryAllocate(Session* s, const CreateParams& params, uint64_t nbytes,
                                          std::span<const uint32_t> pools)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -250,14 +318,46 @@ class Store {
   void PromoteMany(const std::string& session_id, absl::string_view ns,
                    std::span<const std::string> keys, std::span<const size_t> which,
                    absl::Time deadline, std::vector<GetOutcome>* out) ABSL_LOCKS_EXCLUDED(mu_);
-  // Completes a swap-in of `o` into host range (pool, offset) that ended with `st`: leases it,
+  // Completes a swap-in (or, from_gpu, a copy down from the GPU) of `o` into host range (pool, offset) that ended with `st`: leases it,
   // or frees the range and fails (a CACHE tensor is dropped, a DURABLE one is DATA_LOSS).
   void FinishPromotion(const std::string& session_id, const std::string& key, Object* o,
                        uint32_t pool, uint64_t offset, uint64_t reserved, const absl::Status& st,
-                       GetOutcome* r, std::vector<PendingFree>* frees)
+                       GetOutcome* r, std::vector<PendingFree>* frees, bool from_gpu = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Grants a lease on a host-resident sealed object.
-  void GrantLease(Session* s, Object* o, GetOutcome* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Grants a lease on the host copy (or, with `gpu`, the GPU copy) of a sealed object.
+  void GrantLease(Session* s, Object* o, GetOutcome* r, bool gpu = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a lease, a transfer or a waiter holds the object.
+  static bool Held(const Object& o) { return o.leases > 0 || o.gpu_leases > 0 || o.pins > 0; }
+  // Host pools a copy of `o` may go to (its fixed class, or best fit).
+  absl::StatusOr<std::vector<uint32_t>> HostCandidates(const Object& o) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // GPU pools a tensor of `nbytes` may go to on `device` (-1: any).
+  absl::StatusOr<std::vector<uint32_t>> GpuCandidates(uint64_t nbytes, int device) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Object::GpuCopy> AllocateGpu(std::span<const uint32_t> pools, uint64_t nbytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Location GpuLocation(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Copies one object up to the GPU (from host; SSD-only objects are promoted to host first)
+  // and leases the GPU copy.
+  GetOutcome CopyUpAndLease(const std::string& session_id, absl::string_view ns,
+                            const std::string& key, int device, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // GPU demotion in two steps around the copy, like the SSD's: StartGpuDemotions (lock held)
+  // drops GPU copies that exist elsewhere, evicts CACHE ones with no host room and queues the
+  // rest in *downs with a host range, pinned; FinishGpuDemotions (lock not held) copies them
+  // down and completes each. Both return the GPU bytes they freed.
+  uint64_t StartGpuDemotions(std::span<Object* const> chosen, std::vector<GpuDown>* downs,
+                             std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t FinishGpuDemotions(std::span<const GpuDown> downs, std::vector<PendingFree>* frees)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void DropGpuCopy(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Evict of a tensor with a GPU copy: that copy goes one tier down.
+  absl::StatusOr<std::string> EvictFromGpu(absl::string_view ns, absl::string_view key)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  static bool InPools(std::span<const uint32_t> pools, uint32_t pool) {
+    return std::find(pools.begin(), pools.end(), pool) != pools.end();
+  }
   // The eviction policy tracks every sealed host-resident object, by its address.
   static policy::Handle HandleOf(Object* o) { return reinterpret_cast<policy::Handle>(o); }
   static Object* ObjectOf(policy::Handle h) { return reinterpret_cast<Object*>(h); }
@@ -287,6 +387,7 @@ class Store {
 
   tiers::HostTier* const host_;
   tiers::SsdTier* const ssd_;
+  tiers::GpuTier* const gpu_;
   const StoreOptions options_;
 
   absl::Mutex mu_;
@@ -295,6 +396,11 @@ class Store {
   absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, LeaseEntry> leases_ ABSL_GUARDED_BY(mu_);
   const std::unique_ptr<policy::EvictionPolicy> eviction_ ABSL_GUARDED_BY(mu_);
+  // Tracks the GPU copies of sealed objects (victims of GPU demotion).
+  const std::unique_ptr<policy::EvictionPolicy> gpu_eviction_ ABSL_GUARDED_BY(mu_);
+  uint64_t gpu_pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Devices short of gpu_min_free, by how much (read by the GPU migrator).
+  absl::flat_hash_map<int, uint64_t> gpu_device_short_ ABSL_GUARDED_BY(mu_);
   std::multimap<int64_t, Object*> expiries_ ABSL_GUARDED_BY(mu_);  // unix ms -> sealed object
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -24,10 +24,13 @@ struct CreateParams {
   Durability durability = Durability::kDurable;
   Scope scope = Scope::kGlobal;
   int64_t ttl_ms = 0;  // 0: no expiry; else deleted this long after Seal
+  WantTier tier = WantTier::kHost;  // kHost (or kAny) or kGpu: where the client writes it
+  int device = -1;                  // kGpu: the daemon's GPU ordinal; -1: any
 };
 
-// A byte range in an arena of the host tier.
+// A byte range in an arena of the host tier (segment) or of the GPU tier (device arena).
 struct Location {
+  WantTier tier = WantTier::kHost;  // kHost, kGpu, or kSsd (then arena/offset mean nothing)
   uint32_t arena = 0;
   uint64_t offset = 0;
   uint64_t length = 0;
@@ -49,6 +52,8 @@ struct TensorInfo {
   int64_t ttl_ms = 0;
   bool on_host = true;  // else only on the SSD tier; `location` is then meaningless
   bool on_ssd = false;  // has a (clean) SSD copy
+  bool on_gpu = false;  // has a copy on the GPU tier, at gpu_location
+  Location gpu_location;
 };
 
 // One key's answer in a batched Get.

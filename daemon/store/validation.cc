@@ -71,6 +71,16 @@ absl::StatusOr<uint64_t> ValidateCreate(const CreateParams& params) {
     return absl::InvalidArgumentError(
         absl::StrCat("ttl_ms ", params.ttl_ms, " is outside [0, ", kMaxTtlMs, "]"));
   }
+  if (params.tier != WantTier::kAny && params.tier != WantTier::kHost &&
+      params.tier != WantTier::kGpu) {
+    return absl::InvalidArgumentError("a tensor is created on the HOST or GPU tier only");
+  }
+  if (params.device < -1 || params.device > 63) {
+    return absl::InvalidArgumentError(absl::StrCat("device ", params.device, " is out of range"));
+  }
+  if (params.device >= 0 && params.tier != WantTier::kGpu) {
+    return absl::InvalidArgumentError("device is for tensors created on the GPU tier");
+  }
   if (params.pool.size() > kMaxNamespaceBytes) {
     return absl::InvalidArgumentError("pool name is too long");
   }

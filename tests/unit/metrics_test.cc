@@ -63,6 +63,7 @@ v1::Stats Sample() {
   host->set_hits(7);
   v1::PoolStats* pool = s.add_pools();
   pool->set_name("kv_cache");
+  pool->set_tier(v1::TIER_HOST);
   pool->set_kind("fixed");
   pool->set_capacity_bytes(1 << 20);
   s.mutable_swap()->set_engine("io_uring");
@@ -92,7 +93,7 @@ TEST(Metrics, ValuesLabelsAndUnits) {
            "tensord_uptime_seconds 1.5",
            "tensord_tier_capacity_bytes{tier=\"host\"} 1073741824",
            "tensord_tier_hits_total{tier=\"host\"} 7",
-           "tensord_pool_capacity_bytes{pool=\"kv_cache\",kind=\"fixed\"} 1048576",
+           "tensord_pool_capacity_bytes{pool=\"kv_cache\",kind=\"fixed\",tier=\"host\"} 1048576",
            "tensord_swap_read_throughput_bytes_per_second{engine=\"io_uring\"} 1500000",
            "tensord_system_memory_pressure_some_ratio 0.125",
            "tensord_creates_total 5",

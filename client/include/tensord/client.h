@@ -8,6 +8,12 @@
 //   t->Seal();
 //   auto lease = (*client)->Get("layer.0.k");   // lease->data() points into shared memory
 //
+// GPU tensors (daemons with a GPU tier): Create with CreateOptions{.tier = Tier::kGpu} returns
+// a device pointer; write it on any stream, then Seal(stream): the library records a CUDA
+// event there and the daemon publishes the tensor once that event completes. Get(key,
+// Tier::kGpu) returns a device pointer into the daemon's arena (opened once per arena through
+// CUDA IPC), copying the tensor up to the GPU first if it is not there.
+//
 // Every call has a deadline (ClientOptions::deadline) and returns absl::Status codes as listed
 // in the README. A Client is safe to use from several threads; Lease and WritableTensor are
 // not (move them to one owner).
@@ -42,7 +48,9 @@ struct ClientOptions {
 };
 
 struct CreateOptions {
-  std::string pool;  // empty: the daemon picks the best-fitting pool class
+  std::string pool;  // empty: the daemon picks the best-fitting pool class (host only)
+  Tier tier = Tier::kHost;  // kHost or kGpu: where the tensor is created and written
+  int device = -1;          // kGpu: this process's CUDA ordinal; -1: any of the daemon's GPUs
   Durability durability = Durability::kDurable;
   Scope scope = Scope::kGlobal;
   int64_t ttl_ms = 0;  // 0: never expires; else deleted this long after Seal
@@ -68,10 +76,12 @@ struct TensorInfo {
   uint32_t leases = 0;
   int64_t created_unix_ms = 0;
   int64_t ttl_ms = 0;
+  bool on_gpu = false;    // has a copy on the GPU tier
 };
 
 struct PoolStats {
   std::string name;
+  Tier tier = Tier::kHost;
   std::string kind;  // "fixed" or "general"
   uint64_t capacity_bytes = 0, used_bytes = 0, block_size = 0, blocks_total = 0, blocks_used = 0;
   uint64_t largest_free_bytes = 0, allocations = 0, allocation_failures = 0;
@@ -102,6 +112,14 @@ struct PressureStats {
   double host_used_ratio = 0, high_watermark = 0, low_watermark = 0;
   uint64_t mem_available_bytes = 0;
   double psi_some_avg10 = 0, psi_full_avg10 = 0;  // /proc/pressure/memory, percent
+  double gpu_used_ratio = 0, gpu_high_watermark = 0, gpu_low_watermark = 0;
+};
+
+// One GPU of the daemon's GPU tier.
+struct GpuStats {
+  std::string gpu, model;
+  uint64_t arena_bytes = 0, used_bytes = 0, device_free_bytes = 0, device_total_bytes = 0;
+  bool host_pinned = false;
 };
 
 struct Stats {
@@ -111,6 +129,7 @@ struct Stats {
   uint64_t sessions = 0, leases = 0, objects = 0, uptime_ms = 0;
   SwapStats swap;
   PressureStats pressure;
+  std::vector<GpuStats> gpus;
 };
 
 namespace internal {
@@ -124,23 +143,30 @@ class WritableTensor {
   WritableTensor& operator=(WritableTensor&&) noexcept;
   ~WritableTensor();
 
-  // Returns the writable bytes, or nullptr once sealed or aborted (no write after seal).
+  // Returns the writable bytes, or nullptr once sealed or aborted (no write after seal). For a
+  // GPU tensor this is a device pointer on device().
   void* data() const { return open_ ? data_ : nullptr; }
   uint64_t nbytes() const { return info_.nbytes; }
   const TensorInfo& info() const { return info_; }
-  // Publishes the tensor. FAILED_PRECONDITION if already sealed or aborted.
-  absl::Status Seal();
+  bool on_gpu() const { return info_.location.tier == Tier::kGpu; }
+  int device() const { return device_; }  // this process's CUDA ordinal; -1 for host tensors
+  // Publishes the tensor. FAILED_PRECONDITION if already sealed or aborted. For a GPU tensor,
+  // `cuda_stream` (a cudaStream_t; nullptr: the legacy default stream) is where the writes were
+  // issued: the daemon publishes the tensor once they are complete.
+  absl::Status Seal(void* cuda_stream = nullptr);
   // Drops the tensor. FAILED_PRECONDITION if already sealed or aborted.
   absl::Status Abort();
 
  private:
   friend class Client;
-  WritableTensor(std::shared_ptr<internal::Session> session, TensorInfo info, void* data);
+  WritableTensor(std::shared_ptr<internal::Session> session, TensorInfo info, void* data,
+                 int device = -1);
 
   std::shared_ptr<internal::Session> session_;
   TensorInfo info_;
   void* data_ = nullptr;
   bool open_ = false;
+  int device_ = -1;
 };
 
 // A lease on a sealed tensor: the bytes stay where they are, unchanged, until it is released
@@ -151,7 +177,10 @@ class Lease {
   Lease& operator=(Lease&&) noexcept;
   ~Lease();
 
+  // The bytes: in shared memory, or for a GPU lease (on_gpu()) a device pointer on device().
   const void* data() const { return data_; }
+  bool on_gpu() const { return info_.location.tier == Tier::kGpu; }
+  int device() const { return device_; }  // this process's CUDA ordinal; -1 for host leases
   template <typename T>
   const T* data_as() const {
     return static_cast<const T*>(data_);
@@ -172,6 +201,7 @@ class Lease {
   TensorInfo info_;
   const void* data_ = nullptr;
   uint64_t lease_id_ = 0;
+  int device_ = -1;
 };
 
 class Client {
@@ -185,18 +215,22 @@ class Client {
   absl::StatusOr<WritableTensor> Create(std::string_view key, DType dtype,
                                         std::vector<int64_t> shape,
                                         const CreateOptions& options = {});
-  // Leases one sealed tensor.
-  absl::StatusOr<Lease> Get(std::string_view key, Tier want = Tier::kAny);
+  // Leases one sealed tensor. kAny: the host copy, else the GPU copy (only if this process can
+  // open it), else a swap-in. kHost: a host copy. kGpu: a GPU copy, on `device` (this process's
+  // CUDA ordinal; -1: any) when it has to be copied up. FAILED_PRECONDITION for kGpu when the
+  // daemon has no GPU tier.
+  absl::StatusOr<Lease> Get(std::string_view key, Tier want = Tier::kAny, int device = -1);
   // Leases many tensors in one round trip; one result per key, in order.
   absl::StatusOr<std::vector<absl::StatusOr<Lease>>> GetBatch(std::span<const std::string> keys,
-                                                              Tier want = Tier::kAny);
+                                                              Tier want = Tier::kAny,
+                                                              int device = -1);
   // Releases many leases in one round trip (all or nothing).
   absl::Status ReleaseAll(std::span<Lease> leases);
   absl::Status Delete(std::string_view key);
   absl::StatusOr<TensorInfo> Stat(std::string_view key);
-  // Moves an unleased tensor off the host tier now (demoted to SSD, or dropped if CACHE and
-  // there is no SSD tier); returns what the daemon did. FAILED_PRECONDITION if leased, or
-  // DURABLE without an SSD tier.
+  // Moves an unleased tensor one tier down now: a GPU copy to host (or dropped when another
+  // copy exists), a host copy to SSD (or dropped if CACHE and there is no SSD tier); returns
+  // what the daemon did. FAILED_PRECONDITION if leased, or DURABLE without an SSD tier.
   absl::StatusOr<std::string> Evict(std::string_view key);
   // Returns tensors whose key starts with `prefix`, sorted, at most `limit` (0: 1000).
   absl::StatusOr<std::vector<TensorInfo>> List(std::string_view prefix = "", uint32_t limit = 0);
@@ -216,6 +250,10 @@ class Client {
   const std::string& session_id() const;
   // Returns this client's mapping of a host segment (base, size), {nullptr, 0} if not mapped.
   std::pair<const uint8_t*, uint64_t> SegmentMapping(uint32_t arena) const;
+  // Whether the daemon has a GPU tier that this process can open.
+  bool gpu_usable() const;
+  // How many times each GPU arena's IPC handle was opened (by arena id): at most 1 each.
+  std::vector<uint64_t> GpuIpcOpens() const;
 
  private:
   explicit Client(std::shared_ptr<internal::Session> session);

@@ -1,0 +1,370 @@
+// The GPU tier's side of the store: copies up to the GPU on Get(want=GPU), GPU demotion to host
+// (the GPU migrator, and requests that need GPU room), and the helpers they share. As with the
+// SSD, the lock is never held during a copy: objects in flight are pinned.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/store/store.h"
+#include "spdlog/spdlog.h"
+
+namespace tensord::store {
+namespace {
+
+constexpr size_t kMaxGpuDemotionsPerRound = 64;
+constexpr absl::Duration kGpuIdleTick = absl::Milliseconds(20);
+constexpr absl::Duration kDeviceReadEvery = absl::Milliseconds(100);
+
+}  // namespace
+
+absl::StatusOr<std::vector<uint32_t>> Store::HostCandidates(const Object& o) const {
+  const memory::Pool& home = host_->pools()[o.pool];
+  return host_->pools().Candidates(o.nbytes, home.fixed ? home.name : "");
+}
+
+absl::StatusOr<std::vector<uint32_t>> Store::GpuCandidates(uint64_t nbytes, int device) const {
+  if (device < -1 || (device >= 0 && gpu_->PoolsOn(device).empty())) {
+    return absl::InvalidArgumentError(absl::StrCat("the daemon has no arena on GPU ", device));
+  }
+  auto all = gpu_->pools().Candidates(nbytes, "");
+  if (!all.ok()) return all.status();
+  std::vector<uint32_t> out;
+  for (uint32_t p : *all) {
+    if (device < 0 || gpu_->arenas()[gpu_->pools()[p].arena].device == device) out.push_back(p);
+  }
+  if (out.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(nbytes, " bytes can never fit the GPU arena of device ", device));
+  }
+  return out;
+}
+
+absl::StatusOr<Store::Object::GpuCopy> Store::AllocateGpu(std::span<const uint32_t> pools,
+                                                          uint64_t nbytes) {
+  for (uint32_t pool : pools) {
+    memory::Allocator& alloc = *gpu_->pools()[pool].allocator;
+    auto offset = alloc.Allocate(nbytes);
+    if (offset.ok()) return Object::GpuCopy{pool, *offset, alloc.Reserved(nbytes)};
+  }
+  return absl::ResourceExhaustedError("no free GPU range");
+}
+
+Location Store::GpuLocation(const Object& o) const {
+  return Location{WantTier::kGpu, gpu_->pools()[o.gpu->pool].arena, o.gpu->offset, o.nbytes};
+}
+
+void Store::DropGpuCopy(Object* o, std::vector<PendingFree>* frees) {
+  gpu_eviction_->Remove(HandleOf(o));
+  frees->push_back(PendingFree{o->gpu->pool, o->gpu->offset, o->gpu->reserved, /*gpu=*/true});
+  o->gpu.reset();
+}
+
+GetOutcome Store::CopyUpAndLease(const std::string& session_id, absl::string_view ns,
+                                 const std::string& key, int device, absl::Time deadline) {
+  GetOutcome r;
+  std::vector<PendingFree> frees;
+  uint64_t host_lease = 0;  // held while copying up a tensor this call swapped in
+  while (true) {
+    Object* o = nullptr;
+    Object::GpuCopy dst;
+    const uint8_t* src = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      Session* s = FindSession(session_id);
+      o = s == nullptr ? nullptr : FindObject(ns, key);
+      if (s == nullptr) {
+        r.status = absl::FailedPreconditionError("session closed during Get");
+        break;
+      }
+      if (o == nullptr) {
+        r.status = absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+        break;
+      }
+      if (o->gpu) {  // copied up meanwhile (by a concurrent Get), or already there
+        GrantLease(s, o, &r, /*gpu=*/true);
+        break;
+      }
+      if (o->gpu_moving) {  // share the copy in flight
+        ++o->pins;
+        auto done = [o]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !o->gpu_moving; };
+        const bool ok = mu_.AwaitWithTimeout(absl::Condition(&done), deadline - absl::Now());
+        --o->pins;
+        MaybeFreeRetired(o, &frees);
+        if (!ok) {
+          r.status = absl::DeadlineExceededError(absl::StrCat("'", key, "' still copying to GPU"));
+          break;
+        }
+        continue;
+      }
+      if (!o->on_host) {  // only on SSD: swap it in first, holding a host lease meanwhile
+        if (host_lease != 0) {
+          r.status = absl::UnavailableError(absl::StrCat("'", key, "' left the host tier"));
+          break;
+        }
+        mu_.Unlock();
+        GetOutcome h = PromoteAndLease(session_id, ns, key, deadline);
+        mu_.Lock();
+        if (!h.status.ok()) {
+          r = std::move(h);
+          break;
+        }
+        host_lease = h.lease_id;
+        continue;
+      }
+      auto pools = GpuCandidates(o->nbytes, device);
+      if (!pools.ok()) {
+        r.status = pools.status();
+        break;
+      }
+      auto where = AllocateGpu(*pools, o->nbytes);
+      if (!where.ok()) {
+        const uint64_t nbytes = o->nbytes;
+        ++o->pins;  // keep o alive, and on the host, while room is made
+        mu_.Unlock();
+        const uint64_t freed = DemoteGpu(device, nbytes);
+        mu_.Lock();
+        --o->pins;
+        MaybeFreeRetired(o, &frees);
+        if (freed > 0 && absl::Now() < deadline) continue;
+        r.status = absl::ResourceExhaustedError(absl::StrCat(
+            "no GPU room for '", key, "' (", nbytes, " bytes): the rest is leased or unsealed"));
+        break;
+      }
+      dst = *where;
+      src = host_->Address(host_->pools()[o->pool].arena, o->offset);
+      o->gpu_moving = true;
+      ++o->pins;
+    }
+    const tiers::GpuDevice::Copy copy{dst.offset, const_cast<uint8_t*>(src), o->nbytes};
+    const absl::Status st = gpu_->device(gpu_->pools()[dst.pool].arena).ToDevice({&copy, 1});
+    absl::MutexLock lock(&mu_);
+    o->gpu_moving = false;
+    --o->pins;
+    Session* s = FindSession(session_id);
+    if (st.ok() && !o->retired && s != nullptr) {
+      o->gpu = dst;
+      gpu_eviction_->Insert(HandleOf(o));
+      ++counters_.gpu_promotions;
+      counters_.gpu_promoted_bytes += o->nbytes;
+      GrantLease(s, o, &r, /*gpu=*/true);
+    } else {
+      frees.push_back(PendingFree{dst.pool, dst.offset, dst.reserved, /*gpu=*/true});
+      if (!st.ok()) {
+        ++counters_.gpu_copy_failures;
+        spdlog::error("copying '{}' up to the GPU failed: {}", key, st.ToString());
+        r.status = absl::Status(st.code(), absl::StrCat("copying '", key, "' to the GPU: ",
+                                                         st.message()));
+      } else {
+        r.status = s == nullptr ? absl::FailedPreconditionError("session closed during Get")
+                                : absl::NotFoundError(absl::StrCat(
+                                      "'", key, "' was deleted while copying to the GPU"));
+      }
+      MaybeFreeRetired(o, &frees);
+    }
+    break;
+  }
+  if (host_lease != 0) {
+    absl::MutexLock lock(&mu_);
+    if (leases_.contains(host_lease)) DropLease(host_lease, &frees);
+  }
+  Reclaim(frees);
+  return r;
+}
+
+uint64_t Store::StartGpuDemotions(std::span<Object* const> chosen, std::vector<GpuDown>* downs,
+                                  std::vector<PendingFree>* frees) {
+  uint64_t freed = 0;
+  for (Object* o : chosen) {
+    const uint64_t reserved = o->gpu->reserved;
+    if (o->on_host || o->ssd.has_value()) {  // another copy exists: just drop this one
+      ++counters_.gpu_demotions;
+      DropGpuCopy(o, frees);
+      freed += reserved;
+      continue;
+    }
+    auto pools = HostCandidates(*o);
+    auto where = pools.ok() ? AllocateHost(*pools, o->nbytes) : pools.status();
+    if (!where.ok()) {
+      if (o->durability == Durability::kCache) {
+        ++counters_.gpu_evictions;
+        ++counters_.evictions;
+        counters_.evicted_bytes += o->nbytes;
+        spdlog::debug("evicting CACHE tensor '{}' from the GPU: no host room", o->key);
+        Retire(o, frees);
+        freed += reserved;
+      }  // a DURABLE tensor stays on the GPU until the host tier has room again
+
+      continue;
+    }
+    const auto [pool, offset] = *where;
+    ++o->pins;
+    downs->push_back(GpuDown{o, pool, offset, host_->pools()[pool].allocator->Reserved(o->nbytes)});
+  }
+  return freed;
+}
+
+uint64_t Store::FinishGpuDemotions(std::span<const GpuDown> downs,
+                                   std::vector<PendingFree>* frees) {
+  if (downs.empty()) return 0;
+  // One batch per device: every copy enqueued on its down stream, then one wait.
+  std::vector<absl::Status> results(downs.size());
+  {
+    std::vector<std::vector<tiers::GpuDevice::Copy>> per_arena(gpu_->arenas().size());
+    std::vector<std::vector<size_t>> index(gpu_->arenas().size());
+    {
+      absl::MutexLock lock(&mu_);  // o->gpu and the pool table are read under the lock
+      for (size_t i = 0; i < downs.size(); ++i) {
+        const GpuDown& d = downs[i];
+        const uint32_t arena = gpu_->pools()[d.o->gpu->pool].arena;
+        per_arena[arena].push_back(
+            {d.o->gpu->offset, host_->Address(host_->pools()[d.pool].arena, d.offset),
+             d.o->nbytes});
+        index[arena].push_back(i);
+      }
+    }
+    for (uint32_t a = 0; a < per_arena.size(); ++a) {
+      if (per_arena[a].empty()) continue;
+      const absl::Status st = gpu_->device(a).ToHost(per_arena[a]);
+      for (size_t i : index[a]) results[i] = st;
+    }
+  }
+  uint64_t freed = 0;
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < downs.size(); ++i) {
+    const GpuDown& d = downs[i];
+    Object* o = d.o;
+    --o->pins;
+    if (!results[i].ok() || o->retired || o->on_host) {
+      if (!results[i].ok()) {
+        ++counters_.gpu_copy_failures;
+        spdlog::error("demoting '{}' from the GPU failed: {}", o->key, results[i].ToString());
+      }
+      frees->push_back(PendingFree{d.pool, d.offset, d.reserved});
+      reclaiming_bytes_ += d.reserved;
+    } else {
+      o->pool = d.pool;
+      o->offset = d.offset;
+      o->reserved = d.reserved;
+      o->on_host = true;
+      eviction_->Insert(HandleOf(o));
+      ++counters_.gpu_demotions;
+      counters_.gpu_demoted_bytes += o->nbytes;
+      if (o->gpu_leases == 0 && o->pins == 0 && o->gpu) {
+        freed += o->gpu->reserved;
+        DropGpuCopy(o, frees);
+      }
+    }
+    MaybeFreeRetired(o, frees);
+  }
+  ++host_frees_;  // wakes waiters: GPU memory came back
+  return freed;
+}
+
+uint64_t Store::DemoteGpu(int device, uint64_t want) {
+  if (gpu_ == nullptr || want == 0) return 0;
+  const std::vector<uint32_t> pools = gpu_->PoolsOn(device);
+  std::vector<GpuDown> downs;
+  std::vector<PendingFree> frees;
+  uint64_t freed = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<Object*> chosen;  // chosen first: demotion edits the policy
+    uint64_t picked = 0;
+    gpu_eviction_->Victims([&](policy::Handle h) {
+      Object* o = ObjectOf(h);
+      if (picked >= want || chosen.size() >= kMaxGpuDemotionsPerRound) return false;
+      if (o->gpu_leases > 0 || o->pins > 0 || !o->gpu || !InPools(pools, o->gpu->pool)) {
+        return true;
+      }
+      picked += o->gpu->reserved;
+      chosen.push_back(o);
+      return true;
+    });
+    freed = StartGpuDemotions(chosen, &downs, &frees);
+  }
+  freed += FinishGpuDemotions(downs, &frees);
+  Reclaim(frees);
+  return freed;
+}
+
+uint64_t Store::DemoteGpuOnce() {
+  if (gpu_ == nullptr) return 0;
+  // Per arena: above the high watermark (or the device short of free memory), down to low.
+  std::vector<std::pair<int, uint64_t>> wants;
+  {
+    absl::MutexLock lock(&mu_);
+    for (uint32_t i = 0; i < gpu_->pools().size(); ++i) {
+      const memory::AllocatorStats st = gpu_->pools()[i].allocator->Stats();
+      const auto high = static_cast<uint64_t>(options_.gpu_high_watermark * st.capacity_bytes);
+      const auto low = static_cast<uint64_t>(options_.gpu_low_watermark * st.capacity_bytes);
+      uint64_t want = st.used_bytes > high ? st.used_bytes - low : 0;
+      const int device = gpu_->arenas()[gpu_->pools()[i].arena].device;
+      if (auto it = gpu_device_short_.find(device); it != gpu_device_short_.end()) {
+        want = std::max(want, it->second);
+      }
+      if (want > 0) wants.emplace_back(device, want);
+    }
+  }
+  uint64_t freed = 0;
+  for (const auto& [device, want] : wants) freed += DemoteGpu(device, want);
+  return freed;
+}
+
+void Store::RunGpuMigrator(absl::Notification* stop) {
+  if (gpu_ == nullptr) return;
+  absl::Time last_read = absl::InfinitePast();
+  while (!stop->HasBeenNotified()) {
+    if (options_.gpu_min_free > 0 && absl::Now() - last_read >= kDeviceReadEvery) {
+      last_read = absl::Now();
+      absl::flat_hash_map<int, uint64_t> short_by;
+      for (const tiers::GpuArena& a : gpu_->arenas()) {
+        auto mem = gpu_->device(a.id).MemInfo();
+        if (mem.ok() && mem->first < options_.gpu_min_free) {
+          short_by[a.device] = options_.gpu_min_free - mem->first;
+        }
+      }
+      absl::MutexLock lock(&mu_);
+      gpu_device_short_ = std::move(short_by);
+    }
+    if (DemoteGpuOnce() > 0) continue;
+    stop->WaitForNotificationWithTimeout(kGpuIdleTick);
+  }
+}
+
+absl::StatusOr<std::string> Store::EvictFromGpu(absl::string_view ns, absl::string_view key) {
+  std::vector<GpuDown> downs;
+  std::vector<PendingFree> frees;
+  std::string outcome;
+  {
+    absl::MutexLock lock(&mu_);
+    Object* o = FindObject(ns, key);
+    if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+    if (!o->gpu) return absl::FailedPreconditionError(absl::StrCat("'", key, "' left the GPU"));
+    if (o->gpu_leases > 0 || o->pins > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "'", key, "' is leased on the GPU (", o->gpu_leases, "); it stays until released"));
+    }
+    const bool elsewhere = o->on_host || o->ssd.has_value();
+    Object* const chosen[] = {o};
+    StartGpuDemotions(chosen, &downs, &frees);
+    if (elsewhere) {
+      outcome = "GPU copy dropped (another tier holds it)";
+    } else if (!downs.empty()) {
+      outcome = "demoted to host";
+    } else if (o->retired) {
+      outcome = "dropped (CACHE, no host room)";
+    } else {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("'", key, "' is DURABLE and the host tier has no room for it now"));
+    }
+  }
+  FinishGpuDemotions(downs, &frees);
+  Reclaim(frees);
+  absl::MutexLock lock(&mu_);
+  const Object* o = FindObject(ns, key);
+  if (o != nullptr && !downs.empty() && !o->on_host) {
+    return absl::UnavailableError(absl::StrCat("'", key, "' could not be copied off the GPU"));
+  }
+  return outcome;
+}
+
+}  // namespace tensord::store
