@@ -6,6 +6,15 @@
 //   it_client mixed  SOCKET ID OPS                          -> OPS random operations
 //   it_client putmany    SOCKET PREFIX COUNT BYTES SEED     -> DURABLE PREFIX.0 .. PREFIX.N-1
 //   it_client verifymany SOCKET PREFIX COUNT BYTES SEED START -> checks them all, from START
+// GPU modes (exit 77 when this process has no usable GPU):
+//   it_client gpuput    SOCKET KEY BYTES SEED               -> creates KEY on the GPU, writes it
+//                                                              from the host, seals, prints XXH3
+//   it_client gpuverify SOCKET KEY XXH3 REPS                -> Gets KEY on the GPU REPS times:
+//                                                              device pointer inside the arena,
+//                                                              copy back matches, kernel byte
+//                                                              sum matches, one IPC open
+//   it_client gpuhold   SOCKET KEY                          -> leases KEY on the GPU, prints
+//                                                              READY, sleeps
 // Exit codes: 0 ok, 1 wrong bytes, 2 not zero-copy, 3 usage, 10 + absl code on a failed call.
 #include <unistd.h>
 #include <xxhash.h>
@@ -19,7 +28,12 @@
 #include <string>
 #include <thread>
 
+#include "common/cuda.h"
 #include "tensord/client.h"
+
+#if TENSORD_HAVE_CUDA
+extern "C" int TensordDeviceByteSum(const void* p, uint64_t n, uint64_t* sum);
+#endif
 
 namespace {
 
@@ -82,7 +96,7 @@ int Put(const char* socket, const std::string& key, uint64_t bytes, uint64_t see
 
 int Verify(const char* socket, const std::string& key, const std::string& expected) {
   auto c = ConnectOrDie(socket, "it-verify");
-  auto lease = c->Get(key);
+  auto lease = c->Get(key, tensord::Tier::kHost);  // the shared-memory copy, zero-copy
   if (!lease.ok()) return Failed("get", lease.status());
   char hex[17];
   std::snprintf(hex, sizeof(hex), "%016" PRIx64, XXH3_64bits(lease->data(), lease->nbytes()));
@@ -206,6 +220,95 @@ int VerifyMany(const char* socket, const std::string& prefix, int count, uint64_
 
 }  // namespace
 
+constexpr int kNoGpu = 77;
+
+int GpuPut(const char* socket, const std::string& key, uint64_t bytes, uint64_t seed) {
+  auto c = ConnectOrDie(socket, "it-gpuput");
+  if (!c->gpu_usable()) return kNoGpu;
+  tensord::CreateOptions opts;
+  opts.tier = tensord::Tier::kGpu;
+  auto t = c->Create(key, tensord::DType::kUInt8, {static_cast<int64_t>(bytes)}, opts);
+  if (!t.ok()) return Failed("create", t.status());
+  if (!t->on_gpu() || t->device() < 0) {
+    std::fprintf(stderr, "it_client: a GPU Create returned a host location\n");
+    return 2;
+  }
+  std::vector<uint8_t> host(bytes);
+  Fill(host.data(), bytes, seed);
+  const uint64_t hash = XXH3_64bits(host.data(), bytes);
+  // Asynchronous on the default stream: Seal's event must cover it.
+  if (auto st = tensord::cuda::SetDevice(t->device()); !st.ok()) return Failed("device", st);
+  if (auto st = tensord::cuda::CopyAsync(t->data(), host.data(), bytes,
+                                         tensord::cuda::CopyKind::kHostToDevice, nullptr);
+      !st.ok()) {
+    return Failed("copy", st);
+  }
+  if (auto st = t->Seal(); !st.ok()) return Failed("seal", st);
+  std::printf("%016" PRIx64 "\n", hash);
+  return 0;
+}
+
+int GpuVerify(const char* socket, const std::string& key, const std::string& expected, int reps) {
+  auto c = ConnectOrDie(socket, "it-gpuverify");
+  if (!c->gpu_usable()) return kNoGpu;
+  for (int rep = 0; rep < reps; ++rep) {
+    auto lease = c->Get(key, tensord::Tier::kGpu);
+    if (!lease.ok()) return Failed("get", lease.status());
+    if (!lease->on_gpu() || lease->device() < 0) {
+      std::fprintf(stderr, "it_client: a GPU Get returned a host location\n");
+      return 2;
+    }
+    std::vector<uint8_t> back(lease->nbytes());
+    if (auto st = tensord::cuda::SetDevice(lease->device()); !st.ok()) return Failed("device", st);
+    if (auto st = tensord::cuda::Copy(back.data(), lease->data(), back.size(),
+                                      tensord::cuda::CopyKind::kDeviceToHost);
+        !st.ok()) {
+      return Failed("copy back", st);
+    }
+    char hex[17];
+    std::snprintf(hex, sizeof(hex), "%016" PRIx64, XXH3_64bits(back.data(), back.size()));
+    if (expected != hex) {
+      std::fprintf(stderr, "it_client: GPU checksum %s, expected %s\n", hex, expected.c_str());
+      return 1;
+    }
+#if TENSORD_HAVE_CUDA
+    uint64_t host_sum = 0, device_sum = 0;
+    for (uint8_t b : back) host_sum += b;
+    if (int err = TensordDeviceByteSum(lease->data(), lease->nbytes(), &device_sum); err != 0) {
+      std::fprintf(stderr, "it_client: kernel failed with CUDA error %d\n", err);
+      return 1;
+    }
+    if (host_sum != device_sum) {
+      std::fprintf(stderr, "it_client: kernel byte sum %" PRIu64 ", copy-back sum %" PRIu64 "\n",
+                   device_sum, host_sum);
+      return 1;
+    }
+#endif
+  }
+  const std::vector<uint64_t> opens = c->GpuIpcOpens();
+  for (uint64_t n : opens) {
+    if (n > 1) {
+      std::fprintf(stderr, "it_client: an arena's IPC handle was opened %" PRIu64 " times\n", n);
+      return 2;
+    }
+  }
+  std::printf("opens");
+  for (uint64_t n : opens) std::printf(" %" PRIu64, n);
+  std::printf("\n");
+  return 0;
+}
+
+int GpuHold(const char* socket, const std::string& key) {
+  auto c = ConnectOrDie(socket, "it-gpuhold");
+  if (!c->gpu_usable()) return kNoGpu;
+  auto lease = c->Get(key, tensord::Tier::kGpu);
+  if (!lease.ok()) return Failed("get", lease.status());
+  std::printf("READY\n");
+  std::fflush(stdout);
+  std::this_thread::sleep_for(std::chrono::hours(1));
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "put" && argc == 7) {
@@ -213,6 +316,11 @@ int main(int argc, char** argv) {
   }
   if (mode == "verify" && argc == 5) return Verify(argv[2], argv[3], argv[4]);
   if (mode == "hold" && argc == 4) return Hold(argv[2], argv[3]);
+  if (mode == "gpuput" && argc == 6) {
+    return GpuPut(argv[2], argv[3], std::stoull(argv[4]), std::stoull(argv[5]));
+  }
+  if (mode == "gpuverify" && argc == 6) return GpuVerify(argv[2], argv[3], argv[4], std::stoi(argv[5]));
+  if (mode == "gpuhold" && argc == 4) return GpuHold(argv[2], argv[3]);
   if (mode == "mixed" && argc == 5) return Mixed(argv[2], std::stoi(argv[3]), std::stoi(argv[4]));
   if (mode == "putmany" && argc == 7) {
     return PutMany(argv[2], argv[3], std::stoi(argv[4]), std::stoull(argv[5]),
