@@ -9,6 +9,7 @@
 
 #if TENSORD_HAVE_CUDA
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #endif
 
 namespace tensord::cuda {
@@ -61,7 +62,14 @@ int DeviceCount(std::string* why) {
   int n = 0;
   const cudaError_t err = cudaGetDeviceCount(&n);
   if (err != cudaSuccess) {
-    if (why != nullptr) *why = Check(err, "cudaGetDeviceCount").ToString();
+    if (why != nullptr) {
+      *why = Check(err, "cudaGetDeviceCount").ToString();
+      if (void* lib = dlopen("libcuda.so.1", RTLD_LAZY); lib == nullptr) {
+        *why = "no NVIDIA driver is installed (libcuda.so.1 not found)";
+      } else {
+        dlclose(lib);
+      }
+    }
     cudaGetLastError();  // clear the sticky-free error state
     return 0;
   }

@@ -20,19 +20,15 @@
 
 #include "absl/strings/str_format.h"
 #include "tensord/client.h"
-
-extern char** environ;
+#include "tests/bench/bench_daemon.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Micros(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
-
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-}
+using tensord::bench::Clock;
+using tensord::bench::CpuModel;
+using tensord::bench::Micros;
+using tensord::bench::OwnDaemon;
+using tensord::bench::Percentile;
 
 void Check(const absl::Status& st, const char* what) {
   if (!st.ok()) {
@@ -55,30 +51,6 @@ double CpuSeconds(pid_t pid) {
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-struct OwnDaemon {
-  pid_t pid = -1;
-  std::string dir;
-  ~OwnDaemon() {
-    if (pid > 0) {
-      kill(pid, SIGTERM);
-      waitpid(pid, nullptr, 0);
-    }
-    if (!dir.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);  // the lock file the daemon leaves
-    }
-  }
-};
-
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown CPU";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -90,20 +62,10 @@ int main(int argc, char** argv) {
   }
   OwnDaemon own;
   if (socket.empty()) {
-    char tmpl[] = "/tmp/tensord-bench-XXXXXX";
-    own.dir = mkdtemp(tmpl);
-    socket = own.dir + "/tensord.sock";
-    std::vector<std::string> args = {TENSORD_BIN, "--run-dir",   own.dir, "--host-capacity",
-                                     "1GiB",      "--log-level", "warn"};
-    std::vector<char*> cargs;
-    for (auto& a : args) cargs.push_back(a.data());
-    cargs.push_back(nullptr);
-    if (posix_spawn(&own.pid, cargs[0], nullptr, nullptr, cargs.data(), environ) != 0) {
+    socket = own.Start(TENSORD_BIN, {"--host-capacity", "1GiB", "--log-level", "warn"});
+    if (socket.empty()) {
       absl::FPrintF(stderr, "host_bench: cannot start %s\n", TENSORD_BIN);
       return 1;
-    }
-    for (int i = 0; i < 400 && access(socket.c_str(), F_OK) != 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
   }
   tensord::ClientOptions opts;
