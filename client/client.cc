@@ -33,8 +33,14 @@ TensorInfo FromProto(const v1::TensorMeta& m) {
 // The daemon's ordinal of this process's CUDA device `local` (matched by uuid); -1 for -1.
 absl::StatusOr<int> DaemonDevice(const internal::Session& session, int local) {
   if (local < 0) return -1;
+  if (session.gpu_arenas().empty()) {
+    return absl::FailedPreconditionError("the GPU tier is not present in this daemon");
+  }
   auto info = cuda::GetDeviceInfo(local);
-  if (!info.ok()) return info.status();
+  if (!info.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("this process cannot use CUDA device ",
+                                                      local, ": ", info.status().message()));
+  }
   for (const v1::GpuArena& a : session.gpu_arenas()) {
     if (a.uuid() == info->uuid) return a.device();
   }

@@ -87,6 +87,7 @@ struct Region {
   void* data = nullptr;
   TensorInfo info;
   bool readonly = true;
+  int device = -1;  // a GPU tensor: the CUDA ordinal of this process; data is a device pointer
 };
 
 struct DlContext {
@@ -99,7 +100,7 @@ py::capsule ToDlpack(const std::shared_ptr<Region>& region) {
   auto* ctx = new DlContext{region, region->info.shape, {}};
   DLTensor& t = ctx->managed.dl_tensor;
   t.data = region->data;
-  t.device = {kDLCPU, 0};
+  t.device = region->device >= 0 ? DLDevice{kDLCUDA, region->device} : DLDevice{kDLCPU, 0};
   t.ndim = static_cast<int32_t>(ctx->shape.size());
   t.dtype = ToDl(region->info.dtype);
   t.shape = ctx->shape.data();
@@ -119,7 +120,37 @@ py::capsule ToDlpack(const std::shared_ptr<Region>& region) {
   });
 }
 
+// numpy's type string of a dtype, for __cuda_array_interface__ (bfloat16 as raw 2-byte units).
+const char* TypeString(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return "<f4";
+    case DType::kFloat16:
+      return "<f2";
+    case DType::kFloat64:
+      return "<f8";
+    case DType::kInt8:
+      return "|i1";
+    case DType::kUInt8:
+      return "|u1";
+    case DType::kInt16:
+      return "<i2";
+    case DType::kInt32:
+      return "<i4";
+    case DType::kInt64:
+      return "<i8";
+    case DType::kBool:
+      return "|b1";
+    default:
+      return "<u2";
+  }
+}
+
 py::buffer_info ToBuffer(const Region& r) {
+  if (r.device >= 0) {
+    throw py::buffer_error(
+        "a GPU tensor has no host buffer: use torch.from_dlpack() or __cuda_array_interface__");
+  }
   std::vector<py::ssize_t> shape(r.info.shape.begin(), r.info.shape.end());
   const bool bf16 = r.info.dtype == DType::kBFloat16;
   const auto item = static_cast<py::ssize_t>(bf16 ? 2 : ItemSize(r.info.dtype));
@@ -163,10 +194,19 @@ Scope ParseScope(const std::string& s) {
   throw py::value_error("scope must be 'global' or 'session', not '" + s + "'");
 }
 
-Tier ParseDevice(const std::string& device) {
-  if (device == "cpu") return Tier::kHost;
-  if (device.rfind("cuda", 0) == 0) return Tier::kGpu;
-  throw py::value_error("device must be 'cpu' or 'cuda[:N]', not '" + device + "'");
+// "cpu" -> (kHost, -1); "cuda" -> (kGpu, -1: any GPU); "cuda:N" -> (kGpu, N).
+std::pair<Tier, int> ParseDevice(const std::string& device) {
+  if (device == "cpu") return {Tier::kHost, -1};
+  if (device == "cuda") return {Tier::kGpu, -1};
+  if (device.rfind("cuda:", 0) == 0) {
+    try {
+      size_t used = 0;
+      const int n = std::stoi(device.substr(5), &used);
+      if (n >= 0 && used == device.size() - 5) return {Tier::kGpu, n};
+    } catch (const std::exception&) {
+    }
+  }
+  throw py::value_error("device must be 'cpu', 'cuda' or 'cuda:N', not '" + device + "'");
 }
 
 class PyClient {
@@ -190,8 +230,10 @@ class PyClient {
 
   std::shared_ptr<Region> Create(const std::string& key, std::vector<int64_t> shape,
                                  const std::string& dtype, const std::string& durability,
-                                 const std::string& pool, const std::string& scope, double ttl) {
+                                 const std::string& pool, const std::string& scope, double ttl,
+                                 const std::string& device) {
     CreateOptions o;
+    std::tie(o.tier, o.device) = ParseDevice(device);
     o.durability = ParseDurability(durability);
     o.scope = ParseScope(scope);
     o.pool = pool;
@@ -206,20 +248,21 @@ class PyClient {
     region->data = region->writable->data();
     region->info = region->writable->info();
     region->readonly = false;
+    region->device = region->writable->device();
     return region;
   }
 
   std::shared_ptr<Region> Get(const std::string& key, const std::string& device) {
-    const Tier want = ParseDevice(device);
+    const auto [want, ordinal] = ParseDevice(device);
     py::gil_scoped_release nogil;
-    return FromLease(Unwrap(c().Get(key, want)));
+    return FromLease(Unwrap(c().Get(key, want, ordinal)));
   }
 
   std::vector<std::shared_ptr<Region>> GetMany(const std::vector<std::string>& keys,
                                                const std::string& device) {
-    const Tier want = ParseDevice(device);
+    const auto [want, ordinal] = ParseDevice(device);
     py::gil_scoped_release nogil;
-    auto batch = Unwrap(c().GetBatch(keys, want));
+    auto batch = Unwrap(c().GetBatch(keys, want, ordinal));
     std::vector<std::shared_ptr<Region>> out;
     for (auto& r : batch) {
       if (!r.ok()) Throw(r.status());  // earlier leases release as `out` unwinds
@@ -333,6 +376,7 @@ class PyClient {
     auto region = std::make_shared<Region>();
     region->info = lease.info();
     region->data = const_cast<void*>(lease.data());
+    region->device = lease.device();
     region->lease = std::make_shared<Lease>(std::move(lease));
     return region;
   }
@@ -367,7 +411,28 @@ PYBIND11_MODULE(_core, m) {
           "__dlpack__",
           [](const std::shared_ptr<Region>& r, py::object /*stream*/) { return ToDlpack(r); },
           py::arg("stream") = py::none())
-      .def("__dlpack_device__", [](const Region&) { return py::make_tuple(int{kDLCPU}, 0); })
+      .def("__dlpack_device__",
+           [](const Region& r) {
+             return r.device >= 0 ? py::make_tuple(int{kDLCUDA}, r.device)
+                                  : py::make_tuple(int{kDLCPU}, 0);
+           })
+      .def_property_readonly(
+          "__cuda_array_interface__",
+          [](const Region& r) -> py::dict {
+            if (r.device < 0) throw py::attribute_error("a host tensor has no CUDA interface");
+            py::dict d;
+            d["shape"] = py::tuple(py::cast(r.info.shape));
+            d["typestr"] = TypeString(r.info.dtype);
+            d["data"] = py::make_tuple(reinterpret_cast<uintptr_t>(r.data), r.readonly);
+            d["strides"] = py::none();
+            d["version"] = 3;
+            return d;
+          })
+      .def_property_readonly("device",
+                             [](const Region& r) {
+                               return r.device >= 0 ? "cuda:" + std::to_string(r.device)
+                                                    : std::string("cpu");
+                             })
       .def_property_readonly("key", [](const Region& r) { return r.info.key; })
       .def_property_readonly("shape",
                              [](const Region& r) { return py::tuple(py::cast(r.info.shape)); })
@@ -383,12 +448,16 @@ PYBIND11_MODULE(_core, m) {
                              [](const Region& r) { return r.lease ? r.lease->lease_id() : 0; })
       .def(
           "seal",
-          [](Region& r) {
+          [](Region& r, uintptr_t stream) {
             if (r.writable == nullptr) Throw(absl::FailedPreconditionError("not being written"));
             py::gil_scoped_release nogil;
-            Check(r.writable->Seal());
+            Check(r.writable->Seal(reinterpret_cast<void*>(stream)));
           },
-          "Publishes a created tensor: visible to every client, immutable from now on.")
+          py::arg("stream") = 0,
+          "Publishes a created tensor: visible to every client, immutable from now on. For a GPU "
+          "tensor, `stream` is the cudaStream_t its writes were issued on (0: the legacy default "
+          "stream; e.g. torch.cuda.current_stream().cuda_stream): the daemon publishes it once "
+          "they are complete.")
       .def(
           "abort",
           [](Region& r) {
@@ -405,7 +474,7 @@ PYBIND11_MODULE(_core, m) {
       .def("close", &PyClient::Close)
       .def("create", &PyClient::Create, py::arg("key"), py::arg("shape"), py::arg("dtype"),
            py::arg("durability") = "durable", py::arg("pool") = "", py::arg("scope") = "global",
-           py::arg("ttl") = 0.0)
+           py::arg("ttl") = 0.0, py::arg("device") = "cpu")
       .def("get", &PyClient::Get, py::arg("key"), py::arg("device") = "cpu")
       .def("get_many", &PyClient::GetMany, py::arg("keys"), py::arg("device") = "cpu")
       .def("delete", &PyClient::Delete, py::arg("key"))

@@ -74,10 +74,13 @@ class Client:
         self._c.close()
 
     def create(self, key: str, shape: Sequence[int], dtype: str, *, durability: str = "durable",
-               pool: str = "", scope: str = "global", ttl: Optional[float] = None) -> Tensor:
+               pool: str = "", scope: str = "global", ttl: Optional[float] = None,
+               device: str = "cpu") -> Tensor:
         """Allocates a tensor and returns it writable; fill it (numpy.asarray / torch.from_dlpack)
-        and call .seal() to publish it."""
-        return self._c.create(key, list(shape), dtype, durability, pool, scope, ttl or 0.0)
+        and call .seal() to publish it. device "cuda[:N]" creates it in the daemon's GPU arena
+        (fill it through torch.from_dlpack, then .seal(stream=...))."""
+        return self._c.create(key, list(shape), dtype, durability, pool, scope, ttl or 0.0,
+                              device)
 
     def put(self, key: str, value, *, durability: str = "durable", pool: str = "",
             scope: str = "global", ttl: Optional[float] = None) -> Tensor:
@@ -110,7 +113,8 @@ class Client:
         return t
 
     def get(self, key: str, device: str = "cpu") -> Tensor:
-        """Leases a sealed tensor. device "cpu" (host shared memory) or "cuda[:N]"."""
+        """Leases a sealed tensor. device "cpu" (host shared memory) or "cuda[:N]" (the daemon's
+        GPU arena, copied up first if needed; torch.from_dlpack() gives a CUDA tensor)."""
         return self._c.get(key, device)
 
     def get_many(self, keys: Iterable[str], device: str = "cpu") -> list:
