@@ -34,8 +34,8 @@ def test_gpu_requests_fail_clearly_without_the_tier(daemon):
             c.get("h", device="cuda:x")
         t = c.get("h")  # host work is unaffected
         assert t.device == "cpu"
-        with pytest.raises(AttributeError):
-            t.__cuda_array_interface__
+        assert not hasattr(t, "__cuda_array_interface__")
+        del t  # ends the lease, so the daemon stops without waiting for it
 
 
 @pytest.mark.skipif(torch is None or not torch.cuda.is_available(),
