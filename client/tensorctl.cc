@@ -46,12 +46,12 @@ void PrintStatsOf(const tensord::Stats* stats) {
                  tensord::FormatBytes(t.pinned_bytes), t.hits, t.misses, 100 * t.hit_ratio,
                  t.evictions);
   }
-  absl::PrintF("\n%-18s %-7s %12s %12s %10s %13s %8s\n", "POOL", "KIND", "CAPACITY", "USED",
-               "BLOCK", "BLOCKS", "FRAG");
+  absl::PrintF("\n%-18s %-5s %-7s %12s %12s %10s %13s %8s\n", "POOL", "TIER", "KIND", "CAPACITY",
+               "USED", "BLOCK", "BLOCKS", "FRAG");
   for (const auto& p : stats->pools) {
     const std::string blocks =
         p.block_size ? absl::StrCat(p.blocks_used, "/", p.blocks_total) : std::string("-");
-    absl::PrintF("%-18s %-7s %12s %12s %10s %13s %7.1f%%\n", p.name, p.kind,
+    absl::PrintF("%-18s %-5s %-7s %12s %12s %10s %13s %7.1f%%\n", p.name, TierName(p.tier), p.kind,
                  tensord::FormatBytes(p.capacity_bytes), tensord::FormatBytes(p.used_bytes),
                  p.block_size ? tensord::FormatBytes(p.block_size) : "-", blocks,
                  100 * p.fragmentation);
@@ -62,6 +62,13 @@ void PrintStatsOf(const tensord::Stats* stats) {
       "PSI some %.2f%% full %.2f%%\n",
       100 * pr.host_used_ratio, 100 * pr.high_watermark, 100 * pr.low_watermark,
       tensord::FormatBytes(pr.mem_available_bytes), pr.psi_some_avg10, pr.psi_full_avg10);
+  for (const tensord::GpuStats& g : stats->gpus) {
+    absl::PrintF("GPU       %s (%s): arena %s, %s used; device %s free of %s; host %s\n", g.gpu,
+                 g.model, tensord::FormatBytes(g.arena_bytes), tensord::FormatBytes(g.used_bytes),
+                 tensord::FormatBytes(g.device_free_bytes),
+                 tensord::FormatBytes(g.device_total_bytes),
+                 g.host_pinned ? "pinned" : "NOT pinned (slower copies)");
+  }
   if (const tensord::SwapStats& w = stats->swap; w.present) {
     absl::PrintF(
         "SWAP      engine %s%s  read %s in %d ops (%.0f MB/s)  written %s in %d ops "
@@ -251,7 +258,7 @@ int main(int argc, char** argv) {
   top->add_option("--count", count, "stop after this many frames (default: until Ctrl-C)");
   auto* health = app.add_subcommand("health", "grpc.health.v1 status, overall and per tier");
   auto* stat = app.add_subcommand("stat", "show one tensor's metadata");
-  auto* evict = app.add_subcommand("evict", "move an unleased tensor off the host tier now");
+  auto* evict = app.add_subcommand("evict", "move an unleased tensor one tier down now");
   std::string prefix;
   uint32_t limit = 0;
   auto* ls = app.add_subcommand("ls", "list tensors");
@@ -261,8 +268,8 @@ int main(int argc, char** argv) {
   std::string min_size;
   ls->add_option("--durability", filter.durability, "only cache or durable tensors")
       ->check(CLI::IsMember({"cache", "durable"}));
-  ls->add_option("--tier", filter.tier, "only tensors resident on host, or on ssd only")
-      ->check(CLI::IsMember({"host", "ssd"}));
+  ls->add_option("--tier", filter.tier, "only tensors on host, on the GPU only, or on ssd only")
+      ->check(CLI::IsMember({"host", "gpu", "ssd"}));
   ls->add_option("--pool", filter.pool, "only tensors of this pool");
   ls->add_flag("--leased", filter.leased, "only tensors someone holds a lease on");
   ls->add_option("--min-size", min_size, "only tensors of at least this size, e.g. 16MiB");
