@@ -60,11 +60,13 @@ int main(int argc, char** argv) {
     return 77;
   }
   OwnDaemon own;
+  const char* bin_env = std::getenv("TENSORD_BIN");  // a bundle run elsewhere
+  const std::string bin = bin_env != nullptr && *bin_env != '\0' ? bin_env : TENSORD_BIN;
   const std::string socket =
-      own.Start(TENSORD_BIN, {"--host-capacity", "4GiB", "--set", "gpu.size=4GiB", "--set",
+      own.Start(bin, {"--host-capacity", "4GiB", "--set", "gpu.size=4GiB", "--set",
                               "gpu.devices=0", "--log-level", "warn"});
   if (socket.empty()) {
-    absl::FPrintF(stderr, "gpu_bench: cannot start %s\n", TENSORD_BIN);
+    absl::FPrintF(stderr, "gpu_bench: cannot start %s\n", bin);
     return 1;
   }
   tensord::ClientOptions opts;

@@ -91,8 +91,15 @@ std::string Process::ReadLine() {
   }
 }
 
-std::string DaemonBinary() { return TENSORD_BIN; }
-std::string ClientBinary() { return IT_CLIENT_BIN; }
+// $TENSORD_BIN / $IT_CLIENT_BIN override the build tree's paths (a bundle run elsewhere).
+std::string DaemonBinary() {
+  const char* env = std::getenv("TENSORD_BIN");
+  return env != nullptr && *env != '\0' ? env : TENSORD_BIN;
+}
+std::string ClientBinary() {
+  const char* env = std::getenv("IT_CLIENT_BIN");
+  return env != nullptr && *env != '\0' ? env : IT_CLIENT_BIN;
+}
 
 namespace {
 
