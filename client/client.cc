@@ -30,24 +30,6 @@ TensorInfo FromProto(const v1::TensorMeta& m) {
   return info;
 }
 
-// The daemon's ordinal of this process's CUDA device `local` (matched by uuid); -1 for -1.
-absl::StatusOr<int> DaemonDevice(const internal::Session& session, int local) {
-  if (local < 0) return -1;
-  if (session.gpu_arenas().empty()) {
-    return absl::FailedPreconditionError("the GPU tier is not present in this daemon");
-  }
-  auto info = cuda::GetDeviceInfo(local);
-  if (!info.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("this process cannot use CUDA device ",
-                                                      local, ": ", info.status().message()));
-  }
-  for (const v1::GpuArena& a : session.gpu_arenas()) {
-    if (a.uuid() == info->uuid) return a.device();
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("the daemon has no GPU arena on this process's CUDA device ", local));
-}
-
 }  // namespace
 
 // ---- WritableTensor ----
@@ -85,13 +67,21 @@ WritableTensor::~WritableTensor() {
 
 absl::Status WritableTensor::Seal(void* cuda_stream) {
   if (!open_) return absl::FailedPreconditionError("tensor is already sealed or aborted");
-  std::string event;
-  if (on_gpu()) {  // the daemon waits on this event: our writes are complete before anyone reads
-    auto e = session_->RecordWritesDone(device_, cuda_stream);
+  // A GPU tensor: record an interprocess event after the writes on `cuda_stream` and wait for
+  // it here, then send it; the daemon checks it has completed before publishing the tensor.
+  // One event per Seal, alive until the daemon has answered.
+  std::optional<cuda::IpcEvent> event;
+  std::string handle;
+  if (on_gpu()) {
+    auto e = cuda::IpcEvent::Create(device_);
     if (!e.ok()) return e.status();
-    event = *std::move(e);
+    event.emplace(*std::move(e));
+    auto h = event->RecordAndExport(cuda_stream);
+    if (!h.ok()) return h.status();
+    handle = *std::move(h);
+    if (absl::Status st = event->Synchronize(); !st.ok()) return st;
   }
-  absl::Status st = session_->Seal(info_.key, event);
+  absl::Status st = session_->Seal(info_.key, handle);
   if (st.ok()) {
     open_ = false;
     info_.sealed = true;
@@ -176,7 +166,7 @@ absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
   request.set_ttl_ms(options.ttl_ms);
   request.set_tier(static_cast<v1::Tier>(options.tier));
   if (options.tier == Tier::kGpu && options.device >= 0) {
-    auto device = DaemonDevice(*session_, options.device);
+    auto device = session_->DaemonDevice(options.device);
     if (!device.ok()) return device.status();
     request.set_device(*device);
   }
@@ -216,7 +206,7 @@ absl::StatusOr<std::vector<absl::StatusOr<Lease>>> Client::GetBatch(
   if (want == Tier::kAny && !session_->gpu_usable()) want = Tier::kHost;
   request.set_want(static_cast<v1::Tier>(want));
   if (want == Tier::kGpu && device >= 0) {
-    auto d = DaemonDevice(*session_, device);
+    auto d = session_->DaemonDevice(device);
     if (!d.ok()) return d.status();
     request.set_device(*d);
   }

@@ -71,7 +71,40 @@ std::unique_ptr<grpc::ClientContext> Session::Context() const {
 }
 
 bool Session::gpu_usable() const {
-  return !gpu_arenas_.empty() && cuda::DeviceCount() > 0;
+  // Usable when this process sees at least one of the daemon's GPUs (by uuid: another
+  // CUDA_VISIBLE_DEVICES may hide them all). Probed once: it initialises CUDA.
+  std::call_once(gpu_probe_, [this] {
+    if (gpu_arenas_.empty() || cuda::DeviceCount() == 0) return;
+    for (const v1::GpuArena& a : gpu_arenas_) {
+      if (cuda::DeviceByUuid(a.uuid()).ok()) gpu_usable_ = true;
+    }
+  });
+  return gpu_usable_;
+}
+
+absl::StatusOr<int> Session::DaemonDevice(int local) {
+  if (local < 0) return -1;
+  if (gpu_arenas_.empty()) {
+    return absl::FailedPreconditionError("the GPU tier is not present in this daemon");
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = daemon_device_.find(local); it != daemon_device_.end()) return it->second;
+  }
+  auto info = cuda::GetDeviceInfo(local);
+  if (!info.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("this process cannot use CUDA device ",
+                                                      local, ": ", info.status().message()));
+  }
+  for (const v1::GpuArena& a : gpu_arenas_) {
+    if (a.uuid() == info->uuid) {
+      std::lock_guard<std::mutex> lock(mu_);
+      daemon_device_[local] = a.device();
+      return a.device();
+    }
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("the daemon has no GPU arena on this process's CUDA device ", local));
 }
 
 std::vector<uint64_t> Session::GpuIpcOpens() const {
@@ -145,18 +178,6 @@ absl::Status Session::Release(const std::vector<uint64_t>& lease_ids) {
   for (uint64_t id : lease_ids) request.add_lease_ids(id);
   v1::ReleaseResponse response;
   return FromGrpc(stub_->Release(Context().get(), request, &response));
-}
-
-absl::StatusOr<std::string> Session::RecordWritesDone(int device, void* stream) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (device < 0) return absl::InvalidArgumentError("no local GPU for this tensor");
-  if (events_.size() <= static_cast<size_t>(device)) events_.resize(device + 1);
-  if (!events_[device].has_value()) {
-    auto e = cuda::IpcEvent::Create(device);
-    if (!e.ok()) return e.status();
-    events_[device].emplace(*std::move(e));
-  }
-  return events_[device]->RecordAndExport(stream);
 }
 
 absl::Status Session::Seal(const std::string& key, const std::string& cuda_event) {

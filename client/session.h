@@ -3,6 +3,7 @@
 // Lease / WritableTensor it hands out, so the session ends only when the last of them is gone.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -49,9 +50,10 @@ class Session {
   absl::Status Release(const std::vector<uint64_t>& lease_ids);
   // `cuda_event`: for a GPU tensor, the handle of an event recorded after the writes.
   absl::Status Seal(const std::string& key, const std::string& cuda_event = "");
-  // Records this session's interprocess event for local `device` on `stream` (nullptr: the
-  // legacy default stream) and returns its handle, for Seal.
-  absl::StatusOr<std::string> RecordWritesDone(int device, void* stream);
+  // The daemon's ordinal of this process's CUDA device `local` (matched by uuid, cached); -1
+  // for -1. FAILED_PRECONDITION without a GPU tier or without CUDA here, INVALID_ARGUMENT when
+  // the daemon has no arena on that device.
+  absl::StatusOr<int> DaemonDevice(int local);
   absl::Status Abort(const std::string& key);
 
  private:
@@ -76,7 +78,9 @@ class Session {
     uint64_t opens = 0;
   };
   std::vector<GpuMapping> gpu_mapped_;               // guarded by mu_; index = arena id
-  std::vector<std::optional<cuda::IpcEvent>> events_;  // guarded by mu_; by local device
+  std::map<int, int> daemon_device_;                 // guarded by mu_; local -> daemon ordinal
+  mutable std::once_flag gpu_probe_;
+  mutable bool gpu_usable_ = false;  // set once under gpu_probe_
 };
 
 absl::Status FromGrpc(const grpc::Status& status);

@@ -57,7 +57,6 @@ struct GpuConfig {
   double memory_fraction = 0.5;  // of the device's free memory at start, when size is 0
   double high_watermark = 0.90;  // of the arena: demote unleased tensors to host above ...
   double low_watermark = 0.75;   // ... down to this
-  uint64_t min_free = 0;         // also demote while the device has less free memory (0: ignore)
   bool pin_host = true;          // register the host arenas with the driver (pinned copies)
 };
 

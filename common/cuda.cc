@@ -272,6 +272,10 @@ absl::StatusOr<std::string> IpcEvent::RecordAndExport(void* stream) {
   return std::string(reinterpret_cast<const char*>(&h), sizeof(h));
 }
 
+absl::Status IpcEvent::Synchronize() {
+  return TENSORD_CUDA(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)));
+}
+
 absl::Status WaitIpcEvent(int device, const std::string& handle, absl::Time deadline) {
   if (handle.size() != sizeof(cudaIpcEventHandle_t)) {
     return absl::InvalidArgumentError(
@@ -363,6 +367,7 @@ IpcEvent& IpcEvent::operator=(IpcEvent&& o) noexcept {
 }
 IpcEvent::~IpcEvent() = default;
 absl::StatusOr<std::string> IpcEvent::RecordAndExport(void*) { return NoCuda(); }
+absl::Status IpcEvent::Synchronize() { return NoCuda(); }
 absl::Status WaitIpcEvent(int, const std::string&, absl::Time) { return NoCuda(); }
 
 #endif

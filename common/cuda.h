@@ -138,6 +138,8 @@ class IpcEvent {
   ~IpcEvent();
   // Records the event on `stream` (nullptr: the legacy default stream) and returns its handle.
   absl::StatusOr<std::string> RecordAndExport(void* stream);
+  // Waits until the recorded work is complete.
+  absl::Status Synchronize();
 
  private:
   void* event_ = nullptr;

@@ -97,7 +97,6 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   store::StoreOptions options;
   options.gpu_high_watermark = config.gpu.high_watermark;
   options.gpu_low_watermark = config.gpu.low_watermark;
-  options.gpu_min_free = config.gpu.min_free;
   options.max_leases_per_session = config.max_leases_per_session;
   options.max_sessions = config.max_sessions;
   options.high_watermark = config.ssd.high_watermark;

@@ -216,8 +216,6 @@ std::vector<Setting> MakeSettings() {
                        TENSORD_FIELD(gpu.high_watermark)));
   s.push_back(
       Fraction("gpu.low_watermark", "... down to this share.", TENSORD_FIELD(gpu.low_watermark)));
-  s.push_back(Bytes("gpu.min_free", "Also demote while the device has less free memory (0: ignore).",
-                    TENSORD_FIELD(gpu.min_free)));
   s.push_back(Bool("gpu.pin_host", "Register host arenas with the driver: pinned, async copies.",
                    TENSORD_FIELD(gpu.pin_host)));
   return s;

@@ -85,6 +85,7 @@ class TensordService final : public v1::Tensord::CallbackService {
   store::Store* const store_;
   std::atomic<bool> draining_{false};
   BlockingPool blocking_{4};
+  BlockingPool seal_waits_{2};  // Seals that wait on a client's CUDA event
   const std::vector<tiers::HostSegment> segments_;
   const std::vector<tiers::GpuArena> gpu_arenas_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

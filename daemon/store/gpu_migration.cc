@@ -12,7 +12,6 @@ namespace {
 
 constexpr size_t kMaxGpuDemotionsPerRound = 64;
 constexpr absl::Duration kGpuIdleTick = absl::Milliseconds(20);
-constexpr absl::Duration kDeviceReadEvery = absl::Milliseconds(100);
 
 }  // namespace
 
@@ -52,6 +51,20 @@ Location Store::GpuLocation(const Object& o) const {
   return Location{WantTier::kGpu, gpu_->pools()[o.gpu->pool].arena, o.gpu->offset, o.nbytes};
 }
 
+bool Store::HasCopyBelowGpu(const Object& o) const {
+  return o.on_host || (o.ssd.has_value() && ssd_ != nullptr && !ssd_->degraded());
+}
+
+bool Store::HostHasRoomFor(const Object& o) const {
+  auto pools = HostCandidates(o);
+  if (!pools.ok()) return false;
+  for (uint32_t p : *pools) {
+    const memory::Allocator& alloc = *host_->pools()[p].allocator;
+    if (alloc.Stats().largest_free_bytes >= alloc.Reserved(o.nbytes)) return true;
+  }
+  return false;
+}
+
 void Store::DropGpuCopy(Object* o, std::vector<PendingFree>* frees) {
   gpu_eviction_->Remove(HandleOf(o));
   frees->push_back(PendingFree{o->gpu->pool, o->gpu->offset, o->gpu->reserved, /*gpu=*/true});
@@ -77,6 +90,10 @@ GetOutcome Store::CopyUpAndLease(const std::string& session_id, absl::string_vie
       }
       if (o == nullptr) {
         r.status = absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+        break;
+      }
+      if (!o->sealed) {  // deleted and created again while the lock was dropped
+        r.status = absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
         break;
       }
       if (o->gpu) {  // copied up meanwhile (by a concurrent Get), or already there
@@ -175,7 +192,7 @@ uint64_t Store::StartGpuDemotions(std::span<Object* const> chosen, std::vector<G
   uint64_t freed = 0;
   for (Object* o : chosen) {
     const uint64_t reserved = o->gpu->reserved;
-    if (o->on_host || o->ssd.has_value()) {  // another copy exists: just drop this one
+    if (HasCopyBelowGpu(*o)) {  // another copy exists: just drop this one
       ++counters_.gpu_demotions;
       DropGpuCopy(o, frees);
       freed += reserved;
@@ -197,6 +214,7 @@ uint64_t Store::StartGpuDemotions(std::span<Object* const> chosen, std::vector<G
     }
     const auto [pool, offset] = *where;
     ++o->pins;
+    o->promoting = true;  // a Get for a host copy waits for this one instead of making its own
     downs->push_back(GpuDown{o, pool, offset, host_->pools()[pool].allocator->Reserved(o->nbytes)});
   }
   return freed;
@@ -233,6 +251,7 @@ uint64_t Store::FinishGpuDemotions(std::span<const GpuDown> downs,
     const GpuDown& d = downs[i];
     Object* o = d.o;
     --o->pins;
+    o->promoting = false;
     if (!results[i].ok() || o->retired || o->on_host) {
       if (!results[i].ok()) {
         ++counters_.gpu_copy_failures;
@@ -275,6 +294,9 @@ uint64_t Store::DemoteGpu(int device, uint64_t want) {
       if (o->gpu_leases > 0 || o->pins > 0 || !o->gpu || !InPools(pools, o->gpu->pool)) {
         return true;
       }
+      if (o->durability == Durability::kDurable && !HasCopyBelowGpu(*o) && !HostHasRoomFor(*o)) {
+        return true;  // it would stay: do not let it stand in for tensors that can move
+      }
       picked += o->gpu->reserved;
       chosen.push_back(o);
       return true;
@@ -288,7 +310,7 @@ uint64_t Store::DemoteGpu(int device, uint64_t want) {
 
 uint64_t Store::DemoteGpuOnce() {
   if (gpu_ == nullptr) return 0;
-  // Per arena: above the high watermark (or the device short of free memory), down to low.
+  // Per arena: above the high watermark, down to low.
   std::vector<std::pair<int, uint64_t>> wants;
   {
     absl::MutexLock lock(&mu_);
@@ -298,9 +320,6 @@ uint64_t Store::DemoteGpuOnce() {
       const auto low = static_cast<uint64_t>(options_.gpu_low_watermark * st.capacity_bytes);
       uint64_t want = st.used_bytes > high ? st.used_bytes - low : 0;
       const int device = gpu_->arenas()[gpu_->pools()[i].arena].device;
-      if (auto it = gpu_device_short_.find(device); it != gpu_device_short_.end()) {
-        want = std::max(want, it->second);
-      }
       if (want > 0) wants.emplace_back(device, want);
     }
   }
@@ -311,20 +330,7 @@ uint64_t Store::DemoteGpuOnce() {
 
 void Store::RunGpuMigrator(absl::Notification* stop) {
   if (gpu_ == nullptr) return;
-  absl::Time last_read = absl::InfinitePast();
   while (!stop->HasBeenNotified()) {
-    if (options_.gpu_min_free > 0 && absl::Now() - last_read >= kDeviceReadEvery) {
-      last_read = absl::Now();
-      absl::flat_hash_map<int, uint64_t> short_by;
-      for (const tiers::GpuArena& a : gpu_->arenas()) {
-        auto mem = gpu_->device(a.id).MemInfo();
-        if (mem.ok() && mem->first < options_.gpu_min_free) {
-          short_by[a.device] = options_.gpu_min_free - mem->first;
-        }
-      }
-      absl::MutexLock lock(&mu_);
-      gpu_device_short_ = std::move(short_by);
-    }
     if (DemoteGpuOnce() > 0) continue;
     stop->WaitForNotificationWithTimeout(kGpuIdleTick);
   }
@@ -338,19 +344,23 @@ absl::StatusOr<std::string> Store::EvictFromGpu(absl::string_view ns, absl::stri
     absl::MutexLock lock(&mu_);
     Object* o = FindObject(ns, key);
     if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+    if (!o->sealed) {
+      return absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
+    }
     if (!o->gpu) return absl::FailedPreconditionError(absl::StrCat("'", key, "' left the GPU"));
     if (o->gpu_leases > 0 || o->pins > 0) {
       return absl::FailedPreconditionError(absl::StrCat(
           "'", key, "' is leased on the GPU (", o->gpu_leases, "); it stays until released"));
     }
-    const bool elsewhere = o->on_host || o->ssd.has_value();
+    const bool elsewhere = HasCopyBelowGpu(*o);
+    const bool cache = o->durability == Durability::kCache;
     Object* const chosen[] = {o};
-    StartGpuDemotions(chosen, &downs, &frees);
+    StartGpuDemotions(chosen, &downs, &frees);  // may retire and free o: not used below
     if (elsewhere) {
       outcome = "GPU copy dropped (another tier holds it)";
     } else if (!downs.empty()) {
       outcome = "demoted to host";
-    } else if (o->retired) {
+    } else if (cache) {
       outcome = "dropped (CACHE, no host room)";
     } else {
       return absl::ResourceExhaustedError(

@@ -121,6 +121,10 @@ GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_vi
         r.status = absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
         break;
       }
+      if (!o->sealed) {  // deleted and created again while the lock was dropped
+        r.status = absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
+        break;
+      }
       if (o->on_host) {  // promoted meanwhile (by a concurrent Get)
         ++counters_.get_hits;
         GrantLease(s, o, &r);
@@ -193,6 +197,14 @@ void Store::FinishPromotion(const std::string& session_id, const std::string& ke
   o->promoting = false;
   --o->pins;
   Session* s = FindSession(session_id);
+  if (st.ok() && !o->retired && s != nullptr && o->on_host) {
+    // Another copy arrived first (a GPU demotion): lease that one, return ours.
+    frees->push_back(PendingFree{pool, offset, reserved});
+    reclaiming_bytes_ += reserved;
+    ++counters_.get_hits;
+    GrantLease(s, o, r);
+    return;
+  }
   if (st.ok() && !o->retired && s != nullptr) {
     o->pool = pool;
     o->offset = offset;
@@ -328,7 +340,7 @@ uint64_t Store::DemoteOnce() {
     ForEachVictim([&](Object* o) {
       if (picked >= std::max(target, demand) || chosen.size() >= kMaxWritesPerRound) return false;
       if (o->leases > 0 || o->pins > 0 || !o->on_host) return true;
-      if (!o->ssd.has_value() && !o->gpu.has_value()) {
+      if (!o->ssd.has_value() && !DropsWithoutWrite(*o)) {
         if (o->nbytes > swap_free) return true;
         swap_free -= std::min(swap_free, o->nbytes);  // a rough bound: extents may fragment
       }
@@ -347,7 +359,7 @@ uint64_t Store::DemoteOnce() {
 uint64_t Store::StartDemotions(std::span<Object* const> chosen, std::vector<PendingFree>* frees) {
   uint64_t moved = 0;
   for (Object* o : chosen) {
-    if (o->ssd.has_value() || o->gpu.has_value()) {  // another copy exists: no I/O
+    if (o->ssd.has_value() || DropsWithoutWrite(*o)) {  // another copy exists: no I/O
       ++counters_.demotions;
       moved += o->reserved;
       DropHostCopy(o, frees);

@@ -202,7 +202,8 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
   absl::flat_hash_map<uint32_t, uint64_t> gained;
   std::vector<Object*> victims;  // collected first: Retire edits the policy
   ForEachVictim([&](Object* o) {
-    if (o->durability == Durability::kCache && o->leases == 0 && o->pins == 0 &&
+    // Unleased CACHE tensors, and host copies of tensors the GPU also holds.
+    if ((o->durability == Durability::kCache || o->gpu) && o->leases == 0 && o->pins == 0 &&
         std::find(pools.begin(), pools.end(), o->pool) != pools.end()) {
       victims.push_back(o);
     }
@@ -212,14 +213,14 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
     const memory::Allocator& alloc = *host_->pools()[o->pool].allocator;
     const uint64_t need = alloc.Reserved(nbytes);
     const uint64_t largest = alloc.Stats().largest_free_bytes;
-    ++counters_.evictions;
-    counters_.evicted_bytes += o->nbytes;
-    spdlog::debug("evicting CACHE tensor '{}' ({} bytes)", o->key, o->nbytes);
+    spdlog::debug("making room: '{}' ({} bytes) leaves the host tier", o->key, o->nbytes);
     const uint32_t pool = o->pool;
     gained[pool] += o->reserved;
     if (o->gpu) {
       DropHostCopy(o, frees);  // it lives on in its GPU copy
     } else {
+      ++counters_.evictions;
+      counters_.evicted_bytes += o->nbytes;
       Retire(o, frees);
     }
     if (std::max(largest, gained[pool]) >= need) return true;
@@ -290,9 +291,11 @@ absl::StatusOr<TensorInfo> Store::CreateLocked(const std::string& session_id,
       ++counters_.rejected_requests;
       return pools.status();
     }
-    auto info = TryAllocate(s, params, nbytes, *pools);
-    if (info.ok() || info.status().code() != absl::StatusCode::kResourceExhausted) return info;
-    *gpu_room = nbytes;  // the caller demotes GPU tensors to host, then retries
+    if (frees->empty()) {  // else expiry freed ranges: retry once they are back
+      auto info = TryAllocate(s, params, nbytes, *pools);
+      if (info.ok() || info.status().code() != absl::StatusCode::kResourceExhausted) return info;
+      *gpu_room = nbytes;  // the caller demotes GPU tensors to host, then retries
+    }
     *retry = true;
     return absl::UnavailableError("retry");
   }
@@ -322,36 +325,44 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns,
   if (auto st = ValidateKey(key); !st.ok()) return st;
   if (!cuda_event.empty()) {
     // Wait, without the lock, until the client's writes to the GPU copy are complete.
-    Object* o = nullptr;
+    Object* waited = nullptr;
     tiers::GpuDevice* device = nullptr;
     {
       absl::MutexLock lock(&mu_);
       Session* s = FindSession(session_id);
       if (s == nullptr) return UnknownSession();
-      o = FindObject(ns, key);
-      if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
-      if (o->sealed || o->owner != s || !o->gpu) {
+      waited = FindObject(ns, key);
+      if (waited == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+      if (waited->sealed || waited->owner != s || !waited->gpu) {
         return absl::InvalidArgumentError(absl::StrCat(
             "a CUDA event is only for sealing your own unsealed GPU tensor; '", key, "' is not"));
       }
-      device = &gpu_->device(gpu_->pools()[o->gpu->pool].arena);
-      ++o->pins;
+      device = &gpu_->device(gpu_->pools()[waited->gpu->pool].arena);
+      ++waited->pins;
     }
-    const absl::Status st = device->WaitEvent(cuda_event, Clamp(deadline));
+    absl::Status st = device->WaitEvent(cuda_event, Clamp(deadline));
     std::vector<PendingFree> frees;
     {
       absl::MutexLock lock(&mu_);
-      --o->pins;
-      MaybeFreeRetired(o, &frees);
+      --waited->pins;
+      if (st.ok()) st = SealLocked(session_id, ns, key, waited);
+      MaybeFreeRetired(waited, &frees);  // aborted during the wait: freed now
     }
     Reclaim(frees);
-    if (!st.ok()) return st;
+    return st;
   }
   absl::MutexLock lock(&mu_);
+  return SealLocked(session_id, ns, key, nullptr);
+}
+
+absl::Status Store::SealLocked(const std::string& session_id, absl::string_view ns,
+                               absl::string_view key, Object* expected) {
   Session* s = FindSession(session_id);
   if (s == nullptr) return UnknownSession();
   Object* o = FindObject(ns, key);
-  if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+  if (o == nullptr || (expected != nullptr && o != expected)) {
+    return absl::NotFoundError(absl::StrCat("no tensor '", key, "' (aborted during its Seal?)"));
+  }
   if (o->sealed)
     return absl::FailedPreconditionError(absl::StrCat("'", key, "' is already sealed"));
   if (o->owner != s) {
@@ -625,6 +636,7 @@ StoreStats Store::Stats() {
 
 void Store::Retire(Object* o, std::vector<PendingFree>* frees) {
   eviction_->Remove(HandleOf(o));
+  gpu_eviction_->Remove(HandleOf(o));
   if (o->expiring) {
     expiries_.erase(o->expiry_it);
     o->expiring = false;

@@ -111,10 +111,10 @@ struct StoreOptions {
   // How often the migrator probes a degraded SSD tier to see whether it works again.
   absl::Duration swap_probe_interval = absl::Seconds(10);
   // GPU-tier watermarks (fractions of each arena): above high the GPU migrator demotes unleased
-  // tensors to host until below low. Also while the device has less than gpu_min_free free.
+  // tensors to host until below low. (Device-wide free memory, cudaMemGetInfo, sizes the arena
+  // at start; demotion inside a fixed arena cannot give memory back to other processes.)
   double gpu_high_watermark = 0.90;
   double gpu_low_watermark = 0.75;
-  uint64_t gpu_min_free = 0;
 };
 
 class Store {
@@ -189,7 +189,7 @@ class Store {
   // One migration round; returns the bytes it moved off the host tier.
   uint64_t DemoteOnce() ABSL_LOCKS_EXCLUDED(mu_);
   // Runs the GPU migrator until `stop` is notified: keeps every GPU arena under its high
-  // watermark (and the device above gpu_min_free) by demoting unleased GPU copies to host.
+  // watermark by demoting unleased GPU copies to host.
   // Returns at once without a GPU tier.
   void RunGpuMigrator(absl::Notification* stop) ABSL_LOCKS_EXCLUDED(mu_);
   // One GPU migration round over every arena; returns the GPU bytes it freed.
@@ -289,6 +289,10 @@ class Store {
                                           std::vector<PendingFree>* frees, bool* retry,
                                           uint64_t* gpu_room)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Seal's bookkeeping. `expected` (non-null): the key must still name that object.
+  absl::Status SealLocked(const std::string& session_id, absl::string_view ns,
+                          absl::string_view key, Object* expected)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Allocates in `pools` (of the GPU tier when params.tier is kGpu) and registers the object.
   absl::StatusOr<TensorInfo> TryAllocate(Session* s, const CreateParams& params, uint64_t nbytes,
                                          std::span<const uint32_t> pools)
@@ -352,6 +356,11 @@ class Store {
   uint64_t FinishGpuDemotions(std::span<const GpuDown> downs, std::vector<PendingFree>* frees)
       ABSL_LOCKS_EXCLUDED(mu_);
   void DropGpuCopy(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a GPU copy may be dropped without a copy down: a host copy, or an SSD copy on a
+  // device that is not degraded.
+  bool HasCopyBelowGpu(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether some host pool could take a copy of `o` now (its largest free range).
+  bool HostHasRoomFor(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evict of a tensor with a GPU copy: that copy goes one tier down.
   absl::StatusOr<std::string> EvictFromGpu(absl::string_view ns, absl::string_view key)
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -373,6 +382,11 @@ class Store {
   uint64_t StartDemotions(std::span<Object* const> chosen, std::vector<PendingFree>* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t FinishDemotions(std::vector<PendingFree>* frees) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether a host copy may leave for SSD without a write because the GPU holds the tensor:
+  // CACHE tensors only; a DURABLE one still gets an SSD copy (a GPU fault must not lose it).
+  static bool DropsWithoutWrite(const Object& o) {
+    return o.gpu.has_value() && o.durability == Durability::kCache;
+  }
   // Releases the host copy of a demoted object (its SSD copy stays).
   void DropHostCopy(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees a retired object if nothing holds it any more.
@@ -399,8 +413,6 @@ class Store {
   // Tracks the GPU copies of sealed objects (victims of GPU demotion).
   const std::unique_ptr<policy::EvictionPolicy> gpu_eviction_ ABSL_GUARDED_BY(mu_);
   uint64_t gpu_pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // Devices short of gpu_min_free, by how much (read by the GPU migrator).
-  absl::flat_hash_map<int, uint64_t> gpu_device_short_ ABSL_GUARDED_BY(mu_);
   std::multimap<int64_t, Object*> expiries_ ABSL_GUARDED_BY(mu_);  // unix ms -> sealed object
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;

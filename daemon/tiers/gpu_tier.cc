@@ -14,7 +14,7 @@ constexpr uint64_t kArenaAlign = 2 << 20;
 constexpr uint64_t kGpuAlignment = 4096;  // every tensor starts on a 4 KiB boundary
 
 // A real GPU: one cudaMalloc arena and one stream per copy direction, so promotions and
-// demotions use both copy engines at once.
+// demotions use both copy engines at once, plus one for zeroing freed ranges.
 class CudaDevice final : public GpuDevice {
  public:
   static absl::StatusOr<std::unique_ptr<CudaDevice>> Open(int ordinal, uint64_t size) {
@@ -32,12 +32,15 @@ class CudaDevice final : public GpuDevice {
     if (!up.ok()) return up.status();
     auto down = cuda::Stream::Create(ordinal);
     if (!down.ok()) return down.status();
+    auto zero = cuda::Stream::Create(ordinal);
+    if (!zero.ok()) return zero.status();
     auto d = std::unique_ptr<CudaDevice>(new CudaDevice());
     d->info_ = *std::move(info);
     d->memory_ = *std::move(memory);
     d->handle_ = *std::move(handle);
     d->up_ = *std::move(up);
     d->down_ = *std::move(down);
+    d->zero_ = *std::move(zero);
     // Fresh device memory holds whatever an earlier process left: clear it once.
     if (absl::Status st = d->Zero(0, size); !st.ok()) return st;
     return d;
@@ -58,14 +61,15 @@ class CudaDevice final : public GpuDevice {
     absl::MutexLock lock(&down_mu_);
     return Run(copies, cuda::CopyKind::kDeviceToHost, down_);
   }
+  // On its own stream: a Release that frees memory never waits behind a large copy.
   absl::Status Zero(uint64_t offset, uint64_t bytes) override {
-    absl::MutexLock lock(&up_mu_);
+    absl::MutexLock lock(&zero_mu_);
     if (absl::Status st = cuda::SetDevice(info_.ordinal); !st.ok()) return st;
-    if (absl::Status st = cuda::MemsetAsync(memory_.get() + offset, 0, bytes, up_.handle());
+    if (absl::Status st = cuda::MemsetAsync(memory_.get() + offset, 0, bytes, zero_.handle());
         !st.ok()) {
       return st;
     }
-    return up_.Synchronize();
+    return zero_.Synchronize();
   }
   absl::StatusOr<std::pair<uint64_t, uint64_t>> MemInfo() override {
     return cuda::MemInfo(info_.ordinal);
@@ -95,8 +99,8 @@ class CudaDevice final : public GpuDevice {
   cuda::DeviceInfo info_;
   cuda::DeviceMemory memory_;
   std::string handle_;
-  absl::Mutex up_mu_, down_mu_;
-  cuda::Stream up_, down_;
+  absl::Mutex up_mu_, down_mu_, zero_mu_;
+  cuda::Stream up_, down_, zero_;
 };
 
 }  // namespace
@@ -136,9 +140,18 @@ absl::StatusOr<std::unique_ptr<GpuTier>> GpuTier::Open(const GpuConfig& config, 
     size = size / kArenaAlign * kArenaAlign;
     if (size == 0) return absl::InvalidArgumentError(absl::StrCat("GPU ", d, ": arena size is 0"));
     auto device = CudaDevice::Open(d, size);
-    if (!device.ok()) return device.status();
+    if (!device.ok()) {
+      if (config.mode == "on") return device.status();
+      // auto: a busy, exclusive-mode or too small device is skipped, not fatal.
+      spdlog::warn("GPU {} is not used: {}", d, device.status().ToString());
+      continue;
+    }
     spdlog::info("GPU tier: device {} ({}), arena {}", d, (*device)->name(), FormatBytes(size));
     tier->AddDevice(*std::move(device));
+  }
+  if (tier->devices_.empty()) {
+    *absent = "no configured GPU could be opened (see the warnings above)";
+    return nullptr;
   }
   if (config.pin_host) {
     tier->host_pinned_ = true;

@@ -258,6 +258,42 @@ TEST_F(GpuStoreTest, CacheTensorsWithoutHostRoomAreDroppedDurableOnesStay) {
   Release(r.lease_id);
 }
 
+TEST_F(GpuStoreTest, DemotionSkipsTensorsThatCannotMove) {
+  Make(4 * kMiB, 2 * kMiB);
+  Put("hostfill", 4 * kMiB - 64 * 1024, 23);  // no host room for anything
+  CreateParams d = Params("durable", kMiB, WantTier::kGpu);
+  d.device = 0;
+  auto di = store_->Create(session_, d);
+  ASSERT_TRUE(di.ok());
+  ASSERT_TRUE(store_->Seal(session_, "", "durable", kDone).ok());
+  CreateParams c = Params("cache", kMiB, WantTier::kGpu);
+  c.device = 0;
+  c.durability = Durability::kCache;
+  ASSERT_TRUE(store_->Create(session_, c).ok());
+  ASSERT_TRUE(store_->Seal(session_, "", "cache", kDone).ok());
+  // The least recently used is the DURABLE tensor, which cannot leave; the CACHE one behind it
+  // makes the room.
+  CreateParams n = Params("new", kMiB, WantTier::kGpu);
+  n.device = 0;
+  auto ni = store_->Create(session_, n);
+  ASSERT_TRUE(ni.ok()) << ni.status();
+  EXPECT_TRUE(store_->Stat("", "durable")->on_gpu);
+  EXPECT_EQ(store_->Stat("", "cache").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(GpuStoreTest, HostRoomComesFromCopiesTheGpuAlsoHolds) {
+  Make(4 * kMiB, 4 * kMiB);  // no SSD tier: nothing DURABLE could otherwise leave the host
+  Put("a", 2 * kMiB, 24);
+  GetOutcome g = GetAndCheck("a", 2 * kMiB, 24, WantTier::kGpu);
+  Release(g.lease_id);
+  // A 3 MiB host Create needs a's host range: a keeps its GPU copy, so that range may go.
+  auto info = store_->Create(session_, Params("b", 3 * kMiB));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_FALSE(store_->Stat("", "a")->on_host);
+  GetOutcome again = GetAndCheck("a", 2 * kMiB, 24, WantTier::kGpu);
+  Release(again.lease_id);
+}
+
 TEST_F(GpuStoreTest, WatermarkMigratorDemotesBelowLow) {
   StoreOptions options;
   options.gpu_high_watermark = 0.5;
@@ -279,23 +315,6 @@ TEST_F(GpuStoreTest, WatermarkMigratorDemotesBelowLow) {
     Release(r.lease_id);
   }
   EXPECT_EQ(store_->DemoteGpuOnce(), 0u) << "below the watermark nothing moves";
-}
-
-TEST_F(GpuStoreTest, DeviceShortOfFreeMemoryDemotesToo) {
-  StoreOptions options;
-  options.gpu_min_free = 64 * kMiB;
-  Make(16 * kMiB, 4 * kMiB, options);
-  Put("a", kMiB, 40, WantTier::kGpu);
-  dev0_->device_free = 1 * kMiB;
-  dev1_->device_free = 1 * kMiB;
-  absl::Notification stop;
-  std::thread migrator([&] { store_->RunGpuMigrator(&stop); });
-  for (int i = 0; i < 200 && store_->Stat("", "a")->on_gpu; ++i) absl::SleepFor(absl::Milliseconds(10));
-  stop.Notify();
-  migrator.join();
-  EXPECT_FALSE(store_->Stat("", "a")->on_gpu);
-  GetOutcome r = GetAndCheck("a", kMiB, 40, WantTier::kHost);
-  Release(r.lease_id);
 }
 
 TEST_F(GpuStoreTest, SessionEndReleasesGpuLeasesAndFreesSessionTensors) {
@@ -359,7 +378,9 @@ TEST(GpuAbsent, GpuRequestsFailCleanlyWithoutTheTier) {
   EXPECT_FALSE(store.Stats().gpu_present);
   // The CUDA wrappers say why there is no device rather than failing later.
   std::string why;
-  if (cuda::DeviceCount(&why) == 0) EXPECT_FALSE(why.empty());
+  if (cuda::DeviceCount(&why) == 0) {
+    EXPECT_FALSE(why.empty());
+  }
 }
 
 }  // namespace

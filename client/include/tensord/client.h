@@ -154,7 +154,8 @@ class WritableTensor {
   // `cuda_stream` (a cudaStream_t; nullptr: the legacy default stream) is where the writes were
   // issued: the daemon publishes the tensor once they are complete.
   absl::Status Seal(void* cuda_stream = nullptr);
-  // Drops the tensor. FAILED_PRECONDITION if already sealed or aborted.
+  // Drops the tensor. FAILED_PRECONDITION if already sealed or aborted. For a GPU tensor, abort
+  // only once no write to it is still queued: its range is reused at once.
   absl::Status Abort();
 
  private:
@@ -189,7 +190,8 @@ class Lease {
   const TensorInfo& info() const { return info_; }
   uint64_t lease_id() const { return lease_id_; }
   bool held() const { return lease_id_ != 0; }
-  // Ends the lease now. The pointer must not be used afterwards.
+  // Ends the lease now. The pointer must not be used afterwards: for a GPU lease, release only
+  // once the work reading it has completed (synchronize its stream), as before a cudaFree.
   absl::Status Release();
 
  private:
@@ -217,8 +219,8 @@ class Client {
                                         const CreateOptions& options = {});
   // Leases one sealed tensor. kAny: the host copy, else the GPU copy (only if this process can
   // open it), else a swap-in. kHost: a host copy. kGpu: a GPU copy, on `device` (this process's
-  // CUDA ordinal; -1: any) when it has to be copied up. FAILED_PRECONDITION for kGpu when the
-  // daemon has no GPU tier.
+  // CUDA ordinal; -1: any) when it has to be copied up; a tensor already on another of the
+  // daemon's GPUs is served there. FAILED_PRECONDITION for kGpu when the daemon has no GPU tier.
   absl::StatusOr<Lease> Get(std::string_view key, Tier want = Tier::kAny, int device = -1);
   // Leases many tensors in one round trip; one result per key, in order.
   absl::StatusOr<std::vector<absl::StatusOr<Lease>>> GetBatch(std::span<const std::string> keys,
