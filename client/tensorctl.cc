@@ -119,6 +119,12 @@ int Top(tensord::Client& c, int interval_ms, int count) {
               static_cast<uint64_t>((s.swap.bytes_read - last->swap.bytes_read) / secs)),
           tensord::FormatBytes(
               static_cast<uint64_t>((s.swap.bytes_written - last->swap.bytes_written) / secs)));
+      if (!s.gpus.empty()) {
+        absl::PrintF("          gpu up %s/s  down %s/s  gpu gets %.0f\n",
+                     tensord::FormatBytes(static_cast<uint64_t>(rate("gpu_promoted_bytes"))),
+                     tensord::FormatBytes(static_cast<uint64_t>(rate("gpu_demoted_bytes"))),
+                     rate("gpu_gets"));
+      }
     }
     std::fflush(stdout);
     last = s;

@@ -101,12 +101,7 @@ GetOutcome Store::CopyUpAndLease(const std::string& session_id, absl::string_vie
         break;
       }
       if (o->gpu_moving) {  // share the copy in flight
-        ++o->pins;
-        auto done = [o]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !o->gpu_moving; };
-        const bool ok = mu_.AwaitWithTimeout(absl::Condition(&done), deadline - absl::Now());
-        --o->pins;
-        MaybeFreeRetired(o, &frees);
-        if (!ok) {
+        if (!AwaitCleared(o, &Object::gpu_moving, deadline, &frees)) {
           r.status = absl::DeadlineExceededError(absl::StrCat("'", key, "' still copying to GPU"));
           break;
         }
@@ -154,29 +149,7 @@ GetOutcome Store::CopyUpAndLease(const std::string& session_id, absl::string_vie
     const tiers::GpuDevice::Copy copy{dst.offset, const_cast<uint8_t*>(src), o->nbytes};
     const absl::Status st = gpu_->device(gpu_->pools()[dst.pool].arena).ToDevice({&copy, 1});
     absl::MutexLock lock(&mu_);
-    o->gpu_moving = false;
-    --o->pins;
-    Session* s = FindSession(session_id);
-    if (st.ok() && !o->retired && s != nullptr) {
-      o->gpu = dst;
-      gpu_eviction_->Insert(HandleOf(o));
-      ++counters_.gpu_promotions;
-      counters_.gpu_promoted_bytes += o->nbytes;
-      GrantLease(s, o, &r, /*gpu=*/true);
-    } else {
-      frees.push_back(PendingFree{dst.pool, dst.offset, dst.reserved, /*gpu=*/true});
-      if (!st.ok()) {
-        ++counters_.gpu_copy_failures;
-        spdlog::error("copying '{}' up to the GPU failed: {}", key, st.ToString());
-        r.status = absl::Status(st.code(), absl::StrCat("copying '", key, "' to the GPU: ",
-                                                         st.message()));
-      } else {
-        r.status = s == nullptr ? absl::FailedPreconditionError("session closed during Get")
-                                : absl::NotFoundError(absl::StrCat(
-                                      "'", key, "' was deleted while copying to the GPU"));
-      }
-      MaybeFreeRetired(o, &frees);
-    }
+    FinishCopyUp(session_id, key, o, dst, st, &r, &frees);
     break;
   }
   if (host_lease != 0) {
@@ -185,6 +158,91 @@ GetOutcome Store::CopyUpAndLease(const std::string& session_id, absl::string_vie
   }
   Reclaim(frees);
   return r;
+}
+
+void Store::FinishCopyUp(const std::string& session_id, const std::string& key, Object* o,
+                         const Object::GpuCopy& dst, const absl::Status& st, GetOutcome* r,
+                         std::vector<PendingFree>* frees) {
+  o->gpu_moving = false;
+  --o->pins;
+  Session* s = FindSession(session_id);
+  if (st.ok() && !o->retired && s != nullptr) {
+    o->gpu = dst;
+    gpu_eviction_->Insert(HandleOf(o));
+    ++counters_.gpu_promotions;
+    counters_.gpu_promoted_bytes += o->nbytes;
+    GrantLease(s, o, r, /*gpu=*/true);
+    return;
+  }
+  frees->push_back(PendingFree{dst.pool, dst.offset, dst.reserved, /*gpu=*/true});
+  if (!st.ok()) {
+    ++counters_.gpu_copy_failures;
+    spdlog::error("copying '{}' up to the GPU failed: {}", key, st.ToString());
+    r->status =
+        absl::Status(st.code(), absl::StrCat("copying '", key, "' to the GPU: ", st.message()));
+  } else {
+    r->status = s == nullptr ? absl::FailedPreconditionError("session closed during Get")
+                             : absl::NotFoundError(absl::StrCat(
+                                   "'", key, "' was deleted while copying to the GPU"));
+  }
+  MaybeFreeRetired(o, frees);
+}
+
+void Store::CopyUpMany(const std::string& session_id, absl::string_view ns,
+                       std::span<const std::string> keys, std::span<const size_t> which,
+                       int device, absl::Time deadline, std::vector<GetOutcome>* out) {
+  struct Up {
+    size_t i;
+    Object* o;
+    Object::GpuCopy dst;
+    uint8_t* src;
+  };
+  std::vector<Up> ups;
+  std::vector<size_t> alone;  // waits for room, a swap-in or another copy: one by one
+  std::vector<PendingFree> frees;
+  {
+    absl::MutexLock lock(&mu_);
+    const bool session = FindSession(session_id) != nullptr;
+    for (size_t i : which) {
+      Object* o = session ? FindObject(ns, keys[i]) : nullptr;
+      if (o == nullptr || !o->sealed || o->gpu || o->gpu_moving || !o->on_host) {
+        alone.push_back(i);
+        continue;
+      }
+      auto pools = GpuCandidates(o->nbytes, device);
+      auto where = pools.ok() ? AllocateGpu(*pools, o->nbytes) : pools.status();
+      if (!where.ok()) {
+        alone.push_back(i);
+        continue;
+      }
+      o->gpu_moving = true;
+      ++o->pins;
+      ups.push_back(Up{i, o, *where, host_->Address(host_->pools()[o->pool].arena, o->offset)});
+    }
+  }
+  if (!ups.empty()) {
+    // One batch per device: every copy enqueued on its up stream, then one wait.
+    std::vector<absl::Status> results(ups.size());
+    std::vector<std::vector<tiers::GpuDevice::Copy>> copies(gpu_->arenas().size());
+    std::vector<std::vector<size_t>> index(gpu_->arenas().size());
+    for (size_t j = 0; j < ups.size(); ++j) {
+      const uint32_t arena = gpu_->pools()[ups[j].dst.pool].arena;
+      copies[arena].push_back({ups[j].dst.offset, ups[j].src, ups[j].o->nbytes});  // o pinned
+      index[arena].push_back(j);
+    }
+    for (uint32_t a = 0; a < copies.size(); ++a) {
+      if (copies[a].empty()) continue;
+      const absl::Status st = gpu_->device(a).ToDevice(copies[a]);
+      for (size_t j : index[a]) results[j] = st;
+    }
+    absl::MutexLock lock(&mu_);
+    for (size_t j = 0; j < ups.size(); ++j) {
+      FinishCopyUp(session_id, keys[ups[j].i], ups[j].o, ups[j].dst, results[j],
+                   &(*out)[ups[j].i], &frees);
+    }
+  }
+  Reclaim(frees);
+  for (size_t i : alone) (*out)[i] = CopyUpAndLease(session_id, ns, keys[i], device, deadline);
 }
 
 uint64_t Store::StartGpuDemotions(std::span<Object* const> chosen, std::vector<GpuDown>* downs,

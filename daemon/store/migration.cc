@@ -18,6 +18,16 @@ constexpr absl::Duration kPressureReadEvery = absl::Milliseconds(100);
 
 }  // namespace
 
+bool Store::AwaitCleared(Object* o, bool Object::*flag, absl::Time deadline,
+                         std::vector<PendingFree>* frees) {
+  ++o->pins;
+  auto cleared = [o, flag]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !(o->*flag); };
+  const bool ok = mu_.AwaitWithTimeout(absl::Condition(&cleared), deadline - absl::Now());
+  --o->pins;
+  MaybeFreeRetired(o, frees);
+  return ok;
+}
+
 absl::Time Store::Clamp(absl::Time deadline) const {
   return std::min(deadline, absl::Now() + options_.pressure_wait);
 }
@@ -131,12 +141,7 @@ GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_vi
         break;
       }
       if (o->promoting) {  // share the read in flight
-        ++o->pins;
-        auto done = [o]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !o->promoting; };
-        const bool ok = mu_.AwaitWithTimeout(absl::Condition(&done), deadline - absl::Now());
-        --o->pins;
-        MaybeFreeRetired(o, &frees);
-        if (!ok) {
+        if (!AwaitCleared(o, &Object::promoting, deadline, &frees)) {
           r.status = absl::DeadlineExceededError(absl::StrCat("'", key, "' still swapping in"));
           break;
         }

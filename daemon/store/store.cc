@@ -486,7 +486,7 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
   }
   deadline = Clamp(deadline);
   if (!promote.empty()) PromoteMany(session_id, ns, keys, promote, deadline, &out);
-  for (size_t i : to_gpu) out[i] = CopyUpAndLease(session_id, ns, keys[i], device, deadline);
+  if (!to_gpu.empty()) CopyUpMany(session_id, ns, keys, to_gpu, device, deadline, &out);
   return out;
 }
 

@@ -347,6 +347,16 @@ class Store {
   GetOutcome CopyUpAndLease(const std::string& session_id, absl::string_view ns,
                             const std::string& key, int device, absl::Time deadline)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Copies up and leases keys[i] for each i in `which` (no GPU copy at the first look): those
+  // on the host with GPU room now go in one batch per device, the rest one by one.
+  void CopyUpMany(const std::string& session_id, absl::string_view ns,
+                  std::span<const std::string> keys, std::span<const size_t> which, int device,
+                  absl::Time deadline, std::vector<GetOutcome>* out) ABSL_LOCKS_EXCLUDED(mu_);
+  // Completes a copy up of `o` into `dst` that ended with `st`: leases the GPU copy, or frees
+  // `dst` and fails.
+  void FinishCopyUp(const std::string& session_id, const std::string& key, Object* o,
+                    const Object::GpuCopy& dst, const absl::Status& st, GetOutcome* r,
+                    std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // GPU demotion in two steps around the copy, like the SSD's: StartGpuDemotions (lock held)
   // drops GPU copies that exist elsewhere, evicts CACHE ones with no host room and queues the
   // rest in *downs with a host range, pinned; FinishGpuDemotions (lock not held) copies them
@@ -389,6 +399,10 @@ class Store {
   }
   // Releases the host copy of a demoted object (its SSD copy stays).
   void DropHostCopy(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits, with `o` pinned, until o->*flag (a transfer in flight) is false or `deadline`; returns
+  // whether it cleared. `o` may be freed on return: the caller looks the key up again.
+  bool AwaitCleared(Object* o, bool Object::*flag, absl::Time deadline,
+                    std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees a retired object if nothing holds it any more.
   void MaybeFreeRetired(Object* o, std::vector<PendingFree>* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -32,6 +32,7 @@ class FakeGpuDevice final : public GpuDevice {
     if (fail_copies) return absl::InternalError("injected copy failure");
     for (const Copy& c : copies) std::memcpy(memory_.get() + c.offset, c.host, c.bytes);
     up_copies += copies.size();
+    ++up_batches;
     return absl::OkStatus();
   }
   absl::Status ToHost(std::span<const Copy> copies) override {
@@ -56,7 +57,7 @@ class FakeGpuDevice final : public GpuDevice {
   }
 
   std::atomic<bool> fail_copies{false};
-  std::atomic<uint64_t> up_copies{0}, down_copies{0};
+  std::atomic<uint64_t> up_copies{0}, down_copies{0}, up_batches{0};
   std::atomic<uint64_t> device_free{uint64_t{1} << 40};
 
  private:

@@ -135,6 +135,29 @@ TEST_F(GpuStoreTest, GetOnGpuCopiesUpOnceAndKeepsEveryByte) {
   EXPECT_EQ(store_->Stats().gpu_pinned_bytes, 0u);
 }
 
+TEST_F(GpuStoreTest, BatchedGpuGetCopiesUpInOneBatchPerDevice) {
+  std::vector<std::string> keys;
+  for (int i = 0; i < 5; ++i) {
+    keys.push_back(absl::StrCat("b", i));
+    Put(keys.back(), 256 * 1024 + i, 70 + i);
+  }
+  keys.push_back("b2");  // twice in one batch: the second shares the first's copy
+  auto out = store_->Get(session_, "", keys, WantTier::kGpu, absl::InfiniteFuture(), 1);
+  ASSERT_TRUE(out.ok());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const GetOutcome& r = (*out)[i];
+    ASSERT_TRUE(r.status.ok()) << keys[i] << ": " << r.status;
+    EXPECT_EQ(r.info.location.tier, WantTier::kGpu);
+    EXPECT_EQ(r.info.location.arena, 1u);
+    const int seed = 70 + (i < 5 ? static_cast<int>(i) : 2);
+    const auto bytes = Pattern(256 * 1024 + (i < 5 ? i : 2), seed);
+    EXPECT_EQ(std::memcmp(store_->Address(r.info.location), bytes.data(), bytes.size()), 0);
+  }
+  EXPECT_EQ(dev1_->up_copies, 5u);
+  EXPECT_EQ(dev1_->up_batches, 1u) << "five copies, one wait";
+  EXPECT_EQ((*out)[2].info.location.offset, (*out)[5].info.location.offset);
+}
+
 TEST_F(GpuStoreTest, DeviceChoosesWhereACopyUpGoes) {
   Put("k", 4096, 2);
   const std::string keys[] = {"k"};
