@@ -41,7 +41,7 @@ v1::CreateRequest GoodCreate(const std::string& session, const std::string& key)
 }
 
 TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
-  Daemon d({"--host-capacity", "64MiB"});
+  Daemon d({"--host-capacity", "64MiB", "--set", "gpu.mode=off"});  // the same answers anywhere
   ASSERT_TRUE(d.ok());
   v1::Tensord::Stub& stub = d.stub();
 
@@ -151,6 +151,52 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
        StatusCode::INVALID_ARGUMENT},
       {"unknown scope", modified([](auto& r) { r.set_scope(static_cast<v1::Scope>(9)); }),
        StatusCode::INVALID_ARGUMENT},
+      {"create on an unknown tier", modified([](auto& r) { r.set_tier(static_cast<v1::Tier>(77)); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"create on the SSD tier", modified([](auto& r) { r.set_tier(v1::TIER_SSD); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"create on the absent GPU tier", modified([](auto& r) { r.set_tier(v1::TIER_GPU); }),
+       StatusCode::FAILED_PRECONDITION},
+      {"create on a negative device", modified([](auto& r) {
+         r.set_tier(v1::TIER_GPU);
+         r.set_device(-3);
+       }),
+       StatusCode::INVALID_ARGUMENT},
+      {"create on device 1000", modified([](auto& r) {
+         r.set_tier(v1::TIER_GPU);
+         r.set_device(1000);
+       }),
+       StatusCode::INVALID_ARGUMENT},
+      {"create with a device on the host tier", modified([](auto& r) { r.set_device(0); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"seal of a host tensor with a CUDA event",
+       [&] {
+         v1::SealRequest r;
+         r.set_session_id(s.id);
+         r.set_key("open");
+         r.set_cuda_event(std::string(64, 'e'));
+         return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
+       },
+       StatusCode::INVALID_ARGUMENT},
+      {"seal with a malformed CUDA event",
+       [&] {
+         v1::SealRequest r;
+         r.set_session_id(s.id);
+         r.set_key("open");
+         r.set_cuda_event("xyz");
+         return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
+       },
+       StatusCode::INVALID_ARGUMENT},
+      {"get on a GPU device of a daemon without GPUs",
+       [&] {
+         v1::GetRequest r;
+         r.set_session_id(s.id);
+         r.add_keys("sealed");
+         r.set_want(v1::TIER_GPU);
+         r.set_device(3);
+         return call(&v1::Tensord::Stub::Get, r, v1::GetResponse());
+       },
+       StatusCode::FAILED_PRECONDITION},
       {"no session", modified([](auto& r) { r.set_session_id(""); }),
        StatusCode::FAILED_PRECONDITION},
       {"forged session", modified([](auto& r) { r.set_session_id(std::string(32, 'a')); }),
