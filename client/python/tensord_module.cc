@@ -164,6 +164,10 @@ py::buffer_info ToBuffer(const Region& r) {
                          static_cast<py::ssize_t>(shape.size()), shape, strides, r.readonly);
 }
 
+const char* TierName(Tier t) {
+  return t == Tier::kHost ? "host" : t == Tier::kGpu ? "gpu" : "ssd";
+}
+
 py::dict InfoDict(const TensorInfo& i) {
   py::dict d;
   d["key"] = i.key;
@@ -177,6 +181,8 @@ py::dict InfoDict(const TensorInfo& i) {
   d["leases"] = i.leases;
   d["created_unix_ms"] = i.created_unix_ms;
   d["ttl_ms"] = i.ttl_ms;
+  d["tier"] = TierName(i.location.tier);  // where the tensor is served from by default
+  d["on_gpu"] = i.on_gpu;
   return d;
 }
 
@@ -311,7 +317,7 @@ class PyClient {
     py::list tiers, pools;
     for (const auto& t : s.tiers) {
       py::dict td;
-      td["tier"] = t.tier == Tier::kHost ? "host" : t.tier == Tier::kGpu ? "gpu" : "ssd";
+      td["tier"] = TierName(t.tier);
       td["present"] = t.present;
       td["capacity_bytes"] = t.capacity_bytes;
       td["used_bytes"] = t.used_bytes;
@@ -325,6 +331,7 @@ class PyClient {
     for (const auto& p : s.pools) {
       py::dict pd;
       pd["name"] = p.name;
+      pd["tier"] = TierName(p.tier);
       pd["kind"] = p.kind;
       pd["capacity_bytes"] = p.capacity_bytes;
       pd["used_bytes"] = p.used_bytes;
@@ -344,7 +351,23 @@ class PyClient {
     pd["mem_available_bytes"] = pr.mem_available_bytes;
     pd["psi_some_avg10"] = pr.psi_some_avg10;
     pd["psi_full_avg10"] = pr.psi_full_avg10;
+    pd["gpu_used_ratio"] = pr.gpu_used_ratio;
+    pd["gpu_high_watermark"] = pr.gpu_high_watermark;
+    pd["gpu_low_watermark"] = pr.gpu_low_watermark;
     d["pressure"] = pd;
+    py::list gpus;
+    for (const GpuStats& g : s.gpus) {
+      py::dict gd;
+      gd["gpu"] = g.gpu;
+      gd["model"] = g.model;
+      gd["arena_bytes"] = g.arena_bytes;
+      gd["used_bytes"] = g.used_bytes;
+      gd["device_free_bytes"] = g.device_free_bytes;
+      gd["device_total_bytes"] = g.device_total_bytes;
+      gd["host_pinned"] = g.host_pinned;
+      gpus.append(gd);
+    }
+    d["gpus"] = gpus;
     if (const SwapStats& w = s.swap; w.present) {
       py::dict wd;
       wd["engine"] = w.engine;

@@ -22,7 +22,9 @@ def test_gpu_requests_fail_clearly_without_the_tier(daemon):
     with tensord.Client(daemon) as c:
         if _gpu_present(c):
             pytest.skip("this machine has a GPU: the tier is present")
+        assert c.stats()["gpus"] == []
         c.put("h", [1, 2, 3])
+        assert c.stat("h")["tier"] == "host" and not c.stat("h")["on_gpu"]
         with pytest.raises(tensord.Error) as e:
             c.get("h", device="cuda")
         assert e.value.code == FAILED_PRECONDITION
