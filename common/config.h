@@ -58,6 +58,9 @@ struct GpuConfig {
   double high_watermark = 0.90;  // of the arena: demote unleased tensors to host above ...
   double low_watermark = 0.75;   // ... down to this
   bool pin_host = true;          // register the host arenas with the driver (pinned copies)
+  // Fixed classes carved at the start of every device's arena (share: of the arena); the rest
+  // is that device's general pool. Pools are named "gpu<N>.<class>".
+  std::vector<PoolClassConfig> pools;
 };
 
 struct DaemonConfig {

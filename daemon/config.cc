@@ -45,7 +45,7 @@ absl::StatusOr<uint64_t> Bytes(const toml::node& node, absl::string_view key) {
   return Bad(node, absl::StrCat(key, " must be a byte size such as 1073741824 or \"1GiB\""));
 }
 
-absl::Status ParsePool(const toml::table& t, PoolClassConfig* pool) {
+absl::Status ParsePool(const toml::table& t, absl::string_view table, PoolClassConfig* pool) {
   DType dtype = DType::kUnspecified;
   std::vector<int64_t> shape;
   for (const auto& [k, v] : t) {
@@ -70,7 +70,7 @@ absl::Status ParsePool(const toml::table& t, PoolClassConfig* pool) {
         shape.push_back(*dim.value<int64_t>());
       }
     } else {
-      return Bad(v, absl::StrCat("unknown or ill-typed key host.pool.", key));
+      return Bad(v, absl::StrCat("unknown or ill-typed key ", table, ".", key));
     }
   }
   if (dtype != DType::kUnspecified) {
@@ -125,11 +125,12 @@ absl::Status ParseSection(const std::string& section, const toml::table& t, Daem
       if (absl::Status st = s->set(*config, *text); !st.ok()) return Bad(v, st.message());
     } else if (key == "host.preset" && v.is_string()) {
       *preset = *v.value<std::string>();
-    } else if (key == "host.pool" && v.is_array_of_tables()) {
+    } else if ((key == "host.pool" || key == "gpu.pool") && v.is_array_of_tables()) {
+      auto& pools = key == "host.pool" ? config->host.pools : config->gpu.pools;
       for (const auto& p : *v.as_array()) {
         PoolClassConfig pool;
-        if (auto st = ParsePool(*p.as_table(), &pool); !st.ok()) return st;
-        config->host.pools.push_back(std::move(pool));
+        if (auto st = ParsePool(*p.as_table(), key, &pool); !st.ok()) return st;
+        pools.push_back(std::move(pool));
       }
     } else if (key == "ssd.path" && v.is_string()) {
       first_file->path = *v.value<std::string>();

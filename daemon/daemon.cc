@@ -168,7 +168,8 @@ void Daemon::UpdateHealth() {
   health->SetServingStatus("tensord.v1.Tensord", true);
   health->SetServingStatus("tensord.host", true);
   health->SetServingStatus("tensord.ssd", ssd_ != nullptr && !ssd_->degraded());
-  health->SetServingStatus("tensord.gpu", gpu_ != nullptr);  // NOT_SERVING: the tier is absent
+  // NOT_SERVING: the tier is absent, or a device stopped answering (a sticky CUDA error).
+  health->SetServingStatus("tensord.gpu", gpu_ != nullptr && gpu_->Healthy());
 }
 
 void Daemon::FeedWatchdog(uint64_t interval_usec) {

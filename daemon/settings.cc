@@ -263,13 +263,16 @@ std::string PrintConfig(const DaemonConfig& config) {
     }
     absl::StrAppend(&out, s.key.substr(sec.size() + 1), " = ", s.get(config), "\n");
   }
-  for (const PoolClassConfig& p : config.host.pools) {
-    absl::StrAppend(&out, "\n[[host.pool]]\nname = ", Quote(p.name),
-                    "\nblock_size = ", ExactBytes(p.block_size), "\n");
-    if (p.block_count > 0) {
-      absl::StrAppend(&out, "count = ", p.block_count, "\n");
-    } else {
-      absl::StrAppend(&out, "share = ", absl::StrFormat("%.2f", p.share), "\n");
+  for (const auto& [table, pools] : {std::pair{"host.pool", &config.host.pools},
+                                      std::pair{"gpu.pool", &config.gpu.pools}}) {
+    for (const PoolClassConfig& p : *pools) {
+      absl::StrAppend(&out, "\n[[", table, "]]\nname = ", Quote(p.name),
+                      "\nblock_size = ", ExactBytes(p.block_size), "\n");
+      if (p.block_count > 0) {
+        absl::StrAppend(&out, "count = ", p.block_count, "\n");
+      } else {
+        absl::StrAppend(&out, "share = ", absl::StrFormat("%.2f", p.share), "\n");
+      }
     }
   }
   absl::StrAppend(&out, SwapFilesToml(config));
@@ -312,6 +315,12 @@ std::string ExampleConfig() {
                       "# Pool classes: preset = \"qwen3-vl\", or [[host.pool]] tables with name, "
                       "and block_size\n# or dtype + shape, and count or share of the tier.\n"
                       "# preset = \"qwen3-vl\"\n");
+    }
+    if (s.key == "gpu.pin_host") {
+      absl::StrAppend(&out,
+                      "# Fixed pool classes carved from every device's arena, named "
+                      "\"gpu<N>.<name>\":\n# [[gpu.pool]] tables like [[host.pool]] (share: "
+                      "of the arena); the rest is the general pool.\n");
     }
   }
   return out;

@@ -20,23 +20,6 @@ absl::StatusOr<std::vector<uint32_t>> Store::HostCandidates(const Object& o) con
   return host_->pools().Candidates(o.nbytes, home.fixed ? home.name : "");
 }
 
-absl::StatusOr<std::vector<uint32_t>> Store::GpuCandidates(uint64_t nbytes, int device) const {
-  if (device < -1 || (device >= 0 && gpu_->PoolsOn(device).empty())) {
-    return absl::InvalidArgumentError(absl::StrCat("the daemon has no arena on GPU ", device));
-  }
-  auto all = gpu_->pools().Candidates(nbytes, "");
-  if (!all.ok()) return all.status();
-  std::vector<uint32_t> out;
-  for (uint32_t p : *all) {
-    if (device < 0 || gpu_->arenas()[gpu_->pools()[p].arena].device == device) out.push_back(p);
-  }
-  if (out.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(nbytes, " bytes can never fit the GPU arena of device ", device));
-  }
-  return out;
-}
-
 absl::StatusOr<Store::Object::GpuCopy> Store::AllocateGpu(std::span<const uint32_t> pools,
                                                           uint64_t nbytes) {
   for (uint32_t pool : pools) {
@@ -122,7 +105,7 @@ GetOutcome Store::CopyUpAndLease(const std::string& session_id, absl::string_vie
         host_lease = h.lease_id;
         continue;
       }
-      auto pools = GpuCandidates(o->nbytes, device);
+      auto pools = gpu_->Candidates(o->nbytes, device, "");
       if (!pools.ok()) {
         r.status = pools.status();
         break;
@@ -209,7 +192,7 @@ void Store::CopyUpMany(const std::string& session_id, absl::string_view ns,
         alone.push_back(i);
         continue;
       }
-      auto pools = GpuCandidates(o->nbytes, device);
+      auto pools = gpu_->Candidates(o->nbytes, device, "");
       auto where = pools.ok() ? AllocateGpu(*pools, o->nbytes) : pools.status();
       if (!where.ok()) {
         alone.push_back(i);

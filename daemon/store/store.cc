@@ -281,12 +281,7 @@ absl::StatusOr<TensorInfo> Store::CreateLocked(const std::string& session_id,
       ++counters_.rejected_requests;
       return absl::FailedPreconditionError("the GPU tier is not present in this daemon");
     }
-    if (!params.pool.empty()) {
-      ++counters_.rejected_requests;
-      return absl::InvalidArgumentError(
-          "pool names a host pool class; a GPU tensor goes to its device's arena (set device)");
-    }
-    auto pools = GpuCandidates(nbytes, params.device);
+    auto pools = gpu_->Candidates(nbytes, params.device, params.pool);
     if (!pools.ok()) {
       ++counters_.rejected_requests;
       return pools.status();
@@ -505,6 +500,7 @@ void Store::GrantLease(Session* s, Object* o, GetOutcome* r, bool gpu) {
   r->info = Info(*o);
   if (gpu) {
     r->info.location = GpuLocation(*o);
+    r->info.pool = gpu_->pools()[o->gpu->pool].name;
   } else {
     r->info.location =
         Location{WantTier::kHost, host_->pools()[o->pool].arena, o->offset, o->nbytes};

@@ -336,9 +336,6 @@ class Store {
   // Host pools a copy of `o` may go to (its fixed class, or best fit).
   absl::StatusOr<std::vector<uint32_t>> HostCandidates(const Object& o) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // GPU pools a tensor of `nbytes` may go to on `device` (-1: any).
-  absl::StatusOr<std::vector<uint32_t>> GpuCandidates(uint64_t nbytes, int device) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Object::GpuCopy> AllocateGpu(std::span<const uint32_t> pools, uint64_t nbytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Location GpuLocation(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

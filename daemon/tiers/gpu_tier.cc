@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/memory/fixed_pool.h"
 #include "daemon/memory/general_allocator.h"
 #include "spdlog/spdlog.h"
 
@@ -147,7 +148,7 @@ absl::StatusOr<std::unique_ptr<GpuTier>> GpuTier::Open(const GpuConfig& config, 
       continue;
     }
     spdlog::info("GPU tier: device {} ({}), arena {}", d, (*device)->name(), FormatBytes(size));
-    tier->AddDevice(*std::move(device));
+    if (absl::Status st = tier->AddDevice(*std::move(device), config.pools); !st.ok()) return st;
   }
   if (tier->devices_.empty()) {
     *absent = "no configured GPU could be opened (see the warnings above)";
@@ -169,22 +170,79 @@ absl::StatusOr<std::unique_ptr<GpuTier>> GpuTier::Open(const GpuConfig& config, 
   return tier;
 }
 
-std::unique_ptr<GpuTier> GpuTier::ForDevices(std::vector<std::unique_ptr<GpuDevice>> devices) {
+absl::StatusOr<std::unique_ptr<GpuTier>> GpuTier::ForDevices(
+    std::vector<std::unique_ptr<GpuDevice>> devices, const std::vector<PoolClassConfig>& classes) {
   auto tier = std::unique_ptr<GpuTier>(new GpuTier());
-  for (auto& d : devices) tier->AddDevice(std::move(d));
+  for (auto& d : devices) {
+    if (absl::Status st = tier->AddDevice(std::move(d), classes); !st.ok()) return st;
+  }
   return tier;
 }
 
 GpuTier::~GpuTier() = default;
 
-void GpuTier::AddDevice(std::unique_ptr<GpuDevice> device) {
+absl::Status GpuTier::AddDevice(std::unique_ptr<GpuDevice> device,
+                                const std::vector<PoolClassConfig>& classes) {
   const auto id = static_cast<uint32_t>(devices_.size());
   GpuArena arena{id,           device->ordinal(), absl::StrCat("gpu", device->ordinal()),
                  device->uuid(), device->size(),    device->ipc_handle()};
-  pools_.Add(arena.name, id, /*fixed=*/false,
-             std::make_unique<memory::GeneralAllocator>(0, device->size(), kGpuAlignment));
+  // Fixed classes first, each block aligned like the general pool's ranges; then the rest.
+  uint64_t offset = 0;
+  for (const PoolClassConfig& c : classes) {
+    auto count = BlockCount(c, arena.size);
+    if (!count.ok()) return count.status();
+    const uint64_t block = (c.block_size + kGpuAlignment - 1) / kGpuAlignment * kGpuAlignment;
+    if (offset + block * *count > arena.size) {
+      return absl::InvalidArgumentError(absl::StrCat("GPU pool classes need more than the ",
+                                                     FormatBytes(arena.size), " arena of ",
+                                                     arena.name));
+    }
+    pools_.Add(absl::StrCat(arena.name, ".", c.name), id, /*fixed=*/true,
+               std::make_unique<memory::FixedPool>(offset, block, *count));
+    offset += block * *count;
+  }
+  if (arena.size - offset >= kGpuAlignment) {
+    pools_.Add(arena.name, id, /*fixed=*/false,
+               std::make_unique<memory::GeneralAllocator>(offset, arena.size - offset,
+                                                          kGpuAlignment));
+  }
   arenas_.push_back(std::move(arena));
   devices_.push_back(std::move(device));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint32_t>> GpuTier::Candidates(uint64_t nbytes, int device,
+                                                         absl::string_view pool) const {
+  if (device < -1 || (device >= 0 && PoolsOn(device).empty())) {
+    return absl::InvalidArgumentError(absl::StrCat("the daemon has no arena on GPU ", device));
+  }
+  std::vector<uint32_t> out;
+  if (pool.empty()) {
+    auto all = pools_.Candidates(nbytes, "");
+    if (!all.ok()) return all.status();
+    for (uint32_t p : *all) {
+      if (device < 0 || arenas_[pools_[p].arena].device == device) out.push_back(p);
+    }
+  } else {
+    for (const GpuArena& a : arenas_) {
+      if (device >= 0 && a.device != device) continue;
+      auto named = pools_.Candidates(nbytes, absl::StrCat(a.name, ".", pool));
+      if (!named.ok()) return named.status();
+      out.insert(out.end(), named->begin(), named->end());
+    }
+  }
+  if (out.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(nbytes, " bytes can never fit the GPU arena of device ", device));
+  }
+  return out;
+}
+
+bool GpuTier::Healthy() const {
+  for (const auto& d : devices_) {
+    if (!d->MemInfo().ok()) return false;
+  }
+  return true;
 }
 
 std::vector<uint32_t> GpuTier::PoolsOn(int device) const {

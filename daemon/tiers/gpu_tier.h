@@ -66,8 +66,11 @@ class GpuTier {
   // are then synchronous).
   static absl::StatusOr<std::unique_ptr<GpuTier>> Open(const GpuConfig& config, HostTier* host,
                                                        std::string* absent);
-  // A tier over the given devices, one general pool each (tests, benchmarks).
-  static std::unique_ptr<GpuTier> ForDevices(std::vector<std::unique_ptr<GpuDevice>> devices);
+  // A tier over the given devices (tests, benchmarks), each arena carved into `classes` and a
+  // general pool. INVALID_ARGUMENT when the classes do not fit an arena.
+  static absl::StatusOr<std::unique_ptr<GpuTier>> ForDevices(
+      std::vector<std::unique_ptr<GpuDevice>> devices,
+      const std::vector<PoolClassConfig>& classes = {});
   ~GpuTier();
 
   memory::PoolSet& pools() { return pools_; }
@@ -76,11 +79,21 @@ class GpuTier {
   GpuDevice& device(uint32_t arena) const { return *devices_[arena]; }
   // Pools of the arena on `device` (the daemon's ordinal), or of every arena when device < 0.
   std::vector<uint32_t> PoolsOn(int device) const;
+  // The pools a tensor of `nbytes` may go to on `device` (-1: any), best first: with `pool`
+  // empty, the best-fitting fixed classes then the general pools; else that class ("kv" names
+  // "gpu<N>.kv" on each device). INVALID_ARGUMENT for an unknown class or device, or a size
+  // that can never fit.
+  absl::StatusOr<std::vector<uint32_t>> Candidates(uint64_t nbytes, int device,
+                                                   absl::string_view pool) const;
   bool host_pinned() const { return host_pinned_; }
+  // Whether every device still answers (a CUDA context with a sticky error does not). Cheap:
+  // one cudaMemGetInfo per device.
+  bool Healthy() const;
 
  private:
   GpuTier() = default;
-  void AddDevice(std::unique_ptr<GpuDevice> device);
+  absl::Status AddDevice(std::unique_ptr<GpuDevice> device,
+                         const std::vector<PoolClassConfig>& classes);
 
   std::vector<std::unique_ptr<GpuDevice>> devices_;
   std::vector<GpuArena> arenas_;

@@ -19,6 +19,8 @@ constexpr uint64_t kSegmentAlign = 2 << 20;  // whole huge pages: no partial pag
 
 uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
+}  // namespace
+
 absl::StatusOr<uint64_t> BlockCount(const PoolClassConfig& pool, uint64_t capacity) {
   if (pool.name.empty()) return absl::InvalidArgumentError("a pool class has no name");
   if (pool.name == "general") {
@@ -41,8 +43,6 @@ absl::StatusOr<uint64_t> BlockCount(const PoolClassConfig& pool, uint64_t capaci
   }
   return count;
 }
-
-}  // namespace
 
 std::string ShmPrefixFor(const std::string& run_dir) {
   std::error_code ec;

@@ -55,6 +55,11 @@ class HostTier {
   bool zero_on_free_ = true;
 };
 
+// Blocks of one fixed pool class in a tier of `capacity` bytes: block_count, or as many as
+// fit in its share. INVALID_ARGUMENT for a nameless, reserved ("general"), zero-sized or
+// shareless class, or one that gets no block.
+absl::StatusOr<uint64_t> BlockCount(const PoolClassConfig& pool, uint64_t capacity);
+
 // Returns the shared-memory name prefix of the instance whose run directory is `run_dir`:
 // "tensord." + a hash of its absolute path + ".", so instances in different directories never
 // touch each other's segments.

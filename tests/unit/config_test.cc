@@ -72,6 +72,14 @@ count = 4
 name = "small"
 block_size = "64KiB"
 share = 0.1
+[gpu]
+mode = "off"
+size = "8GiB"
+[[gpu.pool]]
+name = "kv"
+dtype = "bf16"
+shape = [1, 8, 256, 128]
+share = 0.5
 )"));
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->run_dir, "/tmp/x");
@@ -83,6 +91,12 @@ share = 0.1
   EXPECT_EQ(config->host.pools[0].block_count, 4u);
   EXPECT_EQ(config->host.pools[1].block_size, 64u << 10);
   EXPECT_DOUBLE_EQ(config->host.pools[1].share, 0.1);
+  EXPECT_EQ(config->gpu.mode, "off");
+  EXPECT_EQ(config->gpu.size, uint64_t{8} << 30);
+  ASSERT_EQ(config->gpu.pools.size(), 1u);
+  EXPECT_EQ(config->gpu.pools[0].block_size, 512u << 10);
+  EXPECT_EQ(LoadConfigFile(Write("[[gpu.pool]]\nname = \"x\"\nblok = 1\n")).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(ConfigFile, RejectsTyposAndBadValuesWithTheLine) {
@@ -115,6 +129,7 @@ TEST_F(ConfigFile, PrintConfigReadsBackUnchanged) {
   ASSERT_TRUE(FindSetting("daemon.socket_mode")->set(config, "0640").ok());
   ASSERT_TRUE(ApplyPreset("qwen3-vl", &config.host).ok());
   config.ssd.files = {{"/a/swap", uint64_t{8} << 30}, {"/b/swap", 1 << 20}};
+  config.gpu.pools = {{"kv", 1 << 20, 0, 0.25}, {"img", 4 << 20, 8, 0.0}};
   const std::string printed = PrintConfig(config);
   auto back = LoadConfigFile(Write(printed));
   ASSERT_TRUE(back.ok()) << back.status() << "\n" << printed;
@@ -122,6 +137,8 @@ TEST_F(ConfigFile, PrintConfigReadsBackUnchanged) {
   EXPECT_EQ(back->host.capacity, uint64_t{3} << 30);
   EXPECT_EQ(back->host.pools.size(), 4u);
   EXPECT_EQ(back->ssd.files.size(), 2u);
+  ASSERT_EQ(back->gpu.pools.size(), 2u);
+  EXPECT_EQ(back->gpu.pools[1].block_count, 8u);
 }
 
 TEST(Config, EverySettingRejectsGarbageWithItsKey) {

@@ -46,6 +46,7 @@ class FakeGpuDevice final : public GpuDevice {
     return absl::OkStatus();
   }
   absl::StatusOr<std::pair<uint64_t, uint64_t>> MemInfo() override {
+    if (lost) return absl::InternalError("cudaErrorIllegalAddress (injected)");
     return std::make_pair(device_free.load(), size_ * 2);
   }
   // "done" completes at once; anything else never completes.
@@ -57,6 +58,7 @@ class FakeGpuDevice final : public GpuDevice {
   }
 
   std::atomic<bool> fail_copies{false};
+  std::atomic<bool> lost{false};  // the context has a sticky error
   std::atomic<uint64_t> up_copies{0}, down_copies{0}, up_batches{0};
   std::atomic<uint64_t> device_free{uint64_t{1} << 40};
 

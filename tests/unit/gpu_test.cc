@@ -39,7 +39,9 @@ class GpuStoreTest : public ::testing::Test {
     dev1_ = d1.get();
     devices.push_back(std::move(d0));
     devices.push_back(std::move(d1));
-    gpu_ = tiers::GpuTier::ForDevices(std::move(devices));
+    auto gpu = tiers::GpuTier::ForDevices(std::move(devices), classes_);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    gpu_ = *std::move(gpu);
     options.pressure_wait = absl::Seconds(2);
     store_ = std::make_unique<Store>(host_.get(), options, nullptr, gpu_.get());
     session_ = *store_->OpenSession("gpu-test");
@@ -97,12 +99,19 @@ class GpuStoreTest : public ::testing::Test {
   }
 
   std::unique_ptr<tiers::HostTier> host_;
+  std::vector<PoolClassConfig> classes_;  // GPU pool classes for the next Make
   std::unique_ptr<tiers::GpuTier> gpu_;
   tiers::FakeGpuDevice* dev0_ = nullptr;
   tiers::FakeGpuDevice* dev1_ = nullptr;
   std::unique_ptr<Store> store_;
   std::string session_;
 };
+
+TEST_F(GpuStoreTest, ALostDeviceMakesTheTierUnhealthy) {
+  EXPECT_TRUE(gpu_->Healthy());
+  dev1_->lost = true;
+  EXPECT_FALSE(gpu_->Healthy());
+}
 
 TEST_F(GpuStoreTest, ForDevicesGivesOneGeneralPoolPerDevice) {
   ASSERT_EQ(gpu_->arenas().size(), 2u);
@@ -112,6 +121,43 @@ TEST_F(GpuStoreTest, ForDevicesGivesOneGeneralPoolPerDevice) {
   EXPECT_EQ(gpu_->PoolsOn(-1).size(), 2u);
   EXPECT_TRUE(gpu_->PoolsOn(7).empty());
   EXPECT_EQ(gpu_->pools()[0].allocator->Stats().capacity_bytes, 4 * kMiB);
+}
+
+TEST_F(GpuStoreTest, FixedClassesAreCarvedPerDeviceAndChosenBySize) {
+  classes_ = {{"kv", kMiB, 2, 0.0}};
+  Make(16 * kMiB, 4 * kMiB);
+  ASSERT_EQ(gpu_->pools().size(), 4u);
+  EXPECT_EQ(gpu_->pools()[0].name, "gpu0.kv");
+  EXPECT_TRUE(gpu_->pools()[0].fixed);
+  EXPECT_EQ(gpu_->pools()[1].name, "gpu0");
+  EXPECT_EQ(gpu_->pools()[1].allocator->Stats().capacity_bytes, 2 * kMiB);
+  // A KV-sized tensor lands in the class; a small one in the general pool.
+  Put("kv0", kMiB, 80, WantTier::kGpu);
+  EXPECT_EQ(store_->Stat("", "kv0")->pool, "gpu0.kv");
+  Put("small", 4096, 81, WantTier::kGpu);
+  EXPECT_EQ(store_->Stat("", "small")->pool, "gpu0");
+  // Named: the class on the chosen device; copy-up picks the class too.
+  CreateParams p = Params("kv1", kMiB, WantTier::kGpu);
+  p.pool = "kv";
+  p.device = 1;
+  auto info = store_->Create(session_, p);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->pool, "gpu1.kv");
+  p.key = "nope";
+  p.pool = "missing";
+  EXPECT_EQ(store_->Create(session_, p).status().code(), absl::StatusCode::kInvalidArgument);
+  p.pool = "kv";
+  p.shape = {static_cast<int64_t>(2 * kMiB)};
+  EXPECT_EQ(store_->Create(session_, p).status().code(), absl::StatusCode::kInvalidArgument);
+  Put("host_kv", kMiB, 82);
+  GetOutcome g = GetAndCheck("host_kv", kMiB, 82, WantTier::kGpu);
+  EXPECT_EQ(g.info.pool, "gpu0.kv");
+  Release(g.lease_id);
+  // Classes that do not fit the arena stop the tier from being built.
+  std::vector<std::unique_ptr<tiers::GpuDevice>> one;
+  one.push_back(std::make_unique<tiers::FakeGpuDevice>(0, 4 * kMiB));
+  EXPECT_EQ(tiers::GpuTier::ForDevices(std::move(one), {{"big", kMiB, 5, 0.0}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(GpuStoreTest, GetOnGpuCopiesUpOnceAndKeepsEveryByte) {

@@ -48,7 +48,8 @@ struct ClientOptions {
 };
 
 struct CreateOptions {
-  std::string pool;  // empty: the daemon picks the best-fitting pool class (host only)
+  std::string pool;  // empty: the daemon picks the best-fitting pool class (on kGpu: a [[gpu.pool]]
+                     // class name, on the chosen device)
   Tier tier = Tier::kHost;  // kHost or kGpu: where the tensor is created and written
   int device = -1;          // kGpu: this process's CUDA ordinal; -1: any of the daemon's GPUs
   Durability durability = Durability::kDurable;
