@@ -304,10 +304,9 @@ Stats FromProto(const v1::Stats& response) {
   }
   for (const v1::PoolStats& p : response.pools()) {
     out.pools.push_back(PoolStats{p.name(), static_cast<Tier>(p.tier()), p.kind(),
-                                  p.capacity_bytes(), p.used_bytes(),
-                                  p.block_size(), p.blocks_total(), p.blocks_used(),
-                                  p.largest_free_bytes(), p.allocations(), p.allocation_failures(),
-                                  p.fragmentation()});
+                                  p.capacity_bytes(), p.used_bytes(), p.block_size(),
+                                  p.blocks_total(), p.blocks_used(), p.largest_free_bytes(),
+                                  p.allocations(), p.allocation_failures(), p.fragmentation()});
   }
   out.counters.insert(response.counters().begin(), response.counters().end());
   out.sessions = response.sessions();
@@ -331,11 +330,10 @@ Stats FromProto(const v1::Stats& response) {
                          w.fragmentation()};
   }
   const v1::PressureStats& p = response.pressure();
-  out.pressure = PressureStats{p.host_used_ratio(),     p.high_watermark(),
-                               p.low_watermark(),       p.mem_available_bytes(),
-                               p.psi_some_avg10(),      p.psi_full_avg10(),
-                               p.gpu_used_ratio(),      p.gpu_high_watermark(),
-                               p.gpu_low_watermark()};
+  out.pressure =
+      PressureStats{p.host_used_ratio(),     p.high_watermark(),     p.low_watermark(),
+                    p.mem_available_bytes(), p.psi_some_avg10(),     p.psi_full_avg10(),
+                    p.gpu_used_ratio(),      p.gpu_high_watermark(), p.gpu_low_watermark()};
   for (const v1::GpuStats& g : response.gpus()) {
     out.gpus.push_back(GpuStats{g.gpu(), g.model(), g.arena_bytes(), g.used_bytes(),
                                 g.device_free_bytes(), g.device_total_bytes(), g.host_pinned()});

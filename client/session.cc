@@ -93,8 +93,8 @@ absl::StatusOr<int> Session::DaemonDevice(int local) {
   }
   auto info = cuda::GetDeviceInfo(local);
   if (!info.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("this process cannot use CUDA device ",
-                                                      local, ": ", info.status().message()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("this process cannot use CUDA device ", local, ": ", info.status().message()));
   }
   for (const v1::GpuArena& a : gpu_arenas_) {
     if (a.uuid() == info->uuid) {
@@ -132,9 +132,9 @@ absl::StatusOr<uint8_t*> Session::Address(const v1::Location& location, int* dev
     if (!m.mapping.has_value()) {
       auto local = cuda::DeviceByUuid(a.uuid());
       if (!local.ok()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "this process cannot reach the daemon's GPU ", a.device(), ": ",
-            local.status().message(), "; Get with want=HOST instead"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("this process cannot reach the daemon's GPU ", a.device(), ": ",
+                         local.status().message(), "; Get with want=HOST instead"));
       }
       auto mapping = cuda::IpcMapping::Open(*local, a.ipc_handle());
       if (!mapping.ok()) return mapping.status();

@@ -71,14 +71,14 @@ class Session {
   std::vector<v1::Segment> segments_;  // immutable after Open
   mutable std::mutex mu_;
   std::vector<std::optional<ShmSegment>> mapped_;  // guarded by mu_; index = segment id
-  std::vector<v1::GpuArena> gpu_arenas_;            // immutable after Open
+  std::vector<v1::GpuArena> gpu_arenas_;           // immutable after Open
   struct GpuMapping {
     int device = -1;  // local ordinal
     std::optional<cuda::IpcMapping> mapping;
     uint64_t opens = 0;
   };
-  std::vector<GpuMapping> gpu_mapped_;               // guarded by mu_; index = arena id
-  std::map<int, int> daemon_device_;                 // guarded by mu_; local -> daemon ordinal
+  std::vector<GpuMapping> gpu_mapped_;  // guarded by mu_; index = arena id
+  std::map<int, int> daemon_device_;    // guarded by mu_; local -> daemon ordinal
   mutable std::once_flag gpu_probe_;
   mutable bool gpu_usable_ = false;  // set once under gpu_probe_
 };

@@ -21,7 +21,8 @@ absl::StatusOr<std::vector<int>> ParseDeviceList(absl::string_view text) {
       return absl::InvalidArgumentError(absl::StrCat("not a device ordinal: '", part, "'"));
     }
     for (int seen : out) {
-      if (seen == d) return absl::InvalidArgumentError(absl::StrCat("device ", d, " is listed twice"));
+      if (seen == d)
+        return absl::InvalidArgumentError(absl::StrCat("device ", d, " is listed twice"));
     }
     out.push_back(d);
   }

@@ -37,8 +37,8 @@ absl::Status Check(cudaError_t err, const char* call) {
 }
 
 #define TENSORD_CUDA(call) Check((call), #call)
-#define TENSORD_CUDA_RETURN(call)                                  \
-  do {                                                             \
+#define TENSORD_CUDA_RETURN(call)                                       \
+  do {                                                                  \
     if (absl::Status st_ = Check((call), #call); !st_.ok()) return st_; \
   } while (0)
 
@@ -213,9 +213,8 @@ PinnedBuffer::~PinnedBuffer() {
 
 absl::StatusOr<IpcMapping> IpcMapping::Open(int device, const std::string& handle) {
   if (handle.size() != sizeof(cudaIpcMemHandle_t)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("an IPC memory handle has ", sizeof(cudaIpcMemHandle_t), " bytes, not ",
-                     handle.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "an IPC memory handle has ", sizeof(cudaIpcMemHandle_t), " bytes, not ", handle.size()));
   }
   cudaIpcMemHandle_t h;
   std::memcpy(&h, handle.data(), sizeof(h));
@@ -243,8 +242,7 @@ IpcMapping::~IpcMapping() {
 absl::StatusOr<IpcEvent> IpcEvent::Create(int device) {
   TENSORD_CUDA_RETURN(cudaSetDevice(device));
   cudaEvent_t e = nullptr;
-  TENSORD_CUDA_RETURN(
-      cudaEventCreateWithFlags(&e, cudaEventInterprocess | cudaEventDisableTiming));
+  TENSORD_CUDA_RETURN(cudaEventCreateWithFlags(&e, cudaEventInterprocess | cudaEventDisableTiming));
   IpcEvent out;
   out.event_ = e;
   out.device_ = device;
@@ -278,9 +276,8 @@ absl::Status IpcEvent::Synchronize() {
 
 absl::Status WaitIpcEvent(int device, const std::string& handle, absl::Time deadline) {
   if (handle.size() != sizeof(cudaIpcEventHandle_t)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("an IPC event handle has ", sizeof(cudaIpcEventHandle_t), " bytes, not ",
-                     handle.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "an IPC event handle has ", sizeof(cudaIpcEventHandle_t), " bytes, not ", handle.size()));
   }
   cudaIpcEventHandle_t h;
   std::memcpy(&h, handle.data(), sizeof(h));

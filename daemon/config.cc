@@ -207,8 +207,8 @@ absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path) {
   for (const auto& [k, v] : root) {
     const std::string section(k.str());
     absl::Status st;
-    if ((section == "daemon" || section == "host" || section == "ssd" ||
-         section == "gpu") && v.is_table()) {
+    if ((section == "daemon" || section == "host" || section == "ssd" || section == "gpu") &&
+        v.is_table()) {
       st = ParseSection(section, *v.as_table(), &config, &preset, &first_file);
     } else {
       st = Bad(v, absl::StrCat("unknown section [", section, "]"));

@@ -1,8 +1,6 @@
 // Daemon start-up and shutdown sequencing.
 #include "daemon/daemon.h"
 
-#include "daemon/tiers/gpu_tier.h"
-
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -17,6 +15,7 @@
 #include "daemon/service/metrics.h"
 #include "daemon/service/tensord_service.h"
 #include "daemon/store/store.h"
+#include "daemon/tiers/gpu_tier.h"
 #include "daemon/tiers/host_tier.h"
 #include "daemon/tiers/ssd_tier.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -102,8 +101,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   options.high_watermark = config.ssd.high_watermark;
   options.low_watermark = config.ssd.low_watermark;
   options.min_mem_available = config.ssd.min_mem_available;
-  d->store_ =
-      std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get(), d->gpu_.get());
+  d->store_ = std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get(), d->gpu_.get());
   d->service_ = std::make_unique<service::TensordService>(
       d->store_.get(), d->host_->segments(),
       d->gpu_ == nullptr ? std::vector<tiers::GpuArena>{} : d->gpu_->arenas());

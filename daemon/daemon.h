@@ -61,8 +61,8 @@ class Daemon {
 
   int lock_fd_ = -1;
   std::unique_ptr<tiers::SsdTier> ssd_;
-  std::thread reaper_;     // deletes expired tensors every 100 ms until stop_ is notified
-  std::thread migrator_;   // moves tensors between tiers (Store::RunMigrator)
+  std::thread reaper_;        // deletes expired tensors every 100 ms until stop_ is notified
+  std::thread migrator_;      // moves tensors between tiers (Store::RunMigrator)
   std::thread gpu_migrator_;  // keeps the GPU arenas under their watermark (RunGpuMigrator)
   std::unique_ptr<tiers::GpuTier> gpu_;
   std::thread watchdog_;   // feeds systemd's watchdog (WatchdogSec=)

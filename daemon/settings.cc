@@ -263,8 +263,8 @@ std::string PrintConfig(const DaemonConfig& config) {
     }
     absl::StrAppend(&out, s.key.substr(sec.size() + 1), " = ", s.get(config), "\n");
   }
-  for (const auto& [table, pools] : {std::pair{"host.pool", &config.host.pools},
-                                      std::pair{"gpu.pool", &config.gpu.pools}}) {
+  for (const auto& [table, pools] :
+       {std::pair{"host.pool", &config.host.pools}, std::pair{"gpu.pool", &config.gpu.pools}}) {
     for (const PoolClassConfig& p : *pools) {
       absl::StrAppend(&out, "\n[[", table, "]]\nname = ", Quote(p.name),
                       "\nblock_size = ", ExactBytes(p.block_size), "\n");

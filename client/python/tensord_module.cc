@@ -164,9 +164,7 @@ py::buffer_info ToBuffer(const Region& r) {
                          static_cast<py::ssize_t>(shape.size()), shape, strides, r.readonly);
 }
 
-const char* TierName(Tier t) {
-  return t == Tier::kHost ? "host" : t == Tier::kGpu ? "gpu" : "ssd";
-}
+const char* TierName(Tier t) { return t == Tier::kHost ? "host" : t == Tier::kGpu ? "gpu" : "ssd"; }
 
 py::dict InfoDict(const TensorInfo& i) {
   py::dict d;
@@ -439,18 +437,19 @@ PYBIND11_MODULE(_core, m) {
              return r.device >= 0 ? py::make_tuple(int{kDLCUDA}, r.device)
                                   : py::make_tuple(int{kDLCPU}, 0);
            })
-      .def_property_readonly(
-          "__cuda_array_interface__",
-          [](const Region& r) -> py::dict {
-            if (r.device < 0) throw py::attribute_error("a host tensor has no CUDA interface");
-            py::dict d;
-            d["shape"] = py::tuple(py::cast(r.info.shape));
-            d["typestr"] = TypeString(r.info.dtype);
-            d["data"] = py::make_tuple(reinterpret_cast<uintptr_t>(r.data), r.readonly);
-            d["strides"] = py::none();
-            d["version"] = 3;
-            return d;
-          })
+      .def_property_readonly("__cuda_array_interface__",
+                             [](const Region& r) -> py::dict {
+                               if (r.device < 0)
+                                 throw py::attribute_error("a host tensor has no CUDA interface");
+                               py::dict d;
+                               d["shape"] = py::tuple(py::cast(r.info.shape));
+                               d["typestr"] = TypeString(r.info.dtype);
+                               d["data"] =
+                                   py::make_tuple(reinterpret_cast<uintptr_t>(r.data), r.readonly);
+                               d["strides"] = py::none();
+                               d["version"] = 3;
+                               return d;
+                             })
       .def_property_readonly("device",
                              [](const Region& r) {
                                return r.device >= 0 ? "cuda:" + std::to_string(r.device)

@@ -279,8 +279,8 @@ grpc::ServerUnaryReactor* TensordService::Seal(grpc::CallbackServerContext* ctx,
   // Waiting on a client's CUDA event happens off gRPC's threads, in a pool of its own: slow or
   // never-completing events cannot starve Creates and Gets.
   return RunMaybeBlocking(ctx, &seal_waits_, !request->cuda_event().empty(), [=, this] {
-    return store_->Seal(request->session_id(), request->ns(), request->key(),
-                        request->cuda_event(), DeadlineOf(ctx));
+    return store_->Seal(request->session_id(), request->ns(), request->key(), request->cuda_event(),
+                        DeadlineOf(ctx));
   });
 }
 

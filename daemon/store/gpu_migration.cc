@@ -164,16 +164,17 @@ void Store::FinishCopyUp(const std::string& session_id, const std::string& key, 
     r->status =
         absl::Status(st.code(), absl::StrCat("copying '", key, "' to the GPU: ", st.message()));
   } else {
-    r->status = s == nullptr ? absl::FailedPreconditionError("session closed during Get")
-                             : absl::NotFoundError(absl::StrCat(
-                                   "'", key, "' was deleted while copying to the GPU"));
+    r->status =
+        s == nullptr
+            ? absl::FailedPreconditionError("session closed during Get")
+            : absl::NotFoundError(absl::StrCat("'", key, "' was deleted while copying to the GPU"));
   }
   MaybeFreeRetired(o, frees);
 }
 
 void Store::CopyUpMany(const std::string& session_id, absl::string_view ns,
-                       std::span<const std::string> keys, std::span<const size_t> which,
-                       int device, absl::Time deadline, std::vector<GetOutcome>* out) {
+                       std::span<const std::string> keys, std::span<const size_t> which, int device,
+                       absl::Time deadline, std::vector<GetOutcome>* out) {
   struct Up {
     size_t i;
     Object* o;
@@ -220,8 +221,8 @@ void Store::CopyUpMany(const std::string& session_id, absl::string_view ns,
     }
     absl::MutexLock lock(&mu_);
     for (size_t j = 0; j < ups.size(); ++j) {
-      FinishCopyUp(session_id, keys[ups[j].i], ups[j].o, ups[j].dst, results[j],
-                   &(*out)[ups[j].i], &frees);
+      FinishCopyUp(session_id, keys[ups[j].i], ups[j].o, ups[j].dst, results[j], &(*out)[ups[j].i],
+                   &frees);
     }
   }
   Reclaim(frees);
@@ -274,9 +275,9 @@ uint64_t Store::FinishGpuDemotions(std::span<const GpuDown> downs,
       for (size_t i = 0; i < downs.size(); ++i) {
         const GpuDown& d = downs[i];
         const uint32_t arena = gpu_->pools()[d.o->gpu->pool].arena;
-        per_arena[arena].push_back(
-            {d.o->gpu->offset, host_->Address(host_->pools()[d.pool].arena, d.offset),
-             d.o->nbytes});
+        per_arena[arena].push_back({d.o->gpu->offset,
+                                    host_->Address(host_->pools()[d.pool].arena, d.offset),
+                                    d.o->nbytes});
         index[arena].push_back(i);
       }
     }

@@ -197,8 +197,8 @@ GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_vi
 
 void Store::FinishPromotion(const std::string& session_id, const std::string& key, Object* o,
                             uint32_t pool, uint64_t offset, uint64_t reserved,
-                            const absl::Status& st, GetOutcome* r,
-                            std::vector<PendingFree>* frees, bool from_gpu) {
+                            const absl::Status& st, GetOutcome* r, std::vector<PendingFree>* frees,
+                            bool from_gpu) {
   o->promoting = false;
   --o->pins;
   Session* s = FindSession(session_id);
@@ -232,8 +232,8 @@ void Store::FinishPromotion(const std::string& session_id, const std::string& ke
   if (!st.ok() && from_gpu) {  // the GPU copy is still there: a failed copy loses nothing
     ++counters_.gpu_copy_failures;
     spdlog::error("copying '{}' down from the GPU failed: {}", key, st.ToString());
-    r->status = absl::Status(st.code(), absl::StrCat("copying '", key, "' from the GPU: ",
-                                                     st.message()));
+    r->status =
+        absl::Status(st.code(), absl::StrCat("copying '", key, "' from the GPU: ", st.message()));
     MaybeFreeRetired(o, frees);
     return;
   }

@@ -29,8 +29,7 @@ absl::Status UnknownSession() {
 
 }  // namespace
 
-Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd,
-             tiers::GpuTier* gpu)
+Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, tiers::GpuTier* gpu)
     : host_(host),
       ssd_(ssd),
       gpu_(gpu),
@@ -313,9 +312,8 @@ absl::StatusOr<TensorInfo> Store::CreateLocked(const std::string& session_id,
                    "': the rest is held by DURABLE, leased or unsealed tensors"));
 }
 
-absl::Status Store::Seal(const std::string& session_id, absl::string_view ns,
-                         absl::string_view key, const std::string& cuda_event,
-                         absl::Time deadline) {
+absl::Status Store::Seal(const std::string& session_id, absl::string_view ns, absl::string_view key,
+                         const std::string& cuda_event, absl::Time deadline) {
   if (auto st = ValidateNamespace(ns); !st.ok()) return st;
   if (auto st = ValidateKey(key); !st.ok()) return st;
   if (!cuda_event.empty()) {

@@ -287,8 +287,7 @@ class Store {
   absl::StatusOr<TensorInfo> CreateLocked(const std::string& session_id, const CreateParams& params,
                                           uint64_t nbytes, absl::Time deadline,
                                           std::vector<PendingFree>* frees, bool* retry,
-                                          uint64_t* gpu_room)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                          uint64_t* gpu_room) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Seal's bookkeeping. `expected` (non-null): the key must still name that object.
   absl::Status SealLocked(const std::string& session_id, absl::string_view ns,
                           absl::string_view key, Object* expected)
@@ -322,8 +321,9 @@ class Store {
   void PromoteMany(const std::string& session_id, absl::string_view ns,
                    std::span<const std::string> keys, std::span<const size_t> which,
                    absl::Time deadline, std::vector<GetOutcome>* out) ABSL_LOCKS_EXCLUDED(mu_);
-  // Completes a swap-in (or, from_gpu, a copy down from the GPU) of `o` into host range (pool, offset) that ended with `st`: leases it,
-  // or frees the range and fails (a CACHE tensor is dropped, a DURABLE one is DATA_LOSS).
+  // Completes a swap-in (or, from_gpu, a copy down from the GPU) of `o` into host range (pool,
+  // offset) that ended with `st`: leases it, or frees the range and fails (a CACHE tensor is
+  // dropped, a DURABLE one is DATA_LOSS).
   void FinishPromotion(const std::string& session_id, const std::string& key, Object* o,
                        uint32_t pool, uint64_t offset, uint64_t reserved, const absl::Status& st,
                        GetOutcome* r, std::vector<PendingFree>* frees, bool from_gpu = false)

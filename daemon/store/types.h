@@ -23,7 +23,7 @@ struct CreateParams {
   std::string pool;     // empty: best fit
   Durability durability = Durability::kDurable;
   Scope scope = Scope::kGlobal;
-  int64_t ttl_ms = 0;  // 0: no expiry; else deleted this long after Seal
+  int64_t ttl_ms = 0;               // 0: no expiry; else deleted this long after Seal
   WantTier tier = WantTier::kHost;  // kHost (or kAny) or kGpu: where the client writes it
   int device = -1;                  // kGpu: the daemon's GPU ordinal; -1: any
 };

@@ -116,7 +116,8 @@ absl::StatusOr<std::unique_ptr<GpuTier>> GpuTier::Open(const GpuConfig& config, 
   const int count = cuda::DeviceCount(&why);
   if (count == 0) {
     if (config.mode == "on") {
-      return absl::FailedPreconditionError(absl::StrCat("gpu.mode is on but no GPU is usable: ", why));
+      return absl::FailedPreconditionError(
+          absl::StrCat("gpu.mode is on but no GPU is usable: ", why));
     }
     *absent = why;
     return nullptr;
@@ -184,8 +185,12 @@ GpuTier::~GpuTier() = default;
 absl::Status GpuTier::AddDevice(std::unique_ptr<GpuDevice> device,
                                 const std::vector<PoolClassConfig>& classes) {
   const auto id = static_cast<uint32_t>(devices_.size());
-  GpuArena arena{id,           device->ordinal(), absl::StrCat("gpu", device->ordinal()),
-                 device->uuid(), device->size(),    device->ipc_handle()};
+  GpuArena arena{id,
+                 device->ordinal(),
+                 absl::StrCat("gpu", device->ordinal()),
+                 device->uuid(),
+                 device->size(),
+                 device->ipc_handle()};
   // Fixed classes first, each block aligned like the general pool's ranges; then the rest.
   uint64_t offset = 0;
   for (const PoolClassConfig& c : classes) {
@@ -202,9 +207,9 @@ absl::Status GpuTier::AddDevice(std::unique_ptr<GpuDevice> device,
     offset += block * *count;
   }
   if (arena.size - offset >= kGpuAlignment) {
-    pools_.Add(arena.name, id, /*fixed=*/false,
-               std::make_unique<memory::GeneralAllocator>(offset, arena.size - offset,
-                                                          kGpuAlignment));
+    pools_.Add(
+        arena.name, id, /*fixed=*/false,
+        std::make_unique<memory::GeneralAllocator>(offset, arena.size - offset, kGpuAlignment));
   }
   arenas_.push_back(std::move(arena));
   devices_.push_back(std::move(device));
@@ -212,7 +217,7 @@ absl::Status GpuTier::AddDevice(std::unique_ptr<GpuDevice> device,
 }
 
 absl::StatusOr<std::vector<uint32_t>> GpuTier::Candidates(uint64_t nbytes, int device,
-                                                         absl::string_view pool) const {
+                                                          absl::string_view pool) const {
   if (device < -1 || (device >= 0 && PoolsOn(device).empty())) {
     return absl::InvalidArgumentError(absl::StrCat("the daemon has no arena on GPU ", device));
   }

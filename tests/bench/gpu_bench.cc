@@ -62,9 +62,8 @@ int main(int argc, char** argv) {
   OwnDaemon own;
   const char* bin_env = std::getenv("TENSORD_BIN");  // a bundle run elsewhere
   const std::string bin = bin_env != nullptr && *bin_env != '\0' ? bin_env : TENSORD_BIN;
-  const std::string socket =
-      own.Start(bin, {"--host-capacity", "4GiB", "--set", "gpu.size=4GiB", "--set",
-                              "gpu.devices=0", "--log-level", "warn"});
+  const std::string socket = own.Start(bin, {"--host-capacity", "4GiB", "--set", "gpu.size=4GiB",
+                                             "--set", "gpu.devices=0", "--log-level", "warn"});
   if (socket.empty()) {
     absl::FPrintF(stderr, "gpu_bench: cannot start %s\n", bin);
     return 1;
@@ -88,7 +87,8 @@ int main(int argc, char** argv) {
     auto device = Check(cuda::DeviceMemory::Allocate(0, bytes), "device buffer");
     std::memset(pinned.get(), 0x5A, bytes);
     {
-      auto t = Check(c.Create("up", tensord::DType::kUInt8, {static_cast<int64_t>(bytes)}), "create");
+      auto t =
+          Check(c.Create("up", tensord::DType::kUInt8, {static_cast<int64_t>(bytes)}), "create");
       std::memset(t.data(), 0x3C, bytes);
       Check(t.Seal(), "seal");
     }
@@ -97,7 +97,8 @@ int main(int argc, char** argv) {
       auto t0 = Clock::now();
       Check(cuda::Copy(device.get(), pinned.get(), bytes, cuda::CopyKind::kHostToDevice), "ref up");
       auto t1 = Clock::now();
-      Check(cuda::Copy(pinned.get(), device.get(), bytes, cuda::CopyKind::kDeviceToHost), "ref down");
+      Check(cuda::Copy(pinned.get(), device.get(), bytes, cuda::CopyKind::kDeviceToHost),
+            "ref down");
       auto t2 = Clock::now();
       // Promotion: a host tensor without a GPU copy, leased on the GPU.
       auto lease = Check(c.Get("up", tensord::Tier::kGpu, 0), "get gpu");
@@ -108,8 +109,9 @@ int main(int argc, char** argv) {
       tensord::CreateOptions on_gpu;
       on_gpu.tier = tensord::Tier::kGpu;
       on_gpu.device = 0;
-      auto d = Check(c.Create("down", tensord::DType::kUInt8, {static_cast<int64_t>(bytes)}, on_gpu),
-                     "create gpu");
+      auto d =
+          Check(c.Create("down", tensord::DType::kUInt8, {static_cast<int64_t>(bytes)}, on_gpu),
+                "create gpu");
       Check(cuda::SetDevice(d.device()), "set device");
       Check(cuda::MemsetAsync(d.data(), 0x77, bytes, nullptr), "memset");
       Check(d.Seal(), "seal gpu");

@@ -49,11 +49,11 @@ std::string NoGpuReason() {
   return "";
 }
 
-#define SKIP_WITHOUT_GPU()                                                         \
-  do {                                                                             \
-    if (const std::string why = NoGpuReason(); !why.empty()) {                     \
-      GTEST_SKIP() << "needs an NVIDIA GPU and driver (" << why << ")";            \
-    }                                                                              \
+#define SKIP_WITHOUT_GPU()                                              \
+  do {                                                                  \
+    if (const std::string why = NoGpuReason(); !why.empty()) {          \
+      GTEST_SKIP() << "needs an NVIDIA GPU and driver (" << why << ")"; \
+    }                                                                   \
   } while (0)
 
 TEST(GpuTier, AbsentWithoutAGpuAndSaysSo) {
@@ -178,7 +178,7 @@ TEST(GpuTier, FullGpuDemotesToHostAndLosesNothing) {
   std::vector<std::string> hashes;
   for (int i = 0; i < 10; ++i) {
     auto [rc, hash] = RunIt({"gpuput", d.socket(), absl::StrCat("t", i), std::to_string(16 * kMiB),
-                           std::to_string(100 + i)});
+                             std::to_string(100 + i)});
     ASSERT_EQ(rc, 0) << "tensor " << i;
     hashes.push_back(hash);
   }

@@ -319,7 +319,8 @@ int main(int argc, char** argv) {
   if (mode == "gpuput" && argc == 6) {
     return GpuPut(argv[2], argv[3], std::stoull(argv[4]), std::stoull(argv[5]));
   }
-  if (mode == "gpuverify" && argc == 6) return GpuVerify(argv[2], argv[3], argv[4], std::stoi(argv[5]));
+  if (mode == "gpuverify" && argc == 6)
+    return GpuVerify(argv[2], argv[3], argv[4], std::stoi(argv[5]));
   if (mode == "gpuhold" && argc == 4) return GpuHold(argv[2], argv[3]);
   if (mode == "mixed" && argc == 5) return Mixed(argv[2], std::stoi(argv[3]), std::stoi(argv[4]));
   if (mode == "putmany" && argc == 7) {
