@@ -1,24 +1,49 @@
 // Field validation for client requests.
 #include "daemon/store/validation.h"
 
+#include <optional>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/stubs/common.h"
 
 namespace tensord::store {
 namespace {
 
-// Returns the length of the UTF-8 sequence at s[i], or 0 if it is not well-formed.
-size_t Utf8SequenceLength(absl::string_view s, size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-  if (len == 0 || i + len > s.size()) return 0;
-  for (size_t k = 1; k < len; ++k) {
-    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+// Returns the first control character (C0, DEL or C1) in `s`, which must be valid UTF-8, as
+// (byte offset, code point), or nullopt. In valid UTF-8 a C1 control (U+0080..U+009F) is exactly
+// the pair C2 80..C2 9F, and no other sequence contains those bytes in that order at a boundary.
+std::optional<std::pair<size_t, uint32_t>> FindControl(absl::string_view s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7F) return std::make_pair(i, uint32_t{c});
+    if (c == 0xC2 && i + 1 < s.size()) {
+      const auto next = static_cast<unsigned char>(s[i + 1]);
+      if (next >= 0x80 && next <= 0x9F) return std::make_pair(i, uint32_t{next});
+    }
   }
-  if (len == 2 && c < 0xC2) return 0;  // overlong
-  return len;
+  return std::nullopt;
 }
 
 }  // namespace
+
+absl::Status ValidateText(absl::string_view field, absl::string_view text) {
+  // Protobuf's own check: exactly what strict parsers apply to `string` fields (RFC 3629:
+  // shortest form, no surrogates, nothing above U+10FFFF).
+  if (!google::protobuf::internal::IsStructurallyValidUTF8(text.data(),
+                                                           static_cast<int>(text.size()))) {
+    const int good = google::protobuf::internal::UTF8SpnStructurallyValid(
+        google::protobuf::StringPiece(text.data(), text.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " is not valid UTF-8 at byte ", good));
+  }
+  if (auto control = FindControl(text)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " has control character U+",
+                                                   absl::Hex(control->second, absl::kZeroPad4),
+                                                   " at byte ", control->first));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ValidateKey(absl::string_view key) {
   if (key.empty()) return absl::InvalidArgumentError("key is empty");
@@ -26,19 +51,15 @@ absl::Status ValidateKey(absl::string_view key) {
     return absl::InvalidArgumentError(
         absl::StrCat("key is ", key.size(), " bytes; at most ", kMaxKeyBytes));
   }
-  for (size_t i = 0; i < key.size();) {
-    const auto c = static_cast<unsigned char>(key[i]);
-    if (c < 0x20 || c == 0x7F) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("key has control character 0x", absl::Hex(c), " at byte ", i));
-    }
-    const size_t len = Utf8SequenceLength(key, i);
-    if (len == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("key is not valid UTF-8 at byte ", i));
-    }
-    i += len;
+  return ValidateText("key", key);
+}
+
+absl::Status ValidateClientName(absl::string_view name) {
+  if (name.size() > kMaxClientNameBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("client_name is ", name.size(), " bytes; at most ", kMaxClientNameBytes));
   }
-  return absl::OkStatus();
+  return ValidateText("client_name", name);
 }
 
 absl::Status ValidateNamespace(absl::string_view ns) {
@@ -84,6 +105,7 @@ absl::StatusOr<uint64_t> ValidateCreate(const CreateParams& params) {
   if (params.pool.size() > kMaxNamespaceBytes) {
     return absl::InvalidArgumentError("pool name is too long");
   }
+  if (auto st = ValidateText("pool", params.pool); !st.ok()) return st;  // echoed in messages
   auto bytes = TensorBytes(params.dtype, params.shape);
   if (!bytes.ok()) return bytes.status();
   if (*bytes == 0) {

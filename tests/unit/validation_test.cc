@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/escaping.h"
+
 namespace tensord::store {
 namespace {
 
@@ -30,6 +32,47 @@ TEST(Validation, RejectsBadKeys) {
   EXPECT_EQ(ValidateKey("\xFF\xFE").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ValidateKey("\xC3").code(), absl::StatusCode::kInvalidArgument);      // truncated
   EXPECT_EQ(ValidateKey("\xC0\xAF").code(), absl::StatusCode::kInvalidArgument);  // overlong
+}
+
+TEST(Validation, RejectsWhatStrictUtf8Refuses) {
+  // RFC 3629: shortest form only, no surrogates, nothing above U+10FFFF, no F5..FF lead bytes.
+  for (const char* bad : {"k\xE0\x80\x80", "k\xF0\x80\x80\x80", "k\xED\xA0\x80",
+                          "k\xED\xBF\xBF", "k\xF4\x90\x80\x80", "k\xF5\x80\x80\x80",
+                          "k\xF8\x88\x80\x80\x80", "k\xFF", "k\xE2\x82", "k\x80"}) {
+    const absl::Status st = ValidateKey(bad);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << absl::CHexEscape(bad);
+    EXPECT_NE(st.message().find("not valid UTF-8 at byte 1"), absl::string_view::npos)
+        << st.message();
+  }
+  EXPECT_TRUE(ValidateKey("\xF4\x8F\xBF\xBF").ok()) << "U+10FFFF is the last code point";
+  EXPECT_TRUE(ValidateKey("\xED\x9F\xBF").ok()) << "U+D7FF is just below the surrogates";
+  EXPECT_TRUE(ValidateKey("\xF0\x9F\x98\x80").ok()) << "an emoji (4 bytes)";
+}
+
+TEST(Validation, RejectsC0C1AndDelControls) {
+  EXPECT_EQ(ValidateKey("a\x7F").code(), absl::StatusCode::kInvalidArgument);
+  const absl::Status c1 = ValidateKey("ab\xC2\x85");  // U+0085 NEXT LINE
+  EXPECT_EQ(c1.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c1.message().find("U+0085 at byte 2"), absl::string_view::npos) << c1.message();
+  EXPECT_EQ(ValidateKey("\xC2\x80").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateKey("\xC2\x9F").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ValidateKey("\xC2\xA0").ok()) << "U+00A0 (no-break space) is not a control";
+  EXPECT_TRUE(ValidateKey("\xE2\x80\x85").ok()) << "80 85 inside a 3-byte form is not C1";
+}
+
+TEST(Validation, ClientNames) {
+  EXPECT_TRUE(ValidateClientName("").ok());
+  EXPECT_TRUE(ValidateClientName(std::string(kMaxClientNameBytes, 'n')).ok());
+  EXPECT_EQ(ValidateClientName(std::string(kMaxClientNameBytes + 1, 'n')).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateClientName("n\xC0\xAF").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateClientName("a\nb").code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Validation, RequestLimitFitsTheLargestValidGet) {
+  // 4096 keys of 1 KiB, each a length-delimited field: 1 tag byte, 2 length bytes.
+  EXPECT_GE(kMaxRequestBytes, kMaxBatchKeys * (kMaxKeyBytes + 3) + 2 * kMaxNamespaceBytes);
+  EXPECT_LT(kMaxRequestBytes, size_t{5} << 20) << "a far larger request is refused unparsed";
 }
 
 TEST(Validation, Namespaces) {
