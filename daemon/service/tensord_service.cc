@@ -333,7 +333,7 @@ grpc::ServerUnaryReactor* TensordService::Release(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* TensordService::Delete(grpc::CallbackServerContext* ctx,
                                                  const v1::DeleteRequest* request,
                                                  v1::DeleteResponse*) {
-  return Done(ctx, store_->Delete(request->ns(), request->key()));
+  return Done(ctx, store_->Delete(request->session_id(), request->ns(), request->key()));
 }
 
 grpc::ServerUnaryReactor* TensordService::Stat(grpc::CallbackServerContext* ctx,

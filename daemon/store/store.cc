@@ -35,7 +35,8 @@ Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, t
       gpu_(gpu),
       options_(options),
       eviction_(std::make_unique<policy::LruPolicy>()),
-      gpu_eviction_(std::make_unique<policy::LruPolicy>()) {}
+      gpu_eviction_(std::make_unique<policy::LruPolicy>()),
+      system_(tiers::ReadSystemPressure()) {}
 
 Store::~Store() = default;
 
@@ -89,9 +90,10 @@ TensorInfo Store::Info(const Object& o) const {
 }
 
 absl::StatusOr<std::string> Store::OpenSession(absl::string_view client_name) {
+  if (auto st = ValidateClientName(client_name); !st.ok()) return st;
   auto session = std::make_unique<Session>();
   session->id = RandomHex(16);
-  session->name = std::string(client_name.substr(0, kMaxClientNameBytes));
+  session->name = std::string(client_name);
   std::string id = session->id;
   absl::MutexLock lock(&mu_);
   if (sessions_.size() >= options_.max_sessions) {
@@ -326,9 +328,17 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns, ab
       if (s == nullptr) return UnknownSession();
       waited = FindObject(ns, key);
       if (waited == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
-      if (waited->sealed || waited->owner != s || !waited->gpu) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "a CUDA event is only for sealing your own unsealed GPU tensor; '", key, "' is not"));
+      // The same codes, in the same order, as a Seal without an event (SealLocked).
+      if (waited->sealed) {
+        return absl::FailedPreconditionError(absl::StrCat("'", key, "' is already sealed"));
+      }
+      if (waited->owner != s) {
+        return absl::PermissionDeniedError(
+            absl::StrCat("'", key, "' is another session's create"));
+      }
+      if (!waited->gpu) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("a CUDA event is only for sealing a GPU tensor; '", key, "' is on host"));
       }
       device = &gpu_->device(gpu_->pools()[waited->gpu->pool].arena);
       ++waited->pins;
@@ -531,12 +541,14 @@ absl::Status Store::Release(const std::string& session_id, std::span<const uint6
   return absl::OkStatus();
 }
 
-absl::Status Store::Delete(absl::string_view ns, absl::string_view key) {
+absl::Status Store::Delete(const std::string& session_id, absl::string_view ns,
+                           absl::string_view key) {
   if (auto st = ValidateNamespace(ns); !st.ok()) return st;
   if (auto st = ValidateKey(key); !st.ok()) return st;
   std::vector<PendingFree> frees;
   {
     absl::MutexLock lock(&mu_);
+    if (FindSession(session_id) == nullptr) return UnknownSession();
     Object* o = FindObject(ns, key);
     if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
     if (!o->sealed) {

@@ -127,7 +127,8 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  // Opens a session and returns its unguessable id. RESOURCE_EXHAUSTED at max_sessions.
+  // Opens a session and returns its unguessable id. INVALID_ARGUMENT for a client_name over
+  // 128 bytes or not valid text (ValidateClientName), RESOURCE_EXHAUSTED at max_sessions.
   absl::StatusOr<std::string> OpenSession(absl::string_view client_name);
   // Ends a session: releases its leases, aborts its unsealed creates and deletes its
   // session-scoped tensors. Unknown ids are ignored (closing is idempotent).
@@ -165,8 +166,9 @@ class Store {
   // INVALID_ARGUMENT for an empty or duplicated list, FAILED_PRECONDITION (unknown session).
   absl::Status Release(const std::string& session_id, std::span<const uint64_t> lease_ids);
   // Removes a sealed tensor's key now; its memory is freed when the last lease ends.
-  // INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (unsealed: Abort it instead).
-  absl::Status Delete(absl::string_view ns, absl::string_view key);
+  // INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (unknown session, or unsealed: Abort it
+  // instead).
+  absl::Status Delete(const std::string& session_id, absl::string_view ns, absl::string_view key);
   // Returns one tensor's metadata. INVALID_ARGUMENT, NOT_FOUND.
   absl::StatusOr<TensorInfo> Stat(absl::string_view ns, absl::string_view key);
   // Returns tensors of `ns` whose key starts with `prefix`, sorted by key, at most `limit`.
@@ -184,8 +186,11 @@ class Store {
 
   // Runs the migrator until `stop` is notified: demotes unleased host tensors to SSD whenever
   // the host tier is above its high watermark, the system is short of memory, or a request
-  // waits for room. Call from one dedicated thread; returns at once without an SSD tier.
+  // waits for room. Reads system pressure every 100 ms whatever tiers exist (without an SSD tier
+  // that is all it does). Call from one dedicated thread.
   void RunMigrator(absl::Notification* stop) ABSL_LOCKS_EXCLUDED(mu_);
+  // Reads PSI and MemAvailable now into the stats (also done at construction).
+  void ReadPressure() ABSL_LOCKS_EXCLUDED(mu_);
   // One migration round; returns the bytes it moved off the host tier.
   uint64_t DemoteOnce() ABSL_LOCKS_EXCLUDED(mu_);
   // Runs the GPU migrator until `stop` is notified: keeps every GPU arena under its high

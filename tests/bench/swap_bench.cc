@@ -138,7 +138,7 @@ SwapFigures MeasureSwap(const std::string& dir, uint64_t total, uint64_t size, i
       int head = -1;
       std::memcpy(&head, p, sizeof(head));
       if (head != i || p[size - 1] != (i & 0xFF)) Die("swap-in returned wrong bytes");
-      Check(st.Delete("", keys[i]), "delete");
+      Check(st.Delete(session, "", keys[i]), "delete");
     }
   }
   return {Median(outs), Median(ins)};

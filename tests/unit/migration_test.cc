@@ -169,7 +169,7 @@ TEST_P(MigrationTest, PromotionServesEveryByteAndRedemotionWritesNothing) {
   }
   const uint64_t swap_used = store_->Stats().ssd.used_bytes;
   ASSERT_TRUE(store_->Stat("", "t0")->on_ssd);
-  ASSERT_TRUE(store_->Delete("", "t0").ok());
+  ASSERT_TRUE(store_->Delete(session_, "", "t0").ok());
   EXPECT_EQ(store_->Stats().ssd.used_bytes, swap_used - kMiB) << "Delete frees the SSD extent";
 }
 

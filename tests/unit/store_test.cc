@@ -78,7 +78,7 @@ TEST_F(StoreTest, LifeCycleCreateSealGetReleaseDelete) {
   uint64_t lease = (*got)[0].lease_id;
   EXPECT_TRUE(store_->Release(session_, {&lease, 1}).ok());
   EXPECT_EQ(store_->Release(session_, {&lease, 1}).code(), absl::StatusCode::kNotFound);
-  EXPECT_TRUE(store_->Delete("", "t").ok());
+  EXPECT_TRUE(store_->Delete(session_, "", "t").ok());
   EXPECT_EQ(store_->Stat("", "t").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->Stats().used_bytes, 0u);
 }
@@ -92,12 +92,21 @@ TEST_F(StoreTest, StateErrorsHaveTheDesignedCodes) {
   ASSERT_TRUE(got.ok());
   EXPECT_EQ((*got)[0].status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ((*got)[1].status.code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(store_->Delete("", "u").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->Delete(session_, "", "u").code(), absl::StatusCode::kFailedPrecondition);
   std::string other = *store_->OpenSession("other");
   EXPECT_EQ(store_->Seal(other, "", "u").code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(store_->Abort(other, "", "u").code(), absl::StatusCode::kPermissionDenied);
+  // A CUDA event changes none of these codes (the event only matters for a GPU tensor).
+  const std::string event(64, 'e');
+  EXPECT_EQ(store_->Seal(other, "", "u", event).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(store_->Seal(session_, "", "u", event).code(), absl::StatusCode::kInvalidArgument)
+      << "an event on a host tensor";
   ASSERT_TRUE(store_->Seal(session_, "", "u").ok());
   EXPECT_EQ(store_->Seal(session_, "", "u").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->Seal(session_, "", "u", event).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->Delete("no-such-session", "", "u").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(store_->Stat("", "u").ok()) << "a Delete without a session deletes nothing";
   EXPECT_EQ(store_->Abort(session_, "", "u").code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store_->Create("no-such-session", Params("v", 10)).status().code(),
             absl::StatusCode::kFailedPrecondition);
@@ -122,7 +131,7 @@ TEST_F(StoreTest, ReleaseOfAnotherSessionsLeaseFailsAndReleasesNothing) {
 TEST_F(StoreTest, DeleteWhileLeasedKeepsBytesUntilRelease) {
   TensorInfo info = Put("t", 4096, 0x5A);
   uint64_t lease = Lease("t");
-  ASSERT_TRUE(store_->Delete("", "t").ok());
+  ASSERT_TRUE(store_->Delete(session_, "", "t").ok());
   EXPECT_EQ(store_->Stat("", "t").status().code(), absl::StatusCode::kNotFound);
   // The key is free again, but the leased bytes must not be reused or zeroed.
   Put("t", 4096, 0x11);
@@ -134,7 +143,7 @@ TEST_F(StoreTest, DeleteWhileLeasedKeepsBytesUntilRelease) {
 TEST_F(StoreTest, FreedMemoryIsZeroedBeforeReuse) {
   TensorInfo a = Put("a", kMiB, 0xFF);  // fixed pool block
   EXPECT_EQ(a.pool, "block");
-  ASSERT_TRUE(store_->Delete("", "a").ok());
+  ASSERT_TRUE(store_->Delete(session_, "", "a").ok());
   auto b = store_->Create(session_, Params("b", kMiB));
   ASSERT_TRUE(b.ok());
   const uint8_t* p = store_->Address(b->location);
