@@ -15,6 +15,7 @@
 #include "daemon/service/metrics.h"
 #include "daemon/service/tensord_service.h"
 #include "daemon/store/store.h"
+#include "daemon/store/validation.h"
 #include "daemon/tiers/gpu_tier.h"
 #include "daemon/tiers/host_tier.h"
 #include "daemon/tiers/ssd_tier.h"
@@ -113,7 +114,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + d->socket_path_, grpc::InsecureServerCredentials());
   builder.RegisterService(d->service_.get());
-  builder.SetMaxReceiveMessageSize(16 << 20);
+  // No valid request is larger (a Get of 4096 keys of 1 KiB); a larger one is refused before it
+  // is parsed, with RESOURCE_EXHAUSTED.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(store::kMaxRequestBytes));
   const mode_t old_umask = umask(0077);  // no window in which the socket is world-connectable
   d->server_ = builder.BuildAndStart();
   umask(old_umask);
@@ -136,9 +139,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   if (const uint64_t usec = notify::WatchdogUsec(); usec > 0) {
     d->watchdog_ = std::thread([raw = d.get(), usec] { raw->FeedWatchdog(usec); });
   }
-  if (d->ssd_ != nullptr) {
-    d->migrator_ = std::thread([raw = d.get()] { raw->store_->RunMigrator(&raw->migrator_stop_); });
-  }
+  // Always: without an SSD tier it still reads system pressure for the stats.
+  d->migrator_ = std::thread([raw = d.get()] { raw->store_->RunMigrator(&raw->migrator_stop_); });
   if (d->gpu_ != nullptr) {
     d->gpu_migrator_ =
         std::thread([raw = d.get()] { raw->store_->RunGpuMigrator(&raw->migrator_stop_); });

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <xxhash.h>
 
+#include <cstdio>
 #include <cstring>
 #include <functional>
 
@@ -87,6 +88,26 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
     if (!st.ok()) return st;
     return grpc::Status(static_cast<StatusCode>(resp.results(0).code()), resp.results(0).message());
   };
+  auto del = [&](const std::string& session, const std::string& key) {
+    v1::DeleteRequest r;
+    r.set_session_id(session);
+    r.set_key(key);
+    return call(&v1::Tensord::Stub::Delete, r, v1::DeleteResponse());
+  };
+  // Returns the status an Attach with `name` ends with (OK if it was welcomed).
+  auto attach = [&](const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::AttachRequest r;
+    r.set_client_name(name);
+    auto stream = stub.Attach(&ctx, r);
+    v1::AttachEvent ev;
+    if (stream->Read(&ev)) {
+      ctx.TryCancel();
+      stream->Finish().IgnoreError();
+      return grpc::Status::OK;
+    }
+    return stream->Finish();
+  };
   auto release = [&](const std::string& session, std::vector<uint64_t> ids) {
     v1::ReleaseRequest r;
     r.set_session_id(session);
@@ -120,6 +141,21 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
       {"key with NUL", modified([](auto& r) { r.set_key(std::string("a\0b", 3)); }),
        StatusCode::INVALID_ARGUMENT},
       {"key not UTF-8", modified([](auto& r) { r.set_key("\xFF\xFE"); }),
+       StatusCode::INVALID_ARGUMENT},
+      // Not strict UTF-8 (RFC 3629), each of which a strict proto3 parser refuses in a string.
+      {"key with an overlong 3-byte form", modified([](auto& r) { r.set_key("k\xE0\x80\x80"); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"key with an overlong 4-byte form",
+       modified([](auto& r) { r.set_key("k\xF0\x80\x80\x80"); }), StatusCode::INVALID_ARGUMENT},
+      {"key with a UTF-16 surrogate", modified([](auto& r) { r.set_key("k\xED\xA0\x80"); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"key above U+10FFFF", modified([](auto& r) { r.set_key("k\xF4\x90\x80\x80"); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"key with lead byte F5", modified([](auto& r) { r.set_key("k\xF5\x80\x80\x80"); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"key with a C1 control (U+0085)", modified([](auto& r) { r.set_key("k\xC2\x85"); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"pool name not UTF-8", modified([](auto& r) { r.set_pool("p\xED\xA0\x80"); }),
        StatusCode::INVALID_ARGUMENT},
       {"bad namespace", modified([](auto& r) { r.set_ns("../etc"); }),
        StatusCode::INVALID_ARGUMENT},
@@ -179,6 +215,25 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
          return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
        },
        StatusCode::INVALID_ARGUMENT},
+      // With a CUDA event, the same codes as without one, in the same order.
+      {"seal of another session's create with a CUDA event",
+       [&] {
+         v1::SealRequest r;
+         r.set_session_id(other.id);
+         r.set_key("open");
+         r.set_cuda_event(std::string(64, 'e'));
+         return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
+       },
+       StatusCode::PERMISSION_DENIED},
+      {"seal of a sealed tensor with a CUDA event",
+       [&] {
+         v1::SealRequest r;
+         r.set_session_id(s.id);
+         r.set_key("sealed");
+         r.set_cuda_event(std::string(64, 'e'));
+         return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
+       },
+       StatusCode::FAILED_PRECONDITION},
       {"seal with a malformed CUDA event",
        [&] {
          v1::SealRequest r;
@@ -237,20 +292,31 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
        },
        StatusCode::INVALID_ARGUMENT},
       {"release of nothing", [&] { return release(s.id, {}); }, StatusCode::INVALID_ARGUMENT},
-      {"delete of an unsealed tensor",
-       [&] {
-         v1::DeleteRequest r;
-         r.set_key("open");
-         return call(&v1::Tensord::Stub::Delete, r, v1::DeleteResponse());
-       },
+      {"delete of an unsealed tensor", [&] { return del(s.id, "open"); },
        StatusCode::FAILED_PRECONDITION},
-      {"delete of a missing key",
+      {"delete of a missing key", [&] { return del(s.id, "missing"); }, StatusCode::NOT_FOUND},
+      {"delete without a session", [&] { return del("", "sealed"); },
+       StatusCode::FAILED_PRECONDITION},
+      {"delete with a forged session", [&] { return del(std::string(32, 'a'), "sealed"); },
+       StatusCode::FAILED_PRECONDITION},
+      {"delete of a key that is not UTF-8", [&] { return del(s.id, "k\xED\xA0\x80"); },
+       StatusCode::INVALID_ARGUMENT},
+      {"get of a missing key that is not UTF-8", [&] { return get({"k\xF4\x90\x80\x80"}); },
+       StatusCode::INVALID_ARGUMENT},
+      {"stat of a key that is not UTF-8",
        [&] {
-         v1::DeleteRequest r;
-         r.set_key("missing");
-         return call(&v1::Tensord::Stub::Delete, r, v1::DeleteResponse());
+         v1::StatRequest r;
+         r.set_key("k\xE0\x80\x80");
+         return call(&v1::Tensord::Stub::Stat, r, v1::TensorMeta());
        },
-       StatusCode::NOT_FOUND},
+       StatusCode::INVALID_ARGUMENT},
+      {"attach with a 4000-byte client name", [&] { return attach(std::string(4000, 'n')); },
+       StatusCode::INVALID_ARGUMENT},
+      {"attach with a client name that is not UTF-8", [&] { return attach("n\xC0\xAF"); },
+       StatusCode::INVALID_ARGUMENT},
+      {"a request larger than any valid one (5 MiB key)",
+       modified([](auto& r) { r.set_key(std::string(5 << 20, 'k')); }),
+       StatusCode::RESOURCE_EXHAUSTED},
       {"list with too large a limit",
        [&] {
          v1::ListRequest r;
@@ -276,11 +342,49 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
 
   // The lease other.id tried to release is still ours and still works.
   EXPECT_TRUE(release(s.id, {lease}).ok());
+  // The Deletes without a valid session deleted nothing.
+  EXPECT_TRUE(get({"sealed"}).ok()) << "a Delete without a session removed the tensor";
+  EXPECT_TRUE(attach(std::string(128, 'n')).ok()) << "128 bytes is a valid client name";
+  // A batch with a good and a bad key: the good one is leased, the bad one refused, and the whole
+  // response parses (a key that is not UTF-8 never reaches a string field or a message).
+  v1::GetResponse mixed;
+  ASSERT_TRUE(get({"sealed", "k\xED\xA0\x80"}, v1::TIER_ANY, &mixed).ok());
+  ASSERT_EQ(mixed.results_size(), 2);
+  EXPECT_EQ(mixed.results(1).code(), static_cast<int>(StatusCode::INVALID_ARGUMENT));
+  EXPECT_TRUE(release(s.id, {mixed.results(0).lease_id()}).ok());
+  // Nothing the bad requests sent poisons List of the namespace.
+  EXPECT_TRUE(call(&v1::Tensord::Stub::List, v1::ListRequest(), v1::ListResponse()).ok());
   // The daemon still serves, and nothing happened to the victim.
   EXPECT_TRUE(create(GoodCreate(s.id, "after")).ok());
   EXPECT_TRUE((*victim_client)->Ping().ok());
   EXPECT_EQ(XXH3_64bits(victim_lease->data(), victim_lease->nbytes()), victim_hash);
   EXPECT_TRUE(IsServing(d.socket()));
+}
+
+TEST(BadRequests, TheLargestValidRequestIsAccepted) {
+  Daemon d({"--host-capacity", "64MiB", "--set", "gpu.mode=off"});
+  ASSERT_TRUE(d.ok());
+  // Its answer (4096 NOT_FOUND messages quoting the keys) exceeds gRPC's default 4 MiB.
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  auto stub = v1::Tensord::NewStub(
+      grpc::CreateCustomChannel("unix:" + d.socket(), grpc::InsecureChannelCredentials(), args));
+  RawSession s(*stub);
+  v1::GetRequest r;
+  r.set_session_id(s.id);
+  r.set_ns(std::string(128, 'n'));
+  for (int i = 0; i < 4096; ++i) {
+    std::string key(1024, 'k');
+    std::snprintf(key.data(), 8, "%06d", i);
+    key[6] = 'k';
+    r.add_keys(key);
+  }
+  grpc::ClientContext ctx;
+  v1::GetResponse resp;
+  grpc::Status st = stub->Get(&ctx, r, &resp);
+  ASSERT_TRUE(st.ok()) << r.ByteSizeLong() << " bytes: " << st.error_message();
+  ASSERT_EQ(resp.results_size(), 4096);
+  EXPECT_EQ(resp.results(4095).code(), static_cast<int>(StatusCode::NOT_FOUND));
 }
 
 TEST(BadRequests, ClientLibraryForbidsWriteAfterSeal) {
