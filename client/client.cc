@@ -330,10 +330,15 @@ Stats FromProto(const v1::Stats& response) {
                          w.fragmentation()};
   }
   const v1::PressureStats& p = response.pressure();
-  out.pressure =
-      PressureStats{p.host_used_ratio(),     p.high_watermark(),     p.low_watermark(),
-                    p.mem_available_bytes(), p.psi_some_avg10(),     p.psi_full_avg10(),
-                    p.gpu_used_ratio(),      p.gpu_high_watermark(), p.gpu_low_watermark()};
+  out.pressure.host_used_ratio = p.host_used_ratio();
+  out.pressure.high_watermark = p.high_watermark();
+  out.pressure.low_watermark = p.low_watermark();
+  if (p.has_mem_available_bytes()) out.pressure.mem_available_bytes = p.mem_available_bytes();
+  if (p.has_psi_some_avg10()) out.pressure.psi_some_avg10 = p.psi_some_avg10();
+  if (p.has_psi_full_avg10()) out.pressure.psi_full_avg10 = p.psi_full_avg10();
+  out.pressure.gpu_used_ratio = p.gpu_used_ratio();
+  out.pressure.gpu_high_watermark = p.gpu_high_watermark();
+  out.pressure.gpu_low_watermark = p.gpu_low_watermark();
   for (const v1::GpuStats& g : response.gpus()) {
     out.gpus.push_back(GpuStats{g.gpu(), g.model(), g.arena_bytes(), g.used_bytes(),
                                 g.device_free_bytes(), g.device_total_bytes(), g.host_pinned()});

@@ -346,6 +346,7 @@ class PyClient {
     pd["host_used_ratio"] = pr.host_used_ratio;
     pd["high_watermark"] = pr.high_watermark;
     pd["low_watermark"] = pr.low_watermark;
+    // None where the daemon's kernel gives no reading.
     pd["mem_available_bytes"] = pr.mem_available_bytes;
     pd["psi_some_avg10"] = pr.psi_some_avg10;
     pd["psi_full_avg10"] = pr.psi_full_avg10;

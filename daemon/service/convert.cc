@@ -104,9 +104,14 @@ void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out)
                                                          static_cast<double>(stats.capacity_bytes));
   p->set_high_watermark(stats.high_watermark);
   p->set_low_watermark(stats.low_watermark);
-  p->set_mem_available_bytes(stats.system.mem_available_bytes);
-  p->set_psi_some_avg10(stats.system.psi_some_avg10);
-  p->set_psi_full_avg10(stats.system.psi_full_avg10);
+  // Unset (not 0) where the kernel gives no reading: 0 would say "out of memory".
+  if (stats.system.mem_available_known) {
+    p->set_mem_available_bytes(stats.system.mem_available_bytes);
+  }
+  if (stats.system.psi_available) {
+    p->set_psi_some_avg10(stats.system.psi_some_avg10);
+    p->set_psi_full_avg10(stats.system.psi_full_avg10);
+  }
   if (stats.gpu_present) {
     p->set_gpu_used_ratio(stats.gpu_capacity_bytes == 0
                               ? 0.0

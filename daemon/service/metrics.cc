@@ -158,7 +158,11 @@ std::vector<prometheus::MetricFamily> StatsToMetrics(const v1::Stats& stats) {
     } else if (rr->HasField(stats, top)) {  // an absent swap section: no samples
       const pb::Message& m = rr->GetMessage(stats, top);
       const pb::FieldDescriptor* f = m.GetDescriptor()->FindFieldByName(path[1]);
-      if (f != nullptr) fam.metric.push_back(Sample(s.type, Number(m, f) * s.scale, LabelsOf(m)));
+      // An optional reading left unset (no PSI on this kernel): no sample, rather than a 0.
+      const bool unset = f != nullptr && f->has_presence() && !m.GetReflection()->HasField(m, f);
+      if (f != nullptr && !unset) {
+        fam.metric.push_back(Sample(s.type, Number(m, f) * s.scale, LabelsOf(m)));
+      }
     }
     if (!fam.metric.empty()) families.push_back(std::move(fam));
   }

@@ -332,7 +332,7 @@ uint64_t Store::DemoteOnce() {
     const auto [used, capacity] = HostUsage();
     const auto high = static_cast<uint64_t>(options_.high_watermark * capacity);
     const auto low = static_cast<uint64_t>(options_.low_watermark * capacity);
-    const bool system_short = options_.min_mem_available > 0 && system_.mem_available_bytes > 0 &&
+    const bool system_short = options_.min_mem_available > 0 && system_.mem_available_known &&
                               system_.mem_available_bytes < options_.min_mem_available;
     uint64_t target = used > high ? used - low : 0;
     if (system_short) target = std::max<uint64_t>(target, used > low ? used - low : 0);
@@ -459,19 +459,28 @@ absl::StatusOr<std::string> Store::Evict(absl::string_view ns, absl::string_view
   return outcome;
 }
 
+void Store::ReadPressure() {
+  const tiers::SystemPressure p = tiers::ReadSystemPressure();
+  absl::MutexLock lock(&mu_);
+  system_ = p;
+}
+
 void Store::RunMigrator(absl::Notification* stop) {
-  if (ssd_ == nullptr) return;
   absl::Time last_read = absl::InfinitePast(), last_probe = absl::Now();
   while (!stop->HasBeenNotified()) {
+    // System pressure is read whatever tiers exist: operators query it over GetStats and
+    // Prometheus even when there is nothing to demote to.
+    if (absl::Now() - last_read >= kPressureReadEvery) {
+      ReadPressure();
+      last_read = absl::Now();
+    }
+    if (ssd_ == nullptr) {
+      stop->WaitForNotificationWithTimeout(kPressureReadEvery);
+      continue;
+    }
     if (absl::Now() - last_probe >= options_.swap_probe_interval) {
       last_probe = absl::Now();
       if (ssd_->degraded()) ssd_->Probe();
-    }
-    if (absl::Now() - last_read >= kPressureReadEvery) {
-      const tiers::SystemPressure p = tiers::ReadSystemPressure();
-      absl::MutexLock lock(&mu_);
-      system_ = p;
-      last_read = absl::Now();
     }
     if (DemoteOnce() > 0) continue;
     absl::MutexLock lock(&mu_);

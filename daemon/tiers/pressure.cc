@@ -25,6 +25,7 @@ SystemPressure ReadSystemPressure(const std::string& psi_path, const std::string
     unsigned long long kb = 0;
     if (std::sscanf(line.c_str(), "MemAvailable: %llu kB", &kb) == 1) {
       p.mem_available_bytes = kb * 1024;
+      p.mem_available_known = true;
       break;
     }
   }

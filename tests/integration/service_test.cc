@@ -285,6 +285,21 @@ TEST(Service, PrometheusEndpointServesTheStats) {
             m["tensord_tier_capacity_bytes{tier=\"host\"}"]);
   EXPECT_EQ(m["tensord_tier_present{tier=\"ssd\"}"], 0);
   EXPECT_GT(m["tensord_uptime_seconds"], 0);
+  // No SSD tier here: system pressure is read all the same, over Prometheus, GetStats and
+  // tensorctl (it once read 0 B, a machine apparently out of memory).
+  EXPECT_GT(m["tensord_system_memory_available_bytes"], 0);
+  auto stats = (*c)->GetStats();
+  ASSERT_TRUE(stats.ok());
+  ASSERT_TRUE(stats->pressure.mem_available_bytes.has_value());
+  EXPECT_GT(*stats->pressure.mem_available_bytes, 0u);
+  const bool psi = std::ifstream("/proc/pressure/memory").good();
+  EXPECT_EQ(stats->pressure.psi_some_avg10.has_value(), psi) << "PSI readable here: " << psi;
+  EXPECT_EQ(m.contains("tensord_system_memory_pressure_some_ratio"), psi);
+  const CommandResult ctl =
+      RunCommand(std::string(TENSORCTL_BIN) + " --socket " + d.socket() + " stats");
+  EXPECT_EQ(ctl.rc, 0) << ctl.out;
+  EXPECT_EQ(ctl.out.find("MemAvailable 0 B"), std::string::npos) << ctl.out;
+  EXPECT_EQ(ctl.out.find("MemAvailable not available"), std::string::npos) << ctl.out;
   { auto gone = std::move(*lease); }
   EXPECT_EQ(Scrape(port)["tensord_leases"], 0) << "the metrics follow the store";
 }

@@ -107,5 +107,19 @@ TEST(Metrics, ValuesLabelsAndUnits) {
   EXPECT_EQ(without.find("tensord_swap_"), std::string::npos) << "no SSD tier, no swap metrics";
 }
 
+TEST(Metrics, AReadingThatIsNotAvailableHasNoSampleRatherThanZero) {
+  v1::Stats s = Sample();  // PSI set, MemAvailable unset (a kernel without it)
+  const std::string text = prometheus::TextSerializer().Serialize(StatsToMetrics(s));
+  EXPECT_EQ(text.find("tensord_system_memory_available_bytes"), std::string::npos)
+      << "an unset MemAvailable must not read as 0 bytes free\n"
+      << text;
+  s.mutable_pressure()->set_mem_available_bytes(uint64_t{3} << 30);
+  s.mutable_pressure()->clear_psi_some_avg10();
+  const std::string set = prometheus::TextSerializer().Serialize(StatsToMetrics(s));
+  EXPECT_NE(set.find("tensord_system_memory_available_bytes 3221225472\n"), std::string::npos)
+      << set;
+  EXPECT_EQ(set.find("tensord_system_memory_pressure_some_ratio"), std::string::npos) << set;
+}
+
 }  // namespace
 }  // namespace tensord::service

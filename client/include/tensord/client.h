@@ -24,6 +24,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -111,8 +112,9 @@ struct SwapStats {
 // Host memory pressure as the migrator sees it.
 struct PressureStats {
   double host_used_ratio = 0, high_watermark = 0, low_watermark = 0;
-  uint64_t mem_available_bytes = 0;
-  double psi_some_avg10 = 0, psi_full_avg10 = 0;  // /proc/pressure/memory, percent
+  // System readings; nullopt where the daemon's kernel gives none (not available is not 0).
+  std::optional<uint64_t> mem_available_bytes;
+  std::optional<double> psi_some_avg10, psi_full_avg10;  // /proc/pressure/memory, percent
   double gpu_used_ratio = 0, gpu_high_watermark = 0, gpu_low_watermark = 0;
 };
 

@@ -167,3 +167,15 @@ def test_ttl_and_delete(daemon):
         c.put("gone", np.zeros(8))
         c.delete("gone")
         assert c.ls("gone") == []
+
+
+def test_stats_read_system_pressure_without_an_ssd_tier(daemon):
+    # The default daemon has no SSD tier; MemAvailable once read 0 there.
+    with tensord.Client(daemon) as c:
+        pressure = c.stats()["pressure"]
+    assert isinstance(pressure["mem_available_bytes"], int)
+    assert pressure["mem_available_bytes"] > 0
+    if os.path.exists("/proc/pressure/memory"):
+        assert isinstance(pressure["psi_some_avg10"], float)
+    else:
+        assert pressure["psi_some_avg10"] is None, "no PSI here: not available, not 0"
