@@ -20,6 +20,7 @@ PACKAGES=(
   prometheus-cpp-dev                 # the /metrics endpoint
   libsystemd-dev systemd             # sd_notify (Type=notify), systemd-analyze verify
   systemd-container debootstrap dpkg-dev  # the packaged-service test (nspawn) and CPack .deb
+  lintian help2man                   # Debian's checks of the .deb; man pages from --help
 )
 
 missing=()

@@ -21,6 +21,14 @@ test -f "$prefix/lib/systemd/system/tensord.service"
 grep -q "ExecStart=$prefix/bin/tensord --config $prefix/etc/tensord/tensord.toml" \
   "$prefix/lib/systemd/system/tensord.service"
 
+# Nothing from this build machine's CUDA toolkit reaches a consumer's link line: the CUDA
+# runtime's objects are inside libtensord_common.a.
+if grep -qi cuda "$prefix/lib/pkgconfig/tensord.pc" "$prefix"/lib/cmake/tensord/*.cmake; then
+  echo "consumer_test: the installed tensord.pc or CMake files name CUDA:" >&2
+  grep -i cuda "$prefix/lib/pkgconfig/tensord.pc" "$prefix"/lib/cmake/tensord/*.cmake >&2
+  exit 1
+fi
+
 cmake -S "$here/consumer" -B "$work/cmake-build" -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_BUILD_TYPE=Release >"$work/configure.log"
 cmake --build "$work/cmake-build" >"$work/build.log"
