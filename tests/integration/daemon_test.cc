@@ -4,13 +4,13 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/shm_segment.h"
 #include "grpcpp/grpcpp.h"
 #include "tensord/client.h"
 #include "tests/integration/harness.h"
@@ -44,6 +44,27 @@ Stats StatsOf(Client& c) {
   return s.ok() ? *s : Stats{};
 }
 
+// Returns the shared-memory names of `d`'s own segments, as its Welcome lists them. Tests run in
+// parallel: /dev/shm also holds other daemons' segments, which no test may count as its own.
+std::vector<std::string> SegmentNames(Daemon& d) {
+  grpc::ClientContext ctx;
+  auto stream = d.stub().Attach(&ctx, v1::AttachRequest());
+  v1::AttachEvent ev;
+  std::vector<std::string> names;
+  if (stream->Read(&ev)) {
+    for (const v1::Segment& s : ev.welcome().segments()) names.push_back(s.shm_name());
+  }
+  ctx.TryCancel();
+  stream->Finish().IgnoreError();
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Returns the path under /dev/shm of a POSIX shm name ("/tensord.x" or "tensord.x").
+std::string ShmPath(const std::string& name) {
+  return "/dev/shm/" + (name.starts_with('/') ? name.substr(1) : name);
+}
+
 uint64_t HostUsed(const Stats& s) {
   for (const TierStats& t : s.tiers) {
     if (t.tier == Tier::kHost) return t.used_bytes;
@@ -73,23 +94,21 @@ TEST(Daemon, SegmentsAreOwnerOnlyAndRemovedOnCleanStop) {
   auto c = Connect(*d);
   auto t = c->Create("x", DType::kUInt8, {4096});
   ASSERT_TRUE(t.ok());
-  std::string shm_path;
-  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+  const std::vector<std::string> names = SegmentNames(*d);
+  ASSERT_FALSE(names.empty());
+  auto [base, size] = c->SegmentMapping(t->info().location.arena);
+  ASSERT_NE(base, nullptr);
+  for (const std::string& name : names) {
     struct stat st;
-    const std::string name = e.path().filename();
-    if (name.rfind("tensord.", 0) != 0) continue;
-    auto [base, size] = c->SegmentMapping(t->info().location.arena);
-    ASSERT_NE(base, nullptr);
-    if (::stat(e.path().c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) == size) {
-      EXPECT_EQ(st.st_mode & 0777, 0600u) << name;
-      shm_path = e.path();
-    }
+    ASSERT_EQ(::stat(ShmPath(name).c_str(), &st), 0) << name;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << name;
   }
-  ASSERT_FALSE(shm_path.empty());
   t = absl::CancelledError();  // drops the writable tensor (aborts it)
   c.reset();
   EXPECT_EQ(d->Stop(), 0);
-  EXPECT_FALSE(std::filesystem::exists(shm_path)) << "segment left behind after clean stop";
+  for (const std::string& name : names) {
+    EXPECT_FALSE(std::filesystem::exists(ShmPath(name))) << name << " left behind after clean stop";
+  }
   EXPECT_FALSE(std::filesystem::exists(d->socket()));
 }
 
@@ -99,15 +118,22 @@ TEST(Daemon, StaleSegmentsOfACrashedInstanceAreRemovedAtStart) {
   {
     Daemon d({"--host-capacity", "64MiB"}, run_dir);
     ASSERT_TRUE(d.ok());
-    before = ShmSegment::ListOwned("tensord.");
+    before = SegmentNames(d);
+    ASSERT_FALSE(before.empty());
     d.KillHard();
   }
-  std::vector<std::string> left = ShmSegment::ListOwned("tensord.");
-  ASSERT_EQ(left, before) << "kill -9 leaves its segments (that is what is being cleaned)";
+  for (const std::string& name : before) {
+    ASSERT_TRUE(std::filesystem::exists(ShmPath(name)))
+        << name << ": kill -9 leaves its segments (that is what is being cleaned)";
+  }
   Daemon again({"--host-capacity", "64MiB"}, run_dir);
   ASSERT_TRUE(again.ok());
   for (const std::string& name : before) {
-    EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + name)) << name << " was not removed";
+    EXPECT_FALSE(std::filesystem::exists(ShmPath(name))) << name << " was not removed";
+  }
+  for (const std::string& name : SegmentNames(again)) {
+    EXPECT_TRUE(std::find(before.begin(), before.end(), name) == before.end())
+        << name << ": the new instance's segments are new";
   }
 }
 
