@@ -3,7 +3,8 @@
 #   deploy/quickstart.sh run  [tensord flags...]   install, build, run the daemon in the foreground
 #   deploy/quickstart.sh test [--sanitize address,undefined|thread]
 #                                                 install, build, run every test
-# Builds go to build/ (or build-<sanitizer>/), with Ninja and -j2 by default (JOBS=N overrides).
+# Builds go to build/ (or build-<sanitizer>/), with Ninja and -j2 by default (JOBS=N overrides);
+# ctest runs two tests at a time (CTEST_JOBS=N overrides).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
@@ -43,7 +44,8 @@ case $mode in
       export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
     fi
     cd "$build_dir"
-    ctest --output-on-failure --timeout 600 -j 1
+    # Tests are independent (own run directories, sockets, ports, segments): two at a time.
+    ctest --output-on-failure --timeout 600 -j "${CTEST_JOBS:-2}"
     ;;
   *)
     sed -n '2,7p' "$0"

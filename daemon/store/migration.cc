@@ -460,7 +460,8 @@ absl::StatusOr<std::string> Store::Evict(absl::string_view ns, absl::string_view
 }
 
 void Store::ReadPressure() {
-  const tiers::SystemPressure p = tiers::ReadSystemPressure();
+  const tiers::SystemPressure p =
+      options_.read_pressure ? options_.read_pressure() : tiers::ReadSystemPressure();
   absl::MutexLock lock(&mu_);
   system_ = p;
 }

@@ -36,7 +36,7 @@ Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, t
       options_(options),
       eviction_(std::make_unique<policy::LruPolicy>()),
       gpu_eviction_(std::make_unique<policy::LruPolicy>()),
-      system_(tiers::ReadSystemPressure()) {}
+      system_(options_.read_pressure ? options_.read_pressure() : tiers::ReadSystemPressure()) {}
 
 Store::~Store() = default;
 

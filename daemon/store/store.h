@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -115,6 +116,8 @@ struct StoreOptions {
   // at start; demotion inside a fixed arena cannot give memory back to other processes.)
   double gpu_high_watermark = 0.90;
   double gpu_low_watermark = 0.75;
+  // Reads system pressure (PSI, MemAvailable); empty: tiers::ReadSystemPressure. For tests.
+  std::function<tiers::SystemPressure()> read_pressure;
 };
 
 class Store {

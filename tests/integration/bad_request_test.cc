@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 
+#include "google/protobuf/stubs/common.h"
 #include "grpcpp/grpcpp.h"
 #include "tensord/client.h"
 #include "tests/integration/harness.h"
@@ -337,6 +338,10 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
     EXPECT_EQ(st.error_code(), row.want) << row.what << ": got '" << st.error_message() << "'";
     if (!st.ok()) {
       EXPECT_FALSE(st.error_message().empty()) << row.what << ": no message";
+      // A message never echoes client bytes that are not text (strict clients decode it).
+      EXPECT_TRUE(google::protobuf::internal::IsStructurallyValidUTF8(
+          st.error_message().data(), static_cast<int>(st.error_message().size())))
+          << row.what << ": message is not UTF-8";
     }
   }
 

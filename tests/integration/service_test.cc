@@ -182,7 +182,7 @@ TEST(Service, SighupAppliesAReloadableSetting) {
   ASSERT_TRUE(lease.ok());
   std::ofstream(file) << "[daemon]\ndrain_timeout_ms = 0\n";
   daemon.Kill(SIGHUP);
-  std::this_thread::sleep_for(milliseconds(300));
+  std::this_thread::sleep_for(milliseconds(1000));  // the reload, even on a loaded machine
   daemon.Kill(SIGTERM);
   EXPECT_EQ(daemon.WaitFor(milliseconds(5000)), 0) << "the reloaded drain timeout applies";
 }

@@ -51,7 +51,9 @@ class ConfigFile : public ::testing::Test {
     return path_;
   }
   void TearDown() override { unlink(path_.c_str()); }
-  std::string path_ = ::testing::TempDir() + "/tensord_config_test.toml";
+  // One file per test process: ctest runs tests in parallel.
+  std::string path_ =
+      ::testing::TempDir() + "/tensord_config_test." + std::to_string(getpid()) + ".toml";
 };
 
 TEST_F(ConfigFile, ReadsEverySection) {

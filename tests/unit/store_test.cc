@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -26,8 +28,10 @@ class StoreTest : public ::testing::Test {
     auto tier = tiers::HostTier::Create(config, "tensord.unittest." + RandomHex(4) + ".");
     ASSERT_TRUE(tier.ok()) << tier.status();
     host_ = *std::move(tier);
-    store_ = std::make_unique<Store>(host_.get(), StoreOptions{/*max_leases_per_session=*/8,
-                                                               /*max_sessions=*/3});
+    StoreOptions options;
+    options.max_leases_per_session = 8;
+    options.max_sessions = 3;
+    store_ = std::make_unique<Store>(host_.get(), options);
     session_ = *store_->OpenSession("test");
   }
 
@@ -201,16 +205,40 @@ TEST_F(StoreTest, LeaseQuotaPerSession) {
   EXPECT_EQ((*out)[0].status.code(), absl::StatusCode::kResourceExhausted);
 }
 
+TEST_F(StoreTest, WithoutAnSsdTierTheMigratorStillReadsPressureAndStops) {
+  std::atomic<int> reads{0};
+  StoreOptions options;
+  options.read_pressure = [&reads] {
+    tiers::SystemPressure p;
+    p.mem_available_known = true;
+    p.mem_available_bytes = uint64_t{1000} * static_cast<uint64_t>(++reads);
+    return p;
+  };
+  Store store(host_.get(), options);  // no SSD tier
+  const uint64_t first = store.Stats().system.mem_available_bytes;
+  EXPECT_EQ(first, 1000u) << "read once at construction";
+  absl::Notification stop;
+  std::thread migrator([&] { store.RunMigrator(&stop); });
+  const auto start = std::chrono::steady_clock::now();
+  while (reads.load() < 3 && std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE(reads.load(), 3) << "the migrator reads pressure every 100 ms without an SSD tier";
+  EXPECT_GT(store.Stats().system.mem_available_bytes, first) << "and the stats follow";
+  stop.Notify();
+  migrator.join();  // returns once stopped (a hang here is the failure)
+}
+
 TEST_F(StoreTest, TtlExpiresAfterSealButLeasedBytesSurvive) {
   CreateParams p = Params("ttl", 4096);
-  p.ttl_ms = 50;
+  p.ttl_ms = 300;  // room for Seal and Lease on a loaded machine (tests run in parallel)
   auto info = store_->Create(session_, p);
   ASSERT_TRUE(info.ok());
   std::memset(store_->Address(info->location), 0x42, 4096);
   ASSERT_TRUE(store_->Seal(session_, "", "ttl").ok());
-  EXPECT_EQ(store_->Stat("", "ttl")->ttl_ms, 50);
+  EXPECT_EQ(store_->Stat("", "ttl")->ttl_ms, 300);
   uint64_t lease = Lease("ttl");
-  std::this_thread::sleep_for(std::chrono::milliseconds(80));
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
   EXPECT_EQ(store_->Stat("", "ttl").status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(store_->List("", "", 0)->tensors.empty());
   EXPECT_TRUE(store_->Create(session_, Params("ttl", 10)).ok()) << "an expired key is free";
