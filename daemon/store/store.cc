@@ -17,12 +17,6 @@ namespace {
 
 constexpr int kMaxEvictionRounds = 64;
 
-int64_t NowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 absl::Status UnknownSession() {
   return absl::FailedPreconditionError("unknown or closed session; Attach first");
 }
@@ -56,7 +50,11 @@ Store::Object* Store::FindObject(absl::string_view ns, absl::string_view key) {
   return it->second.get();
 }
 
-bool Store::Expired(const Object& o) {
+int64_t Store::NowUnixMs() const {
+  return (options_.clock != nullptr ? options_.clock : Clock::Real())->NowUnixMs();
+}
+
+bool Store::Expired(const Object& o) const {
   // Expired tensors stay in the table until ExpireLocked retires them, but are never served.
   return o.expiring && o.expiry_it->first <= NowUnixMs();
 }

@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "daemon/memory/allocator.h"
 #include "daemon/policy/eviction.h"
 #include "daemon/store/types.h"
@@ -116,6 +117,8 @@ struct StoreOptions {
   // at start; demotion inside a fixed arena cannot give memory back to other processes.)
   double gpu_high_watermark = 0.90;
   double gpu_low_watermark = 0.75;
+  // The clock TTLs and expiry run on (borrowed; nullptr: real time). Tests pass a FakeClock.
+  const Clock* clock = nullptr;
   // Reads system pressure (PSI, MemAvailable); empty: tiers::ReadSystemPressure. For tests.
   std::function<tiers::SystemPressure()> read_pressure;
 };
@@ -289,7 +292,9 @@ class Store {
   Object* FindObject(absl::string_view ns, absl::string_view key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   TensorInfo Info(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  static bool Expired(const Object& o);
+  bool Expired(const Object& o) const;
+  // Now, on options_.clock.
+  int64_t NowUnixMs() const;
   // One attempt of Create under the lock. Sets *retry when it freed memory (eviction,
   // expiry) or waited for reclaiming, so the caller reclaims `frees` and tries again.
   absl::StatusOr<TensorInfo> CreateLocked(const std::string& session_id, const CreateParams& params,

@@ -31,6 +31,7 @@ class StoreTest : public ::testing::Test {
     StoreOptions options;
     options.max_leases_per_session = 8;
     options.max_sessions = 3;
+    options.clock = &clock_;  // TTLs move only when a test advances it
     store_ = std::make_unique<Store>(host_.get(), options);
     session_ = *store_->OpenSession("test");
   }
@@ -64,6 +65,7 @@ class StoreTest : public ::testing::Test {
     return (*out)[0].lease_id;
   }
 
+  FakeClock clock_;
   std::unique_ptr<tiers::HostTier> host_;
   std::unique_ptr<Store> store_;
   std::string session_;
@@ -231,14 +233,16 @@ TEST_F(StoreTest, WithoutAnSsdTierTheMigratorStillReadsPressureAndStops) {
 
 TEST_F(StoreTest, TtlExpiresAfterSealButLeasedBytesSurvive) {
   CreateParams p = Params("ttl", 4096);
-  p.ttl_ms = 300;  // room for Seal and Lease on a loaded machine (tests run in parallel)
+  p.ttl_ms = 50;
   auto info = store_->Create(session_, p);
   ASSERT_TRUE(info.ok());
   std::memset(store_->Address(info->location), 0x42, 4096);
   ASSERT_TRUE(store_->Seal(session_, "", "ttl").ok());
-  EXPECT_EQ(store_->Stat("", "ttl")->ttl_ms, 300);
+  EXPECT_EQ(store_->Stat("", "ttl")->ttl_ms, 50);
   uint64_t lease = Lease("ttl");
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  clock_.Advance(absl::Milliseconds(49));
+  EXPECT_TRUE(store_->Stat("", "ttl").ok()) << "not expired 1 ms before its TTL";
+  clock_.Advance(absl::Milliseconds(1));
   EXPECT_EQ(store_->Stat("", "ttl").status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(store_->List("", "", 0)->tensors.empty());
   EXPECT_TRUE(store_->Create(session_, Params("ttl", 10)).ok()) << "an expired key is free";
@@ -255,7 +259,8 @@ TEST_F(StoreTest, ExpireDueReclaimsWithoutOtherTraffic) {
   p.ttl_ms = 1;
   ASSERT_TRUE(store_->Create(session_, p).ok());
   ASSERT_TRUE(store_->Seal(session_, "", "short").ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(store_->ExpireDue(), 0u) << "not due yet";
+  clock_.Advance(absl::Milliseconds(1));
   EXPECT_EQ(store_->ExpireDue(), 1u);
   EXPECT_EQ(store_->Stats().used_bytes, 0u);
 }
