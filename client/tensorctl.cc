@@ -59,13 +59,12 @@ void PrintStatsOf(const tensord::Stats* stats) {
   const tensord::PressureStats& pr = stats->pressure;
   const std::string mem = pr.mem_available_bytes ? tensord::FormatBytes(*pr.mem_available_bytes)
                                                  : std::string("not available");
-  const std::string psi = pr.psi_some_avg10 ? absl::StrFormat("some %.2f%% full %.2f%%",
-                                                              *pr.psi_some_avg10,
-                                                              pr.psi_full_avg10.value_or(0))
-                                            : std::string("not available");
+  const std::string psi = pr.psi_some_avg10
+                              ? absl::StrFormat("some %.2f%% full %.2f%%", *pr.psi_some_avg10,
+                                                pr.psi_full_avg10.value_or(0))
+                              : std::string("not available");
   absl::PrintF("\nPRESSURE  host %.1f%% used (watermarks %.0f%%/%.0f%%)  MemAvailable %s  PSI %s\n",
-               100 * pr.host_used_ratio, 100 * pr.high_watermark, 100 * pr.low_watermark, mem,
-               psi);
+               100 * pr.host_used_ratio, 100 * pr.high_watermark, 100 * pr.low_watermark, mem, psi);
   for (const tensord::GpuStats& g : stats->gpus) {
     absl::PrintF("GPU       %s (%s): arena %s, %s used; device %s free of %s; host %s\n", g.gpu,
                  g.model, tensord::FormatBytes(g.arena_bytes), tensord::FormatBytes(g.used_bytes),

@@ -65,8 +65,8 @@ class ZstdCodec final : public Codec {
     }
     const size_t n = ZSTD_decompress(out.data(), out.size(), in.data(), in.size());
     if (ZSTD_isError(n) || n != out.size()) {
-      return absl::DataLossError(absl::StrCat(
-          "zstd copy does not decode: ", ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short"));
+      return absl::DataLossError(absl::StrCat("zstd copy does not decode: ",
+                                              ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short"));
     }
     return absl::OkStatus();
   }

@@ -331,8 +331,7 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns, ab
         return absl::FailedPreconditionError(absl::StrCat("'", key, "' is already sealed"));
       }
       if (waited->owner != s) {
-        return absl::PermissionDeniedError(
-            absl::StrCat("'", key, "' is another session's create"));
+        return absl::PermissionDeniedError(absl::StrCat("'", key, "' is another session's create"));
       }
       if (!waited->gpu) {
         return absl::InvalidArgumentError(

@@ -34,8 +34,7 @@ absl::Status ValidateText(absl::string_view field, absl::string_view text) {
                                                            static_cast<int>(text.size()))) {
     const int good = google::protobuf::internal::UTF8SpnStructurallyValid(
         google::protobuf::StringPiece(text.data(), text.size()));
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, " is not valid UTF-8 at byte ", good));
+    return absl::InvalidArgumentError(absl::StrCat(field, " is not valid UTF-8 at byte ", good));
   }
   if (auto control = FindControl(text)) {
     return absl::InvalidArgumentError(absl::StrCat(field, " has control character U+",

@@ -12,8 +12,8 @@ struct SystemPressure {
   double psi_some_avg10 = 0;  // % of time some task stalled on memory, last 10 s
   double psi_full_avg10 = 0;
   uint64_t mem_available_bytes = 0;
-  bool psi_available = false;            // the PSI file was read (kernels without PSI: false)
-  bool mem_available_known = false;      // /proc/meminfo had MemAvailable
+  bool psi_available = false;        // the PSI file was read (kernels without PSI: false)
+  bool mem_available_known = false;  // /proc/meminfo had MemAvailable
 };
 
 // Reads both files (paths overridable for tests). A missing file or line leaves its fields at 0

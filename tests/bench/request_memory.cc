@@ -1,9 +1,9 @@
 // How much memory the daemon keeps after a stream of hostile requests, and why. Sends 20,000
 // requests over the raw protocol (random kinds and fields, 5% of them 1..15 MiB), three times,
 // reading the daemon's RssAnon before and after each round: with tensord's own malloc setting,
-// with a 32 MiB mmap threshold (what glibc's dynamic threshold grows to) and with one arena. Growth that levels off between rounds is
-// memory kept for reuse, not memory held per request; the malloc settings tell whose. The
-// reference is the daemon's own RSS before any request.
+// with a 32 MiB mmap threshold (what glibc's dynamic threshold grows to) and with one arena. Growth
+// that levels off between rounds is memory kept for reuse, not memory held per request; the malloc
+// settings tell whose. The reference is the daemon's own RSS before any request.
 #include <signal.h>
 
 #include <cstdio>
@@ -111,9 +111,8 @@ Row Measure(const std::string& env) {
   const std::string name = eq == std::string::npos ? "" : env.substr(0, eq);
   if (!name.empty()) setenv(name.c_str(), env.substr(eq + 1).c_str(), 1);
   OwnDaemon d;
-  const std::string socket =
-      d.Start(TENSORD_BIN, {"--host-capacity", "64MiB", "--log-level", "error", "--set",
-                            "gpu.mode=off"});
+  const std::string socket = d.Start(
+      TENSORD_BIN, {"--host-capacity", "64MiB", "--log-level", "error", "--set", "gpu.mode=off"});
   if (!name.empty()) unsetenv(name.c_str());
   if (socket.empty()) {
     std::fprintf(stderr, "tensord did not start\n");
@@ -154,12 +153,14 @@ Row Measure(const std::string& env) {
 
 int main() {
   using namespace tensord::bench;
-  std::printf("# request_memory: daemon RssAnon around 3 rounds of %d hostile requests, 5%% of "
-              "them 1..15 MiB\n# %s\n\n",
-              kRequests, CpuModel().c_str());
-  std::printf("| daemon's malloc | RssAnon idle | after %dk | after %dk | after %dk | growth | "
-              "refused as too large |\n|---|---|---|---|---|---|---|\n",
-              kRequests / 1000, 2 * kRequests / 1000, 3 * kRequests / 1000);
+  std::printf(
+      "# request_memory: daemon RssAnon around 3 rounds of %d hostile requests, 5%% of "
+      "them 1..15 MiB\n# %s\n\n",
+      kRequests, CpuModel().c_str());
+  std::printf(
+      "| daemon's malloc | RssAnon idle | after %dk | after %dk | after %dk | growth | "
+      "refused as too large |\n|---|---|---|---|---|---|---|\n",
+      kRequests / 1000, 2 * kRequests / 1000, 3 * kRequests / 1000);
   // "": tensord's own setting (a fixed 256 KiB mmap threshold: large freed buffers are
   // unmapped at once). 32 MiB: where glibc's dynamic threshold ends up after large frees, so
   // buffers up to 32 MiB come from (and stay in) its heaps — glibc's default behaviour, the

@@ -89,6 +89,14 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
     if (!st.ok()) return st;
     return grpc::Status(static_cast<StatusCode>(resp.results(0).code()), resp.results(0).message());
   };
+  auto seal_with_event = [&](const std::string& session, const std::string& key,
+                             const std::string& event) {
+    v1::SealRequest r;
+    r.set_session_id(session);
+    r.set_key(key);
+    r.set_cuda_event(event);
+    return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
+  };
   auto del = [&](const std::string& session, const std::string& key) {
     v1::DeleteRequest r;
     r.set_session_id(session);
@@ -208,41 +216,16 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
       {"create with a device on the host tier", modified([](auto& r) { r.set_device(0); }),
        StatusCode::INVALID_ARGUMENT},
       {"seal of a host tensor with a CUDA event",
-       [&] {
-         v1::SealRequest r;
-         r.set_session_id(s.id);
-         r.set_key("open");
-         r.set_cuda_event(std::string(64, 'e'));
-         return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
-       },
+       [&] { return seal_with_event(s.id, "open", std::string(64, 'e')); },
        StatusCode::INVALID_ARGUMENT},
       // With a CUDA event, the same codes as without one, in the same order.
       {"seal of another session's create with a CUDA event",
-       [&] {
-         v1::SealRequest r;
-         r.set_session_id(other.id);
-         r.set_key("open");
-         r.set_cuda_event(std::string(64, 'e'));
-         return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
-       },
+       [&] { return seal_with_event(other.id, "open", std::string(64, 'e')); },
        StatusCode::PERMISSION_DENIED},
       {"seal of a sealed tensor with a CUDA event",
-       [&] {
-         v1::SealRequest r;
-         r.set_session_id(s.id);
-         r.set_key("sealed");
-         r.set_cuda_event(std::string(64, 'e'));
-         return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
-       },
+       [&] { return seal_with_event(s.id, "sealed", std::string(64, 'e')); },
        StatusCode::FAILED_PRECONDITION},
-      {"seal with a malformed CUDA event",
-       [&] {
-         v1::SealRequest r;
-         r.set_session_id(s.id);
-         r.set_key("open");
-         r.set_cuda_event("xyz");
-         return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
-       },
+      {"seal with a malformed CUDA event", [&] { return seal_with_event(s.id, "open", "xyz"); },
        StatusCode::INVALID_ARGUMENT},
       {"get on a GPU device of a daemon without GPUs",
        [&] {

@@ -36,9 +36,9 @@ TEST(Validation, RejectsBadKeys) {
 
 TEST(Validation, RejectsWhatStrictUtf8Refuses) {
   // RFC 3629: shortest form only, no surrogates, nothing above U+10FFFF, no F5..FF lead bytes.
-  for (const char* bad : {"k\xE0\x80\x80", "k\xF0\x80\x80\x80", "k\xED\xA0\x80",
-                          "k\xED\xBF\xBF", "k\xF4\x90\x80\x80", "k\xF5\x80\x80\x80",
-                          "k\xF8\x88\x80\x80\x80", "k\xFF", "k\xE2\x82", "k\x80"}) {
+  for (const char* bad :
+       {"k\xE0\x80\x80", "k\xF0\x80\x80\x80", "k\xED\xA0\x80", "k\xED\xBF\xBF", "k\xF4\x90\x80\x80",
+        "k\xF5\x80\x80\x80", "k\xF8\x88\x80\x80\x80", "k\xFF", "k\xE2\x82", "k\x80"}) {
     const absl::Status st = ValidateKey(bad);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << absl::CHexEscape(bad);
     EXPECT_NE(st.message().find("not valid UTF-8 at byte 1"), absl::string_view::npos)
