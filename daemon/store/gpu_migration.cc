@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/policy/pressure.h"
 #include "daemon/store/store.h"
 #include "spdlog/spdlog.h"
 
@@ -358,9 +359,10 @@ uint64_t Store::DemoteGpuOnce() {
     absl::MutexLock lock(&mu_);
     for (uint32_t i = 0; i < gpu_->pools().size(); ++i) {
       const memory::AllocatorStats st = gpu_->pools()[i].allocator->Stats();
-      const auto high = static_cast<uint64_t>(options_.gpu_high_watermark * st.capacity_bytes);
-      const auto low = static_cast<uint64_t>(options_.gpu_low_watermark * st.capacity_bytes);
-      uint64_t want = st.used_bytes > high ? st.used_bytes - low : 0;
+      // Device-wide memory does not count: demotion inside a fixed arena gives none back.
+      const uint64_t want = policy::DemotionDemand(
+          policy::TierPressure{st.used_bytes, st.capacity_bytes, options_.gpu_high_watermark,
+                               options_.gpu_low_watermark, /*system_short=*/false});
       const int device = gpu_->arenas()[gpu_->pools()[i].arena].device;
       if (want > 0) wants.emplace_back(device, want);
     }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/policy/pressure.h"
 #include "daemon/store/store.h"
 #include "daemon/store/validation.h"
 #include "spdlog/spdlog.h"
@@ -330,12 +331,10 @@ uint64_t Store::DemoteOnce() {
     migrate_now_ = false;
     if (ssd_ == nullptr || ssd_->degraded()) return 0;
     const auto [used, capacity] = HostUsage();
-    const auto high = static_cast<uint64_t>(options_.high_watermark * capacity);
-    const auto low = static_cast<uint64_t>(options_.low_watermark * capacity);
-    const bool system_short = options_.min_mem_available > 0 && system_.mem_available_known &&
-                              system_.mem_available_bytes < options_.min_mem_available;
-    uint64_t target = used > high ? used - low : 0;
-    if (system_short) target = std::max<uint64_t>(target, used > low ? used - low : 0);
+    const uint64_t target = policy::DemotionDemand(policy::TierPressure{
+        used, capacity, options_.high_watermark, options_.low_watermark,
+        policy::SystemShort(system_.mem_available_known, system_.mem_available_bytes,
+                            options_.min_mem_available)});
     uint64_t demand = 0;
     for (const auto& [pool, bytes] : pool_demand_) demand += bytes;
     if (target == 0 && demand == 0) return 0;

@@ -199,8 +199,10 @@ Daemon::~Daemon() {
   // A clean stop removes the daemon's shared-memory segments; SIGKILL is the last resort.
   if (process_ != nullptr && !process_->reaped()) {
     process_->Kill(SIGTERM);
-    const int code = process_->WaitFor(std::chrono::seconds(10));
-    // Non-zero also catches sanitizer reports (leaks, UB) from the daemon at exit.
+    // 30 s: on a loaded machine (tests run two at a time) a daemon was seen taking ~10 s to
+    // exit after BadRequests.TheLargestValidRequestIsAccepted; not yet explained (see the note
+    // of the session that added it). Non-zero also catches sanitizer reports at exit.
+    const int code = process_->WaitFor(std::chrono::seconds(30));
     if (code != 0) ADD_FAILURE() << "tensord exited with " << code << " on SIGTERM";
   }
   process_.reset();

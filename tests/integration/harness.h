@@ -45,7 +45,7 @@ class Daemon {
   // Starts tensord with `extra_args` in a fresh temporary run directory and waits up to 20 s
   // for SERVING. Fails the current test (ADD_FAILURE) if it does not come up.
   explicit Daemon(const std::vector<std::string>& extra_args = {}, const std::string& run_dir = "");
-  ~Daemon();  // SIGTERM by pid, then SIGKILL after 10 s
+  ~Daemon();  // SIGTERM by pid; a failure if it has not exited after 30 s
 
   bool ok() const { return ok_; }
   const std::string& socket() const { return socket_; }

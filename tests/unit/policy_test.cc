@@ -1,9 +1,11 @@
-// Eviction policies in isolation: the order in which they offer victims.
+// Policies in isolation: the order in which eviction policies offer victims, and the demand the
+// pressure policy makes of a migrator.
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "daemon/policy/eviction.h"
+#include "daemon/policy/pressure.h"
 
 namespace tensord::policy {
 namespace {
@@ -41,6 +43,37 @@ TEST(LruPolicy, RemoveAndUntrackedHandles) {
   EXPECT_TRUE(lru.Contains(8));
   EXPECT_EQ(lru.size(), 1u);
   EXPECT_EQ(Order(lru), (std::vector<Handle>{8}));
+}
+
+}  // namespace
+}  // namespace tensord::policy
+
+namespace tensord::policy {
+namespace {
+
+TEST(PressurePolicy, DemandsDownToLowOnlyAboveHigh) {
+  TierPressure p{/*used_bytes=*/800, /*capacity_bytes=*/1000, 0.90, 0.75, false};
+  EXPECT_EQ(DemotionDemand(p), 0u) << "between the watermarks: nothing to do";
+  p.used_bytes = 950;
+  EXPECT_EQ(DemotionDemand(p), 200u) << "above high: down to low (750)";
+  p.used_bytes = 900;
+  EXPECT_EQ(DemotionDemand(p), 0u) << "at high exactly: not above it";
+  p.capacity_bytes = 0;
+  EXPECT_EQ(DemotionDemand(p), 900u) << "no capacity: everything above 0 goes";
+}
+
+TEST(PressurePolicy, AShortSystemDemandsDownToLowBelowHighToo) {
+  TierPressure p{800, 1000, 0.90, 0.75, /*system_short=*/true};
+  EXPECT_EQ(DemotionDemand(p), 50u);
+  p.used_bytes = 700;
+  EXPECT_EQ(DemotionDemand(p), 0u) << "below low: nothing, even when short";
+}
+
+TEST(PressurePolicy, SystemShortNeedsAKnownReadingBelowTheFloor) {
+  EXPECT_TRUE(SystemShort(true, 1 << 20, 2 << 20));
+  EXPECT_FALSE(SystemShort(true, 3 << 20, 2 << 20));
+  EXPECT_FALSE(SystemShort(false, 0, 2 << 20)) << "no reading is not 0 bytes free";
+  EXPECT_FALSE(SystemShort(true, 0, 0)) << "floor 0: ignored";
 }
 
 }  // namespace
