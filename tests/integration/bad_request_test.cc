@@ -69,10 +69,12 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
   auto create = [&](v1::CreateRequest r) {
     return call(&v1::Tensord::Stub::Create, r, v1::CreateResponse());
   };
-  auto seal = [&](const std::string& session, const std::string& key) {
+  auto seal = [&](const std::string& session, const std::string& key,
+                  const std::string& cuda_event = "") {
     v1::SealRequest r;
     r.set_session_id(session);
     r.set_key(key);
+    r.set_cuda_event(cuda_event);
     return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
   };
   // Returns the whole-call status, or the first result's code if the call succeeded.
@@ -88,14 +90,6 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
     if (out != nullptr) *out = resp;
     if (!st.ok()) return st;
     return grpc::Status(static_cast<StatusCode>(resp.results(0).code()), resp.results(0).message());
-  };
-  auto seal_with_event = [&](const std::string& session, const std::string& key,
-                             const std::string& event) {
-    v1::SealRequest r;
-    r.set_session_id(session);
-    r.set_key(key);
-    r.set_cuda_event(event);
-    return call(&v1::Tensord::Stub::Seal, r, v1::SealResponse());
   };
   auto del = [&](const std::string& session, const std::string& key) {
     v1::DeleteRequest r;
@@ -216,16 +210,13 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
       {"create with a device on the host tier", modified([](auto& r) { r.set_device(0); }),
        StatusCode::INVALID_ARGUMENT},
       {"seal of a host tensor with a CUDA event",
-       [&] { return seal_with_event(s.id, "open", std::string(64, 'e')); },
-       StatusCode::INVALID_ARGUMENT},
+       [&] { return seal(s.id, "open", std::string(64, 'e')); }, StatusCode::INVALID_ARGUMENT},
       // With a CUDA event, the same codes as without one, in the same order.
       {"seal of another session's create with a CUDA event",
-       [&] { return seal_with_event(other.id, "open", std::string(64, 'e')); },
-       StatusCode::PERMISSION_DENIED},
+       [&] { return seal(other.id, "open", std::string(64, 'e')); }, StatusCode::PERMISSION_DENIED},
       {"seal of a sealed tensor with a CUDA event",
-       [&] { return seal_with_event(s.id, "sealed", std::string(64, 'e')); },
-       StatusCode::FAILED_PRECONDITION},
-      {"seal with a malformed CUDA event", [&] { return seal_with_event(s.id, "open", "xyz"); },
+       [&] { return seal(s.id, "sealed", std::string(64, 'e')); }, StatusCode::FAILED_PRECONDITION},
+      {"seal with a malformed CUDA event", [&] { return seal(s.id, "open", "xyz"); },
        StatusCode::INVALID_ARGUMENT},
       {"get on a GPU device of a daemon without GPUs",
        [&] {
