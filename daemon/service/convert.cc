@@ -30,6 +30,8 @@ void ToProto(const store::TensorInfo& info, v1::TensorMeta* out) {
   out->set_leases(info.leases);
   out->set_created_unix_ms(info.created_unix_ms);
   out->set_ttl_ms(info.ttl_ms);
+  out->set_compression(static_cast<v1::Compression>(info.compression));
+  out->set_ssd_stored_bytes(info.ssd_stored_bytes);
 }
 
 void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out) {
@@ -162,6 +164,10 @@ store::CreateParams FromProto(const v1::CreateRequest& request) {
                      : static_cast<store::Durability>(request.durability());
   p.scope = request.scope() == v1::SCOPE_DEFAULT ? store::Scope::kGlobal
                                                  : static_cast<store::Scope>(request.scope());
+  // An unknown value stays unknown (0xff) for validation to reject, not truncated to a known one.
+  p.compression = request.compression() == v1::COMPRESSION_NONE       ? codec::Compression::kNone
+                  : request.compression() == v1::COMPRESSION_LOSSLESS ? codec::Compression::kLossless
+                                                                      : static_cast<codec::Compression>(0xff);
   return p;
 }
 

@@ -1,5 +1,6 @@
-// Request handlers: decode, call the store, encode. Store calls are short (bookkeeping under
-// one mutex, plus zeroing freed memory), so they run on gRPC's callback threads directly.
+// Request handlers: decode, call the store, encode. Store calls are short bookkeeping under one
+// mutex; what must wait (a swap-in, a copy up, room) the store completes on its own executor
+// through a callback, which finishes the reactor. No handler blocks a gRPC thread.
 #include "daemon/service/tensord_service.h"
 
 #include <atomic>
@@ -229,10 +230,10 @@ grpc::ServerWriteReactor<v1::AttachEvent>* TensordService::Attach(
   return new AttachReactor(store_, segments_, gpu_arenas_, *request, Admit());
 }
 
-// Runs `work` (which returns the call's status) inline, or on the blocking pool when `may_block`,
-// and finishes the call with its status.
+// Runs `work` (which returns the call's status) inline, or on `pool` when `may_block`, and
+// finishes the call with its status.
 template <typename Work>
-grpc::ServerUnaryReactor* RunMaybeBlocking(grpc::CallbackServerContext* ctx, BlockingPool* pool,
+grpc::ServerUnaryReactor* RunMaybeBlocking(grpc::CallbackServerContext* ctx, WorkQueue* pool,
                                            bool may_block, Work work) {
   if (!may_block) return Done(ctx, work());
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
@@ -240,38 +241,34 @@ grpc::ServerUnaryReactor* RunMaybeBlocking(grpc::CallbackServerContext* ctx, Blo
   return reactor;
 }
 
-absl::Status TensordService::DoCreate(grpc::CallbackServerContext* ctx,
-                                      const v1::CreateRequest* request,
-                                      v1::CreateResponse* response) {
-  auto info = store_->Create(request->session_id(), FromProto(*request), DeadlineOf(ctx));
-  if (info.ok()) {
-    v1::TensorMeta meta;
-    ToProto(*info, &meta);
-    *response->mutable_location() = meta.location();
-    response->set_pool(info->pool);
-  }
-  return info.status();
-}
-
 grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ctx,
                                                  const v1::CreateRequest* request,
                                                  v1::CreateResponse* response) {
   if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
-  const bool may_block = store_->CreateMayBlock(static_cast<store::WantTier>(request->tier()));
-  return RunMaybeBlocking(ctx, &blocking_, may_block,
-                          [=, this] { return DoCreate(ctx, request, response); });
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  store_->CreateAsync(request->session_id(), FromProto(*request), DeadlineOf(ctx),
+                      [reactor, response](absl::StatusOr<store::TensorInfo> info) {
+                        if (info.ok()) {
+                          v1::TensorMeta meta;
+                          ToProto(*info, &meta);
+                          *response->mutable_location() = meta.location();
+                          response->set_pool(info->pool);
+                        }
+                        reactor->Finish(ToGrpc(info.status()));
+                      });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* TensordService::Evict(grpc::CallbackServerContext* ctx,
                                                 const v1::EvictRequest* request,
                                                 v1::EvictResponse* response) {
-  // Writes to the SSD tier or copies off the GPU: off gRPC's threads.
-  const bool may_block = store_->CreateMayBlock(store::WantTier::kGpu);
-  return RunMaybeBlocking(ctx, &blocking_, may_block, [=, this] {
-    auto outcome = store_->Evict(request->ns(), request->key());
-    if (outcome.ok()) response->set_outcome(*outcome);
-    return outcome.status();
-  });
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  store_->EvictAsync(request->ns(), request->key(),
+                     [reactor, response](absl::StatusOr<std::string> outcome) {
+                       if (outcome.ok()) response->set_outcome(*outcome);
+                       reactor->Finish(ToGrpc(outcome.status()));
+                     });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* TensordService::Seal(grpc::CallbackServerContext* ctx,
@@ -290,37 +287,56 @@ grpc::ServerUnaryReactor* TensordService::Abort(grpc::CallbackServerContext* ctx
   return Done(ctx, store_->Abort(request->session_id(), request->ns(), request->key()));
 }
 
-absl::Status TensordService::DoGet(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
-                                   std::span<const std::string> keys, v1::GetResponse* response) {
-  auto outcomes = store_->Get(request->session_id(), request->ns(), keys,
-                              static_cast<store::WantTier>(request->want()), DeadlineOf(ctx),
-                              request->has_device() ? request->device() : -1);
-  if (outcomes.ok()) {
-    response->mutable_results()->Reserve(static_cast<int>(outcomes->size()));
-    for (const store::GetOutcome& o : *outcomes) {
-      v1::GetResult* r = response->add_results();
-      r->set_code(static_cast<int32_t>(o.status.code()));
-      if (!o.status.ok()) {
-        r->set_message(std::string(o.status.message()));
-        continue;
-      }
-      ToProto(o.info, r->mutable_meta());
-      r->set_lease_id(o.lease_id);
-    }
-  }
-  return outcomes.status();
-}
-
 grpc::ServerUnaryReactor* TensordService::Get(grpc::CallbackServerContext* ctx,
                                               const v1::GetRequest* request,
                                               v1::GetResponse* response) {
   if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
-  std::vector<std::string> keys(request->keys().begin(), request->keys().end());
-  const bool may_block =
-      store_->GetMayBlock(request->ns(), keys, static_cast<store::WantTier>(request->want()));
-  return RunMaybeBlocking(ctx, &blocking_, may_block, [=, this, keys = std::move(keys)] {
-    return DoGet(ctx, request, keys, response);
-  });
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  store_->GetAsync(
+      request->session_id(), request->ns(),
+      std::vector<std::string>(request->keys().begin(), request->keys().end()),
+      static_cast<store::WantTier>(request->want()), DeadlineOf(ctx),
+      request->has_device() ? request->device() : -1,
+      [reactor, response](absl::StatusOr<std::vector<store::GetOutcome>> outcomes) {
+        if (outcomes.ok()) {
+          response->mutable_results()->Reserve(static_cast<int>(outcomes->size()));
+          for (const store::GetOutcome& o : *outcomes) {
+            v1::GetResult* r = response->add_results();
+            r->set_code(static_cast<int32_t>(o.status.code()));
+            if (!o.status.ok()) {
+              r->set_message(std::string(o.status.message()));
+              continue;
+            }
+            ToProto(o.info, r->mutable_meta());
+            r->set_lease_id(o.lease_id);
+          }
+        }
+        reactor->Finish(ToGrpc(outcomes.status()));
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* TensordService::Prefetch(grpc::CallbackServerContext* ctx,
+                                                   const v1::PrefetchRequest* request,
+                                                   v1::PrefetchResponse* response) {
+  if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  store_->PrefetchAsync(
+      request->ns(), std::vector<std::string>(request->keys().begin(), request->keys().end()),
+      static_cast<store::WantTier>(request->tier()), DeadlineOf(ctx),
+      request->has_device() ? request->device() : -1,
+      [reactor, response](absl::StatusOr<std::vector<store::PrefetchOutcome>> outcomes) {
+        if (outcomes.ok()) {
+          for (const store::PrefetchOutcome& o : *outcomes) {
+            v1::PrefetchResult* r = response->add_results();
+            r->set_code(static_cast<int32_t>(o.status.code()));
+            r->set_message(std::string(o.status.message()));
+            r->set_moved(o.moved);
+          }
+        }
+        reactor->Finish(ToGrpc(outcomes.status()));
+      });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* TensordService::Release(grpc::CallbackServerContext* ctx,

@@ -11,7 +11,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
-#include "daemon/service/blocking_pool.h"
+#include "common/work_queue.h"
 #include "daemon/store/store.h"
 #include "daemon/tiers/host_tier.h"
 #include "tensord/v1/tensord.grpc.pb.h"
@@ -37,6 +37,9 @@ class TensordService final : public v1::Tensord::CallbackService {
                                   v1::AbortResponse* response) override;
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
+  grpc::ServerUnaryReactor* Prefetch(grpc::CallbackServerContext* ctx,
+                                     const v1::PrefetchRequest* request,
+                                     v1::PrefetchResponse* response) override;
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
                                     const v1::ReleaseRequest* request,
                                     v1::ReleaseResponse* response) override;
@@ -67,12 +70,6 @@ class TensordService final : public v1::Tensord::CallbackService {
   void TickWatchers() ABSL_LOCKS_EXCLUDED(watchers_mu_);
 
  private:
-  // The work of Create and Get, run inline or in blocking_ when it may wait on the SSD tier.
-  absl::Status DoCreate(grpc::CallbackServerContext* ctx, const v1::CreateRequest* request,
-                        v1::CreateResponse* response);
-  absl::Status DoGet(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
-                     std::span<const std::string> keys, v1::GetResponse* response);
-
   // UNAVAILABLE while draining, else OK.
   absl::Status Admit() const;
 
@@ -84,8 +81,7 @@ class TensordService final : public v1::Tensord::CallbackService {
   absl::flat_hash_set<StatsWatcher*> watchers_ ABSL_GUARDED_BY(watchers_mu_);
   store::Store* const store_;
   std::atomic<bool> draining_{false};
-  BlockingPool blocking_{4};
-  BlockingPool seal_waits_{2};  // Seals that wait on a client's CUDA event
+  WorkQueue seal_waits_{2};  // Seals that wait on a client's CUDA event
   const std::vector<tiers::HostSegment> segments_;
   const std::vector<tiers::GpuArena> gpu_arenas_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

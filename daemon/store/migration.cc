@@ -1,7 +1,9 @@
-// Tier migration: demotion of unleased host tensors to the SSD tier (the migrator thread),
-// promotion of SSD-resident tensors on Get, and waiting for room under pressure. The lock is
-// never held during SSD I/O: objects in flight are pinned (Object::pins) instead, so Delete,
-// Abort or session end only retire them and the last pin frees them.
+// Migration downward: room for requests (MakeRoom, CACHE victims), demotion of unleased host
+// copies to SSD through the codec stage (the migrator), of GPU copies to host (the GPU migrator,
+// and requests that need GPU room), and the operator's Evict. Victims come from each tier's
+// eviction policy, the demand from the pressure policy; the mover carries the bytes. The lock
+// is never held during a move: copies being read have a reader, copies being written are in
+// flight, so Delete, Abort or a session's end only retire the object and the last move frees it.
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -14,57 +16,17 @@ namespace tensord::store {
 namespace {
 
 constexpr size_t kMaxWritesPerRound = 64;
+constexpr size_t kMaxGpuDemotionsPerRound = 64;
 constexpr absl::Duration kIdleTick = absl::Milliseconds(20);
 constexpr absl::Duration kPressureReadEvery = absl::Milliseconds(100);
 
+using policy::Verdict;
+
 }  // namespace
 
-bool Store::AwaitCleared(Object* o, bool Object::*flag, absl::Time deadline,
-                         std::vector<PendingFree>* frees) {
-  ++o->pins;
-  auto cleared = [o, flag]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !(o->*flag); };
-  const bool ok = mu_.AwaitWithTimeout(absl::Condition(&cleared), deadline - absl::Now());
-  --o->pins;
-  MaybeFreeRetired(o, frees);
-  return ok;
-}
-
-absl::Time Store::Clamp(absl::Time deadline) const {
-  return std::min(deadline, absl::Now() + options_.pressure_wait);
-}
-
-void Store::DropHostCopy(Object* o, std::vector<PendingFree>* frees) {
-  eviction_->Remove(HandleOf(o));
-  frees->push_back(PendingFree{o->pool, o->offset, o->reserved});
-  reclaiming_bytes_ += o->reserved;
-  o->on_host = false;
-}
-
 std::pair<uint64_t, uint64_t> Store::HostUsage() const {
-  uint64_t used = 0, capacity = 0;
-  for (uint32_t i = 0; i < host_->pools().size(); ++i) {
-    const memory::AllocatorStats st = host_->pools()[i].allocator->Stats();
-    used += st.used_bytes;
-    capacity += st.capacity_bytes;
-  }
-  return {used, capacity};
-}
-
-bool Store::GetMayBlock(absl::string_view ns, std::span<const std::string> keys, WantTier want) {
-  if (ssd_ == nullptr && gpu_ == nullptr) return false;
-  absl::MutexLock lock(&mu_);
-  return std::any_of(keys.begin(), keys.end(), [&](const std::string& key) {
-    const Object* o = FindObject(ns, key);
-    if (o == nullptr) return false;
-    if (want == WantTier::kGpu) return !o->gpu.has_value();
-    return !o->on_host && !(want == WantTier::kAny && o->gpu);
-  });
-}
-
-bool Store::CreateMayBlock(WantTier tier) {
-  // Any Create may have to wait for demotions when its pool is full, whatever the tier's total:
-  // with an SSD tier (or on the GPU tier), every Create leaves gRPC's threads.
-  return ssd_ != nullptr || (tier == WantTier::kGpu && gpu_ != nullptr);
+  const tiers::TierUsage u = host_->Usage();
+  return {u.used_bytes, u.capacity_bytes};
 }
 
 bool Store::SsdUsable(uint64_t nbytes) {
@@ -73,17 +35,57 @@ bool Store::SsdUsable(uint64_t nbytes) {
   return !st.degraded && st.largest_free_bytes >= nbytes;
 }
 
+bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Frees* frees) {
+  // Bytes each candidate pool would have after the victims so far: enough in one pool ends
+  // the selection. For the general pool this is an estimate (freed ranges may not be adjacent);
+  // the caller retries and selects more if the allocation still fails.
+  absl::flat_hash_map<uint32_t, uint64_t> gained;
+  std::vector<Object*> victims;  // collected first: dropping edits the policy
+  PolicyOf(TierId::kHost)->Victims(policy::Demand{pools}, [&](policy::Handle h) {
+    // Unleased CACHE tensors, and host copies of tensors the GPU also holds.
+    Object* o = ObjectOf(h);
+    if (o->durability != Durability::kCache && !o->copy(TierId::kGpu).present) {
+      return Verdict::kSkip;
+    }
+    victims.push_back(o);
+    return Verdict::kSkip;  // counted below, pool by pool
+  });
+  for (Object* o : victims) {
+    const Copy& c = o->copy(TierId::kHost);
+    const memory::Allocator& alloc = *host_->pools()[c.range.space].allocator;
+    const uint64_t need = alloc.Reserved(nbytes);
+    const uint64_t largest = alloc.Stats().largest_free_bytes;
+    spdlog::debug("making room: '{}' ({} bytes) leaves the host tier", o->key, o->nbytes);
+    const uint32_t pool = c.range.space;
+    gained[pool] += c.range.reserved;
+    if (o->copy(TierId::kGpu).present) {
+      DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, frees);  // lives on the GPU
+    } else {
+      ++counters_.evictions;
+      counters_.evicted_bytes += o->nbytes;
+      Retire(o, policy::RemovalReason::kEvicted, frees);
+    }
+    if (std::max(largest, gained[pool]) >= need) return true;
+  }
+  return !frees->empty();
+}
+
 bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Time deadline,
-                     std::vector<PendingFree>* frees) {
+                     Frees* frees) {
+  // 0. Memory freed moments ago is being scrubbed: wait for it before choosing victims.
+  auto none_reclaiming = [this]()
+                             ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reclaiming_bytes_ == 0; };
+  if (reclaiming_bytes_ > 0) {
+    return mu_.AwaitWithTimeout(absl::Condition(&none_reclaiming), absl::Seconds(5));
+  }
   // 1. With a usable SSD tier, demote (keep) rather than drop: ask the migrator and wait for
-  //    host memory to come back.
-  //    Tensors the migrator is writing right now count: their memory is about to return.
+  //    host memory to come back. Tensors being written right now count: their memory is about
+  //    to return.
   bool demotable = demoting_bytes_ > 0;
   if (!demotable) {
-    ForEachVictim([&](const Object* o) {
-      demotable = o->leases == 0 && o->pins == 0 &&
-                  std::find(pools.begin(), pools.end(), o->pool) != pools.end();
-      return !demotable;
+    PolicyOf(TierId::kHost)->Victims(policy::Demand{pools}, [&](policy::Handle) {
+      demotable = true;
+      return Verdict::kStop;
     });
   }
   const absl::Time now = absl::Now();
@@ -101,230 +103,11 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
     return true;
   }
   // 2. Drop unleased CACHE tensors (their contract allows it).
-  if (SelectVictims(pools, nbytes, frees)) return true;
-  // 3. Memory being zeroed by other requests may be enough.
-  auto none_reclaiming = [this]()
-                             ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reclaiming_bytes_ == 0; };
-  return reclaiming_bytes_ > 0 &&
-         mu_.AwaitWithTimeout(absl::Condition(&none_reclaiming), absl::Seconds(5));
-}
-
-GetOutcome Store::PromoteAndLease(const std::string& session_id, absl::string_view ns,
-                                  const std::string& key, absl::Time deadline) {
-  GetOutcome r;
-  std::vector<PendingFree> frees;
-  while (true) {
-    Object* o = nullptr;
-    tiers::SsdExtent extent;
-    std::optional<Object::GpuCopy> gpu_copy;
-    uint32_t pool = 0;
-    uint64_t offset = 0;
-    {
-      absl::MutexLock lock(&mu_);
-      Session* s = FindSession(session_id);
-      o = s == nullptr ? nullptr : FindObject(ns, key);
-      if (s == nullptr) {
-        r.status = absl::FailedPreconditionError("session closed during Get");
-        break;
-      }
-      if (o == nullptr) {
-        ++counters_.get_misses;
-        r.status = absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
-        break;
-      }
-      if (!o->sealed) {  // deleted and created again while the lock was dropped
-        r.status = absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
-        break;
-      }
-      if (o->on_host) {  // promoted meanwhile (by a concurrent Get)
-        ++counters_.get_hits;
-        GrantLease(s, o, &r);
-        break;
-      }
-      if (o->promoting) {  // share the read in flight
-        if (!AwaitCleared(o, &Object::promoting, deadline, &frees)) {
-          r.status = absl::DeadlineExceededError(absl::StrCat("'", key, "' still swapping in"));
-          break;
-        }
-        continue;
-      }
-      auto pools = HostCandidates(*o);
-      auto where = pools.ok() ? AllocateHost(*pools, o->nbytes) : pools.status();
-      if (!where.ok()) {
-        const uint64_t nbytes = o->nbytes;  // o may be freed below
-        ++o->pins;                          // MakeRoom may wait: keep o alive
-        const bool retry = pools.ok() && MakeRoom(*pools, nbytes, deadline, &frees);
-        --o->pins;
-        MaybeFreeRetired(o, &frees);
-        if (retry) {
-          mu_.Unlock();
-          Reclaim(frees);
-          frees.clear();
-          mu_.Lock();
-          continue;
-        }
-        r.status = absl::ResourceExhaustedError(
-            absl::StrCat("no host room to swap in '", key, "' (", nbytes, " bytes)"));
-        break;
-      }
-      std::tie(pool, offset) = *where;
-      o->promoting = true;
-      ++o->pins;
-      if (o->gpu) {  // copy down from the GPU: faster than the SSD, and never stale
-        gpu_copy = *o->gpu;
-      } else {
-        extent = *o->ssd;
-      }
-    }
-    const uint32_t arena = host_->pools()[pool].arena;
-    const uint64_t nbytes = gpu_copy ? o->nbytes : extent.length;  // o is pinned
-    const uint64_t reserved = host_->pools()[pool].allocator->Reserved(nbytes);
-    uint8_t* const dst = host_->Address(arena, offset);
-    absl::Status st;
-    if (gpu_copy) {
-      const tiers::GpuDevice::Copy copy{gpu_copy->offset, dst, nbytes};
-      st = gpu_->device(gpu_->pools()[gpu_copy->pool].arena).ToHost({&copy, 1});
-    } else {
-      st = ssd_->Read(extent, dst);
-    }
-    absl::MutexLock lock(&mu_);
-    FinishPromotion(session_id, key, o, pool, offset, reserved, st, &r, &frees,
-                    gpu_copy.has_value());
-    break;
-  }
-  Reclaim(frees);
-  return r;
-}
-
-void Store::FinishPromotion(const std::string& session_id, const std::string& key, Object* o,
-                            uint32_t pool, uint64_t offset, uint64_t reserved,
-                            const absl::Status& st, GetOutcome* r, std::vector<PendingFree>* frees,
-                            bool from_gpu) {
-  o->promoting = false;
-  --o->pins;
-  Session* s = FindSession(session_id);
-  if (st.ok() && !o->retired && s != nullptr && o->on_host) {
-    // Another copy arrived first (a GPU demotion): lease that one, return ours.
-    frees->push_back(PendingFree{pool, offset, reserved});
-    reclaiming_bytes_ += reserved;
-    ++counters_.get_hits;
-    GrantLease(s, o, r);
-    return;
-  }
-  if (st.ok() && !o->retired && s != nullptr) {
-    o->pool = pool;
-    o->offset = offset;
-    o->reserved = reserved;
-    o->on_host = true;
-    eviction_->Insert(HandleOf(o));
-    if (from_gpu) {
-      ++counters_.gpu_demotions;
-      counters_.gpu_demoted_bytes += o->nbytes;
-    } else {
-      ++counters_.promotions;
-      counters_.promoted_bytes += o->nbytes;
-    }
-    ++counters_.get_hits;
-    GrantLease(s, o, r);
-    return;
-  }
-  frees->push_back(PendingFree{pool, offset, reserved});  // the range we read into
-  reclaiming_bytes_ += reserved;
-  if (!st.ok() && from_gpu) {  // the GPU copy is still there: a failed copy loses nothing
-    ++counters_.gpu_copy_failures;
-    spdlog::error("copying '{}' down from the GPU failed: {}", key, st.ToString());
-    r->status =
-        absl::Status(st.code(), absl::StrCat("copying '", key, "' from the GPU: ", st.message()));
-    MaybeFreeRetired(o, frees);
-    return;
-  }
-  if (st.ok()) {
-    r->status =
-        s == nullptr
-            ? absl::FailedPreconditionError("session closed during Get")
-            : absl::NotFoundError(absl::StrCat("'", key, "' was deleted while swapping in"));
-    MaybeFreeRetired(o, frees);
-    return;
-  }
-  ++counters_.promotion_failures;
-  if (o->durability == Durability::kCache) {
-    // A CACHE tensor may be dropped: count a miss, never serve the bad bytes.
-    ++counters_.swap_misses;
-    ++counters_.get_misses;
-    spdlog::warn("dropping CACHE tensor '{}': swap-in failed: {}", key, st.ToString());
-    if (o->retired) {
-      MaybeFreeRetired(o, frees);
-    } else {
-      Retire(o, frees);
-    }
-    r->status = absl::NotFoundError(absl::StrCat("'", key, "' was lost from swap (CACHE)"));
-  } else {
-    ++counters_.data_loss;
-    spdlog::error("DURABLE tensor '{}' cannot be read from swap: {}", key, st.ToString());
-    MaybeFreeRetired(o, frees);
-    r->status = absl::DataLossError(
-        absl::StrCat("'", key, "' cannot be read back from swap: ", st.message()));
-  }
-}
-
-void Store::PromoteMany(const std::string& session_id, absl::string_view ns,
-                        std::span<const std::string> keys, std::span<const size_t> which,
-                        absl::Time deadline, std::vector<GetOutcome>* out) {
-  struct Read {
-    size_t i;
-    Object* o;
-    uint32_t pool;
-    uint64_t offset, reserved;
-    tiers::SsdTier::ReadItem item;
-  };
-  std::vector<Read> reads;
-  std::vector<size_t> alone;  // waits for room or for another Get's read: one by one
-  std::vector<PendingFree> frees;
-  {
-    absl::MutexLock lock(&mu_);
-    const bool session = FindSession(session_id) != nullptr;
-    for (size_t i : which) {
-      Object* o = session ? FindObject(ns, keys[i]) : nullptr;
-      if (o == nullptr || o->on_host || o->promoting || o->gpu) {
-        alone.push_back(i);
-        continue;
-      }
-      auto pools = HostCandidates(*o);
-      auto where = pools.ok() ? AllocateHost(*pools, o->nbytes) : pools.status();
-      if (!where.ok()) {
-        alone.push_back(i);
-        continue;
-      }
-      const auto [pool, offset] = *where;
-      const uint32_t arena = host_->pools()[pool].arena;
-      o->promoting = true;
-      ++o->pins;
-      reads.push_back(Read{i,
-                           o,
-                           pool,
-                           offset,
-                           host_->pools()[pool].allocator->Reserved(o->nbytes),
-                           {*o->ssd, host_->Address(arena, offset)}});
-    }
-  }
-  if (!reads.empty()) {
-    std::vector<tiers::SsdTier::ReadItem> items;
-    items.reserve(reads.size());
-    for (const Read& r : reads) items.push_back(r.item);
-    const std::vector<absl::Status> results = ssd_->ReadMany(items);
-    absl::MutexLock lock(&mu_);
-    for (size_t j = 0; j < reads.size(); ++j) {
-      const Read& r = reads[j];
-      FinishPromotion(session_id, keys[r.i], r.o, r.pool, r.offset, r.reserved, results[j],
-                      &(*out)[r.i], &frees);
-    }
-  }
-  Reclaim(frees);
-  for (size_t i : alone) (*out)[i] = PromoteAndLease(session_id, ns, keys[i], deadline);
+  return SelectVictims(pools, nbytes, frees);
 }
 
 uint64_t Store::DemoteOnce() {
-  std::vector<PendingFree> frees;
+  Frees frees;
   uint64_t moved = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -338,74 +121,85 @@ uint64_t Store::DemoteOnce() {
     uint64_t demand = 0;
     for (const auto& [pool, bytes] : pool_demand_) demand += bytes;
     if (target == 0 && demand == 0) return 0;
-    uint64_t picked = 0;
-    std::vector<Object*> chosen;  // chosen first: DropHostCopy edits the policy
+    std::vector<Object*> chosen;  // chosen first: demotion edits the policy
     uint64_t swap_free = ssd_->Stats().largest_free_bytes;  // victims that cannot fit wait
-    ForEachVictim([&](Object* o) {
-      if (picked >= std::max(target, demand) || chosen.size() >= kMaxWritesPerRound) return false;
-      if (o->leases > 0 || o->pins > 0 || !o->on_host) return true;
-      if (!o->ssd.has_value() && !DropsWithoutWrite(*o)) {
-        if (o->nbytes > swap_free) return true;
-        swap_free -= std::min(swap_free, o->nbytes);  // a rough bound: extents may fragment
-      }
-      if (target == 0 && !pool_demand_.contains(o->pool)) return true;
-      picked += o->reserved;
-      chosen.push_back(o);
-      return true;
-    });
+    PolicyOf(TierId::kHost)->Victims(
+        policy::Demand{{}, std::max(target, demand)}, [&](policy::Handle h) {
+          Object* o = ObjectOf(h);
+          if (chosen.size() >= kMaxWritesPerRound) return Verdict::kStop;
+          if (o->copy(TierId::kSsd).in_flight) return Verdict::kSkip;
+          if (!o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o)) {
+            if (o->nbytes > swap_free) return Verdict::kSkip;
+            swap_free -= std::min(swap_free, o->nbytes);  // a rough bound: extents may fragment
+          }
+          if (target == 0 && !pool_demand_.contains(o->copy(TierId::kHost).range.space)) {
+            return Verdict::kSkip;
+          }
+          chosen.push_back(o);
+          return Verdict::kTake;
+        });
     moved = StartDemotions(chosen, &frees);
   }
   moved += FinishDemotions(&frees);
-  Reclaim(frees);
+  Reclaim(std::move(frees), /*now=*/true);
   return moved;
 }
 
-uint64_t Store::StartDemotions(std::span<Object* const> chosen, std::vector<PendingFree>* frees) {
+uint64_t Store::StartDemotions(std::span<Object* const> chosen, Frees* frees) {
   uint64_t moved = 0;
   for (Object* o : chosen) {
-    if (o->ssd.has_value() || DropsWithoutWrite(*o)) {  // another copy exists: no I/O
+    if (o->copy(TierId::kSsd).present || DropsWithoutWrite(*o)) {  // another copy: no I/O
       ++counters_.demotions;
-      moved += o->reserved;
-      DropHostCopy(o, frees);
+      moved += o->copy(TierId::kHost).range.reserved;
+      DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, frees);
       continue;
     }
+    AddReader(o, TierId::kHost);
+    o->copy(TierId::kSsd).in_flight = true;
     ++o->pins;
-    demoting_bytes_ += o->reserved;
-    writing_.push_back(PendingWrite{o, host_->Address(host_->pools()[o->pool].arena, o->offset)});
+    demoting_bytes_ += o->copy(TierId::kHost).range.reserved;
+    writing_.push_back(o);
   }
   return moved;
 }
 
-uint64_t Store::FinishDemotions(std::vector<PendingFree>* frees) {
-  std::vector<PendingWrite> writes;
+uint64_t Store::FinishDemotions(Frees* frees) {
+  std::vector<Object*> writes;
+  std::vector<MoveItem> items;
   {
     absl::MutexLock lock(&mu_);
     writes.swap(writing_);
+    for (Object* o : writes) {
+      MoveItem m;
+      m.src = o->copy(TierId::kHost).range;
+      m.nbytes = o->nbytes;
+      m.compression = o->compression;
+      items.push_back(m);
+    }
   }
   if (writes.empty()) return 0;
-  // One engine batch: the writes are in flight together.
-  std::vector<tiers::SsdTier::WriteItem> items;
-  items.reserve(writes.size());
-  for (const PendingWrite& w : writes) items.push_back({w.src, w.o->nbytes});
-  std::vector<absl::StatusOr<tiers::SsdExtent>> extents = ssd_->WriteMany(items);
+  mover_.Run(TierId::kHost, TierId::kSsd, items);  // one batch, through the codec stage
   uint64_t moved = 0;
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < writes.size(); ++i) {
-    Object* o = writes[i].o;
+    Object* o = writes[i];
+    Copy& host = o->copy(TierId::kHost);
+    o->copy(TierId::kSsd).in_flight = false;
+    DropReader(o, TierId::kHost);
     --o->pins;
-    demoting_bytes_ -= o->reserved;
-    if (!extents[i].ok()) {
+    demoting_bytes_ -= host.range.reserved;
+    if (!items[i].status.ok()) {
       ++counters_.demotion_failures;
-      spdlog::warn("demotion of '{}' failed: {}", o->key, extents[i].status().ToString());
+      spdlog::warn("demotion of '{}' failed: {}", o->key, items[i].status.ToString());
     } else if (o->retired) {
-      ssd_->Free(*extents[i]);
+      ssd_->Free(items[i].dst);
     } else {
-      o->ssd = *extents[i];
+      AddCopy(o, TierId::kSsd, items[i].dst, items[i].dst_codec);
       ++counters_.demotions;
       counters_.demoted_bytes += o->nbytes;
-      if (o->leases == 0 && o->pins == 0 && o->on_host) {
-        moved += o->reserved;
-        DropHostCopy(o, frees);
+      if (!host.held() && host.present) {
+        moved += host.range.reserved;
+        DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, frees);
       }
     }
     MaybeFreeRetired(o, frees);
@@ -413,47 +207,233 @@ uint64_t Store::FinishDemotions(std::vector<PendingFree>* frees) {
   return moved;
 }
 
+bool Store::HasCopyBelowGpu(const Object& o) const {
+  return o.copy(TierId::kHost).present ||
+         (o.copy(TierId::kSsd).present && ssd_ != nullptr && !ssd_->degraded());
+}
+
+bool Store::HostHasRoomFor(const Object& o) const {
+  auto pools = host_->pools().Candidates(o.nbytes, o.pool_class);
+  if (!pools.ok()) return false;
+  for (uint32_t p : *pools) {
+    const memory::Allocator& alloc = *host_->pools()[p].allocator;
+    if (alloc.Stats().largest_free_bytes >= alloc.Reserved(o.nbytes)) return true;
+  }
+  return false;
+}
+
+uint64_t Store::StartGpuDemotions(std::span<Object* const> chosen, std::vector<Booked>* downs,
+                                  Frees* frees) {
+  uint64_t freed = 0;
+  for (Object* o : chosen) {
+    const uint64_t reserved = o->copy(TierId::kGpu).range.reserved;
+    if (HasCopyBelowGpu(*o)) {  // another copy exists: just drop this one
+      ++counters_.gpu_demotions;
+      DropCopy(o, TierId::kGpu, policy::RemovalReason::kDemoted, frees);
+      freed += reserved;
+      continue;
+    }
+    // A Get for a host copy finds this one in flight and waits for it.
+    auto booked = Book(0, o, TierId::kHost, -1);
+    if (!booked.ok()) {
+      if (o->durability == Durability::kCache) {
+        ++counters_.gpu_evictions;
+        ++counters_.evictions;
+        counters_.evicted_bytes += o->nbytes;
+        spdlog::debug("evicting CACHE tensor '{}' from the GPU: no host room", o->key);
+        Retire(o, policy::RemovalReason::kEvicted, frees);
+        freed += reserved;
+      }  // a DURABLE tensor stays on the GPU until the host tier has room again
+      continue;
+    }
+    downs->push_back(*std::move(booked));
+  }
+  return freed;
+}
+
+uint64_t Store::FinishGpuDemotions(std::span<Booked> downs, Frees* frees) {
+  if (downs.empty()) return 0;
+  RunBooked(downs, TierId::kHost);  // one batch per device
+  uint64_t freed = 0;
+  absl::MutexLock lock(&mu_);
+  for (Booked& d : downs) {
+    Object* o = d.o;
+    Copy& host = o->copy(TierId::kHost);
+    host.in_flight = false;
+    DropReader(o, TierId::kGpu);
+    --o->pins;
+    if (!d.item.status.ok() || o->retired) {
+      if (!d.item.status.ok()) {
+        ++counters_.gpu_copy_failures;
+        spdlog::error("demoting '{}' from the GPU failed: {}", o->key, d.item.status.ToString());
+      }
+      host.range = tiers::Range{};
+      FreeRange(TierId::kHost, d.item.dst, frees);
+    } else {
+      AddCopy(o, TierId::kHost, d.item.dst, codec::CodecId::kNone);
+      ++counters_.gpu_demotions;
+      counters_.gpu_demoted_bytes += o->nbytes;
+      const Copy& gpu = o->copy(TierId::kGpu);
+      if (gpu.present && !gpu.held()) {
+        freed += gpu.range.reserved;
+        DropCopy(o, TierId::kGpu, policy::RemovalReason::kDemoted, frees);
+      }
+    }
+    MaybeFreeRetired(o, frees);
+  }
+  ++host_frees_;  // wakes waiters: GPU memory came back
+  return freed;
+}
+
+uint64_t Store::DemoteGpu(int device, uint64_t want) {
+  if (gpu_ == nullptr || want == 0) return 0;
+  const std::vector<uint32_t> pools = gpu_->PoolsOn(device);
+  std::vector<Booked> downs;
+  Frees frees;
+  uint64_t freed = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<Object*> chosen;  // chosen first: demotion edits the policy
+    PolicyOf(TierId::kGpu)->Victims(policy::Demand{pools, want}, [&](policy::Handle h) {
+      Object* o = ObjectOf(h);
+      if (chosen.size() >= kMaxGpuDemotionsPerRound) return Verdict::kStop;
+      if (o->copy(TierId::kHost).in_flight) return Verdict::kSkip;
+      if (o->durability == Durability::kDurable && !HasCopyBelowGpu(*o) && !HostHasRoomFor(*o)) {
+        return Verdict::kSkip;  // it would stay: do not let it stand in for tensors that can move
+      }
+      chosen.push_back(o);
+      return Verdict::kTake;
+    });
+    freed = StartGpuDemotions(chosen, &downs, &frees);
+  }
+  freed += FinishGpuDemotions(downs, &frees);
+  Reclaim(std::move(frees), /*now=*/true);
+  return freed;
+}
+
+uint64_t Store::DemoteGpuOnce() {
+  if (gpu_ == nullptr) return 0;
+  // Per pool: above the high watermark, down to low.
+  std::vector<std::pair<int, uint64_t>> wants;
+  {
+    absl::MutexLock lock(&mu_);
+    for (uint32_t i = 0; i < gpu_->pools().size(); ++i) {
+      const memory::AllocatorStats st = gpu_->pools()[i].allocator->Stats();
+      // Device-wide memory does not count: demotion inside a fixed arena gives none back.
+      const uint64_t want = policy::DemotionDemand(
+          policy::TierPressure{st.used_bytes, st.capacity_bytes, options_.gpu_high_watermark,
+                               options_.gpu_low_watermark, /*system_short=*/false});
+      const int device = gpu_->arenas()[gpu_->pools()[i].arena].device;
+      if (want > 0) wants.emplace_back(device, want);
+    }
+  }
+  uint64_t freed = 0;
+  for (const auto& [device, want] : wants) freed += DemoteGpu(device, want);
+  return freed;
+}
+
+void Store::RunGpuMigrator(absl::Notification* stop) {
+  if (gpu_ == nullptr) return;
+  while (!stop->HasBeenNotified()) {
+    if (DemoteGpuOnce() > 0) continue;
+    stop->WaitForNotificationWithTimeout(kIdleTick);
+  }
+}
+
+void Store::EvictAsync(absl::string_view ns, absl::string_view key, EvictDone done) {
+  mover_.Submit([this, ns = std::string(ns), key = std::string(key),
+                 done = std::move(done)]() mutable { std::move(done)(Evict(ns, key)); });
+}
+
+absl::StatusOr<std::string> Store::EvictHost(Object* o, Frees* frees, bool* wrote) {
+  const Copy& host = o->copy(TierId::kHost);
+  if (!host.present) return std::string("already on SSD only");
+  if (host.held() || o->copy(TierId::kSsd).in_flight) {
+    return absl::FailedPreconditionError(absl::StrCat("'", o->key, "' is leased (", host.leases,
+                                                      "); it stays until released"));
+  }
+  if (ssd_ != nullptr && !ssd_->degraded()) {
+    std::string outcome = o->copy(TierId::kSsd).present
+                              ? "demoted to SSD (its SSD copy was current)"
+                              : "demoted to SSD";
+    Object* const chosen[] = {o};
+    StartDemotions(chosen, frees);
+    *wrote = true;
+    return outcome;
+  }
+  if (o->durability == Durability::kCache) {
+    ++counters_.evictions;
+    counters_.evicted_bytes += o->nbytes;
+    Retire(o, policy::RemovalReason::kEvicted, frees);
+    return std::string("dropped (CACHE)");
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("'", o->key, "' is DURABLE and there is no usable SSD tier to demote it to"));
+}
+
 absl::StatusOr<std::string> Store::Evict(absl::string_view ns, absl::string_view key) {
   if (auto st = ValidateNamespace(ns); !st.ok()) return st;
   if (auto st = ValidateKey(key); !st.ok()) return st;
-  std::vector<PendingFree> frees;
-  std::string outcome;
+  Frees frees;
+  absl::StatusOr<std::string> outcome;
+  bool wrote = false, on_gpu = false;
   {
-    absl::ReleasableMutexLock lock(&mu_);
-    Object* o = FindObject(ns, key);
+    absl::MutexLock lock(&mu_);
+    Object* o = table_.Find(ns, key);
     if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
     if (!o->sealed) {
       return absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
     }
-    if (o->gpu) {
-      lock.Release();
-      return EvictFromGpu(ns, key);
+    on_gpu = o->copy(TierId::kGpu).present;
+    if (!on_gpu) outcome = EvictHost(o, &frees, &wrote);
+  }
+  if (on_gpu) return EvictFromGpu(ns, key);  // its GPU copy goes one tier down
+  if (wrote) FinishDemotions(&frees);
+  Reclaim(std::move(frees), /*now=*/true);
+  if (!outcome.ok() || !wrote) return outcome;
+  absl::MutexLock lock(&mu_);
+  const Object* o = table_.Find(ns, key);
+  if (o != nullptr && o->copy(TierId::kHost).present && !o->copy(TierId::kSsd).present) {
+    return absl::UnavailableError(absl::StrCat("'", key, "' could not be written to SSD"));
+  }
+  return outcome;
+}
+
+absl::StatusOr<std::string> Store::EvictFromGpu(absl::string_view ns, absl::string_view key) {
+  std::vector<Booked> downs;
+  Frees frees;
+  std::string outcome;
+  {
+    absl::MutexLock lock(&mu_);
+    Object* o = table_.Find(ns, key);
+    if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+    const Copy& gpu = o->copy(TierId::kGpu);
+    if (!gpu.present) return absl::FailedPreconditionError(absl::StrCat("'", key, "' left the GPU"));
+    if (gpu.held() || o->copy(TierId::kHost).in_flight) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "'", key, "' is leased on the GPU (", gpu.leases, "); it stays until released"));
     }
-    if (!o->on_host) return std::string("already on SSD only");
-    if (o->leases > 0 || o->pins > 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("'", key, "' is leased (", o->leases, "); it stays until released"));
-    }
-    if (ssd_ != nullptr && !ssd_->degraded()) {
-      outcome = o->ssd.has_value() ? "demoted to SSD (its SSD copy was current)" : "demoted to SSD";
-      Object* const chosen[] = {o};
-      StartDemotions(chosen, &frees);
-    } else if (o->durability == Durability::kCache) {
-      ++counters_.evictions;
-      counters_.evicted_bytes += o->nbytes;
-      Retire(o, &frees);
-      outcome = "dropped (CACHE)";
+    const bool elsewhere = HasCopyBelowGpu(*o);
+    const bool cache = o->durability == Durability::kCache;
+    Object* const chosen[] = {o};
+    StartGpuDemotions(chosen, &downs, &frees);  // may retire and free o: not used below
+    if (elsewhere) {
+      outcome = "GPU copy dropped (another tier holds it)";
+    } else if (!downs.empty()) {
+      outcome = "demoted to host";
+    } else if (cache) {
+      outcome = "dropped (CACHE, no host room)";
     } else {
-      return absl::FailedPreconditionError(
-          absl::StrCat("'", key, "' is DURABLE and there is no usable SSD tier to demote it to"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("'", key, "' is DURABLE and the host tier has no room for it now"));
     }
   }
-  if (ssd_ != nullptr) FinishDemotions(&frees);
-  Reclaim(frees);
+  FinishGpuDemotions(downs, &frees);
+  Reclaim(std::move(frees), /*now=*/true);
   absl::MutexLock lock(&mu_);
-  const Object* o = FindObject(ns, key);
-  if (o != nullptr && o->on_host && o->pins == 0 && outcome.starts_with("demoted")) {
-    return absl::UnavailableError(absl::StrCat("'", key, "' could not be written to SSD"));
+  const Object* o = table_.Find(ns, key);
+  if (o != nullptr && !downs.empty() && !o->copy(TierId::kHost).present) {
+    return absl::UnavailableError(absl::StrCat("'", key, "' could not be copied off the GPU"));
   }
   return outcome;
 }

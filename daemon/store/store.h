@@ -1,7 +1,11 @@
-// The object store: tensors, their life cycle (Create -> Seal -> Get/Release -> Delete, Abort),
-// leases, sessions and eviction of unleased CACHE tensors when a pool is full.
-// Owns all object, lease and session state, guarded by mu_. Borrows the host tier, whose
-// PoolSet it also guards with mu_. Memory is zeroed outside the lock before it is reused.
+// The store's façade (DESIGN.md "Store"): the public operations on tensors (Create -> Seal ->
+// Get/Release -> Delete, Abort; Prefetch, Evict), sessions and statistics. Behind it: the object
+// table (store/object_table.h: objects, copies per tier, leases, sessions, expiry), the tiers
+// (tiers/tier.h), the mover (store/mover.h: every copy between tiers, with the codec stage) and
+// the policies (policy/: eviction victims, pressure demand). mu_ guards the table, the policies
+// and the host and GPU tiers' pools. Requests that must wait (a swap-in, a copy up, room) are
+// handed to the store's executor and complete through their callback when their move is done;
+// freed memory is scrubbed on the mover's scrubber thread, never under the lock.
 #pragma once
 
 #include <algorithm>
@@ -22,8 +26,11 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "absl/functional/any_invocable.h"
 #include "daemon/memory/allocator.h"
 #include "daemon/policy/eviction.h"
+#include "daemon/store/mover.h"
+#include "daemon/store/object_table.h"
 #include "daemon/store/types.h"
 #include "daemon/tiers/gpu_tier.h"
 #include "daemon/tiers/host_tier.h"
@@ -43,7 +50,9 @@ namespace tensord::store {
   X(promotion_failures) X(swap_misses) X(data_loss) X(pressure_waits)          \
   X(gpu_gets) X(gpu_hits) X(gpu_misses) X(gpu_creates) X(gpu_promotions)        \
   X(gpu_promoted_bytes) X(gpu_demotions) X(gpu_demoted_bytes) X(gpu_copy_failures) \
-  X(gpu_evictions)
+  X(gpu_evictions) X(prefetches) X(prefetched_bytes) X(codec_encodes) X(codec_encode_in_bytes)  \
+  X(codec_encode_out_bytes) X(codec_stored_raw) X(codec_decodes) X(codec_decode_in_bytes)     \
+  X(codec_decode_out_bytes) X(codec_decode_failures)
 // clang-format on
 
 struct Counters {
@@ -121,12 +130,30 @@ struct StoreOptions {
   const Clock* clock = nullptr;
   // Reads system pressure (PSI, MemAvailable); empty: tiers::ReadSystemPressure. For tests.
   std::function<tiers::SystemPressure()> read_pressure;
+  // The eviction policy of the host and GPU tiers, by name (policy::MakeEvictionPolicy).
+  std::string eviction = "lru";
+  // Makes the policies instead of `eviction` when set (tests observe the policy through it).
+  std::function<std::unique_ptr<policy::EvictionPolicy>(TierId)> make_policy;
+  // Threads of the store's executor: requests waiting for moves or room.
+  int executor_threads = 4;
 };
+
+// One key's answer in a Prefetch.
+struct PrefetchOutcome {
+  absl::Status status;
+  bool moved = false;  // false: it was there already
+};
+
+using CreateDone = absl::AnyInvocable<void(absl::StatusOr<TensorInfo>) &&>;
+using GetDone = absl::AnyInvocable<void(absl::StatusOr<std::vector<GetOutcome>>) &&>;
+using PrefetchDone = absl::AnyInvocable<void(absl::StatusOr<std::vector<PrefetchOutcome>>) &&>;
+using EvictDone = absl::AnyInvocable<void(absl::StatusOr<std::string>) &&>;
 
 class Store {
  public:
   // `host`, `ssd` (nullptr: no SSD tier) and `gpu` (nullptr: no GPU tier) are borrowed and
-  // must outlive the store.
+  // must outlive the store. INVALID_ARGUMENT-worthy options (an unknown eviction policy) abort:
+  // the configuration validated them.
   Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd = nullptr,
         tiers::GpuTier* gpu = nullptr);
   ~Store();
@@ -143,7 +170,11 @@ class Store {
   // Allocates an unsealed tensor the caller then writes. Evicts unleased CACHE tensors of the
   // candidate pools if needed. INVALID_ARGUMENT (bad field), FAILED_PRECONDITION (unknown
   // session), ALREADY_EXISTS, RESOURCE_EXHAUSTED (no room after eviction; lease quota).
-  // Under pressure it waits for demotions until `deadline` (at most options.pressure_wait).
+  // Under pressure it waits for demotions until `deadline` (at most options.pressure_wait):
+  // such a Create completes on the store's executor. `done` runs once, maybe before CreateAsync
+  // returns. Create is the blocking form.
+  void CreateAsync(const std::string& session_id, const CreateParams& params, absl::Time deadline,
+                   CreateDone done);
   absl::StatusOr<TensorInfo> Create(const std::string& session_id, const CreateParams& params,
                                     absl::Time deadline = absl::InfiniteFuture());
   // Makes an unsealed tensor visible and immutable. NOT_FOUND, FAILED_PRECONDITION (already
@@ -163,11 +194,25 @@ class Store {
   // failed read drops a CACHE tensor (NOT_FOUND, a miss) and fails a DURABLE one (DATA_LOSS).
   // want=GPU leases a GPU copy, copying host (or SSD, through host) copies up first; `device`
   // picks the GPU for such copies (-1: any). want=ANY leases the host copy, else the GPU copy,
-  // else promotes from SSD to host.
+  // else promotes from SSD to host. A Get that finds a move of the key in flight waits for it.
+  // Keys that need a move complete on the store's executor when their moves are done; `done`
+  // runs once (inline when every key was a hit). Get is the blocking form.
+  void GetAsync(const std::string& session_id, absl::string_view ns, std::vector<std::string> keys,
+                WantTier want, absl::Time deadline, int device, GetDone done);
   absl::StatusOr<std::vector<GetOutcome>> Get(const std::string& session_id, absl::string_view ns,
                                               std::span<const std::string> keys, WantTier want,
                                               absl::Time deadline = absl::InfiniteFuture(),
                                               int device = -1);
+  // Promotes each key to `tier` (HOST or GPU) without leasing it: from SSD (or GPU) to host, or
+  // up to the GPU (`device`, -1: any). The copy then serves the next Get at once, and stays
+  // until migration or eviction moves it again. Whole-call errors as Get's; per key: OK (moved,
+  // or there already), NOT_FOUND, FAILED_PRECONDITION (unsealed), RESOURCE_EXHAUSTED (no room),
+  // DATA_LOSS or NOT_FOUND (a failed read of a DURABLE or CACHE tensor), DEADLINE_EXCEEDED.
+  void PrefetchAsync(absl::string_view ns, std::vector<std::string> keys, WantTier tier,
+                     absl::Time deadline, int device, PrefetchDone done);
+  absl::StatusOr<std::vector<PrefetchOutcome>> Prefetch(
+      absl::string_view ns, std::span<const std::string> keys, WantTier tier = WantTier::kHost,
+      absl::Time deadline = absl::InfiniteFuture(), int device = -1);
   // Ends leases, all or nothing. NOT_FOUND if any id is not a lease of this session,
   // INVALID_ARGUMENT for an empty or duplicated list, FAILED_PRECONDITION (unknown session).
   absl::Status Release(const std::string& session_id, std::span<const uint64_t> lease_ids);
@@ -183,12 +228,9 @@ class Store {
   // Deletes every tensor whose TTL has passed and returns how many ranges that freed. Lookups
   // already hide expired tensors; this reclaims their memory (the daemon calls it periodically).
   size_t ExpireDue();
-
-  // Hints for the service, cheap and racy: whether a Get of `keys` would read from the SSD tier,
-  // and whether a Create may wait for demotions (any Create, with an SSD tier).
-  bool GetMayBlock(absl::string_view ns, std::span<const std::string> keys,
-                   WantTier want = WantTier::kAny) ABSL_LOCKS_EXCLUDED(mu_);
-  bool CreateMayBlock(WantTier tier = WantTier::kHost) ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits until no request is waiting on the executor and every freed range is back in its
+  // pool (tests; freed memory is scrubbed asynchronously).
+  void Quiesce();
 
   // Runs the migrator until `stop` is notified: demotes unleased host tensors to SSD whenever
   // the host tier is above its high watermark, the system is short of memory, or a request
@@ -213,7 +255,9 @@ class Store {
   // (or is dropped when another copy exists); a host copy is demoted to SSD when the tier is
   // usable, else dropped if it is CACHE. Returns what happened. NOT_FOUND,
   // FAILED_PRECONDITION (unsealed, leased, or DURABLE without an SSD tier), UNAVAILABLE (the
-  // write failed; the tensor stays on the host), INVALID_ARGUMENT.
+  // write failed; the tensor stays on the host), INVALID_ARGUMENT. EvictAsync completes on the
+  // executor.
+  void EvictAsync(absl::string_view ns, absl::string_view key, EvictDone done);
   absl::StatusOr<std::string> Evict(absl::string_view ns, absl::string_view key)
       ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -224,227 +268,150 @@ class Store {
   }
 
  private:
-  struct Session;
-  struct Object {
-    std::string ns, key;
-    DType dtype = DType::kUnspecified;
-    std::vector<int64_t> shape;
-    uint64_t nbytes = 0;
-    uint32_t pool = 0;
-    uint64_t offset = 0;
-    uint64_t reserved = 0;
-    Durability durability = Durability::kDurable;
-    Scope scope = Scope::kGlobal;
-    bool sealed = false;
-    bool retired = false;      // unreachable by key; freed when the last lease ends
-    Session* owner = nullptr;  // set while unsealed or session-scoped
-    uint32_t leases = 0;
-    int64_t created_unix_ms = 0;
-    int64_t ttl_ms = 0;
-    bool on_host = true;                  // pool/offset/reserved hold a valid copy
-    std::optional<tiers::SsdExtent> ssd;  // a clean copy on the SSD tier
-    int pins = 0;                         // in-flight transfers and waiters: defer freeing
-    bool promoting = false;
-    bool expiring = false;
-    std::multimap<int64_t, Object*>::iterator expiry_it;  // valid while `expiring`
-    // The GPU tier. A GPU Create starts with only this copy (on_host false); a promotion adds
-    // one beside the host copy. Sealed tensors never change, so every copy is identical.
-    struct GpuCopy {
-      uint32_t pool = 0;  // of the GPU tier's PoolSet
-      uint64_t offset = 0;
-      uint64_t reserved = 0;
-    };
-    std::optional<GpuCopy> gpu;
-    uint32_t gpu_leases = 0;  // `leases` counts host leases
-    bool gpu_moving = false;  // a copy up to the GPU is in flight
-  };
-  struct Session {
-    std::string id;
-    std::string name;
-    absl::flat_hash_set<uint64_t> leases;
-    absl::flat_hash_set<Object*> creating;
-    absl::flat_hash_set<Object*> scoped;
-  };
-  struct LeaseEntry {
-    Session* session;
-    Object* object;
-    bool gpu = false;
-  };
-  struct PendingWrite {
-    Object* o;
-    const uint8_t* src;
-  };
+  // A range to scrub and return to its tier once no lock is held.
   struct PendingFree {
-    uint32_t pool;
-    uint64_t offset;
-    uint64_t reserved;
-    bool gpu = false;  // a range of the GPU tier's pools
+    TierId tier;
+    tiers::Range range;
   };
-  // A GPU copy on its way down to host range (pool, offset).
-  struct GpuDown {
+  using Frees = std::vector<PendingFree>;
+  // One batched trip of keys up to a tier: Get's misses (leased on arrival) or a Prefetch.
+  struct Lift;
+  // One key's move, booked under the lock and carried out without it.
+  struct Booked {
+    size_t i;  // index into the request's keys
     Object* o;
-    uint32_t pool;
-    uint64_t offset, reserved;
+    TierId from;
+    MoveItem item;
   };
 
-  static std::string TableKey(absl::string_view ns, absl::string_view key);
-  Session* FindSession(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Object* FindObject(absl::string_view ns, absl::string_view key)
+  tiers::Tier* TierOf(TierId t) const { return tiers_[tiers::Index(t)]; }
+  policy::EvictionPolicy* PolicyOf(TierId t) const { return policies_[tiers::Index(t)].get(); }
+  static policy::Handle HandleOf(Object* o) { return reinterpret_cast<policy::Handle>(o); }
+  static Object* ObjectOf(policy::Handle h) { return reinterpret_cast<Object*>(h); }
+  absl::Time Clamp(absl::Time deadline) const;
+
+  // --- store.cc: the façade's own steps.
+  absl::Status CreateLocked(const std::string& session_id, const CreateParams& params,
+                            uint64_t nbytes, absl::Time deadline, bool may_wait, Frees* frees,
+                            bool* retry, uint64_t* gpu_room, absl::StatusOr<TensorInfo>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  TensorInfo Info(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool Expired(const Object& o) const;
-  // Now, on options_.clock.
-  int64_t NowUnixMs() const;
-  // One attempt of Create under the lock. Sets *retry when it freed memory (eviction,
-  // expiry) or waited for reclaiming, so the caller reclaims `frees` and tries again.
-  absl::StatusOr<TensorInfo> CreateLocked(const std::string& session_id, const CreateParams& params,
-                                          uint64_t nbytes, absl::Time deadline,
-                                          std::vector<PendingFree>* frees, bool* retry,
-                                          uint64_t* gpu_room) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Seal's bookkeeping. `expected` (non-null): the key must still name that object.
+  absl::StatusOr<TensorInfo> CreateWaiting(const std::string& session_id,
+                                           const CreateParams& params, uint64_t nbytes,
+                                           absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<TensorInfo> TryAllocate(Session* s, const CreateParams& params, uint64_t nbytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SealLocked(const std::string& session_id, absl::string_view ns,
                           absl::string_view key, Object* expected)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Allocates in `pools` (of the GPU tier when params.tier is kGpu) and registers the object.
-  absl::StatusOr<TensorInfo> TryAllocate(Session* s, const CreateParams& params, uint64_t nbytes,
-                                         std::span<const uint32_t> pools)
+  absl::Status CheckWant(WantTier want, int device) const;
+  void ExpireLocked(Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- copies.cc: copies, leases and their policy notices.
+  TensorInfo Info(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Location LocationOf(const Object& o, TierId t) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void GrantLease(Session* s, Object* o, TierId t, GetOutcome* r)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes,
-                     std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Retire(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ExpireLocked(std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FreeObject(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DropLease(uint64_t lease_id, std::vector<PendingFree>* frees)
+  void DropLease(uint64_t lease_id, Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Readers keep a copy where it is (a move reading it, a request needing it).
+  void AddReader(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropReader(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tells t's policy when the copy's held state (leases or readers) changed from `was_held`.
+  void SyncPin(Object* o, TierId t, bool was_held) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A move into t finished: the copy is now `range` (encoded by `codec`).
+  void AddCopy(Object* o, TierId t, const tiers::Range& range, codec::CodecId codec)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Tries the candidate pools; returns {pool, offset} or RESOURCE_EXHAUSTED.
-  absl::StatusOr<std::pair<uint32_t, uint64_t>> AllocateHost(std::span<const uint32_t> pools,
-                                                             uint64_t nbytes)
+  // Drops t's copy (the policy hears `why`); its range is freed (SSD) or queued in `frees`.
+  void DropCopy(Object* o, TierId t, policy::RemovalReason why, Frees* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // When no pool has room: asks the migrator for `nbytes` and waits briefly for memory to come
-  // back, or drops CACHE victims. Returns true if the caller should retry, false if nothing
-  // can make room.
+  // Queues a range for scrubbing and freeing (an SSD range is freed at once).
+  void FreeRange(TierId t, const tiers::Range& range, Frees* frees)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes o's key (Delete, Abort, expiry, session end, a lost CACHE tensor); its copies go
+  // when nothing holds it.
+  void Retire(Object* o, policy::RemovalReason why, Frees* frees)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeFreeRetired(Object* o, Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Scrubs freed ranges without the lock, then returns them to their pools: on the scrubber
+  // thread, or (`now`, from the store's own threads) before returning.
+  void Reclaim(Frees frees, bool now = false) ABSL_LOCKS_EXCLUDED(mu_);
+  void ReturnRanges(const Frees& frees, uint64_t scrubbed) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // --- lift.cc: moves up, for Get and Prefetch (on the executor).
+  void RunLift(Lift* lift) ABSL_LOCKS_EXCLUDED(mu_);
+  // Books the keys that can move now in one batch per source tier and returns them; the rest
+  // are left in `alone`.
+  std::vector<Booked> BookLifts(Lift* lift, std::vector<size_t>* alone)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The source a copy in `to` is made from: for the GPU the host copy; for the host the GPU
+  // copy (faster and never stale), else the SSD copy. nullopt: none exists yet.
+  std::optional<TierId> SourceFor(const Object& o, TierId to) const;
+  // Reserves `to`'s range for `o` and marks the move in flight.
+  absl::StatusOr<Booked> Book(size_t i, Object* o, TierId to, int device)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunBooked(std::span<Booked> booked, TierId to) ABSL_LOCKS_EXCLUDED(mu_);
+  void FinishLift(Lift* lift, Booked& b, Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LiftFailed(Lift* lift, Booked& b, Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One key, waiting for moves in flight and for room as needed.
+  void LiftOne(Lift* lift, size_t i, TierId to) ABSL_LOCKS_EXCLUDED(mu_);
+  // Completes key i of the lift that found its copy in `t`: a lease, or "there already".
+  void Arrived(Lift* lift, size_t i, Object* o, TierId t, bool moved)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits, with `o` pinned, until its copy in `t` is no longer in flight, or `deadline`;
+  // returns whether it cleared. `o` may be freed on return: look the key up again.
+  bool AwaitArrival(Object* o, TierId t, absl::Time deadline, Frees* frees)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- migration.cc: room, demotion, migrators and Evict.
+  // When no host pool has room: waits for memory being scrubbed, or asks the migrator for
+  // `nbytes` and waits briefly for memory to come back, or drops CACHE victims. Returns true
+  // if the caller should retry, false if nothing can make room.
   bool MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Time deadline,
-                std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Frees* frees)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool SsdUsable(uint64_t nbytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Promotes one SSD-resident tensor and leases it (the lock is dropped during the read).
-  GetOutcome PromoteAndLease(const std::string& session_id, absl::string_view ns,
-                             const std::string& key, absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
-  // Promotes and leases keys[i] for each i in `which` (SSD-resident at the first look): those
-  // that fit in host memory now are read in one engine batch, the rest one by one.
-  void PromoteMany(const std::string& session_id, absl::string_view ns,
-                   std::span<const std::string> keys, std::span<const size_t> which,
-                   absl::Time deadline, std::vector<GetOutcome>* out) ABSL_LOCKS_EXCLUDED(mu_);
-  // Completes a swap-in (or, from_gpu, a copy down from the GPU) of `o` into host range (pool,
-  // offset) that ended with `st`: leases it, or frees the range and fails (a CACHE tensor is
-  // dropped, a DURABLE one is DATA_LOSS).
-  void FinishPromotion(const std::string& session_id, const std::string& key, Object* o,
-                       uint32_t pool, uint64_t offset, uint64_t reserved, const absl::Status& st,
-                       GetOutcome* r, std::vector<PendingFree>* frees, bool from_gpu = false)
+  // Host -> SSD in two steps around the write: StartDemotions (lock held) drops host copies
+  // whose data lives elsewhere and queues the others in writing_; FinishDemotions writes the
+  // queue as one batch through the codec stage. Both return the host bytes they freed.
+  uint64_t StartDemotions(std::span<Object* const> chosen, Frees* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Grants a lease on the host copy (or, with `gpu`, the GPU copy) of a sealed object.
-  void GrantLease(Session* s, Object* o, GetOutcome* r, bool gpu = false)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Whether a lease, a transfer or a waiter holds the object.
-  static bool Held(const Object& o) { return o.leases > 0 || o.gpu_leases > 0 || o.pins > 0; }
-  // Host pools a copy of `o` may go to (its fixed class, or best fit).
-  absl::StatusOr<std::vector<uint32_t>> HostCandidates(const Object& o) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<Object::GpuCopy> AllocateGpu(std::span<const uint32_t> pools, uint64_t nbytes)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Location GpuLocation(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Copies one object up to the GPU (from host; SSD-only objects are promoted to host first)
-  // and leases the GPU copy.
-  GetOutcome CopyUpAndLease(const std::string& session_id, absl::string_view ns,
-                            const std::string& key, int device, absl::Time deadline)
-      ABSL_LOCKS_EXCLUDED(mu_);
-  // Copies up and leases keys[i] for each i in `which` (no GPU copy at the first look): those
-  // on the host with GPU room now go in one batch per device, the rest one by one.
-  void CopyUpMany(const std::string& session_id, absl::string_view ns,
-                  std::span<const std::string> keys, std::span<const size_t> which, int device,
-                  absl::Time deadline, std::vector<GetOutcome>* out) ABSL_LOCKS_EXCLUDED(mu_);
-  // Completes a copy up of `o` into `dst` that ended with `st`: leases the GPU copy, or frees
-  // `dst` and fails.
-  void FinishCopyUp(const std::string& session_id, const std::string& key, Object* o,
-                    const Object::GpuCopy& dst, const absl::Status& st, GetOutcome* r,
-                    std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // GPU demotion in two steps around the copy, like the SSD's: StartGpuDemotions (lock held)
-  // drops GPU copies that exist elsewhere, evicts CACHE ones with no host room and queues the
-  // rest in *downs with a host range, pinned; FinishGpuDemotions (lock not held) copies them
-  // down and completes each. Both return the GPU bytes they freed.
-  uint64_t StartGpuDemotions(std::span<Object* const> chosen, std::vector<GpuDown>* downs,
-                             std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  uint64_t FinishGpuDemotions(std::span<const GpuDown> downs, std::vector<PendingFree>* frees)
-      ABSL_LOCKS_EXCLUDED(mu_);
-  void DropGpuCopy(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t FinishDemotions(Frees* frees) ABSL_LOCKS_EXCLUDED(mu_);
+  // GPU -> host the same way; the copies down are returned by Start and run by Finish.
+  uint64_t StartGpuDemotions(std::span<Object* const> chosen, std::vector<Booked>* downs,
+                             Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t FinishGpuDemotions(std::span<Booked> downs, Frees* frees) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether a host copy may leave without a write because the GPU holds the tensor: CACHE
+  // tensors only; a DURABLE one still gets an SSD copy (a GPU fault must not lose it).
+  static bool DropsWithoutWrite(const Object& o) {
+    return o.copy(TierId::kGpu).present && o.durability == Durability::kCache;
+  }
   // Whether a GPU copy may be dropped without a copy down: a host copy, or an SSD copy on a
   // device that is not degraded.
   bool HasCopyBelowGpu(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Whether some host pool could take a copy of `o` now (its largest free range).
   bool HostHasRoomFor(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Evict of a tensor with a GPU copy: that copy goes one tier down.
+  absl::StatusOr<std::string> EvictHost(Object* o, Frees* frees, bool* wrote)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::string> EvictFromGpu(absl::string_view ns, absl::string_view key)
       ABSL_LOCKS_EXCLUDED(mu_);
-  static bool InPools(std::span<const uint32_t> pools, uint32_t pool) {
-    return std::find(pools.begin(), pools.end(), pool) != pools.end();
-  }
-  // The eviction policy tracks every sealed host-resident object, by its address.
-  static policy::Handle HandleOf(Object* o) { return reinterpret_cast<policy::Handle>(o); }
-  static Object* ObjectOf(policy::Handle h) { return reinterpret_cast<Object*>(h); }
-  // Visits tracked objects best victim first (per the policy) until `visit` returns false.
-  template <typename Fn>
-  void ForEachVictim(Fn&& visit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    eviction_->Victims([&](policy::Handle h) { return visit(ObjectOf(h)); });
-  }
-  // Demotion in two steps around the write: StartDemotions (lock held) drops the host copy of
-  // objects whose SSD copy is current and queues the others in writing_, pinned;
-  // FinishDemotions (lock not held) writes the queue in one batch and completes each.
-  // Both return the host bytes they freed.
-  uint64_t StartDemotions(std::span<Object* const> chosen, std::vector<PendingFree>* frees)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  uint64_t FinishDemotions(std::vector<PendingFree>* frees) ABSL_LOCKS_EXCLUDED(mu_);
-  // Whether a host copy may leave for SSD without a write because the GPU holds the tensor:
-  // CACHE tensors only; a DURABLE one still gets an SSD copy (a GPU fault must not lose it).
-  static bool DropsWithoutWrite(const Object& o) {
-    return o.gpu.has_value() && o.durability == Durability::kCache;
-  }
-  // Releases the host copy of a demoted object (its SSD copy stays).
-  void DropHostCopy(Object* o, std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Waits, with `o` pinned, until o->*flag (a transfer in flight) is false or `deadline`; returns
-  // whether it cleared. `o` may be freed on return: the caller looks the key up again.
-  bool AwaitCleared(Object* o, bool Object::*flag, absl::Time deadline,
-                    std::vector<PendingFree>* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Frees a retired object if nothing holds it any more.
-  void MaybeFreeRetired(Object* o, std::vector<PendingFree>* frees)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Time Clamp(absl::Time deadline) const;
-  // Bytes used and capacity of the host tier, over all pools.
   std::pair<uint64_t, uint64_t> HostUsage() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  // Zeroes freed ranges without the lock, then returns them to their pools.
-  void Reclaim(const std::vector<PendingFree>& frees) ABSL_LOCKS_EXCLUDED(mu_);
 
   tiers::HostTier* const host_;
   tiers::SsdTier* const ssd_;
   tiers::GpuTier* const gpu_;
+  const std::array<tiers::Tier*, tiers::kTierCount> tiers_;
   const StoreOptions options_;
+  Mover mover_;
 
   absl::Mutex mu_;
-  absl::flat_hash_map<std::string, std::unique_ptr<Object>> objects_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<Object*, std::unique_ptr<Object>> retired_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, LeaseEntry> leases_ ABSL_GUARDED_BY(mu_);
-  const std::unique_ptr<policy::EvictionPolicy> eviction_ ABSL_GUARDED_BY(mu_);
-  // Tracks the GPU copies of sealed objects (victims of GPU demotion).
-  const std::unique_ptr<policy::EvictionPolicy> gpu_eviction_ ABSL_GUARDED_BY(mu_);
-  uint64_t gpu_pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  std::multimap<int64_t, Object*> expiries_ ABSL_GUARDED_BY(mu_);  // unix ms -> sealed object
-  uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
-  uint64_t pinned_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<PendingWrite> writing_
-      ABSL_GUARDED_BY(mu_);  // started, not yet written  // host bytes being written to SSD
-  uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;  // bumped whenever host memory returns
+  ObjectTable table_ ABSL_GUARDED_BY(mu_);
+  // Per tier (none for SSD): tracks the sealed copies there, offers victims.
+  std::array<std::unique_ptr<policy::EvictionPolicy>, tiers::kTierCount> policies_
+      ABSL_GUARDED_BY(mu_);
+  std::array<uint64_t, tiers::kTierCount> pinned_bytes_ ABSL_GUARDED_BY(mu_) = {};
+  uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes queued for scrubbing
+  uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;    // host bytes being written to SSD
+  std::vector<Object*> writing_ ABSL_GUARDED_BY(mu_);   // started, not yet written
+  uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;        // bumped whenever memory returns
   absl::flat_hash_map<uint32_t, uint64_t> pool_demand_ ABSL_GUARDED_BY(mu_);  // bytes waited for
   bool migrate_now_ ABSL_GUARDED_BY(mu_) = false;
   tiers::SystemPressure system_ ABSL_GUARDED_BY(mu_);  // last reading by the migrator

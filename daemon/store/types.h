@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "daemon/codec/codec.h"
 #include "tensord/dtype.h"
 
 namespace tensord::store {
@@ -26,6 +27,8 @@ struct CreateParams {
   int64_t ttl_ms = 0;               // 0: no expiry; else deleted this long after Seal
   WantTier tier = WantTier::kHost;  // kHost (or kAny) or kGpu: where the client writes it
   int device = -1;                  // kGpu: the daemon's GPU ordinal; -1: any
+  // How copies below the host tier may be stored (the codec stage): raw, or losslessly encoded.
+  codec::Compression compression = codec::Compression::kNone;
 };
 
 // A byte range in an arena of the host tier (segment) or of the GPU tier (device arena).
@@ -54,6 +57,8 @@ struct TensorInfo {
   bool on_ssd = false;  // has a (clean) SSD copy
   bool on_gpu = false;  // has a copy on the GPU tier, at gpu_location
   Location gpu_location;
+  codec::Compression compression = codec::Compression::kNone;
+  uint64_t ssd_stored_bytes = 0;  // bytes its SSD copy takes (encoded), when on_ssd
 };
 
 // One key's answer in a batched Get.

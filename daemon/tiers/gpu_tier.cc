@@ -258,4 +258,39 @@ std::vector<uint32_t> GpuTier::PoolsOn(int device) const {
   return out;
 }
 
+absl::StatusOr<Range> GpuTier::ReserveImpl(uint64_t nbytes, const Placement& where) {
+  return ReservePooled(pools_, Candidates(nbytes, where.device, where.pool), nbytes);
+}
+
+absl::Status GpuTier::Scrub(const Range& range) {
+  return devices_[pools_[range.space].arena]->Zero(range.offset, range.reserved);
+}
+
+std::vector<absl::Status> GpuTier::CopyPerArena(bool to_device, std::span<const Transfer> items) {
+  std::vector<absl::Status> out(items.size());
+  std::vector<std::vector<GpuDevice::Copy>> copies(devices_.size());
+  std::vector<std::vector<size_t>> index(devices_.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    const Range& r = *items[i].range;
+    const uint32_t arena = pools_[r.space].arena;
+    copies[arena].push_back({r.offset, items[i].host, r.length});
+    index[arena].push_back(i);
+  }
+  for (uint32_t a = 0; a < copies.size(); ++a) {
+    if (copies[a].empty()) continue;
+    const absl::Status st =
+        to_device ? devices_[a]->ToDevice(copies[a]) : devices_[a]->ToHost(copies[a]);
+    for (size_t i : index[a]) out[i] = st;
+  }
+  return out;
+}
+
+void GpuTier::WriteImpl(std::span<const Transfer> items, TransferDone done) {
+  std::move(done)(CopyPerArena(/*to_device=*/true, items));
+}
+
+void GpuTier::ReadImpl(std::span<const Transfer> items, TransferDone done) {
+  std::move(done)(CopyPerArena(/*to_device=*/false, items));
+}
+
 }  // namespace tensord::tiers

@@ -57,7 +57,7 @@ struct GpuArena {
   std::string ipc_handle;
 };
 
-class GpuTier {
+class GpuTier final : public Tier {
  public:
   // Opens the configured devices and allocates their arenas. Returns nullptr when the tier is
   // absent (mode off, or auto and no usable GPU), with the reason in *absent. FAILED_PRECONDITION
@@ -88,10 +88,27 @@ class GpuTier {
   bool host_pinned() const { return host_pinned_; }
   // Whether every device still answers (a CUDA context with a sticky error does not). Cheap:
   // one cudaMemGetInfo per device.
-  bool Healthy() const;
+  bool Healthy() const override;
+
+  // The Tier interface: ranges of the arenas' pools (Range::space is the pool index; Placement
+  // picks the device and class as Candidates does). A batch is one enqueue per device on the
+  // daemon's streams, then one wait. Scrub zeroes on the device. Reserve/Free/Usage: under the
+  // store's lock.
+  TierId id() const override { return TierId::kGpu; }
+  absl::Status Scrub(const Range& range) override;
+  TierUsage Usage() const override { return UsageOf(pools_); }
+  uint8_t* Address(const Range& range) const override {
+    return devices_[pools_[range.space].arena]->base() + range.offset;
+  }
 
  private:
   GpuTier() = default;
+  absl::StatusOr<Range> ReserveImpl(uint64_t nbytes, const Placement& where) override;
+  void FreeImpl(const Range& range) override { FreePooled(pools_, range); }
+  void WriteImpl(std::span<const Transfer> items, TransferDone done) override;
+  void ReadImpl(std::span<const Transfer> items, TransferDone done) override;
+  // One ToDevice/ToHost per arena; every item gets its arena's status.
+  std::vector<absl::Status> CopyPerArena(bool to_device, std::span<const Transfer> items);
   absl::Status AddDevice(std::unique_ptr<GpuDevice> device,
                          const std::vector<PoolClassConfig>& classes);
 

@@ -3,6 +3,8 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -112,5 +114,58 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierConfig&
   tier->capacity_ = config.capacity;
   return tier;
 }
+
+absl::StatusOr<Range> ReservePooled(memory::PoolSet& pools, absl::StatusOr<std::vector<uint32_t>> candidates,
+                                    uint64_t nbytes) {
+  if (!candidates.ok()) return candidates.status();
+  for (uint32_t pool : *candidates) {
+    memory::Allocator& alloc = *pools[pool].allocator;
+    if (auto offset = alloc.Allocate(nbytes); offset.ok()) {
+      return Range{pool, *offset, nbytes, alloc.Reserved(nbytes), 0};
+    }
+  }
+  return absl::ResourceExhaustedError("no free range");
+}
+
+void FreePooled(memory::PoolSet& pools, const Range& range) {
+  if (absl::Status st = pools[range.space].allocator->Free(range.offset); !st.ok()) {
+    spdlog::critical("store invariant broken: {}", st.ToString());
+    std::abort();
+  }
+}
+
+TierUsage UsageOf(const memory::PoolSet& pools) {
+  TierUsage u;
+  for (uint32_t i = 0; i < pools.size(); ++i) {
+    const memory::AllocatorStats st = pools[i].allocator->Stats();
+    u.capacity_bytes += st.capacity_bytes;
+    u.used_bytes += st.used_bytes;
+    u.largest_free_bytes = std::max(u.largest_free_bytes, st.largest_free_bytes);
+  }
+  return u;
+}
+
+absl::StatusOr<Range> HostTier::ReserveImpl(uint64_t nbytes, const Placement& where) {
+  return ReservePooled(pools_, pools_.Candidates(nbytes, where.pool), nbytes);
+}
+
+void HostTier::FreeImpl(const Range& range) { FreePooled(pools_, range); }
+
+absl::Status HostTier::Scrub(const Range& range) {
+  std::memset(Address(range), 0, range.reserved);
+  return absl::OkStatus();
+}
+
+void HostTier::WriteImpl(std::span<const Transfer> items, TransferDone done) {
+  for (const Transfer& t : items) std::memcpy(Address(*t.range), t.host, t.range->length);
+  std::move(done)(std::vector<absl::Status>(items.size()));
+}
+
+void HostTier::ReadImpl(std::span<const Transfer> items, TransferDone done) {
+  for (const Transfer& t : items) std::memcpy(t.host, Address(*t.range), t.range->length);
+  std::move(done)(std::vector<absl::Status>(items.size()));
+}
+
+TierUsage HostTier::Usage() const { return UsageOf(pools_); }
 
 }  // namespace tensord::tiers

@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/shm_segment.h"
 #include "daemon/memory/pool_set.h"
+#include "daemon/tiers/tier.h"
 
 namespace tensord::tiers {
 
@@ -21,7 +22,7 @@ struct HostSegment {
   std::string pool;
 };
 
-class HostTier {
+class HostTier final : public Tier {
  public:
   // Creates one segment per fixed pool class and one for the general pool with the rest of the
   // capacity. Segment names are `name_prefix` + 128 random bits, created exclusively.
@@ -43,8 +44,22 @@ class HostTier {
   // Returns the daemon's address of `offset` in `arena`; the caller has checked the range.
   uint8_t* Address(uint32_t arena, uint64_t offset) const { return shm_[arena].data() + offset; }
 
+  // The Tier interface: ranges of the pools (Range::space is the pool index), transfers are
+  // memcpy, Scrub zeroes (the store skips it when zero_on_free is off). Reserve/Free/Usage: under the store's lock.
+  TierId id() const override { return TierId::kHost; }
+  absl::Status Scrub(const Range& range) override;
+  TierUsage Usage() const override;
+  bool Healthy() const override { return true; }
+  uint8_t* Address(const Range& range) const override {
+    return Address(pools_[range.space].arena, range.offset);
+  }
+
  private:
   HostTier() = default;
+  absl::StatusOr<Range> ReserveImpl(uint64_t nbytes, const Placement& where) override;
+  void FreeImpl(const Range& range) override;
+  void WriteImpl(std::span<const Transfer> items, TransferDone done) override;
+  void ReadImpl(std::span<const Transfer> items, TransferDone done) override;
   absl::Status AddSegment(const std::string& name, uint64_t size, const std::string& pool,
                           const HostTierConfig& config);
 
@@ -59,6 +74,15 @@ class HostTier {
 // fit in its share. INVALID_ARGUMENT for a nameless, reserved ("general"), zero-sized or
 // shareless class, or one that gets no block.
 absl::StatusOr<uint64_t> BlockCount(const PoolClassConfig& pool, uint64_t capacity);
+
+// Pool-carved tiers (host, GPU) share these: the first of `candidates` (best first) with room
+// (RESOURCE_EXHAUSTED if none; the candidates' error as is), freeing (an unknown range is a
+// daemon bug: abort), and usage summed over the pools.
+absl::StatusOr<Range> ReservePooled(memory::PoolSet& pools,
+                                    absl::StatusOr<std::vector<uint32_t>> candidates,
+                                    uint64_t nbytes);
+void FreePooled(memory::PoolSet& pools, const Range& range);
+TierUsage UsageOf(const memory::PoolSet& pools);
 
 // Returns the shared-memory name prefix of the instance whose run directory is `run_dir`:
 // "tensord." + a hash of its absolute path + ".", so instances in different directories never

@@ -30,19 +30,17 @@ struct FreeDeleter {
 absl::StatusOr<std::unique_ptr<SsdTier>> SsdTier::Create(const SsdTierConfig& config,
                                                          std::unique_ptr<io::IoEngine> engine) {
   if (config.files.empty()) return absl::InvalidArgumentError("the SSD tier needs a swap file");
-  std::vector<int> fds;
-  auto fail = [&fds](absl::Status st) {
-    for (int fd : fds) close(fd);
-    return st;
-  };
+  std::vector<UniqueFd> fds;
+  auto fail = [](absl::Status st) { return st; };  // fds close themselves
   for (const SwapFileConfig& f : config.files) {
     if (f.size == 0 || f.size % kBlock != 0) {
       return fail(absl::InvalidArgumentError(absl::StrCat("swap file ", f.path, ": size ", f.size,
                                                           " is not a positive multiple of 4 KiB")));
     }
-    int fd = open(f.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) return fail(io::ErrnoStatus(errno, absl::StrCat("open ", f.path)));
-    fds.push_back(fd);
+    UniqueFd owned(open(f.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!owned.valid()) return fail(io::ErrnoStatus(errno, absl::StrCat("open ", f.path)));
+    const int fd = owned.get();
+    fds.push_back(std::move(owned));
     if (int rc = posix_fallocate(fd, 0, static_cast<off_t>(f.size)); rc != 0) {
       return fail(io::ErrnoStatus(rc, absl::StrCat("fallocate ", f.path)));
     }
@@ -57,23 +55,23 @@ absl::StatusOr<std::unique_ptr<SsdTier>> SsdTier::Create(const SsdTierConfig& co
   return std::unique_ptr<SsdTier>(new SsdTier(config, std::move(fds), std::move(engine)));
 }
 
-SsdTier::SsdTier(const SsdTierConfig& config, std::vector<int> fds,
+SsdTier::SsdTier(const SsdTierConfig& config, std::vector<UniqueFd> fds,
                  std::unique_ptr<io::IoEngine> engine)
     : config_(config), engine_(std::move(engine)) {
   for (size_t i = 0; i < fds.size(); ++i) {
-    files_.push_back(std::unique_ptr<File>(new File{
-        config.files[i].path, fds[i], memory::GeneralAllocator(0, config.files[i].size, kBlock)}));
+    files_.push_back(std::unique_ptr<File>(
+        new File{config.files[i].path, std::move(fds[i]),
+                 memory::GeneralAllocator(0, config.files[i].size, kBlock)}));
   }
   engine_->set_fault_plan(&faults_);
   stats_.engine = engine_->mode();
 }
 
 SsdTier::~SsdTier() {
-  engine_.reset();  // joins the I/O threads before the fds go
-  for (const auto& f : files_) close(f->fd);
+  engine_.reset();  // joins the I/O threads before the fds close (with files_)
 }
 
-absl::Status SsdTier::Transfer(io::Op op, std::span<const Piece> pieces) {
+absl::Status SsdTier::RunPieces(io::Op op, std::span<const Piece> pieces) {
   // An aligned buffer goes to the device as it is, except for its last partial block; an
   // unaligned one (rare: arenas are page-aligned) goes whole through a bounce buffer.
   struct Bounce {
@@ -141,101 +139,105 @@ void SsdTier::Account(io::Op op, uint64_t count, uint64_t bytes, uint64_t ns,
   }
 }
 
-absl::StatusOr<SsdExtent> SsdTier::Write(const uint8_t* src, uint64_t len) {
-  const WriteItem item{src, len};
-  return std::move(WriteMany({&item, 1})[0]);
-}
-
-std::vector<absl::StatusOr<SsdExtent>> SsdTier::WriteMany(std::span<const WriteItem> items) {
-  std::vector<absl::StatusOr<SsdExtent>> out(items.size(), absl::UnknownError("not written"));
-  std::vector<Piece> pieces;
-  std::vector<size_t> index;  // pieces[j] writes items[index[j]]
-  {
-    absl::MutexLock lock(&mu_);
-    for (size_t i = 0; i < items.size(); ++i) {
-      if (stats_.degraded) {
-        out[i] = absl::UnavailableError("swap device is degraded");
-        continue;
-      }
-      // Files take turns, so that a batch spreads over the devices; a full one is skipped.
-      absl::StatusOr<uint64_t> offset = absl::ResourceExhaustedError("swap full");
-      uint32_t f = 0;
-      for (size_t tried = 0; tried < files_.size() && !offset.ok(); ++tried) {
-        f = static_cast<uint32_t>(next_file_++ % files_.size());
-        offset = files_[f]->extents.Allocate(items[i].len);
-      }
-      if (!offset.ok()) {
-        out[i] = absl::ResourceExhaustedError(absl::StrCat(
-            "swap full: no room for ", items[i].len, " bytes (", offset.status().message(), ")"));
-        continue;
-      }
-      out[i] = SsdExtent{f, *offset, items[i].len, files_[f]->extents.Reserved(items[i].len), 0};
-      pieces.push_back(
-          Piece{files_[f]->fd, const_cast<uint8_t*>(items[i].src), items[i].len, *offset});
-      index.push_back(i);
-    }
-  }
-  for (size_t j = 0; j < pieces.size(); ++j) {
-    out[index[j]]->checksum = XXH3_64bits(pieces[j].buf, pieces[j].len);
-  }
-  if (pieces.empty()) return out;
-  const absl::Status batch = Transfer(io::Op::kWrite, pieces);
-  if (batch.ok()) return out;
-  // A batch that failed somewhere: redo each write alone, so that only those that fail again
-  // fail (a transient fault costs a retry, not the round).
-  for (size_t j = 0; j < pieces.size(); ++j) {
-    absl::Status st = pieces.size() == 1 ? batch : Transfer(io::Op::kWrite, {&pieces[j], 1});
-    if (!st.ok()) {
-      Free(*out[index[j]]);
-      out[index[j]] = st;
-    }
-  }
-  return out;
-}
-
-absl::Status SsdTier::Read(const SsdExtent& extent, uint8_t* dst) {
-  const ReadItem item{extent, dst};
-  return ReadMany({&item, 1})[0];
-}
-
-std::vector<absl::Status> SsdTier::ReadMany(std::span<const ReadItem> items) {
-  std::vector<Piece> pieces;
-  pieces.reserve(items.size());
-  for (const ReadItem& r : items) {
-    if (r.extent.file >= files_.size()) {
-      spdlog::critical("swap extent names file {} of {}", r.extent.file, files_.size());
-      std::abort();
-    }
-    pieces.push_back(Piece{files_[r.extent.file]->fd, r.dst, r.extent.length, r.extent.offset});
-  }
-  std::vector<absl::Status> out(items.size());
-  if (absl::Status batch = Transfer(io::Op::kRead, pieces); !batch.ok()) {
-    // Attribute the failure: read each alone (a transient fault costs a retry).
-    for (size_t i = 0; i < items.size(); ++i) {
-      out[i] = items.size() == 1 ? batch : Transfer(io::Op::kRead, {&pieces[i], 1});
-    }
-  }
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (!out[i].ok()) continue;
-    if (XXH3_64bits(items[i].dst, items[i].extent.length) != items[i].extent.checksum) {
-      absl::MutexLock lock(&mu_);
-      ++stats_.checksum_failures;
-      out[i] = absl::DataLossError(
-          absl::StrCat("swap extent at ", items[i].extent.offset, " failed its checksum"));
-    }
-  }
-  return out;
-}
-
-void SsdTier::Free(const SsdExtent& extent) {
+absl::StatusOr<Range> SsdTier::ReserveImpl(uint64_t nbytes, const Placement&) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status st = files_.at(extent.file)->extents.Free(extent.offset); !st.ok()) {
+  if (stats_.degraded) return absl::UnavailableError("swap device is degraded");
+  // Files take turns, so that a batch spreads over the devices; a full one is skipped.
+  absl::StatusOr<uint64_t> offset = absl::ResourceExhaustedError("swap full");
+  uint32_t f = 0;
+  for (size_t tried = 0; tried < files_.size() && !offset.ok(); ++tried) {
+    f = static_cast<uint32_t>(next_file_++ % files_.size());
+    offset = files_[f]->extents.Allocate(nbytes);
+  }
+  if (!offset.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat("swap full: no room for ", nbytes,
+                                                     " bytes (", offset.status().message(), ")"));
+  }
+  return Range{f, *offset, nbytes, files_[f]->extents.Reserved(nbytes), 0};
+}
+
+void SsdTier::FreeImpl(const Range& extent) {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status st = files_.at(extent.space)->extents.Free(extent.offset); !st.ok()) {
     spdlog::critical("swap extent invariant broken: {}", st.ToString());
     std::abort();
   }
 }
 
-SsdStats SsdTier::Stats() {
+std::vector<SsdTier::Piece> SsdTier::PiecesOf(std::span<const Transfer> items) const {
+  std::vector<Piece> pieces;
+  pieces.reserve(items.size());
+  for (const Transfer& t : items) {
+    if (t.range->space >= files_.size()) {
+      spdlog::critical("swap extent names file {} of {}", t.range->space, files_.size());
+      std::abort();
+    }
+    pieces.push_back(Piece{files_[t.range->space]->fd.get(), t.host, t.range->length,
+                           t.range->offset});
+  }
+  return pieces;
+}
+
+std::vector<absl::Status> SsdTier::TransferEach(io::Op op, std::span<const Piece> pieces) {
+  std::vector<absl::Status> out(pieces.size());
+  if (absl::Status batch = RunPieces(op, pieces); !batch.ok()) {
+    // Attribute the failure: redo each alone (a transient fault costs a retry, not the batch).
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      out[i] = pieces.size() == 1 ? batch : RunPieces(op, {&pieces[i], 1});
+    }
+  }
+  return out;
+}
+
+void SsdTier::WriteImpl(std::span<const Transfer> items, TransferDone done) {
+  if (degraded()) {
+    std::move(done)(std::vector<absl::Status>(items.size(),
+                                              absl::UnavailableError("swap device is degraded")));
+    return;
+  }
+  for (const Transfer& t : items) t.range->checksum = XXH3_64bits(t.host, t.range->length);
+  std::move(done)(TransferEach(io::Op::kWrite, PiecesOf(items)));
+}
+
+void SsdTier::ReadImpl(std::span<const Transfer> items, TransferDone done) {
+  std::vector<absl::Status> out = TransferEach(io::Op::kRead, PiecesOf(items));
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (!out[i].ok()) continue;
+    const Range& r = *items[i].range;
+    if (XXH3_64bits(items[i].host, r.length) != r.checksum) {
+      absl::MutexLock lock(&mu_);
+      ++stats_.checksum_failures;
+      out[i] = absl::DataLossError(
+          absl::StrCat("swap extent at ", r.offset, " failed its checksum"));
+    }
+  }
+  std::move(done)(std::move(out));
+}
+
+absl::StatusOr<SsdExtent> SsdTier::Write(const uint8_t* src, uint64_t len) {
+  auto extent = Reserve(len, {});
+  if (!extent.ok()) return extent.status();
+  const Transfer t{&*extent, const_cast<uint8_t*>(src)};
+  absl::Status st = WriteAll({&t, 1})[0];
+  if (!st.ok()) {
+    Free(*extent);
+    return st;
+  }
+  return extent;
+}
+
+absl::Status SsdTier::Read(const SsdExtent& extent, uint8_t* dst) {
+  SsdExtent e = extent;
+  const Transfer t{&e, dst};
+  return ReadAll({&t, 1})[0];
+}
+
+TierUsage SsdTier::Usage() const {
+  const SsdStats st = Stats();
+  return TierUsage{st.capacity_bytes, st.used_bytes, st.largest_free_bytes};
+}
+
+SsdStats SsdTier::Stats() const {
   absl::MutexLock lock(&mu_);
   SsdStats s = stats_;
   for (const auto& f : files_) {
@@ -266,10 +268,10 @@ bool SsdTier::Probe() {
   uint8_t* out = block.get();
   uint8_t* in = out + kBlock;
   for (uint64_t i = 0; i < kBlock; ++i) out[i] = static_cast<uint8_t>(i * 131 + 7);
-  const int fd = files_[extent.file]->fd;
+  const int fd = files_[extent.space]->fd.get();
   Piece write{fd, out, kBlock, extent.offset}, read{fd, in, kBlock, extent.offset};
-  const bool ok = Transfer(io::Op::kWrite, {&write, 1}).ok() &&
-                  Transfer(io::Op::kRead, {&read, 1}).ok() && std::memcmp(in, out, kBlock) == 0;
+  const bool ok = RunPieces(io::Op::kWrite, {&write, 1}).ok() &&
+                  RunPieces(io::Op::kRead, {&read, 1}).ok() && std::memcmp(in, out, kBlock) == 0;
   Free(extent);
   absl::MutexLock lock(&mu_);
   if (ok && stats_.degraded) {

@@ -1,6 +1,6 @@
 // The SSD tier: preallocated swap files opened O_DIRECT, each carved into 4 KiB-aligned extents
 // by the general allocator (new extents rotate among the files, spreading I/O over devices),
-// written and read through an IoEngine. Every extent carries an XXH3 checksum of its bytes, taken
+// written and read through an IoEngine; one of the tiers behind tiers/tier.h. Every extent carries an XXH3 checksum of its bytes, taken
 // when written and verified on every read, so a faulty device never serves wrong bytes. After
 // `degrade_after` consecutive I/O failures the tier is marked degraded and refuses new writes
 // (reads are still attempted). Thread-safe: the extent allocator and counters are guarded by mu_;
@@ -15,8 +15,10 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/config.h"
+#include "common/unique_fd.h"
 #include "daemon/io/io_engine.h"
 #include "daemon/memory/general_allocator.h"
+#include "daemon/tiers/tier.h"
 
 namespace tensord::tiers {
 
@@ -26,13 +28,9 @@ struct SsdTierConfig {
   int degrade_after = 3;  // consecutive failed operations
 };
 
-struct SsdExtent {
-  uint32_t file = 0;  // index into SsdTierConfig::files
-  uint64_t offset = 0;
-  uint64_t length = 0;    // bytes of tensor data
-  uint64_t reserved = 0;  // bytes on disk (4 KiB multiple)
-  uint64_t checksum = 0;  // XXH3-64 of the data
-};
+// An extent: Range::space is the index into SsdTierConfig::files, `reserved` a 4 KiB multiple,
+// `checksum` the XXH3-64 of the `length` bytes written.
+using SsdExtent = Range;
 
 struct SsdStats {
   uint64_t capacity_bytes = 0, used_bytes = 0, largest_free_bytes = 0, free_bytes = 0;
@@ -43,38 +41,34 @@ struct SsdStats {
   const char* engine = "";
 };
 
-class SsdTier {
+class SsdTier final : public Tier {
  public:
   // Creates or reuses the swap files, preallocates them and opens them O_DIRECT.
   // INVALID_ARGUMENT for no file or a size that is not a positive multiple of 4 KiB; the errno
   // otherwise.
   static absl::StatusOr<std::unique_ptr<SsdTier>> Create(const SsdTierConfig& config,
                                                          std::unique_ptr<io::IoEngine> engine);
-  ~SsdTier();
+  ~SsdTier() override;
 
-  // Allocates an extent and writes `len` bytes from `src` (borrowed; must not change during
-  // the call). RESOURCE_EXHAUSTED when full, UNAVAILABLE when degraded or on I/O error.
+  // The Tier interface. Reserve rotates new extents among the files (spreading I/O over
+  // devices); RESOURCE_EXHAUSTED when full, UNAVAILABLE when degraded. Write takes each item's
+  // checksum, Read verifies it (DATA_LOSS on a mismatch; the bytes are then untrustworthy). A
+  // batch that fails is retried item by item, so that only the items that fail again report an
+  // error. Transfers complete before Write/Read return. Thread-safe.
+  TierId id() const override { return TierId::kSsd; }
+  absl::Status Scrub(const Range&) override { return absl::OkStatus(); }
+  TierUsage Usage() const override;
+  bool Healthy() const override { return !const_cast<SsdTier*>(this)->degraded(); }
+  uint8_t* Address(const Range&) const override { return nullptr; }
+  using Tier::Read;
+  using Tier::Write;
+
+  // Conveniences over the interface: reserves an extent and writes `len` bytes from `src`
+  // (borrowed), freeing the extent if the write fails; reads one extent into `dst`.
   absl::StatusOr<SsdExtent> Write(const uint8_t* src, uint64_t len);
-  // Reads an extent into `dst` and verifies it. DATA_LOSS on a checksum mismatch, the I/O
-  // error otherwise; `dst` then holds no trustworthy bytes.
   absl::Status Read(const SsdExtent& extent, uint8_t* dst);
-  // Many writes or reads in one engine batch, all in flight together (up to the queue depth):
-  // how the migrator and batched Gets reach device speed with small tensors. One result per
-  // item, as from Write/Read; when the batch fails, each item is retried alone so that only
-  // the items that fail again report an error.
-  struct WriteItem {
-    const uint8_t* src;
-    uint64_t len;
-  };
-  struct ReadItem {
-    SsdExtent extent;
-    uint8_t* dst;
-  };
-  std::vector<absl::StatusOr<SsdExtent>> WriteMany(std::span<const WriteItem> items);
-  std::vector<absl::Status> ReadMany(std::span<const ReadItem> items);
-  void Free(const SsdExtent& extent);
 
-  SsdStats Stats();
+  SsdStats Stats() const;
   bool degraded();
   // For a degraded tier: writes one 4 KiB block, reads it back and, if both work and the bytes
   // match, clears the degraded mark. Returns whether the tier is usable now.
@@ -85,25 +79,33 @@ class SsdTier {
  private:
   struct File {
     std::string path;
-    int fd;
+    UniqueFd fd;
     memory::GeneralAllocator extents;
   };
-  SsdTier(const SsdTierConfig& config, std::vector<int> fds, std::unique_ptr<io::IoEngine> engine);
+  SsdTier(const SsdTierConfig& config, std::vector<UniqueFd> fds,
+          std::unique_ptr<io::IoEngine> engine);
   struct Piece {
     int fd;
     uint8_t* buf;
     uint64_t len;
     uint64_t offset;  // 4 KiB-aligned
   };
+  absl::StatusOr<Range> ReserveImpl(uint64_t nbytes, const Placement& where) override;
+  void FreeImpl(const Range& range) override;
+  void WriteImpl(std::span<const Transfer> items, TransferDone done) override;
+  void ReadImpl(std::span<const Transfer> items, TransferDone done) override;
+  std::vector<Piece> PiecesOf(std::span<const Transfer> items) const;
+  // Runs the pieces as one batch, then alone where the batch failed: one status per piece.
+  std::vector<absl::Status> TransferEach(io::Op op, std::span<const Piece> pieces);
   // Runs the pieces as one engine batch; unaligned parts go through small bounce buffers.
-  absl::Status Transfer(io::Op op, std::span<const Piece> pieces);
+  absl::Status RunPieces(io::Op op, std::span<const Piece> pieces);
   void Account(io::Op op, uint64_t count, uint64_t bytes, uint64_t ns, const absl::Status& st);
 
   const SsdTierConfig config_;
   std::unique_ptr<io::IoEngine> engine_;
   io::FaultPlan faults_;
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<File>> files_;  // fds fixed; extents guarded by mu_
   size_t next_file_ ABSL_GUARDED_BY(mu_) = 0;
   SsdStats stats_ ABSL_GUARDED_BY(mu_);

@@ -196,8 +196,8 @@ TEST(SsdTierFiles, ExtentsRotateOverSwapFilesAndFillThemAll) {
     ASSERT_TRUE(ext.ok()) << i << ": " << ext.status();
     extents.push_back(*ext);
   }
-  EXPECT_NE(extents[0].file, extents[1].file) << "consecutive extents go to different files";
-  EXPECT_EQ(std::count_if(extents.begin(), extents.end(), [](auto& e) { return e.file == 1; }), 4);
+  EXPECT_NE(extents[0].space, extents[1].space) << "consecutive extents go to different files";
+  EXPECT_EQ(std::count_if(extents.begin(), extents.end(), [](auto& e) { return e.space == 1; }), 4);
   EXPECT_EQ((*tier)->Write(data[0].data(), 4096).status().code(),
             absl::StatusCode::kResourceExhausted);
   for (int i = 0; i < 12; ++i) {

@@ -86,6 +86,7 @@ TEST_F(StoreTest, LifeCycleCreateSealGetReleaseDelete) {
   EXPECT_EQ(store_->Release(session_, {&lease, 1}).code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(store_->Delete(session_, "", "t").ok());
   EXPECT_EQ(store_->Stat("", "t").status().code(), absl::StatusCode::kNotFound);
+  store_->Quiesce();  // freed ranges are scrubbed off the caller's thread
   EXPECT_EQ(store_->Stats().used_bytes, 0u);
 }
 
@@ -143,6 +144,7 @@ TEST_F(StoreTest, DeleteWhileLeasedKeepsBytesUntilRelease) {
   Put("t", 4096, 0x11);
   EXPECT_EQ(store_->Address(info.location)[4095], 0x5A);
   ASSERT_TRUE(store_->Release(session_, {&lease, 1}).ok());
+  store_->Quiesce();  // freed ranges are scrubbed off the caller's thread
   EXPECT_EQ(store_->Address(info.location)[4095], 0x00) << "freed memory must be zeroed";
 }
 
@@ -186,6 +188,7 @@ TEST_F(StoreTest, ClosingASessionReleasesAbortsAndFreesScopedTensors) {
   ASSERT_TRUE(store_->Seal(s2, "", "scoped").ok());
   const uint64_t before = store_->Stats().used_bytes;
   store_->CloseSession(s2);
+  store_->Quiesce();  // freed ranges are scrubbed off the caller's thread
   StoreStats st = store_->Stats();
   EXPECT_EQ(st.leases, 0u);
   EXPECT_EQ(st.sessions, 1u);
@@ -249,6 +252,7 @@ TEST_F(StoreTest, TtlExpiresAfterSealButLeasedBytesSurvive) {
   EXPECT_EQ(store_->Stats().counters.expirations, 1u);
   EXPECT_EQ(store_->Address(info->location)[4095], 0x42) << "a lease outlives expiry";
   ASSERT_TRUE(store_->Release(session_, {&lease, 1}).ok());
+  store_->Quiesce();  // freed ranges are scrubbed off the caller's thread
   EXPECT_EQ(store_->Address(info->location)[4095], 0x00);
   p.ttl_ms = -1;
   EXPECT_EQ(store_->Create(session_, p).status().code(), absl::StatusCode::kInvalidArgument);

@@ -1,0 +1,447 @@
+// Moves up, without a lease (Prefetch) or leased on arrival (Get's misses): SSD -> host,
+// GPU -> host (a copy down that a host Get waits for), host -> GPU (SSD -> GPU through host).
+// Runs on the store's executor. Keys that can move at once go in one batch per source tier;
+// the rest wait, one by one, for a move in flight or for room. The lock is never held during a
+// move: the object is pinned and its destination copy marked in flight instead.
+#include "absl/strings/str_cat.h"
+#include "daemon/store/store.h"
+#include "daemon/store/validation.h"
+#include "spdlog/spdlog.h"
+
+namespace tensord::store {
+
+struct Store::Lift {
+  std::string session_id;  // empty: a Prefetch (no leases)
+  std::string ns;
+  std::vector<std::string> keys;
+  TierId to = TierId::kHost;
+  int device = -1;
+  absl::Time deadline;
+  std::vector<size_t> which;  // the keys that need a move
+  std::vector<GetOutcome> out;
+  std::vector<bool> moved;
+  // An inner lift of one key to host for a copy up: it holds the host copy (a reader and a pin
+  // on `held`) instead of leasing it, for the outer lift to let go.
+  bool hold = false;
+  Object* held = nullptr;
+  bool leasing() const { return !session_id.empty(); }
+};
+
+void Store::GetAsync(const std::string& session_id, absl::string_view ns,
+                     std::vector<std::string> keys, WantTier want, absl::Time deadline, int device,
+                     GetDone done) {
+  if (keys.empty() || keys.size() > kMaxBatchKeys) {
+    std::move(done)(absl::InvalidArgumentError(
+        absl::StrCat("a Get names 1 to ", kMaxBatchKeys, " keys, not ", keys.size())));
+    return;
+  }
+  if (auto st = ValidateNamespace(ns); !st.ok()) return std::move(done)(st);
+  if (auto st = CheckWant(want, device); !st.ok()) return std::move(done)(st);
+  auto lift = std::make_unique<Lift>();
+  lift->session_id = session_id;
+  lift->ns = std::string(ns);
+  lift->to = want == WantTier::kGpu ? TierId::kGpu : TierId::kHost;
+  lift->device = device;
+  lift->deadline = Clamp(deadline);
+  lift->out.resize(keys.size());
+  lift->moved.resize(keys.size());
+  {
+    absl::MutexLock lock(&mu_);
+    Session* s = table_.FindSession(session_id);
+    if (s == nullptr) {
+      return std::move(done)(absl::FailedPreconditionError("unknown or closed session; Attach first"));
+    }
+    ++counters_.gets;
+    if (want == WantTier::kGpu) ++counters_.gpu_gets;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      GetOutcome& r = lift->out[i];
+      r.status = ValidateKey(keys[i]);
+      if (!r.status.ok()) continue;
+      Object* o = table_.Find(ns, keys[i]);
+      if (o == nullptr) {
+        ++counters_.get_misses;
+        r.status = absl::NotFoundError(absl::StrCat("no tensor '", keys[i], "'"));
+        continue;
+      }
+      if (!o->sealed) {
+        r.status = absl::FailedPreconditionError(absl::StrCat("'", keys[i], "' is not sealed yet"));
+        continue;
+      }
+      if (s->leases.size() >= options_.max_leases_per_session) {
+        r.status = absl::ResourceExhaustedError(
+            absl::StrCat("session holds ", s->leases.size(), " leases, the maximum; Release some"));
+        continue;
+      }
+      const bool host = o->copy(TierId::kHost).present, gpu = o->copy(TierId::kGpu).present;
+      if (want == WantTier::kGpu) {
+        ++(gpu ? counters_.gpu_hits : counters_.gpu_misses);
+        if (gpu) GrantLease(s, o, TierId::kGpu, &r);
+      } else if (host) {
+        ++counters_.get_hits;
+        GrantLease(s, o, TierId::kHost, &r);
+      } else if (want == WantTier::kAny && gpu) {
+        ++counters_.gpu_hits;
+        GrantLease(s, o, TierId::kGpu, &r);
+      }
+      if (r.lease_id == 0) lift->which.push_back(i);  // moved after this pass, off this thread
+    }
+  }
+  lift->keys = std::move(keys);
+  if (lift->which.empty()) return std::move(done)(std::move(lift->out));
+  mover_.Submit([this, lift = std::move(lift), done = std::move(done)]() mutable {
+    RunLift(lift.get());
+    std::move(done)(std::move(lift->out));
+  });
+}
+
+void Store::PrefetchAsync(absl::string_view ns, std::vector<std::string> keys, WantTier tier,
+                          absl::Time deadline, int device, PrefetchDone done) {
+  if (keys.empty() || keys.size() > kMaxBatchKeys) {
+    std::move(done)(absl::InvalidArgumentError(
+        absl::StrCat("a Prefetch names 1 to ", kMaxBatchKeys, " keys, not ", keys.size())));
+    return;
+  }
+  if (auto st = ValidateNamespace(ns); !st.ok()) return std::move(done)(st);
+  if (auto st = CheckWant(tier, device); !st.ok()) return std::move(done)(st);
+  auto lift = std::make_unique<Lift>();
+  lift->ns = std::string(ns);
+  lift->to = tier == WantTier::kGpu ? TierId::kGpu : TierId::kHost;
+  lift->device = device;
+  lift->deadline = Clamp(deadline);
+  lift->out.resize(keys.size());
+  lift->moved.resize(keys.size());
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      GetOutcome& r = lift->out[i];
+      r.status = ValidateKey(keys[i]);
+      if (!r.status.ok()) continue;
+      Object* o = table_.Find(ns, keys[i]);
+      if (o == nullptr) {
+        r.status = absl::NotFoundError(absl::StrCat("no tensor '", keys[i], "'"));
+      } else if (!o->sealed) {
+        r.status = absl::FailedPreconditionError(absl::StrCat("'", keys[i], "' is not sealed yet"));
+      } else if (!o->copy(lift->to).present) {
+        ++counters_.prefetches;
+        lift->which.push_back(i);
+      }
+    }
+  }
+  lift->keys = std::move(keys);
+  auto finish = [](Lift* l) {
+    std::vector<PrefetchOutcome> out(l->out.size());
+    for (size_t i = 0; i < out.size(); ++i) out[i] = {std::move(l->out[i].status), l->moved[i]};
+    return out;
+  };
+  if (lift->which.empty()) return std::move(done)(finish(lift.get()));
+  mover_.Submit([this, lift = std::move(lift), finish, done = std::move(done)]() mutable {
+    RunLift(lift.get());
+    std::move(done)(finish(lift.get()));
+  });
+}
+
+absl::StatusOr<std::vector<PrefetchOutcome>> Store::Prefetch(absl::string_view ns,
+                                                              std::span<const std::string> keys,
+                                                              WantTier tier, absl::Time deadline,
+                                                              int device) {
+  std::optional<absl::StatusOr<std::vector<PrefetchOutcome>>> result;
+  absl::Notification done;
+  PrefetchAsync(ns, std::vector<std::string>(keys.begin(), keys.end()), tier, deadline, device,
+                [&](absl::StatusOr<std::vector<PrefetchOutcome>> r) {
+                  result.emplace(std::move(r));
+                  done.Notify();
+                });
+  done.WaitForNotification();
+  return *std::move(result);
+}
+
+void Store::RunLift(Lift* lift) {
+  std::vector<size_t> alone;
+  std::vector<Booked> booked;
+  {
+    absl::MutexLock lock(&mu_);
+    booked = BookLifts(lift, &alone);
+  }
+  if (!booked.empty()) {
+    RunBooked(booked, lift->to);
+    Frees frees;
+    {
+      absl::MutexLock lock(&mu_);
+      for (Booked& b : booked) FinishLift(lift, b, &frees);
+    }
+    Reclaim(std::move(frees), /*now=*/true);
+  }
+  for (size_t i : alone) LiftOne(lift, i, lift->to);
+}
+
+std::optional<TierId> Store::SourceFor(const Object& o, TierId to) const {
+  if (to == TierId::kGpu) {
+    if (o.copy(TierId::kHost).present) return TierId::kHost;
+    return std::nullopt;
+  }
+  if (o.copy(TierId::kGpu).present) return TierId::kGpu;  // faster than the SSD, never stale
+  if (o.copy(TierId::kSsd).present) return TierId::kSsd;
+  return std::nullopt;
+}
+
+absl::StatusOr<Store::Booked> Store::Book(size_t i, Object* o, TierId to, int device) {
+  const std::optional<TierId> from = SourceFor(*o, to);
+  if (!from) return absl::FailedPreconditionError("no copy to move from");
+  const tiers::Placement where = to == TierId::kHost ? tiers::Placement{o->pool_class, -1}
+                                                     : tiers::Placement{"", device};
+  auto range = TierOf(to)->Reserve(o->nbytes, where);
+  if (!range.ok()) return range.status();
+  Copy& c = o->copy(to);
+  c.in_flight = true;
+  c.range = *range;
+  AddReader(o, *from);
+  ++o->pins;
+  const Copy& src = o->copy(*from);
+  MoveItem item;
+  item.src = src.range;
+  item.src_codec = src.codec;
+  item.nbytes = o->nbytes;
+  item.dst = *range;
+  item.dst_reserved = true;
+  return Booked{i, o, *from, item};
+}
+
+std::vector<Store::Booked> Store::BookLifts(Lift* lift, std::vector<size_t>* alone) {
+  std::vector<Booked> booked;
+  const bool session = !lift->leasing() || table_.FindSession(lift->session_id) != nullptr;
+  for (size_t i : lift->which) {
+    Object* o = session ? table_.Find(lift->ns, lift->keys[i]) : nullptr;
+    const Copy* c = o != nullptr ? &o->copy(lift->to) : nullptr;
+    if (o == nullptr || !o->sealed || c->present || c->in_flight) {
+      alone->push_back(i);  // reported, or waited for, one by one
+      continue;
+    }
+    auto b = Book(i, o, lift->to, lift->device);
+    if (!b.ok()) {
+      alone->push_back(i);  // waits for room (or reports why not)
+      continue;
+    }
+    booked.push_back(*std::move(b));
+  }
+  return booked;
+}
+
+void Store::RunBooked(std::span<Booked> booked, TierId to) {
+  // One mover batch per source tier.
+  for (TierId from : tiers::kAllTiers) {
+    std::vector<MoveItem> items;
+    for (const Booked& b : booked) {
+      if (b.from == from) items.push_back(b.item);  // the objects are pinned
+    }
+    if (items.empty()) continue;
+    mover_.Run(from, to, items);
+    size_t j = 0;
+    for (Booked& b : booked) {
+      if (b.from == from) b.item = items[j++];
+    }
+  }
+}
+
+void Store::Arrived(Lift* lift, size_t i, Object* o, TierId t, bool moved) {
+  GetOutcome& r = lift->out[i];
+  r.status = absl::OkStatus();
+  lift->moved[i] = moved;
+  if (lift->hold) {
+    AddReader(o, t);
+    ++o->pins;
+    lift->held = o;
+  } else if (lift->leasing()) {
+    if (t == TierId::kHost) ++counters_.get_hits;
+    GrantLease(table_.FindSession(lift->session_id), o, t, &r);
+  } else {
+    r.info = Info(*o);
+    if (moved) counters_.prefetched_bytes += o->nbytes;
+  }
+}
+
+void Store::FinishLift(Lift* lift, Booked& b, Frees* frees) {
+  Object* o = b.o;
+  const TierId to = lift->to;
+  Copy& c = o->copy(to);
+  c.in_flight = false;
+  DropReader(o, b.from);
+  --o->pins;
+  const bool session = !lift->leasing() || table_.FindSession(lift->session_id) != nullptr;
+  if (b.item.status.ok() && !o->retired && session) {
+    AddCopy(o, to, b.item.dst, codec::CodecId::kNone);
+    if (to == TierId::kGpu) {
+      ++counters_.gpu_promotions;
+      counters_.gpu_promoted_bytes += o->nbytes;
+    } else if (b.from == TierId::kGpu) {
+      ++counters_.gpu_demotions;  // a copy down from the GPU, as the GPU migrator makes
+      counters_.gpu_demoted_bytes += o->nbytes;
+    } else {
+      ++counters_.promotions;
+      counters_.promoted_bytes += o->nbytes;
+    }
+    Arrived(lift, b.i, o, to, /*moved=*/true);
+    return;
+  }
+  c.range = tiers::Range{};
+  FreeRange(to, b.item.dst, frees);  // the range we moved into
+  LiftFailed(lift, b, frees);
+}
+
+void Store::LiftFailed(Lift* lift, Booked& b, Frees* frees) {
+  Object* o = b.o;
+  const absl::Status& st = b.item.status;
+  const std::string& key = lift->keys[b.i];
+  GetOutcome& r = lift->out[b.i];
+  const bool session = !lift->leasing() || table_.FindSession(lift->session_id) != nullptr;
+  if (st.ok()) {
+    r.status = !session ? absl::FailedPreconditionError("session closed during Get")
+                        : absl::NotFoundError(absl::StrCat(
+                              "'", key, "' was deleted while ",
+                              lift->to == TierId::kGpu ? "copying to the GPU" : "swapping in"));
+  } else if (b.from == TierId::kGpu || lift->to == TierId::kGpu) {
+    // The source copy is still there: a failed copy loses nothing.
+    const bool down = b.from == TierId::kGpu;
+    ++counters_.gpu_copy_failures;
+    spdlog::error("copying '{}' {} the GPU failed: {}", key, down ? "down from" : "up to",
+                  st.ToString());
+    r.status = absl::Status(st.code(), absl::StrCat("copying '", key, down ? "' from" : "' to",
+                                                    " the GPU: ", st.message()));
+  } else if (o->durability == Durability::kCache) {
+    // A CACHE tensor may be dropped: count a miss, never serve the bad bytes.
+    ++counters_.promotion_failures;
+    ++counters_.swap_misses;
+    ++counters_.get_misses;
+    spdlog::warn("dropping CACHE tensor '{}': swap-in failed: {}", key, st.ToString());
+    if (!o->retired) Retire(o, policy::RemovalReason::kEvicted, frees);
+    r.status = absl::NotFoundError(absl::StrCat("'", key, "' was lost from swap (CACHE)"));
+  } else {
+    ++counters_.promotion_failures;
+    ++counters_.data_loss;
+    spdlog::error("DURABLE tensor '{}' cannot be read from swap: {}", key, st.ToString());
+    r.status = absl::DataLossError(
+        absl::StrCat("'", key, "' cannot be read back from swap: ", st.message()));
+  }
+  MaybeFreeRetired(o, frees);
+}
+
+bool Store::AwaitArrival(Object* o, TierId t, absl::Time deadline, Frees* frees) {
+  ++o->pins;
+  auto arrived = [o, t]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !o->copy(t).in_flight; };
+  const bool ok = mu_.AwaitWithTimeout(absl::Condition(&arrived), deadline - absl::Now());
+  --o->pins;
+  MaybeFreeRetired(o, frees);
+  return ok;
+}
+
+void Store::LiftOne(Lift* lift, size_t i, TierId to) {
+  const std::string& key = lift->keys[i];
+  GetOutcome& r = lift->out[i];
+  Frees frees;
+  Object* host_held = nullptr;  // a copy up through host: the host copy brought up for it
+  while (true) {
+    enum class Next { kDone, kRetry, kMove, kGpuRoom, kUpToHost } next = Next::kDone;
+    Booked b{};
+    Object* room_for = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      Object* o = nullptr;
+      if (lift->leasing() && table_.FindSession(lift->session_id) == nullptr) {
+        r.status = absl::FailedPreconditionError("session closed during Get");
+      } else if ((o = table_.Find(lift->ns, key)) == nullptr) {
+        if (to == TierId::kHost && lift->leasing()) ++counters_.get_misses;
+        r.status = absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+      } else if (!o->sealed) {  // deleted and created again while the lock was dropped
+        r.status = absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
+      } else if (o->copy(to).present) {  // moved meanwhile (a concurrent request), or there
+        Arrived(lift, i, o, to, /*moved=*/false);
+      } else if (o->copy(to).in_flight) {  // share the move in flight
+        if (AwaitArrival(o, to, lift->deadline, &frees)) {
+          next = Next::kRetry;
+        } else {
+          r.status = absl::DeadlineExceededError(absl::StrCat(
+              "'", key, "' still ", to == TierId::kGpu ? "copying to the GPU" : "swapping in"));
+        }
+      } else if (!SourceFor(*o, to)) {
+        if (to == TierId::kGpu && host_held == nullptr) {
+          next = Next::kUpToHost;  // only on SSD: swap it in first, then copy it up
+        } else {
+          r.status = absl::UnavailableError(absl::StrCat("'", key, "' left the host tier"));
+        }
+      } else if (auto booked = Book(i, o, to, lift->device); booked.ok()) {
+        b = *std::move(booked);
+        next = Next::kMove;
+      } else if (booked.status().code() != absl::StatusCode::kResourceExhausted) {
+        r.status = booked.status();
+      } else if (to == TierId::kHost) {
+        const uint64_t nbytes = o->nbytes;
+        auto pools = host_->pools().Candidates(nbytes, o->pool_class);
+        ++o->pins;  // MakeRoom may wait: keep o alive
+        const bool retry = pools.ok() && MakeRoom(*pools, nbytes, lift->deadline, &frees);
+        --o->pins;
+        MaybeFreeRetired(o, &frees);
+        if (retry) {
+          next = Next::kRetry;
+        } else {
+          r.status = absl::ResourceExhaustedError(
+              absl::StrCat("no host room to swap in '", key, "' (", nbytes, " bytes)"));
+        }
+      } else {
+        AddReader(o, TierId::kHost);  // keep it on the host while GPU room is made
+        ++o->pins;
+        room_for = o;
+        next = Next::kGpuRoom;
+      }
+    }
+    if (next == Next::kDone) break;
+    if (next == Next::kRetry) {
+      Reclaim(std::move(frees), /*now=*/true);
+      frees.clear();
+      continue;
+    }
+    if (next == Next::kMove) {
+      RunBooked({&b, 1}, to);
+      absl::MutexLock lock(&mu_);
+      FinishLift(lift, b, &frees);
+      break;
+    }
+    if (next == Next::kUpToHost) {
+      Lift inner;
+      inner.ns = lift->ns;
+      inner.keys = {key};
+      inner.to = TierId::kHost;
+      inner.deadline = lift->deadline;
+      inner.out.resize(1);
+      inner.moved.resize(1);
+      inner.hold = true;
+      LiftOne(&inner, 0, TierId::kHost);
+      if (!inner.out[0].status.ok()) {
+        r.status = inner.out[0].status;
+        break;
+      }
+      host_held = inner.held;
+      continue;
+    }
+    // Next::kGpuRoom: demote GPU tensors to host, then try again.
+    const uint64_t nbytes = room_for->nbytes;
+    const uint64_t freed = DemoteGpu(lift->device, nbytes);
+    {
+      absl::MutexLock lock(&mu_);
+      DropReader(room_for, TierId::kHost);
+      --room_for->pins;
+      MaybeFreeRetired(room_for, &frees);
+    }
+    if (freed > 0 && absl::Now() < lift->deadline) continue;
+    r.status = absl::ResourceExhaustedError(absl::StrCat(
+        "no GPU room for '", key, "' (", nbytes, " bytes): the rest is leased or unsealed"));
+    break;
+  }
+  if (host_held != nullptr) {
+    absl::MutexLock lock(&mu_);
+    DropReader(host_held, TierId::kHost);
+    --host_held->pins;
+    MaybeFreeRetired(host_held, &frees);
+  }
+  Reclaim(std::move(frees), /*now=*/true);
+}
+
+}  // namespace tensord::store

@@ -1,0 +1,77 @@
+// The mover (DESIGN.md "Store: one table, copies per tier, one mover"): the one place that copies
+// a tensor's bytes between tiers. A move is one item of a batch between two tiers, one of them
+// the host tier (GPU <-> SSD goes through host as two moves). Below the host tier every move
+// passes the codec stage: encoded on the way down as the tensor's compression policy allows,
+// decoded and verified on the way up. It knows nothing of objects, leases or locks: the store
+// decides and books, the mover carries bytes. Runs on the calling thread, which is always one of
+// the store's own (its executor, the migrators), never one of gRPC's; Submit hands work to the
+// executor. Thread-safe.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <span>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "common/work_queue.h"
+#include "daemon/codec/codec.h"
+#include "daemon/tiers/tier.h"
+
+namespace tensord::store {
+
+struct MoveItem {
+  tiers::Range src;  // in the source tier: the tensor's bytes, encoded by src_codec
+  codec::CodecId src_codec = codec::CodecId::kNone;
+  uint64_t nbytes = 0;  // the tensor's size, decoded
+  // The destination. Moves into the host or GPU tier: reserved by the caller (its rooms are the
+  // store's business). Moves below the host tier: reserved by the mover once it knows the
+  // encoded size (then dst_reserved is false on entry), with `placement`.
+  tiers::Range dst;
+  bool dst_reserved = false;
+  codec::Compression compression = codec::Compression::kNone;
+  // Results. On failure a range the mover reserved is freed again; the caller's stays its own.
+  codec::CodecId dst_codec = codec::CodecId::kNone;
+  absl::Status status;
+};
+
+// The codec stage's counters (bytes in: what the codec read; out: what it wrote).
+struct CodecCounters {
+  uint64_t encodes = 0, encode_in_bytes = 0, encode_out_bytes = 0, stored_raw = 0;
+  uint64_t decodes = 0, decode_in_bytes = 0, decode_out_bytes = 0, decode_failures = 0;
+};
+
+class Mover {
+ public:
+  // `tiers` is indexed by TierId (nullptr: absent); borrowed, they must outlive the mover.
+  // `threads`: the executor's size.
+  Mover(std::array<tiers::Tier*, tiers::kTierCount> tiers, int threads);
+  ~Mover();
+
+  // Moves every item from `from` to `to` (one of them kHost) as one batch per tier, filling each
+  // item's status: the destination tier's or the source's error, DATA_LOSS when a copy fails
+  // its checksum or does not decode.
+  void Run(tiers::TierId from, tiers::TierId to, std::span<MoveItem> items);
+  // Runs `work` on the store's executor.
+  void Submit(absl::AnyInvocable<void() &&> work) { executor_.Schedule(std::move(work)); }
+  // Scrubs and frees ranges on the scrubber thread, then calls `done` there (with the ranges).
+  void Scrub(absl::AnyInvocable<void() &&> work) { scrubber_.Schedule(std::move(work)); }
+  // Waits until the executor and the scrubber are idle (tests, shutdown).
+  void WaitIdle();
+  tiers::Tier* tier(tiers::TierId t) const { return tiers_[tiers::Index(t)]; }
+  CodecCounters codec_counters() const;
+
+ private:
+  void Down(tiers::TierId to, std::span<MoveItem> items);
+  void Up(tiers::TierId from, std::span<MoveItem> items);
+  void Between(tiers::TierId from, tiers::TierId to, std::span<MoveItem> items);
+
+  const std::array<tiers::Tier*, tiers::kTierCount> tiers_;
+  std::atomic<uint64_t> encodes_{0}, encode_in_{0}, encode_out_{0}, stored_raw_{0};
+  std::atomic<uint64_t> decodes_{0}, decode_in_{0}, decode_out_{0}, decode_failures_{0};
+  WorkQueue scrubber_{1};  // declared before executor_: executor work may scrub
+  WorkQueue executor_;
+};
+
+}  // namespace tensord::store

@@ -1,0 +1,87 @@
+// The object table's bookkeeping.
+#include "daemon/store/object_table.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace tensord::store {
+
+std::string ObjectTable::TableKey(absl::string_view ns, absl::string_view key) {
+  // Keys never contain NUL (validated), so this concatenation is unambiguous.
+  return absl::StrCat(ns, absl::string_view("\0", 1), key);
+}
+
+Session* ObjectTable::FindSession(const std::string& id) {
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second.get();
+}
+
+void ObjectTable::AddSession(std::unique_ptr<Session> s) {
+  std::string id = s->id;
+  sessions_.emplace(std::move(id), std::move(s));
+}
+
+void ObjectTable::EraseSession(const std::string& id) { sessions_.erase(id); }
+
+Object* ObjectTable::FindAny(absl::string_view ns, absl::string_view key) {
+  auto it = objects_.find(TableKey(ns, key));
+  return it == objects_.end() ? nullptr : it->second.get();
+}
+
+Object* ObjectTable::Find(absl::string_view ns, absl::string_view key) {
+  Object* o = FindAny(ns, key);
+  return o == nullptr || Expired(*o) ? nullptr : o;
+}
+
+bool ObjectTable::Insert(std::unique_ptr<Object> o) {
+  std::string k = TableKey(o->ns, o->key);
+  return objects_.try_emplace(std::move(k), std::move(o)).second;
+}
+
+void ObjectTable::Unlink(Object* o) {
+  Disarm(o);
+  auto node = objects_.extract(TableKey(o->ns, o->key));
+  o->retired = true;
+  if (!node.empty()) retired_.emplace(o, std::move(node.mapped()));
+}
+
+void ObjectTable::Destroy(Object* o) { retired_.erase(o); }
+
+bool ObjectTable::Expired(const Object& o) const {
+  // Expired tensors stay in the table until retired, but are never served.
+  return o.expiring && o.expiry_it->first <= NowUnixMs();
+}
+
+void ObjectTable::Arm(Object* o) {
+  if (o->ttl_ms <= 0 || o->expiring) return;
+  o->expiry_it = expiries_.emplace(NowUnixMs() + o->ttl_ms, o);
+  o->expiring = true;
+}
+
+void ObjectTable::Disarm(Object* o) {
+  if (!o->expiring) return;
+  expiries_.erase(o->expiry_it);
+  o->expiring = false;
+}
+
+Object* ObjectTable::Due() {
+  if (expiries_.empty() || expiries_.begin()->first > NowUnixMs()) return nullptr;
+  return expiries_.begin()->second;
+}
+
+uint64_t ObjectTable::AddLease(Session* s, Object* o, TierId tier) {
+  const uint64_t id = next_lease_id_++;
+  leases_.emplace(id, LeaseEntry{s, o, tier});
+  s->leases.insert(id);
+  return id;
+}
+
+std::optional<LeaseEntry> ObjectTable::TakeLease(uint64_t id) {
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return std::nullopt;
+  LeaseEntry e = it->second;
+  leases_.erase(it);
+  e.session->leases.erase(id);
+  return e;
+}
+
+}  // namespace tensord::store

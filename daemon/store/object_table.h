@@ -1,0 +1,144 @@
+// The object table (DESIGN.md "Store: one table, copies per tier"): objects and their copies,
+// sessions, leases and expiry. An object holds copies[tier], at most one per tier, each with its
+// range, its lease count and its in-flight state; nothing in an object is specific to a tier.
+// Pure bookkeeping: it never touches memory, tiers or policies. Not thread-safe: the store owns
+// it and calls it under its lock.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/string_view.h"
+#include "common/clock.h"
+#include "daemon/codec/codec.h"
+#include "daemon/store/types.h"
+#include "daemon/tiers/tier.h"
+
+namespace tensord::store {
+
+using tiers::TierId;
+
+// One tier's copy of a tensor.
+struct Copy {
+  bool present = false;    // `range` holds the tensor's bytes, encoded by `codec`
+  bool in_flight = false;  // a move into this tier is running: `range` is reserved, not valid yet
+  tiers::Range range;
+  codec::CodecId codec = codec::CodecId::kNone;
+  uint32_t leases = 0;   // clients' leases on this copy
+  uint32_t readers = 0;  // moves reading this copy, and requests that need it to stay
+  bool held() const { return leases > 0 || readers > 0; }
+};
+
+struct Session;
+
+struct Object {
+  std::string ns, key;
+  DType dtype = DType::kUnspecified;
+  std::vector<int64_t> shape;
+  uint64_t nbytes = 0;
+  std::string pool_class;  // the class the Create asked for; empty: best fit (in every tier)
+  Durability durability = Durability::kDurable;
+  Scope scope = Scope::kGlobal;
+  codec::Compression compression = codec::Compression::kNone;
+  bool sealed = false;
+  bool retired = false;      // unreachable by key; freed when nothing holds it any more
+  Session* owner = nullptr;  // set while unsealed or session-scoped
+  int64_t created_unix_ms = 0;
+  int64_t ttl_ms = 0;
+  bool expiring = false;
+  std::multimap<int64_t, Object*>::iterator expiry_it;  // valid while `expiring`
+  int pins = 0;  // requests and moves using the object: a retired one is freed when they end
+  std::array<Copy, tiers::kTierCount> copies;
+
+  Copy& copy(TierId t) { return copies[tiers::Index(t)]; }
+  const Copy& copy(TierId t) const { return copies[tiers::Index(t)]; }
+  // Whether a lease, a move, a waiter or a reader holds the object.
+  bool Held() const {
+    if (pins > 0) return true;
+    for (const Copy& c : copies) {
+      if (c.held() || c.in_flight) return true;
+    }
+    return false;
+  }
+  uint32_t leases() const {
+    uint32_t n = 0;
+    for (const Copy& c : copies) n += c.leases;
+    return n;
+  }
+};
+
+struct Session {
+  std::string id;
+  std::string name;
+  absl::flat_hash_set<uint64_t> leases;
+  absl::flat_hash_set<Object*> creating;
+  absl::flat_hash_set<Object*> scoped;
+};
+
+struct LeaseEntry {
+  Session* session = nullptr;
+  Object* object = nullptr;
+  TierId tier = TierId::kHost;
+};
+
+class ObjectTable {
+ public:
+  // `clock` is borrowed (nullptr: real time).
+  explicit ObjectTable(const Clock* clock) : clock_(clock != nullptr ? clock : Clock::Real()) {}
+
+  int64_t NowUnixMs() const { return clock_->NowUnixMs(); }
+
+  Session* FindSession(const std::string& id);
+  void AddSession(std::unique_ptr<Session> s);
+  void EraseSession(const std::string& id);
+  size_t sessions() const { return sessions_.size(); }
+
+  // Returns the live object named (ns, key), or nullptr; expired ones are hidden.
+  Object* Find(absl::string_view ns, absl::string_view key);
+  // The same, expired objects included (they hold their key until retired).
+  Object* FindAny(absl::string_view ns, absl::string_view key);
+  // Adds `o` under its key; false (and `o` dropped) if the key is taken.
+  bool Insert(std::unique_ptr<Object> o);
+  // Removes `o`'s key and marks it retired; it stays allocated until Destroy.
+  void Unlink(Object* o);
+  // Deletes a retired object.
+  void Destroy(Object* o);
+  bool Expired(const Object& o) const;
+  // Calls fn(Object&) for every live (keyed) object.
+  template <typename Fn>
+  void ForEach(Fn&& fn) {
+    for (auto& [k, o] : objects_) fn(*o);
+  }
+  size_t objects() const { return objects_.size() + retired_.size(); }
+
+  // Starts `o`'s TTL now; Disarm stops it. Due returns the first object whose TTL has passed.
+  void Arm(Object* o);
+  void Disarm(Object* o);
+  Object* Due();
+
+  // Leases: AddLease returns the new id; TakeLease removes and returns one (nullopt if unknown).
+  uint64_t AddLease(Session* s, Object* o, TierId tier);
+  std::optional<LeaseEntry> TakeLease(uint64_t id);
+  bool HasLease(uint64_t id) const { return leases_.contains(id); }
+  size_t leases() const { return leases_.size(); }
+
+ private:
+  static std::string TableKey(absl::string_view ns, absl::string_view key);
+
+  const Clock* const clock_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Object>> objects_;
+  absl::flat_hash_map<Object*, std::unique_ptr<Object>> retired_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_;
+  absl::flat_hash_map<uint64_t, LeaseEntry> leases_;
+  std::multimap<int64_t, Object*> expiries_;  // unix ms -> sealed object
+  uint64_t next_lease_id_ = 1;
+};
+
+}  // namespace tensord::store
