@@ -27,6 +27,8 @@ TensorInfo FromProto(const v1::TensorMeta& m) {
   info.created_unix_ms = m.created_unix_ms();
   info.ttl_ms = m.ttl_ms();
   info.on_gpu = m.has_gpu_location();
+  info.compression = static_cast<Compression>(m.compression());
+  info.ssd_stored_bytes = m.ssd_stored_bytes();
   return info;
 }
 
@@ -164,6 +166,7 @@ absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
   request.set_durability(static_cast<v1::Durability>(options.durability));
   request.set_scope(static_cast<v1::Scope>(options.scope));
   request.set_ttl_ms(options.ttl_ms);
+  request.set_compression(static_cast<v1::Compression>(options.compression));
   request.set_tier(static_cast<v1::Tier>(options.tier));
   if (options.tier == Tier::kGpu && options.device >= 0) {
     auto device = session_->DaemonDevice(options.device);
@@ -354,6 +357,31 @@ absl::StatusOr<Stats> Client::GetStats() {
   auto st = FromGrpc(session_->stub().GetStats(session_->Context().get(), request, &response));
   if (!st.ok()) return st;
   return FromProto(response);
+}
+
+absl::StatusOr<std::vector<PrefetchResult>> Client::Prefetch(std::span<const std::string> keys,
+                                                              Tier tier, int device) {
+  v1::PrefetchRequest request;
+  request.set_ns(session_->ns());
+  for (const std::string& k : keys) request.add_keys(k);
+  request.set_tier(static_cast<v1::Tier>(tier));
+  if (tier == Tier::kGpu && device >= 0) {
+    auto d = session_->DaemonDevice(device);
+    if (!d.ok()) return d.status();
+    request.set_device(*d);
+  }
+  v1::PrefetchResponse response;
+  auto st = FromGrpc(session_->stub().Prefetch(session_->Context().get(), request, &response));
+  if (!st.ok()) return st;
+  if (response.results_size() != static_cast<int>(keys.size())) {
+    return absl::InternalError("the daemon answered a Prefetch with the wrong number of results");
+  }
+  std::vector<PrefetchResult> out;
+  for (const v1::PrefetchResult& r : response.results()) {
+    out.push_back(PrefetchResult{
+        absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()), r.moved()});
+  }
+  return out;
 }
 
 absl::StatusOr<std::string> Client::Evict(std::string_view key) {

@@ -159,6 +159,11 @@ int PrintTensor(tensord::Client& c, const std::string& key) {
       t->scope == tensord::Scope::kSession ? "session" : "global", t->sealed ? "yes" : "no",
       t->leases, TierName(t->location.tier), t->location.arena, t->location.offset,
       t->created_unix_ms, t->ttl_ms > 0 ? absl::StrCat(t->ttl_ms, " ms") : "none");
+  absl::PrintF("compress   %s%s\n",
+               t->compression == tensord::Compression::kLossless ? "lossless" : "none",
+               t->ssd_stored_bytes > 0
+                   ? absl::StrCat(" (swap copy ", tensord::FormatBytes(t->ssd_stored_bytes), ")")
+                   : "");
   return 0;
 }
 
@@ -193,7 +198,7 @@ int PrintList(tensord::Client& c, const std::string& prefix, uint32_t limit, con
 
 int Put(tensord::Client& c, const std::string& file, const std::string& key,
         const std::string& dtype_name, std::vector<int64_t> shape, bool cache,
-        const std::string& pool) {
+        const std::string& pool, tensord::Compression compression) {
   std::ifstream in(file, std::ios::binary | std::ios::ate);
   if (!in) {
     std::cerr << "tensorctl: cannot read " << file << "\n";
@@ -215,6 +220,7 @@ int Put(tensord::Client& c, const std::string& file, const std::string& key,
   tensord::CreateOptions opts;
   opts.pool = pool;
   opts.durability = cache ? tensord::Durability::kCache : tensord::Durability::kDurable;
+  opts.compression = compression;
   auto t = c.Create(key, *dtype, shape, opts);
   if (!t.ok()) return Fail(t.status());
   if (t->nbytes() != static_cast<uint64_t>(size)) {
@@ -268,6 +274,13 @@ int main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "grpc.health.v1 status, overall and per tier");
   auto* stat = app.add_subcommand("stat", "show one tensor's metadata");
   auto* evict = app.add_subcommand("evict", "move an unleased tensor one tier down now");
+  std::vector<std::string> keys;
+  std::string to_tier = "host";
+  auto* prefetch =
+      app.add_subcommand("prefetch", "promote tensors to host (or the GPU) without leasing them");
+  prefetch->add_option("keys", keys, "keys to promote")->required();
+  prefetch->add_option("--tier", to_tier, "host (default) or gpu")
+      ->check(CLI::IsMember({"host", "gpu"}));
   std::string prefix;
   uint32_t limit = 0;
   auto* ls = app.add_subcommand("ls", "list tensors");
@@ -292,6 +305,10 @@ int main(int argc, char** argv) {
   put->add_option("--shape", shape, "dimensions (default: 1-D over the file)")->delimiter(',');
   put->add_option("--pool", pool, "pool class (default: best fit)");
   put->add_flag("--cache", cache, "CACHE durability (evictable) instead of DURABLE");
+  std::string compression = "none";
+  put->add_option("--compression", compression,
+                  "how its swap copy may be stored: none (default) or lossless (zstd)")
+      ->check(CLI::IsMember({"none", "lossless"}));
   auto* get = app.add_subcommand("get", "write a tensor's bytes to a file");
   get->add_option("key", key)->required();
   get->add_option("file", file)->required();
@@ -330,7 +347,28 @@ int main(int argc, char** argv) {
     }
     return PrintList(c, prefix, limit, filter);
   }
-  if (*put) return Put(c, file, key, dtype, shape, cache, pool);
+  if (*put) {
+    return Put(c, file, key, dtype, shape, cache, pool,
+               compression == "lossless" ? tensord::Compression::kLossless
+                                         : tensord::Compression::kNone);
+  }
+  if (*prefetch) {
+    auto results =
+        c.Prefetch(keys, to_tier == "gpu" ? tensord::Tier::kGpu : tensord::Tier::kHost);
+    if (!results.ok()) return Fail(results.status());
+    int failed = 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const tensord::PrefetchResult& r = (*results)[i];
+      if (r.status.ok()) {
+        absl::PrintF("%s: %s\n", keys[i], r.moved ? "promoted to " + to_tier : "already on " + to_tier);
+      } else {
+        ++failed;
+        absl::PrintF("%s: %s: %s\n", keys[i], absl::StatusCodeToString(r.status.code()),
+                     r.status.message());
+      }
+    }
+    return failed == 0 ? 0 : 1;
+  }
   if (*get) return GetToFile(c, key, file);
   if (*rm) {
     if (auto st = c.Delete(key); !st.ok()) return Fail(st);

@@ -181,6 +181,8 @@ py::dict InfoDict(const TensorInfo& i) {
   d["ttl_ms"] = i.ttl_ms;
   d["tier"] = TierName(i.location.tier);  // where the tensor is served from by default
   d["on_gpu"] = i.on_gpu;
+  d["compression"] = i.compression == Compression::kLossless ? "lossless" : "none";
+  d["ssd_stored_bytes"] = i.ssd_stored_bytes;
   return d;
 }
 
@@ -190,6 +192,12 @@ Durability ParseDurability(const std::string& s) {
   if (s == "durable") return Durability::kDurable;
   if (s == "cache") return Durability::kCache;
   throw py::value_error("durability must be 'durable' or 'cache', not '" + s + "'");
+}
+
+Compression ParseCompression(const std::string& s) {
+  if (s == "none") return Compression::kNone;
+  if (s == "lossless") return Compression::kLossless;
+  throw py::value_error("compression must be 'none' or 'lossless', not '" + s + "'");
 }
 
 Scope ParseScope(const std::string& s) {
@@ -235,8 +243,9 @@ class PyClient {
   std::shared_ptr<Region> Create(const std::string& key, std::vector<int64_t> shape,
                                  const std::string& dtype, const std::string& durability,
                                  const std::string& pool, const std::string& scope, double ttl,
-                                 const std::string& device) {
+                                 const std::string& device, const std::string& compression) {
     CreateOptions o;
+    o.compression = ParseCompression(compression);
     std::tie(o.tier, o.device) = ParseDevice(device);
     o.durability = ParseDurability(durability);
     o.scope = ParseScope(scope);
@@ -271,6 +280,27 @@ class PyClient {
     for (auto& r : batch) {
       if (!r.ok()) Throw(r.status());  // earlier leases release as `out` unwinds
       out.push_back(FromLease(*std::move(r)));
+    }
+    return out;
+  }
+
+  // One dict per key: {"key", "ok", "moved", "code", "message"}.
+  py::list Prefetch(const std::vector<std::string>& keys, const std::string& device) {
+    const auto [tier, ordinal] = ParseDevice(device);
+    std::vector<PrefetchResult> results;
+    {
+      py::gil_scoped_release nogil;
+      results = Unwrap(c().Prefetch(keys, tier, ordinal));
+    }
+    py::list out;
+    for (size_t i = 0; i < results.size(); ++i) {
+      py::dict d;
+      d["key"] = keys[i];
+      d["ok"] = results[i].status.ok();
+      d["moved"] = results[i].moved;
+      d["code"] = absl::StatusCodeToString(results[i].status.code());
+      d["message"] = std::string(results[i].status.message());
+      out.append(d);
     }
     return out;
   }
@@ -497,7 +527,8 @@ PYBIND11_MODULE(_core, m) {
       .def("close", &PyClient::Close)
       .def("create", &PyClient::Create, py::arg("key"), py::arg("shape"), py::arg("dtype"),
            py::arg("durability") = "durable", py::arg("pool") = "", py::arg("scope") = "global",
-           py::arg("ttl") = 0.0, py::arg("device") = "cpu")
+           py::arg("ttl") = 0.0, py::arg("device") = "cpu", py::arg("compression") = "none")
+      .def("prefetch", &PyClient::Prefetch, py::arg("keys"), py::arg("device") = "cpu")
       .def("get", &PyClient::Get, py::arg("key"), py::arg("device") = "cpu")
       .def("get_many", &PyClient::GetMany, py::arg("keys"), py::arg("device") = "cpu")
       .def("delete", &PyClient::Delete, py::arg("key"))

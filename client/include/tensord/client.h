@@ -38,6 +38,9 @@ namespace tensord {
 enum class Durability : int32_t { kDurable = 1, kCache = 2 };
 enum class Scope : int32_t { kGlobal = 1, kSession = 2 };
 enum class Tier : int32_t { kAny = 0, kHost = 1, kGpu = 2, kSsd = 3 };  // kSsd: stats only
+// How the daemon may store a tensor's copies below the host tier (swap): raw, or losslessly
+// encoded (zstd, where that saves at least 3%). Decoded and verified on the way back up.
+enum class Compression : int32_t { kNone = 0, kLossless = 1 };
 
 struct ClientOptions {
   // Empty: $TENSORD_SOCKET, else ./run/tensord.sock.
@@ -56,6 +59,7 @@ struct CreateOptions {
   Durability durability = Durability::kDurable;
   Scope scope = Scope::kGlobal;
   int64_t ttl_ms = 0;  // 0: never expires; else deleted this long after Seal
+  Compression compression = Compression::kNone;
 };
 
 struct Location {
@@ -79,6 +83,14 @@ struct TensorInfo {
   int64_t created_unix_ms = 0;
   int64_t ttl_ms = 0;
   bool on_gpu = false;  // has a copy on the GPU tier
+  Compression compression = Compression::kNone;
+  uint64_t ssd_stored_bytes = 0;  // bytes its swap copy takes (encoded); 0: none
+};
+
+// One key's answer to Prefetch.
+struct PrefetchResult {
+  absl::Status status;
+  bool moved = false;  // false: it was on that tier already
 };
 
 struct PoolStats {
@@ -229,6 +241,12 @@ class Client {
   absl::StatusOr<std::vector<absl::StatusOr<Lease>>> GetBatch(std::span<const std::string> keys,
                                                               Tier want = Tier::kAny,
                                                               int device = -1);
+  // Promotes tensors to `tier` (kHost, or kGpu on `device`: this process's CUDA ordinal, -1: any)
+  // without leasing them, so that the next Get finds them there: a swap-in from SSD, a copy
+  // down from or up to the GPU. Returns when every move is done; one result per key: OK,
+  // NOT_FOUND, FAILED_PRECONDITION (unsealed), RESOURCE_EXHAUSTED (no room), DATA_LOSS.
+  absl::StatusOr<std::vector<PrefetchResult>> Prefetch(std::span<const std::string> keys,
+                                                       Tier tier = Tier::kHost, int device = -1);
   // Releases many leases in one round trip (all or nothing).
   absl::Status ReleaseAll(std::span<Lease> leases);
   absl::Status Delete(std::string_view key);

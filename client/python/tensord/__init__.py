@@ -75,21 +75,23 @@ class Client:
 
     def create(self, key: str, shape: Sequence[int], dtype: str, *, durability: str = "durable",
                pool: str = "", scope: str = "global", ttl: Optional[float] = None,
-               device: str = "cpu") -> Tensor:
+               device: str = "cpu", compression: str = "none") -> Tensor:
         """Allocates a tensor and returns it writable; fill it (numpy.asarray / torch.from_dlpack)
         and call .seal() to publish it. device "cuda[:N]" creates it in the daemon's GPU arena
-        (fill it through torch.from_dlpack, then .seal(stream=...))."""
+        (fill it through torch.from_dlpack, then .seal(stream=...)). compression "lossless" lets
+        the daemon store its swap copy compressed (zstd, where that pays)."""
         return self._c.create(key, list(shape), dtype, durability, pool, scope, ttl or 0.0,
-                              device)
+                              device, compression)
 
     def put(self, key: str, value, *, durability: str = "durable", pool: str = "",
-            scope: str = "global", ttl: Optional[float] = None) -> Tensor:
+            scope: str = "global", ttl: Optional[float] = None,
+            compression: str = "none") -> Tensor:
         """Stores a torch tensor or anything numpy accepts under `key` (one copy, into shared
         memory) and seals it. `ttl` in seconds deletes it that long after sealing."""
         if _torch is not None and isinstance(value, _torch.Tensor):
             src = value.detach().cpu()
             t = self.create(key, src.shape, _torch_name(src.dtype), durability=durability,
-                            pool=pool, scope=scope, ttl=ttl)
+                            pool=pool, scope=scope, ttl=ttl, compression=compression)
             try:
                 dst = _torch.from_dlpack(t)
                 dst.copy_(src.view(_torch.uint8) if src.dtype == _torch.bool else src)
@@ -103,7 +105,7 @@ class Client:
             if name is None:
                 raise TypeError(f"tensord cannot store numpy dtype {src.dtype}")
             t = self.create(key, src.shape, name, durability=durability, pool=pool,
-                            scope=scope, ttl=ttl)
+                            scope=scope, ttl=ttl, compression=compression)
             try:
                 _np.copyto(_np.asarray(t), src, casting="no")
             except BaseException:
@@ -120,6 +122,12 @@ class Client:
     def get_many(self, keys: Iterable[str], device: str = "cpu") -> list:
         """Leases many tensors in one round trip; raises on the first failing key."""
         return self._c.get_many(list(keys), device)
+
+    def prefetch(self, keys: Iterable[str], device: str = "cpu") -> list:
+        """Promotes tensors to host ("cpu") or to the daemon's GPU ("cuda[:N]") without leasing
+        them, so that the next get finds them there. Returns when the moves are done: one dict
+        per key with "key", "ok", "moved" (False: it was there already), "code", "message"."""
+        return self._c.prefetch(list(keys), device)
 
     def delete(self, key: str) -> None:
         """Deletes a sealed tensor; leased copies stay valid until released."""
