@@ -45,15 +45,16 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
   lift->deadline = Clamp(deadline);
   lift->out.resize(keys.size());
   lift->moved.resize(keys.size());
+  bool session_ok = true;
   {
     absl::MutexLock lock(&mu_);
     Session* s = table_.FindSession(session_id);
-    if (s == nullptr) {
-      return std::move(done)(absl::FailedPreconditionError("unknown or closed session; Attach first"));
+    session_ok = s != nullptr;
+    if (session_ok) {
+      ++counters_.gets;
+      if (want == WantTier::kGpu) ++counters_.gpu_gets;
     }
-    ++counters_.gets;
-    if (want == WantTier::kGpu) ++counters_.gpu_gets;
-    for (size_t i = 0; i < keys.size(); ++i) {
+    for (size_t i = 0; session_ok && i < keys.size(); ++i) {
       GetOutcome& r = lift->out[i];
       r.status = ValidateKey(keys[i]);
       if (!r.status.ok()) continue;
@@ -85,6 +86,10 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
       }
       if (r.lease_id == 0) lift->which.push_back(i);  // moved after this pass, off this thread
     }
+  }
+  // Callbacks never run under the lock: they may call back into the store.
+  if (!session_ok) {
+    return std::move(done)(absl::FailedPreconditionError("unknown or closed session; Attach first"));
   }
   lift->keys = std::move(keys);
   if (lift->which.empty()) return std::move(done)(std::move(lift->out));
@@ -247,6 +252,7 @@ void Store::Arrived(Lift* lift, size_t i, Object* o, TierId t, bool moved) {
   r.status = absl::OkStatus();
   lift->moved[i] = moved;
   if (lift->hold) {
+    ++counters_.get_hits;  // the host stage of a Get for the GPU
     AddReader(o, t);
     ++o->pins;
     lift->held = o;
@@ -310,10 +316,13 @@ void Store::LiftFailed(Lift* lift, Booked& b, Frees* frees) {
     // A CACHE tensor may be dropped: count a miss, never serve the bad bytes.
     ++counters_.promotion_failures;
     ++counters_.swap_misses;
-    ++counters_.get_misses;
+    if (lift->leasing()) ++counters_.get_misses;  // a Prefetch is not a Get
     spdlog::warn("dropping CACHE tensor '{}': swap-in failed: {}", key, st.ToString());
-    if (!o->retired) Retire(o, policy::RemovalReason::kEvicted, frees);
     r.status = absl::NotFoundError(absl::StrCat("'", key, "' was lost from swap (CACHE)"));
+    if (!o->retired) {
+      Retire(o, policy::RemovalReason::kEvicted, frees);  // may free o: not used below
+      return;
+    }
   } else {
     ++counters_.promotion_failures;
     ++counters_.data_loss;

@@ -72,11 +72,17 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Free
 
 bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Time deadline,
                      Frees* frees) {
-  // 0. Memory freed moments ago is being scrubbed: wait for it before choosing victims.
-  auto none_reclaiming = [this]()
-                             ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reclaiming_bytes_ == 0; };
-  if (reclaiming_bytes_ > 0) {
-    return mu_.AwaitWithTimeout(absl::Condition(&none_reclaiming), absl::Seconds(5));
+  // 0. Memory freed moments ago is being scrubbed: wait a little for some of it to come back
+  //    before choosing victims (it may be enough); if none does, go on.
+  if (reclaiming_bytes_ > 0 && absl::Now() < deadline) {
+    const uint64_t seen = host_frees_;
+    auto returned = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return host_frees_ != seen;
+    };
+    if (mu_.AwaitWithTimeout(absl::Condition(&returned),
+                             std::min(deadline - absl::Now(), absl::Milliseconds(200)))) {
+      return true;
+    }
   }
   // 1. With a usable SSD tier, demote (keep) rather than drop: ask the migrator and wait for
   //    host memory to come back. Tensors being written right now count: their memory is about
@@ -140,6 +146,8 @@ uint64_t Store::DemoteOnce() {
         });
     moved = StartDemotions(chosen, &frees);
   }
+  Reclaim(std::move(frees), /*now=*/true);  // copies dropped without a write: back at once
+  frees.clear();
   moved += FinishDemotions(&frees);
   Reclaim(std::move(frees), /*now=*/true);
   return moved;
@@ -393,7 +401,8 @@ absl::StatusOr<std::string> Store::Evict(absl::string_view ns, absl::string_view
   if (!outcome.ok() || !wrote) return outcome;
   absl::MutexLock lock(&mu_);
   const Object* o = table_.Find(ns, key);
-  if (o != nullptr && o->copy(TierId::kHost).present && !o->copy(TierId::kSsd).present) {
+  if (o != nullptr && o->copy(TierId::kHost).present && !o->copy(TierId::kSsd).present &&
+      !o->copy(TierId::kSsd).in_flight) {  // in flight: the migrator took the write over
     return absl::UnavailableError(absl::StrCat("'", key, "' could not be written to SSD"));
   }
   return outcome;
@@ -407,6 +416,9 @@ absl::StatusOr<std::string> Store::EvictFromGpu(absl::string_view ns, absl::stri
     absl::MutexLock lock(&mu_);
     Object* o = table_.Find(ns, key);
     if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+    if (!o->sealed) {  // deleted and created again since Evict looked
+      return absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
+    }
     const Copy& gpu = o->copy(TierId::kGpu);
     if (!gpu.present) return absl::FailedPreconditionError(absl::StrCat("'", key, "' left the GPU"));
     if (gpu.held() || o->copy(TierId::kHost).in_flight) {

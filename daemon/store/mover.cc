@@ -88,11 +88,8 @@ void Mover::Down(TierId to, std::span<MoveItem> items) {
     uint8_t* src = host->Address(m.src);
     if (m.compression != codec::Compression::kNone) {
       auto e = codec::EncodeFor(m.compression, {src, m.nbytes});
-      if (!e.ok()) {
-        m.status = e.status();
-        continue;
-      }
-      encoded[i] = *std::move(e);
+      // A codec that fails stores the raw bytes: still lossless, only larger.
+      encoded[i] = e.ok() ? *std::move(e) : codec::Encoded{codec::CodecId::kNone, {}, m.nbytes};
       ++encodes_;
       encode_in_ += m.nbytes;
       encode_out_ += encoded[i].stored_bytes;

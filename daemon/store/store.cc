@@ -122,7 +122,9 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
   o->dtype = params.dtype;
   o->shape = params.shape;
   o->nbytes = nbytes;
-  o->pool_class = t == TierId::kHost ? params.pool : "";
+  // Where a copy of it goes back to on this tier: its fixed class, else the best fit.
+  const memory::Pool& home = (t == TierId::kHost ? host_->pools() : gpu_->pools())[range->space];
+  o->pool_class = t == TierId::kHost && home.fixed ? home.name : "";
   o->durability = params.durability;
   o->scope = params.scope;
   o->compression = params.compression;
@@ -149,9 +151,11 @@ void Store::CreateAsync(const std::string& session_id, const CreateParams& param
                         absl::Time deadline, CreateDone done) {
   auto nbytes = ValidateCreate(params);
   if (!nbytes.ok()) {
-    absl::MutexLock lock(&mu_);
-    ++counters_.rejected_requests;
-    std::move(done)(nbytes.status());
+    {
+      absl::MutexLock lock(&mu_);
+      ++counters_.rejected_requests;
+    }
+    std::move(done)(nbytes.status());  // never under the lock: it may call back into the store
     return;
   }
   // First attempt here; one that must wait for room (or for memory being scrubbed) continues on
@@ -330,6 +334,7 @@ absl::Status Store::SealLocked(const std::string& session_id, absl::string_view 
     const Copy& c = o->copy(t);
     if (c.present && PolicyOf(t) != nullptr) {
       PolicyOf(t)->Insert(HandleOf(o), {c.range.space, c.range.reserved});
+      if (c.held()) PolicyOf(t)->Pin(HandleOf(o));
     }
   }
   table_.Arm(o);

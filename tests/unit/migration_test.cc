@@ -14,6 +14,7 @@
 #include "common/random.h"
 #include "daemon/store/store.h"
 #include "tests/unit/fake_engine.h"
+#include "tests/unit/recording_policy.h"
 
 namespace tensord::store {
 namespace {
@@ -357,6 +358,173 @@ TEST_P(MigrationTest, CorruptSwapIsDataLossForDurableAndAMissForCache) {
         << st;
     EXPECT_EQ(store_->Stats().ssd.checksum_failures, 1u);
   }
+}
+
+TEST_P(MigrationTest, ALosslessSwapCopyIsSmallerAndDecodesOnSwapIn) {
+  CreateParams p;
+  p.key = "floats";
+  p.dtype = DType::kFloat32;
+  p.shape = {1 << 20};  // 4 MiB of few distinct values
+  p.compression = codec::Compression::kLossless;
+  auto info = store_->Create(session_, p);
+  ASSERT_TRUE(info.ok()) << info.status();
+  auto* f = reinterpret_cast<float*>(store_->Address(info->location));
+  for (int i = 0; i < (1 << 20); ++i) f[i] = static_cast<float>(i % 7) * 0.5f;
+  ASSERT_TRUE(store_->Seal(session_, "", "floats").ok());
+  auto outcome = store_->Evict("", "floats");
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  const TensorInfo on_ssd = *store_->Stat("", "floats");
+  EXPECT_FALSE(on_ssd.on_host);
+  EXPECT_EQ(on_ssd.compression, codec::Compression::kLossless);
+  EXPECT_GT(on_ssd.ssd_stored_bytes, 0u);
+  EXPECT_LT(on_ssd.ssd_stored_bytes, on_ssd.nbytes / 4) << "the swap copy is compressed";
+  EXPECT_LT(store_->Stats().ssd.used_bytes, on_ssd.nbytes / 4) << "and takes that much swap";
+  std::vector<std::string> keys{"floats"};
+  auto got = store_->Get(session_, "", keys, WantTier::kHost);
+  ASSERT_TRUE(got.ok() && (*got)[0].status.ok()) << (*got)[0].status;
+  const auto* back = reinterpret_cast<const float*>(store_->Address((*got)[0].info.location));
+  int wrong = 0;
+  for (int i = 0; i < (1 << 20); ++i) wrong += back[i] != static_cast<float>(i % 7) * 0.5f;
+  EXPECT_EQ(wrong, 0) << "decoded and verified on the way up";
+  const Counters c = counters();
+  EXPECT_EQ(c.codec_encodes, 1u);
+  EXPECT_EQ(c.codec_encode_in_bytes, on_ssd.nbytes);
+  EXPECT_EQ(c.codec_encode_out_bytes, on_ssd.ssd_stored_bytes);
+  EXPECT_EQ(c.codec_decodes, 1u);
+  EXPECT_EQ(c.codec_decode_out_bytes, on_ssd.nbytes);
+  // A tensor created without compression is stored raw.
+  ASSERT_TRUE(Put("raw", kMiB).ok());
+  ASSERT_TRUE(store_->Evict("", "raw").ok());
+  EXPECT_EQ(store_->Stat("", "raw")->ssd_stored_bytes, kMiB);
+  EXPECT_EQ(counters().codec_encodes, 1u) << "no codec work for compression none";
+  p.compression = static_cast<codec::Compression>(9);
+  p.key = "bad";
+  EXPECT_EQ(store_->Create(session_, p).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(MigrationTest, PrefetchPromotesWithoutALeaseAndReportsEachKey) {
+  FillAndDemote();
+  ASSERT_TRUE(OnHost("t11"));
+  CreateParams unsealed;
+  unsealed.key = "unsealed";
+  unsealed.dtype = DType::kUInt8;
+  unsealed.shape = {4096};
+  ASSERT_TRUE(store_->Create(session_, unsealed).ok());
+  const std::vector<std::string> keys{"t11", "t0", "nope", "unsealed", "bad\x01key"};
+  auto out = store_->Prefetch("", keys);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE((*out)[0].status.ok());
+  EXPECT_FALSE((*out)[0].moved) << "on host already";
+  EXPECT_TRUE((*out)[1].status.ok()) << (*out)[1].status;
+  EXPECT_TRUE((*out)[1].moved) << "swapped in";
+  EXPECT_EQ((*out)[2].status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*out)[3].status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*out)[4].status.code(), absl::StatusCode::kInvalidArgument);
+  const TensorInfo t0 = *store_->Stat("", "t0");
+  EXPECT_TRUE(t0.on_host);
+  EXPECT_EQ(t0.leases, 0u) << "a prefetch holds no lease";
+  Counters c = counters();
+  EXPECT_EQ(c.prefetches, 1u);
+  EXPECT_EQ(c.prefetched_bytes, kMiB);
+  const uint64_t promotions = c.promotions, hits = c.get_hits;
+  EXPECT_TRUE(GetAndVerify("t0").ok());
+  EXPECT_EQ(counters().promotions, promotions) << "the Get found it on host";
+  EXPECT_EQ(counters().get_hits, hits + 1);
+  // Whole-call errors.
+  EXPECT_EQ(store_->Prefetch("", keys, WantTier::kGpu).status().code(),
+            absl::StatusCode::kFailedPrecondition)
+      << "no GPU tier";
+  EXPECT_EQ(store_->Prefetch("", keys, WantTier::kSsd).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Prefetch("", {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(MigrationTest, ASwapInCompletesOnTheStoresThreadsAHitOnTheCallers) {
+  FillAndDemote();
+  auto get_on = [&](const std::string& key) {
+    std::thread::id ran_on;
+    absl::Notification done;
+    uint64_t lease = 0;
+    store_->GetAsync(session_, "", {key}, WantTier::kAny, absl::InfiniteFuture(), -1,
+                     [&](absl::StatusOr<std::vector<GetOutcome>> r) {
+                       EXPECT_TRUE(r.ok() && (*r)[0].status.ok());
+                       lease = (*r)[0].lease_id;
+                       ran_on = std::this_thread::get_id();
+                       done.Notify();
+                     });
+    done.WaitForNotification();
+    EXPECT_TRUE(store_->Release(session_, {&lease, 1}).ok());
+    return ran_on;
+  };
+  EXPECT_NE(get_on("t0"), std::this_thread::get_id())
+      << "the caller (a gRPC thread in the daemon) never waits for the read";
+  EXPECT_EQ(get_on("t11"), std::this_thread::get_id()) << "a hit completes at once";
+}
+
+TEST_P(MigrationTest, GetsRacingDemotionsAndPrefetchesServeRightBytesAndLoseNothing) {
+  constexpr int kKeys = 10;
+  for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(Put(absl::StrCat("r", i), kMiB).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> wrong{0}, gets{0};
+  auto key = [](std::mt19937& rng) { return absl::StrCat("r", rng() % kKeys); };
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {  // the operator evicting, and the migrator
+    std::mt19937 rng(1);
+    while (!stop) {
+      store_->Evict("", key(rng)).IgnoreError();
+      store_->DemoteOnce();
+    }
+  });
+  threads.emplace_back([&] {  // look-ahead promoting
+    std::mt19937 rng(2);
+    while (!stop) {
+      std::vector<std::string> ks{key(rng), key(rng)};
+      auto out = store_->Prefetch("", ks);
+      if (!out.ok()) wrong++;
+    }
+  });
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {  // clients
+      std::mt19937 rng(3 + t);
+      for (int n = 0; n < 150; ++n) {
+        absl::Status st = GetAndVerify(key(rng));
+        if (!st.ok()) {
+          ADD_FAILURE() << st;
+          wrong++;
+        }
+        gets++;
+      }
+    });
+  }
+  threads[2].join();
+  threads[3].join();
+  stop = true;
+  threads[0].join();
+  threads[1].join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(gets.load(), 300);
+  for (int i = 0; i < kKeys; ++i) {
+    EXPECT_TRUE(GetAndVerify(absl::StrCat("r", i)).ok()) << "DURABLE r" << i << " is intact";
+  }
+  EXPECT_EQ(counters().data_loss, 0u);
+  store_->Quiesce();
+  EXPECT_EQ(store_->Stats().pinned_bytes, 0u) << "every lease and reader let go";
+}
+
+TEST_P(MigrationTest, ADemotionIsHeardByTheHostPolicyAsDemoted) {
+  auto log = std::make_shared<policy::PolicyLog>();
+  StoreOptions options;
+  options.make_policy = [log](TierId) { return std::make_unique<policy::RecordingPolicy>(log); };
+  store_ = std::make_unique<Store>(host_.get(), options, ssd_.get());
+  session_ = *store_->OpenSession("reasons");
+  ASSERT_TRUE(Put("a", kMiB).ok());
+  ASSERT_TRUE(store_->Evict("", "a").ok());
+  EXPECT_EQ(log->Count(policy::RemovalReason::kDemoted), 1);
+  EXPECT_EQ(log->Count(policy::RemovalReason::kDeleted), 0);
+  EXPECT_TRUE(GetAndVerify("a").ok());
+  EXPECT_EQ(log->inserts, 2) << "tracked again once swapped in";
+  ASSERT_TRUE(store_->Delete(session_, "", "a").ok());
+  EXPECT_EQ(log->Count(policy::RemovalReason::kDeleted), 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, MigrationTest,

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/random.h"
+#include "tests/unit/recording_policy.h"
 
 namespace tensord::store {
 namespace {
@@ -299,6 +300,37 @@ TEST_F(StoreTest, EvictWithoutAnSsdTierDropsCacheAndRefusesDurable) {
   EXPECT_EQ(store_->Evict("", "d").status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(store_->Stat("", "d").ok()) << "a DURABLE tensor is never dropped";
   EXPECT_EQ(store_->Stats().counters.evictions, 1u);
+}
+
+TEST_F(StoreTest, ThePolicyHearsPinsAndWhyEachCopyLeft) {
+  auto log = std::make_shared<policy::PolicyLog>();
+  StoreOptions options;
+  options.clock = &clock_;
+  options.make_policy = [log](TierId) { return std::make_unique<policy::RecordingPolicy>(log); };
+  store_ = std::make_unique<Store>(host_.get(), options);
+  session_ = *store_->OpenSession("test");
+  Put("deleted", 4096, 1);
+  EXPECT_EQ(log->inserts, 1) << "a sealed copy is tracked";
+  const uint64_t lease = Lease("deleted");
+  EXPECT_EQ(log->pins, 1) << "a leased copy is pinned: never offered as a victim";
+  ASSERT_TRUE(store_->Release(session_, {&lease, 1}).ok());
+  EXPECT_EQ(log->unpins, 1);
+  ASSERT_TRUE(store_->Delete(session_, "", "deleted").ok());
+  EXPECT_EQ(log->Count(policy::RemovalReason::kDeleted), 1);
+  // Fill the general pool (6 MiB) with CACHE tensors: the next Create evicts some.
+  for (int i = 0; i < 4; ++i) Put(absl::StrCat("c", i), 3 * kMiB / 2, 2, Durability::kCache);
+  store_->Quiesce();
+  auto more = store_->Create(session_, Params("more", 2 * kMiB));
+  ASSERT_TRUE(more.ok()) << more.status();
+  EXPECT_GE(log->Count(policy::RemovalReason::kEvicted), 1) << "dropped for room: evicted";
+  EXPECT_EQ(log->Count(policy::RemovalReason::kDemoted), 0) << "no other tier: none demoted";
+  EXPECT_EQ(store_->Stats().counters.evictions,
+            static_cast<uint64_t>(log->Count(policy::RemovalReason::kEvicted)));
+}
+
+TEST_F(StoreTest, AnUnknownEvictionPolicyIsRefusedByName) {
+  auto p = policy::MakeEvictionPolicy("fifo-please");
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
