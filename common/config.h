@@ -63,6 +63,11 @@ struct GpuConfig {
   std::vector<PoolClassConfig> pools;
 };
 
+// Decisions: which policies the store uses.
+struct PolicyConfig {
+  std::string eviction = "lru";  // the eviction policy of the host and GPU tiers
+};
+
 struct DaemonConfig {
   std::string run_dir = "./run";
   std::string socket_path;  // empty: <run_dir>/tensord.sock
@@ -76,6 +81,7 @@ struct DaemonConfig {
   HostTierConfig host;
   SsdConfig ssd;
   GpuConfig gpu;
+  PolicyConfig policy;
 };
 
 // Parses "123", "4KiB", "16MiB", "1GiB", "2TiB" (also "K", "M", "G", "KB"...: powers of 1024).

@@ -207,7 +207,8 @@ absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path) {
   for (const auto& [k, v] : root) {
     const std::string section(k.str());
     absl::Status st;
-    if ((section == "daemon" || section == "host" || section == "ssd" || section == "gpu") &&
+    if ((section == "daemon" || section == "host" || section == "ssd" || section == "gpu" ||
+         section == "policy") &&
         v.is_table()) {
       st = ParseSection(section, *v.as_table(), &config, &preset, &first_file);
     } else {

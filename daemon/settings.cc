@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "daemon/config.h"
+#include "daemon/policy/eviction.h"
 
 namespace tensord {
 namespace {
@@ -130,6 +131,12 @@ absl::Status CheckLevel(absl::string_view text) {
   return Invalid("daemon.log_level", text, "trace, debug, info, warn or error");
 }
 
+absl::Status CheckEviction(absl::string_view text) {
+  auto p = policy::MakeEvictionPolicy(text);
+  if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat("policy.eviction: ", p.status().message()));
+  return absl::OkStatus();
+}
+
 absl::Status CheckGpuMode(absl::string_view text) {
   if (text == "auto" || text == "on" || text == "off") return absl::OkStatus();
   return Invalid("gpu.mode", text, "auto, on or off");
@@ -218,6 +225,11 @@ std::vector<Setting> MakeSettings() {
       Fraction("gpu.low_watermark", "... down to this share.", TENSORD_FIELD(gpu.low_watermark)));
   s.push_back(Bool("gpu.pin_host", "Register host arenas with the driver: pinned, async copies.",
                    TENSORD_FIELD(gpu.pin_host)));
+  // [policy]
+  s.push_back(String("policy.eviction",
+                     "Eviction policy of the host and GPU tiers: which unleased tensors leave "
+                     "first (lru).",
+                     TENSORD_FIELD(policy.eviction), "", CheckEviction));
   return s;
 }
 

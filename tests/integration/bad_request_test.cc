@@ -91,6 +91,19 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
     if (!st.ok()) return st;
     return grpc::Status(static_cast<StatusCode>(resp.results(0).code()), resp.results(0).message());
   };
+  // Returns the whole-call status, or the first result's code if the call succeeded.
+  auto prefetch = [&](std::vector<std::string> keys, v1::Tier tier = v1::TIER_HOST,
+                      v1::PrefetchResponse* out = nullptr) {
+    v1::PrefetchRequest r;
+    for (auto& k : keys) r.add_keys(k);
+    r.set_tier(tier);
+    grpc::ClientContext ctx;
+    v1::PrefetchResponse resp;
+    grpc::Status st = stub.Prefetch(&ctx, r, &resp);
+    if (out != nullptr) *out = resp;
+    if (!st.ok()) return st;
+    return grpc::Status(static_cast<StatusCode>(resp.results(0).code()), resp.results(0).message());
+  };
   auto del = [&](const std::string& session, const std::string& key) {
     v1::DeleteRequest r;
     r.set_session_id(session);
@@ -190,6 +203,9 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
        StatusCode::INVALID_ARGUMENT},
       {"unknown scope", modified([](auto& r) { r.set_scope(static_cast<v1::Scope>(9)); }),
        StatusCode::INVALID_ARGUMENT},
+      {"unknown compression",
+       modified([](auto& r) { r.set_compression(static_cast<v1::Compression>(7)); }),
+       StatusCode::INVALID_ARGUMENT},
       {"create on an unknown tier",
        modified([](auto& r) { r.set_tier(static_cast<v1::Tier>(77)); }),
        StatusCode::INVALID_ARGUMENT},
@@ -256,6 +272,26 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
       {"get on the SSD tier", [&] { return get({"sealed"}, v1::TIER_SSD); },
        StatusCode::INVALID_ARGUMENT},
       {"get on an unknown tier", [&] { return get({"sealed"}, static_cast<v1::Tier>(77)); },
+       StatusCode::INVALID_ARGUMENT},
+      {"prefetch of a missing key", [&] { return prefetch({"missing"}); }, StatusCode::NOT_FOUND},
+      {"prefetch of an unsealed tensor", [&] { return prefetch({"open"}); },
+       StatusCode::FAILED_PRECONDITION},
+      {"prefetch of a key that is not UTF-8", [&] { return prefetch({"k\xED\xA0\x80"}); },
+       StatusCode::INVALID_ARGUMENT},
+      {"prefetch of no keys", [&] { return prefetch({}); }, StatusCode::INVALID_ARGUMENT},
+      {"prefetch of 5000 keys", [&] { return prefetch(std::vector<std::string>(5000, "sealed")); },
+       StatusCode::INVALID_ARGUMENT},
+      {"prefetch to the SSD tier", [&] { return prefetch({"sealed"}, v1::TIER_SSD); },
+       StatusCode::INVALID_ARGUMENT},
+      {"prefetch to the absent GPU tier", [&] { return prefetch({"sealed"}, v1::TIER_GPU); },
+       StatusCode::FAILED_PRECONDITION},
+      {"prefetch in a bad namespace",
+       [&] {
+         v1::PrefetchRequest r;
+         r.set_ns("../etc");
+         r.add_keys("sealed");
+         return call(&v1::Tensord::Stub::Prefetch, r, v1::PrefetchResponse());
+       },
        StatusCode::INVALID_ARGUMENT},
       {"release of another session's lease", [&] { return release(other.id, {lease}); },
        StatusCode::NOT_FOUND},
@@ -331,6 +367,13 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
   ASSERT_EQ(mixed.results_size(), 2);
   EXPECT_EQ(mixed.results(1).code(), static_cast<int>(StatusCode::INVALID_ARGUMENT));
   EXPECT_TRUE(release(s.id, {mixed.results(0).lease_id()}).ok());
+  // A Prefetch of a host-resident key succeeds without moving it or taking a lease.
+  v1::PrefetchResponse there;
+  ASSERT_TRUE(prefetch({"sealed", "missing"}, v1::TIER_ANY, &there).ok());
+  ASSERT_EQ(there.results_size(), 2);
+  EXPECT_EQ(there.results(0).code(), 0);
+  EXPECT_FALSE(there.results(0).moved());
+  EXPECT_EQ(there.results(1).code(), static_cast<int>(StatusCode::NOT_FOUND));
   // Nothing the bad requests sent poisons List of the namespace.
   EXPECT_TRUE(call(&v1::Tensord::Stub::List, v1::ListRequest(), v1::ListResponse()).ok());
   // The daemon still serves, and nothing happened to the victim.

@@ -77,7 +77,29 @@ TEST(Tensorctl, CommandsOutputsAndExitCodes) {
   EXPECT_TRUE(Has(Tensorctl(s + "stat k"), "location   ssd"));
   EXPECT_FALSE(Has(Tensorctl(s + "ls --min-size 1MiB"), "k ")) << "k is 4 KiB";
   EXPECT_TRUE(Has(Tensorctl(s + "ls --durability durable --min-size 4KiB"), "k "));
-  EXPECT_EQ(Tensorctl(s + "get k " + dir + "/again.bin").rc, 0) << "swapped back in";
+  // prefetch swaps it back in without a lease; a second prefetch finds it there.
+  CtlRun pre = Tensorctl(s + "prefetch k nope");
+  EXPECT_EQ(pre.rc, 1) << "one key failed: " << pre.out;
+  EXPECT_TRUE(Has(pre, "k: promoted to host")) << pre.out;
+  EXPECT_TRUE(Has(pre, "nope: NOT_FOUND")) << pre.out;
+  EXPECT_TRUE(Has(Tensorctl(s + "ls --tier host"), "k ")) << "prefetched: on host";
+  CtlRun again = Tensorctl(s + "prefetch k");
+  EXPECT_EQ(again.rc, 0) << again.out;
+  EXPECT_TRUE(Has(again, "k: already on host")) << again.out;
+  EXPECT_EQ(Tensorctl(s + "prefetch k --tier ssd").rc, 2) << "host or gpu only";
+  EXPECT_EQ(Tensorctl(s + "prefetch k --tier gpu").rc, 1) << "no GPU tier here";
+  EXPECT_EQ(Tensorctl(s + "get k " + dir + "/again.bin").rc, 0);
+  // A losslessly stored swap copy: compressible bytes take less swap and read back the same.
+  { std::ofstream(dir + "/zeros.bin") << std::string(1 << 20, '\0'); }
+  EXPECT_EQ(Tensorctl(s + "put " + dir + "/zeros.bin z --compression lossless").rc, 0);
+  EXPECT_EQ(Tensorctl(s + "evict z").rc, 0);
+  CtlRun zstat = Tensorctl(s + "stat z");
+  EXPECT_TRUE(Has(zstat, "compress   lossless (swap copy ")) << zstat.out;
+  EXPECT_FALSE(Has(zstat, "(swap copy 1.0 MiB)")) << zstat.out;
+  EXPECT_EQ(Tensorctl(s + "get z " + dir + "/zeros.out").rc, 0);
+  std::ifstream zback(dir + "/zeros.out");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(zback), {}), std::string(1 << 20, '\0'));
+  EXPECT_EQ(Tensorctl(s + "put " + dir + "/zeros.bin z2 --compression maybe").rc, 2);
   EXPECT_EQ(Tensorctl(s + "ls --tier floppy").rc, 2);
   EXPECT_EQ(Tensorctl(s + "evict nope").rc, 1);
 

@@ -231,3 +231,21 @@ TEST_F(ConfigFile, RejectsBadSsdSettings) {
 
 }  // namespace
 }  // namespace tensord
+
+namespace tensord {
+namespace {
+
+TEST(Config, TheEvictionPolicyIsChosenByNameAndUnknownNamesAreRefused) {
+  DaemonConfig config;
+  EXPECT_EQ(config.policy.eviction, "lru");
+  const Setting* s = FindSetting("policy.eviction");
+  ASSERT_NE(s, nullptr);
+  EXPECT_TRUE(s->set(config, "lru").ok());
+  const absl::Status bad = s->set(config, "mru");
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("known: lru"), std::string::npos) << bad.message();
+  EXPECT_EQ(config.policy.eviction, "lru") << "a refused value changes nothing";
+}
+
+}  // namespace
+}  // namespace tensord

@@ -1,5 +1,6 @@
 """The SSD tier from Python: more tensors than the host tier holds, every one read back intact."""
 
+import pytest
 import torch
 
 import tensord
@@ -35,3 +36,28 @@ def test_without_swap_stats_say_so(daemon):
         s = c.stats()
         assert s["swap"] is None
         assert not next(t for t in s["tiers"] if t["tier"] == "ssd")["present"]
+
+
+def test_prefetch_and_lossless_swap_copies(swap_daemon):
+    with tensord.Client(swap_daemon) as c:
+        # Activations after a ReLU: half zeros; stored losslessly, the swap copy is smaller.
+        x = torch.relu(torch.randn(1024, 1024, generator=torch.Generator().manual_seed(5)))
+        c.put("act", x, compression="lossless")
+        c.put("raw", x)
+        assert c.stat("act")["compression"] == "lossless"
+        assert c.stat("raw")["compression"] == "none"
+        with pytest.raises(ValueError):
+            c.put("bad", x, compression="lossy-please")
+        # Fill the host tier so that the migrator demotes both (256 MiB tier, 320 MiB of puts).
+        for i in range(20):
+            c.put(f"fill.{i}", torch.zeros(4096, 1024))
+        act, raw = c.stat("act"), c.stat("raw")
+        assert act["ssd_stored_bytes"] > 0 and raw["ssd_stored_bytes"] == raw["nbytes"]
+        assert act["ssd_stored_bytes"] < act["nbytes"] * 0.8, act
+        results = c.prefetch(["act", "nope"])
+        assert results[0]["ok"] and results[0]["key"] == "act"
+        assert not results[1]["ok"] and results[1]["code"] == "NOT_FOUND"
+        assert c.stat("act")["leases"] == 0, "a prefetch holds no lease"
+        assert torch.equal(torch.from_dlpack(c.get("act")), x)
+        with pytest.raises(ValueError):
+            c.prefetch(["act"], device="tpu")
