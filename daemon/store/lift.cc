@@ -342,107 +342,129 @@ bool Store::AwaitArrival(Object* o, TierId t, absl::Time deadline, Frees* frees)
   return ok;
 }
 
-void Store::LiftOne(Lift* lift, size_t i, TierId to) {
+Store::LiftStep Store::DecideLift(Lift* lift, size_t i, TierId to, bool host_held, Booked* b,
+                                  Object** room_for, Frees* frees) {
   const std::string& key = lift->keys[i];
   GetOutcome& r = lift->out[i];
+  if (lift->leasing() && table_.FindSession(lift->session_id) == nullptr) {
+    r.status = absl::FailedPreconditionError("session closed during Get");
+    return LiftStep::kDone;
+  }
+  Object* o = table_.Find(lift->ns, key);
+  if (o == nullptr) {
+    if (to == TierId::kHost && lift->leasing()) ++counters_.get_misses;
+    r.status = absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+    return LiftStep::kDone;
+  }
+  if (!o->sealed) {  // deleted and created again while the lock was dropped
+    r.status = absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
+    return LiftStep::kDone;
+  }
+  if (o->copy(to).present) {  // moved meanwhile (a concurrent request), or there already
+    Arrived(lift, i, o, to, /*moved=*/false);
+    return LiftStep::kDone;
+  }
+  if (o->copy(to).in_flight) {  // share the move in flight
+    if (AwaitArrival(o, to, lift->deadline, frees)) return LiftStep::kRetry;
+    r.status = absl::DeadlineExceededError(absl::StrCat(
+        "'", key, "' still ", to == TierId::kGpu ? "copying to the GPU" : "swapping in"));
+    return LiftStep::kDone;
+  }
+  if (!SourceFor(*o, to)) {
+    if (to == TierId::kGpu && !host_held) return LiftStep::kUpToHost;  // SSD only: via host
+    r.status = absl::UnavailableError(absl::StrCat("'", key, "' left the host tier"));
+    return LiftStep::kDone;
+  }
+  auto booked = Book(i, o, to, lift->device);
+  if (booked.ok()) {
+    *b = *std::move(booked);
+    return LiftStep::kMove;
+  }
+  if (booked.status().code() != absl::StatusCode::kResourceExhausted) {
+    r.status = booked.status();
+    return LiftStep::kDone;
+  }
+  if (to == TierId::kGpu) {
+    AddReader(o, TierId::kHost);  // keep it on the host while GPU room is made
+    ++o->pins;
+    *room_for = o;
+    return LiftStep::kGpuRoom;
+  }
+  const uint64_t nbytes = o->nbytes;
+  auto pools = host_->pools().Candidates(nbytes, o->pool_class);
+  ++o->pins;  // MakeRoom may wait: keep o alive
+  const bool retry = pools.ok() && MakeRoom(*pools, nbytes, lift->deadline, frees);
+  --o->pins;
+  MaybeFreeRetired(o, frees);
+  if (retry) return LiftStep::kRetry;
+  r.status = absl::ResourceExhaustedError(
+      absl::StrCat("no host room to swap in '", key, "' (", nbytes, " bytes)"));
+  return LiftStep::kDone;
+}
+
+Object* Store::LiftToHostAndHold(Lift* lift, size_t i) {
+  Lift inner;
+  inner.ns = lift->ns;
+  inner.keys = {lift->keys[i]};
+  inner.to = TierId::kHost;
+  inner.deadline = lift->deadline;
+  inner.out.resize(1);
+  inner.moved.resize(1);
+  inner.hold = true;
+  LiftOne(&inner, 0, TierId::kHost);
+  if (!inner.out[0].status.ok()) lift->out[i].status = inner.out[0].status;
+  return inner.out[0].status.ok() ? inner.held : nullptr;
+}
+
+bool Store::MakeGpuRoom(Lift* lift, size_t i, Object* o, Frees* frees) {
+  const uint64_t nbytes = o->nbytes;  // o is pinned
+  const uint64_t freed = DemoteGpu(lift->device, nbytes);
+  {
+    absl::MutexLock lock(&mu_);
+    DropReader(o, TierId::kHost);
+    --o->pins;
+    MaybeFreeRetired(o, frees);
+  }
+  if (freed > 0 && absl::Now() < lift->deadline) return true;
+  lift->out[i].status = absl::ResourceExhaustedError(absl::StrCat(
+      "no GPU room for '", lift->keys[i], "' (", nbytes, " bytes): the rest is leased or unsealed"));
+  return false;
+}
+
+void Store::LiftOne(Lift* lift, size_t i, TierId to) {
   Frees frees;
   Object* host_held = nullptr;  // a copy up through host: the host copy brought up for it
-  while (true) {
-    enum class Next { kDone, kRetry, kMove, kGpuRoom, kUpToHost } next = Next::kDone;
+  for (bool again = true; again;) {
     Booked b{};
     Object* room_for = nullptr;
+    LiftStep step;
     {
       absl::MutexLock lock(&mu_);
-      Object* o = nullptr;
-      if (lift->leasing() && table_.FindSession(lift->session_id) == nullptr) {
-        r.status = absl::FailedPreconditionError("session closed during Get");
-      } else if ((o = table_.Find(lift->ns, key)) == nullptr) {
-        if (to == TierId::kHost && lift->leasing()) ++counters_.get_misses;
-        r.status = absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
-      } else if (!o->sealed) {  // deleted and created again while the lock was dropped
-        r.status = absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
-      } else if (o->copy(to).present) {  // moved meanwhile (a concurrent request), or there
-        Arrived(lift, i, o, to, /*moved=*/false);
-      } else if (o->copy(to).in_flight) {  // share the move in flight
-        if (AwaitArrival(o, to, lift->deadline, &frees)) {
-          next = Next::kRetry;
-        } else {
-          r.status = absl::DeadlineExceededError(absl::StrCat(
-              "'", key, "' still ", to == TierId::kGpu ? "copying to the GPU" : "swapping in"));
-        }
-      } else if (!SourceFor(*o, to)) {
-        if (to == TierId::kGpu && host_held == nullptr) {
-          next = Next::kUpToHost;  // only on SSD: swap it in first, then copy it up
-        } else {
-          r.status = absl::UnavailableError(absl::StrCat("'", key, "' left the host tier"));
-        }
-      } else if (auto booked = Book(i, o, to, lift->device); booked.ok()) {
-        b = *std::move(booked);
-        next = Next::kMove;
-      } else if (booked.status().code() != absl::StatusCode::kResourceExhausted) {
-        r.status = booked.status();
-      } else if (to == TierId::kHost) {
-        const uint64_t nbytes = o->nbytes;
-        auto pools = host_->pools().Candidates(nbytes, o->pool_class);
-        ++o->pins;  // MakeRoom may wait: keep o alive
-        const bool retry = pools.ok() && MakeRoom(*pools, nbytes, lift->deadline, &frees);
-        --o->pins;
-        MaybeFreeRetired(o, &frees);
-        if (retry) {
-          next = Next::kRetry;
-        } else {
-          r.status = absl::ResourceExhaustedError(
-              absl::StrCat("no host room to swap in '", key, "' (", nbytes, " bytes)"));
-        }
-      } else {
-        AddReader(o, TierId::kHost);  // keep it on the host while GPU room is made
-        ++o->pins;
-        room_for = o;
-        next = Next::kGpuRoom;
-      }
+      step = DecideLift(lift, i, to, host_held != nullptr, &b, &room_for, &frees);
     }
-    if (next == Next::kDone) break;
-    if (next == Next::kRetry) {
-      Reclaim(std::move(frees), /*now=*/true);
-      frees.clear();
-      continue;
-    }
-    if (next == Next::kMove) {
-      RunBooked({&b, 1}, to);
-      absl::MutexLock lock(&mu_);
-      FinishLift(lift, b, &frees);
-      break;
-    }
-    if (next == Next::kUpToHost) {
-      Lift inner;
-      inner.ns = lift->ns;
-      inner.keys = {key};
-      inner.to = TierId::kHost;
-      inner.deadline = lift->deadline;
-      inner.out.resize(1);
-      inner.moved.resize(1);
-      inner.hold = true;
-      LiftOne(&inner, 0, TierId::kHost);
-      if (!inner.out[0].status.ok()) {
-        r.status = inner.out[0].status;
+    switch (step) {
+      case LiftStep::kDone:
+        again = false;
+        break;
+      case LiftStep::kRetry:
+        Reclaim(std::move(frees), /*now=*/true);
+        frees.clear();
+        break;
+      case LiftStep::kMove: {
+        RunBooked({&b, 1}, to);
+        absl::MutexLock lock(&mu_);
+        FinishLift(lift, b, &frees);
+        again = false;
         break;
       }
-      host_held = inner.held;
-      continue;
+      case LiftStep::kUpToHost:
+        host_held = LiftToHostAndHold(lift, i);
+        again = host_held != nullptr;
+        break;
+      case LiftStep::kGpuRoom:
+        again = MakeGpuRoom(lift, i, room_for, &frees);
+        break;
     }
-    // Next::kGpuRoom: demote GPU tensors to host, then try again.
-    const uint64_t nbytes = room_for->nbytes;
-    const uint64_t freed = DemoteGpu(lift->device, nbytes);
-    {
-      absl::MutexLock lock(&mu_);
-      DropReader(room_for, TierId::kHost);
-      --room_for->pins;
-      MaybeFreeRetired(room_for, &frees);
-    }
-    if (freed > 0 && absl::Now() < lift->deadline) continue;
-    r.status = absl::ResourceExhaustedError(absl::StrCat(
-        "no GPU room for '", key, "' (", nbytes, " bytes): the rest is leased or unsealed"));
-    break;
   }
   if (host_held != nullptr) {
     absl::MutexLock lock(&mu_);

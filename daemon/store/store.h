@@ -353,6 +353,17 @@ class Store {
   void LiftFailed(Lift* lift, Booked& b, Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One key, waiting for moves in flight and for room as needed.
   void LiftOne(Lift* lift, size_t i, TierId to) ABSL_LOCKS_EXCLUDED(mu_);
+  // LiftOne's step under the lock: completes key i, or says what to do next without the lock
+  // (with the booked move in *b, or the pinned object that needs GPU room in *room_for).
+  enum class LiftStep { kDone, kRetry, kMove, kUpToHost, kGpuRoom };
+  LiftStep DecideLift(Lift* lift, size_t i, TierId to, bool host_held, Booked* b,
+                      Object** room_for, Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A copy up of an SSD-only tensor: swaps it in first and returns it with its host copy held
+  // (a reader and a pin), or nullptr with key i's error set.
+  Object* LiftToHostAndHold(Lift* lift, size_t i) ABSL_LOCKS_EXCLUDED(mu_);
+  // Demotes GPU copies for room for `o` (pinned, its host copy held; both let go here).
+  // Returns whether to try again; else key i's error is set.
+  bool MakeGpuRoom(Lift* lift, size_t i, Object* o, Frees* frees) ABSL_LOCKS_EXCLUDED(mu_);
   // Completes key i of the lift that found its copy in `t`: a lease, or "there already".
   void Arrived(Lift* lift, size_t i, Object* o, TierId t, bool moved)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
