@@ -213,11 +213,14 @@ TEST_F(StoreTest, LeaseQuotaPerSession) {
 
 TEST_F(StoreTest, WithoutAnSsdTierTheMigratorStillReadsPressureAndStops) {
   std::atomic<int> reads{0};
+  absl::Notification third_read;
   StoreOptions options;
-  options.read_pressure = [&reads] {
+  options.read_pressure = [&reads, &third_read] {
     tiers::SystemPressure p;
     p.mem_available_known = true;
-    p.mem_available_bytes = uint64_t{1000} * static_cast<uint64_t>(++reads);
+    const int n = ++reads;
+    p.mem_available_bytes = uint64_t{1000} * static_cast<uint64_t>(n);
+    if (n == 3) third_read.Notify();
     return p;
   };
   Store store(host_.get(), options);  // no SSD tier
@@ -225,10 +228,7 @@ TEST_F(StoreTest, WithoutAnSsdTierTheMigratorStillReadsPressureAndStops) {
   EXPECT_EQ(first, 1000u) << "read once at construction";
   absl::Notification stop;
   std::thread migrator([&] { store.RunMigrator(&stop); });
-  const auto start = std::chrono::steady_clock::now();
-  while (reads.load() < 3 && std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  third_read.WaitForNotificationWithTimeout(absl::Seconds(5));  // woken by the third read
   EXPECT_GE(reads.load(), 3) << "the migrator reads pressure every 100 ms without an SSD tier";
   EXPECT_GT(store.Stats().system.mem_available_bytes, first) << "and the stats follow";
   stop.Notify();
