@@ -27,24 +27,33 @@ struct Store::Lift {
   bool leasing() const { return !session_id.empty(); }
 };
 
-void Store::GetAsync(const std::string& session_id, absl::string_view ns,
-                     std::vector<std::string> keys, WantTier want, absl::Time deadline, int device,
-                     GetDone done) {
-  if (keys.empty() || keys.size() > kMaxBatchKeys) {
-    std::move(done)(absl::InvalidArgumentError(
-        absl::StrCat("a Get names 1 to ", kMaxBatchKeys, " keys, not ", keys.size())));
-    return;
+absl::StatusOr<std::unique_ptr<Store::Lift>> Store::NewLift(absl::string_view call,
+                                                            absl::string_view ns, size_t nkeys,
+                                                            WantTier want, absl::Time deadline,
+                                                            int device) const {
+  if (nkeys == 0 || nkeys > kMaxBatchKeys) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a ", call, " names 1 to ", kMaxBatchKeys, " keys, not ", nkeys));
   }
-  if (auto st = ValidateNamespace(ns); !st.ok()) return std::move(done)(st);
-  if (auto st = CheckWant(want, device); !st.ok()) return std::move(done)(st);
+  if (auto st = ValidateNamespace(ns); !st.ok()) return st;
+  if (auto st = CheckWant(want, device); !st.ok()) return st;
   auto lift = std::make_unique<Lift>();
-  lift->session_id = session_id;
   lift->ns = std::string(ns);
   lift->to = want == WantTier::kGpu ? TierId::kGpu : TierId::kHost;
   lift->device = device;
   lift->deadline = Clamp(deadline);
-  lift->out.resize(keys.size());
-  lift->moved.resize(keys.size());
+  lift->out.resize(nkeys);
+  lift->moved.resize(nkeys);
+  return lift;
+}
+
+void Store::GetAsync(const std::string& session_id, absl::string_view ns,
+                     std::vector<std::string> keys, WantTier want, absl::Time deadline, int device,
+                     GetDone done) {
+  auto made = NewLift("Get", ns, keys.size(), want, deadline, device);
+  if (!made.ok()) return std::move(done)(made.status());
+  std::unique_ptr<Lift> lift = *std::move(made);
+  lift->session_id = session_id;
   bool session_ok = true;
   {
     absl::MutexLock lock(&mu_);
@@ -101,20 +110,9 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
 
 void Store::PrefetchAsync(absl::string_view ns, std::vector<std::string> keys, WantTier tier,
                           absl::Time deadline, int device, PrefetchDone done) {
-  if (keys.empty() || keys.size() > kMaxBatchKeys) {
-    std::move(done)(absl::InvalidArgumentError(
-        absl::StrCat("a Prefetch names 1 to ", kMaxBatchKeys, " keys, not ", keys.size())));
-    return;
-  }
-  if (auto st = ValidateNamespace(ns); !st.ok()) return std::move(done)(st);
-  if (auto st = CheckWant(tier, device); !st.ok()) return std::move(done)(st);
-  auto lift = std::make_unique<Lift>();
-  lift->ns = std::string(ns);
-  lift->to = tier == WantTier::kGpu ? TierId::kGpu : TierId::kHost;
-  lift->device = device;
-  lift->deadline = Clamp(deadline);
-  lift->out.resize(keys.size());
-  lift->moved.resize(keys.size());
+  auto made = NewLift("Prefetch", ns, keys.size(), tier, deadline, device);
+  if (!made.ok()) return std::move(done)(made.status());
+  std::unique_ptr<Lift> lift = *std::move(made);
   {
     absl::MutexLock lock(&mu_);
     for (size_t i = 0; i < keys.size(); ++i) {

@@ -337,6 +337,11 @@ class Store {
   void ReturnRanges(const Frees& frees, uint64_t scrubbed) ABSL_LOCKS_EXCLUDED(mu_);
 
   // --- lift.cc: moves up, for Get and Prefetch (on the executor).
+  // A lift of `nkeys` keys to `want`'s tier, after the whole-call checks of `call` ("Get",
+  // "Prefetch"): INVALID_ARGUMENT (batch size, namespace, tier, device), FAILED_PRECONDITION.
+  absl::StatusOr<std::unique_ptr<Lift>> NewLift(absl::string_view call, absl::string_view ns,
+                                                size_t nkeys, WantTier want, absl::Time deadline,
+                                                int device) const;
   void RunLift(Lift* lift) ABSL_LOCKS_EXCLUDED(mu_);
   // Books the keys that can move now in one batch per source tier and returns them; the rest
   // are left in `alone`.
