@@ -143,21 +143,6 @@ void Store::PrefetchAsync(absl::string_view ns, std::vector<std::string> keys, W
   });
 }
 
-absl::StatusOr<std::vector<PrefetchOutcome>> Store::Prefetch(absl::string_view ns,
-                                                              std::span<const std::string> keys,
-                                                              WantTier tier, absl::Time deadline,
-                                                              int device) {
-  std::optional<absl::StatusOr<std::vector<PrefetchOutcome>>> result;
-  absl::Notification done;
-  PrefetchAsync(ns, std::vector<std::string>(keys.begin(), keys.end()), tier, deadline, device,
-                [&](absl::StatusOr<std::vector<PrefetchOutcome>> r) {
-                  result.emplace(std::move(r));
-                  done.Notify();
-                });
-  done.WaitForNotification();
-  return *std::move(result);
-}
-
 void Store::RunLift(Lift* lift) {
   std::vector<size_t> alone;
   std::vector<Booked> booked;

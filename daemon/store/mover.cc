@@ -57,17 +57,15 @@ void Mover::Between(TierId from, TierId to, std::span<MoveItem> items) {
   std::vector<tiers::Transfer> transfers;
   std::vector<tiers::Range> ranges;
   ranges.reserve(items.size());
+  // The host side is the source (a copy up) or the destination (a copy down).
+  const bool up = from == TierId::kHost;
   for (MoveItem& m : items) {
-    // The host side is the source (a copy up) or the destination (a copy down).
-    const bool up = from == TierId::kHost;
-    tiers::Range& far = up ? m.dst : m.src;
-    ranges.push_back(far);
+    ranges.push_back(up ? m.dst : m.src);
     ranges.back().length = m.nbytes;
     transfers.push_back({&ranges.back(), host->Address(up ? m.src : m.dst)});
   }
-  tiers::Tier* other = tier(from == TierId::kHost ? to : from);
-  const std::vector<absl::Status> st =
-      from == TierId::kHost ? other->WriteAll(transfers) : other->ReadAll(transfers);
+  tiers::Tier* other = tier(up ? to : from);
+  const std::vector<absl::Status> st = up ? other->WriteAll(transfers) : other->ReadAll(transfers);
   for (size_t i = 0; i < items.size(); ++i) {
     items[i].status = st[i];
     items[i].dst.length = items[i].nbytes;

@@ -395,6 +395,16 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
   });
 }
 
+absl::StatusOr<std::vector<PrefetchOutcome>> Store::Prefetch(absl::string_view ns,
+                                                              std::span<const std::string> keys,
+                                                              WantTier tier, absl::Time deadline,
+                                                              int device) {
+  return Wait<absl::StatusOr<std::vector<PrefetchOutcome>>>([&](PrefetchDone d) {
+    PrefetchAsync(ns, std::vector<std::string>(keys.begin(), keys.end()), tier, deadline, device,
+                  std::move(d));
+  });
+}
+
 absl::Status Store::Release(const std::string& session_id, std::span<const uint64_t> lease_ids) {
   if (lease_ids.empty() || lease_ids.size() > kMaxBatchKeys) {
     return absl::InvalidArgumentError(
