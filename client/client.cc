@@ -360,7 +360,7 @@ absl::StatusOr<Stats> Client::GetStats() {
 }
 
 absl::StatusOr<std::vector<PrefetchResult>> Client::Prefetch(std::span<const std::string> keys,
-                                                              Tier tier, int device) {
+                                                             Tier tier, int device) {
   v1::PrefetchRequest request;
   request.set_ns(session_->ns());
   for (const std::string& k : keys) request.add_keys(k);
@@ -378,8 +378,8 @@ absl::StatusOr<std::vector<PrefetchResult>> Client::Prefetch(std::span<const std
   }
   std::vector<PrefetchResult> out;
   for (const v1::PrefetchResult& r : response.results()) {
-    out.push_back(PrefetchResult{
-        absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()), r.moved()});
+    out.push_back(PrefetchResult{absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()),
+                                 r.moved()});
   }
   return out;
 }

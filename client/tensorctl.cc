@@ -348,19 +348,19 @@ int main(int argc, char** argv) {
     return PrintList(c, prefix, limit, filter);
   }
   if (*put) {
-    return Put(c, file, key, dtype, shape, cache, pool,
-               compression == "lossless" ? tensord::Compression::kLossless
-                                         : tensord::Compression::kNone);
+    return Put(
+        c, file, key, dtype, shape, cache, pool,
+        compression == "lossless" ? tensord::Compression::kLossless : tensord::Compression::kNone);
   }
   if (*prefetch) {
-    auto results =
-        c.Prefetch(keys, to_tier == "gpu" ? tensord::Tier::kGpu : tensord::Tier::kHost);
+    auto results = c.Prefetch(keys, to_tier == "gpu" ? tensord::Tier::kGpu : tensord::Tier::kHost);
     if (!results.ok()) return Fail(results.status());
     int failed = 0;
     for (size_t i = 0; i < keys.size(); ++i) {
       const tensord::PrefetchResult& r = (*results)[i];
       if (r.status.ok()) {
-        absl::PrintF("%s: %s\n", keys[i], r.moved ? "promoted to " + to_tier : "already on " + to_tier);
+        absl::PrintF("%s: %s\n", keys[i],
+                     r.moved ? "promoted to " + to_tier : "already on " + to_tier);
       } else {
         ++failed;
         absl::PrintF("%s: %s: %s\n", keys[i], absl::StatusCodeToString(r.status.code()),

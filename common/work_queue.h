@@ -37,9 +37,8 @@ class WorkQueue {
   // Waits until nothing is queued or running (work scheduled meanwhile is waited for too).
   void WaitIdle() ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return queue_.empty() && running_ == 0;
-    };
+    auto idle = [this]()
+                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return queue_.empty() && running_ == 0; };
     mu_.Await(absl::Condition(&idle));
   }
 

@@ -133,7 +133,8 @@ absl::Status CheckLevel(absl::string_view text) {
 
 absl::Status CheckEviction(absl::string_view text) {
   auto p = policy::MakeEvictionPolicy(text);
-  if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat("policy.eviction: ", p.status().message()));
+  if (!p.ok())
+    return absl::InvalidArgumentError(absl::StrCat("policy.eviction: ", p.status().message()));
   return absl::OkStatus();
 }
 

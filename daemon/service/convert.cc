@@ -165,9 +165,10 @@ store::CreateParams FromProto(const v1::CreateRequest& request) {
   p.scope = request.scope() == v1::SCOPE_DEFAULT ? store::Scope::kGlobal
                                                  : static_cast<store::Scope>(request.scope());
   // An unknown value stays unknown (0xff) for validation to reject, not truncated to a known one.
-  p.compression = request.compression() == v1::COMPRESSION_NONE       ? codec::Compression::kNone
-                  : request.compression() == v1::COMPRESSION_LOSSLESS ? codec::Compression::kLossless
-                                                                      : static_cast<codec::Compression>(0xff);
+  p.compression = request.compression() == v1::COMPRESSION_NONE ? codec::Compression::kNone
+                  : request.compression() == v1::COMPRESSION_LOSSLESS
+                      ? codec::Compression::kLossless
+                      : static_cast<codec::Compression>(0xff);
   return p;
 }
 

@@ -292,27 +292,26 @@ grpc::ServerUnaryReactor* TensordService::Get(grpc::CallbackServerContext* ctx,
                                               v1::GetResponse* response) {
   if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  store_->GetAsync(
-      request->session_id(), request->ns(),
-      std::vector<std::string>(request->keys().begin(), request->keys().end()),
-      static_cast<store::WantTier>(request->want()), DeadlineOf(ctx),
-      request->has_device() ? request->device() : -1,
-      [reactor, response](absl::StatusOr<std::vector<store::GetOutcome>> outcomes) {
-        if (outcomes.ok()) {
-          response->mutable_results()->Reserve(static_cast<int>(outcomes->size()));
-          for (const store::GetOutcome& o : *outcomes) {
-            v1::GetResult* r = response->add_results();
-            r->set_code(static_cast<int32_t>(o.status.code()));
-            if (!o.status.ok()) {
-              r->set_message(std::string(o.status.message()));
-              continue;
-            }
-            ToProto(o.info, r->mutable_meta());
-            r->set_lease_id(o.lease_id);
-          }
-        }
-        reactor->Finish(ToGrpc(outcomes.status()));
-      });
+  store_->GetAsync(request->session_id(), request->ns(),
+                   std::vector<std::string>(request->keys().begin(), request->keys().end()),
+                   static_cast<store::WantTier>(request->want()), DeadlineOf(ctx),
+                   request->has_device() ? request->device() : -1,
+                   [reactor, response](absl::StatusOr<std::vector<store::GetOutcome>> outcomes) {
+                     if (outcomes.ok()) {
+                       response->mutable_results()->Reserve(static_cast<int>(outcomes->size()));
+                       for (const store::GetOutcome& o : *outcomes) {
+                         v1::GetResult* r = response->add_results();
+                         r->set_code(static_cast<int32_t>(o.status.code()));
+                         if (!o.status.ok()) {
+                           r->set_message(std::string(o.status.message()));
+                           continue;
+                         }
+                         ToProto(o.info, r->mutable_meta());
+                         r->set_lease_id(o.lease_id);
+                       }
+                     }
+                     reactor->Finish(ToGrpc(outcomes.status()));
+                   });
   return reactor;
 }
 

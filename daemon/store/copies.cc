@@ -16,8 +16,7 @@ Location Store::LocationOf(const Object& o, TierId t) const {
       return Location{WantTier::kHost, host_->pools()[c.range.space].arena, c.range.offset,
                       o.nbytes};
     case TierId::kGpu:
-      return Location{WantTier::kGpu, gpu_->pools()[c.range.space].arena, c.range.offset,
-                      o.nbytes};
+      return Location{WantTier::kGpu, gpu_->pools()[c.range.space].arena, c.range.offset, o.nbytes};
     case TierId::kSsd:
       break;
   }
@@ -182,9 +181,8 @@ void Store::Reclaim(Frees frees, bool now) {
   if (now) {
     scrub_and_return(std::move(frees));
   } else {
-    mover_.Scrub([scrub_and_return, f = std::move(frees)]() mutable {
-      scrub_and_return(std::move(f));
-    });
+    mover_.Scrub(
+        [scrub_and_return, f = std::move(frees)]() mutable { scrub_and_return(std::move(f)); });
   }
 }
 

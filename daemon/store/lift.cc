@@ -98,7 +98,8 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
   }
   // Callbacks never run under the lock: they may call back into the store.
   if (!session_ok) {
-    return std::move(done)(absl::FailedPreconditionError("unknown or closed session; Attach first"));
+    return std::move(done)(
+        absl::FailedPreconditionError("unknown or closed session; Attach first"));
   }
   lift->keys = std::move(keys);
   if (lift->which.empty()) return std::move(done)(std::move(lift->out));
@@ -175,8 +176,8 @@ std::optional<TierId> Store::SourceFor(const Object& o, TierId to) const {
 absl::StatusOr<Store::Booked> Store::Book(size_t i, Object* o, TierId to, int device) {
   const std::optional<TierId> from = SourceFor(*o, to);
   if (!from) return absl::FailedPreconditionError("no copy to move from");
-  const tiers::Placement where = to == TierId::kHost ? tiers::Placement{o->pool_class, -1}
-                                                     : tiers::Placement{"", device};
+  const tiers::Placement where =
+      to == TierId::kHost ? tiers::Placement{o->pool_class, -1} : tiers::Placement{"", device};
   auto range = TierOf(to)->Reserve(o->nbytes, where);
   if (!range.ok()) return range.status();
   Copy& c = o->copy(to);
@@ -409,8 +410,9 @@ bool Store::MakeGpuRoom(Lift* lift, size_t i, Object* o, Frees* frees) {
     MaybeFreeRetired(o, frees);
   }
   if (freed > 0 && absl::Now() < lift->deadline) return true;
-  lift->out[i].status = absl::ResourceExhaustedError(absl::StrCat(
-      "no GPU room for '", lift->keys[i], "' (", nbytes, " bytes): the rest is leased or unsealed"));
+  lift->out[i].status =
+      absl::ResourceExhaustedError(absl::StrCat("no GPU room for '", lift->keys[i], "' (", nbytes,
+                                                " bytes): the rest is leased or unsealed"));
   return false;
 }
 

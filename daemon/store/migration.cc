@@ -76,9 +76,8 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
   //    before choosing victims (it may be enough); if none does, go on.
   if (reclaiming_bytes_ > 0 && absl::Now() < deadline) {
     const uint64_t seen = host_frees_;
-    auto returned = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return host_frees_ != seen;
-    };
+    auto returned = [this, seen]()
+                        ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return host_frees_ != seen; };
     if (mu_.AwaitWithTimeout(absl::Condition(&returned),
                              std::min(deadline - absl::Now(), absl::Milliseconds(200)))) {
       return true;
@@ -129,8 +128,8 @@ uint64_t Store::DemoteOnce() {
     if (target == 0 && demand == 0) return 0;
     std::vector<Object*> chosen;  // chosen first: demotion edits the policy
     uint64_t swap_free = ssd_->Stats().largest_free_bytes;  // victims that cannot fit wait
-    PolicyOf(TierId::kHost)->Victims(
-        policy::Demand{{}, std::max(target, demand)}, [&](policy::Handle h) {
+    PolicyOf(TierId::kHost)
+        ->Victims(policy::Demand{{}, std::max(target, demand)}, [&](policy::Handle h) {
           Object* o = ObjectOf(h);
           if (chosen.size() >= kMaxWritesPerRound) return Verdict::kStop;
           if (o->copy(TierId::kSsd).in_flight) return Verdict::kSkip;
@@ -357,8 +356,8 @@ absl::StatusOr<std::string> Store::EvictHost(Object* o, Frees* frees, bool* wrot
   const Copy& host = o->copy(TierId::kHost);
   if (!host.present) return std::string("already on SSD only");
   if (host.held() || o->copy(TierId::kSsd).in_flight) {
-    return absl::FailedPreconditionError(absl::StrCat("'", o->key, "' is leased (", host.leases,
-                                                      "); it stays until released"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("'", o->key, "' is leased (", host.leases, "); it stays until released"));
   }
   if (ssd_ != nullptr && !ssd_->degraded()) {
     std::string outcome = o->copy(TierId::kSsd).present
@@ -420,10 +419,11 @@ absl::StatusOr<std::string> Store::EvictFromGpu(absl::string_view ns, absl::stri
       return absl::FailedPreconditionError(absl::StrCat("'", key, "' is not sealed yet"));
     }
     const Copy& gpu = o->copy(TierId::kGpu);
-    if (!gpu.present) return absl::FailedPreconditionError(absl::StrCat("'", key, "' left the GPU"));
+    if (!gpu.present)
+      return absl::FailedPreconditionError(absl::StrCat("'", key, "' left the GPU"));
     if (gpu.held() || o->copy(TierId::kHost).in_flight) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "'", key, "' is leased on the GPU (", gpu.leases, "); it stays until released"));
+      return absl::FailedPreconditionError(absl::StrCat("'", key, "' is leased on the GPU (",
+                                                        gpu.leases, "); it stays until released"));
     }
     const bool elsewhere = HasCopyBelowGpu(*o);
     const bool cache = o->durability == Durability::kCache;

@@ -36,8 +36,9 @@ void Mover::WaitIdle() {
 }
 
 CodecCounters Mover::codec_counters() const {
-  return CodecCounters{encodes_.load(), encode_in_.load(),  encode_out_.load(), stored_raw_.load(),
-                       decodes_.load(), decode_in_.load(), decode_out_.load(), decode_failures_.load()};
+  return CodecCounters{encodes_.load(),    encode_in_.load(),      encode_out_.load(),
+                       stored_raw_.load(), decodes_.load(),        decode_in_.load(),
+                       decode_out_.load(), decode_failures_.load()};
 }
 
 void Mover::Run(TierId from, TierId to, std::span<MoveItem> items) {
@@ -152,17 +153,17 @@ void Mover::Up(TierId from, std::span<MoveItem> items) {
     m.dst_codec = codec::CodecId::kNone;
     if (!m.status.ok() || m.src_codec == codec::CodecId::kNone) continue;
     auto c = codec::CodecFor(m.src_codec);
-    absl::Status decoded = c.ok() ? (*c)->Decode({staging[i].get(), m.src.length},
-                                                 {host->Address(m.dst), m.nbytes})
-                                  : c.status();
+    absl::Status decoded =
+        c.ok() ? (*c)->Decode({staging[i].get(), m.src.length}, {host->Address(m.dst), m.nbytes})
+               : c.status();
     ++decodes_;
     decode_in_ += m.src.length;
     if (decoded.ok()) {
       decode_out_ += m.nbytes;
     } else {
       ++decode_failures_;
-      m.status = absl::DataLossError(absl::StrCat("a compressed copy does not decode: ",
-                                                  decoded.message()));
+      m.status = absl::DataLossError(
+          absl::StrCat("a compressed copy does not decode: ", decoded.message()));
     }
   }
 }
