@@ -29,6 +29,7 @@ TensorInfo FromProto(const v1::TensorMeta& m) {
   info.on_gpu = m.has_gpu_location();
   info.compression = static_cast<Compression>(m.compression());
   info.ssd_stored_bytes = m.ssd_stored_bytes();
+  info.parent = m.parent();
   return info;
 }
 
@@ -167,6 +168,7 @@ absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
   request.set_scope(static_cast<v1::Scope>(options.scope));
   request.set_ttl_ms(options.ttl_ms);
   request.set_compression(static_cast<v1::Compression>(options.compression));
+  request.set_parent(options.parent);
   request.set_tier(static_cast<v1::Tier>(options.tier));
   if (options.tier == Tier::kGpu && options.device >= 0) {
     auto device = session_->DaemonDevice(options.device);

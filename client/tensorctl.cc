@@ -164,6 +164,7 @@ int PrintTensor(tensord::Client& c, const std::string& key) {
                t->ssd_stored_bytes > 0
                    ? absl::StrCat(" (swap copy ", tensord::FormatBytes(t->ssd_stored_bytes), ")")
                    : "");
+  if (!t->parent.empty()) absl::PrintF("parent     %s\n", t->parent);
   return 0;
 }
 
@@ -197,8 +198,8 @@ int PrintList(tensord::Client& c, const std::string& prefix, uint32_t limit, con
 }
 
 int Put(tensord::Client& c, const std::string& file, const std::string& key,
-        const std::string& dtype_name, std::vector<int64_t> shape, bool cache,
-        const std::string& pool, tensord::Compression compression) {
+        const std::string& dtype_name, std::vector<int64_t> shape,
+        const tensord::CreateOptions& opts) {
   std::ifstream in(file, std::ios::binary | std::ios::ate);
   if (!in) {
     std::cerr << "tensorctl: cannot read " << file << "\n";
@@ -217,10 +218,6 @@ int Put(tensord::Client& c, const std::string& file, const std::string& key,
     }
     shape = {size / item};
   }
-  tensord::CreateOptions opts;
-  opts.pool = pool;
-  opts.durability = cache ? tensord::Durability::kCache : tensord::Durability::kDurable;
-  opts.compression = compression;
   auto t = c.Create(key, *dtype, shape, opts);
   if (!t.ok()) return Fail(t.status());
   if (t->nbytes() != static_cast<uint64_t>(size)) {
@@ -309,6 +306,9 @@ int main(int argc, char** argv) {
   put->add_option("--compression", compression,
                   "how its swap copy may be stored: none (default) or lossless (zstd)")
       ->check(CLI::IsMember({"none", "lossless"}));
+  std::string parent;
+  put->add_option("--parent", parent,
+                  "the key this tensor continues (e.g. a KV chain's previous block)");
   auto* get = app.add_subcommand("get", "write a tensor's bytes to a file");
   get->add_option("key", key)->required();
   get->add_option("file", file)->required();
@@ -348,9 +348,13 @@ int main(int argc, char** argv) {
     return PrintList(c, prefix, limit, filter);
   }
   if (*put) {
-    return Put(
-        c, file, key, dtype, shape, cache, pool,
-        compression == "lossless" ? tensord::Compression::kLossless : tensord::Compression::kNone);
+    tensord::CreateOptions opts;
+    opts.pool = pool;
+    opts.durability = cache ? tensord::Durability::kCache : tensord::Durability::kDurable;
+    opts.compression =
+        compression == "lossless" ? tensord::Compression::kLossless : tensord::Compression::kNone;
+    opts.parent = parent;
+    return Put(c, file, key, dtype, shape, opts);
   }
   if (*prefetch) {
     auto results = c.Prefetch(keys, to_tier == "gpu" ? tensord::Tier::kGpu : tensord::Tier::kHost);

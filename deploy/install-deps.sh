@@ -16,6 +16,7 @@ PACKAGES=(
   libxxhash-dev libzstd-dev
   # Python binding and its tests (client/python): the system Python's packages.
   python3-dev pybind11-dev libdlpack-dev python3-numpy python3-torch python3-pytest
+  python3-matplotlib                 # the model benchmark's plot (tests/bench/qwen3vl_bench.py)
   fio                                # the SSD benchmark's reference
   prometheus-cpp-dev                 # the /metrics endpoint
   libsystemd-dev systemd             # sd_notify (Type=notify), systemd-analyze verify

@@ -183,6 +183,7 @@ py::dict InfoDict(const TensorInfo& i) {
   d["on_gpu"] = i.on_gpu;
   d["compression"] = i.compression == Compression::kLossless ? "lossless" : "none";
   d["ssd_stored_bytes"] = i.ssd_stored_bytes;
+  d["parent"] = i.parent;
   return d;
 }
 
@@ -243,8 +244,10 @@ class PyClient {
   std::shared_ptr<Region> Create(const std::string& key, std::vector<int64_t> shape,
                                  const std::string& dtype, const std::string& durability,
                                  const std::string& pool, const std::string& scope, double ttl,
-                                 const std::string& device, const std::string& compression) {
+                                 const std::string& device, const std::string& compression,
+                                 const std::string& parent) {
     CreateOptions o;
+    o.parent = parent;
     o.compression = ParseCompression(compression);
     std::tie(o.tier, o.device) = ParseDevice(device);
     o.durability = ParseDurability(durability);
@@ -527,7 +530,8 @@ PYBIND11_MODULE(_core, m) {
       .def("close", &PyClient::Close)
       .def("create", &PyClient::Create, py::arg("key"), py::arg("shape"), py::arg("dtype"),
            py::arg("durability") = "durable", py::arg("pool") = "", py::arg("scope") = "global",
-           py::arg("ttl") = 0.0, py::arg("device") = "cpu", py::arg("compression") = "none")
+           py::arg("ttl") = 0.0, py::arg("device") = "cpu", py::arg("compression") = "none",
+           py::arg("parent") = "")
       .def("prefetch", &PyClient::Prefetch, py::arg("keys"), py::arg("device") = "cpu")
       .def("get", &PyClient::Get, py::arg("key"), py::arg("device") = "cpu")
       .def("get_many", &PyClient::GetMany, py::arg("keys"), py::arg("device") = "cpu")

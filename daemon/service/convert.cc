@@ -32,6 +32,7 @@ void ToProto(const store::TensorInfo& info, v1::TensorMeta* out) {
   out->set_ttl_ms(info.ttl_ms);
   out->set_compression(static_cast<v1::Compression>(info.compression));
   out->set_ssd_stored_bytes(info.ssd_stored_bytes);
+  out->set_parent(info.parent);
 }
 
 void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out) {
@@ -154,6 +155,7 @@ store::CreateParams FromProto(const v1::CreateRequest& request) {
   p.shape.assign(request.shape().begin(), request.shape().end());
   p.nbytes = request.nbytes();
   p.pool = request.pool();
+  p.parent = request.parent();
   p.ttl_ms = request.ttl_ms();
   p.tier = static_cast<store::WantTier>(request.tier());
   p.device = request.has_device() ? request.device() : -1;

@@ -54,6 +54,7 @@ TensorInfo Store::Info(const Object& o) const {
   info.on_host = host.present;
   info.on_ssd = ssd.present;
   info.compression = o.compression;
+  info.parent = o.parent;
   info.ssd_stored_bytes = ssd.present ? ssd.range.length : 0;
   return info;
 }

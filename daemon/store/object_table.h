@@ -47,6 +47,7 @@ struct Object {
   Durability durability = Durability::kDurable;
   Scope scope = Scope::kGlobal;
   codec::Compression compression = codec::Compression::kNone;
+  std::string parent;  // the Create's parent hint (a key in `ns`); empty: none
   bool sealed = false;
   bool retired = false;      // unreachable by key; freed when nothing holds it any more
   Session* owner = nullptr;  // set while unsealed or session-scoped

@@ -128,6 +128,7 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
   o->durability = params.durability;
   o->scope = params.scope;
   o->compression = params.compression;
+  o->parent = params.parent;
   o->owner = s;
   o->ttl_ms = params.ttl_ms;
   o->created_unix_ms = table_.NowUnixMs();

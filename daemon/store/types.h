@@ -29,6 +29,7 @@ struct CreateParams {
   int device = -1;                  // kGpu: the daemon's GPU ordinal; -1: any
   // How copies below the host tier may be stored (the codec stage): raw, or losslessly encoded.
   codec::Compression compression = codec::Compression::kNone;
+  std::string parent;  // optional: the key this tensor continues (a KV chain's previous block)
 };
 
 // A byte range in an arena of the host tier (segment) or of the GPU tier (device arena).
@@ -59,6 +60,7 @@ struct TensorInfo {
   Location gpu_location;
   codec::Compression compression = codec::Compression::kNone;
   uint64_t ssd_stored_bytes = 0;  // bytes its SSD copy takes (encoded), when on_ssd
+  std::string parent;             // the Create's parent hint; empty: none
 };
 
 // One key's answer in a batched Get.

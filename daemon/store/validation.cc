@@ -79,6 +79,11 @@ absl::Status ValidateNamespace(absl::string_view ns) {
 absl::StatusOr<uint64_t> ValidateCreate(const CreateParams& params) {
   if (auto st = ValidateNamespace(params.ns); !st.ok()) return st;
   if (auto st = ValidateKey(params.key); !st.ok()) return st;
+  if (!params.parent.empty()) {
+    if (auto st = ValidateKey(params.parent); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("parent: ", st.message()));
+    }
+  }
   if (params.durability != Durability::kDurable && params.durability != Durability::kCache) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown durability ", static_cast<int>(params.durability)));

@@ -100,6 +100,10 @@ TEST(Tensorctl, CommandsOutputsAndExitCodes) {
   std::ifstream zback(dir + "/zeros.out");
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(zback), {}), std::string(1 << 20, '\0'));
   EXPECT_EQ(Tensorctl(s + "put " + dir + "/zeros.bin z2 --compression maybe").rc, 2);
+  // A chain block names its parent; stat shows it (a tensor without one shows no line).
+  EXPECT_EQ(Tensorctl(s + "put " + dir + "/zeros.bin blk.1 --parent blk.0").rc, 0);
+  EXPECT_TRUE(Has(Tensorctl(s + "stat blk.1"), "parent     blk.0")) << "the parent hint kept";
+  EXPECT_FALSE(Has(Tensorctl(s + "stat z"), "parent")) << "no parent given";
   EXPECT_EQ(Tensorctl(s + "ls --tier floppy").rc, 2);
   EXPECT_EQ(Tensorctl(s + "evict nope").rc, 1);
 

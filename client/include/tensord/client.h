@@ -60,6 +60,9 @@ struct CreateOptions {
   Scope scope = Scope::kGlobal;
   int64_t ttl_ms = 0;  // 0: never expires; else deleted this long after Seal
   Compression compression = Compression::kNone;
+  // Optional: the key this tensor continues (e.g. the previous block of a KV prefix chain), a
+  // hint for the daemon's eviction; it need not exist.
+  std::string parent;
 };
 
 struct Location {
@@ -85,6 +88,7 @@ struct TensorInfo {
   bool on_gpu = false;  // has a copy on the GPU tier
   Compression compression = Compression::kNone;
   uint64_t ssd_stored_bytes = 0;  // bytes its swap copy takes (encoded); 0: none
+  std::string parent;             // the Create's parent hint; empty: none
 };
 
 // One key's answer to Prefetch.

@@ -1,0 +1,356 @@
+"""tensord.torch: serve a PyTorch model's memory through tensord.
+
+    model = create_optimized_model(base_model=original_model,
+                                   hardware_config={'memory_size': 8 * 1024**3})
+    outputs = model(input_ids, pixel_values=pixel_values)   # used exactly like the original
+
+- share_weights / attach_weights: one copy of every parameter in the daemon's shared memory;
+  each process's parameters become zero-copy, read-only views of it (a model built on the
+  `meta` device never allocates a private copy).
+- FeatureCache: vision features keyed by the image's bytes and the encoder; a hit in any
+  process skips the vision encoder.
+- PrefixKVCache: paged KV blocks (default 256 tokens, every layer's K and V in one tensor) keyed
+  by the chained hash of their tokens as vLLM and LMCache key them, each naming its parent
+  block on Create; a lookup returns the longest cached prefix.
+
+The model is expected to offer the Qwen3VL interface of tensord.qwen3vl (embed, extend,
+encode/visual, config with prefill_chunk). Do not write through attached weights or through
+leased blocks: torch has no read-only tensors, and they are every process's shared bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from . import Client, Error
+from .qwen3vl import Output, _ids, _images
+
+__all__ = ["WeightsNotShared", "share_weights", "attach_weights", "load_or_share_weights", "FeatureCache",
+           "PrefixKVCache", "OptimizedModel", "create_optimized_model"]
+
+_MANIFEST = "manifest"
+
+
+class WeightsNotShared(LookupError):
+    """No process has shared weights under the prefix (yet)."""
+
+
+def _named_tensors(model: nn.Module) -> List[Tuple[str, torch.Tensor, bool]]:
+    """Returns (name, tensor, is_parameter) for every parameter and buffer, shared ones once."""
+    seen, out = set(), []
+    for name, p in model.named_parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p, True))
+    for name, b in model.named_buffers():
+        if b is not None and id(b) not in seen:
+            seen.add(id(b))
+            out.append((name, b, False))
+    return out
+
+
+def _fingerprint(tensors) -> str:
+    """A digest of names, shapes, dtypes and each tensor's first KiB: tells two differently
+    initialised models apart without hashing gigabytes."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t, _ in tensors:
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        flat = t.detach().reshape(-1)[: max(1, 1024 // max(1, t.element_size()))]
+        h.update(flat.contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _layout(tensors) -> List[list]:
+    return [[name, list(t.shape), str(t.dtype).replace("torch.", "")] for name, t, _ in tensors]
+
+
+def share_weights(model: nn.Module, prefix: str, client: Client) -> int:
+    """Puts every parameter and buffer of `model` into tensord (DURABLE, keys prefix + name)
+    unless they are there already, publishes a manifest, then attaches `model` to the shared
+    copy (its private tensors are dropped). Returns the bytes this call stored."""
+    tensors = _named_tensors(model)
+    if any(t.is_meta for _, t, _ in tensors):
+        raise ValueError("share_weights needs real weights; a meta model uses attach_weights")
+    stored = 0
+    for name, t, _ in tensors:
+        try:
+            client.put(prefix + name, t.detach(), durability="durable")
+            stored += t.numel() * t.element_size()
+        except Error as e:
+            if e.code_name != "ALREADY_EXISTS":
+                raise
+    manifest = json.dumps({"layout": _layout(tensors), "fingerprint": _fingerprint(tensors)})
+    try:
+        client.put(prefix + _MANIFEST, torch.frombuffer(bytearray(manifest.encode()),
+                                                        dtype=torch.uint8))
+    except Error as e:
+        if e.code_name != "ALREADY_EXISTS":
+            raise
+    attach_weights(model, prefix, client)
+    return stored
+
+
+def _manifest(prefix: str, client: Client, timeout: float) -> Optional[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return json.loads(client.get(prefix + _MANIFEST).numpy().tobytes())
+        except Error as e:
+            if e.code_name != "NOT_FOUND":
+                raise
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+def attach_weights(model: nn.Module, prefix: str, client: Client, timeout: float = 0.0) -> int:
+    """Replaces every parameter and buffer of `model` by a zero-copy view of the shared copy
+    under `prefix` (waiting up to `timeout` seconds for another process to publish it). The
+    layout must match; a model with real weights must also match the shared weights'
+    fingerprint. Raises WeightsNotShared when nothing is shared. Returns the bytes mapped."""
+    m = _manifest(prefix, client, timeout)
+    if m is None:
+        raise WeightsNotShared(f"no weights shared under '{prefix}'")
+    tensors = _named_tensors(model)
+    if m["layout"] != _layout(tensors):
+        raise ValueError(f"the weights under '{prefix}' have another layout than this model")
+    if not any(t.is_meta for _, t, _ in tensors) and m["fingerprint"] != _fingerprint(tensors):
+        raise ValueError(f"the weights under '{prefix}' differ from this model's own weights; "
+                         "share them under another prefix")
+    leased = client.get_many([prefix + name for name, _, _ in tensors])
+    mapped = 0
+    for (name, _, is_param), lease in zip(tensors, leased):
+        owner = model
+        *path, leaf = name.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        view = lease.torch()  # holds the lease for as long as the parameter lives
+        if is_param:
+            owner._parameters[leaf] = nn.Parameter(view, requires_grad=False)
+        else:
+            owner._buffers[leaf] = view
+        mapped += lease.nbytes
+    return mapped
+
+
+def load_or_share_weights(model: nn.Module, prefix: str, client: Client,
+                          timeout: float = 120.0) -> str:
+    """Attaches to weights another process shared, or shares this model's. Returns "attached"
+    or "shared". A meta model waits up to `timeout` for a sharer."""
+    try:
+        attach_weights(model, prefix, client)
+        return "attached"
+    except WeightsNotShared:
+        pass
+    if any(p.is_meta for p in model.parameters()):
+        attach_weights(model, prefix, client, timeout)
+        return "attached"
+    share_weights(model, prefix, client)
+    return "shared"
+
+
+def _digest(*parts) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for p in parts:
+        h.update(p if isinstance(p, (bytes, bytearray)) else str(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+class FeatureCache:
+    """Vision features in tensord (CACHE), keyed by a hash of the image's bytes and the encoder
+    (its config and weight fingerprint), so that any process's hit skips the encoder."""
+
+    def __init__(self, client: Client, prefix: str, encoder_id: str):
+        self.client, self.prefix, self.encoder_id = client, prefix, encoder_id
+        self.hits = self.misses = 0
+
+    def key(self, image: torch.Tensor) -> str:
+        return f"{self.prefix}feat.{_digest(self.encoder_id, image.dtype, tuple(image.shape), _tensor_bytes(image))}"
+
+    def get_or_compute(self, image: torch.Tensor,
+                       compute: Callable[[torch.Tensor], torch.Tensor],
+                       key: Optional[str] = None) -> torch.Tensor:
+        """Returns the image's features: a zero-copy view of the cached ones, or computed and
+        stored for the next process. `key`: self.key(image), when the caller has it."""
+        key = key or self.key(image)
+        try:
+            t = self.client.get(key).torch()
+            self.hits += 1
+            return t
+        except Error as e:
+            if e.code_name != "NOT_FOUND":
+                raise
+        self.misses += 1
+        f = compute(image)
+        _put_cache(self.client, key, f)
+        return f
+
+
+def _put_cache(client: Client, key: str, value: torch.Tensor, parent: str = "") -> bool:
+    """Stores a CACHE tensor; False when it is there already or the daemon has no room."""
+    try:
+        client.put(key, value, durability="cache", parent=parent)
+        return True
+    except Error as e:
+        if e.code_name in ("ALREADY_EXISTS", "RESOURCE_EXHAUSTED"):
+            return False
+        raise
+
+
+class PrefixKVCache:
+    """Paged prefix KV blocks in tensord. A block of `block_size` tokens is one CACHE tensor
+    (layers, 2, kv_heads, block_size, head_dim) holding every layer's K and V, keyed by the
+    chained hash of the tokens up to its end (and of the images among them), and created with
+    its predecessor as `parent`. Only whole blocks are cached."""
+
+    def __init__(self, client: Client, prefix: str, model_id: str, block_size: int = 256):
+        self.client, self.prefix, self.model_id, self.block_size = client, prefix, model_id, block_size
+        self.hit_blocks = self.lookup_blocks = self.stored_blocks = 0
+
+    def block_keys(self, input_ids, image_runs: Sequence[Tuple[int, int, str]] = ()) -> List[str]:
+        """Returns the key of each whole block of `input_ids`. image_runs: (start, length,
+        image digest) of each image's placeholder tokens, hashed into the blocks they overlap."""
+        ids = _ids(input_ids)
+        b, keys, h = self.block_size, [], self.model_id
+        for i in range(ids.shape[0] // b):
+            lo, hi = i * b, (i + 1) * b
+            extra = [f"{s}:{n}:{d}" for s, n, d in image_runs if s < hi and s + n > lo]
+            h = _digest(h, _tensor_bytes(ids[lo:hi]), ",".join(extra))
+            keys.append(f"{self.prefix}kv.{h}")
+        return keys
+
+    def lookup(self, keys: Sequence[str]) -> List[torch.Tensor]:
+        """Returns zero-copy views of the longest cached run of blocks from keys[0]."""
+        found = []
+        for k in keys:
+            try:
+                found.append(self.client.get(k).torch())
+            except Error as e:
+                if e.code_name != "NOT_FOUND":
+                    raise
+                break
+        self.lookup_blocks += len(keys)
+        self.hit_blocks += len(found)
+        return found
+
+    @staticmethod
+    def to_past(blocks: Sequence[torch.Tensor]) -> Optional[list]:
+        """Turns blocks into the model's per-layer (K, V) cache (one concatenation per tensor)."""
+        if not blocks:
+            return None
+        return [(torch.cat([blk[l, 0] for blk in blocks], 1),
+                 torch.cat([blk[l, 1] for blk in blocks], 1)) for l in range(blocks[0].shape[0])]
+
+    def store(self, keys: Sequence[str], past: list, first: int) -> int:
+        """Stores blocks first..len(keys)-1 from `past`; returns how many were new."""
+        b, new = self.block_size, 0
+        for i in range(first, len(keys)):
+            blk = torch.stack([torch.stack([k[:, i * b:(i + 1) * b], v[:, i * b:(i + 1) * b]])
+                               for k, v in past])
+            new += _put_cache(self.client, keys[i], blk, parent=keys[i - 1] if i else "")
+        self.stored_blocks += new
+        return new
+
+    def hint(self, keys: Sequence[str]) -> bool:
+        """Tells the daemon which blocks upcoming requests will read, in order. A no-op (False)
+        until the daemon offers the Hint call."""
+        send = getattr(self.client, "hint", None)
+        if send is None:
+            return False
+        send(list(keys))
+        return True
+
+
+class OptimizedModel(nn.Module):
+    """`base_model` with shared weights, cached vision features and reused prefix KV; called
+    like the original, with outputs equal to the original's bit for bit."""
+
+    def __init__(self, base_model: nn.Module, client: Client, prefix: str, block_size: int,
+                 hardware_config: Optional[dict] = None):
+        super().__init__()
+        chunk = base_model.config.prefill_chunk
+        if block_size % chunk:
+            raise ValueError(f"block_size {block_size} must be a multiple of the model's "
+                             f"prefill_chunk {chunk}, or reused KV would differ in its bits")
+        self.base_model = base_model
+        self.client = client
+        self.hardware_config = dict(hardware_config or {})
+        self.weights = load_or_share_weights(base_model, prefix + "w.", client)
+        model_id = _digest(base_model.config.to_json(), prefix)
+        self.features = FeatureCache(client, prefix, model_id)
+        self.kv = PrefixKVCache(client, prefix, model_id, block_size)
+
+    @property
+    def config(self):
+        return self.base_model.config
+
+    def _image_runs(self, ids: torch.Tensor, images) -> List[Tuple[int, int, str]]:
+        """Returns (first placeholder position, tokens, feature key) of each image."""
+        runs, pos = [], 0
+        image_pos = (ids == self.config.image_token_id).nonzero().flatten().tolist()
+        for img in images:
+            n = self.base_model.image_token_count(img)
+            runs.append((image_pos[pos] if pos < len(image_pos) else -1, n, self.features.key(img)))
+            pos += n
+        return runs
+
+    def request_keys(self, input_ids, pixel_values=None) -> List[str]:
+        """Returns the KV block keys a request will read (for hint)."""
+        ids = _ids(input_ids)
+        return self.kv.block_keys(ids, self._image_runs(ids, _images(pixel_values)))
+
+    def hint(self, queue: Sequence[Tuple[object, object]]) -> bool:
+        """Tells the daemon the blocks of the queued requests ((input_ids, pixel_values) pairs)."""
+        return self.kv.hint([k for ids, px in queue for k in self.request_keys(ids, px)])
+
+    def forward(self, input_ids, pixel_values=None, *, logits_to_keep: int = 1) -> Output:
+        base, ids = self.base_model, _ids(input_ids)
+        images = _images(pixel_values)
+        runs = self._image_runs(ids, images)
+        feats = [self.features.get_or_compute(img, lambda x: base.encode_images(x)[0], key)
+                 for img, (_, _, key) in zip(images, runs)]
+        embeds = base.embed(ids, feats)
+        keys = self.kv.block_keys(ids, runs)
+        blocks = self.kv.lookup(keys) if logits_to_keep else []
+        # At least one token is computed, and the logits asked for must be computed too.
+        while blocks and (len(blocks) * self.kv.block_size >= ids.shape[0] or
+                          ids.shape[0] - len(blocks) * self.kv.block_size < logits_to_keep):
+            blocks.pop()
+        done = len(blocks) * self.kv.block_size
+        out = base.extend(embeds[done:], PrefixKVCache.to_past(blocks), logits_to_keep)
+        del blocks  # leases end; the concatenated cache holds its own bytes
+        self.kv.store(keys, out.past, done // self.kv.block_size)
+        out.image_features = feats
+        return out
+
+    def generate(self, input_ids, pixel_values=None, max_new_tokens: int = 8,
+                 on_token: Optional[Callable[[int], None]] = None) -> List[int]:
+        from .qwen3vl import greedy
+        return greedy(self, input_ids, pixel_values, max_new_tokens, on_token)
+
+
+def create_optimized_model(base_model: nn.Module, hardware_config: Optional[Dict] = None, *,
+                           socket: Optional[str] = None, client: Optional[Client] = None,
+                           prefix: Optional[str] = None, block_size: int = 256) -> OptimizedModel:
+    """Wraps `base_model` (a tensord.qwen3vl.Qwen3VL or one with its interface) to serve through
+    the tensord daemon at `socket` ($TENSORD_SOCKET, else ./run/tensord.sock). The first process
+    shares its weights, later ones attach (a model built on device="meta" needs a sharer).
+    `prefix` (default: from the model's config) names its keys; processes serving the same
+    model must use the same one. hardware_config is recorded only: tiers and capacities come
+    from the daemon's own configuration."""
+    if client is None:
+        client = Client(socket, name="tensord.torch")
+    if prefix is None:
+        prefix = f"m.{_digest(base_model.config.to_json())[:16]}."
+    return OptimizedModel(base_model, client, prefix, block_size, hardware_config)

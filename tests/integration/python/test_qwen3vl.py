@@ -1,0 +1,136 @@
+"""The Qwen3-VL-shaped model served through tensord.torch: shared weights, cached vision
+features and reused prefix KV blocks across two real processes give logits bit-identical to the
+plain model's, over several prompts, images and multi-turn continuations."""
+
+import json
+import os
+
+import pytest
+import torch
+
+import tensord
+from conftest import run_python
+from tensord.qwen3vl import PRESETS, Qwen3VL, load_safetensors, save_safetensors
+from tensord.torch import WeightsNotShared, attach_weights, create_optimized_model
+
+TINY = PRESETS["tiny"]
+BLOCK = 64  # the tiny preset's prefill chunk: several blocks per prompt
+
+
+def _workload():
+    """Requests: (name, input_ids, images). A shared system prompt; two conversations of three
+    turns each extending the previous (with answers appended); images that recur."""
+    g = torch.Generator().manual_seed(7)
+    model = Qwen3VL(TINY, device="meta")
+    images = [torch.randn(3, 64, 96, generator=g) for _ in range(2)]
+    pad = [TINY.image_token_id] * model.image_token_count(images[0])
+    system = torch.randint(0, 4000, (150,), generator=g).tolist()
+    out = []
+    for conv, img in ((0, 0), (1, 1)):
+        ids, pics = list(system) + pad, [images[img]]
+        for turn in range(3):
+            ids = ids + torch.randint(0, 4000, (40 + 30 * turn,), generator=g).tolist()
+            if turn == 2:  # a second image mid-conversation: the other conversation's
+                ids, pics = ids + pad, pics + [images[1 - img]]
+            out.append((f"c{conv}t{turn}", list(ids), list(pics)))
+            ids = ids + torch.randint(0, 4000, (5,), generator=g).tolist()  # "the answer"
+    return out
+
+
+SERVE = r"""
+import json, sys, torch, tensord
+sys.path.insert(0, sys.argv[3])
+from test_qwen3vl import _workload, TINY, BLOCK
+from tensord.qwen3vl import Qwen3VL
+from tensord.torch import create_optimized_model
+device = "meta" if sys.argv[2] == "meta" else None
+base = Qwen3VL(TINY, seed=0, device=device)
+c = tensord.Client(sys.argv[1])
+m = create_optimized_model(base, {"memory_size": 8 << 30}, client=c, block_size=BLOCK)
+logits = {}
+for name, ids, pics in _workload():
+    logits[name] = m(torch.tensor(ids), pixel_values=pics).logits
+    logits[name + ".gen"] = torch.tensor(m.generate(torch.tensor(ids), pics, max_new_tokens=3))
+w = dict(base.named_parameters())["model.language_model.layers.0.mlp.up_proj.weight"]
+shared = c.get(m.kv.prefix + "w.model.language_model.layers.0.mlp.up_proj.weight").torch()
+torch.save({"logits": logits, "weights": m.weights, "feature_hits": m.features.hits,
+            "feature_misses": m.features.misses, "kv_hits": m.kv.hit_blocks,
+            "kv_lookups": m.kv.lookup_blocks, "kv_stored": m.kv.stored_blocks,
+            "zero_copy": w.data_ptr() == shared.data_ptr(), "hint": m.hint([])}, sys.argv[4])
+"""
+
+
+def _serve(daemon, weights, tmp_path, name):
+    path = str(tmp_path / f"{name}.pt")
+    r = run_python(SERVE, daemon, weights, os.path.dirname(__file__), path)
+    assert r.returncode == 0, r.stderr
+    return torch.load(path)
+
+
+def test_preset_is_shaped_like_qwen3_vl_2b_and_costs_nothing_on_meta():
+    m = Qwen3VL(PRESETS["qwen3-vl-2b"], device="meta")
+    n = sum(p.numel() for p in m.parameters())
+    assert 1.9e9 < n < 2.3e9, n  # ~2.1 B: 1.7 B decoder (tied embeddings) + 0.4 B ViT
+    attn = m.model.language_model.layers[0].self_attn
+    assert (attn.q_proj.weight.shape, attn.k_proj.weight.shape) == ((2048, 2048), (1024, 2048))
+    assert len(m.model.language_model.layers) == 28 and len(m.visual.blocks) == 24
+    assert all(p.is_meta for p in m.parameters())
+
+
+def test_checkpoint_round_trip_through_safetensors(tmp_path):
+    model = Qwen3VL(TINY, seed=3)
+    path = str(tmp_path / "model.safetensors")
+    save_safetensors(dict(model.state_dict()), path)
+    loaded = Qwen3VL(TINY, state_dict=load_safetensors(path))
+    name, ids, pics = _workload()[0]
+    assert torch.equal(model(torch.tensor(ids), pixel_values=pics).logits,
+                       loaded(torch.tensor(ids), pixel_values=pics).logits)
+    state = load_safetensors(path)
+    state.pop("model.language_model.norm.weight")
+    with pytest.raises(KeyError, match="lacks 1 tensors"):
+        Qwen3VL(TINY, state_dict=state)
+
+
+def test_two_processes_share_weights_features_and_kv_with_identical_logits(daemon, tmp_path):
+    plain = Qwen3VL(TINY, seed=0)
+    want = {}
+    for name, ids, pics in _workload():
+        want[name] = plain(torch.tensor(ids), pixel_values=pics).logits
+        want[name + ".gen"] = torch.tensor(plain.generate(torch.tensor(ids), pics, 3))
+    a = _serve(daemon, "real", tmp_path, "a")  # shares its weights, fills both caches
+    b = _serve(daemon, "meta", tmp_path, "b")  # a meta model: attaches, hits everything
+    for run in (a, b):
+        assert run["logits"].keys() == want.keys()
+        for k, v in want.items():
+            assert torch.equal(run["logits"][k], v), (k, (run["logits"][k] - v).abs().max())
+        assert run["zero_copy"], "parameters are views of the daemon's shared memory"
+        assert run["hint"] is False, "no Hint RPC yet: a no-op"
+    assert (a["weights"], b["weights"]) == ("shared", "attached")
+    # A saw each image first in its own conversation; B never runs the vision encoder.
+    assert a["feature_misses"] == 2 and b["feature_misses"] == 0 and b["feature_hits"] > 0
+    assert a["kv_stored"] > 0 and b["kv_stored"] == 0
+    # B finds every block A stored (all but the last, partial one of each prompt).
+    assert b["kv_hits"] > a["kv_hits"] and b["kv_hits"] >= a["kv_stored"]
+    with tensord.Client(daemon) as c:
+        blocks = c.ls("m.")
+        kv = [t for t in blocks if ".kv." in t["key"]]
+        assert len(kv) == a["kv_stored"]
+        assert all(t["durability"] == "cache" and t["shape"] == (4, 2, 2, BLOCK, 64) for t in kv)
+        keys = {t["key"] for t in kv}
+        # Every block but a chain's first names its predecessor, which is cached too.
+        assert sum(1 for t in kv if t["parent"] == "") == 1  # one shared system-prompt root
+        assert all(t["parent"] in keys for t in kv if t["parent"])
+        weights = [t for t in blocks if ".w." in t["key"]]
+        assert len(weights) == len(list(Qwen3VL(TINY, device="meta").parameters())) + 1
+        assert all(t["durability"] == "durable" for t in weights)
+
+
+def test_attach_refuses_other_weights_and_meta_needs_a_sharer(daemon):
+    with tensord.Client(daemon) as c:
+        create_optimized_model(Qwen3VL(TINY, seed=0), client=c, prefix="x.", block_size=BLOCK)
+        with pytest.raises(ValueError, match="differ from this model"):
+            create_optimized_model(Qwen3VL(TINY, seed=1), client=c, prefix="x.")
+        with pytest.raises(WeightsNotShared):
+            attach_weights(Qwen3VL(TINY, device="meta"), "nobody.", c, timeout=0.2)
+        with pytest.raises(ValueError, match="multiple of the model's prefill_chunk"):
+            create_optimized_model(Qwen3VL(TINY, seed=0), client=c, prefix="x.", block_size=96)
