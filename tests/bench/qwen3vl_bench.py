@@ -267,7 +267,7 @@ def run(a, mode, system, convs):
             last_sample = now
             pids = [p.pid for p in procs]
             samples.append((now - t_start, sum(pss_kib(p) for p in pids),
-                            pss_kib(daemon.pid) if daemon else 0))
+                            pss_kib(daemon.pid) if daemon else 0, ready >= a.servers))
         dead = [p for p in procs if not p.is_alive()]
         if dead:
             failed = f"{len(dead)} server(s) died (exit {[p.exitcode for p in dead]})"
@@ -355,9 +355,15 @@ def report(a, before, after, weights_bytes):
         am, ap = lat(after, i)
         row(f"{n}, mean", bm, am, " s")
         row(f"{n}, p95", bp, ap, " s")
-    peak = lambda s, d: max((x[1] + (x[2] if d else 0) for x in s["samples"]), default=0) / 2**20
-    row("peak total PSS, servers (+daemon)", peak(before, True), peak(after, True), " GiB")
-    row("peak total PSS, servers only", peak(before, False), peak(after, False), " GiB")
+    def peak(s, daemon, serving=True):
+        return max((x[1] + (x[2] if daemon else 0) for x in s["samples"] if x[3] or not serving),
+                   default=0) / 2**20
+    row("peak total PSS while serving, servers + daemon", peak(before, True), peak(after, True),
+        " GiB")
+    row("peak total PSS while serving, servers only", peak(before, False), peak(after, False),
+        " GiB")
+    row("peak total PSS incl. start-up, servers + daemon", peak(before, True, False),
+        peak(after, True, False), " GiB")
     row("weights resident per process", weights_bytes / 2**20,
         statistics.mean(after["shm_pss_kib"]) / 1024, " MiB", "{:.1f}")
     n_b, n_a = max(1, len(before["req"])), max(1, len(after["req"]))

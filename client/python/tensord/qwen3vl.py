@@ -300,7 +300,7 @@ class Qwen3VL(nn.Module):
                 p.zero_()
             else:
                 std = 0.02 if p.dim() < 2 else 1.0 / math.sqrt(p[0].numel())
-                p.copy_(torch.randn(p.shape, generator=g) * std)
+                p.normal_(0.0, std, generator=g)  # in place: no temporary as large as p
 
     @property
     def visual(self) -> VisionModel:
