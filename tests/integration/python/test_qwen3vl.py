@@ -134,3 +134,23 @@ def test_attach_refuses_other_weights_and_meta_needs_a_sharer(daemon):
             attach_weights(Qwen3VL(TINY, device="meta"), "nobody.", c, timeout=0.2)
         with pytest.raises(ValueError, match="multiple of the model's prefill_chunk"):
             create_optimized_model(Qwen3VL(TINY, seed=0), client=c, prefix="x.", block_size=96)
+
+
+def test_bench_serves_one_stream_both_ways_with_identical_outputs(tmp_path):
+    """A small qwen3vl_bench run: private copies and tensord (a daemon the bench starts) give
+    the same tokens for every request, and the tensord side reuses KV blocks and features."""
+    import subprocess
+    import sys
+    bench = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "qwen3vl_bench.py")
+    r = subprocess.run([sys.executable, bench, "--servers", "2", "--conversations", "3",
+                        "--turns", "2", "--system-tokens", "130", "--user-tokens", "30",
+                        "--new-tokens", "2", "--block-size", "64", "--image-size", "64",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.load(open(tmp_path / "qwen3vl_bench_tiny.json"))
+    done = len(report["tensord"]["req"])
+    assert done == len(report["private"]["req"]) >= 3
+    assert f"outputs identical: {done} of {done} requests" in r.stdout, r.stdout
+    kv = report["tensord"]["kv"].values()
+    assert sum(k[0] for k in kv) > 0, "the system prompt's blocks are reused"
+    assert (tmp_path / "qwen3vl_bench_tiny.png").exists()
