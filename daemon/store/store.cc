@@ -214,9 +214,8 @@ absl::StatusOr<TensorInfo> Store::CreateWaiting(const std::string& session_id,
 }
 
 absl::Status Store::CreateLocked(const std::string& session_id, const CreateParams& params,
-                                 uint64_t nbytes, absl::Time deadline, bool may_wait,
-                                 Frees* frees, bool* retry, uint64_t* gpu_room,
-                                 absl::StatusOr<TensorInfo>* out) {
+                                 uint64_t nbytes, absl::Time deadline, bool may_wait, Frees* frees,
+                                 bool* retry, uint64_t* gpu_room, absl::StatusOr<TensorInfo>* out) {
   auto finish = [out](absl::StatusOr<TensorInfo> r) {
     *out = std::move(r);
     return absl::OkStatus();
@@ -397,9 +396,9 @@ absl::StatusOr<std::vector<GetOutcome>> Store::Get(const std::string& session_id
 }
 
 absl::StatusOr<std::vector<PrefetchOutcome>> Store::Prefetch(absl::string_view ns,
-                                                              std::span<const std::string> keys,
-                                                              WantTier tier, absl::Time deadline,
-                                                              int device) {
+                                                             std::span<const std::string> keys,
+                                                             WantTier tier, absl::Time deadline,
+                                                             int device) {
   return Wait<absl::StatusOr<std::vector<PrefetchOutcome>>>([&](PrefetchDone d) {
     PrefetchAsync(ns, std::vector<std::string>(keys.begin(), keys.end()), tier, deadline, device,
                   std::move(d));
