@@ -80,9 +80,13 @@ absl::StatusOr<uint64_t> ValidateCreate(const CreateParams& params) {
   if (auto st = ValidateNamespace(params.ns); !st.ok()) return st;
   if (auto st = ValidateKey(params.key); !st.ok()) return st;
   if (!params.parent.empty()) {
-    if (auto st = ValidateKey(params.parent); !st.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("parent: ", st.message()));
+    if (params.parent.size() > kMaxKeyBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("parent is ", params.parent.size(), " bytes; at most ", kMaxKeyBytes));
     }
+    if (auto st = ValidateText("parent", params.parent); !st.ok()) return st;
+    // A chain that loops on itself would send an eviction policy walking it in circles.
+    if (params.parent == params.key) return absl::InvalidArgumentError("parent is the key itself");
   }
   if (params.durability != Durability::kDurable && params.durability != Durability::kCache) {
     return absl::InvalidArgumentError(

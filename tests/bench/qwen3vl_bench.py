@@ -42,14 +42,19 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 def make_stream(a, config):
     """Returns conversations: each a list of turns (user tokens, image index or None)."""
     rng = random.Random(a.seed)
-    vocab = config.text.vocab_size - 1  # the last id is the image placeholder in `tiny`
-    system = [rng.randrange(vocab) for _ in range(a.system_tokens)]
+    vocab = config.text.vocab_size
+
+    def token():
+        t = rng.randrange(vocab - 1)  # never the image placeholder
+        return t + 1 if t >= config.image_token_id else t
+
+    system = [token() for _ in range(a.system_tokens)]
     convs = []
     for _ in range(a.conversations):
         turns = []
         for t in range(rng.randint(max(1, a.turns - 1), a.turns + 1)):
-            user = [rng.randrange(vocab) for _ in range(rng.randint(a.user_tokens // 2,
-                                                                    a.user_tokens * 3 // 2))]
+            user = [token() for _ in range(rng.randint(a.user_tokens // 2,
+                                                       a.user_tokens * 3 // 2))]
             img = None
             if rng.random() < a.image_share:
                 # Zipf-like: low indices recur.
@@ -85,9 +90,13 @@ def serve(rank, a, mode, sock, tasks, results):
             return
         rid, ids, imgs = task
         pics = [image(a, i) for i in imgs]
-        full = []
+        full, nth = [], 0
         for tok in ids:  # placeholders: one run per image, sized by the image
-            full.extend([pad] * base.image_token_count(pics[0]) if tok == -1 else [tok])
+            if tok == -1:
+                full.extend([pad] * base.image_token_count(pics[nth]))
+                nth += 1
+            else:
+                full.append(tok)
         t0 = time.perf_counter()
         first = []
         out = model.generate(torch.tensor(full), pics or None, a.new_tokens,
@@ -110,6 +119,12 @@ def preset(a):
 
 # --- measurement helpers ----------------------------------------------------------------------
 
+def sample(t_start, procs, daemon, serving):
+    """(seconds into the run, servers' total PSS KiB, daemon PSS KiB, serving yet)."""
+    return (time.perf_counter() - t_start, sum(pss_kib(p.pid) for p in procs),
+            pss_kib(daemon.pid) if daemon else 0, serving)
+
+
 def pss_kib(pid):
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -128,7 +143,7 @@ def shm_pss_kib(pid):
         with open(f"/proc/{pid}/smaps") as f:
             for line in f:
                 if "-" in line.split()[0] and len(line.split()) >= 5:
-                    inside = "/dev/shm/tensord" in line or "tensord-" in line
+                    inside = "/dev/shm/tensord." in line
                 elif inside and line.startswith("Pss:"):
                     total += int(line.split()[1])
     except OSError:
@@ -158,17 +173,29 @@ class Cgroup:
         if not limit:
             return
         name = f"tensord-bench-{os.getpid()}"
-        root = "/sys/fs/cgroup"
-        if os.path.exists(f"{root}/cgroup.controllers") and \
-                "memory" in open(f"{root}/cgroup.controllers").read():
-            self.path, self.v2 = f"{root}/{name}", True
-            os.mkdir(self.path)
-            open(f"{self.path}/memory.max", "w").write(str(limit))
-            open(f"{self.path}/memory.swap.max", "w").write("0")
-        else:
-            self.path = f"{root}/memory/{name}"
-            os.mkdir(self.path)
-            open(f"{self.path}/memory.limit_in_bytes", "w").write(str(limit))
+        # Beneath this process's own cgroup (v2 "0::/path", or v1's memory hierarchy).
+        own = dict((l.split(":", 2)[1], l.split(":", 2)[2].strip())
+                   for l in open("/proc/self/cgroup"))
+        v2_parent = "/sys/fs/cgroup" + own.get("", "/").rstrip("/")
+        v1_parent = "/sys/fs/cgroup/memory" + own.get("memory", "/").rstrip("/")
+        try:
+            if "memory" in open(f"{v2_parent}/cgroup.controllers").read().split():
+                with open(f"{v2_parent}/cgroup.subtree_control", "w") as f:
+                    f.write("+memory")
+                self.path, self.v2 = f"{v2_parent}/{name}", True
+                os.mkdir(self.path)
+                open(f"{self.path}/memory.max", "w").write(str(limit))
+                if os.path.exists(f"{self.path}/memory.swap.max"):
+                    open(f"{self.path}/memory.swap.max", "w").write("0")
+            else:
+                self.path = f"{v1_parent}/{name}"
+                os.mkdir(self.path)
+                open(f"{self.path}/memory.limit_in_bytes", "w").write(str(limit))
+                if os.path.exists(f"{self.path}/memory.memsw.limit_in_bytes"):
+                    open(f"{self.path}/memory.memsw.limit_in_bytes", "w").write(str(limit))
+        except OSError as e:
+            sys.exit(f"qwen3vl_bench: --memory-max needs a writable cgroup with the memory "
+                     f"controller (v2 under {v2_parent} or v1 under {v1_parent}): {e}")
 
     def add(self, pid):
         if self.path:
@@ -221,18 +248,24 @@ def run(a, mode, system, convs):
         run_dir = tempfile.mkdtemp(prefix="qwen3vl-bench-")
         daemon, sock = start_daemon(a, run_dir)
     cg = Cgroup(a.memory_max)
-    procs = []
+    procs, samples, t_start = [], [], time.perf_counter()
     for r in range(a.servers):
         p = ctx.Process(target=serve, args=(r, a, mode, sock, tasks, results), daemon=True)
         p.start()
         cg.add(p.pid)
         procs.append(p)
         if r == 0 and mode == "tensord":  # the sharer first, so that the others attach
-            while results.get()[0] != "ready":
-                pass
+            while True:
+                try:
+                    if results.get(timeout=0.25)[0] == "ready":
+                        break
+                except queue.Empty:
+                    samples.append(sample(t_start, procs, daemon, False))
+                    if not p.is_alive():
+                        sys.exit(f"qwen3vl_bench: server 0 died (exit {p.exitcode}) sharing")
     ready = 1 if mode == "tensord" else 0
-    t_start = time.perf_counter()
-    samples, stats = [], {"req": [], "kv": {}, "keys": [], "outs": {}}
+    t_first = None  # first dispatch: throughput counts serving time, not start-up
+    stats = {"req": [], "kv": {}, "keys": [], "outs": {}}
     # Conversation state: next turn index and the prompt so far.
     state = {c: (0, list(system)) for c in range(len(convs))}
     pending = list(range(len(convs)))
@@ -257,6 +290,7 @@ def run(a, mode, system, convs):
     last_sample = 0.0
     while done_reqs < total_reqs:
         if ready >= a.servers:
+            t_first = t_first or time.perf_counter()
             dispatch()
         try:
             msg = results.get(timeout=0.2)
@@ -265,9 +299,7 @@ def run(a, mode, system, convs):
         now = time.perf_counter()
         if now - last_sample > 0.25:
             last_sample = now
-            pids = [p.pid for p in procs]
-            samples.append((now - t_start, sum(pss_kib(p) for p in pids),
-                            pss_kib(daemon.pid) if daemon else 0, ready >= a.servers))
+            samples.append(sample(t_start, procs, daemon, ready >= a.servers))
         dead = [p for p in procs if not p.is_alive()]
         if dead:
             failed = f"{len(dead)} server(s) died (exit {[p.exitcode for p in dead]})"
@@ -283,14 +315,15 @@ def run(a, mode, system, convs):
         c, turn = rid
         stats["req"].append((now - t_start, ttft, total, ntok))
         stats["outs"][rid] = out
-        stats["keys"].append(keys)
+        stats["keys"].append((keys, ntok))
         if kv:
             stats["kv"][rank] = kv
         _, ids = state[c]
         if turn + 1 < len(convs[c]):
-            state[c] = (turn + 1, ids + out)
+            pad = preset(a).image_token_id  # an answer token equal to it is not an image
+            state[c] = (turn + 1, ids + [t if t != pad else 0 for t in out])
             pending.append(c)
-    wall = time.perf_counter() - t_start
+    wall = time.perf_counter() - (t_first or t_start)
     final = {"wall": wall, "failed": failed, "samples": samples, "oom_kills": cg.oom_kills()}
     final["cpu"] = sum(cpu_seconds(p.pid) for p in procs) + (cpu_seconds(daemon.pid) if daemon else 0)
     final["shm_pss_kib"] = [shm_pss_kib(p.pid) for p in procs]
@@ -316,11 +349,13 @@ def run(a, mode, system, convs):
 
 
 def infinite_cache_hits(key_lists, block):
-    """Hits an unbounded cache storing the same blocks would give, in the order served."""
+    """Hits an unbounded cache storing the same blocks would give with the requests served
+    one after another in the order they completed (concurrent requests that compute the same
+    blocks at once count as misses against it). At least one token is always computed."""
     seen, hits = set(), 0
-    for keys in key_lists:
+    for keys, ntok in key_lists:
         n = 0
-        while n < len(keys) and keys[n] in seen:
+        while n < len(keys) and keys[n] in seen and (n + 1) * block < ntok:
             n += 1
         hits += n
         seen.update(keys)
@@ -445,6 +480,7 @@ def main():
     p.add_argument("--only", choices=["private", "tensord"], default="")
     p.add_argument("--out", default="bench-out")
     a = p.parse_args()
+    os.makedirs(a.out, exist_ok=True)
     config = preset(a)
     system, convs = make_stream(a, config)
     weights_bytes = sum(t.numel() * t.element_size()

@@ -211,6 +211,8 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
        StatusCode::INVALID_ARGUMENT},
       {"parent over 1 KiB", modified([](auto& r) { r.set_parent(std::string(1025, 'p')); }),
        StatusCode::INVALID_ARGUMENT},
+      {"parent is the key itself", modified([](auto& r) { r.set_parent(r.key()); }),
+       StatusCode::INVALID_ARGUMENT},
       {"create on an unknown tier",
        modified([](auto& r) { r.set_tier(static_cast<v1::Tier>(77)); }),
        StatusCode::INVALID_ARGUMENT},

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 
 namespace tensord::store {
 namespace {
@@ -120,6 +121,20 @@ TEST(Validation, RejectsBadShapesDtypesAndSizes) {
   p = Valid();
   p.scope = static_cast<Scope>(7);
   EXPECT_EQ(code(p), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Validation, ParentHintIsAKeyButNotItself) {
+  CreateParams p = Valid();
+  p.parent = "kv.block.0";
+  EXPECT_TRUE(ValidateCreate(p).ok());
+  p.parent = "";
+  EXPECT_TRUE(ValidateCreate(p).ok()) << "no parent";
+  p.parent = p.key;
+  EXPECT_EQ(ValidateCreate(p).status().message(), "parent is the key itself");
+  p.parent = std::string("blk\x7f", 4);
+  EXPECT_TRUE(absl::StrContains(ValidateCreate(p).status().message(), "parent has control"));
+  p.parent = std::string(1025, 'p');
+  EXPECT_TRUE(absl::StrContains(ValidateCreate(p).status().message(), "parent is 1025 bytes"));
 }
 
 }  // namespace

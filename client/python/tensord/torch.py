@@ -31,7 +31,8 @@ from torch import nn
 from . import Client, Error
 from .qwen3vl import Output, _ids, _images
 
-__all__ = ["WeightsNotShared", "share_weights", "attach_weights", "load_or_share_weights", "FeatureCache",
+__all__ = ["WeightsNotShared", "share_weights", "attach_weights", "load_or_share_weights",
+           "shared_fingerprint", "FeatureCache",
            "PrefixKVCache", "OptimizedModel", "create_optimized_model"]
 
 _MANIFEST = "manifest"
@@ -56,13 +57,15 @@ def _named_tensors(model: nn.Module) -> List[Tuple[str, torch.Tensor, bool]]:
 
 
 def _fingerprint(tensors) -> str:
-    """A digest of names, shapes, dtypes and each tensor's first KiB: tells two differently
-    initialised models apart without hashing gigabytes."""
+    """A digest of names, shapes, dtypes and 16 evenly spaced 4 KiB samples of each tensor's
+    bytes: tells differently initialised or fine-tuned models apart without hashing gigabytes."""
     h = hashlib.blake2b(digest_size=16)
     for name, t, _ in tensors:
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        flat = t.detach().reshape(-1)[: max(1, 1024 // max(1, t.element_size()))]
-        h.update(flat.contiguous().view(torch.uint8).numpy().tobytes())
+        raw = t.detach().contiguous().reshape(-1).view(torch.uint8)
+        step = max(4096, raw.numel() // 16)
+        for off in range(0, raw.numel(), step):
+            h.update(raw[off:off + 4096].numpy().tobytes())
     return h.hexdigest()
 
 
@@ -70,29 +73,60 @@ def _layout(tensors) -> List[list]:
     return [[name, list(t.shape), str(t.dtype).replace("torch.", "")] for name, t, _ in tensors]
 
 
+def _replace(model: nn.Module, name: str, is_param: bool, lease) -> None:
+    """Makes `name` a zero-copy view of a leased tensor (the view holds the lease)."""
+    owner = model
+    *path, leaf = name.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    view = lease.torch()
+    if is_param:
+        owner._parameters[leaf] = nn.Parameter(view, requires_grad=False)
+    else:
+        owner._buffers[leaf] = view
+
+
+def _is_miss(e: Error) -> bool:
+    """A cache read that may simply be retried or recomputed: absent, not sealed yet (another
+    process is writing it), no room to bring it back, or the daemon busy."""
+    return e.code_name in ("NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED",
+                           "UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
 def share_weights(model: nn.Module, prefix: str, client: Client) -> int:
-    """Puts every parameter and buffer of `model` into tensord (DURABLE, keys prefix + name)
-    unless they are there already, publishes a manifest, then attaches `model` to the shared
-    copy (its private tensors are dropped). Returns the bytes this call stored."""
+    """Puts every parameter and buffer of `model` into tensord (DURABLE, keys prefix + name),
+    attaching each to its shared copy as soon as it is stored (so at most one tensor exists
+    twice), then publishes a manifest (layout and fingerprint). One process writes a prefix at
+    a time: the writer holds an unsealed `prefix + "lock"`, which the daemon drops if the writer
+    dies. Raises WeightsNotShared if another process is writing. Returns the bytes stored."""
     tensors = _named_tensors(model)
     if any(t.is_meta for _, t, _ in tensors):
         raise ValueError("share_weights needs real weights; a meta model uses attach_weights")
-    stored = 0
-    for name, t, _ in tensors:
-        try:
-            client.put(prefix + name, t.detach(), durability="durable")
-            stored += t.numel() * t.element_size()
-        except Error as e:
-            if e.code_name != "ALREADY_EXISTS":
-                raise
-    manifest = json.dumps({"layout": _layout(tensors), "fingerprint": _fingerprint(tensors)})
     try:
-        client.put(prefix + _MANIFEST, torch.frombuffer(bytearray(manifest.encode()),
-                                                        dtype=torch.uint8))
+        lock = client.create(prefix + "lock", [1], "uint8", durability="cache", scope="session")
     except Error as e:
-        if e.code_name != "ALREADY_EXISTS":
-            raise
-    attach_weights(model, prefix, client)
+        if e.code_name == "ALREADY_EXISTS":
+            raise WeightsNotShared(f"another process is sharing weights under '{prefix}'")
+        raise
+    try:
+        fingerprint = _fingerprint(tensors)  # of this model's bytes, before they move
+        stored = 0
+        for name, t, is_param in tensors:
+            try:
+                lease = client.put(prefix + name, t.detach(), durability="durable")
+            except Error as e:
+                if e.code_name != "ALREADY_EXISTS":
+                    raise
+                # Left by a writer that died before its manifest: nobody is attached to it.
+                client.delete(prefix + name)
+                lease = client.put(prefix + name, t.detach(), durability="durable")
+            stored += lease.nbytes
+            _replace(model, name, is_param, lease)
+        manifest = json.dumps({"layout": _layout(tensors), "fingerprint": fingerprint})
+        client.put(prefix + _MANIFEST,
+                   torch.frombuffer(bytearray(manifest.encode()), dtype=torch.uint8))
+    finally:
+        lock.abort()
     return stored
 
 
@@ -102,11 +136,19 @@ def _manifest(prefix: str, client: Client, timeout: float) -> Optional[dict]:
         try:
             return json.loads(client.get(prefix + _MANIFEST).numpy().tobytes())
         except Error as e:
-            if e.code_name != "NOT_FOUND":
+            if not _is_miss(e):
                 raise
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.05)
+
+
+def shared_fingerprint(prefix: str, client: Client) -> str:
+    """Returns the fingerprint of the weights shared under `prefix` (WeightsNotShared if none)."""
+    m = _manifest(prefix, client, 0.0)
+    if m is None:
+        raise WeightsNotShared(f"no weights shared under '{prefix}'")
+    return m["fingerprint"]
 
 
 def attach_weights(model: nn.Module, prefix: str, client: Client, timeout: float = 0.0) -> int:
@@ -123,36 +165,32 @@ def attach_weights(model: nn.Module, prefix: str, client: Client, timeout: float
     if not any(t.is_meta for _, t, _ in tensors) and m["fingerprint"] != _fingerprint(tensors):
         raise ValueError(f"the weights under '{prefix}' differ from this model's own weights; "
                          "share them under another prefix")
-    leased = client.get_many([prefix + name for name, _, _ in tensors])
-    mapped = 0
+    leased = []
+    for i in range(0, len(tensors), 1024):  # the daemon takes at most 4096 keys per Get
+        leased += client.get_many([prefix + name for name, _, _ in tensors[i:i + 1024]])
     for (name, _, is_param), lease in zip(tensors, leased):
-        owner = model
-        *path, leaf = name.split(".")
-        for part in path:
-            owner = getattr(owner, part)
-        view = lease.torch()  # holds the lease for as long as the parameter lives
-        if is_param:
-            owner._parameters[leaf] = nn.Parameter(view, requires_grad=False)
-        else:
-            owner._buffers[leaf] = view
-        mapped += lease.nbytes
-    return mapped
+        _replace(model, name, is_param, lease)
+    return sum(lease.nbytes for lease in leased)
 
 
 def load_or_share_weights(model: nn.Module, prefix: str, client: Client,
                           timeout: float = 120.0) -> str:
-    """Attaches to weights another process shared, or shares this model's. Returns "attached"
-    or "shared". A meta model waits up to `timeout` for a sharer."""
+    """Attaches to weights another process shared, or shares this model's; while another
+    process is sharing, waits up to `timeout` for it. Returns "attached" or "shared". A meta
+    model only attaches."""
     try:
         attach_weights(model, prefix, client)
         return "attached"
     except WeightsNotShared:
         pass
-    if any(p.is_meta for p in model.parameters()):
-        attach_weights(model, prefix, client, timeout)
-        return "attached"
-    share_weights(model, prefix, client)
-    return "shared"
+    if not any(p.is_meta for p in model.parameters()):
+        try:
+            share_weights(model, prefix, client)
+            return "shared"
+        except WeightsNotShared:
+            pass  # another process is writing: wait for its manifest
+    attach_weights(model, prefix, client, timeout)
+    return "attached"
 
 
 def _digest(*parts) -> str:
@@ -189,7 +227,7 @@ class FeatureCache:
             self.hits += 1
             return t
         except Error as e:
-            if e.code_name != "NOT_FOUND":
+            if not _is_miss(e):
                 raise
         self.misses += 1
         f = compute(image)
@@ -203,7 +241,9 @@ def _put_cache(client: Client, key: str, value: torch.Tensor, parent: str = "") 
         client.put(key, value, durability="cache", parent=parent)
         return True
     except Error as e:
-        if e.code_name in ("ALREADY_EXISTS", "RESOURCE_EXHAUSTED"):
+        # There already, being written by another process, no room, or the daemon busy: the
+        # value stays computed here and the next process computes it again.
+        if e.code_name == "ALREADY_EXISTS" or _is_miss(e):
             return False
         raise
 
@@ -237,12 +277,15 @@ class PrefixKVCache:
             try:
                 found.append(self.client.get(k).torch())
             except Error as e:
-                if e.code_name != "NOT_FOUND":
+                if not _is_miss(e):
                     raise
                 break
-        self.lookup_blocks += len(keys)
-        self.hit_blocks += len(found)
         return found
+
+    def count(self, looked_up: int, used: int) -> None:
+        """Records a request's lookup: blocks it had, blocks it reused."""
+        self.lookup_blocks += looked_up
+        self.hit_blocks += used
 
     @staticmethod
     def to_past(blocks: Sequence[torch.Tensor]) -> Optional[list]:
@@ -287,7 +330,9 @@ class OptimizedModel(nn.Module):
         self.client = client
         self.hardware_config = dict(hardware_config or {})
         self.weights = load_or_share_weights(base_model, prefix + "w.", client)
-        model_id = _digest(base_model.config.to_json(), prefix)
+        # Features and KV depend on the very weights: a re-shared checkpoint gets new keys.
+        model_id = _digest(base_model.config.to_json(), prefix, block_size,
+                           shared_fingerprint(prefix + "w.", client))
         self.features = FeatureCache(client, prefix, model_id)
         self.kv = PrefixKVCache(client, prefix, model_id, block_size)
 
@@ -328,10 +373,11 @@ class OptimizedModel(nn.Module):
                           ids.shape[0] - len(blocks) * self.kv.block_size < logits_to_keep):
             blocks.pop()
         done = len(blocks) * self.kv.block_size
+        self.kv.count(len(keys), len(blocks))
         out = base.extend(embeds[done:], PrefixKVCache.to_past(blocks), logits_to_keep)
         del blocks  # leases end; the concatenated cache holds its own bytes
         self.kv.store(keys, out.past, done // self.kv.block_size)
-        out.image_features = feats
+        out.image_features = [f.clone() for f in feats]  # not views of every process's cache
         return out
 
     def generate(self, input_ids, pixel_values=None, max_new_tokens: int = 8,

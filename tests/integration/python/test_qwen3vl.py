@@ -126,8 +126,16 @@ def test_two_processes_share_weights_features_and_kv_with_identical_logits(daemo
 
 
 def test_attach_refuses_other_weights_and_meta_needs_a_sharer(daemon):
-    with tensord.Client(daemon) as c:
-        create_optimized_model(Qwen3VL(TINY, seed=0), client=c, prefix="x.", block_size=BLOCK)
+    with tensord.Client(daemon) as c, tensord.Client(daemon) as other:
+        m = create_optimized_model(Qwen3VL(TINY, seed=0), client=c, prefix="x.", block_size=BLOCK)
+        # A block another process is still writing (created, not sealed) is a miss, not an error.
+        name, ids, pics = _workload()[0]
+        writing = other.create(m.request_keys(torch.tensor(ids), pics)[0], [1], "uint8",
+                               durability="cache")
+        got = m(torch.tensor(ids), pixel_values=pics).logits
+        assert torch.equal(got, Qwen3VL(TINY, seed=0)(torch.tensor(ids), pixel_values=pics).logits)
+        assert m.kv.hit_blocks == 0 and m.kv.stored_blocks == len(ids) // BLOCK - 1
+        writing.abort()
         with pytest.raises(ValueError, match="differ from this model"):
             create_optimized_model(Qwen3VL(TINY, seed=1), client=c, prefix="x.")
         with pytest.raises(WeightsNotShared):
@@ -154,3 +162,31 @@ def test_bench_serves_one_stream_both_ways_with_identical_outputs(tmp_path):
     kv = report["tensord"]["kv"].values()
     assert sum(k[0] for k in kv) > 0, "the system prompt's blocks are reused"
     assert (tmp_path / "qwen3vl_bench_tiny.png").exists()
+
+
+RACE = r"""
+import sys, torch, tensord
+from tensord.qwen3vl import PRESETS, Qwen3VL
+from tensord.torch import load_or_share_weights
+model = Qwen3VL(PRESETS["tiny"], seed=0)
+with tensord.Client(sys.argv[1]) as c:
+    how = load_or_share_weights(model, "race.", c, timeout=60)
+    w = model.model.language_model.norm.weight
+    print(how, c.get("race.model.language_model.norm.weight").torch().data_ptr() == w.data_ptr())
+"""
+
+
+def test_processes_starting_together_share_one_copy(daemon):
+    """Three processes load the same model at once: one shares, the others wait for it and
+    attach; every one ends on the shared copy."""
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, daemon], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    lines = sorted(o.strip() for o, _ in outs)
+    assert lines == ["attached True", "attached True", "shared True"], lines
+    with tensord.Client(daemon) as c:
+        assert not [t for t in c.ls("race.") if t["key"] == "race.lock"], "the lock is gone"
