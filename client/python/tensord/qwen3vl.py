@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["VisionConfig", "TextConfig", "Qwen3VLConfig", "PRESETS", "Qwen3VL", "Output",
-           "load_safetensors", "save_safetensors", "load_checkpoint"]
+           "load_safetensors", "save_safetensors", "load_checkpoint", "read_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -449,6 +449,33 @@ def save_safetensors(tensors: Dict[str, torch.Tensor], path: str) -> None:
         f.write(struct.pack("<Q", len(h)) + h)
         for b in blobs:
             f.write(b)
+
+
+def read_checkpoint(path: str) -> Dict[str, torch.Tensor]:
+    """Reads a checkpoint as Hugging Face publishes one: a directory with
+    model.safetensors.index.json and its shards, or with *.safetensors files, or a single
+    .safetensors file, or a torch state_dict file (pytorch_model.bin / .pt)."""
+    import os
+    if os.path.isdir(path):
+        index = os.path.join(path, "model.safetensors.index.json")
+        if os.path.exists(index):
+            with open(index) as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+        else:
+            files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+        if not files:
+            bins = [f for f in ("pytorch_model.bin", "model.pt") if
+                    os.path.exists(os.path.join(path, f))]
+            if not bins:
+                raise FileNotFoundError(f"{path}: no safetensors or pytorch_model.bin")
+            return read_checkpoint(os.path.join(path, bins[0]))
+        out: Dict[str, torch.Tensor] = {}
+        for f in files:
+            out.update(load_safetensors(os.path.join(path, f)))
+        return out
+    if path.endswith(".safetensors"):
+        return load_safetensors(path)
+    return torch.load(path, map_location="cpu")
 
 
 def load_checkpoint(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> None:

@@ -10,7 +10,7 @@ import torch
 
 import tensord
 from conftest import run_python
-from tensord.qwen3vl import PRESETS, Qwen3VL, load_safetensors, save_safetensors
+from tensord.qwen3vl import PRESETS, Qwen3VL, load_safetensors, read_checkpoint, save_safetensors
 from tensord.torch import WeightsNotShared, attach_weights, create_optimized_model
 
 TINY = PRESETS["tiny"]
@@ -85,6 +85,22 @@ def test_checkpoint_round_trip_through_safetensors(tmp_path):
     name, ids, pics = _workload()[0]
     assert torch.equal(model(torch.tensor(ids), pixel_values=pics).logits,
                        loaded(torch.tensor(ids), pixel_values=pics).logits)
+    # Sharded as Hugging Face publishes it: an index naming each tensor's file.
+    shard_dir = tmp_path / "sharded"
+    shard_dir.mkdir()
+    state = dict(model.state_dict())
+    names = sorted(state)
+    half = {n: ("model-00001-of-00002.safetensors" if i % 2 else
+                "model-00002-of-00002.safetensors") for i, n in enumerate(names)}
+    for f in set(half.values()):
+        save_safetensors({n: state[n] for n in names if half[n] == f}, str(shard_dir / f))
+    (shard_dir / "model.safetensors.index.json").write_text(json.dumps({"weight_map": half}))
+    sharded = Qwen3VL(TINY, state_dict=read_checkpoint(str(shard_dir)))
+    assert torch.equal(model(torch.tensor(ids), pixel_values=pics).logits,
+                       sharded(torch.tensor(ids), pixel_values=pics).logits)
+    torch.save(state, str(tmp_path / "pytorch_model.bin"))
+    from_bin = read_checkpoint(str(tmp_path / "pytorch_model.bin"))
+    assert sorted(from_bin) == names and all(torch.equal(from_bin[n], state[n]) for n in names)
     state = load_safetensors(path)
     state.pop("model.language_model.norm.weight")
     with pytest.raises(KeyError, match="lacks 1 tensors"):
