@@ -176,21 +176,24 @@ def attach_weights(model: nn.Module, prefix: str, client: Client, timeout: float
 def load_or_share_weights(model: nn.Module, prefix: str, client: Client,
                           timeout: float = 120.0) -> str:
     """Attaches to weights another process shared, or shares this model's; while another
-    process is sharing, waits up to `timeout` for it. Returns "attached" or "shared". A meta
-    model only attaches."""
-    try:
-        attach_weights(model, prefix, client)
-        return "attached"
-    except WeightsNotShared:
-        pass
-    if not any(p.is_meta for p in model.parameters()):
+    process is sharing, waits up to `timeout` for it, and takes over if that writer dies (the
+    daemon drops its lock). Returns "attached" or "shared". A meta model only attaches."""
+    deadline = time.monotonic() + timeout
+    can_share = not any(p.is_meta for p in model.parameters())
+    while True:
         try:
-            share_weights(model, prefix, client)
-            return "shared"
+            attach_weights(model, prefix, client, min(1.0, max(0.0, deadline - time.monotonic())))
+            return "attached"
         except WeightsNotShared:
-            pass  # another process is writing: wait for its manifest
-    attach_weights(model, prefix, client, timeout)
-    return "attached"
+            pass
+        if can_share:
+            try:
+                share_weights(model, prefix, client)
+                return "shared"
+            except WeightsNotShared:
+                pass  # another process is writing: wait for its manifest
+        if time.monotonic() >= deadline:
+            raise WeightsNotShared(f"no weights shared under '{prefix}' within {timeout} s")
 
 
 def _digest(*parts) -> str:

@@ -206,3 +206,24 @@ def test_processes_starting_together_share_one_copy(daemon):
     assert lines == ["attached True", "attached True", "shared True"], lines
     with tensord.Client(daemon) as c:
         assert not [t for t in c.ls("race.") if t["key"] == "race.lock"], "the lock is gone"
+
+
+DIES = r"""
+import os, sys, torch, tensord
+c = tensord.Client(sys.argv[1])
+lock = c.create("gone.lock", [1], "uint8", durability="cache", scope="session")
+c.put("gone.model.language_model.norm.weight", torch.zeros(256))  # half-written, then dead
+os._exit(0)
+"""
+
+
+def test_a_writer_that_dies_mid_share_is_taken_over(daemon):
+    from tensord.torch import load_or_share_weights
+    r = run_python(DIES, daemon)
+    assert r.returncode == 0, r.stderr
+    model = Qwen3VL(TINY, seed=0)
+    want = model.model.language_model.norm.weight.clone()
+    with tensord.Client(daemon) as c:
+        assert load_or_share_weights(model, "gone.", c, timeout=30) == "shared"
+        shared = c.get("gone.model.language_model.norm.weight").torch()
+        assert torch.equal(shared, want), "the dead writer's leftover was replaced"
