@@ -121,16 +121,21 @@ class RMSNorm(nn.Module):
         return (x.float() * torch.rsqrt(var + self.eps)).to(x.dtype) * self.weight
 
 
-def _rope(x: torch.Tensor, start: int, theta: float) -> torch.Tensor:
-    """Rotates (heads, tokens, dim) by positions start.. (rotate-half convention)."""
-    dim = x.shape[-1]
-    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-    pos = torch.arange(start, start + x.shape[-2], dtype=torch.float32)
-    ang = torch.outer(pos, inv)
-    cos = torch.cat([ang.cos(), ang.cos()], -1).to(x.dtype)
-    sin = torch.cat([ang.sin(), ang.sin()], -1).to(x.dtype)
-    x1, x2 = x[..., : dim // 2], x[..., dim // 2:]
-    return x * cos + torch.cat([-x2, x1], -1) * sin
+def _rope_tables(start: int, n: int, c: TextConfig, dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Returns (cos, sin), each (n, head_dim), for positions start..start+n: computed once per
+    forward step and shared by every layer."""
+    dim = c.head_dim
+    inv = 1.0 / (c.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    ang = torch.outer(torch.arange(start, start + n, dtype=torch.float32), inv)
+    return (torch.cat([ang.cos(), ang.cos()], -1).to(dtype),
+            torch.cat([ang.sin(), ang.sin()], -1).to(dtype))
+
+
+def _rope(x: torch.Tensor, rope: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotates (heads, tokens, dim) by the tables of _rope_tables (rotate-half convention)."""
+    cos, sin = rope
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
 
 
 class Attention(nn.Module):
@@ -145,12 +150,12 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, device, dtype)
         self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, device, dtype)
 
-    def forward(self, x, start: int, past: Optional[Tuple[torch.Tensor, torch.Tensor]]):
+    def forward(self, x, start: int, past: Optional[Tuple[torch.Tensor, torch.Tensor]], rope):
         c, n = self.c, x.shape[0]
         q = self.q_norm(self.q_proj(x).view(n, c.num_attention_heads, c.head_dim)).transpose(0, 1)
         k = self.k_norm(self.k_proj(x).view(n, c.num_key_value_heads, c.head_dim)).transpose(0, 1)
         v = self.v_proj(x).view(n, c.num_key_value_heads, c.head_dim).transpose(0, 1)
-        q, k = _rope(q, start, c.rope_theta), _rope(k, start, c.rope_theta).contiguous()
+        q, k = _rope(q, rope), _rope(k, rope).contiguous()
         v = v.contiguous()
         if past is not None:
             k, v = torch.cat([past[0], k], 1), torch.cat([past[1], v], 1)
@@ -177,8 +182,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, device, dtype)
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, device, dtype)
 
-    def forward(self, x, start, past):
-        a, kv = self.self_attn(self.input_layernorm(x), start, past)
+    def forward(self, x, start, past, rope):
+        a, kv = self.self_attn(self.input_layernorm(x), start, past, rope)
         x = x + a
         h = self.post_attention_layernorm(x)
         m = self.mlp
@@ -341,8 +346,9 @@ class Qwen3VL(nn.Module):
                 pos = start + i
                 step = min(n - i, c.prefill_chunk - pos % c.prefill_chunk)
                 x = embeds[i:i + step]
+                rope = _rope_tables(pos, step, c.text, x.dtype)
                 for li, layer in enumerate(lm.layers):
-                    x, past[li] = layer(x, pos, past[li])
+                    x, past[li] = layer(x, pos, past[li], rope)
                 hidden.append(x)
                 i += step
             h = torch.cat(hidden)

@@ -238,17 +238,30 @@ class FeatureCache:
         return f
 
 
-def _put_cache(client: Client, key: str, value: torch.Tensor, parent: str = "") -> bool:
-    """Stores a CACHE tensor; False when it is there already or the daemon has no room."""
+def _put_cache(client: Client, key: str, value: torch.Tensor) -> bool:
+    """Stores a CACHE tensor; False when it is there already or cannot be stored now."""
+    return _create_cache(client, key, value.shape, value.dtype, lambda dst: dst.copy_(value))
+
+
+def _create_cache(client: Client, key: str, shape, dtype, fill, parent: str = "") -> bool:
+    """Creates a CACHE tensor, lets fill(torch view) write it in place, and seals it; False
+    when it is there already or cannot be stored now."""
     try:
-        client.put(key, value, durability="cache", parent=parent)
-        return True
+        t = client.create(key, shape, str(dtype).replace("torch.", ""), durability="cache",
+                          parent=parent)
     except Error as e:
         # There already, being written by another process, no room, or the daemon busy: the
         # value stays computed here and the next process computes it again.
         if e.code_name == "ALREADY_EXISTS" or _is_miss(e):
             return False
         raise
+    try:
+        fill(t.torch())
+    except BaseException:
+        t.abort()
+        raise
+    t.seal()
+    return True
 
 
 class PrefixKVCache:
@@ -301,10 +314,19 @@ class PrefixKVCache:
     def store(self, keys: Sequence[str], past: list, first: int) -> int:
         """Stores blocks first..len(keys)-1 from `past`; returns how many were new."""
         b, new = self.block_size, 0
+        k0 = past[0][0]
+        shape = (len(past), 2, k0.shape[0], b, k0.shape[2])
+
+        def fill(i):
+            def write(dst):  # straight from the cache into shared memory: one copy
+                for layer, (k, v) in enumerate(past):
+                    dst[layer, 0].copy_(k[:, i * b:(i + 1) * b])
+                    dst[layer, 1].copy_(v[:, i * b:(i + 1) * b])
+            return write
+
         for i in range(first, len(keys)):
-            blk = torch.stack([torch.stack([k[:, i * b:(i + 1) * b], v[:, i * b:(i + 1) * b]])
-                               for k, v in past])
-            new += _put_cache(self.client, keys[i], blk, parent=keys[i - 1] if i else "")
+            new += _create_cache(self.client, keys[i], shape, k0.dtype, fill(i),
+                                 parent=keys[i - 1] if i else "")
         self.stored_blocks += new
         return new
 
