@@ -65,7 +65,9 @@ struct GpuConfig {
 
 // Decisions: which policies the store uses.
 struct PolicyConfig {
-  std::string eviction = "lru";  // the eviction policy of the host and GPU tiers
+  // The eviction policy of the host and GPU tiers (tests/bench/trace_bench measures them).
+  std::string eviction = "s3fifo+chain";
+  double s3fifo_small = 0.10;    // S3-FIFO's small queue: its share of a tier's tracked bytes
 };
 
 struct DaemonConfig {

@@ -103,6 +103,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   options.low_watermark = config.ssd.low_watermark;
   options.min_mem_available = config.ssd.min_mem_available;
   options.eviction = config.policy.eviction;
+  options.s3fifo_small = config.policy.s3fifo_small;
   d->store_ = std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get(), d->gpu_.get());
   d->service_ = std::make_unique<service::TensordService>(
       d->store_.get(), d->host_->segments(),

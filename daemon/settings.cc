@@ -228,9 +228,12 @@ std::vector<Setting> MakeSettings() {
                    TENSORD_FIELD(gpu.pin_host)));
   // [policy]
   s.push_back(String("policy.eviction",
-                     "Eviction policy of the host and GPU tiers: which unleased tensors leave "
-                     "first (lru).",
+                     "Eviction policy of the host and GPU tiers: lru, s3fifo, lru+chain, "
+                     "s3fifo+chain.",
                      TENSORD_FIELD(policy.eviction), "", CheckEviction));
+  s.push_back(Fraction("policy.s3fifo_small",
+                       "S3-FIFO's small (probation) queue: its share of a tier's tensors' bytes.",
+                       TENSORD_FIELD(policy.s3fifo_small)));
   return s;
 }
 

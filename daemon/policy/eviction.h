@@ -4,19 +4,32 @@
 // (pools, bytes) it offers only eligible victims: tracked, unpinned, in those pools. It never
 // touches memory or performs I/O; the store decides what to do with each victim (drop or demote)
 // and says whether it took it. Not thread-safe: the store calls it under its own lock.
+//
+// Every policy here shares one base (TrackedPolicy): the table of tracked handles with their
+// pins, the chain index (the `parent` hint of Create: a KV chain's previous block) and the
+// lifetime statistics per pool class. A policy proper only orders its candidates (Scan); the
+// base filters them and, when chain-aware, never offers a block before its cached children:
+// a prefix lookup stops at the first missing block, so a chain is taken from its tail.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <deque>
 #include <limits>
 #include <list>
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
 
 namespace tensord::policy {
 
@@ -30,10 +43,14 @@ enum class RemovalReason : uint8_t {
 };
 const char* RemovalReasonName(RemovalReason r);
 
-// What a victim is to the policy: the pool it lives in and the bytes it holds there.
+// What a tracked copy is to the policy: the pool it lives in, the bytes it holds there, and
+// who it is: `id` names the tensor (a hash of namespace and key, stable across its copies and
+// its trips between tiers; 0: anonymous), `parent` the tensor it continues (0: none).
 struct Footprint {
   uint32_t space = 0;
   uint64_t bytes = 0;
+  uint64_t id = 0;
+  uint64_t parent = 0;
 };
 
 // A request for room: victims from these pools (empty: any) until `bytes` have been taken.
@@ -44,6 +61,20 @@ struct Demand {
 
 // The store's answer for each victim offered.
 enum class Verdict : uint8_t { kTake, kSkip, kStop };
+
+// What the policy has seen of one pool class's copies: how often a copy is used again after
+// its first and second use (its insert is the first), and how long it sat idle between uses.
+struct ClassLifetime {
+  uint32_t space = 0;
+  uint64_t inserted = 0;      // copies tracked so far (first use)
+  uint64_t reused = 0;        // ... used a second time while tracked
+  uint64_t reused_twice = 0;  // ... and a third time
+  uint64_t idle_samples = 0;  // gaps between uses seen
+  double idle_mean_s = 0;     // their mean
+  double idle_median_s = 0;   // their median (within a factor of 2: a log histogram)
+  double ReuseAfter1() const { return inserted ? double(reused) / double(inserted) : 0; }
+  double ReuseAfter2() const { return reused ? double(reused_twice) / double(reused) : 0; }
+};
 
 class EvictionPolicy {
  public:
@@ -59,36 +90,160 @@ class EvictionPolicy {
   virtual void Remove(Handle h, RemovalReason why) = 0;
   virtual bool Contains(Handle h) const = 0;
   // Offers eligible handles, best victim first, until the demand's bytes are taken, the store
-  // answers kStop, or none is left. `visit` must not call back into the policy.
-  virtual void Victims(const Demand& demand, absl::FunctionRef<Verdict(Handle)> visit) const = 0;
+  // answers kStop, or none is left. `visit` must not call back into the policy. A policy may
+  // reorder its queues while it looks (S3-FIFO promotes what was used), never its membership.
+  virtual void Victims(const Demand& demand, absl::FunctionRef<Verdict(Handle)> visit) = 0;
   virtual size_t size() const = 0;
   virtual const char* name() const = 0;
+  // Per pool class, sorted by space.
+  virtual std::vector<ClassLifetime> Lifetimes() const = 0;
 };
 
-// Returns the policy named `name` ("lru"). INVALID_ARGUMENT for another name, listing them.
-absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(absl::string_view name);
+struct PolicyOptions {
+  const Clock* clock = nullptr;  // idle times; nullptr: real time
+  // S3-FIFO: the small (probation) queue's share of the tracked bytes.
+  double s3fifo_small = 0.10;
+  // S3-FIFO: how many ids the ghost FIFO remembers, per tracked copy (at least 1024).
+  double ghost_factor = 1.0;
+  // A class whose reuse after one use is below this fraction of all classes' (once it has
+  // `min_class_samples` copies) is "never reused": S3-FIFO offers its unused copies first.
+  double low_reuse_ratio = 0.5;
+  uint64_t min_class_samples = 256;
+};
 
-// Least recently used first.
-class LruPolicy final : public EvictionPolicy {
+// The known names: "lru", "s3fifo", each optionally "+chain" (chain-aware ordering).
+inline constexpr std::array<absl::string_view, 4> kPolicyNames = {"lru", "s3fifo", "lru+chain",
+                                                                  "s3fifo+chain"};
+
+// Returns the policy named `name`. INVALID_ARGUMENT for another name, listing them.
+absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(absl::string_view name,
+                                                                   PolicyOptions options = {});
+
+// The shared base: tracking, pins, eligibility, chains and lifetimes. Subclasses order.
+class TrackedPolicy : public EvictionPolicy {
  public:
-  void Insert(Handle h, Footprint f) override;
-  void Access(Handle h) override;
-  void Pin(Handle h) override;
-  void Unpin(Handle h) override;
-  void Remove(Handle h, RemovalReason why) override;
-  bool Contains(Handle h) const override { return where_.contains(h); }
-  void Victims(const Demand& demand, absl::FunctionRef<Verdict(Handle)> visit) const override;
-  size_t size() const override { return where_.size(); }
-  const char* name() const override { return "lru"; }
+  void Insert(Handle h, Footprint f) final;
+  void Access(Handle h) final;
+  void Pin(Handle h) final;
+  void Unpin(Handle h) final;
+  void Remove(Handle h, RemovalReason why) final;
+  bool Contains(Handle h) const final { return entries_.contains(h); }
+  void Victims(const Demand& demand, absl::FunctionRef<Verdict(Handle)> visit) final;
+  size_t size() const final { return entries_.size(); }
+  std::vector<ClassLifetime> Lifetimes() const final;
+  bool chain_aware() const { return chain_aware_; }
 
- private:
+ protected:
+  TrackedPolicy(bool chain_aware, PolicyOptions options);
+
   struct Entry {
-    Handle h;
     Footprint f;
     uint32_t pins = 0;
+    uint32_t uses = 1;
+    absl::Time last_use;
+    // The subclass's place for it: which queue, where in it, how often used there.
+    uint8_t queue = 0;
+    uint8_t freq = 0;
+    std::list<Handle>::iterator pos;
   };
-  std::list<Entry> order_;  // most recent first
-  absl::flat_hash_map<Handle, std::list<Entry>::iterator> where_;
+  // Hooks: the entry is in entries_ for OnInsert and OnAccess, and still in it for OnRemove.
+  virtual void OnInsert(Handle h, Entry& e) = 0;
+  virtual void OnAccess(Handle h, Entry& e) = 0;
+  virtual void OnRemove(Handle h, Entry& e, RemovalReason why) = 0;
+  // Calls offer(h) for candidates, best victim first, until it returns false.
+  virtual void Scan(absl::FunctionRef<bool(Handle)> offer) = 0;
+  // Whether taking `e` (chain-aware) goes on with its parent in the next call: a chain that
+  // lost its tail goes whole. Not for a copy taken for its own class (S3-FIFO's low-reuse
+  // queue: a partial last block says nothing about the blocks before it).
+  virtual bool ContinuesChain(const Entry&) const { return true; }
+
+  Entry& EntryOf(Handle h) { return entries_.find(h)->second; }
+  const Entry& EntryOf(Handle h) const { return entries_.find(h)->second; }
+  // Whether the class has been seen reused far less often than the others.
+  bool LowReuse(uint32_t space) const;
+  const PolicyOptions& options() const { return options_; }
+  uint64_t tracked_bytes() const { return tracked_bytes_; }
+
+ private:
+  struct ClassStats {
+    uint64_t inserted = 0, reused = 0, reused_twice = 0;
+    uint64_t idle_samples = 0;
+    double idle_sum_s = 0;
+    std::array<uint64_t, 48> idle_log2_ms = {};  // bucket b: [2^(b-1), 2^b) ms
+  };
+  // The tracked children of `h` not yet taken in this Victims call.
+  bool HasLiveChildren(Handle h, const absl::flat_hash_set<Handle>& taken) const;
+  // A leaf under `top` (no live children) that may be offered and was not refused; 0 if none
+  // within the budget.
+  Handle FindLeaf(Handle top, const absl::flat_hash_set<Handle>& taken,
+                  const absl::flat_hash_set<Handle>& refused, const Demand& demand) const;
+  bool Eligible(Handle h, const Entry& e, const Demand& demand) const;
+
+  const bool chain_aware_;
+  const PolicyOptions options_;
+  const Clock* const clock_;
+  absl::flat_hash_map<Handle, Entry> entries_;
+  uint64_t tracked_bytes_ = 0;
+  // The chain index: tensor id -> its tracked copy; parent id -> its tracked children.
+  absl::flat_hash_map<uint64_t, Handle> by_id_;
+  absl::flat_hash_map<uint64_t, absl::InlinedVector<Handle, 2>> children_;
+  absl::flat_hash_map<uint32_t, ClassStats> classes_;
+  // Chain-aware: the parent of the last block taken, a leaf once its children went. The next
+  // call goes on with that chain first instead of searching it again from its head.
+  Handle resume_ = 0;
+};
+
+// Least recently used first.
+class LruPolicy final : public TrackedPolicy {
+ public:
+  explicit LruPolicy(bool chain_aware = false, PolicyOptions options = {})
+      : TrackedPolicy(chain_aware, options) {}
+  const char* name() const override { return chain_aware() ? "lru+chain" : "lru"; }
+
+ private:
+  void OnInsert(Handle h, Entry& e) override;
+  void OnAccess(Handle h, Entry& e) override;
+  void OnRemove(Handle h, Entry& e, RemovalReason why) override;
+  void Scan(absl::FunctionRef<bool(Handle)> offer) override;
+
+  std::list<Handle> order_;  // most recent first
+};
+
+// S3-FIFO (Yang et al., SOSP'23): new copies enter a small FIFO; one used again while there
+// moves to the main FIFO when it reaches the small queue's head, an unused one leaves (and is
+// remembered in a ghost FIFO of tensor ids: inserted again, it goes straight to main). Main
+// re-queues a used copy (up to 3 uses) instead of offering it. Copies of "never reused" pool
+// classes (LowReuse) sit in a third FIFO offered before the small one.
+class S3FifoPolicy final : public TrackedPolicy {
+ public:
+  explicit S3FifoPolicy(bool chain_aware = false, PolicyOptions options = {})
+      : TrackedPolicy(chain_aware, options) {}
+  const char* name() const override { return chain_aware() ? "s3fifo+chain" : "s3fifo"; }
+  // Which queue holds `h` (tests): 0 small, 1 main, 2 low-reuse; -1 untracked.
+  int QueueOf(Handle h) const;
+  size_t ghosts() const { return ghost_.size(); }
+
+ private:
+  enum Queue : uint8_t { kSmall = 0, kMain = 1, kLow = 2 };
+  void OnInsert(Handle h, Entry& e) override;
+  void OnAccess(Handle h, Entry& e) override;
+  void OnRemove(Handle h, Entry& e, RemovalReason why) override;
+  void Scan(absl::FunctionRef<bool(Handle)> offer) override;
+  bool ContinuesChain(const Entry& e) const override { return e.queue != kLow; }
+  // Offers the unused copies of a probation queue; used ones move to main. False: stop.
+  bool ScanProbation(Queue q, absl::FunctionRef<bool(Handle)> offer);
+  bool ScanMain(absl::FunctionRef<bool(Handle)> offer);
+  void Enqueue(Handle h, Entry& e, Queue q);
+  void Remember(uint64_t id);
+
+  std::array<std::list<Handle>, 3> queues_;  // oldest first
+  std::array<uint64_t, 3> queue_bytes_ = {};
+  // Ghost FIFO of ids evicted from probation, as many as copies are tracked (at least 1024):
+  // `ghost_` maps each remembered id to its latest entry's number in the FIFO (older entries
+  // of an id, left when it was re-inserted or remembered again, are stale and skipped).
+  std::deque<std::pair<uint64_t, uint64_t>> ghost_fifo_;  // (id, number)
+  absl::flat_hash_map<uint64_t, uint64_t> ghost_;
+  uint64_t ghost_next_ = 0;
 };
 
 }  // namespace tensord::policy

@@ -116,7 +116,7 @@ void Store::AddCopy(Object* o, TierId t, const tiers::Range& range, codec::Codec
   c.range = range;
   c.codec = codec;
   if (o->sealed && !o->retired && PolicyOf(t) != nullptr) {
-    PolicyOf(t)->Insert(HandleOf(o), {range.space, range.reserved});
+    PolicyOf(t)->Insert(HandleOf(o), FootprintOf(*o, range));
     if (c.held()) PolicyOf(t)->Pin(HandleOf(o));
   }
 }

@@ -48,16 +48,15 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Free
       return Verdict::kSkip;
     }
     victims.push_back(o);
-    return Verdict::kSkip;  // counted below, pool by pool
+    const tiers::Range& r = o->copy(TierId::kHost).range;
+    const memory::Allocator& alloc = *host_->pools()[r.space].allocator;
+    const uint64_t got = gained[r.space] += r.reserved;
+    return std::max(alloc.Stats().largest_free_bytes, got) >= alloc.Reserved(nbytes)
+               ? Verdict::kStop
+               : Verdict::kTake;
   });
   for (Object* o : victims) {
-    const Copy& c = o->copy(TierId::kHost);
-    const memory::Allocator& alloc = *host_->pools()[c.range.space].allocator;
-    const uint64_t need = alloc.Reserved(nbytes);
-    const uint64_t largest = alloc.Stats().largest_free_bytes;
     spdlog::debug("making room: '{}' ({} bytes) leaves the host tier", o->key, o->nbytes);
-    const uint32_t pool = c.range.space;
-    gained[pool] += c.range.reserved;
     if (o->copy(TierId::kGpu).present) {
       DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, frees);  // lives on the GPU
     } else {
@@ -65,7 +64,6 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Free
       counters_.evicted_bytes += o->nbytes;
       Retire(o, policy::RemovalReason::kEvicted, frees);
     }
-    if (std::max(largest, gained[pool]) >= need) return true;
   }
   return !frees->empty();
 }

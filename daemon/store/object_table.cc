@@ -1,9 +1,17 @@
 // The object table's bookkeeping.
 #include "daemon/store/object_table.h"
 
+#include <xxhash.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace tensord::store {
+
+uint64_t TensorId(absl::string_view ns, absl::string_view key) {
+  const std::string k = ObjectTable::TableKey(ns, key);
+  const uint64_t h = XXH3_64bits(k.data(), k.size());
+  return h == 0 ? 1 : h;
+}
 
 std::string ObjectTable::TableKey(absl::string_view ns, absl::string_view key) {
   // Keys never contain NUL (validated), so this concatenation is unambiguous.

@@ -38,6 +38,9 @@ struct Copy {
 
 struct Session;
 
+// A tensor's identity for the policies: a 64-bit hash of (ns, key), never 0.
+uint64_t TensorId(absl::string_view ns, absl::string_view key);
+
 struct Object {
   std::string ns, key;
   DType dtype = DType::kUnspecified;
@@ -48,6 +51,9 @@ struct Object {
   Scope scope = Scope::kGlobal;
   codec::Compression compression = codec::Compression::kNone;
   std::string parent;  // the Create's parent hint (a key in `ns`); empty: none
+  // Who it is to the eviction policies (policy::Footprint): hashes of (ns, key) and of
+  // (ns, parent), 0 for no parent.
+  uint64_t id = 0, parent_id = 0;
   bool sealed = false;
   bool retired = false;      // unreachable by key; freed when nothing holds it any more
   Session* owner = nullptr;  // set while unsealed or session-scoped
@@ -130,9 +136,10 @@ class ObjectTable {
   bool HasLease(uint64_t id) const { return leases_.contains(id); }
   size_t leases() const { return leases_.size(); }
 
- private:
+  // The table's key of (ns, key).
   static std::string TableKey(absl::string_view ns, absl::string_view key);
 
+ private:
   const Clock* const clock_;
   absl::flat_hash_map<std::string, std::unique_ptr<Object>> objects_;
   absl::flat_hash_map<Object*, std::unique_ptr<Object>> retired_;

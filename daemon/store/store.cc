@@ -22,7 +22,10 @@ absl::Status UnknownSession() {
 
 std::unique_ptr<policy::EvictionPolicy> MakePolicy(const StoreOptions& o, TierId t) {
   if (o.make_policy) return o.make_policy(t);
-  auto p = policy::MakeEvictionPolicy(o.eviction);
+  policy::PolicyOptions po;
+  po.clock = o.clock;
+  po.s3fifo_small = o.s3fifo_small;
+  auto p = policy::MakeEvictionPolicy(o.eviction, po);
   if (!p.ok()) {
     spdlog::critical("{}", p.status().ToString());  // the configuration validates the name
     std::abort();
@@ -129,6 +132,8 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
   o->scope = params.scope;
   o->compression = params.compression;
   o->parent = params.parent;
+  o->id = TensorId(params.ns, params.key);
+  o->parent_id = params.parent.empty() ? 0 : TensorId(params.ns, params.parent);
   o->owner = s;
   o->ttl_ms = params.ttl_ms;
   o->created_unix_ms = table_.NowUnixMs();
@@ -333,7 +338,7 @@ absl::Status Store::SealLocked(const std::string& session_id, absl::string_view 
   for (TierId t : tiers::kAllTiers) {
     const Copy& c = o->copy(t);
     if (c.present && PolicyOf(t) != nullptr) {
-      PolicyOf(t)->Insert(HandleOf(o), {c.range.space, c.range.reserved});
+      PolicyOf(t)->Insert(HandleOf(o), FootprintOf(*o, c.range));
       if (c.held()) PolicyOf(t)->Pin(HandleOf(o));
     }
   }

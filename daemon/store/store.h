@@ -132,6 +132,8 @@ struct StoreOptions {
   std::function<tiers::SystemPressure()> read_pressure;
   // The eviction policy of the host and GPU tiers, by name (policy::MakeEvictionPolicy).
   std::string eviction = "lru";
+  // S3-FIFO's small queue: its share of a tier's tracked bytes (policy::PolicyOptions).
+  double s3fifo_small = 0.10;
   // Makes the policies instead of `eviction` when set (tests observe the policy through it).
   std::function<std::unique_ptr<policy::EvictionPolicy>(TierId)> make_policy;
   // Threads of the store's executor: requests waiting for moves or room.
@@ -288,6 +290,9 @@ class Store {
   policy::EvictionPolicy* PolicyOf(TierId t) const { return policies_[tiers::Index(t)].get(); }
   static policy::Handle HandleOf(Object* o) { return reinterpret_cast<policy::Handle>(o); }
   static Object* ObjectOf(policy::Handle h) { return reinterpret_cast<Object*>(h); }
+  static policy::Footprint FootprintOf(const Object& o, const tiers::Range& r) {
+    return {r.space, r.reserved, o.id, o.parent_id};
+  }
   absl::Time Clamp(absl::Time deadline) const;
 
   // --- store.cc: the façade's own steps.

@@ -237,14 +237,23 @@ namespace {
 
 TEST(Config, TheEvictionPolicyIsChosenByNameAndUnknownNamesAreRefused) {
   DaemonConfig config;
-  EXPECT_EQ(config.policy.eviction, "lru");
+  EXPECT_EQ(config.policy.eviction, "s3fifo+chain") << "the one trace_bench measures best";
   const Setting* s = FindSetting("policy.eviction");
   ASSERT_NE(s, nullptr);
-  EXPECT_TRUE(s->set(config, "lru").ok());
+  for (const char* name : {"lru", "s3fifo", "lru+chain", "s3fifo+chain"}) {
+    EXPECT_TRUE(s->set(config, name).ok()) << name;
+    EXPECT_EQ(config.policy.eviction, name);
+  }
   const absl::Status bad = s->set(config, "mru");
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.message().find("known: lru"), std::string::npos) << bad.message();
-  EXPECT_EQ(config.policy.eviction, "lru") << "a refused value changes nothing";
+  EXPECT_NE(bad.message().find("known: lru, s3fifo"), std::string::npos) << bad.message();
+  EXPECT_EQ(config.policy.eviction, "s3fifo+chain") << "a refused value changes nothing";
+  const Setting* small = FindSetting("policy.s3fifo_small");
+  ASSERT_NE(small, nullptr);
+  EXPECT_TRUE(small->set(config, "0.25").ok());
+  EXPECT_DOUBLE_EQ(config.policy.s3fifo_small, 0.25);
+  EXPECT_FALSE(small->set(config, "0").ok()) << "a probation queue of nothing";
+  EXPECT_FALSE(small->set(config, "1.5").ok());
 }
 
 }  // namespace

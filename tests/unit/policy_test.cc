@@ -4,13 +4,14 @@
 
 #include <vector>
 
+#include "common/clock.h"
 #include "daemon/policy/eviction.h"
 #include "daemon/policy/pressure.h"
 
 namespace tensord::policy {
 namespace {
 
-std::vector<Handle> Order(const EvictionPolicy& p, size_t max = 100, Demand demand = {}) {
+std::vector<Handle> Order(EvictionPolicy& p, size_t max = 100, Demand demand = {}) {
   std::vector<Handle> out;
   p.Victims(demand, [&](Handle h) {
     out.push_back(h);
@@ -37,7 +38,7 @@ TEST(LruPolicy, RemoveAndUntrackedHandles) {
   lru.Insert(8, {0, 1});
   lru.Remove(7, RemovalReason::kDeleted);
   lru.Remove(99, RemovalReason::kEvicted);  // untracked: ignored
-  lru.Access(42);  // untracked: ignored, not inserted
+  lru.Access(42);                           // untracked: ignored, not inserted
   EXPECT_FALSE(lru.Contains(7));
   EXPECT_FALSE(lru.Contains(42));
   EXPECT_TRUE(lru.Contains(8));
@@ -73,12 +74,194 @@ TEST(LruPolicy, OffersOnlyEligibleVictimsForADemand) {
 }
 
 TEST(EvictionPolicy, ChosenByName) {
-  auto lru = MakeEvictionPolicy("lru");
-  ASSERT_TRUE(lru.ok());
-  EXPECT_STREQ((*lru)->name(), "lru");
+  for (absl::string_view name : kPolicyNames) {
+    auto p = MakeEvictionPolicy(name);
+    ASSERT_TRUE(p.ok()) << name;
+    EXPECT_EQ((*p)->name(), name);
+  }
   auto bad = MakeEvictionPolicy("mru");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("lru"), std::string::npos) << "names the known ones";
+  EXPECT_NE(bad.status().message().find("s3fifo+chain"), std::string::npos)
+      << "names the known ones";
+  EXPECT_FALSE(MakeEvictionPolicy("+chain").ok());
+  EXPECT_FALSE(MakeEvictionPolicy("lru+chain+chain").ok());
+}
+
+// A tensor of a chain: handle h, id 100+h, parent 100+p (p = 0: none).
+Footprint Block(Handle h, Handle p = 0, uint64_t bytes = 1, uint32_t space = 0) {
+  return {space, bytes, 100 + h, p == 0 ? 0 : 100 + p};
+}
+
+TEST(S3FifoPolicy, NewCopiesOnProbationUsedOnesMoveToMain) {
+  S3FifoPolicy s3(false, PolicyOptions{.s3fifo_small = 0.5});
+  for (Handle h : {1, 2, 3, 4}) s3.Insert(h, Block(h));
+  for (Handle h : {1, 2, 3, 4}) EXPECT_EQ(s3.QueueOf(h), 0) << "enters the small queue";
+  s3.Access(2);
+  // All four are on probation (over the small share): the unused go first, oldest first; 2
+  // was used there, so it moves to main instead of being offered, and comes last.
+  EXPECT_EQ(Order(s3), (std::vector<Handle>{1, 3, 4, 2}));
+  EXPECT_EQ(s3.QueueOf(2), 1);
+  EXPECT_EQ(s3.QueueOf(1), 0);
+}
+
+TEST(S3FifoPolicy, MainRequeuesUsedCopiesAndProbationGoesFirstWhenOverItsShare) {
+  S3FifoPolicy s3(false, PolicyOptions{.s3fifo_small = 0.3});
+  for (Handle h : {1, 2, 3, 4}) s3.Insert(h, Block(h));
+  for (Handle h : {1, 2, 3, 4}) s3.Access(h);
+  Order(s3, 1);  // looks: all four were used on probation, so all move to main
+  for (Handle h : {1, 2, 3, 4}) EXPECT_EQ(s3.QueueOf(h), 1);
+  s3.Access(1);
+  s3.Access(1);
+  s3.Access(3);
+  // Small is empty (under its share): main first; 1 and 3 are re-queued with a use less.
+  EXPECT_EQ(Order(s3, 2), (std::vector<Handle>{2, 4}));
+  s3.Insert(5, Block(5));
+  // 1/5 of the bytes on probation is under 0.3? 0.2 < 0.3: main goes first still: 3 (its one
+  // use spent), then 1 after its second requeue, then the probation copy.
+  EXPECT_EQ(Order(s3), (std::vector<Handle>{2, 4, 3, 1, 5}));
+  s3.Insert(6, Block(6));
+  s3.Insert(7, Block(7));  // 3/7 on probation: over the share, the small queue goes first
+  EXPECT_EQ(Order(s3, 3), (std::vector<Handle>{5, 6, 7}));
+}
+
+TEST(S3FifoPolicy, GhostsSendAQuickReturnToMain) {
+  S3FifoPolicy s3;
+  s3.Insert(1, Block(1));
+  s3.Insert(2, Block(2));
+  s3.Insert(3, Block(3));
+  s3.Remove(1, RemovalReason::kEvicted);  // left probation unused: remembered
+  s3.Remove(2, RemovalReason::kDeleted);  // gone for good: not remembered
+  s3.Remove(3, RemovalReason::kDemoted);  // went down a tier unused: remembered
+  EXPECT_EQ(s3.ghosts(), 2u);
+  s3.Insert(11, Block(1));  // the same tensor (id 101), back from below
+  s3.Insert(12, Block(2));
+  s3.Insert(13, Block(3));
+  EXPECT_EQ(s3.QueueOf(11), 1) << "a ghost hit enters main";
+  EXPECT_EQ(s3.QueueOf(12), 0) << "a deleted tensor left no ghost";
+  EXPECT_EQ(s3.QueueOf(13), 1);
+  EXPECT_EQ(s3.ghosts(), 0u) << "a ghost is used once";
+}
+
+TEST(S3FifoPolicy, GhostFifoIsBounded) {
+  S3FifoPolicy s3;
+  for (Handle h = 1; h <= 5000; ++h) {
+    s3.Insert(h, Block(h));
+    s3.Remove(h, RemovalReason::kEvicted);
+  }
+  EXPECT_LE(s3.ghosts(), 1024u) << "at most max(1024, tracked) ids";
+  s3.Insert(9001, Block(1));
+  EXPECT_EQ(s3.QueueOf(9001), 0) << "the oldest ghosts were forgotten";
+  s3.Insert(9002, Block(5000));
+  EXPECT_EQ(s3.QueueOf(9002), 1) << "the newest one is remembered";
+}
+
+TEST(ChainAware, TakesAChainFromItsTail) {
+  for (absl::string_view name : {"lru+chain", "s3fifo+chain"}) {
+    auto p = *MakeEvictionPolicy(name);
+    // 1 <- 2 <- 3 <- 4, inserted (and so ordered) head first: LRU would take 1 first.
+    p->Insert(1, Block(1));
+    for (Handle h : {2, 3, 4}) p->Insert(h, Block(h, h - 1));
+    EXPECT_EQ(Order(*p), (std::vector<Handle>{4, 3, 2, 1})) << name;
+    EXPECT_EQ(Order(*p, 2), (std::vector<Handle>{4, 3})) << name << ": stops when told";
+    EXPECT_EQ(Order(*p, 100, Demand{{}, 2}), (std::vector<Handle>{4, 3})) << name;
+  }
+  auto lru = *MakeEvictionPolicy("lru");
+  lru->Insert(1, Block(1));
+  for (Handle h : {2, 3, 4}) lru->Insert(h, Block(h, h - 1));
+  EXPECT_EQ(Order(*lru), (std::vector<Handle>{1, 2, 3, 4})) << "chain-blind: as ordered";
+}
+
+TEST(ChainAware, BranchesGoBranchByBranchBeforeTheirCommonParent) {
+  LruPolicy p(/*chain_aware=*/true);
+  // 1 <- 2 <- 3 and 1 <- 4 <- 5; an unrelated 6, older than all.
+  p.Insert(6, Block(6));
+  p.Insert(1, Block(1));
+  p.Insert(2, Block(2, 1));
+  p.Insert(3, Block(3, 2));
+  p.Insert(4, Block(4, 1));
+  p.Insert(5, Block(5, 4));
+  const std::vector<Handle> order = Order(p);
+  ASSERT_EQ(order.size(), 6u);
+  EXPECT_EQ(order[0], 6u);
+  EXPECT_EQ(order.back(), 1u) << "the shared head goes last";
+  auto at = [&](Handle h) { return std::find(order.begin(), order.end(), h) - order.begin(); };
+  EXPECT_LT(at(3), at(2));
+  EXPECT_LT(at(5), at(4));
+  EXPECT_EQ(std::abs(at(3) - at(2)), 1) << "a branch goes whole, tail first";
+}
+
+TEST(ChainAware, AHeldChildKeepsItsAncestorsUnlessNothingElseIsLeft) {
+  LruPolicy p(/*chain_aware=*/true);
+  p.Insert(1, Block(1));
+  p.Insert(2, Block(2, 1));
+  p.Insert(3, Block(3, 2));
+  p.Insert(9, Block(9));
+  p.Pin(3);  // leased
+  std::vector<Handle> first;
+  // The first pass offers 9 only (1 and 2 wait for 3); the chain-blind second pass then
+  // offers 1 and 2 as ordered, because room matters more than the chain.
+  EXPECT_EQ(Order(p), (std::vector<Handle>{9, 1, 2}));
+  // A refused leaf is not offered again, and keeps its parent.
+  std::vector<Handle> seen;
+  p.Unpin(3);
+  p.Victims({}, [&](Handle h) {
+    seen.push_back(h);
+    return h == 3 ? Verdict::kSkip : Verdict::kTake;
+  });
+  EXPECT_EQ(seen, (std::vector<Handle>{3, 9, 1, 2})) << "pass 1: 3 refused, 9; pass 2: 1, 2";
+}
+
+TEST(ChainAware, ChildrenTrackedBeforeTheirParentStillCount) {
+  LruPolicy p(/*chain_aware=*/true);
+  p.Insert(2, Block(2, 1));  // the child came back from below first
+  p.Insert(1, Block(1));
+  EXPECT_EQ(Order(p), (std::vector<Handle>{2, 1}));
+  p.Remove(2, RemovalReason::kDemoted);
+  EXPECT_EQ(Order(p), (std::vector<Handle>{1}));
+}
+
+TEST(Lifetime, ReuseAndIdleTimePerClass) {
+  FakeClock clock;
+  LruPolicy p(false, PolicyOptions{.clock = &clock});
+  for (Handle h = 1; h <= 10; ++h) p.Insert(h, Block(h, 0, 1, /*space=*/0));
+  p.Insert(20, Block(20, 0, 1, /*space=*/1));
+  clock.Advance(absl::Seconds(3));
+  for (Handle h = 1; h <= 4; ++h) p.Access(h);  // 4 of 10 used again after 3 s
+  clock.Advance(absl::Seconds(1));
+  p.Access(1);                           // and one a third time after 1 s
+  p.Remove(2, RemovalReason::kEvicted);  // what was seen stays counted
+  const std::vector<ClassLifetime> l = p.Lifetimes();
+  ASSERT_EQ(l.size(), 2u);
+  EXPECT_EQ(l[0].space, 0u);
+  EXPECT_EQ(l[0].inserted, 10u);
+  EXPECT_EQ(l[0].reused, 4u);
+  EXPECT_EQ(l[0].reused_twice, 1u);
+  EXPECT_DOUBLE_EQ(l[0].ReuseAfter1(), 0.4);
+  EXPECT_DOUBLE_EQ(l[0].ReuseAfter2(), 0.25);
+  EXPECT_EQ(l[0].idle_samples, 5u);
+  EXPECT_NEAR(l[0].idle_mean_s, (4 * 3.0 + 1.0) / 5, 1e-9);
+  EXPECT_GT(l[0].idle_median_s, 1.5);
+  EXPECT_LT(l[0].idle_median_s, 6.0) << "within a factor of 2 of 3 s";
+  EXPECT_EQ(l[1].inserted, 1u);
+  EXPECT_EQ(l[1].reused, 0u);
+}
+
+TEST(Lifetime, S3FifoOffersANeverReusedClassFirst) {
+  S3FifoPolicy p(false, PolicyOptions{.min_class_samples = 8});
+  // Class 0 is reused half the time, class 1 (say, partial last blocks) never.
+  Handle h = 1;
+  for (int i = 0; i < 16; ++i, ++h) {
+    p.Insert(h, Block(h, 0, 1, 0));
+    if (i % 2 == 0) p.Access(h);
+    p.Insert(1000 + h, Block(1000 + h, 0, 1, 1));
+  }
+  for (Handle x = 1; x < h; ++x) p.Remove(x, RemovalReason::kDeleted);
+  for (Handle x = 1; x < h; ++x) p.Remove(1000 + x, RemovalReason::kDeleted);
+  p.Insert(1, Block(1, 0, 1, 0));
+  p.Insert(2, Block(2, 0, 1, 1));
+  EXPECT_EQ(p.QueueOf(1), 0);
+  EXPECT_EQ(p.QueueOf(2), 2) << "the low-reuse queue";
+  EXPECT_EQ(Order(p), (std::vector<Handle>{2, 1})) << "although it is the newer";
 }
 
 }  // namespace

@@ -48,9 +48,10 @@ class RecordingPolicy final : public EvictionPolicy {
     lru_.Remove(h, why);
   }
   bool Contains(Handle h) const override { return lru_.Contains(h); }
-  void Victims(const Demand& d, absl::FunctionRef<Verdict(Handle)> visit) const override {
+  void Victims(const Demand& d, absl::FunctionRef<Verdict(Handle)> visit) override {
     lru_.Victims(d, visit);
   }
+  std::vector<ClassLifetime> Lifetimes() const override { return lru_.Lifetimes(); }
   size_t size() const override { return lru_.size(); }
   const char* name() const override { return "recording"; }
 

@@ -328,6 +328,40 @@ TEST_F(StoreTest, ThePolicyHearsPinsAndWhyEachCopyLeft) {
             static_cast<uint64_t>(log->Count(policy::RemovalReason::kEvicted)));
 }
 
+TEST_F(StoreTest, AChainAwarePolicyEvictsAKvChainFromItsTail) {
+  for (const char* name : {"lru+chain", "s3fifo+chain"}) {
+    StoreOptions options;
+    options.clock = &clock_;
+    options.eviction = name;
+    store_ = std::make_unique<Store>(host_.get(), options);
+    session_ = *store_->OpenSession("test");
+    // A chain of five 1 MiB CACHE blocks in the 6 MiB general pool, stored head first (so
+    // the head is the least recently used), each naming its predecessor as parent.
+    for (int i = 0; i < 5; ++i) {
+      CreateParams p = Params(absl::StrCat("blk", i), kMiB + 1, Durability::kCache);
+      if (i > 0) p.parent = absl::StrCat("blk", i - 1);
+      auto info = store_->Create(session_, p);
+      ASSERT_TRUE(info.ok()) << info.status();
+      ASSERT_TRUE(store_->Seal(session_, "", p.key).ok());
+    }
+    store_->Quiesce();
+    // Room for 2 MiB more: two blocks must go, and they are the tail (blk4, blk3), so that a
+    // prefix lookup still finds blk0..blk2. LRU alone would have dropped blk0 and blk1.
+    auto more = store_->Create(session_, Params("other", 2 * kMiB + 8192));
+    ASSERT_TRUE(more.ok()) << name << ": " << more.status();
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_TRUE(store_->Stat("", absl::StrCat("blk", i)).ok()) << name << ": blk" << i;
+    }
+    EXPECT_EQ(store_->Stat("", "blk4").status().code(), absl::StatusCode::kNotFound) << name;
+    EXPECT_EQ(store_->Stat("", "blk3").status().code(), absl::StatusCode::kNotFound) << name;
+    ASSERT_TRUE(store_->Abort(session_, "", "other").ok());
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(store_->Delete(session_, "", absl::StrCat("blk", i)).ok());
+    }
+    store_->Quiesce();
+  }
+}
+
 TEST_F(StoreTest, AnUnknownEvictionPolicyIsRefusedByName) {
   auto p = policy::MakeEvictionPolicy("fifo-please");
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
