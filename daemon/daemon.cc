@@ -104,6 +104,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   options.min_mem_available = config.ssd.min_mem_available;
   options.eviction = config.policy.eviction;
   options.s3fifo_small = config.policy.s3fifo_small;
+  options.hint_share = config.policy.hint_share;
   d->store_ = std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get(), d->gpu_.get());
   d->service_ = std::make_unique<service::TensordService>(
       d->store_.get(), d->host_->segments(),

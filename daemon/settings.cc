@@ -234,6 +234,10 @@ std::vector<Setting> MakeSettings() {
   s.push_back(Fraction("policy.s3fifo_small",
                        "S3-FIFO's small (probation) queue: its share of a tier's tensors' bytes.",
                        TENSORD_FIELD(policy.s3fifo_small)));
+  s.push_back(Fraction("policy.hint_share",
+                       "Look-ahead: the share of each tier that hinted tensors may hold "
+                       "protected from eviction (and be promoted into).",
+                       TENSORD_FIELD(policy.hint_share)));
   return s;
 }
 

@@ -118,6 +118,7 @@ void Store::AddCopy(Object* o, TierId t, const tiers::Range& range, codec::Codec
   if (o->sealed && !o->retired && PolicyOf(t) != nullptr) {
     PolicyOf(t)->Insert(HandleOf(o), FootprintOf(*o, range));
     if (c.held()) PolicyOf(t)->Pin(HandleOf(o));
+    if ((o->guarded & (1u << tiers::Index(t))) != 0) PolicyOf(t)->Pin(HandleOf(o));
   }
 }
 
@@ -143,6 +144,7 @@ void Store::DropCopy(Object* o, TierId t, policy::RemovalReason why, Frees* free
 }
 
 void Store::Retire(Object* o, policy::RemovalReason why, Frees* frees) {
+  if (!lookahead_.empty()) ForgetHint(o);
   for (TierId t : tiers::kAllTiers) {
     if (PolicyOf(t) != nullptr) PolicyOf(t)->Remove(HandleOf(o), why);
   }

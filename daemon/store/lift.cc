@@ -55,6 +55,7 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
   std::unique_ptr<Lift> lift = *std::move(made);
   lift->session_id = session_id;
   bool session_ok = true;
+  bool hinted = false;  // a hint was read: the window moves on
   {
     absl::MutexLock lock(&mu_);
     Session* s = table_.FindSession(session_id);
@@ -77,6 +78,7 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
         r.status = absl::FailedPreconditionError(absl::StrCat("'", keys[i], "' is not sealed yet"));
         continue;
       }
+      if (!lookahead_.empty()) hinted |= ConsumeHint(o);
       if (s->leases.size() >= options_.max_leases_per_session) {
         r.status = absl::ResourceExhaustedError(
             absl::StrCat("session holds ", s->leases.size(), " leases, the maximum; Release some"));
@@ -96,6 +98,7 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
       if (r.lease_id == 0) lift->which.push_back(i);  // moved after this pass, off this thread
     }
   }
+  if (hinted) PumpLookAhead();
   // Callbacks never run under the lock: they may call back into the store.
   if (!session_ok) {
     return std::move(done)(

@@ -458,6 +458,7 @@ void Store::ReadPressure() {
 void Store::RunMigrator(absl::Notification* stop) {
   absl::Time last_read = absl::InfinitePast(), last_probe = absl::Now();
   while (!stop->HasBeenNotified()) {
+    PumpLookAhead();  // expires stale hints; moves the window on
     // System pressure is read whatever tiers exist: operators query it over GetStats and
     // Prometheus even when there is nothing to demote to.
     if (absl::Now() - last_read >= kPressureReadEvery) {

@@ -54,6 +54,7 @@ struct Object {
   // Who it is to the eviction policies (policy::Footprint): hashes of (ns, key) and of
   // (ns, parent), 0 for no parent.
   uint64_t id = 0, parent_id = 0;
+  uint8_t guarded = 0;  // bit tiers::Index(t): a hint guards the copy in t against eviction
   bool sealed = false;
   bool retired = false;      // unreachable by key; freed when nothing holds it any more
   Session* owner = nullptr;  // set while unsealed or session-scoped

@@ -56,7 +56,8 @@ Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, t
       options_(std::move(options)),
       mover_(tiers_, std::max(1, options_.executor_threads)),
       table_(options_.clock),
-      system_(options_.read_pressure ? options_.read_pressure() : tiers::ReadSystemPressure()) {
+      system_(options_.read_pressure ? options_.read_pressure() : tiers::ReadSystemPressure()),
+      lookahead_(options_.max_hints) {
   policies_[tiers::Index(TierId::kHost)] = MakePolicy(options_, TierId::kHost);
   if (gpu_ != nullptr) policies_[tiers::Index(TierId::kGpu)] = MakePolicy(options_, TierId::kGpu);
 }
@@ -340,6 +341,7 @@ absl::Status Store::SealLocked(const std::string& session_id, absl::string_view 
     if (c.present && PolicyOf(t) != nullptr) {
       PolicyOf(t)->Insert(HandleOf(o), FootprintOf(*o, c.range));
       if (c.held()) PolicyOf(t)->Pin(HandleOf(o));
+      if ((o->guarded & (1u << tiers::Index(t))) != 0) PolicyOf(t)->Pin(HandleOf(o));
     }
   }
   table_.Arm(o);

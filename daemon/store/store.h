@@ -29,6 +29,7 @@
 #include "absl/functional/any_invocable.h"
 #include "daemon/memory/allocator.h"
 #include "daemon/policy/eviction.h"
+#include "daemon/policy/lookahead.h"
 #include "daemon/store/mover.h"
 #include "daemon/store/object_table.h"
 #include "daemon/store/types.h"
@@ -52,7 +53,10 @@ namespace tensord::store {
   X(gpu_promoted_bytes) X(gpu_demotions) X(gpu_demoted_bytes) X(gpu_copy_failures) \
   X(gpu_evictions) X(prefetches) X(prefetched_bytes) X(codec_encodes) X(codec_encode_in_bytes)  \
   X(codec_encode_out_bytes) X(codec_stored_raw) X(codec_decodes) X(codec_decode_in_bytes)     \
-  X(codec_decode_out_bytes) X(codec_decode_failures)
+  X(codec_decode_out_bytes) X(codec_decode_failures)                          \
+  X(lookahead_hints) X(lookahead_refreshed) X(lookahead_unknown) X(lookahead_dropped)  \
+  X(lookahead_expired) X(lookahead_issued) X(lookahead_used) X(lookahead_wasted)       \
+  X(lookahead_late) X(lookahead_failed) X(lookahead_bytes)
 // clang-format on
 
 struct Counters {
@@ -138,6 +142,19 @@ struct StoreOptions {
   std::function<std::unique_ptr<policy::EvictionPolicy>(TierId)> make_policy;
   // Threads of the store's executor: requests waiting for moves or room.
   int executor_threads = 4;
+  // Look-ahead (Hint): the share of each tier that hinted tensors may hold protected from
+  // eviction, how many hints are queued at most, and how long a hint lasts by default.
+  double hint_share = 0.25;
+  size_t max_hints = size_t{1} << 20;
+  absl::Duration hint_ttl = absl::Seconds(30);
+};
+
+// What a Hint call did with its keys.
+struct HintOutcome {
+  uint64_t accepted = 0;   // queued
+  uint64_t refreshed = 0;  // queued already (a duplicate): rank kept, expiry extended
+  uint64_t unknown = 0;    // no such sealed tensor: ignored
+  uint64_t dropped = 0;    // the queue was full (options.max_hints)
 };
 
 // One key's answer in a Prefetch.
@@ -215,6 +232,22 @@ class Store {
   absl::StatusOr<std::vector<PrefetchOutcome>> Prefetch(
       absl::string_view ns, std::span<const std::string> keys, WantTier tier = WantTier::kHost,
       absl::Time deadline = absl::InfiniteFuture(), int device = -1);
+  // Look-ahead: `keys` are what the next requests will read, in that order. Each known, sealed
+  // key is queued after those already queued (a duplicate keeps its rank) until it is read by a
+  // Get, deleted, or `ttl` passes (0: options.hint_ttl; at most an hour). The first queued
+  // tensors, as many as fit options.hint_share of `tier`, are protected from eviction there and
+  // promoted to it (from SSD, or to the GPU) through the mover, lowest rank first, one batch at
+  // a time so that demand moves are not starved. Unknown keys are counted and ignored.
+  // INVALID_ARGUMENT (namespace, a key, more than kMaxHintKeys keys, tier SSD, ttl),
+  // FAILED_PRECONDITION (tier GPU without a GPU tier).
+  static constexpr size_t kMaxHintKeys = 65536;
+  absl::StatusOr<HintOutcome> Hint(absl::string_view ns, std::span<const std::string> keys,
+                                   WantTier tier = WantTier::kHost,
+                                   absl::Duration ttl = absl::ZeroDuration(), int device = -1)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs the look-ahead: expires stale hints, extends the protected window, starts the next
+  // promotion batch. Hint, Get and the migrator call it; tests may.
+  void PumpLookAhead() ABSL_LOCKS_EXCLUDED(mu_);
   // Ends leases, all or nothing. NOT_FOUND if any id is not a lease of this session,
   // INVALID_ARGUMENT for an empty or duplicated list, FAILED_PRECONDITION (unknown session).
   absl::Status Release(const std::string& session_id, std::span<const uint64_t> lease_ids);
@@ -341,6 +374,17 @@ class Store {
   void Reclaim(Frees frees, bool now = false) ABSL_LOCKS_EXCLUDED(mu_);
   void ReturnRanges(const Frees& frees, uint64_t scrubbed) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // --- lookahead.cc: hints.
+  // Guards o's copy in t against eviction (a policy pin while guarded, whenever the copy is
+  // tracked), or stops guarding it.
+  void Guard(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unguard(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A Get read o: its hint is used (or late). Returns whether o was hinted.
+  bool ConsumeHint(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // o is leaving (retired): its hint goes, wasted if it had been promoted.
+  void ForgetHint(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Time Now() const { return (options_.clock != nullptr ? options_.clock : Clock::Real())->Now(); }
+
   // --- lift.cc: moves up, for Get and Prefetch (on the executor).
   // A lift of `nkeys` keys to `want`'s tier, after the whole-call checks of `call` ("Get",
   // "Prefetch"): INVALID_ARGUMENT (batch size, namespace, tier, device), FAILED_PRECONDITION.
@@ -437,6 +481,10 @@ class Store {
   bool migrate_now_ ABSL_GUARDED_BY(mu_) = false;
   tiers::SystemPressure system_ ABSL_GUARDED_BY(mu_);  // last reading by the migrator
   Counters counters_ ABSL_GUARDED_BY(mu_);
+  policy::LookAhead lookahead_ ABSL_GUARDED_BY(mu_);
+  bool lookahead_pumping_ ABSL_GUARDED_BY(mu_) = false;  // a thread runs PumpLookAhead
+  bool lookahead_again_ ABSL_GUARDED_BY(mu_) = false;    // ... and must look once more
+  bool lookahead_moving_ ABSL_GUARDED_BY(mu_) = false;   // a promotion batch is in flight
 };
 
 }  // namespace tensord::store

@@ -249,6 +249,7 @@ struct StoreRun {
   double latency_p50_ms = 0, latency_p99_ms = 0;
   uint64_t promoted_bytes = 0, demoted_bytes = 0;
   uint64_t wrong_bytes = 0;
+  store::Counters counters;
 };
 
 struct StoreFlags {
@@ -256,6 +257,7 @@ struct StoreFlags {
   uint64_t block_bytes = 16 << 10;
   double speedup = 0;
   double compute_us = 0;
+  size_t lookahead = 0;  // hint the blocks of this many queued requests ahead (0: no hints)
 };
 
 std::string BlockKey(uint64_t b) { return absl::StrCat("b", b); }
@@ -291,7 +293,27 @@ StoreRun ReplayStore(const std::vector<Request>& trace, const std::string& name,
   const double cpu0 = CpuSeconds();
   const double t_first = trace.front().t_ms;
   std::vector<std::string> keys;
-  for (const Request& r : trace) {
+  size_t hinted_upto = 0;  // requests [0, hinted_upto) were hinted
+  auto arrival = [&](const Request& r) {
+    return start + std::chrono::duration_cast<SteadyClock::duration>(
+                       std::chrono::duration<double, std::milli>((r.t_ms - t_first) /
+                                                                 std::max(f.speedup, 1e-9)));
+  };
+  for (size_t ri = 0; ri < trace.size(); ++ri) {
+    const Request& r = trace[ri];
+    // The scheduler's look-ahead: the blocks of the requests queued behind this one (arrived
+    // by now), in the order they will be read.
+    if (f.lookahead > 0) {
+      std::vector<std::string> ahead;
+      const auto now = SteadyClock::now();
+      hinted_upto = std::max(hinted_upto, ri);
+      while (hinted_upto < std::min(trace.size(), ri + 1 + f.lookahead) &&
+             (f.speedup <= 0 || arrival(trace[hinted_upto]) <= now)) {
+        for (uint64_t b : trace[hinted_upto].blocks) ahead.push_back(BlockKey(b));
+        ++hinted_upto;
+      }
+      if (!ahead.empty()) Check(st.Hint("trace", ahead).status(), "hint");
+    }
     if (f.speedup > 0) {
       std::this_thread::sleep_until(
           start + std::chrono::duration_cast<SteadyClock::duration>(
@@ -370,6 +392,7 @@ StoreRun ReplayStore(const std::vector<Request>& trace, const std::string& name,
   run.latency_p50_ms = latencies[latencies.size() / 2];
   run.latency_p99_ms = latencies[latencies.size() * 99 / 100];
   const store::StoreStats stats = st.Stats();
+  run.counters = stats.counters;
   run.promoted_bytes = stats.counters.promoted_bytes;
   run.demoted_bytes = stats.counters.demoted_bytes;
   st.CloseSession(session);
@@ -418,6 +441,8 @@ int Main(int argc, char** argv) {
       po.s3fifo_small = std::stod(value());
     } else if (flag == "--ghost") {
       po.ghost_factor = std::stod(value());
+    } else if (flag == "--lookahead") {
+      sf.lookahead = std::stoull(value());
     } else if (flag == "--tail-class") {
       tail_class = true;
     } else {
@@ -468,29 +493,34 @@ int Main(int argc, char** argv) {
   if (mode == "store" || mode == "both") {
     absl::PrintF(
         "\n## The store: host tier (%d KiB blocks) + SSD tier on %s, speedup %s, %g us of "
-        "compute per recomputed block\n\n",
+        "compute per recomputed block, look-ahead %s\n\n",
         sf.block_bytes >> 10, sf.dir,
-        sf.speedup > 0 ? absl::StrCat(sf.speedup) : "none (back to back)", sf.compute_us);
+        sf.speedup > 0 ? absl::StrCat(sf.speedup) : "none (back to back)", sf.compute_us,
+        sf.lookahead > 0 ? absl::StrCat(sf.lookahead, " queued requests") : "off");
     absl::PrintF(
         "| capacity | policy | host block hit | host prefix hit | vs lru | SSD block hit |"
         " host+SSD prefix hit | latency p50 / p99 ms | promoted MiB | demoted MiB |"
-        " CPU us/access | wall s | wrong |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        " CPU us/access | wall s | wrong | prefetch issued / used / wasted / late |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (double share : capacities) {
       double lru_prefix = 0;
       for (const std::string& name : policies) {
         const StoreRun run = ReplayStore(trace, name, share, unique, sf);
         if (name == "lru") lru_prefix = run.ratios.Prefix();
+        const store::Counters& c = run.counters;
+        const double issued = double(std::max<uint64_t>(1, c.lookahead_issued));
         absl::PrintF(
             "| %.0f%% | %s | %.3f | %.3f | %s | %.3f | %.3f | %.2f / %.2f | %.0f | %.0f | %.2f | "
-            "%.1f | %d |\n",
+            "%.1f | %d | %d / %d (%.0f%%) / %d / %d (%.1f%%) |\n",
             share * 100, name, run.ratios.Block(), run.ratios.Prefix(),
             lru_prefix > 0 ? absl::StrFormat("%.3f", run.ratios.Prefix() / lru_prefix)
                            : std::string("-"),
             double(run.ratios.lower_block_hits) / double(run.ratios.accesses),
             run.ratios.AnyPrefix(), run.latency_p50_ms, run.latency_p99_ms,
             double(run.promoted_bytes) / (1 << 20), double(run.demoted_bytes) / (1 << 20),
-            run.cpu_us_per_access, run.wall_s, run.wrong_bytes);
+            run.cpu_us_per_access, run.wall_s, run.wrong_bytes, c.lookahead_issued,
+            c.lookahead_used, 100.0 * double(c.lookahead_used) / issued, c.lookahead_wasted,
+            c.lookahead_late, 100.0 * double(c.lookahead_late) / issued);
         if (run.wrong_bytes != 0) Die("a hit served wrong bytes");
       }
     }

@@ -1,0 +1,202 @@
+// Look-ahead: hints from schedulers (Hint), the protected window and the promotions it starts.
+// The queue and the window are policy decisions (policy/lookahead.h); here they meet the table:
+// a hinted copy in the window is guarded (an eviction-policy pin of its own, separate from
+// leases and readers), and what the window holds off its tier is promoted through PrefetchAsync,
+// one batch at a time, lowest rank first. Counters: issued (moves started), used (read after
+// its move finished), late (read while the move was in flight), wasted (expired or deleted after
+// a move, unread), failed (the move failed), bytes moved.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/store/store.h"
+#include "daemon/store/validation.h"
+
+namespace tensord::store {
+namespace {
+
+constexpr size_t kHintBatch = 32;  // keys per promotion batch
+constexpr absl::Duration kMaxHintTtl = absl::Hours(1);
+constexpr absl::Duration kPromotionDeadline = absl::Seconds(30);
+
+TierId TierOfIndex(uint8_t i) {
+  for (TierId t : tiers::kAllTiers) {
+    if (tiers::Index(t) == i) return t;
+  }
+  return TierId::kHost;
+}
+
+}  // namespace
+
+void Store::Guard(Object* o, TierId t) {
+  const uint8_t bit = uint8_t(1u << tiers::Index(t));
+  if ((o->guarded & bit) != 0) return;
+  o->guarded |= bit;
+  if (PolicyOf(t) != nullptr) PolicyOf(t)->Pin(HandleOf(o));  // ignored while untracked
+}
+
+void Store::Unguard(Object* o, TierId t) {
+  const uint8_t bit = uint8_t(1u << tiers::Index(t));
+  if ((o->guarded & bit) == 0) return;
+  o->guarded &= uint8_t(~bit);
+  if (PolicyOf(t) != nullptr) PolicyOf(t)->Unpin(HandleOf(o));
+}
+
+bool Store::ConsumeHint(Object* o) {
+  std::optional<policy::Hinted> e = lookahead_.Take(HandleOf(o));
+  if (!e) return false;
+  if (e->issued) ++(e->arrived ? counters_.lookahead_used : counters_.lookahead_late);
+  Unguard(o, TierOfIndex(e->tier));
+  return true;
+}
+
+void Store::ForgetHint(Object* o) {
+  std::optional<policy::Hinted> e = lookahead_.Take(HandleOf(o));
+  if (!e) return;
+  if (e->issued) ++counters_.lookahead_wasted;
+  Unguard(o, TierOfIndex(e->tier));
+}
+
+absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const std::string> keys,
+                                        WantTier tier, absl::Duration ttl, int device) {
+  if (absl::Status st = ValidateNamespace(ns); !st.ok()) return st;
+  if (keys.size() > kMaxHintKeys) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a Hint carries at most ", kMaxHintKeys, " keys, not ", keys.size()));
+  }
+  if (tier == WantTier::kSsd) {
+    return absl::InvalidArgumentError("hints promote to HOST or GPU, not SSD");
+  }
+  if (tier == WantTier::kGpu && gpu_ == nullptr) {
+    return absl::FailedPreconditionError("tier GPU: this daemon has no GPU tier");
+  }
+  if (ttl < absl::ZeroDuration() || ttl > kMaxHintTtl) {
+    return absl::InvalidArgumentError(absl::StrCat("hint ttl must be between 0 (the default, ",
+                                                   absl::FormatDuration(options_.hint_ttl),
+                                                   ") and 1 hour"));
+  }
+  for (const std::string& key : keys) {
+    if (absl::Status st = ValidateKey(key); !st.ok()) return st;
+  }
+  const TierId to = tier == WantTier::kGpu ? TierId::kGpu : TierId::kHost;
+  HintOutcome out;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time expiry = Now() + (ttl == absl::ZeroDuration() ? options_.hint_ttl : ttl);
+    for (const std::string& key : keys) {
+      Object* o = table_.Find(ns, key);
+      if (o == nullptr || !o->sealed) {
+        ++out.unknown;
+        continue;
+      }
+      switch (lookahead_.Add(HandleOf(o), o->nbytes, uint8_t(tiers::Index(to)), device, expiry)) {
+        case policy::LookAhead::Added::kAdded:
+          ++out.accepted;
+          break;
+        case policy::LookAhead::Added::kRefreshed:
+          ++out.refreshed;
+          break;
+        case policy::LookAhead::Added::kFull:
+          ++out.dropped;
+          break;
+      }
+    }
+    counters_.lookahead_hints += out.accepted;
+    counters_.lookahead_refreshed += out.refreshed;
+    counters_.lookahead_unknown += out.unknown;
+    counters_.lookahead_dropped += out.dropped;
+  }
+  PumpLookAhead();
+  return out;
+}
+
+void Store::PumpLookAhead() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (lookahead_.empty()) return;
+    if (lookahead_pumping_) {  // another thread (or this one, further up) is at it
+      lookahead_again_ = true;
+      return;
+    }
+    lookahead_pumping_ = true;
+  }
+  while (true) {
+    std::string ns;
+    std::vector<std::string> keys;
+    WantTier want = WantTier::kHost;
+    int device = -1;
+    {
+      absl::MutexLock lock(&mu_);
+      lookahead_again_ = false;
+      lookahead_.Expire(Now(), [&](const policy::Hinted& e) {
+        ++counters_.lookahead_expired;
+        if (e.issued) ++counters_.lookahead_wasted;
+        Unguard(ObjectOf(e.h), TierOfIndex(e.tier));
+      });
+      std::array<uint64_t, policy::kHintTiers> budget = {};
+      budget[tiers::Index(TierId::kHost)] =
+          uint64_t(options_.hint_share * double(host_->Usage().capacity_bytes));
+      if (gpu_ != nullptr) {
+        budget[tiers::Index(TierId::kGpu)] =
+            uint64_t(options_.hint_share * double(gpu_->Usage().capacity_bytes));
+      }
+      lookahead_.Extend(budget, [&](policy::Hinted& e) {
+        Object* o = ObjectOf(e.h);
+        const TierId t = TierOfIndex(e.tier);
+        Guard(o, t);
+        if (!o->copy(t).present) lookahead_.NeedsMove(e.h);
+      });
+      if (!lookahead_moving_) {
+        auto together = [](const policy::Hinted& a, const policy::Hinted& b) {
+          return a.tier == b.tier && a.device == b.device && ObjectOf(a.h)->ns == ObjectOf(b.h)->ns;
+        };
+        for (policy::Hinted* e : lookahead_.NextMoves(kHintBatch, together)) {
+          Object* o = ObjectOf(e->h);
+          const TierId t = TierOfIndex(e->tier);
+          if (o->copy(t).present) continue;  // arrived some other way meanwhile
+          e->issued = true;
+          ns = o->ns;
+          want = t == TierId::kGpu ? WantTier::kGpu : WantTier::kHost;
+          device = e->device;
+          keys.push_back(o->key);
+        }
+        if (!keys.empty()) {
+          lookahead_moving_ = true;
+          counters_.lookahead_issued += keys.size();
+        }
+      }
+      if (keys.empty() && !lookahead_again_) {
+        lookahead_pumping_ = false;
+        return;
+      }
+    }
+    if (keys.empty()) continue;
+    std::vector<std::string> sent = keys;
+    PrefetchAsync(
+        ns, std::move(keys), want, absl::Now() + kPromotionDeadline, device,
+        [this, ns, sent = std::move(sent)](absl::StatusOr<std::vector<PrefetchOutcome>> r) {
+          {
+            absl::MutexLock lock(&mu_);
+            lookahead_moving_ = false;
+            for (size_t i = 0; i < sent.size(); ++i) {
+              const bool ok = r.ok() && (*r)[i].status.ok();
+              Object* o = table_.Find(ns, sent[i]);
+              if (o == nullptr) continue;
+              if (ok && (*r)[i].moved) counters_.lookahead_bytes += o->nbytes;
+              policy::Hinted* e = lookahead_.Find(HandleOf(o));
+              if (e == nullptr || !e->issued) continue;  // read already (late), or gone
+              if (ok) {
+                e->arrived = true;
+              } else {
+                ++counters_.lookahead_failed;  // not used, not wasted: failed
+                const TierId t = TierOfIndex(e->tier);
+                lookahead_.Take(HandleOf(o));
+                Unguard(o, t);
+              }
+            }
+          }
+          PumpLookAhead();  // the next batch
+        });
+  }
+}
+
+}  // namespace tensord::store
