@@ -386,6 +386,28 @@ absl::StatusOr<std::vector<PrefetchResult>> Client::Prefetch(std::span<const std
   return out;
 }
 
+absl::StatusOr<HintResult> Client::Hint(std::span<const std::string> keys, Tier tier,
+                                        std::chrono::milliseconds ttl, int device) {
+  if (ttl.count() < 0 || ttl > std::chrono::hours(1)) {
+    return absl::InvalidArgumentError("hint ttl must be between 0 (the default) and 1 hour");
+  }
+  v1::HintRequest request;
+  request.set_ns(session_->ns());
+  for (const std::string& k : keys) request.add_keys(k);
+  request.set_tier(static_cast<v1::Tier>(tier));
+  request.set_ttl_ms(static_cast<uint32_t>(ttl.count()));
+  if (tier == Tier::kGpu && device >= 0) {
+    auto d = session_->DaemonDevice(device);
+    if (!d.ok()) return d.status();
+    request.set_device(*d);
+  }
+  v1::HintResponse response;
+  auto st = FromGrpc(session_->stub().Hint(session_->Context().get(), request, &response));
+  if (!st.ok()) return st;
+  return HintResult{response.accepted(), response.refreshed(), response.unknown(),
+                    response.dropped()};
+}
+
 absl::StatusOr<std::string> Client::Evict(std::string_view key) {
   v1::EvictRequest request;
   request.set_ns(session_->ns());

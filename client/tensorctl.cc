@@ -278,6 +278,14 @@ int main(int argc, char** argv) {
   prefetch->add_option("keys", keys, "keys to promote")->required();
   prefetch->add_option("--tier", to_tier, "host (default) or gpu")
       ->check(CLI::IsMember({"host", "gpu"}));
+  uint32_t hint_ttl_ms = 0;
+  auto* hint = app.add_subcommand(
+      "hint", "say which tensors the next requests read, in order: kept and promoted ahead");
+  hint->add_option("keys", keys, "keys, in the order they will be read")->required();
+  hint->add_option("--tier", to_tier, "host (default) or gpu")
+      ->check(CLI::IsMember({"host", "gpu"}));
+  hint->add_option("--ttl-ms", hint_ttl_ms, "how long the hint lasts (default: the daemon's, 30 s)")
+      ->check(CLI::Range(0, 3'600'000));
   std::string prefix;
   uint32_t limit = 0;
   auto* ls = app.add_subcommand("ls", "list tensors");
@@ -355,6 +363,14 @@ int main(int argc, char** argv) {
         compression == "lossless" ? tensord::Compression::kLossless : tensord::Compression::kNone;
     opts.parent = parent;
     return Put(c, file, key, dtype, shape, opts);
+  }
+  if (*hint) {
+    auto r = c.Hint(keys, to_tier == "gpu" ? tensord::Tier::kGpu : tensord::Tier::kHost,
+                    std::chrono::milliseconds(hint_ttl_ms));
+    if (!r.ok()) return Fail(r.status());
+    absl::PrintF("hinted %d keys: %d queued, %d already queued, %d unknown, %d dropped\n",
+                 keys.size(), r->accepted, r->refreshed, r->unknown, r->dropped);
+    return 0;
   }
   if (*prefetch) {
     auto results = c.Prefetch(keys, to_tier == "gpu" ? tensord::Tier::kGpu : tensord::Tier::kHost);

@@ -287,6 +287,23 @@ class PyClient {
     return out;
   }
 
+  // {"accepted", "refreshed", "unknown", "dropped"}.
+  py::dict Hint(const std::vector<std::string>& keys, const std::string& device, double ttl) {
+    const auto [tier, ordinal] = ParseDevice(device);
+    if (!(ttl >= 0 && ttl <= 3600)) Throw(absl::InvalidArgumentError("ttl: 0 to 3600 seconds"));
+    HintResult r;
+    {
+      py::gil_scoped_release nogil;
+      r = Unwrap(c().Hint(keys, tier, std::chrono::milliseconds(int64_t(ttl * 1000)), ordinal));
+    }
+    py::dict d;
+    d["accepted"] = r.accepted;
+    d["refreshed"] = r.refreshed;
+    d["unknown"] = r.unknown;
+    d["dropped"] = r.dropped;
+    return d;
+  }
+
   // One dict per key: {"key", "ok", "moved", "code", "message"}.
   py::list Prefetch(const std::vector<std::string>& keys, const std::string& device) {
     const auto [tier, ordinal] = ParseDevice(device);
@@ -533,6 +550,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("ttl") = 0.0, py::arg("device") = "cpu", py::arg("compression") = "none",
            py::arg("parent") = "")
       .def("prefetch", &PyClient::Prefetch, py::arg("keys"), py::arg("device") = "cpu")
+      .def("hint", &PyClient::Hint, py::arg("keys"), py::arg("device") = "cpu",
+           py::arg("ttl") = 0.0)
       .def("get", &PyClient::Get, py::arg("key"), py::arg("device") = "cpu")
       .def("get_many", &PyClient::GetMany, py::arg("keys"), py::arg("device") = "cpu")
       .def("delete", &PyClient::Delete, py::arg("key"))

@@ -164,6 +164,10 @@ void TrackedPolicy::Victims(const Demand& demand, absl::FunctionRef<Verdict(Hand
       case Verdict::kStop:
         over = true;
         break;
+      case Verdict::kLast:
+        taken.insert(h);
+        over = true;
+        break;
     }
     return !over;
   };
@@ -346,7 +350,8 @@ bool S3FifoPolicy::ScanMain(absl::FunctionRef<bool(Handle)> offer) {
     Entry& e = EntryOf(h);
     if (e.freq > 0) {
       --e.freq;
-      if (next != fifo.end()) fifo.splice(fifo.end(), fifo, it);
+      if (next == fifo.end()) continue;  // the last one: look at it again, one use less
+      fifo.splice(fifo.end(), fifo, it);
     } else if (!offer(h)) {
       return false;
     }

@@ -59,8 +59,9 @@ struct Demand {
   uint64_t bytes = std::numeric_limits<uint64_t>::max();
 };
 
-// The store's answer for each victim offered.
-enum class Verdict : uint8_t { kTake, kSkip, kStop };
+// The store's answer for each victim offered: taken, refused, taken and enough (kLast), or
+// refused and enough (kStop).
+enum class Verdict : uint8_t { kTake, kSkip, kStop, kLast };
 
 // What the policy has seen of one pool class's copies: how often a copy is used again after
 // its first and second use (its insert is the first), and how long it sat idle between uses.

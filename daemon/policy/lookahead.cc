@@ -8,21 +8,27 @@ namespace tensord::policy {
 LookAhead::Added LookAhead::Add(Handle h, uint64_t bytes, uint8_t tier, int device,
                                 absl::Time expiry) {
   if (auto it = where_.find(h); it != where_.end()) {
-    it->second->expiry = std::max(it->second->expiry, expiry);
+    Hinted& e = *it->second;
+    if (expiry > e.expiry) {
+      e.expiry = expiry;
+      expiries_.erase(e.expiry_at);
+      e.expiry_at = expiries_.emplace(expiry, h);
+    }
     return Added::kRefreshed;
   }
   if (where_.size() >= max_entries_) return Added::kFull;
   order_.push_back(Hinted{h, bytes, tier, device, expiry});
   auto it = std::prev(order_.end());
+  it->expiry_at = expiries_.emplace(expiry, h);
   where_.emplace(h, it);
   if (frontier_ == order_.end()) frontier_ = it;
-  next_expiry_ = std::min(next_expiry_, expiry);
   return Added::kAdded;
 }
 
 void LookAhead::Erase(Order::iterator it) {
   if (it->in_window) window_bytes_[it->tier] -= it->bytes;
   if (it == frontier_) ++frontier_;
+  expiries_.erase(it->expiry_at);
   where_.erase(it->h);
   order_.erase(it);
 }
@@ -41,17 +47,10 @@ Hinted* LookAhead::Find(Handle h) {
 }
 
 void LookAhead::Expire(absl::Time now, absl::FunctionRef<void(const Hinted&)> gone) {
-  if (now < next_expiry_) return;
-  next_expiry_ = absl::InfiniteFuture();
-  for (auto it = order_.begin(); it != order_.end();) {
-    auto next = std::next(it);
-    if (it->expiry <= now) {
-      gone(*it);
-      Erase(it);
-    } else {
-      next_expiry_ = std::min(next_expiry_, it->expiry);
-    }
-    it = next;
+  while (!expiries_.empty() && expiries_.begin()->first <= now) {
+    auto it = where_.find(expiries_.begin()->second)->second;
+    gone(*it);
+    Erase(it);
   }
 }
 
@@ -59,7 +58,7 @@ void LookAhead::Extend(const std::array<uint64_t, kHintTiers>& budget,
                        absl::FunctionRef<void(Hinted&)> entered) {
   while (frontier_ != order_.end()) {
     Hinted& e = *frontier_;
-    if (window_bytes_[e.tier] + e.bytes > budget[e.tier]) return;
+    if (window_bytes_[e.tier] > 0 && window_bytes_[e.tier] + e.bytes > budget[e.tier]) return;
     window_bytes_[e.tier] += e.bytes;
     e.in_window = true;
     ++frontier_;

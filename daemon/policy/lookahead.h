@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <deque>
 #include <list>
+#include <map>
 #include <optional>
 
 #include "absl/container/flat_hash_map.h"
@@ -28,9 +29,10 @@ struct Hinted {
   uint8_t tier = 0;  // where it is wanted (a store tier index)
   int device = -1;
   absl::Time expiry;
-  bool in_window = false;  // guarded against eviction on `tier`
-  bool issued = false;     // a move up was started for it
-  bool arrived = false;    // ... and finished
+  bool in_window = false;                                 // guarded against eviction on `tier`
+  bool issued = false;                                    // a move up was started for it
+  bool arrived = false;                                   // ... and finished
+  std::multimap<absl::Time, Handle>::iterator expiry_at;  // its place in the expiry index
 };
 
 class LookAhead {
@@ -48,7 +50,8 @@ class LookAhead {
   void Expire(absl::Time now, absl::FunctionRef<void(const Hinted&)> gone);
   // Extends the window in rank order while the next entry's bytes fit its tier's budget (bytes
   // already in the window count), calling `entered` for each entry that enters it. An entry
-  // that does not fit stops the extension: ranks are never skipped.
+  // that does not fit stops the extension: ranks are never skipped. (One larger than the whole
+  // budget enters an empty window alone, so that it cannot block the queue.)
   void Extend(const std::array<uint64_t, kHintTiers>& budget,
               absl::FunctionRef<void(Hinted&)> entered);
   // Queues an entry of the window for a move up, and pops up to `max` of them (rank order)
@@ -72,8 +75,7 @@ class LookAhead {
   absl::flat_hash_map<Handle, Order::iterator> where_;
   std::array<uint64_t, kHintTiers> window_bytes_ = {};
   std::deque<Handle> to_move_;
-  // Expiry scan: entries expire in any order, so Expire walks them all, at most this often.
-  absl::Time next_expiry_ = absl::InfiniteFuture();
+  std::multimap<absl::Time, Handle> expiries_;  // every entry, soonest expiry first
 };
 
 }  // namespace tensord::policy

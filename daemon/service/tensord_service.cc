@@ -338,6 +338,23 @@ grpc::ServerUnaryReactor* TensordService::Prefetch(grpc::CallbackServerContext* 
   return reactor;
 }
 
+grpc::ServerUnaryReactor* TensordService::Hint(grpc::CallbackServerContext* ctx,
+                                               const v1::HintRequest* request,
+                                               v1::HintResponse* response) {
+  if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
+  const std::vector<std::string> keys(request->keys().begin(), request->keys().end());
+  auto out = store_->Hint(request->ns(), keys, static_cast<store::WantTier>(request->tier()),
+                          absl::Milliseconds(request->ttl_ms()),
+                          request->has_device() ? request->device() : -1);
+  if (out.ok()) {
+    response->set_accepted(out->accepted);
+    response->set_refreshed(out->refreshed);
+    response->set_unknown(out->unknown);
+    response->set_dropped(out->dropped);
+  }
+  return Done(ctx, out.status());
+}
+
 grpc::ServerUnaryReactor* TensordService::Release(grpc::CallbackServerContext* ctx,
                                                   const v1::ReleaseRequest* request,
                                                   v1::ReleaseResponse*) {

@@ -40,6 +40,8 @@ class TensordService final : public v1::Tensord::CallbackService {
   grpc::ServerUnaryReactor* Prefetch(grpc::CallbackServerContext* ctx,
                                      const v1::PrefetchRequest* request,
                                      v1::PrefetchResponse* response) override;
+  grpc::ServerUnaryReactor* Hint(grpc::CallbackServerContext* ctx, const v1::HintRequest* request,
+                                 v1::HintResponse* response) override;
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
                                     const v1::ReleaseRequest* request,
                                     v1::ReleaseResponse* response) override;

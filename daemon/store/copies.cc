@@ -134,6 +134,7 @@ void Store::FreeRange(TierId t, const tiers::Range& range, Frees* frees) {
 void Store::DropCopy(Object* o, TierId t, policy::RemovalReason why, Frees* frees) {
   Copy& c = o->copy(t);
   if (PolicyOf(t) != nullptr) PolicyOf(t)->Remove(HandleOf(o), why);
+  if ((o->guarded & (1u << tiers::Index(t))) != 0 && !o->retired) GuardedCopyLeft(o, t);
   if (c.leases > 0 || c.readers > 0) {
     spdlog::critical("store invariant broken: dropping a held {} copy of '{}'", tiers::TierName(t),
                      o->key);

@@ -78,12 +78,12 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
         r.status = absl::FailedPreconditionError(absl::StrCat("'", keys[i], "' is not sealed yet"));
         continue;
       }
-      if (!lookahead_.empty()) hinted |= ConsumeHint(o);
       if (s->leases.size() >= options_.max_leases_per_session) {
         r.status = absl::ResourceExhaustedError(
             absl::StrCat("session holds ", s->leases.size(), " leases, the maximum; Release some"));
         continue;
       }
+      if (!lookahead_.empty()) hinted |= ConsumeHint(o);
       const bool host = o->copy(TierId::kHost).present, gpu = o->copy(TierId::kGpu).present;
       if (want == WantTier::kGpu) {
         ++(gpu ? counters_.gpu_hits : counters_.gpu_misses);

@@ -14,7 +14,8 @@
 namespace tensord::store {
 namespace {
 
-constexpr size_t kHintBatch = 32;  // keys per promotion batch
+constexpr size_t kHintBatch = 32;          // keys per promotion batch
+constexpr size_t kHintKeysPerLock = 1024;  // keys a Hint queues per hold of the lock
 constexpr absl::Duration kMaxHintTtl = absl::Hours(1);
 constexpr absl::Duration kPromotionDeadline = absl::Seconds(30);
 
@@ -41,6 +42,15 @@ void Store::Unguard(Object* o, TierId t) {
   if (PolicyOf(t) != nullptr) PolicyOf(t)->Unpin(HandleOf(o));
 }
 
+void Store::GuardedCopyLeft(Object* o, TierId t) {
+  policy::Hinted* e = lookahead_.Find(HandleOf(o));
+  if (e == nullptr || !e->in_window || TierOfIndex(e->tier) != t) return;
+  // Demoted while its hint was queued (a write already under way, an operator's Evict): it
+  // needs its move up again.
+  e->issued = e->arrived = false;
+  lookahead_.NeedsMove(e->h);
+}
+
 bool Store::ConsumeHint(Object* o) {
   std::optional<policy::Hinted> e = lookahead_.Take(HandleOf(o));
   if (!e) return false;
@@ -59,6 +69,9 @@ void Store::ForgetHint(Object* o) {
 absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const std::string> keys,
                                         WantTier tier, absl::Duration ttl, int device) {
   if (absl::Status st = ValidateNamespace(ns); !st.ok()) return st;
+  if (tier == WantTier::kGpu) {
+    if (absl::Status st = CheckWant(tier, device); !st.ok()) return st;
+  }
   if (keys.size() > kMaxHintKeys) {
     return absl::InvalidArgumentError(
         absl::StrCat("a Hint carries at most ", kMaxHintKeys, " keys, not ", keys.size()));
@@ -66,7 +79,7 @@ absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const st
   if (tier == WantTier::kSsd) {
     return absl::InvalidArgumentError("hints promote to HOST or GPU, not SSD");
   }
-  if (tier == WantTier::kGpu && gpu_ == nullptr) {
+  if (tier == WantTier::kGpu && gpu_ == nullptr) {  // (CheckWant says so too)
     return absl::FailedPreconditionError("tier GPU: this daemon has no GPU tier");
   }
   if (ttl < absl::ZeroDuration() || ttl > kMaxHintTtl) {
@@ -78,32 +91,38 @@ absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const st
     if (absl::Status st = ValidateKey(key); !st.ok()) return st;
   }
   const TierId to = tier == WantTier::kGpu ? TierId::kGpu : TierId::kHost;
+  const absl::Time expiry = Now() + (ttl == absl::ZeroDuration() ? options_.hint_ttl : ttl);
   HintOutcome out;
-  {
+  // In slices, so that a large hint never holds the lock long enough to slow other requests.
+  for (size_t first = 0; first < keys.size(); first += kHintKeysPerLock) {
     absl::MutexLock lock(&mu_);
-    const absl::Time expiry = Now() + (ttl == absl::ZeroDuration() ? options_.hint_ttl : ttl);
-    for (const std::string& key : keys) {
-      Object* o = table_.Find(ns, key);
+    HintOutcome slice;
+    for (size_t i = first; i < std::min(keys.size(), first + kHintKeysPerLock); ++i) {
+      Object* o = table_.Find(ns, keys[i]);
       if (o == nullptr || !o->sealed) {
-        ++out.unknown;
+        ++slice.unknown;
         continue;
       }
       switch (lookahead_.Add(HandleOf(o), o->nbytes, uint8_t(tiers::Index(to)), device, expiry)) {
         case policy::LookAhead::Added::kAdded:
-          ++out.accepted;
+          ++slice.accepted;
           break;
         case policy::LookAhead::Added::kRefreshed:
-          ++out.refreshed;
+          ++slice.refreshed;
           break;
         case policy::LookAhead::Added::kFull:
-          ++out.dropped;
+          ++slice.dropped;
           break;
       }
     }
-    counters_.lookahead_hints += out.accepted;
-    counters_.lookahead_refreshed += out.refreshed;
-    counters_.lookahead_unknown += out.unknown;
-    counters_.lookahead_dropped += out.dropped;
+    counters_.lookahead_hints += slice.accepted;
+    counters_.lookahead_refreshed += slice.refreshed;
+    counters_.lookahead_unknown += slice.unknown;
+    counters_.lookahead_dropped += slice.dropped;
+    out.accepted += slice.accepted;
+    out.refreshed += slice.refreshed;
+    out.unknown += slice.unknown;
+    out.dropped += slice.dropped;
   }
   PumpLookAhead();
   return out;
@@ -149,15 +168,21 @@ void Store::PumpLookAhead() {
         auto together = [](const policy::Hinted& a, const policy::Hinted& b) {
           return a.tier == b.tier && a.device == b.device && ObjectOf(a.h)->ns == ObjectOf(b.h)->ns;
         };
-        for (policy::Hinted* e : lookahead_.NextMoves(kHintBatch, together)) {
-          Object* o = ObjectOf(e->h);
-          const TierId t = TierOfIndex(e->tier);
-          if (o->copy(t).present) continue;  // arrived some other way meanwhile
-          e->issued = true;
-          ns = o->ns;
-          want = t == TierId::kGpu ? WantTier::kGpu : WantTier::kHost;
-          device = e->device;
-          keys.push_back(o->key);
+        // Until a batch has keys or nothing waits: what arrived some other way meanwhile
+        // needs no move.
+        for (bool more = true; keys.empty() && more;) {
+          const std::vector<policy::Hinted*> moves = lookahead_.NextMoves(kHintBatch, together);
+          more = !moves.empty();
+          for (policy::Hinted* e : moves) {
+            Object* o = ObjectOf(e->h);
+            const TierId t = TierOfIndex(e->tier);
+            if (o->copy(t).present) continue;
+            e->issued = true;
+            ns = o->ns;
+            want = t == TierId::kGpu ? WantTier::kGpu : WantTier::kHost;
+            device = e->device;
+            keys.push_back(o->key);
+          }
         }
         if (!keys.empty()) {
           lookahead_moving_ = true;

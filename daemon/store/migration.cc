@@ -52,7 +52,7 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Free
     const memory::Allocator& alloc = *host_->pools()[r.space].allocator;
     const uint64_t got = gained[r.space] += r.reserved;
     return std::max(alloc.Stats().largest_free_bytes, got) >= alloc.Reserved(nbytes)
-               ? Verdict::kStop
+               ? Verdict::kLast
                : Verdict::kTake;
   });
   for (Object* o : victims) {

@@ -379,6 +379,8 @@ class Store {
   // tracked), or stops guarding it.
   void Guard(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unguard(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // o's copy in t left while guarded: queue its move back up.
+  void GuardedCopyLeft(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A Get read o: its hint is used (or late). Returns whether o was hinted.
   bool ConsumeHint(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // o is leaving (retired): its hint goes, wasted if it had been promoted.

@@ -300,6 +300,45 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
          return call(&v1::Tensord::Stub::Prefetch, r, v1::PrefetchResponse());
        },
        StatusCode::INVALID_ARGUMENT},
+      {"hint for the SSD tier",
+       [&] {
+         v1::HintRequest r;
+         r.add_keys("sealed");
+         r.set_tier(v1::TIER_SSD);
+         return call(&v1::Tensord::Stub::Hint, r, v1::HintResponse());
+       },
+       StatusCode::INVALID_ARGUMENT},
+      {"hint for the absent GPU tier",
+       [&] {
+         v1::HintRequest r;
+         r.add_keys("sealed");
+         r.set_tier(v1::TIER_GPU);
+         return call(&v1::Tensord::Stub::Hint, r, v1::HintResponse());
+       },
+       StatusCode::FAILED_PRECONDITION},
+      {"hint lasting over an hour",
+       [&] {
+         v1::HintRequest r;
+         r.add_keys("sealed");
+         r.set_ttl_ms(3'600'001);
+         return call(&v1::Tensord::Stub::Hint, r, v1::HintResponse());
+       },
+       StatusCode::INVALID_ARGUMENT},
+      {"hint of 65,537 keys",
+       [&] {
+         v1::HintRequest r;
+         for (int i = 0; i < 65'537; ++i) r.add_keys("k");
+         return call(&v1::Tensord::Stub::Hint, r, v1::HintResponse());
+       },
+       StatusCode::INVALID_ARGUMENT},
+      {"hint with a control character in a key",
+       [&] {
+         v1::HintRequest r;
+         r.add_keys("sealed");
+         r.add_keys(std::string("bad\x01key"));
+         return call(&v1::Tensord::Stub::Hint, r, v1::HintResponse());
+       },
+       StatusCode::INVALID_ARGUMENT},
       {"release of another session's lease", [&] { return release(other.id, {lease}); },
        StatusCode::NOT_FOUND},
       {"release of an unknown lease", [&] { return release(s.id, {lease + 1000}); },

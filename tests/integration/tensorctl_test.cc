@@ -89,6 +89,14 @@ TEST(Tensorctl, CommandsOutputsAndExitCodes) {
   EXPECT_EQ(Tensorctl(s + "prefetch k --tier ssd").rc, 2) << "host or gpu only";
   EXPECT_EQ(Tensorctl(s + "prefetch k --tier gpu").rc, 1) << "no GPU tier here";
   EXPECT_EQ(Tensorctl(s + "get k " + dir + "/again.bin").rc, 0);
+  // hint: k (on host now) is queued, a duplicate is a refresh, nope is unknown.
+  CtlRun hinted = Tensorctl(s + "hint k k nope --ttl-ms 5000");
+  EXPECT_EQ(hinted.rc, 0) << hinted.out;
+  EXPECT_TRUE(Has(hinted, "hinted 3 keys: 1 queued, 1 already queued, 1 unknown, 0 dropped"))
+      << hinted.out;
+  EXPECT_EQ(Tensorctl(s + "hint k --tier ssd").rc, 2) << "host or gpu only";
+  EXPECT_EQ(Tensorctl(s + "hint k --tier gpu").rc, 1) << "no GPU tier here";
+  EXPECT_EQ(Tensorctl(s + "hint k --ttl-ms 3600001").rc, 2) << "at most an hour";
   // A losslessly stored swap copy: compressible bytes take less swap and read back the same.
   { std::ofstream(dir + "/zeros.bin") << std::string(1 << 20, '\0'); }
   EXPECT_EQ(Tensorctl(s + "put " + dir + "/zeros.bin z --compression lossless").rc, 0);

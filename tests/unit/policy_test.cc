@@ -124,6 +124,39 @@ TEST(S3FifoPolicy, MainRequeuesUsedCopiesAndProbationGoesFirstWhenOverItsShare) 
   EXPECT_EQ(Order(s3, 3), (std::vector<Handle>{5, 6, 7}));
 }
 
+TEST(S3FifoPolicy, AUsedCopyAtMainsTailIsStillOfferedOnceItsUsesAreSpent) {
+  S3FifoPolicy s3;
+  s3.Insert(1, Block(1));
+  s3.Insert(2, Block(2));
+  s3.Access(1);
+  s3.Access(2);
+  Order(s3, 1);  // both used on probation: both move to main
+  ASSERT_EQ(s3.QueueOf(2), 1);
+  s3.Access(2);
+  s3.Pin(1);
+  EXPECT_EQ(Order(s3), (std::vector<Handle>{2})) << "1 is pinned; 2 at the tail, its use spent";
+}
+
+TEST(ChainAware, TakeAndStopEndsTheCallButCountsTheVictim) {
+  LruPolicy p(/*chain_aware=*/true);
+  p.Insert(1, Block(1));
+  for (Handle h : {2, 3, 4}) p.Insert(h, Block(h, h - 1));
+  std::vector<Handle> seen;
+  p.Victims({}, [&](Handle h) {
+    seen.push_back(h);
+    return seen.size() == 2 ? Verdict::kLast : Verdict::kTake;
+  });
+  EXPECT_EQ(seen, (std::vector<Handle>{4, 3}));
+  p.Remove(4, RemovalReason::kEvicted);
+  p.Remove(3, RemovalReason::kEvicted);
+  seen.clear();
+  p.Victims({}, [&](Handle h) {
+    seen.push_back(h);
+    return Verdict::kLast;
+  });
+  EXPECT_EQ(seen, (std::vector<Handle>{2})) << "the next call goes on with the same chain";
+}
+
 TEST(S3FifoPolicy, GhostsSendAQuickReturnToMain) {
   S3FifoPolicy s3;
   s3.Insert(1, Block(1));
@@ -215,6 +248,7 @@ TEST(ChainAware, ChildrenTrackedBeforeTheirParentStillCount) {
   LruPolicy p(/*chain_aware=*/true);
   p.Insert(2, Block(2, 1));  // the child came back from below first
   p.Insert(1, Block(1));
+  p.Access(2);  // and was read since: plain LRU would now offer 1 first
   EXPECT_EQ(Order(p), (std::vector<Handle>{2, 1}));
   p.Remove(2, RemovalReason::kDemoted);
   EXPECT_EQ(Order(p), (std::vector<Handle>{1}));

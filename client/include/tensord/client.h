@@ -97,6 +97,14 @@ struct PrefetchResult {
   bool moved = false;  // false: it was on that tier already
 };
 
+// What the daemon did with a Hint's keys.
+struct HintResult {
+  uint64_t accepted = 0;   // queued
+  uint64_t refreshed = 0;  // queued already: rank kept, expiry extended
+  uint64_t unknown = 0;    // no such sealed tensor
+  uint64_t dropped = 0;    // the daemon's hint queue is full
+};
+
 struct PoolStats {
   std::string name;
   Tier tier = Tier::kHost;
@@ -251,6 +259,14 @@ class Client {
   // NOT_FOUND, FAILED_PRECONDITION (unsealed), RESOURCE_EXHAUSTED (no room), DATA_LOSS.
   absl::StatusOr<std::vector<PrefetchResult>> Prefetch(std::span<const std::string> keys,
                                                        Tier tier = Tier::kHost, int device = -1);
+  // Look-ahead: tells the daemon that the next requests will read `keys`, in this order. It
+  // guards the first ones (as many as fit its hint share of `tier`) against eviction and
+  // promotes them there ahead of use; a hint ends when its key is read, deleted, or `ttl`
+  // (0: the daemon's default, 30 s; at most 1 h) passes. Returns at once. INVALID_ARGUMENT
+  // (more than 65,536 keys, a bad key, tier SSD, ttl), FAILED_PRECONDITION (no GPU tier).
+  absl::StatusOr<HintResult> Hint(std::span<const std::string> keys, Tier tier = Tier::kHost,
+                                  std::chrono::milliseconds ttl = std::chrono::milliseconds(0),
+                                  int device = -1);
   // Releases many leases in one round trip (all or nothing).
   absl::Status ReleaseAll(std::span<Lease> leases);
   absl::Status Delete(std::string_view key);

@@ -131,6 +131,16 @@ class Client:
         per key with "key", "ok", "moved" (False: it was there already), "code", "message"."""
         return self._c.prefetch(list(keys), device)
 
+    def hint(self, keys: Iterable[str], device: str = "cpu", ttl: float = 0.0) -> dict:
+        """Look-ahead: the next requests will read `keys`, in this order. The daemon guards the
+        first ones (as many as fit its hint share of the tier) against eviction and promotes
+        them to host ("cpu") or its GPU ("cuda[:N]") ahead of use. A hint ends when its key is
+        read, deleted, or `ttl` seconds pass (0: the daemon's default, 30 s; at most 3600).
+        Returns at once: {"accepted", "refreshed", "unknown", "dropped"} key counts."""
+        if not 0 <= ttl <= 3600:
+            raise ValueError(f"hint ttl {ttl}: 0 (the daemon's default) to 3600 seconds")
+        return self._c.hint(list(keys), device, float(ttl))
+
     def delete(self, key: str) -> None:
         """Deletes a sealed tensor; leased copies stay valid until released."""
         self._c.delete(key)

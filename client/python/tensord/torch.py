@@ -38,6 +38,8 @@ __all__ = ["WeightsNotShared", "share_weights", "attach_weights", "load_or_share
 _MANIFEST = "manifest"
 
 
+_HINT_KEYS_PER_CALL = 65536  # the daemon's limit per Hint call
+
 class WeightsNotShared(LookupError):
     """No process has shared weights under the prefix (yet)."""
 
@@ -331,12 +333,15 @@ class PrefixKVCache:
         return new
 
     def hint(self, keys: Sequence[str]) -> bool:
-        """Tells the daemon which blocks upcoming requests will read, in order. A no-op (False)
-        until the daemon offers the Hint call."""
+        """Tells the daemon which blocks upcoming requests will read, in order (Client.hint):
+        it keeps them in RAM and brings them up from SSD ahead of use. False for a client
+        without hint (a stand-in in tests)."""
         send = getattr(self.client, "hint", None)
         if send is None:
             return False
-        send(list(keys))
+        keys = list(keys)
+        for i in range(0, len(keys), _HINT_KEYS_PER_CALL):
+            send(keys[i:i + _HINT_KEYS_PER_CALL])
         return True
 
 

@@ -120,7 +120,7 @@ def test_two_processes_share_weights_features_and_kv_with_identical_logits(daemo
         for k, v in want.items():
             assert torch.equal(run["logits"][k], v), (k, (run["logits"][k] - v).abs().max())
         assert run["zero_copy"], "parameters are views of the daemon's shared memory"
-        assert run["hint"] is False, "no Hint RPC yet: a no-op"
+        assert run["hint"] is True, "the Hint RPC answered"
     assert (a["weights"], b["weights"]) == ("shared", "attached")
     # A saw each image first in its own conversation; B never runs the vision encoder.
     assert a["feature_misses"] == 2 and b["feature_misses"] == 0 and b["feature_hits"] > 0

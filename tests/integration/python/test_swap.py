@@ -61,3 +61,35 @@ def test_prefetch_and_lossless_swap_copies(swap_daemon):
         assert torch.equal(torch.from_dlpack(c.get("act")), x)
         with pytest.raises(ValueError):
             c.prefetch(["act"], device="tpu")
+
+
+def test_hinted_swapped_tensors_are_on_host_before_their_get(swap_daemon):
+    import time
+    with tensord.Client(swap_daemon) as c:
+        gen = torch.Generator().manual_seed(9)
+        made = {}
+        for i in range(4):
+            made[f"blk.{i}"] = torch.randn(4096, 1024, generator=gen)  # 16 MiB each
+            c.put(f"blk.{i}", made[f"blk.{i}"])
+        # 320 MiB more through the 256 MiB host tier: the migrator demotes the blocks to SSD.
+        for i in range(20):
+            c.put(f"fill.{i}", torch.zeros(4096, 1024))
+        assert all(c.stat(k)["tier"] == "ssd" for k in made), "all four live on SSD only"
+        r = c.hint(list(made) + ["nope", "blk.0"])
+        assert r == {"accepted": 4, "refreshed": 1, "unknown": 1, "dropped": 0}, r
+        deadline = time.monotonic() + 20
+        while not all(c.stat(k)["tier"] == "host" for k in made):
+            assert time.monotonic() < deadline, "hinted tensors never came up from SSD"
+            time.sleep(0.02)
+        before = c.stats()
+        for key, x in made.items():
+            t = c.get(key)
+            assert torch.equal(torch.from_dlpack(t), x), key
+            del t
+        after = c.stats()
+        assert after["counters"]["get_hits"] - before["counters"]["get_hits"] == 4, "host hits"
+        assert after["swap"]["bytes_read"] == before["swap"]["bytes_read"], "no SSD read at get"
+        assert after["counters"]["lookahead_used"] == 4
+        assert after["counters"]["lookahead_issued"] == 4
+        with pytest.raises(ValueError):
+            c.hint(["blk.0"], ttl=7200)
