@@ -69,6 +69,7 @@ struct PolicyConfig {
   std::string eviction = "s3fifo+chain";
   double s3fifo_small = 0.10;    // S3-FIFO's small queue: its share of a tier's tracked bytes
   double hint_share = 0.25;      // look-ahead: the share of each tier hinted tensors may hold
+  bool predict = true;           // successor and stride prediction from each session's Gets
 };
 
 struct DaemonConfig {

@@ -105,6 +105,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   options.eviction = config.policy.eviction;
   options.s3fifo_small = config.policy.s3fifo_small;
   options.hint_share = config.policy.hint_share;
+  options.predict = config.policy.predict;
   d->store_ = std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get(), d->gpu_.get());
   d->service_ = std::make_unique<service::TensordService>(
       d->store_.get(), d->host_->segments(),

@@ -238,6 +238,10 @@ std::vector<Setting> MakeSettings() {
                        "Look-ahead: the share of each tier that hinted tensors may hold "
                        "protected from eviction (and be promoted into).",
                        TENSORD_FIELD(policy.hint_share)));
+  s.push_back(Bool("policy.predict",
+                   "Without hints, learn each client's next key (successors, strides on "
+                   "numbered keys like layer.7) and promote it ahead.",
+                   TENSORD_FIELD(policy.predict)));
   return s;
 }
 

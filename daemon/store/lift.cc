@@ -84,6 +84,9 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
         continue;
       }
       if (!lookahead_.empty()) hinted |= ConsumeHint(o);
+      if (options_.predict) {
+        hinted |= Predict(s, ns, keys[i], want, device, i + 1 == keys.size());
+      }
       const bool host = o->copy(TierId::kHost).present, gpu = o->copy(TierId::kGpu).present;
       if (want == WantTier::kGpu) {
         ++(gpu ? counters_.gpu_hits : counters_.gpu_misses);

@@ -51,6 +51,26 @@ void Store::GuardedCopyLeft(Object* o, TierId t) {
   lookahead_.NeedsMove(e->h);
 }
 
+bool Store::Predict(Session* s, absl::string_view ns, absl::string_view key, WantTier want,
+                    int device, bool queue) {
+  const std::vector<std::string> next = predictor_.Observe(reinterpret_cast<uintptr_t>(s), ns, key);
+  if (!queue) return false;
+  const TierId to = want == WantTier::kGpu ? TierId::kGpu : TierId::kHost;
+  bool queued = false;
+  for (const std::string& k : next) {
+    Object* o = table_.Find(ns, k);
+    if (o == nullptr || !o->sealed || o->copy(to).present) continue;        // nothing to bring up
+    if (want == WantTier::kAny && o->copy(TierId::kGpu).present) continue;  // served from there
+    if (lookahead_.Find(HandleOf(o)) != nullptr) continue;                  // hinted already
+    if (lookahead_.Add(HandleOf(o), o->nbytes, uint8_t(tiers::Index(to)), device,
+                       Now() + options_.predict_ttl) == policy::LookAhead::Added::kAdded) {
+      ++counters_.lookahead_predicted;
+      queued = true;
+    }
+  }
+  return queued;
+}
+
 bool Store::ConsumeHint(Object* o) {
   std::optional<policy::Hinted> e = lookahead_.Take(HandleOf(o));
   if (!e) return false;

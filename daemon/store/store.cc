@@ -57,7 +57,8 @@ Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, t
       mover_(tiers_, std::max(1, options_.executor_threads)),
       table_(options_.clock),
       system_(options_.read_pressure ? options_.read_pressure() : tiers::ReadSystemPressure()),
-      lookahead_(options_.max_hints) {
+      lookahead_(options_.max_hints),
+      predictor_(options_.predictor_keys, options_.max_sessions) {
   policies_[tiers::Index(TierId::kHost)] = MakePolicy(options_, TierId::kHost);
   if (gpu_ != nullptr) policies_[tiers::Index(TierId::kGpu)] = MakePolicy(options_, TierId::kGpu);
 }
@@ -93,6 +94,7 @@ void Store::CloseSession(const std::string& session_id) {
     absl::MutexLock lock(&mu_);
     Session* s = table_.FindSession(session_id);
     if (s == nullptr) return;
+    predictor_.EndStream(reinterpret_cast<uintptr_t>(s));
     const size_t leases = s->leases.size(), creating = s->creating.size();
     const size_t scoped = s->scoped.size();
     for (uint64_t lease : std::vector<uint64_t>(s->leases.begin(), s->leases.end())) {

@@ -30,6 +30,7 @@
 #include "daemon/memory/allocator.h"
 #include "daemon/policy/eviction.h"
 #include "daemon/policy/lookahead.h"
+#include "daemon/policy/predictor.h"
 #include "daemon/store/mover.h"
 #include "daemon/store/object_table.h"
 #include "daemon/store/types.h"
@@ -56,7 +57,7 @@ namespace tensord::store {
   X(codec_decode_out_bytes) X(codec_decode_failures)                          \
   X(lookahead_hints) X(lookahead_refreshed) X(lookahead_unknown) X(lookahead_dropped)  \
   X(lookahead_expired) X(lookahead_issued) X(lookahead_used) X(lookahead_wasted)       \
-  X(lookahead_late) X(lookahead_failed) X(lookahead_bytes)
+  X(lookahead_late) X(lookahead_failed) X(lookahead_bytes) X(lookahead_predicted)
 // clang-format on
 
 struct Counters {
@@ -147,6 +148,12 @@ struct StoreOptions {
   double hint_share = 0.25;
   size_t max_hints = size_t{1} << 20;
   absl::Duration hint_ttl = absl::Seconds(30);
+  // Prediction without hints: each session's Gets teach a successor table (at most
+  // predictor_keys keys) and strides on numbered keys; a predicted tensor is queued as a hint
+  // for predict_ttl (the same window, promotions and counters; lookahead_predicted counts them).
+  bool predict = true;
+  size_t predictor_keys = size_t{1} << 16;
+  absl::Duration predict_ttl = absl::Seconds(5);
 };
 
 // What a Hint call did with its keys.
@@ -381,6 +388,11 @@ class Store {
   void Unguard(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // o's copy in t left while guarded: queue its move back up.
   void GuardedCopyLeft(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Session s read `key` of ns: learns from it and, when `queue` (the last key of a batch: the
+  // batch's own keys need no prediction), queues what it predicts that is not where the Get
+  // (`want`, `device`) would find it. Returns whether it queued anything.
+  bool Predict(Session* s, absl::string_view ns, absl::string_view key, WantTier want,
+               int device, bool queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A Get read o: its hint is used (or late). Returns whether o was hinted.
   bool ConsumeHint(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // o is leaving (retired): its hint goes, wasted if it had been promoted.
@@ -484,6 +496,7 @@ class Store {
   tiers::SystemPressure system_ ABSL_GUARDED_BY(mu_);  // last reading by the migrator
   Counters counters_ ABSL_GUARDED_BY(mu_);
   policy::LookAhead lookahead_ ABSL_GUARDED_BY(mu_);
+  policy::Predictor predictor_ ABSL_GUARDED_BY(mu_);
   bool lookahead_pumping_ ABSL_GUARDED_BY(mu_) = false;  // a thread runs PumpLookAhead
   bool lookahead_again_ ABSL_GUARDED_BY(mu_) = false;    // ... and must look once more
   bool lookahead_moving_ ABSL_GUARDED_BY(mu_) = false;   // a promotion batch is in flight

@@ -16,9 +16,12 @@
 //                   timestamps divided by --speedup (0: back to back), a service time of
 //                   --compute-us per block recomputed. Every hit's bytes are checked.
 //
-// Usage: trace_bench [--trace FILE] [--mode policy|store|both] [--policies a,b]
+//   --mode layers   no trace: a model reading 32 layers from SSD in order, prediction off/on
+//
+// Usage: trace_bench [--trace FILE] [--mode policy|store|both|layers] [--policies a,b]
 //                    [--capacities 0.05,0.1,0.25] [--requests N] [--block-bytes B] [--dir DIR]
-//                    [--speedup X] [--compute-us U] [--tail-class]
+//                    [--speedup X] [--compute-us U] [--lookahead N] [--predict] [--tail-class]
+//                    [--s3fifo-small F] [--ghost F]
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -258,6 +261,7 @@ struct StoreFlags {
   double speedup = 0;
   double compute_us = 0;
   size_t lookahead = 0;  // hint the blocks of this many queued requests ahead (0: no hints)
+  bool predict = false;  // the daemon's prediction (its successors would mix into the hints)
 };
 
 std::string BlockKey(uint64_t b) { return absl::StrCat("b", b); }
@@ -280,6 +284,7 @@ StoreRun ReplayStore(const std::vector<Request>& trace, const std::string& name,
   Check(ssd.status(), "swap file");
   store::StoreOptions options;
   options.eviction = name;
+  options.predict = f.predict;
   options.high_watermark = kHigh;
   options.low_watermark = kLow;
   store::Store st((*tier).get(), options, (*ssd).get());
@@ -401,6 +406,80 @@ StoreRun ReplayStore(const std::vector<Request>& trace, const std::string& name,
   return run;
 }
 
+// --- Layers mode: a model reads its layers one by one, every pass, from a host tier that holds
+// half of them (the SSD the rest): the predictor's case. With prediction off every Get of a
+// cycle larger than the tier is a swap-in; with it on the next layer comes up while this one
+// computes.
+struct LayerRun {
+  double from_ssd = 0;  // share of Gets that read the SSD themselves
+  double get_p50_ms = 0, get_mean_ms = 0, wall_s = 0;
+  store::Counters counters;
+};
+
+LayerRun ReplayLayers(bool predict, const StoreFlags& f, int layers, int passes,
+                      uint64_t layer_bytes) {
+  HostTierConfig host;
+  host.capacity = uint64_t(layers) * layer_bytes / 2;
+  host.prefault = false;
+  auto tier = tiers::HostTier::Create(host, "tensord.layerbench." + RandomHex(4) + ".");
+  Check(tier.status(), "host tier");
+  tiers::SsdTierConfig sc;
+  sc.files = {{f.dir + "/tensord-layer-bench.swap", uint64_t(layers) * (layer_bytes + 4096) * 2}};
+  sc.engine.fixed_regions = {{(*tier)->Address(0, 0), (*tier)->segments()[0].size}};
+  auto ssd = tiers::SsdTier::Create(sc, io::MakeEngine(sc.engine));
+  Check(ssd.status(), "swap file");
+  store::StoreOptions options;
+  options.predict = predict;
+  store::Store st((*tier).get(), options, (*ssd).get());
+  absl::Notification stop;
+  std::thread migrator([&] { st.RunMigrator(&stop); });
+  const std::string session = *st.OpenSession("layer_bench");
+  for (int i = 0; i < layers; ++i) {
+    store::CreateParams p;
+    p.key = absl::StrCat("model.layer.", i);
+    p.dtype = DType::kUInt8;
+    p.shape = {int64_t(layer_bytes)};
+    auto info = st.Create(session, p, absl::Now() + absl::Seconds(30));
+    Check(info.status(), "create");
+    std::memset(st.Address(info->location), i & 0xFF, layer_bytes);
+    Check(st.Seal(session, "", p.key), "seal");
+  }
+  const auto t0 = SteadyClock::now();
+  uint64_t wrong = 0, from_ssd = 0;
+  std::vector<double> gets;
+  for (int pass = 0; pass < passes; ++pass) {
+    for (int i = 0; i < layers; ++i) {
+      std::vector<std::string> k = {absl::StrCat("model.layer.", i)};
+      const uint64_t read = st.Stats().ssd.bytes_read;
+      const auto g0 = SteadyClock::now();
+      auto got = st.Get(session, "", k, store::WantTier::kHost, absl::Now() + absl::Seconds(30));
+      gets.push_back(Seconds(SteadyClock::now() - g0) * 1e3);
+      from_ssd += st.Stats().ssd.bytes_read != read;
+      Check(got.status(), "get");
+      Check((*got)[0].status, "get " + k[0]);
+      wrong += st.Address((*got)[0].info.location)[layer_bytes - 1] != (i & 0xFF);
+      Check(st.Release(session, {&(*got)[0].lease_id, 1}), "release");
+      if (f.compute_us > 0) {
+        std::this_thread::sleep_for(std::chrono::duration<double, std::micro>(f.compute_us));
+      }
+    }
+  }
+  LayerRun run;
+  run.wall_s = Seconds(SteadyClock::now() - t0);
+  run.counters = st.Stats().counters;
+  run.from_ssd = double(from_ssd) / double(gets.size());
+  double sum = 0;
+  for (double g : gets) sum += g;
+  run.get_mean_ms = sum / double(gets.size());
+  std::sort(gets.begin(), gets.end());
+  run.get_p50_ms = gets[gets.size() / 2];
+  if (wrong != 0) Die("a layer was served with wrong bytes");
+  st.CloseSession(session);
+  stop.Notify();
+  migrator.join();
+  return run;
+}
+
 std::vector<std::string> Split(const std::string& s) { return absl::StrSplit(s, ','); }
 
 int Main(int argc, char** argv) {
@@ -441,6 +520,8 @@ int Main(int argc, char** argv) {
       po.s3fifo_small = std::stod(value());
     } else if (flag == "--ghost") {
       po.ghost_factor = std::stod(value());
+    } else if (flag == "--predict") {
+      sf.predict = true;
     } else if (flag == "--lookahead") {
       sf.lookahead = std::stoull(value());
     } else if (flag == "--tail-class") {
@@ -450,6 +531,25 @@ int Main(int argc, char** argv) {
     }
   }
   Check(SetupLogging("warn"), "logging");
+  if (mode == "layers") {
+    constexpr int kLayers = 32, kPasses = 4;
+    constexpr uint64_t kLayerBytes = 4 << 20;
+    absl::PrintF(
+        "\n## A model reading %d layers of %d MiB in order, %d passes, host tier = half "
+        "of them, SSD on %s, %g us of compute per layer\n\n| prediction | Gets reading SSD |"
+        " Get p50 / mean ms | predicted | used | late | wasted | wall s |\n"
+        "|---|---|---|---|---|---|---|---|\n",
+        kLayers, kLayerBytes >> 20, kPasses, sf.dir, sf.compute_us);
+    for (bool predict : {false, true}) {
+      const LayerRun run = ReplayLayers(predict, sf, kLayers, kPasses, kLayerBytes);
+      const store::Counters& c = run.counters;
+      absl::PrintF("| %s | %.3f | %.2f / %.2f | %d | %d | %d | %d | %.2f |\n",
+                   predict ? "on" : "off", run.from_ssd, run.get_p50_ms, run.get_mean_ms,
+                   c.lookahead_predicted, c.lookahead_used, c.lookahead_late, c.lookahead_wasted,
+                   run.wall_s);
+    }
+    return 0;
+  }
   const std::vector<Request> trace = LoadTrace(trace_path, limit);
   absl::flat_hash_set<uint64_t> unique_set;
   uint64_t accesses = 0;

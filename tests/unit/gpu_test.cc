@@ -26,6 +26,7 @@ class GpuStoreTest : public ::testing::Test {
 
   void Make(uint64_t host_bytes, uint64_t gpu_bytes, StoreOptions options = {}) {
     store_.reset();
+    options.predict = false;  // these tests place every copy themselves
     HostTierConfig host;
     host.capacity = host_bytes;
     host.prefault = false;

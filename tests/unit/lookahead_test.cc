@@ -196,6 +196,57 @@ TEST_F(StoreHintTest, HintedSsdTensorsComeUpBeforeTheirGet) {
   EXPECT_EQ(counters().lookahead_used, 4u) << "k4 and k5 had arrived before their Get";
 }
 
+TEST_F(StoreHintTest, WithoutHintsAStrideOfLayersIsPredictedAndPromotedAhead) {
+  Open(/*with_ssd=*/true);
+  constexpr int kLayers = 10;
+  for (int i = 0; i < kLayers; ++i) {
+    Put(absl::StrCat("req.layer.", i), kMiB, store::Durability::kDurable, uint8_t(i + 1));
+    ASSERT_TRUE(store_->Evict("", absl::StrCat("req.layer.", i)).ok());
+  }
+  // A model reads its layers one by one: after layer.0..2 the stride is known, and each Get
+  // predicts the next layer, which comes up from SSD while this one is used.
+  int from_ssd = 0;  // Gets that had to read the SSD
+  for (int i = 0; i < kLayers; ++i) {
+    const std::string key = absl::StrCat("req.layer.", i);
+    if (i >= 3) {
+      ASSERT_TRUE(Eventually([&] { return OnHost(key); })) << key << " was never promoted";
+      store_->Quiesce();  // its promotion has reported back
+    }
+    const uint64_t read = store_->Stats().ssd.bytes_read;
+    std::vector<std::string> k = {key};
+    auto got = store_->Get(session_, "", k, store::WantTier::kHost);
+    ASSERT_TRUE(got.ok());
+    ASSERT_TRUE((*got)[0].status.ok()) << (*got)[0].status;
+    EXPECT_EQ(store_->Address((*got)[0].info.location)[0], uint8_t(i + 1)) << key;
+    ASSERT_TRUE(store_->Release(session_, {&(*got)[0].lease_id, 1}).ok());
+    from_ssd += store_->Stats().ssd.bytes_read != read;
+  }
+  const store::Counters c = counters();
+  EXPECT_EQ(c.lookahead_predicted, uint64_t(kLayers - 3)) << "layer.3 .. layer.9";
+  EXPECT_EQ(c.lookahead_used, uint64_t(kLayers - 3));
+  EXPECT_EQ(c.lookahead_late, 0u);
+  EXPECT_EQ(from_ssd, 3) << "only layer.0 .. layer.2 were read from SSD at Get time";
+}
+
+TEST_F(StoreHintTest, PredictionCanBeTurnedOff) {
+  store::StoreOptions options;
+  options.predict = false;
+  Open(/*with_ssd=*/true, options);
+  for (int i = 0; i < 5; ++i) {
+    Put(absl::StrCat("layer.", i), kMiB, store::Durability::kDurable, 1);
+    ASSERT_TRUE(store_->Evict("", absl::StrCat("layer.", i)).ok());
+  }
+  for (int i = 0; i < 5; ++i) {  // a stride that would predict layer.3 and layer.4
+    std::vector<std::string> k = {absl::StrCat("layer.", i)};
+    auto got = store_->Get(session_, "", k, store::WantTier::kHost);
+    ASSERT_TRUE(got.ok() && (*got)[0].status.ok());
+    ASSERT_TRUE(store_->Release(session_, {&(*got)[0].lease_id, 1}).ok());
+  }
+  store_->Quiesce();
+  EXPECT_EQ(counters().lookahead_predicted, 0u);
+  EXPECT_EQ(counters().lookahead_issued, 0u);
+}
+
 TEST_F(StoreHintTest, GuardedCopiesAreNotEvictedAndStaleHintsExpire) {
   Open(/*with_ssd=*/false);
   // 16 MiB of host: fourteen 1 MiB CACHE tensors; two of them hinted (on host: guarded only).

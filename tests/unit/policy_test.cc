@@ -4,8 +4,10 @@
 
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "daemon/policy/eviction.h"
+#include "daemon/policy/predictor.h"
 #include "daemon/policy/pressure.h"
 
 namespace tensord::policy {
@@ -327,6 +329,69 @@ TEST(PressurePolicy, SystemShortNeedsAKnownReadingBelowTheFloor) {
   EXPECT_FALSE(SystemShort(true, 3 << 20, 2 << 20));
   EXPECT_FALSE(SystemShort(false, 0, 2 << 20)) << "no reading is not 0 bytes free";
   EXPECT_FALSE(SystemShort(true, 0, 0)) << "floor 0: ignored";
+}
+
+}  // namespace
+}  // namespace tensord::policy
+
+namespace tensord::policy {
+namespace {
+
+TEST(Predictor, SplitsAroundTheLastNumber) {
+  const Predictor::Numbered a = Predictor::Split("req.layer.17.w");
+  ASSERT_TRUE(a.ok);
+  EXPECT_EQ(a.head, "req.layer.");
+  EXPECT_EQ(a.n, 17u);
+  EXPECT_EQ(a.tail, ".w");
+  EXPECT_FALSE(a.padded);
+  EXPECT_TRUE(Predictor::Split("blk007").padded);
+  EXPECT_FALSE(Predictor::Split("no-digits").ok);
+  EXPECT_FALSE(Predictor::Split("x1234567890123456789").ok) << "too long for a stride";
+}
+
+TEST(Predictor, DetectsAStrideOnceSeenTwice) {
+  Predictor p(100, 10);
+  EXPECT_TRUE(p.Observe(1, "", "req.layer.0").empty());
+  EXPECT_TRUE(p.Observe(1, "", "req.layer.1").empty()) << "one step is not a stride yet";
+  EXPECT_EQ(p.Observe(1, "", "req.layer.2"), (std::vector<std::string>{"req.layer.3"}));
+  EXPECT_EQ(p.Observe(1, "", "req.layer.3"), (std::vector<std::string>{"req.layer.4"}));
+  // Crossing a power of ten keeps the stride; padded numbers keep their width.
+  for (const char* k : {"req.layer.7", "req.layer.8"}) p.Observe(1, "", k);
+  EXPECT_EQ(p.Observe(1, "", "req.layer.9"), (std::vector<std::string>{"req.layer.10"}));
+  for (const char* k : {"b006", "b008"}) p.Observe(2, "", k);
+  EXPECT_EQ(p.Observe(2, "", "b010"), (std::vector<std::string>{"b012"})) << "stride 2, width 3";
+  // Another stream, or another namespace, does not continue this one's stride.
+  EXPECT_TRUE(p.Observe(3, "", "req.layer.10").empty());
+  EXPECT_TRUE(p.Observe(1, "other", "req.layer.11").empty());
+}
+
+TEST(Predictor, LearnsACycleOfSuccessors) {
+  Predictor p(100, 10);
+  const std::vector<std::string> cycle = {"embed", "attn", "mlp", "head"};
+  for (const std::string& k : cycle) EXPECT_TRUE(p.Observe(1, "m", k).empty()) << "first pass";
+  for (const std::string& k : cycle) p.Observe(1, "m", k);  // second pass confirms
+  for (size_t i = 0; i < cycle.size(); ++i) {
+    EXPECT_EQ(p.Observe(1, "m", cycle[i]),
+              (std::vector<std::string>{cycle[(i + 1) % cycle.size()]}))
+        << cycle[i];
+  }
+  // A changed successor must be confirmed again before it is predicted.
+  p.Observe(1, "m", "embed");
+  p.Observe(1, "m", "other");
+  EXPECT_TRUE(p.Observe(1, "m", "embed").empty());
+}
+
+TEST(Predictor, MemoryIsBounded) {
+  Predictor p(/*max_keys=*/64, /*max_streams=*/4);
+  for (uint64_t s = 0; s < 10; ++s) {
+    for (int i = 0; i < 100; ++i) p.Observe(s, "", absl::StrCat("k", s, "_", i * 7 % 13, "x"));
+  }
+  EXPECT_LE(p.learned(), 64u);
+  EXPECT_EQ(p.streams(), 4u) << "streams beyond the cap are not tracked";
+  p.EndStream(0);
+  EXPECT_EQ(p.streams(), 3u);
+  p.Observe(42, "", "new");
+  EXPECT_EQ(p.streams(), 4u) << "an ended stream makes room";
 }
 
 }  // namespace
