@@ -93,3 +93,31 @@ def test_hinted_swapped_tensors_are_on_host_before_their_get(swap_daemon):
         assert after["counters"]["lookahead_issued"] == 4
         with pytest.raises(ValueError):
             c.hint(["blk.0"], ttl=7200)
+
+
+def test_a_hint_storm_leaves_every_durable_tensor_intact(swap_daemon):
+    with tensord.Client(swap_daemon) as c:
+        gen = torch.Generator().manual_seed(11)
+        made = {}
+        for i in range(20):  # 320 MiB through a 256 MiB host tier: some live on SSD only
+            made[f"w.{i}"] = torch.randn(4096, 1024, generator=gen)
+            c.put(f"w.{i}", made[f"w.{i}"])
+        assert any(c.stat(k)["tier"] == "ssd" for k in made)
+        # 10^6 keys in calls of the maximum size: known ones, duplicates, unknown ones.
+        sent = accepted = 0
+        while sent < 1_000_000:
+            keys = [f"w.{(sent + i) // 4 % 20}" if (sent + i) % 4 == 0 else f"ghost.{sent + i}"
+                    for i in range(65536)]
+            r = c.hint(keys)
+            accepted += r["accepted"]
+            sent += len(keys)
+        assert accepted == 20, "each known key queued once"
+        with pytest.raises(tensord.Error) as too_many:
+            c.hint(["w.0"] * 65537)
+        assert too_many.value.code_name == "INVALID_ARGUMENT"
+        for key, x in made.items():
+            t = c.get(key)
+            assert torch.equal(torch.from_dlpack(t), x), key
+            del t
+        s = c.stats()["counters"]
+        assert s["lookahead_unknown"] >= 700_000 and s["data_loss"] == 0
