@@ -67,9 +67,9 @@ struct GpuConfig {
 struct PolicyConfig {
   // The eviction policy of the host and GPU tiers (tests/bench/trace_bench measures them).
   std::string eviction = "s3fifo+chain";
-  double s3fifo_small = 0.10;    // S3-FIFO's small queue: its share of a tier's tracked bytes
-  double hint_share = 0.25;      // look-ahead: the share of each tier hinted tensors may hold
-  bool predict = true;           // successor and stride prediction from each session's Gets
+  double s3fifo_small = 0.10;  // S3-FIFO's small queue: its share of a tier's tracked bytes
+  double hint_share = 0.25;    // look-ahead: the share of each tier hinted tensors may hold
+  bool predict = true;         // successor and stride prediction from each session's Gets
 };
 
 struct DaemonConfig {

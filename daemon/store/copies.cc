@@ -115,11 +115,16 @@ void Store::AddCopy(Object* o, TierId t, const tiers::Range& range, codec::Codec
   c.in_flight = false;
   c.range = range;
   c.codec = codec;
-  if (o->sealed && !o->retired && PolicyOf(t) != nullptr) {
-    PolicyOf(t)->Insert(HandleOf(o), FootprintOf(*o, range));
-    if (c.held()) PolicyOf(t)->Pin(HandleOf(o));
-    if ((o->guarded & (1u << tiers::Index(t))) != 0) PolicyOf(t)->Pin(HandleOf(o));
-  }
+  if (o->sealed && !o->retired) TrackCopy(o, t);
+}
+
+void Store::TrackCopy(Object* o, TierId t) {
+  policy::EvictionPolicy* p = PolicyOf(t);
+  if (p == nullptr) return;
+  const Copy& c = o->copy(t);
+  p->Insert(HandleOf(o), FootprintOf(*o, c.range));
+  if (c.held()) p->Pin(HandleOf(o));        // a lease or a reader
+  if (Guarded(*o, t)) p->Pin(HandleOf(o));  // a hint's guard: a pin of its own
 }
 
 void Store::FreeRange(TierId t, const tiers::Range& range, Frees* frees) {
@@ -134,7 +139,7 @@ void Store::FreeRange(TierId t, const tiers::Range& range, Frees* frees) {
 void Store::DropCopy(Object* o, TierId t, policy::RemovalReason why, Frees* frees) {
   Copy& c = o->copy(t);
   if (PolicyOf(t) != nullptr) PolicyOf(t)->Remove(HandleOf(o), why);
-  if ((o->guarded & (1u << tiers::Index(t))) != 0 && !o->retired) GuardedCopyLeft(o, t);
+  if (Guarded(*o, t) && !o->retired) GuardedCopyLeft(o, t);
   if (c.leases > 0 || c.readers > 0) {
     spdlog::critical("store invariant broken: dropping a held {} copy of '{}'", tiers::TierName(t),
                      o->key);

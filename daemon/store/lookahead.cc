@@ -29,16 +29,14 @@ TierId TierOfIndex(uint8_t i) {
 }  // namespace
 
 void Store::Guard(Object* o, TierId t) {
-  const uint8_t bit = uint8_t(1u << tiers::Index(t));
-  if ((o->guarded & bit) != 0) return;
-  o->guarded |= bit;
+  if (Guarded(*o, t)) return;
+  o->guarded |= TierBit(t);
   if (PolicyOf(t) != nullptr) PolicyOf(t)->Pin(HandleOf(o));  // ignored while untracked
 }
 
 void Store::Unguard(Object* o, TierId t) {
-  const uint8_t bit = uint8_t(1u << tiers::Index(t));
-  if ((o->guarded & bit) == 0) return;
-  o->guarded &= uint8_t(~bit);
+  if (!Guarded(*o, t)) return;
+  o->guarded &= uint8_t(~TierBit(t));
   if (PolicyOf(t) != nullptr) PolicyOf(t)->Unpin(HandleOf(o));
 }
 
@@ -89,9 +87,6 @@ void Store::ForgetHint(Object* o) {
 absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const std::string> keys,
                                         WantTier tier, absl::Duration ttl, int device) {
   if (absl::Status st = ValidateNamespace(ns); !st.ok()) return st;
-  if (tier == WantTier::kGpu) {
-    if (absl::Status st = CheckWant(tier, device); !st.ok()) return st;
-  }
   if (keys.size() > kMaxHintKeys) {
     return absl::InvalidArgumentError(
         absl::StrCat("a Hint carries at most ", kMaxHintKeys, " keys, not ", keys.size()));
@@ -99,9 +94,7 @@ absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const st
   if (tier == WantTier::kSsd) {
     return absl::InvalidArgumentError("hints promote to HOST or GPU, not SSD");
   }
-  if (tier == WantTier::kGpu && gpu_ == nullptr) {  // (CheckWant says so too)
-    return absl::FailedPreconditionError("tier GPU: this daemon has no GPU tier");
-  }
+  if (absl::Status st = CheckWant(tier, device); !st.ok()) return st;  // GPU present, device
   if (ttl < absl::ZeroDuration() || ttl > kMaxHintTtl) {
     return absl::InvalidArgumentError(absl::StrCat("hint ttl must be between 0 (the default, ",
                                                    absl::FormatDuration(options_.hint_ttl),

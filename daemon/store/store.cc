@@ -339,12 +339,7 @@ absl::Status Store::SealLocked(const std::string& session_id, absl::string_view 
     o->owner = nullptr;
   }
   for (TierId t : tiers::kAllTiers) {
-    const Copy& c = o->copy(t);
-    if (c.present && PolicyOf(t) != nullptr) {
-      PolicyOf(t)->Insert(HandleOf(o), FootprintOf(*o, c.range));
-      if (c.held()) PolicyOf(t)->Pin(HandleOf(o));
-      if ((o->guarded & (1u << tiers::Index(t))) != 0) PolicyOf(t)->Pin(HandleOf(o));
-    }
+    if (o->copy(t).present) TrackCopy(o, t);
   }
   table_.Arm(o);
   ++counters_.seals;

@@ -20,13 +20,13 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
-#include "absl/functional/any_invocable.h"
 #include "daemon/memory/allocator.h"
 #include "daemon/policy/eviction.h"
 #include "daemon/policy/lookahead.h"
@@ -362,6 +362,10 @@ class Store {
   void DropReader(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Tells t's policy when the copy's held state (leases or readers) changed from `was_held`.
   void SyncPin(Object* o, TierId t, bool was_held) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts t's policy tracking o's copy there, with its pins (held; guarded by a hint).
+  void TrackCopy(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static uint8_t TierBit(TierId t) { return uint8_t(1u << tiers::Index(t)); }
+  static bool Guarded(const Object& o, TierId t) { return (o.guarded & TierBit(t)) != 0; }
   // A move into t finished: the copy is now `range` (encoded by `codec`).
   void AddCopy(Object* o, TierId t, const tiers::Range& range, codec::CodecId codec)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -391,13 +395,15 @@ class Store {
   // Session s read `key` of ns: learns from it and, when `queue` (the last key of a batch: the
   // batch's own keys need no prediction), queues what it predicts that is not where the Get
   // (`want`, `device`) would find it. Returns whether it queued anything.
-  bool Predict(Session* s, absl::string_view ns, absl::string_view key, WantTier want,
-               int device, bool queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Predict(Session* s, absl::string_view ns, absl::string_view key, WantTier want, int device,
+               bool queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A Get read o: its hint is used (or late). Returns whether o was hinted.
   bool ConsumeHint(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // o is leaving (retired): its hint goes, wasted if it had been promoted.
   void ForgetHint(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Time Now() const { return (options_.clock != nullptr ? options_.clock : Clock::Real())->Now(); }
+  absl::Time Now() const {
+    return (options_.clock != nullptr ? options_.clock : Clock::Real())->Now();
+  }
 
   // --- lift.cc: moves up, for Get and Prefetch (on the executor).
   // A lift of `nkeys` keys to `want`'s tier, after the whole-call checks of `call` ("Get",
@@ -424,8 +430,8 @@ class Store {
   // LiftOne's step under the lock: completes key i, or says what to do next without the lock
   // (with the booked move in *b, or the pinned object that needs GPU room in *room_for).
   enum class LiftStep { kDone, kRetry, kMove, kUpToHost, kGpuRoom };
-  LiftStep DecideLift(Lift* lift, size_t i, TierId to, bool host_held, Booked* b,
-                      Object** room_for, Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  LiftStep DecideLift(Lift* lift, size_t i, TierId to, bool host_held, Booked* b, Object** room_for,
+                      Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A copy up of an SSD-only tensor: swaps it in first and returns it with its host copy held
   // (a reader and a pin), or nullptr with key i's error set.
   Object* LiftToHostAndHold(Lift* lift, size_t i) ABSL_LOCKS_EXCLUDED(mu_);
@@ -444,8 +450,8 @@ class Store {
   // When no host pool has room: waits for memory being scrubbed, or asks the migrator for
   // `nbytes` and waits briefly for memory to come back, or drops CACHE victims. Returns true
   // if the caller should retry, false if nothing can make room.
-  bool MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Time deadline,
-                Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Time deadline, Frees* frees)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Frees* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool SsdUsable(uint64_t nbytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
