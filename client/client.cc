@@ -311,7 +311,9 @@ Stats FromProto(const v1::Stats& response) {
     out.pools.push_back(PoolStats{p.name(), static_cast<Tier>(p.tier()), p.kind(),
                                   p.capacity_bytes(), p.used_bytes(), p.block_size(),
                                   p.blocks_total(), p.blocks_used(), p.largest_free_bytes(),
-                                  p.allocations(), p.allocation_failures(), p.fragmentation()});
+                                  p.allocations(), p.allocation_failures(), p.fragmentation(),
+                                  p.lifetime_copies(), p.idle_samples(), p.reuse_after_1(),
+                                  p.reuse_after_2(), p.idle_mean_s(), p.idle_median_s()});
   }
   out.counters.insert(response.counters().begin(), response.counters().end());
   out.sessions = response.sessions();

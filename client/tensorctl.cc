@@ -56,6 +56,18 @@ void PrintStatsOf(const tensord::Stats* stats) {
                  p.block_size ? tensord::FormatBytes(p.block_size) : "-", blocks,
                  100 * p.fragmentation);
   }
+  // What the eviction policy learned of each pool's copies (pools it saw nothing of omitted).
+  absl::PrintF("\n%-18s %-5s %10s %9s %9s %11s %11s\n", "LIFETIME", "TIER", "COPIES", "REUSE@1",
+               "REUSE@2", "IDLE MEAN", "IDLE P50");
+  for (const auto& p : stats->pools) {
+    if (p.lifetime_copies == 0) continue;
+    const auto seconds = [&](double s) {
+      return p.idle_samples ? absl::StrFormat("%.3gs", s) : std::string("-");
+    };
+    absl::PrintF("%-18s %-5s %10d %8.1f%% %8.1f%% %11s %11s\n", p.name, TierName(p.tier),
+                 p.lifetime_copies, 100 * p.reuse_after_1, 100 * p.reuse_after_2,
+                 seconds(p.idle_mean_s), seconds(p.idle_median_s));
+  }
   const tensord::PressureStats& pr = stats->pressure;
   const std::string mem = pr.mem_available_bytes ? tensord::FormatBytes(*pr.mem_available_bytes)
                                                  : std::string("not available");

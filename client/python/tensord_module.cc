@@ -387,6 +387,12 @@ class PyClient {
       pd["blocks_total"] = p.blocks_total;
       pd["blocks_used"] = p.blocks_used;
       pd["fragmentation"] = p.fragmentation;
+      pd["lifetime_copies"] = p.lifetime_copies;
+      pd["reuse_after_1"] = p.reuse_after_1;
+      pd["reuse_after_2"] = p.reuse_after_2;
+      pd["idle_samples"] = p.idle_samples;
+      pd["idle_mean_s"] = p.idle_mean_s;
+      pd["idle_median_s"] = p.idle_median_s;
       pools.append(pd);
     }
     d["tiers"] = tiers;

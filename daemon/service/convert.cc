@@ -138,6 +138,12 @@ void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out)
     ps->set_fragmentation(p.stats.Fragmentation());
     ps->set_allocations(p.stats.allocations);
     ps->set_allocation_failures(p.stats.allocation_failures);
+    ps->set_lifetime_copies(p.lifetime.inserted);
+    ps->set_reuse_after_1(p.lifetime.ReuseAfter1());
+    ps->set_reuse_after_2(p.lifetime.ReuseAfter2());
+    ps->set_idle_samples(p.lifetime.idle_samples);
+    ps->set_idle_mean_s(p.lifetime.idle_mean_s);
+    ps->set_idle_median_s(p.lifetime.idle_median_s);
   }
   auto* counters = out->mutable_counters();
   store::ForEachCounter(c, [&](const char* name, uint64_t v) { (*counters)[name] = v; });

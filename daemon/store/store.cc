@@ -510,18 +510,30 @@ StoreStats Store::Stats() {
   st.counters.codec_decode_out_bytes = codec.decode_out_bytes;
   st.counters.codec_decode_failures = codec.decode_failures;
   const memory::PoolSet& pools = host_->pools();
+  // A tier policy's lifetime statistics, by pool (space); a pool it saw nothing of has zeros.
+  const auto lifetimes = [this](TierId t, size_t n) {
+    std::vector<policy::ClassLifetime> out(n);
+    for (uint32_t i = 0; i < n; ++i) out[i].space = i;
+    for (const policy::ClassLifetime& l : PolicyOf(t)->Lifetimes()) {
+      if (l.space < n) out[l.space] = l;
+    }
+    return out;
+  };
+  const std::vector<policy::ClassLifetime> host_lifetimes = lifetimes(TierId::kHost, pools.size());
   for (uint32_t i = 0; i < pools.size(); ++i) {
-    st.pools.push_back(
-        {pools[i].name, false, pools[i].arena, pools[i].fixed, pools[i].allocator->Stats()});
+    st.pools.push_back({pools[i].name, false, pools[i].arena, pools[i].fixed,
+                        pools[i].allocator->Stats(), host_lifetimes[i]});
     st.used_bytes += st.pools.back().stats.used_bytes;
     st.capacity_bytes += st.pools.back().stats.capacity_bytes;
   }
   st.pinned_bytes = pinned_bytes_[tiers::Index(TierId::kHost)];
   if (gpu_ != nullptr) {
     st.gpu_present = true;
+    const std::vector<policy::ClassLifetime> gpu_lifetimes =
+        lifetimes(TierId::kGpu, gpu_->pools().size());
     for (uint32_t i = 0; i < gpu_->pools().size(); ++i) {
       const memory::Pool& p = gpu_->pools()[i];
-      PoolStatsEntry e{p.name, true, p.arena, p.fixed, p.allocator->Stats()};
+      PoolStatsEntry e{p.name, true, p.arena, p.fixed, p.allocator->Stats(), gpu_lifetimes[i]};
       st.gpu_used_bytes += e.stats.used_bytes;
       st.gpu_capacity_bytes += e.stats.capacity_bytes;
       st.gpus[p.arena].used_bytes += e.stats.used_bytes;

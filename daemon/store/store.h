@@ -80,6 +80,7 @@ struct PoolStatsEntry {
   uint32_t arena = 0;
   bool fixed = false;
   memory::AllocatorStats stats;
+  policy::ClassLifetime lifetime;  // the tier policy's view of this pool's copies
 };
 
 struct GpuDeviceStats {

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "tests/integration/harness.h"
 
 namespace tensord::testing {
@@ -54,6 +55,14 @@ TEST(Tensorctl, CommandsOutputsAndExitCodes) {
   EXPECT_EQ(stats.rc, 0);
   EXPECT_TRUE(Has(stats, "SWAP      engine io_uring")) << stats.out;
   EXPECT_TRUE(Has(stats, "creates")) << stats.out;
+  // k was stored and read once: its pool's lifetime row shows 1 copy, all of it reused.
+  EXPECT_TRUE(Has(stats, "LIFETIME")) << stats.out;
+  const size_t row = stats.out.find("\n", stats.out.find("LIFETIME"));
+  ASSERT_NE(row, std::string::npos) << stats.out;
+  const std::string line = stats.out.substr(row + 1, stats.out.find('\n', row + 1) - row - 1);
+  EXPECT_TRUE(absl::StrContains(line, " host ") && absl::StrContains(line, " 1 ") &&
+              absl::StrContains(line, "100.0%"))
+      << line;
 
   CtlRun health = Tensorctl(s + "health");
   EXPECT_EQ(health.rc, 0) << health.out;

@@ -362,6 +362,31 @@ TEST_F(StoreTest, AChainAwarePolicyEvictsAKvChainFromItsTail) {
   }
 }
 
+TEST_F(StoreTest, StatsCarryEachPoolsLifetimeStatistics) {
+  // Four tensors in the general pool: "a" read twice, "b" once, the others never.
+  for (const char* key : {"a", "b", "c", "d"}) Put(key, 4096, 1, Durability::kCache);
+  for (const char* key : {"a", "b", "a"}) {
+    clock_.Advance(absl::Seconds(2));
+    uint64_t lease = Lease(key);
+    ASSERT_TRUE(store_->Release(session_, {&lease, 1}).ok());
+  }
+  const StoreStats st = store_->Stats();
+  ASSERT_EQ(st.pools.size(), 2u);
+  const policy::ClassLifetime& general = st.pools[1].lifetime;
+  EXPECT_EQ(st.pools[1].name, "general");
+  EXPECT_EQ(general.inserted, 4u);
+  EXPECT_EQ(general.reused, 2u);
+  EXPECT_EQ(general.reused_twice, 1u);
+  EXPECT_DOUBLE_EQ(general.ReuseAfter1(), 0.5);
+  EXPECT_DOUBLE_EQ(general.ReuseAfter2(), 0.5);
+  EXPECT_EQ(general.idle_samples, 3u);
+  // Idle gaps 2 s (a), 4 s (b), 4 s (a again): mean 10/3 s, median within a factor of 2 of 4 s.
+  EXPECT_NEAR(general.idle_mean_s, 10.0 / 3.0, 1e-6);
+  EXPECT_GE(general.idle_median_s, 2.0);
+  EXPECT_LE(general.idle_median_s, 8.0);
+  EXPECT_EQ(st.pools[0].lifetime.inserted, 0u) << "nothing was stored in the block pool";
+}
+
 TEST_F(StoreTest, AnUnknownEvictionPolicyIsRefusedByName) {
   auto p = policy::MakeEvictionPolicy("fifo-please");
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);

@@ -112,6 +112,10 @@ struct PoolStats {
   uint64_t capacity_bytes = 0, used_bytes = 0, block_size = 0, blocks_total = 0, blocks_used = 0;
   uint64_t largest_free_bytes = 0, allocations = 0, allocation_failures = 0;
   double fragmentation = 0;
+  // The eviction policy's lifetime statistics of the pool's copies: copies seen, the share
+  // used again after one use and after two, idle time between uses (median within 2x).
+  uint64_t lifetime_copies = 0, idle_samples = 0;
+  double reuse_after_1 = 0, reuse_after_2 = 0, idle_mean_s = 0, idle_median_s = 0;
 };
 
 struct TierStats {

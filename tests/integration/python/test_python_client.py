@@ -179,3 +179,18 @@ def test_stats_read_system_pressure_without_an_ssd_tier(daemon):
         assert isinstance(pressure["psi_some_avg10"], float)
     else:
         assert pressure["psi_some_avg10"] is None, "no PSI here: not available, not 0"
+
+
+def test_stats_show_what_the_eviction_policy_learned_of_each_pool(daemon):
+    with tensord.Client(daemon) as c:
+        for key in ("life.a", "life.b"):
+            c.put(key, np.zeros(4096, dtype=np.uint8))
+        t = c.get("life.a")
+        del t  # its lease goes with it
+        pools = [p for p in c.stats()["pools"] if p["lifetime_copies"] > 0]
+        assert pools, "the pool that holds the tensors has lifetime statistics"
+        copies = sum(p["lifetime_copies"] for p in pools)
+        reused = sum(p["reuse_after_1"] * p["lifetime_copies"] for p in pools)
+        assert copies >= 2
+        assert reused >= 1, pools  # life.a was read again after it was stored
+        assert all(0 <= p["reuse_after_1"] <= 1 and p["idle_median_s"] >= 0 for p in pools)
