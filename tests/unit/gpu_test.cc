@@ -182,6 +182,41 @@ TEST_F(GpuStoreTest, GetOnGpuCopiesUpOnceAndKeepsEveryByte) {
   EXPECT_EQ(store_->Stats().gpu_pinned_bytes, 0u);
 }
 
+TEST_F(GpuStoreTest, HintedHostTensorsAreCopiedUpBeforeTheirGpuGet) {
+  // 4 MiB per device; the hint window is 25% of the GPU tier: 2 MiB, two of the 1 MiB tensors.
+  for (int i = 0; i < 3; ++i) Put(absl::StrCat("h", i), kMiB, 10 + i);
+  const std::vector<std::string> keys = {"h0", "h1", "h2"};
+  auto hint = store_->Hint("", keys, WantTier::kGpu, absl::ZeroDuration(), /*device=*/1);
+  ASSERT_TRUE(hint.ok()) << hint.status();
+  EXPECT_EQ(hint->accepted, 3u);
+  const auto on_gpu = [&](const char* key) {
+    auto s = store_->Stat("", key);
+    return s.ok() && s->on_gpu;
+  };
+  for (int i = 0; i < 500 && !(on_gpu("h0") && on_gpu("h1")); ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  store_->Quiesce();
+  ASSERT_TRUE(on_gpu("h0") && on_gpu("h1")) << "the window's tensors were copied up";
+  EXPECT_FALSE(on_gpu("h2")) << "beyond the window";
+  EXPECT_EQ(dev1_->up_copies, 2u) << "to the device the hint named";
+  EXPECT_EQ(dev0_->up_copies, 0u);
+  // The GPU Gets find them there: hits, no copy at Get time, every byte intact.
+  const uint64_t hits = store_->Stats().counters.gpu_hits;
+  GetOutcome a = GetAndCheck("h0", kMiB, 10, WantTier::kGpu);
+  GetOutcome b = GetAndCheck("h1", kMiB, 11, WantTier::kGpu);
+  EXPECT_EQ(store_->Stats().counters.gpu_hits, hits + 2);
+  EXPECT_EQ(store_->Stats().counters.lookahead_used, 2u);
+  // The window moves on to h2; three copies up in all: none at Get time.
+  for (int i = 0; i < 500 && !on_gpu("h2"); ++i) absl::SleepFor(absl::Milliseconds(10));
+  store_->Quiesce();
+  EXPECT_TRUE(on_gpu("h2"));
+  EXPECT_EQ(dev1_->up_copies, 3u);
+  EXPECT_EQ(dev0_->up_copies, 0u);
+  Release(a.lease_id);
+  Release(b.lease_id);
+}
+
 TEST_F(GpuStoreTest, BatchedGpuGetCopiesUpInOneBatchPerDevice) {
   std::vector<std::string> keys;
   for (int i = 0; i < 5; ++i) {
