@@ -28,12 +28,32 @@ TensorInfo FromProto(const v1::TensorMeta& m) {
   info.ttl_ms = m.ttl_ms();
   info.on_gpu = m.has_gpu_location();
   info.compression = static_cast<Compression>(m.compression());
+  info.error_budget = m.error_budget();
+  info.codecs.assign(m.codecs().begin(), m.codecs().end());
   info.ssd_stored_bytes = m.ssd_stored_bytes();
+  if (m.has_ssd_encoding()) {
+    info.ssd_codec = m.ssd_encoding().codec();
+    info.ssd_rel_rmse = m.ssd_encoding().rel_rmse();
+  }
   info.parent = m.parent();
   return info;
 }
 
 }  // namespace
+
+const char* CompressionName(Compression c) {
+  switch (c) {
+    case Compression::kNone:
+      return "none";
+    case Compression::kLossless:
+      return "lossless";
+    case Compression::kLossy:
+      return "lossy";
+    case Compression::kDefault:
+      break;
+  }
+  return "default";
+}
 
 // ---- WritableTensor ----
 
@@ -168,6 +188,8 @@ absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
   request.set_scope(static_cast<v1::Scope>(options.scope));
   request.set_ttl_ms(options.ttl_ms);
   request.set_compression(static_cast<v1::Compression>(options.compression));
+  request.set_error_budget(options.error_budget);
+  for (const std::string& c : options.codecs) request.add_codecs(c);
   request.set_parent(options.parent);
   request.set_tier(static_cast<v1::Tier>(options.tier));
   if (options.tier == Tier::kGpu && options.device >= 0) {
@@ -349,6 +371,13 @@ Stats FromProto(const v1::Stats& response) {
   for (const v1::GpuStats& g : response.gpus()) {
     out.gpus.push_back(GpuStats{g.gpu(), g.model(), g.arena_bytes(), g.used_bytes(),
                                 g.device_free_bytes(), g.device_total_bytes(), g.host_pinned()});
+  }
+  for (const v1::CodecStats& k : response.codecs()) {
+    out.codecs.push_back(CodecStats{k.codec(), k.encodes(), k.encode_in_bytes(),
+                                    k.encode_out_bytes(), k.decodes(), k.decode_in_bytes(),
+                                    k.decode_out_bytes(), k.decode_failures(), k.tried(),
+                                    k.over_budget(), k.ratio(), k.encode_gbps(), k.decode_gbps(),
+                                    k.max_rel_rmse()});
   }
   return out;
 }

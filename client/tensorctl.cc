@@ -93,6 +93,14 @@ void PrintStatsOf(const tensord::Stats* stats) {
         w.read_mbps, tensord::FormatBytes(w.bytes_written), w.writes, w.write_mbps, w.io_errors,
         w.checksum_failures, tensord::FormatBytes(w.largest_free_bytes), 100 * w.fragmentation);
   }
+  if (stats->codecs.empty()) return;
+  absl::PrintF("\n%-10s %8s %11s %7s %9s %8s %9s %7s %6s %6s %9s\n", "CODEC", "ENCODES", "BYTES IN",
+               "RATIO", "ENC GB/s", "DECODES", "DEC GB/s", "FAILED", "TRIED", "OVER", "MAX ERR");
+  for (const tensord::CodecStats& k : stats->codecs) {
+    absl::PrintF("%-10s %8d %11s %6.2fx %9.2f %8d %9.2f %7d %6d %6d %8.3g%%\n", k.codec, k.encodes,
+                 tensord::FormatBytes(k.encode_in_bytes), k.ratio, k.encode_gbps, k.decodes,
+                 k.decode_gbps, k.decode_failures, k.tried, k.over_budget, 100 * k.max_rel_rmse);
+  }
 }
 
 int PrintStats(tensord::Client& c, bool json) {
@@ -171,11 +179,20 @@ int PrintTensor(tensord::Client& c, const std::string& key) {
       t->scope == tensord::Scope::kSession ? "session" : "global", t->sealed ? "yes" : "no",
       t->leases, TierName(t->location.tier), t->location.arena, t->location.offset,
       t->created_unix_ms, t->ttl_ms > 0 ? absl::StrCat(t->ttl_ms, " ms") : "none");
-  absl::PrintF("compress   %s%s\n",
-               t->compression == tensord::Compression::kLossless ? "lossless" : "none",
-               t->ssd_stored_bytes > 0
-                   ? absl::StrCat(" (swap copy ", tensord::FormatBytes(t->ssd_stored_bytes), ")")
-                   : "");
+  std::string policy(tensord::CompressionName(t->compression));
+  if (t->compression == tensord::Compression::kLossy) {
+    absl::StrAppend(&policy, absl::StrFormat(" (budget %.3g%%", 100 * t->error_budget),
+                    t->codecs.empty() ? "" : absl::StrCat(", ", absl::StrJoin(t->codecs, ", ")),
+                    ")");
+  }
+  absl::PrintF("compress   %s\n", policy);
+  if (t->ssd_stored_bytes > 0) {
+    absl::PrintF("swap copy  %s, %s (%.2fx)%s\n", t->ssd_codec.empty() ? "none" : t->ssd_codec,
+                 tensord::FormatBytes(t->ssd_stored_bytes),
+                 double(t->nbytes) / double(t->ssd_stored_bytes),
+                 t->ssd_rel_rmse > 0 ? absl::StrFormat(", error %.3g%%", 100 * t->ssd_rel_rmse)
+                                     : std::string());
+  }
   if (!t->parent.empty()) absl::PrintF("parent     %s\n", t->parent);
   return 0;
 }
@@ -322,10 +339,17 @@ int main(int argc, char** argv) {
   put->add_option("--shape", shape, "dimensions (default: 1-D over the file)")->delimiter(',');
   put->add_option("--pool", pool, "pool class (default: best fit)");
   put->add_flag("--cache", cache, "CACHE durability (evictable) instead of DURABLE");
-  std::string compression = "none";
+  std::string compression = "default";
   put->add_option("--compression", compression,
-                  "how its swap copy may be stored: none (default) or lossless (zstd)")
-      ->check(CLI::IsMember({"none", "lossless"}));
+                  "how its swap copy may be stored: default (the pool class's), none, lossless, "
+                  "or lossy within --error-budget")
+      ->check(CLI::IsMember({"default", "none", "lossless", "lossy"}));
+  double error_budget = 0;
+  put->add_option("--error-budget", error_budget,
+                  "lossy: the largest relative RMSE of the round trip, e.g. 0.01");
+  std::vector<std::string> codecs;
+  put->add_option("--codecs", codecs, "lossy: the codecs allowed, e.g. fp8_e4m3,int8")
+      ->delimiter(',');
   std::string parent;
   put->add_option("--parent", parent,
                   "the key this tensor continues (e.g. a KV chain's previous block)");
@@ -371,8 +395,12 @@ int main(int argc, char** argv) {
     tensord::CreateOptions opts;
     opts.pool = pool;
     opts.durability = cache ? tensord::Durability::kCache : tensord::Durability::kDurable;
-    opts.compression =
-        compression == "lossless" ? tensord::Compression::kLossless : tensord::Compression::kNone;
+    opts.compression = compression == "none"       ? tensord::Compression::kNone
+                       : compression == "lossless" ? tensord::Compression::kLossless
+                       : compression == "lossy"    ? tensord::Compression::kLossy
+                                                   : tensord::Compression::kDefault;
+    opts.error_budget = error_budget;
+    opts.codecs = codecs;
     opts.parent = parent;
     return Put(c, file, key, dtype, shape, opts);
   }

@@ -14,6 +14,7 @@ PACKAGES=(
   libtomlplusplus-dev
   libcli11-dev
   libxxhash-dev libzstd-dev
+  libeigen3-dev                      # the low-rank codec (SVD)
   nlohmann-json3-dev                 # the trace benchmark reads JSON-lines traces
   # Python binding and its tests (client/python): the system Python's packages.
   python3-dev pybind11-dev libdlpack-dev python3-numpy python3-torch python3-pytest

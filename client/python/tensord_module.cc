@@ -181,8 +181,12 @@ py::dict InfoDict(const TensorInfo& i) {
   d["ttl_ms"] = i.ttl_ms;
   d["tier"] = TierName(i.location.tier);  // where the tensor is served from by default
   d["on_gpu"] = i.on_gpu;
-  d["compression"] = i.compression == Compression::kLossless ? "lossless" : "none";
+  d["compression"] = CompressionName(i.compression);
+  d["error_budget"] = i.error_budget;
+  d["codecs"] = i.codecs;
   d["ssd_stored_bytes"] = i.ssd_stored_bytes;
+  d["ssd_codec"] = i.ssd_codec;
+  d["ssd_rel_rmse"] = i.ssd_rel_rmse;
   d["parent"] = i.parent;
   return d;
 }
@@ -196,9 +200,12 @@ Durability ParseDurability(const std::string& s) {
 }
 
 Compression ParseCompression(const std::string& s) {
+  if (s == "default") return Compression::kDefault;
   if (s == "none") return Compression::kNone;
   if (s == "lossless") return Compression::kLossless;
-  throw py::value_error("compression must be 'none' or 'lossless', not '" + s + "'");
+  if (s == "lossy") return Compression::kLossy;
+  throw py::value_error("compression must be 'default', 'none', 'lossless' or 'lossy', not '" +
+                        s + "'");
 }
 
 Scope ParseScope(const std::string& s) {
@@ -245,10 +252,13 @@ class PyClient {
                                  const std::string& dtype, const std::string& durability,
                                  const std::string& pool, const std::string& scope, double ttl,
                                  const std::string& device, const std::string& compression,
-                                 const std::string& parent) {
+                                 const std::string& parent, double error_budget,
+                                 std::vector<std::string> codecs) {
     CreateOptions o;
     o.parent = parent;
     o.compression = ParseCompression(compression);
+    o.error_budget = error_budget;
+    o.codecs = std::move(codecs);
     std::tie(o.tier, o.device) = ParseDevice(device);
     o.durability = ParseDurability(durability);
     o.scope = ParseScope(scope);
@@ -423,6 +433,26 @@ class PyClient {
       gpus.append(gd);
     }
     d["gpus"] = gpus;
+    py::list codecs;
+    for (const CodecStats& k : s.codecs) {
+      py::dict kd;
+      kd["codec"] = k.codec;
+      kd["encodes"] = k.encodes;
+      kd["encode_in_bytes"] = k.encode_in_bytes;
+      kd["encode_out_bytes"] = k.encode_out_bytes;
+      kd["ratio"] = k.ratio;
+      kd["encode_gbps"] = k.encode_gbps;
+      kd["decodes"] = k.decodes;
+      kd["decode_in_bytes"] = k.decode_in_bytes;
+      kd["decode_out_bytes"] = k.decode_out_bytes;
+      kd["decode_gbps"] = k.decode_gbps;
+      kd["decode_failures"] = k.decode_failures;
+      kd["tried"] = k.tried;
+      kd["over_budget"] = k.over_budget;
+      kd["max_rel_rmse"] = k.max_rel_rmse;
+      codecs.append(kd);
+    }
+    d["codecs"] = codecs;
     if (const SwapStats& w = s.swap; w.present) {
       py::dict wd;
       wd["engine"] = w.engine;
@@ -553,8 +583,9 @@ PYBIND11_MODULE(_core, m) {
       .def("close", &PyClient::Close)
       .def("create", &PyClient::Create, py::arg("key"), py::arg("shape"), py::arg("dtype"),
            py::arg("durability") = "durable", py::arg("pool") = "", py::arg("scope") = "global",
-           py::arg("ttl") = 0.0, py::arg("device") = "cpu", py::arg("compression") = "none",
-           py::arg("parent") = "")
+           py::arg("ttl") = 0.0, py::arg("device") = "cpu", py::arg("compression") = "default",
+           py::arg("parent") = "", py::arg("error_budget") = 0.0,
+           py::arg("codecs") = std::vector<std::string>{})
       .def("prefetch", &PyClient::Prefetch, py::arg("keys"), py::arg("device") = "cpu")
       .def("hint", &PyClient::Hint, py::arg("keys"), py::arg("device") = "cpu",
            py::arg("ttl") = 0.0)

@@ -1,30 +1,187 @@
-// The identity codec and zstd, and the choice between them for a compression policy.
+// The envelope every encoding carries, the codec registry, policies, error measurement, and the
+// automatic choice of a codec for a tensor ("auto").
 #include "daemon/codec/codec.h"
 
-#include <zstd.h>
+#include <xxhash.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstring>
-#include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "daemon/codec/internal.h"
+#include "daemon/codec/parallel.h"
 
 namespace tensord::codec {
 namespace {
 
-// Level 1: cold tensors are written on the migrator's time; speed matters more than the last
-// few percent of ratio.
-constexpr int kZstdLevel = 1;
-// Below this saving the raw bytes are kept: decoding would cost time for nothing.
-constexpr double kMinSaving = 0.03;
+using internal::IsFloat;
 
+// 'TDC1', codec id, dtype, reserved, decoded size, XXH3 of the payload.
+struct Envelope {
+  uint32_t magic = 0x31434454;
+  uint8_t codec = 0;
+  uint8_t dtype = 0;
+  uint16_t reserved = 0;
+  uint64_t nbytes = 0;
+  uint64_t hash = 0;
+};
+static_assert(sizeof(Envelope) == 24);
+
+// The identity: no envelope, the bytes as they are.
 class NoneCodec final : public Codec {
  public:
   CodecId id() const override { return CodecId::kNone; }
   const char* name() const override { return "none"; }
-  absl::StatusOr<std::vector<uint8_t>> Encode(std::span<const uint8_t> in) const override {
-    return std::vector<uint8_t>(in.begin(), in.end());
+  bool lossy() const override { return false; }
+  bool Accepts(const TensorRef&) const override { return true; }
+
+ protected:
+  absl::Status EncodePayload(const TensorRef&, double, std::vector<uint8_t>*) const override {
+    return absl::OkStatus();  // not reached: Encode copies the bytes
   }
-  absl::Status Decode(std::span<const uint8_t> in, std::span<uint8_t> out) const override {
+  absl::Status DecodePayload(std::span<const uint8_t>, const TensorRef&,
+                             std::span<uint8_t>) const override {
+    return absl::OkStatus();
+  }
+};
+
+const NoneCodec kNoneCodec;
+
+const std::vector<const Codec*>& Registry() {
+  static const std::vector<const Codec*> codecs = {
+      &kNoneCodec,           &internal::LosslessCodec(), &internal::Fp16Codec(),
+      &internal::Bf16Codec(), &internal::Fp8Codec(),      &internal::Int8Codec(),
+      &internal::Int4Codec(), &internal::SparseCodec(),   &internal::LowRankCodec()};
+  return codecs;
+}
+
+std::string KnownNames() {
+  std::vector<std::string> names;
+  for (const Codec* c : Registry()) names.push_back(c->name());
+  return absl::StrJoin(names, ", ");
+}
+
+double Since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// What the choice looks at: the share of all-zero elements, and for float tensors whether all
+// values are finite and their spread (max |x| over the RMS).
+struct Profile {
+  double zero_fraction = 0;
+  bool finite = true;
+  double rms = 0, amax = 0;
+  double spread() const { return rms > 0 ? amax / rms : 1; }
+};
+
+Profile Analyze(const TensorRef& t) {
+  Profile p;
+  const size_t n = internal::Elements(t), item = ItemSize(t.dtype);
+  if (n == 0) return p;
+  const size_t chunks = (n + internal::kChunkElements - 1) / internal::kChunkElements;
+  struct Part {
+    size_t zeros = 0;
+    bool finite = true;
+    double sum2 = 0, amax = 0;
+  };
+  std::vector<Part> parts(chunks);
+  const bool fl = IsFloat(t.dtype);
+  ParallelFor(chunks, [&](size_t c) {
+    Part& part = parts[c];
+    const size_t lo = c * internal::kChunkElements;
+    const size_t hi = std::min(n, lo + internal::kChunkElements);
+    static constexpr uint8_t kZeros[8] = {};
+    for (size_t i = lo; i < hi; ++i) {
+      if (std::memcmp(t.bytes.data() + i * item, kZeros, item) == 0) ++part.zeros;
+      if (!fl) continue;
+      const float v = internal::Load(t.dtype, t.bytes.data(), i);
+      if (!std::isfinite(v)) {
+        part.finite = false;
+        continue;
+      }
+      part.sum2 += double(v) * v;
+      part.amax = std::max(part.amax, double(std::fabs(v)));
+    }
+  });
+  double sum2 = 0;
+  size_t zeros = 0;
+  for (const Part& part : parts) {
+    zeros += part.zeros;
+    p.finite = p.finite && part.finite;
+    sum2 += part.sum2;
+    p.amax = std::max(p.amax, part.amax);
+  }
+  p.zero_fraction = double(zeros) / double(n);
+  p.rms = std::sqrt(sum2 / double(n));
+  return p;
+}
+
+// A lossy candidate: its nominal ratio on this dtype and the error the profile predicts (a
+// uniform quantization noise model; only used to skip hopeless candidates and to order equals).
+struct Candidate {
+  const Codec* codec;
+  double ratio;
+  double predicted;
+};
+
+std::vector<Candidate> LossyCandidates(const Policy& policy, const TensorRef& t, const Profile& p) {
+  const double item = double(ItemSize(t.dtype));
+  const double spread = p.spread();
+  constexpr double kSqrt12 = 3.4641016;
+  std::vector<Candidate> c;
+  const auto add = [&](const Codec& codec, double ratio, double predicted) {
+    if (policy.Allows(codec.id()) && codec.Accepts(t)) c.push_back({&codec, ratio, predicted});
+  };
+  // Groups of 64 see about half the whole tensor's range.
+  add(internal::Int4Codec(), item * 8 / 4.5, 0.5 * (2 * spread / 15) / kSqrt12);
+  add(internal::Fp8Codec(), item / (1 + 4.0 / 256), 0.025);
+  add(internal::Int8Codec(), item / (1 + 4.0 / 256), 0.6 * spread / 127 / kSqrt12);
+  add(internal::Fp16Codec(), 2, 3e-4);
+  add(internal::Bf16Codec(), 2, 2.3e-3);
+  // Low-rank only where the policy names it: its SVD costs far more than a quantizer, and KV
+  // blocks and activations are rarely of low rank.
+  if (policy.allowed != 0 && policy.Allows(CodecId::kLowRank) &&
+      internal::LowRankCodec().Accepts(t)) {
+    c.insert(c.begin(), {&internal::LowRankCodec(), 1e9, 0});
+  }
+  std::stable_sort(c.begin(), c.end(), [](const Candidate& a, const Candidate& b) {
+    if (a.ratio > 1.2 * b.ratio || b.ratio > 1.2 * a.ratio) return a.ratio > b.ratio;
+    return a.predicted < b.predicted;  // about the same ratio: the more precise first
+  });
+  return c;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<uint8_t>> Codec::Encode(const TensorRef& t, double budget) const {
+  if (id() == CodecId::kNone) return std::vector<uint8_t>(t.bytes.begin(), t.bytes.end());
+  if (ItemSize(t.dtype) == 0 || t.bytes.size() % ItemSize(t.dtype) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name(), ": ", t.bytes.size(), " bytes are no whole number of ",
+                     std::string(DTypeName(t.dtype)), " elements"));
+  }
+  if (!Accepts(t)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(name(), " does not encode ", std::string(DTypeName(t.dtype)),
+                     " tensors of this shape"));
+  }
+  std::vector<uint8_t> out(sizeof(Envelope));
+  if (absl::Status st = EncodePayload(t, budget, &out); !st.ok()) return st;
+  Envelope e;
+  e.codec = static_cast<uint8_t>(id());
+  e.dtype = static_cast<uint8_t>(t.dtype);
+  e.nbytes = t.bytes.size();
+  e.hash = XXH3_64bits(out.data() + sizeof(Envelope), out.size() - sizeof(Envelope));
+  std::memcpy(out.data(), &e, sizeof(e));
+  return out;
+}
+
+absl::Status Codec::Decode(std::span<const uint8_t> in, const TensorRef& like,
+                           std::span<uint8_t> out) const {
+  if (id() == CodecId::kNone) {
     if (in.size() != out.size()) {
       return absl::DataLossError(
           absl::StrCat("raw copy is ", in.size(), " bytes, the tensor ", out.size()));
@@ -32,87 +189,207 @@ class NoneCodec final : public Codec {
     if (!in.empty() && in.data() != out.data()) std::memmove(out.data(), in.data(), in.size());
     return absl::OkStatus();
   }
-};
-
-class ZstdCodec final : public Codec {
- public:
-  CodecId id() const override { return CodecId::kZstd; }
-  const char* name() const override { return "zstd"; }
-  absl::StatusOr<std::vector<uint8_t>> Encode(std::span<const uint8_t> in) const override {
-    std::vector<uint8_t> out(ZSTD_compressBound(in.size()));
-    // The frame carries its content size and a checksum of the content, so a decode verifies.
-    std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> ctx(ZSTD_createCCtx(), &ZSTD_freeCCtx);
-    if (ctx == nullptr) return absl::ResourceExhaustedError("zstd: no memory for a context");
-    ZSTD_CCtx_setParameter(ctx.get(), ZSTD_c_compressionLevel, kZstdLevel);
-    ZSTD_CCtx_setParameter(ctx.get(), ZSTD_c_checksumFlag, 1);
-    ZSTD_CCtx_setParameter(ctx.get(), ZSTD_c_contentSizeFlag, 1);
-    const size_t n = ZSTD_compress2(ctx.get(), out.data(), out.size(), in.data(), in.size());
-    if (ZSTD_isError(n)) {
-      return absl::InternalError(absl::StrCat("zstd compression: ", ZSTD_getErrorName(n)));
-    }
-    out.resize(n);
-    return out;
+  Envelope e;
+  if (in.size() < sizeof(e)) return internal::Damaged(name(), "shorter than its envelope");
+  std::memcpy(&e, in.data(), sizeof(e));
+  if (e.magic != Envelope{}.magic || e.codec != static_cast<uint8_t>(id())) {
+    return internal::Damaged(name(), "not an encoding by this codec");
   }
-  absl::Status Decode(std::span<const uint8_t> in, std::span<uint8_t> out) const override {
-    // The frame records its content size: it must be the tensor's, before anything is written.
-    const unsigned long long size = ZSTD_getFrameContentSize(in.data(), in.size());
-    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN) {
-      return absl::DataLossError("zstd copy is not a complete zstd frame");
-    }
-    if (size != out.size()) {
-      return absl::DataLossError(
-          absl::StrCat("zstd copy decodes to ", size, " bytes, the tensor has ", out.size()));
-    }
-    const size_t n = ZSTD_decompress(out.data(), out.size(), in.data(), in.size());
-    if (ZSTD_isError(n) || n != out.size()) {
-      return absl::DataLossError(absl::StrCat("zstd copy does not decode: ",
-                                              ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short"));
-    }
-    return absl::OkStatus();
+  if (e.dtype != static_cast<uint8_t>(like.dtype) || e.nbytes != out.size()) {
+    return absl::DataLossError(absl::StrCat(name(), " copy is of ", e.nbytes, " bytes of dtype ",
+                                            int(e.dtype), ", not of this tensor"));
   }
-};
-
-const NoneCodec kNoneCodec;
-const ZstdCodec kZstdCodec;
-const Codec* const kCodecs[] = {&kNoneCodec, &kZstdCodec};
-
-}  // namespace
+  const std::span<const uint8_t> payload = in.subspan(sizeof(e));
+  if (XXH3_64bits(payload.data(), payload.size()) != e.hash) {
+    return internal::Damaged(name(), "checksum mismatch");
+  }
+  TensorRef shape = like;
+  shape.bytes = {out.data(), out.size()};
+  return DecodePayload(payload, shape, out);
+}
 
 absl::StatusOr<const Codec*> CodecFor(CodecId id) {
-  for (const Codec* c : kCodecs) {
+  for (const Codec* c : Registry()) {
     if (c->id() == id) return c;
   }
   return absl::InvalidArgumentError(absl::StrCat("no codec has id ", static_cast<int>(id)));
 }
 
 absl::StatusOr<const Codec*> CodecNamed(absl::string_view name) {
-  for (const Codec* c : kCodecs) {
+  for (const Codec* c : Registry()) {
     if (name == c->name()) return c;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown codec '", name, "' (none, zstd)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown codec '", name, "' (", KnownNames(), ")"));
 }
 
-absl::StatusOr<Compression> ParseCompression(absl::string_view name) {
-  if (name == "none" || name.empty()) return Compression::kNone;
+const char* CodecName(CodecId id) {
+  auto c = CodecFor(id);
+  return c.ok() ? (*c)->name() : "unknown";
+}
+
+std::vector<const Codec*> AllCodecs() { return Registry(); }
+
+absl::StatusOr<Compression> ParseCompression(absl::string_view name, bool allow_default) {
+  if (name == "none") return Compression::kNone;
   if (name == "lossless") return Compression::kLossless;
-  return absl::InvalidArgumentError("compression is 'none' or 'lossless'");
+  if (name == "lossy") return Compression::kLossy;
+  if (allow_default && (name == "default" || name.empty())) return Compression::kDefault;
+  return absl::InvalidArgumentError(absl::StrCat("compression is 'none', 'lossless' or 'lossy'",
+                                                 allow_default ? " (or 'default')" : "",
+                                                 ", not '", name, "'"));
 }
 
 const char* CompressionName(Compression c) {
-  return c == Compression::kLossless ? "lossless" : "none";
+  switch (c) {
+    case Compression::kNone:
+      return "none";
+    case Compression::kLossless:
+      return "lossless";
+    case Compression::kLossy:
+      return "lossy";
+    case Compression::kDefault:
+      return "default";
+  }
+  return "unknown";
 }
 
-absl::StatusOr<Encoded> EncodeFor(Compression policy, std::span<const uint8_t> in) {
-  Encoded raw{CodecId::kNone, {}, in.size()};
-  if (policy == Compression::kNone || in.empty()) return raw;
-  auto bytes = kZstdCodec.Encode(in);
-  if (!bytes.ok()) return bytes.status();
-  if (static_cast<double>(bytes->size()) > (1.0 - kMinSaving) * static_cast<double>(in.size())) {
-    return raw;  // does not pay
+absl::Status ValidatePolicy(const Policy& p) {
+  if (p.mode != Compression::kNone && p.mode != Compression::kLossless &&
+      p.mode != Compression::kLossy && p.mode != Compression::kDefault) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown compression ", int(p.mode), " (NONE, LOSSLESS or LOSSY)"));
   }
-  Encoded e{CodecId::kZstd, *std::move(bytes), 0};
-  e.stored_bytes = e.bytes.size();
-  return e;
+  if (p.mode == Compression::kLossy && !(p.budget > 0 && p.budget < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a lossy compression needs an error budget (max relative RMSE) in (0, 1), not ",
+        p.budget));
+  }
+  if (p.mode != Compression::kLossy && p.mode != Compression::kDefault && p.budget != 0) {
+    return absl::InvalidArgumentError("an error budget goes with LOSSY compression only");
+  }
+  if (p.allowed != 0 && p.mode != Compression::kLossy) {
+    return absl::InvalidArgumentError("a list of allowed codecs goes with LOSSY compression only");
+  }
+  if ((p.allowed >> (kMaxCodecId + 1)) != 0) {
+    return absl::InvalidArgumentError("the allowed codecs name an unknown codec");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> CodecMask(std::span<const std::string> names) {
+  uint32_t mask = 0;
+  for (const std::string& n : names) {
+    auto c = CodecNamed(n);
+    if (!c.ok()) return c.status();
+    mask |= 1u << int((*c)->id());
+  }
+  return mask;
+}
+
+std::vector<std::string> CodecNames(uint32_t mask) {
+  std::vector<std::string> out;
+  for (const Codec* c : Registry()) {
+    if ((mask >> int(c->id())) & 1u) out.push_back(c->name());
+  }
+  return out;
+}
+
+Quality Measure(DType dtype, std::span<const uint8_t> source, std::span<const uint8_t> decoded) {
+  Quality q;
+  const size_t item = ItemSize(dtype);
+  if (item == 0 || source.size() != decoded.size()) return {HUGE_VAL, HUGE_VAL};
+  const size_t n = source.size() / item;
+  if (!IsFloat(dtype)) {
+    if (std::memcmp(source.data(), decoded.data(), source.size()) == 0) return q;
+    return {HUGE_VAL, HUGE_VAL};  // lossy codecs take float tensors only
+  }
+  const size_t chunks = (n + internal::kChunkElements - 1) / internal::kChunkElements;
+  struct Part {
+    double err2 = 0, ref2 = 0, max = 0;
+  };
+  std::vector<Part> parts(chunks);
+  ParallelFor(chunks, [&](size_t c) {
+    Part& part = parts[c];
+    const size_t lo = c * internal::kChunkElements;
+    const size_t hi = std::min(n, lo + internal::kChunkElements);
+    for (size_t i = lo; i < hi; ++i) {
+      const double x = internal::Load(dtype, source.data(), i);
+      const double y = internal::Load(dtype, decoded.data(), i);
+      if (std::isnan(x) && std::isnan(y)) continue;
+      const double d = x == y ? 0.0 : std::fabs(x - y);  // Inf == Inf: no error
+      part.err2 += d * d;
+      part.ref2 += std::isfinite(x) ? x * x : 0.0;
+      part.max = std::max(part.max, std::isnan(d) ? HUGE_VAL : d);
+    }
+  });
+  double err2 = 0, ref2 = 0;
+  for (const Part& part : parts) {
+    err2 += part.err2;
+    ref2 += part.ref2;
+    q.max_abs_error = std::max(q.max_abs_error, part.max);
+  }
+  q.rel_rmse = err2 == 0 ? 0 : ref2 == 0 ? HUGE_VAL : std::sqrt(err2 / ref2);
+  return q;
+}
+
+absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t) {
+  Encoded raw;
+  raw.stored_bytes = t.bytes.size();
+  if (policy.mode == Compression::kNone || policy.mode == Compression::kDefault ||
+      t.bytes.size() < kMinEncodeBytes || ItemSize(t.dtype) == 0 ||
+      t.bytes.size() % ItemSize(t.dtype) != 0) {
+    return raw;
+  }
+  const double pays = (1.0 - kMinSaving) * double(t.bytes.size());
+  const Profile profile = Analyze(t);
+  Encoded best = raw;
+  // Tries `c`; keeps it when it is the smallest so far (and, lossy, within the budget).
+  const auto attempt = [&](const Codec& c, double budget) -> bool {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto bytes = c.Encode(t, budget);
+    Encoded::Try tr{c.id()};
+    if (!bytes.ok()) {
+      tr.seconds = Since(t0);
+      best.tried.push_back(tr);
+      return false;
+    }
+    tr.out_bytes = bytes->size();
+    Quality q;
+    if (c.lossy()) {
+      std::vector<uint8_t> back(t.bytes.size());
+      if (!c.Decode(*bytes, t, back).ok()) return false;  // a codec bug: never stored
+      q = Measure(t.dtype, t.bytes, back);
+      tr.rel_rmse = q.rel_rmse;
+    }
+    tr.seconds = Since(t0);
+    tr.over_budget = c.lossy() && !(q.rel_rmse <= budget);
+    best.tried.push_back(tr);
+    if (tr.over_budget) {
+      best.over_budget = true;
+      return false;
+    }
+    if (double(bytes->size()) > pays || bytes->size() >= best.stored_bytes) return false;
+    std::vector<Encoded::Try> tried = std::move(best.tried);
+    best = Encoded{c.id(), *std::move(bytes), 0, q, best.over_budget, std::move(tried)};
+    best.stored_bytes = best.bytes.size();
+    return true;
+  };
+  if (policy.mode == Compression::kLossy && IsFloat(t.dtype) && profile.finite) {
+    for (const Candidate& c : LossyCandidates(policy, t, profile)) {
+      if (c.predicted > 3 * policy.budget) continue;  // hopeless: not worth an encode
+      if (attempt(*c.codec, policy.budget)) {
+        best.over_budget = false;  // a lossy encoding within the budget was found
+        return best;
+      }
+    }
+    best.over_budget = true;  // no lossy codec meets the budget: lossless instead
+  }
+  // Lossless: sparse for mostly-zero tensors, byte grouping + zstd; the smaller one.
+  if (profile.zero_fraction >= 0.3 && internal::SparseCodec().Accepts(t)) {
+    attempt(internal::SparseCodec(), 0);
+  }
+  attempt(internal::LosslessCodec(), 0);
+  return best;
 }
 
 }  // namespace tensord::codec

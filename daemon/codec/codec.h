@@ -1,31 +1,70 @@
-// Codecs: pure functions over a tensor's bytes (DESIGN.md "Codecs"). The mover applies one on
-// every move below the host tier (encode on the way down, decode and verify on the way up); a
-// codec knows nothing of tiers, objects or I/O. This is the stage's first shape: the identity
-// and one lossless codec (zstd over the raw bytes); the full set (byte grouping, FP16/BF16,
-// FP8, INT8, 4-bit, sparse, low-rank, automatic choice) plugs in behind the same interface.
-// Thread-safe: codecs hold no state.
+// Codecs: pure functions over a tensor's bytes, dtype and shape (DESIGN.md "Codecs"). The mover
+// applies them below the host tier (encode on the way down, decode and verify on the way up); a
+// codec knows nothing of tiers, objects or I/O.
+//
+// Every encoding starts with one envelope (codec id, dtype, decoded size, XXH3 of the payload),
+// so a damaged or misfiled copy decodes to DATA_LOSS, never to wrong bytes. Lossless codecs are
+// bit-exact for every dtype (NaN payloads, Inf, denormals, -0 included); lossy ones decode to
+// the source dtype and every encode reports its measured round-trip error.
+//
+// Thread-safe: codecs hold no state. Large tensors are split into chunks that run on the codec
+// pool (codec/parallel.h), with the calling thread taking part.
 #pragma once
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "tensord/dtype.h"
 
 namespace tensord::codec {
 
 // How a stored copy is encoded; kept with the copy (and, later, in the persistent index), so the
-// numbers never change meaning.
+// numbers never change meaning. 1 was an early zstd-only codec and stays unused.
 enum class CodecId : uint8_t {
-  kNone = 0,  // the raw bytes
-  kZstd = 1,  // zstd frame of the raw bytes
+  kNone = 0,      // the raw bytes (no envelope)
+  kLossless = 2,  // byte grouping of multi-byte fields + zstd per 256 KiB chunk
+  kFp16 = 3,      // float32 -> IEEE half
+  kBf16 = 4,      // float32 -> bfloat16
+  kFp8E4m3 = 5,   // float -> FP8 E4M3 with a float32 scale per 256 elements
+  kInt8 = 6,      // symmetric int8, per-channel or per-token scales
+  kInt4G64 = 7,   // asymmetric 4-bit, a (min, scale) pair per 64 elements
+  kSparse = 8,    // bitmap of non-zero elements + their values (lossless)
+  kLowRank = 9,   // 2-D: U*S and V of a truncated SVD, rank chosen for the budget
+};
+inline constexpr int kMaxCodecId = 9;
+
+// What a tensor's Create allows for its copies below the host tier.
+enum class Compression : uint8_t {
+  kNone = 0,      // stored as is
+  kLossless = 1,  // a lossless codec, where it pays
+  kLossy = 2,     // any codec whose measured error stays within the budget
+  kDefault = 3,   // the pool class's setting (resolved at Create; never stored)
 };
 
-// What a tensor's Create allows (its `compression` field).
-enum class Compression : uint8_t {
-  kNone = 0,      // stored as is below the host tier
-  kLossless = 1,  // any lossless codec, where it pays
+// A tensor's compression policy.
+struct Policy {
+  Compression mode = Compression::kNone;
+  double budget = 0;     // kLossy: the largest relative RMSE allowed, in (0, 1)
+  uint32_t allowed = 0;  // kLossy: bit (1 << CodecId) per codec allowed; 0: any
+  bool Allows(CodecId id) const { return allowed == 0 || (allowed >> int(id)) & 1u; }
+};
+
+// The bytes of one tensor, as the store holds them.
+struct TensorRef {
+  DType dtype = DType::kUInt8;
+  std::span<const int64_t> shape;  // empty: one dimension of all the bytes
+  std::span<const uint8_t> bytes;
+};
+
+// The measured round trip of a lossy encoding: ||x - y|| / ||x|| and max |x - y|, over the
+// elements as the source dtype holds them. Zero for lossless codecs.
+struct Quality {
+  double rel_rmse = 0;
+  double max_abs_error = 0;
 };
 
 class Codec {
@@ -33,33 +72,78 @@ class Codec {
   virtual ~Codec() = default;
   virtual CodecId id() const = 0;
   virtual const char* name() const = 0;
-  // Returns `in` encoded. INTERNAL if the library fails.
-  virtual absl::StatusOr<std::vector<uint8_t>> Encode(std::span<const uint8_t> in) const = 0;
-  // Decodes `in` into `out`, which is exactly the original size. DATA_LOSS when `in` is not a
-  // complete, valid encoding of out.size() bytes (the caller's copy is damaged).
-  virtual absl::Status Decode(std::span<const uint8_t> in, std::span<uint8_t> out) const = 0;
+  virtual bool lossy() const = 0;
+  // Whether the codec can encode a tensor of this dtype and shape at all.
+  virtual bool Accepts(const TensorRef& t) const = 0;
+  // Returns `t` encoded (envelope included). `budget` guides a codec with a tunable precision
+  // (low-rank's rank). FAILED_PRECONDITION when the codec does not apply or does not pay for
+  // this tensor (non-finite values for a quantizer, a rank too high to save anything).
+  absl::StatusOr<std::vector<uint8_t>> Encode(const TensorRef& t, double budget = 0) const;
+  // Decodes `in` into `out` (the tensor's dtype, shape and size). DATA_LOSS when `in` is not a
+  // complete, intact encoding by this codec of such a tensor.
+  absl::Status Decode(std::span<const uint8_t> in, const TensorRef& like,
+                      std::span<uint8_t> out) const;
+
+ protected:
+  // The payload after the envelope.
+  virtual absl::Status EncodePayload(const TensorRef& t, double budget,
+                                     std::vector<uint8_t>* out) const = 0;
+  virtual absl::Status DecodePayload(std::span<const uint8_t> payload, const TensorRef& like,
+                                     std::span<uint8_t> out) const = 0;
 };
 
-// Returns the codec for `id`. INVALID_ARGUMENT for an id no codec has (a damaged record).
+// Returns the codec for `id` (kNone included). INVALID_ARGUMENT for an id no codec has.
 absl::StatusOr<const Codec*> CodecFor(CodecId id);
-// Returns the codec for its name ("none", "zstd"). INVALID_ARGUMENT otherwise.
+// By name: "none", "lossless", "fp16", "bf16", "fp8_e4m3", "int8", "int4_g64", "sparse",
+// "lowrank". INVALID_ARGUMENT otherwise, listing them.
 absl::StatusOr<const Codec*> CodecNamed(absl::string_view name);
+const char* CodecName(CodecId id);  // "unknown" for an id no codec has
+std::vector<const Codec*> AllCodecs();  // kNone first
 
-// "none" or "lossless"; INVALID_ARGUMENT otherwise, naming the accepted values.
-absl::StatusOr<Compression> ParseCompression(absl::string_view name);
+// "none", "lossless", "lossy" (and "default" where `allow_default`).
+absl::StatusOr<Compression> ParseCompression(absl::string_view name, bool allow_default = false);
 const char* CompressionName(Compression c);
+// Checks a policy: a lossy one needs a budget in (0, 1) and names only known codecs.
+absl::Status ValidatePolicy(const Policy& p);
+// The allowed-codec mask of a list of names; INVALID_ARGUMENT for an unknown one.
+absl::StatusOr<uint32_t> CodecMask(std::span<const std::string> names);
+std::vector<std::string> CodecNames(uint32_t mask);
+
+// Measures the round trip of `decoded` against `source` (same dtype and size).
+Quality Measure(DType dtype, std::span<const uint8_t> source, std::span<const uint8_t> decoded);
 
 // The outcome of encoding one tensor for a copy below the host tier.
 struct Encoded {
   CodecId codec = CodecId::kNone;
   // The encoded bytes; empty for kNone, where the caller writes its source as is (no copy).
   std::vector<uint8_t> bytes;
-  // Bytes the copy takes: bytes.size(), or the source's size for kNone.
-  uint64_t stored_bytes = 0;
+  uint64_t stored_bytes = 0;  // bytes.size(), or the source's size for kNone
+  Quality quality;            // of the chosen encoding (lossy codecs only)
+  // A lossy codec was tried and its measured error exceeded the budget (the tensor was then
+  // stored losslessly): counted by the caller.
+  bool over_budget = false;
+  // The codecs tried, with their outcome, for the caller's counters.
+  struct Try {
+    CodecId codec;
+    uint64_t out_bytes = 0;   // 0: it did not apply
+    double rel_rmse = 0;
+    double seconds = 0;       // encode (and, for lossy codecs, the checking decode)
+    bool over_budget = false;  // its measured error exceeded the budget
+  };
+  std::vector<Try> tried;
 };
 
-// Encodes `in` as `policy` allows: kNone stores it raw; kLossless tries zstd and keeps the raw
-// bytes when the encoding saves less than 3% (random bytes, already-compressed data).
-absl::StatusOr<Encoded> EncodeFor(Compression policy, std::span<const uint8_t> in);
+// Tensors smaller than this are stored raw: an envelope and a decode cost more than they save.
+inline constexpr uint64_t kMinEncodeBytes = 4096;
+// An encoding must save at least this share of the bytes, else the raw bytes are kept.
+inline constexpr double kMinSaving = 0.05;
+
+// Encodes `t` as `policy` allows, choosing the codec ("auto"): kNone stores it raw; kLossless
+// takes the sparse codec for mostly-zero tensors and byte grouping + zstd otherwise; kLossy
+// tries the allowed codecs from the highest ratio down, skipping those whose error the
+// tensor's spread predicts far above the budget, and keeps the first whose measured error is
+// within it (else lossless, marked over_budget). The raw bytes are kept where nothing saves
+// kMinSaving.
+absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t);
 
 }  // namespace tensord::codec

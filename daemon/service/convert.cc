@@ -2,6 +2,23 @@
 #include "daemon/service/convert.h"
 
 namespace tensord::service {
+namespace {
+
+v1::Compression ToProto(codec::Compression c) {
+  switch (c) {
+    case codec::Compression::kLossless:
+      return v1::COMPRESSION_LOSSLESS;
+    case codec::Compression::kLossy:
+      return v1::COMPRESSION_LOSSY;
+    case codec::Compression::kDefault:
+      return v1::COMPRESSION_DEFAULT;
+    case codec::Compression::kNone:
+      break;
+  }
+  return v1::COMPRESSION_NONE;
+}
+
+}  // namespace
 
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
@@ -30,8 +47,18 @@ void ToProto(const store::TensorInfo& info, v1::TensorMeta* out) {
   out->set_leases(info.leases);
   out->set_created_unix_ms(info.created_unix_ms);
   out->set_ttl_ms(info.ttl_ms);
-  out->set_compression(static_cast<v1::Compression>(info.compression));
+  out->set_compression(ToProto(info.compression.mode));
+  out->set_error_budget(info.compression.budget);
+  for (const std::string& name : codec::CodecNames(info.compression.allowed)) {
+    out->add_codecs(name);
+  }
   out->set_ssd_stored_bytes(info.ssd_stored_bytes);
+  if (info.on_ssd) {
+    v1::Encoding* e = out->mutable_ssd_encoding();
+    e->set_codec(codec::CodecName(info.ssd_codec));
+    e->set_stored_bytes(info.ssd_stored_bytes);
+    e->set_rel_rmse(info.ssd_rel_rmse);
+  }
   out->set_parent(info.parent);
 }
 
@@ -151,6 +178,24 @@ void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out)
   out->set_leases(stats.leases);
   out->set_objects(stats.objects);
   out->set_uptime_ms(uptime_ms);
+  const auto gbps = [](uint64_t bytes, double s) { return s > 0 ? double(bytes) / s / 1e9 : 0.0; };
+  for (const store::CodecStat& k : stats.codecs) {
+    v1::CodecStats* cs = out->add_codecs();
+    cs->set_codec(codec::CodecName(k.codec));
+    cs->set_encodes(k.encodes);
+    cs->set_encode_in_bytes(k.encode_in_bytes);
+    cs->set_encode_out_bytes(k.encode_out_bytes);
+    cs->set_ratio(k.encode_out_bytes ? double(k.encode_in_bytes) / double(k.encode_out_bytes) : 0);
+    cs->set_encode_gbps(gbps(k.encode_in_bytes, k.encode_seconds));
+    cs->set_decodes(k.decodes);
+    cs->set_decode_in_bytes(k.decode_in_bytes);
+    cs->set_decode_out_bytes(k.decode_out_bytes);
+    cs->set_decode_gbps(gbps(k.decode_out_bytes, k.decode_seconds));
+    cs->set_decode_failures(k.decode_failures);
+    cs->set_tried(k.tried);
+    cs->set_over_budget(k.over_budget);
+    cs->set_max_rel_rmse(k.max_rel_rmse);
+  }
 }
 
 store::CreateParams FromProto(const v1::CreateRequest& request) {
@@ -173,10 +218,28 @@ store::CreateParams FromProto(const v1::CreateRequest& request) {
   p.scope = request.scope() == v1::SCOPE_DEFAULT ? store::Scope::kGlobal
                                                  : static_cast<store::Scope>(request.scope());
   // An unknown value stays unknown (0xff) for validation to reject, not truncated to a known one.
-  p.compression = request.compression() == v1::COMPRESSION_NONE ? codec::Compression::kNone
-                  : request.compression() == v1::COMPRESSION_LOSSLESS
-                      ? codec::Compression::kLossless
-                      : static_cast<codec::Compression>(0xff);
+  switch (request.compression()) {
+    case v1::COMPRESSION_DEFAULT:
+      p.compression.mode = codec::Compression::kDefault;
+      break;
+    case v1::COMPRESSION_NONE:
+      p.compression.mode = codec::Compression::kNone;
+      break;
+    case v1::COMPRESSION_LOSSLESS:
+      p.compression.mode = codec::Compression::kLossless;
+      break;
+    case v1::COMPRESSION_LOSSY:
+      p.compression.mode = codec::Compression::kLossy;
+      break;
+    default:
+      p.compression.mode = static_cast<codec::Compression>(0xff);
+  }
+  p.compression.budget = request.error_budget();
+  for (const std::string& name : request.codecs()) {
+    auto c = codec::CodecNamed(name);
+    // An unknown name sets a bit no codec has, for validation to reject.
+    p.compression.allowed |= c.ok() ? 1u << int((*c)->id()) : 1u << 31;
+  }
   return p;
 }
 

@@ -80,6 +80,19 @@ constexpr MetricSpec kMetrics[] = {
   {"gpus.device_free_bytes", "tensord_gpu_device_free_bytes", MetricType::Gauge, "Free memory of the device (all processes)."},
   {"gpus.device_total_bytes", "tensord_gpu_device_total_bytes", MetricType::Gauge, "Memory of the device."},
   {"gpus.host_pinned", "tensord_gpu_host_pinned", MetricType::Gauge, "1 if host arenas are pinned for async copies."},
+  {"codecs.encodes", "tensord_codec_encodes_total", MetricType::Counter, "Tensors stored encoded by the codec."},
+  {"codecs.encode_in_bytes", "tensord_codec_encode_in_bytes_total", MetricType::Counter, "Bytes the codec encoded."},
+  {"codecs.encode_out_bytes", "tensord_codec_encode_out_bytes_total", MetricType::Counter, "Bytes its encodings take."},
+  {"codecs.ratio", "tensord_codec_ratio", MetricType::Gauge, "Bytes in over bytes out."},
+  {"codecs.encode_gbps", "tensord_codec_encode_throughput_bytes_per_second", MetricType::Gauge, "Encode throughput over time spent encoding.", 1e9},
+  {"codecs.decodes", "tensord_codec_decodes_total", MetricType::Counter, "Copies decoded."},
+  {"codecs.decode_in_bytes", "tensord_codec_decode_in_bytes_total", MetricType::Counter, "Encoded bytes decoded."},
+  {"codecs.decode_out_bytes", "tensord_codec_decode_out_bytes_total", MetricType::Counter, "Bytes decoded into."},
+  {"codecs.decode_gbps", "tensord_codec_decode_throughput_bytes_per_second", MetricType::Gauge, "Decode throughput over time spent decoding.", 1e9},
+  {"codecs.decode_failures", "tensord_codec_decode_failures_total", MetricType::Counter, "Copies that did not decode (DATA_LOSS)."},
+  {"codecs.tried", "tensord_codec_tried_total", MetricType::Counter, "Encodes tried by the automatic choice."},
+  {"codecs.over_budget", "tensord_codec_over_budget_total", MetricType::Counter, "Tries whose measured error exceeded the budget."},
+  {"codecs.max_rel_rmse", "tensord_codec_max_relative_rmse", MetricType::Gauge, "Largest relative RMSE of a stored encoding."},
 };
 // clang-format on
 

@@ -56,6 +56,8 @@ TensorInfo Store::Info(const Object& o) const {
   info.compression = o.compression;
   info.parent = o.parent;
   info.ssd_stored_bytes = ssd.present ? ssd.range.length : 0;
+  info.ssd_codec = ssd.present ? ssd.codec : codec::CodecId::kNone;
+  info.ssd_rel_rmse = ssd.present ? ssd.rel_rmse : 0;
   return info;
 }
 
@@ -109,12 +111,27 @@ void Store::DropLease(uint64_t lease_id, Frees* frees) {
   MaybeFreeRetired(o, frees);
 }
 
-void Store::AddCopy(Object* o, TierId t, const tiers::Range& range, codec::CodecId codec) {
+codec::Policy Store::ResolveCompression(const CreateParams& params,
+                                        const std::string& pool) const {
+  if (params.compression.mode != codec::Compression::kDefault) return params.compression;
+  const auto it = options_.class_compression.find(pool);
+  codec::Policy p = it != options_.class_compression.end() ? it->second
+                                                           : options_.default_compression;
+  if (p.mode == codec::Compression::kDefault) p = codec::Policy{};
+  if (p.mode == codec::Compression::kLossy && params.durability == Durability::kDurable) {
+    p = codec::Policy{codec::Compression::kLossless};  // DURABLE: lossy only when asked for
+  }
+  return p;
+}
+
+void Store::AddCopy(Object* o, TierId t, const tiers::Range& range, codec::CodecId codec,
+                    float rel_rmse) {
   Copy& c = o->copy(t);
   c.present = true;
   c.in_flight = false;
   c.range = range;
   c.codec = codec;
+  c.rel_rmse = rel_rmse;
   if (o->sealed && !o->retired) TrackCopy(o, t);
 }
 

@@ -196,6 +196,8 @@ absl::StatusOr<Store::Booked> Store::Book(size_t i, Object* o, TierId to, int de
   item.src = src.range;
   item.src_codec = src.codec;
   item.nbytes = o->nbytes;
+  item.dtype = o->dtype;
+  item.shape = o->shape;
   item.dst = *range;
   item.dst_reserved = true;
   return Booked{i, o, *from, item};

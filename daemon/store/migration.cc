@@ -179,7 +179,9 @@ uint64_t Store::FinishDemotions(Frees* frees) {
       m.src = o->copy(TierId::kHost).range;
       m.nbytes = o->nbytes;
       m.compression = o->compression;
-      items.push_back(m);
+      m.dtype = o->dtype;
+      m.shape = o->shape;
+      items.push_back(std::move(m));
     }
   }
   if (writes.empty()) return 0;
@@ -199,7 +201,7 @@ uint64_t Store::FinishDemotions(Frees* frees) {
     } else if (o->retired) {
       ssd_->Free(items[i].dst);
     } else {
-      AddCopy(o, TierId::kSsd, items[i].dst, items[i].dst_codec);
+      AddCopy(o, TierId::kSsd, items[i].dst, items[i].dst_codec, items[i].dst_rel_rmse);
       ++counters_.demotions;
       counters_.demoted_bytes += o->nbytes;
       if (!host.held() && host.present) {

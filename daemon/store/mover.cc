@@ -1,12 +1,15 @@
 // The mover: batched transfers through each tier's interface, with the codec stage below host.
 #include "daemon/store/mover.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/codec/parallel.h"
 
 namespace tensord::store {
 namespace {
@@ -36,9 +39,53 @@ void Mover::WaitIdle() {
 }
 
 CodecCounters Mover::codec_counters() const {
-  return CodecCounters{encodes_.load(),    encode_in_.load(),      encode_out_.load(),
-                       stored_raw_.load(), decodes_.load(),        decode_in_.load(),
-                       decode_out_.load(), decode_failures_.load()};
+  absl::MutexLock lock(&stats_mu_);
+  CodecCounters out = stats_;
+  for (const CodecStat& c : per_codec_) {
+    if (c.encodes + c.decodes + c.tried > 0) out.codecs.push_back(c);
+  }
+  return out;
+}
+
+void Mover::CountEncode(const codec::Encoded& e, uint64_t nbytes) {
+  absl::MutexLock lock(&stats_mu_);
+  ++stats_.encodes;
+  stats_.encode_in_bytes += nbytes;
+  stats_.encode_out_bytes += e.stored_bytes;
+  if (e.codec == codec::CodecId::kNone) ++stats_.stored_raw;
+  if (e.over_budget) ++stats_.over_budget;
+  for (const codec::Encoded::Try& t : e.tried) {
+    CodecStat& c = per_codec_[int(t.codec)];
+    c.codec = t.codec;
+    ++c.tried;
+    c.encode_seconds += t.seconds;
+    if (t.over_budget) ++c.over_budget;
+  }
+  if (e.codec == codec::CodecId::kNone) return;
+  CodecStat& c = per_codec_[int(e.codec)];
+  c.codec = e.codec;
+  ++c.encodes;
+  c.encode_in_bytes += nbytes;
+  c.encode_out_bytes += e.stored_bytes;
+  c.max_rel_rmse = std::max(c.max_rel_rmse, e.quality.rel_rmse);
+}
+
+void Mover::CountDecode(codec::CodecId id, uint64_t in, uint64_t out, double seconds, bool ok) {
+  absl::MutexLock lock(&stats_mu_);
+  ++stats_.decodes;
+  stats_.decode_in_bytes += in;
+  CodecStat& c = per_codec_[int(id) <= codec::kMaxCodecId ? int(id) : 0];
+  c.codec = id;
+  ++c.decodes;
+  c.decode_in_bytes += in;
+  c.decode_seconds += seconds;
+  if (ok) {
+    stats_.decode_out_bytes += out;
+    c.decode_out_bytes += out;
+  } else {
+    ++stats_.decode_failures;
+    ++c.decode_failures;
+  }
 }
 
 void Mover::Run(TierId from, TierId to, std::span<MoveItem> items) {
@@ -82,20 +129,20 @@ void Mover::Down(TierId to, std::span<MoveItem> items) {
   std::vector<tiers::Transfer> transfers;
   std::vector<size_t> index;
   std::vector<bool> reserved_here(items.size(), false);
+  // The codec stage, on the codec pool (one tensor per task; a large one's chunks spread too).
+  codec::ParallelFor(items.size(), [&](size_t i) {
+    MoveItem& m = items[i];
+    encoded[i].stored_bytes = m.nbytes;  // raw unless a codec pays
+    if (m.compression.mode == codec::Compression::kNone) return;
+    const codec::TensorRef t{m.dtype, m.shape, {host->Address(m.src), m.nbytes}};
+    auto e = codec::EncodeFor(m.compression, t);
+    // A codec that fails stores the raw bytes: still lossless, only larger.
+    if (e.ok()) encoded[i] = *std::move(e);
+    CountEncode(encoded[i], m.nbytes);
+  });
   for (size_t i = 0; i < items.size(); ++i) {
     MoveItem& m = items[i];
     uint8_t* src = host->Address(m.src);
-    if (m.compression != codec::Compression::kNone) {
-      auto e = codec::EncodeFor(m.compression, {src, m.nbytes});
-      // A codec that fails stores the raw bytes: still lossless, only larger.
-      encoded[i] = e.ok() ? *std::move(e) : codec::Encoded{codec::CodecId::kNone, {}, m.nbytes};
-      ++encodes_;
-      encode_in_ += m.nbytes;
-      encode_out_ += encoded[i].stored_bytes;
-      if (encoded[i].codec == codec::CodecId::kNone) ++stored_raw_;
-    } else {
-      encoded[i] = codec::Encoded{codec::CodecId::kNone, {}, m.nbytes};
-    }
     if (!m.dst_reserved) {
       auto r = dst->Reserve(encoded[i].stored_bytes, {});
       if (!r.ok()) {
@@ -109,6 +156,7 @@ void Mover::Down(TierId to, std::span<MoveItem> items) {
     index.push_back(i);
     m.dst.length = encoded[i].stored_bytes;
     m.dst_codec = encoded[i].codec;
+    m.dst_rel_rmse = static_cast<float>(encoded[i].quality.rel_rmse);
     uint8_t* bytes = encoded[i].codec == codec::CodecId::kNone ? src : encoded[i].bytes.data();
     transfers.push_back({&m.dst, bytes});
   }
@@ -145,27 +193,33 @@ void Mover::Up(TierId from, std::span<MoveItem> items) {
   }
   std::vector<absl::Status> st = src->ReadAll(transfers);
   size_t j = 0;
+  std::vector<size_t> to_decode;
   for (size_t i = 0; i < items.size(); ++i) {
     MoveItem& m = items[i];
     if (m.src_codec != codec::CodecId::kNone && staging[i] == nullptr) continue;
     m.status = std::move(st[j++]);
     m.dst.length = m.nbytes;
     m.dst_codec = codec::CodecId::kNone;
-    if (!m.status.ok() || m.src_codec == codec::CodecId::kNone) continue;
+    if (m.status.ok() && m.src_codec != codec::CodecId::kNone) to_decode.push_back(i);
+  }
+  // The codec stage, on the codec pool.
+  codec::ParallelFor(to_decode.size(), [&](size_t k) {
+    MoveItem& m = items[to_decode[k]];
+    const auto t0 = std::chrono::steady_clock::now();
     auto c = codec::CodecFor(m.src_codec);
+    const codec::TensorRef like{m.dtype, m.shape, {}};
     absl::Status decoded =
-        c.ok() ? (*c)->Decode({staging[i].get(), m.src.length}, {host->Address(m.dst), m.nbytes})
+        c.ok() ? (*c)->Decode({staging[to_decode[k]].get(), m.src.length}, like,
+                              {host->Address(m.dst), m.nbytes})
                : c.status();
-    ++decodes_;
-    decode_in_ += m.src.length;
-    if (decoded.ok()) {
-      decode_out_ += m.nbytes;
-    } else {
-      ++decode_failures_;
+    CountDecode(m.src_codec, m.src.length, m.nbytes,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                decoded.ok());
+    if (!decoded.ok()) {
       m.status = absl::DataLossError(
           absl::StrCat("a compressed copy does not decode: ", decoded.message()));
     }
-  }
+  });
 }
 
 }  // namespace tensord::store

@@ -15,6 +15,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "common/work_queue.h"
 #include "daemon/codec/codec.h"
 #include "daemon/tiers/tier.h"
@@ -30,16 +31,33 @@ struct MoveItem {
   // encoded size (then dst_reserved is false on entry), with `placement`.
   tiers::Range dst;
   bool dst_reserved = false;
-  codec::Compression compression = codec::Compression::kNone;
+  // The tensor, for the codecs: how it may be encoded, its dtype and shape.
+  codec::Policy compression;
+  DType dtype = DType::kUInt8;
+  std::vector<int64_t> shape;
   // Results. On failure a range the mover reserved is freed again; the caller's stays its own.
   codec::CodecId dst_codec = codec::CodecId::kNone;
+  float dst_rel_rmse = 0;  // a lossy encoding's measured error
   absl::Status status;
 };
 
-// The codec stage's counters (bytes in: what the codec read; out: what it wrote).
+// One codec's counters (bytes in: what it read; out: what it wrote; seconds: time spent).
+struct CodecStat {
+  codec::CodecId codec = codec::CodecId::kNone;
+  uint64_t encodes = 0, encode_in_bytes = 0, encode_out_bytes = 0;
+  double encode_seconds = 0;
+  uint64_t decodes = 0, decode_in_bytes = 0, decode_out_bytes = 0, decode_failures = 0;
+  double decode_seconds = 0;
+  uint64_t tried = 0, over_budget = 0;
+  double max_rel_rmse = 0;
+};
+
+// The codec stage's counters: totals, and per codec.
 struct CodecCounters {
   uint64_t encodes = 0, encode_in_bytes = 0, encode_out_bytes = 0, stored_raw = 0;
   uint64_t decodes = 0, decode_in_bytes = 0, decode_out_bytes = 0, decode_failures = 0;
+  uint64_t over_budget = 0;  // tensors stored losslessly because no lossy codec met the budget
+  std::vector<CodecStat> codecs;  // those that have run
 };
 
 class Mover {
@@ -67,9 +85,14 @@ class Mover {
   void Up(tiers::TierId from, std::span<MoveItem> items);
   void Between(tiers::TierId from, tiers::TierId to, std::span<MoveItem> items);
 
+  // Books one encode (the outcome of EncodeFor) or one decode.
+  void CountEncode(const codec::Encoded& e, uint64_t nbytes);
+  void CountDecode(codec::CodecId id, uint64_t in, uint64_t out, double seconds, bool ok);
+
   const std::array<tiers::Tier*, tiers::kTierCount> tiers_;
-  std::atomic<uint64_t> encodes_{0}, encode_in_{0}, encode_out_{0}, stored_raw_{0};
-  std::atomic<uint64_t> decodes_{0}, decode_in_{0}, decode_out_{0}, decode_failures_{0};
+  mutable absl::Mutex stats_mu_;
+  CodecCounters stats_ ABSL_GUARDED_BY(stats_mu_);
+  std::array<CodecStat, codec::kMaxCodecId + 1> per_codec_ ABSL_GUARDED_BY(stats_mu_);
   WorkQueue scrubber_{1};  // declared before executor_: executor work may scrub
   WorkQueue executor_;
 };

@@ -31,6 +31,7 @@ struct Copy {
   bool in_flight = false;  // a move into this tier is running: `range` is reserved, not valid yet
   tiers::Range range;
   codec::CodecId codec = codec::CodecId::kNone;
+  float rel_rmse = 0;    // a lossy encoding's measured error
   uint32_t leases = 0;   // clients' leases on this copy
   uint32_t readers = 0;  // moves reading this copy, and requests that need it to stay
   bool held() const { return leases > 0 || readers > 0; }
@@ -49,7 +50,7 @@ struct Object {
   std::string pool_class;  // the class the Create asked for; empty: best fit (in every tier)
   Durability durability = Durability::kDurable;
   Scope scope = Scope::kGlobal;
-  codec::Compression compression = codec::Compression::kNone;
+  codec::Policy compression;  // resolved at Create (never kDefault)
   std::string parent;  // the Create's parent hint (a key in `ns`); empty: none
   // Who it is to the eviction policies (policy::Footprint): hashes of (ns, key) and of
   // (ns, parent), 0 for no parent.

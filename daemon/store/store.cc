@@ -133,7 +133,7 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
   o->pool_class = t == TierId::kHost && home.fixed ? home.name : "";
   o->durability = params.durability;
   o->scope = params.scope;
-  o->compression = params.compression;
+  o->compression = ResolveCompression(params, home.name);
   o->parent = params.parent;
   o->id = TensorId(params.ns, params.key);
   o->parent_id = params.parent.empty() ? 0 : TensorId(params.ns, params.parent);
@@ -509,6 +509,8 @@ StoreStats Store::Stats() {
   st.counters.codec_decode_in_bytes = codec.decode_in_bytes;
   st.counters.codec_decode_out_bytes = codec.decode_out_bytes;
   st.counters.codec_decode_failures = codec.decode_failures;
+  st.counters.codec_over_budget = codec.over_budget;
+  st.codecs = codec.codecs;
   const memory::PoolSet& pools = host_->pools();
   // A tier policy's lifetime statistics, by pool (space); a pool it saw nothing of has zeros.
   const auto lifetimes = [this](TierId t, size_t n) {

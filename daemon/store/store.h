@@ -54,7 +54,7 @@ namespace tensord::store {
   X(gpu_promoted_bytes) X(gpu_demotions) X(gpu_demoted_bytes) X(gpu_copy_failures) \
   X(gpu_evictions) X(prefetches) X(prefetched_bytes) X(codec_encodes) X(codec_encode_in_bytes)  \
   X(codec_encode_out_bytes) X(codec_stored_raw) X(codec_decodes) X(codec_decode_in_bytes)     \
-  X(codec_decode_out_bytes) X(codec_decode_failures)                          \
+  X(codec_decode_out_bytes) X(codec_decode_failures) X(codec_over_budget)                          \
   X(lookahead_hints) X(lookahead_refreshed) X(lookahead_unknown) X(lookahead_dropped)  \
   X(lookahead_expired) X(lookahead_issued) X(lookahead_used) X(lookahead_wasted)       \
   X(lookahead_late) X(lookahead_failed) X(lookahead_bytes) X(lookahead_predicted)
@@ -108,6 +108,7 @@ struct StoreStats {
   uint64_t sessions = 0;
   uint64_t leases = 0;
   uint64_t objects = 0;
+  std::vector<CodecStat> codecs;  // per codec, those that have run
 };
 
 struct ListResult {
@@ -116,6 +117,11 @@ struct ListResult {
 };
 
 struct StoreOptions {
+  // The compression of tensors whose Create leaves it to the pool class (COMPRESSION_DEFAULT):
+  // by host pool class name, else `default_compression`. A lossy default applies to CACHE
+  // tensors only; DURABLE ones are then stored losslessly.
+  std::map<std::string, codec::Policy> class_compression;
+  codec::Policy default_compression;
   uint64_t max_leases_per_session = 1 << 20;
   uint64_t max_sessions = 4096;
   // Host-tier watermarks (fractions of capacity): above high the migrator demotes unleased
@@ -367,9 +373,12 @@ class Store {
   void TrackCopy(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static uint8_t TierBit(TierId t) { return uint8_t(1u << tiers::Index(t)); }
   static bool Guarded(const Object& o, TierId t) { return (o.guarded & TierBit(t)) != 0; }
-  // A move into t finished: the copy is now `range` (encoded by `codec`).
-  void AddCopy(Object* o, TierId t, const tiers::Range& range, codec::CodecId codec)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A move into t finished: the copy is now `range` (encoded by `codec`, with this error).
+  void AddCopy(Object* o, TierId t, const tiers::Range& range, codec::CodecId codec,
+               float rel_rmse = 0) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The compression a Create gets: its own, or (kDefault) its pool class's; a lossy default
+  // is lossless for a DURABLE tensor.
+  codec::Policy ResolveCompression(const CreateParams& params, const std::string& pool) const;
   // Drops t's copy (the policy hears `why`); its range is freed (SSD) or queued in `frees`.
   void DropCopy(Object* o, TierId t, policy::RemovalReason why, Frees* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -27,8 +27,8 @@ struct CreateParams {
   int64_t ttl_ms = 0;               // 0: no expiry; else deleted this long after Seal
   WantTier tier = WantTier::kHost;  // kHost (or kAny) or kGpu: where the client writes it
   int device = -1;                  // kGpu: the daemon's GPU ordinal; -1: any
-  // How copies below the host tier may be stored (the codec stage): raw, or losslessly encoded.
-  codec::Compression compression = codec::Compression::kNone;
+  // How copies below the host tier may be stored (the codec stage); kDefault: the pool class's.
+  codec::Policy compression{codec::Compression::kDefault};
   std::string parent;  // optional: the key this tensor continues (a KV chain's previous block)
 };
 
@@ -58,8 +58,10 @@ struct TensorInfo {
   bool on_ssd = false;  // has a (clean) SSD copy
   bool on_gpu = false;  // has a copy on the GPU tier, at gpu_location
   Location gpu_location;
-  codec::Compression compression = codec::Compression::kNone;
+  codec::Policy compression;       // as resolved at Create
   uint64_t ssd_stored_bytes = 0;  // bytes its SSD copy takes (encoded), when on_ssd
+  codec::CodecId ssd_codec = codec::CodecId::kNone;  // ... and how it is encoded
+  double ssd_rel_rmse = 0;                           // ... with this measured error
   std::string parent;             // the Create's parent hint; empty: none
 };
 

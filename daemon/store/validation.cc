@@ -96,11 +96,7 @@ absl::StatusOr<uint64_t> ValidateCreate(const CreateParams& params) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown scope ", static_cast<int>(params.scope)));
   }
-  if (params.compression != codec::Compression::kNone &&
-      params.compression != codec::Compression::kLossless) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown compression ", static_cast<int>(params.compression), " (NONE or LOSSLESS)"));
-  }
+  if (absl::Status st = codec::ValidatePolicy(params.compression); !st.ok()) return st;
   if (params.ttl_ms < 0 || params.ttl_ms > kMaxTtlMs) {
     return absl::InvalidArgumentError(
         absl::StrCat("ttl_ms ", params.ttl_ms, " is outside [0, ", kMaxTtlMs, "]"));

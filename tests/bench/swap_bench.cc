@@ -121,7 +121,7 @@ SwapFigures MeasureSwap(const std::string& dir, uint64_t total, uint64_t size, i
     for (int i = 0; i < n; ++i) {
       keys.push_back(absl::StrCat("r", rep, ".t", i));
       store::CreateParams params = Params(keys.back(), size);
-      params.compression = compression;
+      params.compression = {compression};
       auto info = st.Create(session, params);
       Check(info.status(), "create");
       uint8_t* p = st.Address(info->location);

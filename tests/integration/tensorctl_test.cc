@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -111,12 +112,38 @@ TEST(Tensorctl, CommandsOutputsAndExitCodes) {
   EXPECT_EQ(Tensorctl(s + "put " + dir + "/zeros.bin z --compression lossless").rc, 0);
   EXPECT_EQ(Tensorctl(s + "evict z").rc, 0);
   CtlRun zstat = Tensorctl(s + "stat z");
-  EXPECT_TRUE(Has(zstat, "compress   lossless (swap copy ")) << zstat.out;
-  EXPECT_FALSE(Has(zstat, "(swap copy 1.0 MiB)")) << zstat.out;
+  EXPECT_TRUE(Has(zstat, "compress   lossless\n")) << zstat.out;
+  EXPECT_TRUE(Has(zstat, "swap copy  lossless, ")) << zstat.out;
+  EXPECT_FALSE(Has(zstat, "swap copy  lossless, 1.0 MiB")) << zstat.out;
   EXPECT_EQ(Tensorctl(s + "get z " + dir + "/zeros.out").rc, 0);
   std::ifstream zback(dir + "/zeros.out");
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(zback), {}), std::string(1 << 20, '\0'));
   EXPECT_EQ(Tensorctl(s + "put " + dir + "/zeros.bin z2 --compression maybe").rc, 2);
+  // A lossy swap copy of float activations: within its budget, and said so.
+  {
+    std::ofstream f(dir + "/act.bin", std::ios::binary);
+    for (int i = 0; i < 256 * 128; ++i) {
+      const float v = std::sin(0.37f * float(i)) * float(1 + i % 5);
+      f.write(reinterpret_cast<const char*>(&v), 4);
+    }
+  }
+  CtlRun lossy = Tensorctl(s + "put " + dir +
+                           "/act.bin act --dtype float32 --shape 256,128 --cache "
+                           "--compression lossy --error-budget 0.01 --codecs int8,fp8_e4m3");
+  EXPECT_EQ(lossy.rc, 0) << lossy.out;
+  EXPECT_EQ(Tensorctl(s + "evict act").rc, 0);
+  CtlRun astat = Tensorctl(s + "stat act");
+  EXPECT_TRUE(Has(astat, "compress   lossy (budget 1%, fp8_e4m3, int8)")) << astat.out;
+  EXPECT_TRUE(Has(astat, "swap copy  int8, ") || Has(astat, "swap copy  fp8_e4m3, ")) << astat.out;
+  EXPECT_TRUE(Has(astat, ", error ")) << astat.out;
+  EXPECT_TRUE(Has(Tensorctl(s + "stats"), "CODEC")) << "the codec table";
+  EXPECT_EQ(Tensorctl(s + "put " + dir + "/act.bin a2 --dtype float32 --compression lossy").rc, 1)
+      << "lossy needs a budget: the daemon says INVALID_ARGUMENT";
+  EXPECT_EQ(Tensorctl(s + "put " + dir +
+                      "/act.bin a3 --dtype float32 --compression lossy --error-budget 0.01 "
+                      "--codecs gzip")
+                .rc,
+            1);
   // A chain block names its parent; stat shows it (a tensor without one shows no line).
   EXPECT_EQ(Tensorctl(s + "put " + dir + "/zeros.bin blk.1 --parent blk.0").rc, 0);
   EXPECT_TRUE(Has(Tensorctl(s + "stat blk.1"), "parent     blk.0")) << "the parent hint kept";

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/random.h"
+#include "daemon/codec/float.h"
 #include "daemon/store/store.h"
 #include "tests/unit/fake_engine.h"
 #include "tests/unit/recording_policy.h"
@@ -365,7 +366,7 @@ TEST_P(MigrationTest, ALosslessSwapCopyIsSmallerAndDecodesOnSwapIn) {
   p.key = "floats";
   p.dtype = DType::kFloat32;
   p.shape = {1 << 20};  // 4 MiB of few distinct values
-  p.compression = codec::Compression::kLossless;
+  p.compression = {codec::Compression::kLossless};
   auto info = store_->Create(session_, p);
   ASSERT_TRUE(info.ok()) << info.status();
   auto* f = reinterpret_cast<float*>(store_->Address(info->location));
@@ -375,7 +376,8 @@ TEST_P(MigrationTest, ALosslessSwapCopyIsSmallerAndDecodesOnSwapIn) {
   ASSERT_TRUE(outcome.ok()) << outcome.status();
   const TensorInfo on_ssd = *store_->Stat("", "floats");
   EXPECT_FALSE(on_ssd.on_host);
-  EXPECT_EQ(on_ssd.compression, codec::Compression::kLossless);
+  EXPECT_EQ(on_ssd.compression.mode, codec::Compression::kLossless);
+  EXPECT_EQ(on_ssd.ssd_codec, codec::CodecId::kLossless);
   EXPECT_GT(on_ssd.ssd_stored_bytes, 0u);
   EXPECT_LT(on_ssd.ssd_stored_bytes, on_ssd.nbytes / 4) << "the swap copy is compressed";
   EXPECT_LT(store_->Stats().ssd.used_bytes, on_ssd.nbytes / 4) << "and takes that much swap";
@@ -397,9 +399,99 @@ TEST_P(MigrationTest, ALosslessSwapCopyIsSmallerAndDecodesOnSwapIn) {
   ASSERT_TRUE(store_->Evict("", "raw").ok());
   EXPECT_EQ(store_->Stat("", "raw")->ssd_stored_bytes, kMiB);
   EXPECT_EQ(counters().codec_encodes, 1u) << "no codec work for compression none";
-  p.compression = static_cast<codec::Compression>(9);
+  p.compression = {static_cast<codec::Compression>(9)};
   p.key = "bad";
   EXPECT_EQ(store_->Create(session_, p).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(MigrationTest, LossyCopiesStayWithinTheirBudgetAndDurableOnesStayExact) {
+  StoreOptions options;
+  options.pressure_wait = absl::Seconds(5);
+  options.default_compression = {codec::Compression::kLossy, 0.01};  // the pools' default
+  store_ = std::make_unique<Store>(host_.get(), options, ssd_.get());
+  session_ = *store_->OpenSession("lossy-test");
+  // A KV-like float16 block: 64 tokens x 8 heads x 128, smooth per channel plus noise.
+  const std::vector<int64_t> shape = {64, 8, 128};
+  const size_t n = 64 * 8 * 128;
+  std::vector<uint16_t> values(n);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> noise(0, 1);
+  for (size_t i = 0; i < n; ++i) {
+    values[i] = codec::FloatToHalf(std::sin(0.05f * float(i % 128)) * 2 + noise(rng));
+  }
+  const auto put = [&](const std::string& key, Durability d, codec::Policy policy) {
+    CreateParams p;
+    p.key = key;
+    p.dtype = DType::kFloat16;
+    p.shape = shape;
+    p.durability = d;
+    p.compression = policy;
+    auto info = store_->Create(session_, p);
+    ASSERT_TRUE(info.ok()) << info.status();
+    std::memcpy(store_->Address(info->location), values.data(), 2 * n);
+    ASSERT_TRUE(store_->Seal(session_, "", key).ok());
+    ASSERT_TRUE(store_->Evict("", key).ok());
+  };
+  // Reads `key` back from SSD; returns its relative RMSE against the original values.
+  const auto error_of = [&](const std::string& key) {
+    std::vector<std::string> keys{key};
+    auto got = store_->Get(session_, "", keys, WantTier::kHost);
+    EXPECT_TRUE(got.ok() && (*got)[0].status.ok());
+    if (!got.ok() || !(*got)[0].status.ok()) return 1.0;
+    const uint8_t* back = store_->Address((*got)[0].info.location);
+    const codec::Quality q = codec::Measure(
+        DType::kFloat16, {reinterpret_cast<const uint8_t*>(values.data()), 2 * n}, {back, 2 * n});
+    EXPECT_TRUE(store_->Release(session_, {&(*got)[0].lease_id, 1}).ok());
+    return q.rel_rmse;
+  };
+  const codec::Policy by_default{codec::Compression::kDefault};
+
+  put("kv", Durability::kCache, by_default);  // CACHE: the pool's lossy default applies
+  TensorInfo kv = *store_->Stat("", "kv");
+  EXPECT_EQ(kv.compression.mode, codec::Compression::kLossy);
+  EXPECT_TRUE((*codec::CodecFor(kv.ssd_codec))->lossy()) << codec::CodecName(kv.ssd_codec);
+  EXPECT_GT(kv.ssd_rel_rmse, 0);
+  EXPECT_LE(kv.ssd_rel_rmse, 0.01);
+  EXPECT_LT(kv.ssd_stored_bytes, kv.nbytes * 6 / 10) << "about half of float16's bytes";
+  const double kv_error = error_of("kv");
+  EXPECT_GT(kv_error, 0);
+  EXPECT_LE(kv_error, 0.01) << "what the client reads back is within the budget";
+  EXPECT_NEAR(kv_error, kv.ssd_rel_rmse, 1e-4) << "and is the error the daemon reported";
+
+  put("weights", Durability::kDurable, by_default);  // DURABLE: lossy only when asked for
+  TensorInfo w = *store_->Stat("", "weights");
+  EXPECT_EQ(w.compression.mode, codec::Compression::kLossless);
+  EXPECT_FALSE((*codec::CodecFor(w.ssd_codec))->lossy());
+  EXPECT_EQ(error_of("weights"), 0.0) << "bit-exact";
+
+  codec::Policy int8_only{codec::Compression::kLossy, 0.01};
+  ASSERT_TRUE(codec::CodecMask(std::vector<std::string>{"int8"}).ok());
+  int8_only.allowed = *codec::CodecMask(std::vector<std::string>{"int8"});
+  put("asked", Durability::kDurable, int8_only);  // DURABLE, lossy by its own policy
+  EXPECT_EQ(store_->Stat("", "asked")->ssd_codec, codec::CodecId::kInt8);
+  EXPECT_LE(error_of("asked"), 0.01);
+
+  const uint64_t over = counters().codec_over_budget;
+  put("strict", Durability::kCache, {codec::Compression::kLossy, 1e-7});  // no codec meets it
+  EXPECT_EQ(counters().codec_over_budget, over + 1);
+  EXPECT_FALSE((*codec::CodecFor(store_->Stat("", "strict")->ssd_codec))->lossy());
+  EXPECT_EQ(error_of("strict"), 0.0) << "stored losslessly instead";
+  bool int8_counted = false;
+  for (const CodecStat& c : store_->Stats().codecs) {
+    if (c.codec == codec::CodecId::kInt8) int8_counted = c.encodes >= 1 && c.decodes >= 1;
+  }
+  EXPECT_TRUE(int8_counted) << "per-codec statistics";
+  // Bad policies are refused at Create.
+  CreateParams bad;
+  bad.key = "bad";
+  bad.dtype = DType::kFloat16;
+  bad.shape = shape;
+  bad.compression = {codec::Compression::kLossy, 0};
+  EXPECT_EQ(store_->Create(session_, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad.compression = {codec::Compression::kLossless, 0.01};
+  EXPECT_EQ(store_->Create(session_, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad.compression = {codec::Compression::kLossless, 0, 1u << 6};
+  EXPECT_EQ(store_->Create(session_, bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_P(MigrationTest, PrefetchPromotesWithoutALeaseAndReportsEachKey) {

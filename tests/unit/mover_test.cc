@@ -141,13 +141,14 @@ TEST_P(MoverTest, LosslessCopiesAreSmallerAndDecodeToTheSameBytes) {
   MoveItem down[2];
   down[0].src = HostWith(floats);
   down[0].nbytes = floats.size();
-  down[0].compression = codec::Compression::kLossless;
+  down[0].compression = {codec::Compression::kLossless};
+  down[0].dtype = DType::kFloat32;
   down[1].src = HostWith(noise);
   down[1].nbytes = noise.size();
-  down[1].compression = codec::Compression::kLossless;
+  down[1].compression = {codec::Compression::kLossless};
   mover_->Run(TierId::kHost, TierId::kSsd, down);
   ASSERT_TRUE(down[0].status.ok() && down[1].status.ok());
-  EXPECT_EQ(down[0].dst_codec, codec::CodecId::kZstd);
+  EXPECT_EQ(down[0].dst_codec, codec::CodecId::kLossless);
   EXPECT_LT(down[0].dst.length, floats.size() / 2) << "few distinct floats compress well";
   EXPECT_LE(down[0].dst.reserved, (down[0].dst.length + 4095) / 4096 * 4096)
       << "the swap range is sized for the encoded bytes";
@@ -164,6 +165,7 @@ TEST_P(MoverTest, LosslessCopiesAreSmallerAndDecodeToTheSameBytes) {
     up[i].src = down[i].dst;
     up[i].src_codec = down[i].dst_codec;
     up[i].nbytes = down[i].nbytes;
+    up[i].dtype = down[i].dtype;
     up[i].dst = HostEmpty(down[i].nbytes);
     up[i].dst_reserved = true;
   }
@@ -181,10 +183,11 @@ TEST_P(MoverTest, ADamagedCompressedCopyIsDataLossNeverWrongBytes) {
   MoveItem down;
   down.src = HostWith(floats);
   down.nbytes = floats.size();
-  down.compression = codec::Compression::kLossless;
+  down.compression = {codec::Compression::kLossless};
+  down.dtype = DType::kFloat32;
   mover_->Run(TierId::kHost, TierId::kSsd, {&down, 1});
   ASSERT_TRUE(down.status.ok());
-  ASSERT_EQ(down.dst_codec, codec::CodecId::kZstd);
+  ASSERT_EQ(down.dst_codec, codec::CodecId::kLossless);
   // Damage one byte in the middle of the stored frame.
   if (ssd_ != nullptr) {
     const int fd = ::open(path_.c_str(), O_WRONLY);
@@ -199,6 +202,7 @@ TEST_P(MoverTest, ADamagedCompressedCopyIsDataLossNeverWrongBytes) {
   up.src = down.dst;
   up.src_codec = down.dst_codec;
   up.nbytes = down.nbytes;
+  up.dtype = down.dtype;
   up.dst = HostEmpty(down.nbytes);
   up.dst_reserved = true;
   mover_->Run(TierId::kSsd, TierId::kHost, {&up, 1});

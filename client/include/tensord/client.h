@@ -38,9 +38,12 @@ namespace tensord {
 enum class Durability : int32_t { kDurable = 1, kCache = 2 };
 enum class Scope : int32_t { kGlobal = 1, kSession = 2 };
 enum class Tier : int32_t { kAny = 0, kHost = 1, kGpu = 2, kSsd = 3 };  // kSsd: stats only
-// How the daemon may store a tensor's copies below the host tier (swap): raw, or losslessly
-// encoded (zstd, where that saves at least 3%). Decoded and verified on the way back up.
-enum class Compression : int32_t { kNone = 0, kLossless = 1 };
+// How the daemon may store a tensor's copies below the host tier (swap): as its pool class says
+// (kDefault), raw, losslessly encoded, or lossy within an error budget (the relative RMSE of the
+// round trip). Decoded and verified on the way back up.
+enum class Compression : int32_t { kDefault = 0, kLossless = 1, kLossy = 2, kNone = 3 };
+// "default", "none", "lossless", "lossy".
+const char* CompressionName(Compression c);
 
 struct ClientOptions {
   // Empty: $TENSORD_SOCKET, else ./run/tensord.sock.
@@ -59,7 +62,9 @@ struct CreateOptions {
   Durability durability = Durability::kDurable;
   Scope scope = Scope::kGlobal;
   int64_t ttl_ms = 0;  // 0: never expires; else deleted this long after Seal
-  Compression compression = Compression::kNone;
+  Compression compression = Compression::kDefault;
+  double error_budget = 0;          // kLossy: the largest relative RMSE allowed, e.g. 0.01
+  std::vector<std::string> codecs;  // kLossy: the codecs allowed ("int8", "fp8_e4m3", ...)
   // Optional: the key this tensor continues (e.g. the previous block of a KV prefix chain), a
   // hint for the daemon's eviction; it need not exist.
   std::string parent;
@@ -86,8 +91,12 @@ struct TensorInfo {
   int64_t created_unix_ms = 0;
   int64_t ttl_ms = 0;
   bool on_gpu = false;  // has a copy on the GPU tier
-  Compression compression = Compression::kNone;
+  Compression compression = Compression::kNone;  // as the daemon resolved it
+  double error_budget = 0;
+  std::vector<std::string> codecs;
   uint64_t ssd_stored_bytes = 0;  // bytes its swap copy takes (encoded); 0: none
+  std::string ssd_codec;          // how the swap copy is encoded; empty: none
+  double ssd_rel_rmse = 0;        // ... and its measured error (lossy codecs)
   std::string parent;             // the Create's parent hint; empty: none
 };
 
@@ -153,6 +162,15 @@ struct GpuStats {
   bool host_pinned = false;
 };
 
+// One codec of the daemon's codec stage (those that have run).
+struct CodecStats {
+  std::string codec;
+  uint64_t encodes = 0, encode_in_bytes = 0, encode_out_bytes = 0;
+  uint64_t decodes = 0, decode_in_bytes = 0, decode_out_bytes = 0, decode_failures = 0;
+  uint64_t tried = 0, over_budget = 0;
+  double ratio = 0, encode_gbps = 0, decode_gbps = 0, max_rel_rmse = 0;
+};
+
 struct Stats {
   std::vector<TierStats> tiers;
   std::vector<PoolStats> pools;
@@ -161,6 +179,7 @@ struct Stats {
   SwapStats swap;
   PressureStats pressure;
   std::vector<GpuStats> gpus;
+  std::vector<CodecStats> codecs;
 };
 
 namespace internal {

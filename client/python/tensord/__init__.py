@@ -75,25 +75,29 @@ class Client:
 
     def create(self, key: str, shape: Sequence[int], dtype: str, *, durability: str = "durable",
                pool: str = "", scope: str = "global", ttl: Optional[float] = None,
-               device: str = "cpu", compression: str = "none", parent: str = "") -> Tensor:
+               device: str = "cpu", compression: str = "default", parent: str = "",
+               error_budget: float = 0.0, codecs: Sequence[str] = ()) -> Tensor:
         """Allocates a tensor and returns it writable; fill it (numpy.asarray / torch.from_dlpack)
         and call .seal() to publish it. device "cuda[:N]" creates it in the daemon's GPU arena
-        (fill it through torch.from_dlpack, then .seal(stream=...)). compression "lossless" lets
-        the daemon store its swap copy compressed (zstd, where that pays). `parent` names the
-        key this tensor continues (a KV prefix chain's previous block): a hint for eviction."""
+        (fill it through torch.from_dlpack, then .seal(stream=...)). `compression` says how the
+        daemon may store its swap copy: "default" (the pool class's), "none", "lossless", or
+        "lossy" within `error_budget` (the largest relative RMSE, e.g. 0.01) using any codec or
+        those in `codecs` ("fp8_e4m3", "int8", "int4_g64", ...). `parent` names the key this
+        tensor continues (a KV prefix chain's previous block): a hint for eviction."""
         return self._c.create(key, list(shape), dtype, durability, pool, scope, ttl or 0.0,
-                              device, compression, parent)
+                              device, compression, parent, error_budget, list(codecs))
 
     def put(self, key: str, value, *, durability: str = "durable", pool: str = "",
             scope: str = "global", ttl: Optional[float] = None,
-            compression: str = "none", parent: str = "") -> Tensor:
+            compression: str = "default", parent: str = "", error_budget: float = 0.0,
+            codecs: Sequence[str] = ()) -> Tensor:
         """Stores a torch tensor or anything numpy accepts under `key` (one copy, into shared
         memory) and seals it. `ttl` in seconds deletes it that long after sealing."""
         if _torch is not None and isinstance(value, _torch.Tensor):
             src = value.detach().cpu()
             t = self.create(key, src.shape, _torch_name(src.dtype), durability=durability,
                             pool=pool, scope=scope, ttl=ttl, compression=compression,
-                            parent=parent)
+                            parent=parent, error_budget=error_budget, codecs=codecs)
             try:
                 dst = _torch.from_dlpack(t)
                 dst.copy_(src.view(_torch.uint8) if src.dtype == _torch.bool else src)
@@ -107,7 +111,8 @@ class Client:
             if name is None:
                 raise TypeError(f"tensord cannot store numpy dtype {src.dtype}")
             t = self.create(key, src.shape, name, durability=durability, pool=pool,
-                            scope=scope, ttl=ttl, compression=compression, parent=parent)
+                            scope=scope, ttl=ttl, compression=compression, parent=parent,
+                            error_budget=error_budget, codecs=codecs)
             try:
                 _np.copyto(_np.asarray(t), src, casting="no")
             except BaseException:
