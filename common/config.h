@@ -20,6 +20,12 @@ struct PoolClassConfig {
   uint64_t block_size = 0;
   uint64_t block_count = 0;
   double share = 0.0;
+  // How the class's tensors are stored below the host tier when their Create leaves it to the
+  // pool (COMPRESSION_DEFAULT): "none", "lossless", "lossy" (CACHE tensors only; DURABLE ones
+  // get lossless), or empty for [policy] compression.
+  std::string compression;
+  double error_budget = 0;          // lossy: the largest relative RMSE; 0: [policy] error_budget
+  std::vector<std::string> codecs;  // lossy: the codecs allowed; empty: any
 };
 
 struct HostTierConfig {
@@ -70,6 +76,9 @@ struct PolicyConfig {
   double s3fifo_small = 0.10;  // S3-FIFO's small queue: its share of a tier's tracked bytes
   double hint_share = 0.25;    // look-ahead: the share of each tier hinted tensors may hold
   bool predict = true;         // successor and stride prediction from each session's Gets
+  // The compression of tensors whose Create and pool class leave it open.
+  std::string compression = "none";
+  double error_budget = 0.01;  // for a lossy compression that names no budget
 };
 
 struct DaemonConfig {

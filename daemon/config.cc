@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/settings.h"
+#include "daemon/codec/codec.h"
 #include "tensord/dtype.h"
 
 namespace tensord {
@@ -18,15 +19,20 @@ struct PresetClass {
   DType dtype;
   std::vector<int64_t> shape;
   double share;
+  const char* compression;  // of swap copies (CACHE tensors; DURABLE ones are never lossy)
+  double error_budget;
+  std::vector<std::string> codecs;
 };
 
 // The tensor classes of a Qwen3-VL deployment (DESIGN.md); the rest goes to the general pool.
+// KV blocks and vision features are recomputable caches: swapped lossy within 1% relative RMSE
+// (FP8 or INT8, half the bytes: tests/bench/codec_bench); weights and embeddings losslessly.
 const std::vector<PresetClass>& Qwen3VlClasses() {
   static const std::vector<PresetClass> kClasses = {
-      {"kv_cache", DType::kFloat16, {1, 32, 2048, 128}, 0.40},
-      {"image_features", DType::kFloat16, {1, 576, 1152}, 0.10},
-      {"text_embeddings", DType::kFloat16, {1, 512, 4096}, 0.10},
-      {"attention_weights", DType::kFloat16, {8, 1024, 1024}, 0.15},
+      {"kv_cache", DType::kFloat16, {1, 32, 2048, 128}, 0.40, "lossy", 0.01, {"fp8_e4m3", "int8"}},
+      {"image_features", DType::kFloat16, {1, 576, 1152}, 0.10, "lossy", 0.01, {}},
+      {"text_embeddings", DType::kFloat16, {1, 512, 4096}, 0.10, "lossless", 0, {}},
+      {"attention_weights", DType::kFloat16, {8, 1024, 1024}, 0.15, "lossless", 0, {}},
   };
   return kClasses;
 }
@@ -60,6 +66,24 @@ absl::Status ParsePool(const toml::table& t, absl::string_view table, PoolClassC
       pool->block_count = static_cast<uint64_t>(*v.value<int64_t>());
     } else if (key == "share" && v.is_number()) {
       pool->share = *v.value<double>();
+    } else if (key == "compression" && v.is_string()) {
+      pool->compression = *v.value<std::string>();
+      if (auto c = codec::ParseCompression(pool->compression); !c.ok()) {
+        return Bad(v, c.status().message());
+      }
+    } else if (key == "error_budget" && v.is_number()) {
+      pool->error_budget = *v.value<double>();
+      if (!(pool->error_budget > 0 && pool->error_budget < 1)) {
+        return Bad(v, "error_budget is a relative RMSE in (0, 1), e.g. 0.01");
+      }
+    } else if (key == "codecs" && v.is_array()) {
+      for (const auto& c : *v.as_array()) {
+        if (!c.is_string()) return Bad(c, "codecs are names such as \"int8\"");
+        if (auto k = codec::CodecNamed(*c.value<std::string>()); !k.ok()) {
+          return Bad(c, k.status().message());
+        }
+        pool->codecs.push_back(*c.value<std::string>());
+      }
     } else if (key == "dtype" && v.is_string()) {
       auto d = ParseDType(*v.value<std::string>());
       if (!d.ok()) return Bad(v, d.status().message());
@@ -185,6 +209,9 @@ absl::Status ApplyPreset(absl::string_view preset, HostTierConfig* host) {
     pool.name = c.name;
     pool.block_size = *TensorBytes(c.dtype, c.shape);
     pool.share = c.share;
+    pool.compression = c.compression;
+    pool.error_budget = c.error_budget;
+    pool.codecs = c.codecs;
     host->pools.push_back(std::move(pool));
   }
   return absl::OkStatus();

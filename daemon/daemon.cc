@@ -9,6 +9,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/notify.h"
@@ -50,6 +51,46 @@ absl::StatusOr<int> LockRunDir(const std::string& run_dir) {
     spdlog::warn("could not record pid in {}", path);
   }
   return fd;
+}
+
+// The store's compression defaults: [policy] compression for any pool, each [[host.pool]]'s own.
+using CompressionDefaults = std::pair<codec::Policy, std::map<std::string, codec::Policy>>;
+
+absl::StatusOr<codec::Policy> CompressionPolicy(const std::string& where, const std::string& mode,
+                                                double budget,
+                                                const std::vector<std::string>& codecs) {
+  codec::Policy p;
+  auto m = codec::ParseCompression(mode);
+  if (!m.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", m.status().message()));
+  p.mode = *m;
+  if (p.mode == codec::Compression::kLossy) {
+    p.budget = budget;
+    auto mask = codec::CodecMask(codecs);
+    if (!mask.ok())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", mask.status().message()));
+    p.allowed = *mask;
+  }
+  if (absl::Status st = codec::ValidatePolicy(p); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", st.message()));
+  }
+  return p;
+}
+
+absl::StatusOr<CompressionDefaults> CompressionOptions(const DaemonConfig& config) {
+  CompressionDefaults out;
+  auto all = CompressionPolicy("policy.compression", config.policy.compression,
+                               config.policy.error_budget, {});
+  if (!all.ok()) return all.status();
+  out.first = *all;
+  for (const PoolClassConfig& pool : config.host.pools) {
+    if (pool.compression.empty()) continue;
+    auto p = CompressionPolicy(
+        absl::StrCat("host.pool '", pool.name, "'"), pool.compression,
+        pool.error_budget > 0 ? pool.error_budget : config.policy.error_budget, pool.codecs);
+    if (!p.ok()) return p.status();
+    out.second[pool.name] = *p;
+  }
+  return out;
 }
 
 }  // namespace
@@ -106,6 +147,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   options.s3fifo_small = config.policy.s3fifo_small;
   options.hint_share = config.policy.hint_share;
   options.predict = config.policy.predict;
+  auto compression = CompressionOptions(config);
+  if (!compression.ok()) return compression.status();
+  options.default_compression = compression->first;
+  options.class_compression = std::move(compression->second);
   d->store_ = std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get(), d->gpu_.get());
   d->service_ = std::make_unique<service::TensordService>(
       d->store_.get(), d->host_->segments(),

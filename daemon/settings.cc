@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "daemon/config.h"
+#include "daemon/codec/codec.h"
 #include "daemon/policy/eviction.h"
 
 namespace tensord {
@@ -131,6 +132,10 @@ absl::Status CheckLevel(absl::string_view text) {
   return Invalid("daemon.log_level", text, "trace, debug, info, warn or error");
 }
 
+absl::Status CheckCompression(absl::string_view text) {
+  return codec::ParseCompression(text).status();
+}
+
 absl::Status CheckEviction(absl::string_view text) {
   auto p = policy::MakeEvictionPolicy(text);
   if (!p.ok())
@@ -242,6 +247,13 @@ std::vector<Setting> MakeSettings() {
                    "Without hints, learn each client's next key (successors, strides on "
                    "numbered keys like layer.7) and promote it ahead.",
                    TENSORD_FIELD(policy.predict)));
+  s.push_back(String("policy.compression",
+                     "How swap copies are stored when neither the Create nor its pool class "
+                     "says: none, lossless, or lossy (CACHE tensors; DURABLE ones get lossless).",
+                     TENSORD_FIELD(policy.compression), "", CheckCompression));
+  s.push_back(Fraction("policy.error_budget",
+                       "The largest relative RMSE of a lossy copy that names no budget.",
+                       TENSORD_FIELD(policy.error_budget)));
   return s;
 }
 
@@ -297,6 +309,13 @@ std::string PrintConfig(const DaemonConfig& config) {
       } else {
         absl::StrAppend(&out, "share = ", absl::StrFormat("%.2f", p.share), "\n");
       }
+      if (!p.compression.empty()) absl::StrAppend(&out, "compression = ", Quote(p.compression), "\n");
+      if (p.error_budget > 0) absl::StrAppend(&out, "error_budget = ", p.error_budget, "\n");
+      if (!p.codecs.empty()) {
+        std::vector<std::string> quoted;
+        for (const std::string& c : p.codecs) quoted.push_back(Quote(c));
+        absl::StrAppend(&out, "codecs = [", absl::StrJoin(quoted, ", "), "]\n");
+      }
     }
   }
   absl::StrAppend(&out, SwapFilesToml(config));
@@ -337,7 +356,11 @@ std::string ExampleConfig() {
     if (s.key == "host.zero_on_free") {
       absl::StrAppend(&out,
                       "# Pool classes: preset = \"qwen3-vl\", or [[host.pool]] tables with name, "
-                      "and block_size\n# or dtype + shape, and count or share of the tier.\n"
+                      "and block_size\n# or dtype + shape, and count or share of the tier; "
+                      "optionally compression (none, lossless,\n# lossy), error_budget and "
+                      "codecs for its swap copies. qwen3-vl swaps KV blocks and image\n"
+                      "# features lossy within 1% (fp8_e4m3/int8), weights and embeddings "
+                      "losslessly.\n"
                       "# preset = \"qwen3-vl\"\n");
     }
     if (s.key == "gpu.pin_host") {

@@ -51,10 +51,15 @@ class NoneCodec final : public Codec {
 const NoneCodec kNoneCodec;
 
 const std::vector<const Codec*>& Registry() {
-  static const std::vector<const Codec*> codecs = {
-      &kNoneCodec,           &internal::LosslessCodec(), &internal::Fp16Codec(),
-      &internal::Bf16Codec(), &internal::Fp8Codec(),      &internal::Int8Codec(),
-      &internal::Int4Codec(), &internal::SparseCodec(),   &internal::LowRankCodec()};
+  static const std::vector<const Codec*> codecs = {&kNoneCodec,
+                                                   &internal::LosslessCodec(),
+                                                   &internal::Fp16Codec(),
+                                                   &internal::Bf16Codec(),
+                                                   &internal::Fp8Codec(),
+                                                   &internal::Int8Codec(),
+                                                   &internal::Int4Codec(),
+                                                   &internal::SparseCodec(),
+                                                   &internal::LowRankCodec()};
   return codecs;
 }
 
@@ -159,14 +164,13 @@ std::vector<Candidate> LossyCandidates(const Policy& policy, const TensorRef& t,
 absl::StatusOr<std::vector<uint8_t>> Codec::Encode(const TensorRef& t, double budget) const {
   if (id() == CodecId::kNone) return std::vector<uint8_t>(t.bytes.begin(), t.bytes.end());
   if (ItemSize(t.dtype) == 0 || t.bytes.size() % ItemSize(t.dtype) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name(), ": ", t.bytes.size(), " bytes are no whole number of ",
-                     std::string(DTypeName(t.dtype)), " elements"));
+    return absl::InvalidArgumentError(absl::StrCat(name(), ": ", t.bytes.size(),
+                                                   " bytes are no whole number of ",
+                                                   std::string(DTypeName(t.dtype)), " elements"));
   }
   if (!Accepts(t)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(name(), " does not encode ", std::string(DTypeName(t.dtype)),
-                     " tensors of this shape"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        name(), " does not encode ", std::string(DTypeName(t.dtype)), " tensors of this shape"));
   }
   std::vector<uint8_t> out(sizeof(Envelope));
   if (absl::Status st = EncodePayload(t, budget, &out); !st.ok()) return st;
@@ -219,7 +223,8 @@ absl::StatusOr<const Codec*> CodecNamed(absl::string_view name) {
   for (const Codec* c : Registry()) {
     if (name == c->name()) return c;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown codec '", name, "' (", KnownNames(), ")"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown codec '", name, "' (", KnownNames(), ")"));
 }
 
 const char* CodecName(CodecId id) {
@@ -235,8 +240,8 @@ absl::StatusOr<Compression> ParseCompression(absl::string_view name, bool allow_
   if (name == "lossy") return Compression::kLossy;
   if (allow_default && (name == "default" || name.empty())) return Compression::kDefault;
   return absl::InvalidArgumentError(absl::StrCat("compression is 'none', 'lossless' or 'lossy'",
-                                                 allow_default ? " (or 'default')" : "",
-                                                 ", not '", name, "'"));
+                                                 allow_default ? " (or 'default')" : "", ", not '",
+                                                 name, "'"));
 }
 
 const char* CompressionName(Compression c) {
@@ -261,8 +266,7 @@ absl::Status ValidatePolicy(const Policy& p) {
   }
   if (p.mode == Compression::kLossy && !(p.budget > 0 && p.budget < 1)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "a lossy compression needs an error budget (max relative RMSE) in (0, 1), not ",
-        p.budget));
+        "a lossy compression needs an error budget (max relative RMSE) in (0, 1), not ", p.budget));
   }
   if (p.mode != Compression::kLossy && p.mode != Compression::kDefault && p.budget != 0) {
     return absl::InvalidArgumentError("an error budget goes with LOSSY compression only");

@@ -97,7 +97,7 @@ absl::StatusOr<const Codec*> CodecFor(CodecId id);
 // By name: "none", "lossless", "fp16", "bf16", "fp8_e4m3", "int8", "int4_g64", "sparse",
 // "lowrank". INVALID_ARGUMENT otherwise, listing them.
 absl::StatusOr<const Codec*> CodecNamed(absl::string_view name);
-const char* CodecName(CodecId id);  // "unknown" for an id no codec has
+const char* CodecName(CodecId id);      // "unknown" for an id no codec has
 std::vector<const Codec*> AllCodecs();  // kNone first
 
 // "none", "lossless", "lossy" (and "default" where `allow_default`).
@@ -125,9 +125,9 @@ struct Encoded {
   // The codecs tried, with their outcome, for the caller's counters.
   struct Try {
     CodecId codec;
-    uint64_t out_bytes = 0;   // 0: it did not apply
+    uint64_t out_bytes = 0;  // 0: it did not apply
     double rel_rmse = 0;
-    double seconds = 0;       // encode (and, for lossy codecs, the checking decode)
+    double seconds = 0;        // encode (and, for lossy codecs, the checking decode)
     bool over_budget = false;  // its measured error exceeded the budget
   };
   std::vector<Try> tried;

@@ -15,8 +15,8 @@ inline uint16_t FloatToHalf(float f) {
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
   const uint32_t abs = x & 0x7fffffff;
   if (abs > 0x7f800000) return sign | 0x7e00 | ((abs >> 13) & 0x3ff);  // NaN stays NaN
-  if (abs >= 0x477ff000) return sign | 0x7c00;  // >= 65520 (and Inf): Inf
-  if (abs < 0x38800000) {                        // below 2^-14: a half denormal (or 0)
+  if (abs >= 0x477ff000) return sign | 0x7c00;                         // >= 65520 (and Inf): Inf
+  if (abs < 0x38800000) {  // below 2^-14: a half denormal (or 0)
     const float q = std::nearbyint(std::bit_cast<float>(abs) * 16777216.0f);  // units of 2^-24
     return sign | static_cast<uint16_t>(q);  // 1024 becomes the smallest normal, as it should
   }

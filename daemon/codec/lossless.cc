@@ -76,8 +76,8 @@ class Lossless final : public Codec {
       }
       std::vector<uint8_t>& part = parts[c];
       part.resize(ZSTD_compressBound(len));
-      const size_t z = ZSTD_compressCCtx(ThreadCCtx(), part.data(), part.size(), plain, len,
-                                         kZstdLevel);
+      const size_t z =
+          ZSTD_compressCCtx(ThreadCCtx(), part.data(), part.size(), plain, len, kZstdLevel);
       if (ZSTD_isError(z)) {
         errors[c] = absl::InternalError(absl::StrCat("zstd: ", ZSTD_getErrorName(z)));
         return;
@@ -135,8 +135,8 @@ class Lossless final : public Codec {
       }
       std::vector<uint8_t> grouped(item > 1 ? len : 0);
       uint8_t* into = item > 1 ? grouped.data() : dst;
-      const size_t z = ZSTD_decompressDCtx(ThreadDCtx(), into, len, parts[c].data(),
-                                           parts[c].size());
+      const size_t z =
+          ZSTD_decompressDCtx(ThreadDCtx(), into, len, parts[c].data(), parts[c].size());
       if (ZSTD_isError(z) || z != len) {
         errors[c] = Damaged(name(), "a chunk does not decode");
         return;

@@ -14,7 +14,8 @@ namespace {
 // Runs fn(lo, hi) over [0, n) in chunks of `chunk` elements on the codec pool.
 template <typename Fn>
 void Chunks(size_t n, size_t chunk, Fn&& fn) {
-  ParallelFor((n + chunk - 1) / chunk, [&](size_t c) { fn(c * chunk, std::min(n, (c + 1) * chunk)); });
+  ParallelFor((n + chunk - 1) / chunk,
+              [&](size_t c) { fn(c * chunk, std::min(n, (c + 1) * chunk)); });
 }
 
 bool AllFinite(const TensorRef& t) {
@@ -100,10 +101,12 @@ class Fp8 final : public Codec {
       for (size_t b0 = lo; b0 < hi; b0 += kBlock) {
         const size_t b1 = std::min(hi, b0 + kBlock);
         float amax = 0;
-        for (size_t i = b0; i < b1; ++i) amax = std::max(amax, std::fabs(Load(t.dtype, t.bytes.data(), i)));
+        for (size_t i = b0; i < b1; ++i)
+          amax = std::max(amax, std::fabs(Load(t.dtype, t.bytes.data(), i)));
         const float scale = amax > 0 ? amax / kFp8E4m3Max : 1.0f;
         std::memcpy(scales + 4 * (b0 / kBlock), &scale, 4);
-        for (size_t i = b0; i < b1; ++i) codes[i] = FloatToE4m3(Load(t.dtype, t.bytes.data(), i) / scale);
+        for (size_t i = b0; i < b1; ++i)
+          codes[i] = FloatToE4m3(Load(t.dtype, t.bytes.data(), i) / scale);
       }
     });
     return absl::OkStatus();
@@ -254,7 +257,8 @@ class Int4 final : public Codec {
         std::memcpy(params + 4 * (g0 / kGroup) + 2, &step16, 2);
         for (size_t i = g0; i < g1; ++i) {
           const float v = Load(t.dtype, t.bytes.data(), i);
-          const int q = step > 0 ? int(std::clamp(std::nearbyint((v - min) / step), 0.0f, 15.0f)) : 0;
+          const int q =
+              step > 0 ? int(std::clamp(std::nearbyint((v - min) / step), 0.0f, 15.0f)) : 0;
           packed[i / 2] |= uint8_t(q << (4 * (i % 2)));
         }
       }

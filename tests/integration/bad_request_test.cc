@@ -2,6 +2,8 @@
 // each gets its exact gRPC code, and afterwards the daemon still serves and another client's
 // tensor is intact.
 #include <gtest/gtest.h>
+
+#include <cmath>
 #include <xxhash.h>
 
 #include <cstdio>
@@ -205,6 +207,37 @@ TEST(BadRequests, EachGetsItsCodeAndTheDaemonKeepsServing) {
        StatusCode::INVALID_ARGUMENT},
       {"unknown compression",
        modified([](auto& r) { r.set_compression(static_cast<v1::Compression>(7)); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"lossy without an error budget",
+       modified([](auto& r) { r.set_compression(v1::COMPRESSION_LOSSY); }),
+       StatusCode::INVALID_ARGUMENT},
+      {"lossy with a budget of 1 or more",
+       modified([](auto& r) {
+         r.set_compression(v1::COMPRESSION_LOSSY);
+         r.set_error_budget(1.0);
+       }),
+       StatusCode::INVALID_ARGUMENT},
+      {"lossy with a NaN budget",
+       modified([](auto& r) {
+         r.set_compression(v1::COMPRESSION_LOSSY);
+         r.set_error_budget(std::nan(""));
+       }),
+       StatusCode::INVALID_ARGUMENT},
+      {"an error budget without lossy compression",
+       modified([](auto& r) {
+         r.set_compression(v1::COMPRESSION_LOSSLESS);
+         r.set_error_budget(0.01);
+       }),
+       StatusCode::INVALID_ARGUMENT},
+      {"an unknown codec",
+       modified([](auto& r) {
+         r.set_compression(v1::COMPRESSION_LOSSY);
+         r.set_error_budget(0.01);
+         r.add_codecs("gzip");
+       }),
+       StatusCode::INVALID_ARGUMENT},
+      {"codecs without lossy compression",
+       modified([](auto& r) { r.add_codecs("int8"); }),
        StatusCode::INVALID_ARGUMENT},
       {"parent with a control character",
        modified([](auto& r) { r.set_parent(std::string("blk\x01", 4)); }),

@@ -6,6 +6,8 @@
 
 #include <fstream>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "daemon/settings.h"
 
@@ -41,6 +43,9 @@ TEST(Config, Qwen3VlPresetHasTheDesignShapes) {
   EXPECT_EQ(host.pools[1].block_size, 1u * 576 * 1152 * 2);
   EXPECT_EQ(host.pools[2].block_size, 1u * 512 * 4096 * 2);
   EXPECT_EQ(host.pools[3].block_size, 8u * 1024 * 1024 * 2);
+  EXPECT_EQ(host.pools[0].compression, "lossy") << "KV blocks: lossy within 1%";
+  EXPECT_EQ(host.pools[0].error_budget, 0.01);
+  EXPECT_EQ(host.pools[3].compression, "lossless") << "weights: lossless";
   EXPECT_EQ(ApplyPreset("llama", &host).code(), absl::StatusCode::kInvalidArgument);
 }
 
@@ -141,6 +146,35 @@ TEST_F(ConfigFile, PrintConfigReadsBackUnchanged) {
   EXPECT_EQ(back->ssd.files.size(), 2u);
   ASSERT_EQ(back->gpu.pools.size(), 2u);
   EXPECT_EQ(back->gpu.pools[1].block_count, 8u);
+  EXPECT_EQ(back->host.pools[0].codecs, (std::vector<std::string>{"fp8_e4m3", "int8"}));
+}
+
+TEST_F(ConfigFile, PoolClassesCarryTheirCompression) {
+  auto config = LoadConfigFile(Write(R"(
+[policy]
+compression = "lossless"
+error_budget = 0.02
+[[host.pool]]
+name = "kv"
+block_size = "1MiB"
+share = 0.5
+compression = "lossy"
+error_budget = 0.005
+codecs = ["int8"]
+)"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->policy.compression, "lossless");
+  EXPECT_EQ(config->host.pools[0].compression, "lossy");
+  EXPECT_EQ(config->host.pools[0].error_budget, 0.005);
+  EXPECT_EQ(config->host.pools[0].codecs, std::vector<std::string>{"int8"});
+  for (const char* bad : {"compression = \"zip\"", "error_budget = 2.0", "codecs = [\"gzip\"]",
+                          "codecs = [1]"}) {
+    auto c = LoadConfigFile(Write(absl::StrCat(
+        "[[host.pool]]\nname = \"kv\"\nblock_size = 4096\nshare = 0.1\n", bad, "\n")));
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_TRUE(absl::StrContains(c.status().message(), "line 5")) << c.status();
+  }
+  EXPECT_FALSE(LoadConfigFile(Write("[policy]\ncompression = \"maybe\"\n")).ok());
 }
 
 TEST(Config, EverySettingRejectsGarbageWithItsKey) {

@@ -121,3 +121,40 @@ def test_a_hint_storm_leaves_every_durable_tensor_intact(swap_daemon):
             del t
         s = c.stats()["counters"]
         assert s["lookahead_unknown"] >= 700_000 and s["data_loss"] == 0
+
+
+def test_lossy_swap_copies_come_back_within_their_budget(swap_daemon):
+    with tensord.Client(swap_daemon) as c:
+        # 40 x 8 MiB float16 KV-like blocks through a 256 MiB host tier, lossy within 1%: their
+        # swap copies take about half the bytes, and every value read back is within budget.
+        gen = torch.Generator().manual_seed(5)
+        made = {}
+        for i in range(40):
+            x = (torch.randn(1024, 32, 128, generator=gen) *
+                 torch.linspace(0.5, 4, 128)).to(torch.float16)
+            c.put(f"kv.{i}", x, compression="lossy", error_budget=0.01)
+            made[f"kv.{i}"] = x
+        swapped = [k for k in made if c.stat(k)["ssd_codec"] not in ("", "none")]
+        assert swapped, "the host tier is too small for all of them"
+        for key in swapped:
+            info = c.stat(key)
+            assert info["compression"] == "lossy" and info["error_budget"] == 0.01
+            assert info["ssd_codec"] in ("int8", "fp8_e4m3"), info
+            assert 0 < info["ssd_rel_rmse"] <= 0.01
+            assert info["ssd_stored_bytes"] < 0.6 * info["nbytes"]
+        for key, x in made.items():
+            t = c.get(key)
+            y = torch.from_dlpack(t).float()
+            err = ((y - x.float()).norm() / x.float().norm()).item()
+            assert err <= 0.01, (key, err)
+            del t, y
+        s = c.stats()
+        codecs = {k["codec"]: k for k in s["codecs"]}
+        assert sum(codecs[n]["encodes"] for n in ("int8", "fp8_e4m3") if n in codecs) >= len(swapped)
+        assert all(k["decode_failures"] == 0 for k in s["codecs"])
+        assert s["counters"]["data_loss"] == 0
+        with pytest.raises(tensord.Error) as e:  # a lossy policy needs a budget
+            c.put("nobudget", torch.zeros(4096), compression="lossy")
+        assert e.value.code_name == "INVALID_ARGUMENT"
+        with pytest.raises(ValueError):
+            c.put("typo", torch.zeros(4096), compression="lossy!")
