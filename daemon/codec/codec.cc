@@ -82,7 +82,15 @@ struct Profile {
   double spread() const { return rms > 0 ? amax / rms : 1; }
 };
 
-Profile Analyze(const TensorRef& t) {
+bool IsZeroTail(const uint8_t* p, size_t item) {
+  for (size_t b = 8; b < item; ++b) {
+    if (p[b] != 0) return false;
+  }
+  return true;
+}
+
+// `values`: also the float statistics (a lossy choice needs them; a lossless one only zeros).
+Profile Analyze(const TensorRef& t, bool values) {
   Profile p;
   const size_t n = internal::Elements(t), item = ItemSize(t.dtype);
   if (n == 0) return p;
@@ -93,14 +101,15 @@ Profile Analyze(const TensorRef& t) {
     double sum2 = 0, amax = 0;
   };
   std::vector<Part> parts(chunks);
-  const bool fl = IsFloat(t.dtype);
+  const bool fl = values && IsFloat(t.dtype);
   ParallelFor(chunks, [&](size_t c) {
     Part& part = parts[c];
     const size_t lo = c * internal::kChunkElements;
     const size_t hi = std::min(n, lo + internal::kChunkElements);
-    static constexpr uint8_t kZeros[8] = {};
     for (size_t i = lo; i < hi; ++i) {
-      if (std::memcmp(t.bytes.data() + i * item, kZeros, item) == 0) ++part.zeros;
+      uint64_t bits = 0;  // the element's bytes (item <= 8)
+      std::memcpy(&bits, t.bytes.data() + i * item, std::min<size_t>(item, 8));
+      if (bits == 0 && (item <= 8 || IsZeroTail(t.bytes.data() + i * item, item))) ++part.zeros;
       if (!fl) continue;
       const float v = internal::Load(t.dtype, t.bytes.data(), i);
       if (!std::isfinite(v)) {
@@ -345,7 +354,7 @@ absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t) {
     return raw;
   }
   const double pays = (1.0 - kMinSaving) * double(t.bytes.size());
-  const Profile profile = Analyze(t);
+  const Profile profile = Analyze(t, policy.mode == Compression::kLossy);
   Encoded best = raw;
   // Tries `c`; keeps it when it is the smallest so far (and, lossy, within the budget).
   const auto attempt = [&](const Codec& c, double budget) -> bool {
@@ -383,6 +392,12 @@ absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t) {
       if (c.predicted > 3 * policy.budget) continue;  // hopeless: not worth an encode
       if (attempt(*c.codec, policy.budget)) {
         best.over_budget = false;  // a lossy encoding within the budget was found
+        // A mostly-zero tensor may still shrink more losslessly (a ReLU activation): the
+        // smaller encoding is kept.
+        if (profile.zero_fraction >= 0.3) {
+          if (internal::SparseCodec().Accepts(t)) attempt(internal::SparseCodec(), 0);
+          attempt(internal::LosslessCodec(), 0);
+        }
         return best;
       }
     }

@@ -37,7 +37,8 @@ thread_local bool on_pool_thread = false;
 
 class Pool {
  public:
-  explicit Pool(int threads) : threads_(threads), queue_(threads) {}
+  // `threads` in all, the caller of ParallelFor being one: threads - 1 workers.
+  explicit Pool(int threads) : threads_(threads), queue_(threads - 1) {}
   int threads() const { return threads_; }
   void Help(std::shared_ptr<Batch> b, int helpers) {
     for (int i = 0; i < helpers; ++i) {
@@ -83,14 +84,14 @@ int CodecThreads() { return GetPool()->threads(); }
 
 void ParallelFor(size_t n, absl::FunctionRef<void(size_t)> fn) {
   if (n == 0) return;
-  if (n == 1 || on_pool_thread) {
+  std::shared_ptr<Pool> p = n == 1 || on_pool_thread ? nullptr : GetPool();
+  if (p == nullptr || p->threads() == 1) {
     for (size_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  std::shared_ptr<Pool> p = GetPool();
   auto b = std::make_shared<Batch>(fn, n);
   // The caller is one worker; the pool lends up to threads-1 more (the caller's core counts).
-  p->Help(b, static_cast<int>(std::min<size_t>(n - 1, size_t(std::max(1, p->threads() - 1)))));
+  p->Help(b, static_cast<int>(std::min<size_t>(n - 1, size_t(p->threads() - 1))));
   b->Drain();
   absl::MutexLock lock(&b->mu);
   b->mu.Await(absl::Condition(

@@ -14,8 +14,8 @@ namespace tensord::codec {
 // have run. `fn` must not throw.
 void ParallelFor(size_t n, absl::FunctionRef<void(size_t)> fn);
 
-// Threads of the codec pool (the cores; at least 1). Set before first use (tests, benchmarks
-// measuring one thread); 0 restores the default.
+// Threads a ParallelFor uses, its caller included (the cores; at least 1). Set before first use
+// (tests, benchmarks measuring one thread); 0 restores the default.
 void SetCodecThreads(int threads);
 int CodecThreads();
 

@@ -158,10 +158,14 @@ class Int8 final : public Codec {
       std::vector<float> local(col_max.size(), 0);
       for (size_t r = r0; r < r1; ++r) {
         float m = 0;
+        size_t c = by_column ? (r * run) % cols : 0;  // the column of element i
         for (size_t i = r * run; i < std::min(n, (r + 1) * run); ++i) {
           const float a = std::fabs(Load(t.dtype, t.bytes.data(), i));
           m = std::max(m, a);
-          if (by_column) local[i % cols] = std::max(local[i % cols], a);
+          if (by_column) {
+            local[c] = std::max(local[c], a);
+            if (++c == cols) c = 0;
+          }
         }
         row_max[r] = m;
       }
@@ -179,17 +183,26 @@ class Int8 final : public Codec {
     Append(out, uint32_t(layout == kColumns ? cols : run));
     const size_t base = out->size();
     out->resize(base + 4 * maxima.size() + n);
-    std::vector<float> scales(maxima.size());
+    std::vector<float> scales(maxima.size()), inverse(maxima.size());
     for (size_t g = 0; g < maxima.size(); ++g) {
       scales[g] = maxima[g] > 0 ? maxima[g] / 127.0f : 1.0f;
+      inverse[g] = 1.0f / scales[g];
       std::memcpy(out->data() + base + 4 * g, &scales[g], 4);
     }
     int8_t* q = reinterpret_cast<int8_t*>(out->data() + base + 4 * maxima.size());
+    const size_t group = layout == kColumns ? cols : run;
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
+      // Walks (scale index, position in its group) without a division per element.
+      size_t g = layout == kColumns ? lo % cols : lo / run, k = lo % group;
       for (size_t i = lo; i < hi; ++i) {
-        const float s = scales[layout == kColumns ? i % cols : i / run];
-        const float v = std::nearbyint(Load(t.dtype, t.bytes.data(), i) / s);
+        const float v = RoundEven(Load(t.dtype, t.bytes.data(), i) * inverse[g]);
         q[i] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+        if (layout == kColumns) {
+          if (++g == cols) g = 0;
+        } else if (++k == run) {
+          k = 0;
+          ++g;
+        }
       }
     });
     return absl::OkStatus();
@@ -209,11 +222,18 @@ class Int8 final : public Codec {
         r.left() != 0) {
       return Damaged(name(), "wrong size");
     }
+    std::vector<float> scale(scales);
+    std::memcpy(scale.data(), s.data(), 4 * scales);
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
+      size_t g = layout == kColumns ? lo % group : lo / group, k = lo % group;
       for (size_t i = lo; i < hi; ++i) {
-        float scale;
-        std::memcpy(&scale, s.data() + 4 * (layout == kColumns ? i % group : i / group), 4);
-        Store(like.dtype, out.data(), i, float(static_cast<int8_t>(q[i])) * scale);
+        Store(like.dtype, out.data(), i, float(static_cast<int8_t>(q[i])) * scale[g]);
+        if (layout == kColumns) {
+          if (++g == group) g = 0;
+        } else if (++k == group) {
+          k = 0;
+          ++g;
+        }
       }
     });
     return absl::OkStatus();
@@ -255,10 +275,10 @@ class Int4 final : public Codec {
         const float step = HalfToFloat(step16);
         std::memcpy(params + 4 * (g0 / kGroup), &min16, 2);
         std::memcpy(params + 4 * (g0 / kGroup) + 2, &step16, 2);
+        const float inv = step > 0 ? 1.0f / step : 0.0f;
         for (size_t i = g0; i < g1; ++i) {
           const float v = Load(t.dtype, t.bytes.data(), i);
-          const int q =
-              step > 0 ? int(std::clamp(std::nearbyint((v - min) / step), 0.0f, 15.0f)) : 0;
+          const int q = int(std::clamp(RoundEven((v - min) * inv), 0.0f, 15.0f));
           packed[i / 2] |= uint8_t(q << (4 * (i % 2)));
         }
       }
