@@ -356,7 +356,14 @@ Stats FromProto(const v1::Stats& response) {
                          w.io_errors(),
                          w.checksum_failures(),
                          w.largest_free_bytes(),
-                         w.fragmentation()};
+                         w.fragmentation(),
+                         w.ram_capacity_bytes(),
+                         w.ram_used_bytes(),
+                         w.ram_entries(),
+                         w.ram_logical_bytes(),
+                         w.ram_reads(),
+                         w.ram_writebacks(),
+                         w.ram_writeback_bytes()};
   }
   const v1::PressureStats& p = response.pressure();
   out.pressure.host_used_ratio = p.host_used_ratio();

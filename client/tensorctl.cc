@@ -92,6 +92,15 @@ void PrintStatsOf(const tensord::Stats* stats) {
         w.engine, w.degraded ? " DEGRADED" : "", tensord::FormatBytes(w.bytes_read), w.reads,
         w.read_mbps, tensord::FormatBytes(w.bytes_written), w.writes, w.write_mbps, w.io_errors,
         w.checksum_failures, tensord::FormatBytes(w.largest_free_bytes), 100 * w.fragmentation);
+    if (w.ram_capacity_bytes > 0) {
+      absl::PrintF(
+          "          compressed RAM %s of %s: %d tensors of %s (%.2fx)  reads %d  written back "
+          "%d (%s)\n",
+          tensord::FormatBytes(w.ram_used_bytes), tensord::FormatBytes(w.ram_capacity_bytes),
+          w.ram_entries, tensord::FormatBytes(w.ram_logical_bytes),
+          w.ram_used_bytes == 0 ? 0.0 : double(w.ram_logical_bytes) / double(w.ram_used_bytes),
+          w.ram_reads, w.ram_writebacks, tensord::FormatBytes(w.ram_writeback_bytes));
+    }
   }
   if (stats->codecs.empty()) return;
   absl::PrintF("\n%-10s %8s %11s %7s %9s %8s %9s %7s %6s %6s %9s\n", "CODEC", "ENCODES", "BYTES IN",

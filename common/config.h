@@ -53,6 +53,10 @@ struct SsdConfig {
   double high_watermark = 0.90;  // of the host tier
   double low_watermark = 0.75;
   uint64_t min_mem_available = 0;  // demote when MemAvailable falls below (0: ignore)
+  // The compressed RAM front of the swap files (0: off): encoded swap copies that saved at
+  // least compressed_min_saving of their bytes stay in this much RAM (zswap's idea).
+  uint64_t compressed_ram = 0;
+  double compressed_min_saving = 0.25;
 };
 
 // The GPU tier: one arena per device, carved like the host tier, shared through CUDA IPC.

@@ -123,6 +123,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
     sc.engine.queue_depth = config.ssd.queue_depth;
     sc.engine.force_sync = config.ssd.force_fallback;
     sc.degrade_after = config.ssd.degrade_after;
+    sc.ram_capacity = config.ssd.compressed_ram;
+    sc.ram_min_saving = config.ssd.compressed_min_saving;
     for (uint32_t i = 0; i < d->host_->segments().size(); ++i) {
       sc.engine.fixed_regions.push_back({d->host_->Address(i, 0), d->host_->segments()[i].size});
     }

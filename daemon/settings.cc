@@ -214,6 +214,14 @@ std::vector<Setting> MakeSettings() {
                     "Also demote while MemAvailable is below this "
                     "(0: ignore).",
                     TENSORD_FIELD(ssd.min_mem_available)));
+  s.push_back(Bytes("ssd.compressed_ram",
+                    "RAM for swap copies kept compressed in memory in front of the swap files "
+                    "(the oldest are written back when it is full; 0: off).",
+                    TENSORD_FIELD(ssd.compressed_ram)));
+  s.push_back(Fraction("ssd.compressed_min_saving",
+                       "A swap copy stays in the compressed RAM only if its codec saved at least "
+                       "this share of its bytes.",
+                       TENSORD_FIELD(ssd.compressed_min_saving)));
   // [gpu]
   s.push_back(String("gpu.mode", "auto (GPUs if any), on (fail without one) or off.",
                      TENSORD_FIELD(gpu.mode), "", CheckGpuMode));

@@ -467,6 +467,13 @@ class PyClient {
       wd["checksum_failures"] = w.checksum_failures;
       wd["largest_free_bytes"] = w.largest_free_bytes;
       wd["fragmentation"] = w.fragmentation;
+      wd["ram_capacity_bytes"] = w.ram_capacity_bytes;
+      wd["ram_used_bytes"] = w.ram_used_bytes;
+      wd["ram_entries"] = w.ram_entries;
+      wd["ram_logical_bytes"] = w.ram_logical_bytes;
+      wd["ram_reads"] = w.ram_reads;
+      wd["ram_writebacks"] = w.ram_writebacks;
+      wd["ram_writeback_bytes"] = w.ram_writeback_bytes;
       d["swap"] = wd;
     } else {
       d["swap"] = py::none();

@@ -5,6 +5,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "daemon/codec/internal.h"
 #include "daemon/codec/parallel.h"
+#include "daemon/codec/simd.h"
 
 namespace tensord::codec {
 namespace {
@@ -39,7 +41,8 @@ class NoneCodec final : public Codec {
   bool Accepts(const TensorRef&) const override { return true; }
 
  protected:
-  absl::Status EncodePayload(const TensorRef&, double, std::vector<uint8_t>*) const override {
+  absl::Status EncodePayload(const TensorRef&, double, std::vector<uint8_t>*,
+                             Quality*) const override {
     return absl::OkStatus();  // not reached: Encode copies the bytes
   }
   absl::Status DecodePayload(std::span<const uint8_t>, const TensorRef&,
@@ -106,18 +109,26 @@ Profile Analyze(const TensorRef& t, bool values) {
     Part& part = parts[c];
     const size_t lo = c * internal::kChunkElements;
     const size_t hi = std::min(n, lo + internal::kChunkElements);
+    if (fl) {  // tile by tile, widened to float (a zero's bits stay all zero)
+      std::array<float, simd::kTile> x;
+      for (size_t at = lo; at < hi; at += simd::kTile) {
+        const size_t len = std::min(hi - at, simd::kTile);
+        simd::Widen(t.dtype, t.bytes.data() + at * item, len, x.data());
+        const simd::Stats s = simd::Measure(x.data(), len);
+        part.zeros += s.zeros;
+        if (!s.finite) {
+          part.finite = false;
+          continue;
+        }
+        part.sum2 += s.sum2;
+        part.amax = std::max(part.amax, double(s.amax));
+      }
+      return;
+    }
     for (size_t i = lo; i < hi; ++i) {
       uint64_t bits = 0;  // the element's bytes (item <= 8)
       std::memcpy(&bits, t.bytes.data() + i * item, std::min<size_t>(item, 8));
       if (bits == 0 && (item <= 8 || IsZeroTail(t.bytes.data() + i * item, item))) ++part.zeros;
-      if (!fl) continue;
-      const float v = internal::Load(t.dtype, t.bytes.data(), i);
-      if (!std::isfinite(v)) {
-        part.finite = false;
-        continue;
-      }
-      part.sum2 += double(v) * v;
-      part.amax = std::max(part.amax, double(std::fabs(v)));
     }
   });
   double sum2 = 0;
@@ -171,6 +182,11 @@ std::vector<Candidate> LossyCandidates(const Policy& policy, const TensorRef& t,
 }  // namespace
 
 absl::StatusOr<std::vector<uint8_t>> Codec::Encode(const TensorRef& t, double budget) const {
+  return EncodeMeasured(t, budget, nullptr);
+}
+
+absl::StatusOr<std::vector<uint8_t>> Codec::EncodeMeasured(const TensorRef& t, double budget,
+                                                           Quality* quality) const {
   if (id() == CodecId::kNone) return std::vector<uint8_t>(t.bytes.begin(), t.bytes.end());
   if (ItemSize(t.dtype) == 0 || t.bytes.size() % ItemSize(t.dtype) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(name(), ": ", t.bytes.size(),
@@ -182,13 +198,25 @@ absl::StatusOr<std::vector<uint8_t>> Codec::Encode(const TensorRef& t, double bu
         name(), " does not encode ", std::string(DTypeName(t.dtype)), " tensors of this shape"));
   }
   std::vector<uint8_t> out(sizeof(Envelope));
-  if (absl::Status st = EncodePayload(t, budget, &out); !st.ok()) return st;
+  const bool inline_quality = quality != nullptr && MeasuresWhileEncoding();
+  if (absl::Status st = EncodePayload(t, budget, &out, inline_quality ? quality : nullptr);
+      !st.ok()) {
+    return st;
+  }
   Envelope e;
   e.codec = static_cast<uint8_t>(id());
   e.dtype = static_cast<uint8_t>(t.dtype);
   e.nbytes = t.bytes.size();
   e.hash = XXH3_64bits(out.data() + sizeof(Envelope), out.size() - sizeof(Envelope));
   std::memcpy(out.data(), &e, sizeof(e));
+  if (quality != nullptr && !inline_quality) {
+    *quality = Quality{};
+    if (lossy()) {
+      std::vector<uint8_t> back(t.bytes.size());
+      if (absl::Status st = Decode(out, t, back); !st.ok()) return st;  // a codec bug
+      *quality = Measure(t.dtype, t.bytes, back);
+    }
+  }
   return out;
 }
 
@@ -359,7 +387,8 @@ absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t) {
   // Tries `c`; keeps it when it is the smallest so far (and, lossy, within the budget).
   const auto attempt = [&](const Codec& c, double budget) -> bool {
     const auto t0 = std::chrono::steady_clock::now();
-    auto bytes = c.Encode(t, budget);
+    Quality q;
+    auto bytes = c.EncodeMeasured(t, budget, &q);
     Encoded::Try tr{c.id()};
     if (!bytes.ok()) {
       tr.seconds = Since(t0);
@@ -367,13 +396,7 @@ absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t) {
       return false;
     }
     tr.out_bytes = bytes->size();
-    Quality q;
-    if (c.lossy()) {
-      std::vector<uint8_t> back(t.bytes.size());
-      if (!c.Decode(*bytes, t, back).ok()) return false;  // a codec bug: never stored
-      q = Measure(t.dtype, t.bytes, back);
-      tr.rel_rmse = q.rel_rmse;
-    }
+    tr.rel_rmse = q.rel_rmse;
     tr.seconds = Since(t0);
     tr.over_budget = c.lossy() && !(q.rel_rmse <= budget);
     best.tried.push_back(tr);

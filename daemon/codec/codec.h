@@ -83,11 +83,18 @@ class Codec {
   // complete, intact encoding by this codec of such a tensor.
   absl::Status Decode(std::span<const uint8_t> in, const TensorRef& like,
                       std::span<uint8_t> out) const;
+  // Encodes `t` and measures the round trip (lossy codecs): in the same pass where the codec
+  // reconstructs each tile exactly as Decode will (the quantizers), else by Decode and Measure.
+  absl::StatusOr<std::vector<uint8_t>> EncodeMeasured(const TensorRef& t, double budget,
+                                                      Quality* quality) const;
 
  protected:
-  // The payload after the envelope.
-  virtual absl::Status EncodePayload(const TensorRef& t, double budget,
-                                     std::vector<uint8_t>* out) const = 0;
+  // Whether EncodePayload fills its `quality` (the round trip, measured while encoding).
+  virtual bool MeasuresWhileEncoding() const { return false; }
+  // The payload after the envelope; `quality` (nullable) receives the measured round trip when
+  // MeasuresWhileEncoding().
+  virtual absl::Status EncodePayload(const TensorRef& t, double budget, std::vector<uint8_t>* out,
+                                     Quality* quality) const = 0;
   virtual absl::Status DecodePayload(std::span<const uint8_t> payload, const TensorRef& like,
                                      std::span<uint8_t> out) const = 0;
 };

@@ -29,8 +29,8 @@ class LowRank final : public Codec {
   }
 
  protected:
-  absl::Status EncodePayload(const TensorRef& t, double budget,
-                             std::vector<uint8_t>* out) const override {
+  absl::Status EncodePayload(const TensorRef& t, double budget, std::vector<uint8_t>* out,
+                             Quality*) const override {
     const auto [rows, cols] = Matrix(t);
     RowMatrix m(rows, cols);
     for (size_t i = 0; i < rows * cols; ++i) {

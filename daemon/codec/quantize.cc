@@ -1,15 +1,23 @@
 // The lossy element codecs: float32 -> FP16 / BF16, FP8 E4M3 with block scales, INT8 with
 // per-channel or per-token scales, and 4-bit asymmetric groups of 64. Each decodes to the
-// source dtype; the store measures every round trip (codec.cc) and keeps it only within budget.
+// source dtype; every encode measures its round trip (codec.cc keeps it only within budget).
+//
+// FP16/BF16, FP8 and INT8 work tile by tile on floats (codec/simd.h: AVX2 where the CPU has it):
+// a tile is widened from the tensor's dtype, quantized, reconstructed exactly as Decode will
+// reconstruct it (rounded to the dtype too), and its error added up, all while in cache.
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "absl/synchronization/mutex.h"
 #include "daemon/codec/internal.h"
 #include "daemon/codec/parallel.h"
+#include "daemon/codec/simd.h"
 
 namespace tensord::codec::internal {
 namespace {
+
+using Tile = std::array<float, simd::kTile>;
 
 // Runs fn(lo, hi) over [0, n) in chunks of `chunk` elements on the codec pool.
 template <typename Fn>
@@ -18,45 +26,87 @@ void Chunks(size_t n, size_t chunk, Fn&& fn) {
               [&](size_t c) { fn(c * chunk, std::min(n, (c + 1) * chunk)); });
 }
 
-bool AllFinite(const TensorRef& t) {
-  const size_t n = Elements(t);
-  std::atomic<bool> finite{true};
-  Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
-    for (size_t i = lo; i < hi; ++i) {
-      if (!std::isfinite(Load(t.dtype, t.bytes.data(), i))) {
-        finite = false;
-        return;
-      }
-    }
-  });
-  return finite;
+// Calls fn(at, len) for consecutive segments of [lo, hi) no longer than a tile and never
+// crossing a multiple of `a` or of `b` (group boundaries; 0: none).
+template <typename Fn>
+void Segments(size_t lo, size_t hi, size_t a, size_t b, Fn&& fn) {
+  for (size_t at = lo; at < hi;) {
+    size_t len = std::min(hi - at, simd::kTile);
+    if (a != 0) len = std::min(len, a - at % a);
+    if (b != 0) len = std::min(len, b - at % b);
+    fn(at, len);
+    at += len;
+  }
+}
+
+const uint8_t* ElementPtr(const TensorRef& t, size_t i) {
+  return t.bytes.data() + i * ItemSize(t.dtype);
 }
 
 absl::Status NonFinite(const char* codec) {
   return absl::FailedPreconditionError(absl::StrCat(codec, ": the tensor has NaN or Inf values"));
 }
 
+// The per-chunk error terms of a ParallelFor, summed into a Quality.
+class ErrorSum {
+ public:
+  explicit ErrorSum(size_t chunks) : parts_(chunks) {}
+  simd::Error* part(size_t c) { return &parts_[c]; }
+  Quality Total() const {
+    simd::Error e;
+    for (const simd::Error& p : parts_) e.Add(p);
+    Quality q;
+    q.max_abs_error = e.max;
+    q.rel_rmse = e.err2 == 0 ? 0 : e.ref2 == 0 ? HUGE_VAL : std::sqrt(e.err2 / e.ref2);
+    return q;
+  }
+
+ private:
+  std::vector<simd::Error> parts_;
+};
+
+size_t ChunkCount(size_t n, size_t chunk) { return (n + chunk - 1) / chunk; }
+
+bool AllFinite(const TensorRef& t) {
+  std::atomic<bool> finite{true};
+  Chunks(Elements(t), kChunkElements, [&](size_t lo, size_t hi) {
+    Tile x;
+    Segments(lo, hi, 0, 0, [&](size_t at, size_t len) {
+      simd::Widen(t.dtype, ElementPtr(t, at), len, x.data());
+      if (!std::isfinite(simd::AbsMax(x.data(), len))) finite = false;
+    });
+  });
+  return finite;
+}
+
 // float32 -> a 16-bit float format, element by element. Payload: the 16-bit values.
 class Narrow final : public Codec {
  public:
-  Narrow(CodecId id, const char* name, uint16_t (*to)(float), float (*from)(uint16_t))
-      : id_(id), name_(name), to_(to), from_(from) {}
+  Narrow(CodecId id, const char* name, DType to) : id_(id), name_(name), to_(to) {}
   CodecId id() const override { return id_; }
   const char* name() const override { return name_; }
   bool lossy() const override { return true; }
   bool Accepts(const TensorRef& t) const override { return t.dtype == DType::kFloat32; }
 
  protected:
-  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out) const override {
+  bool MeasuresWhileEncoding() const override { return true; }
+  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out,
+                             Quality* quality) const override {
     const size_t n = Elements(t), base = out->size();
     out->resize(base + 2 * n);
     uint8_t* dst = out->data() + base;
+    ErrorSum err(ChunkCount(n, kChunkElements));
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
-      for (size_t i = lo; i < hi; ++i) {
-        const uint16_t h = to_(Load(DType::kFloat32, t.bytes.data(), i));
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
+      Tile x, y;
+      Segments(lo, hi, 0, 0, [&](size_t at, size_t len) {
+        simd::Widen(DType::kFloat32, ElementPtr(t, at), len, x.data());
+        simd::Narrow(to_, x.data(), len, dst + 2 * at);
+        if (quality == nullptr) return;
+        simd::Widen(to_, dst + 2 * at, len, y.data());
+        simd::AddError(x.data(), y.data(), len, err.part(lo / kChunkElements));
+      });
     });
+    if (quality != nullptr) *quality = err.Total();
     return absl::OkStatus();
   }
   absl::Status DecodePayload(std::span<const uint8_t> payload, const TensorRef&,
@@ -64,11 +114,11 @@ class Narrow final : public Codec {
     const size_t n = out.size() / 4;
     if (payload.size() != 2 * n) return Damaged(name_, "wrong size");
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
-      for (size_t i = lo; i < hi; ++i) {
-        uint16_t h;
-        std::memcpy(&h, payload.data() + 2 * i, 2);
-        Store(DType::kFloat32, out.data(), i, from_(h));
-      }
+      Tile y;
+      Segments(lo, hi, 0, 0, [&](size_t at, size_t len) {
+        simd::Widen(to_, payload.data() + 2 * at, len, y.data());
+        simd::Narrow(DType::kFloat32, y.data(), len, out.data() + 4 * at);
+      });
     });
     return absl::OkStatus();
   }
@@ -76,8 +126,7 @@ class Narrow final : public Codec {
  private:
   const CodecId id_;
   const char* const name_;
-  uint16_t (*const to_)(float);
-  float (*const from_)(uint16_t);
+  const DType to_;
 };
 
 // FP8 E4M3 with a float32 scale per block of 256 elements (max |x| of the block maps to 448).
@@ -85,30 +134,42 @@ class Narrow final : public Codec {
 class Fp8 final : public Codec {
  public:
   static constexpr size_t kBlock = 256;
+  static_assert(kChunkElements % kBlock == 0 && simd::kTile % kBlock == 0);
   CodecId id() const override { return CodecId::kFp8E4m3; }
   const char* name() const override { return "fp8_e4m3"; }
   bool lossy() const override { return true; }
   bool Accepts(const TensorRef& t) const override { return IsFloat(t.dtype); }
 
  protected:
-  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out) const override {
-    if (!AllFinite(t)) return NonFinite(name());
+  bool MeasuresWhileEncoding() const override { return true; }
+  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out,
+                             Quality* quality) const override {
     const size_t n = Elements(t), blocks = (n + kBlock - 1) / kBlock, base = out->size();
     out->resize(base + 4 * blocks + n);
     uint8_t* scales = out->data() + base;
     uint8_t* codes = scales + 4 * blocks;
+    std::atomic<bool> finite{true};
+    ErrorSum err(ChunkCount(n, kChunkElements));
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {  // chunks are whole blocks
+      std::array<float, kBlock> x, y;
       for (size_t b0 = lo; b0 < hi; b0 += kBlock) {
-        const size_t b1 = std::min(hi, b0 + kBlock);
-        float amax = 0;
-        for (size_t i = b0; i < b1; ++i)
-          amax = std::max(amax, std::fabs(Load(t.dtype, t.bytes.data(), i)));
+        const size_t len = std::min(hi - b0, kBlock);
+        simd::Widen(t.dtype, ElementPtr(t, b0), len, x.data());
+        const float amax = simd::AbsMax(x.data(), len);
+        if (!std::isfinite(amax)) {
+          finite = false;
+          return;
+        }
         const float scale = amax > 0 ? amax / kFp8E4m3Max : 1.0f;
         std::memcpy(scales + 4 * (b0 / kBlock), &scale, 4);
-        for (size_t i = b0; i < b1; ++i)
-          codes[i] = FloatToE4m3(Load(t.dtype, t.bytes.data(), i) / scale);
+        simd::QuantizeE4m3(x.data(), len, 1.0f / scale, scale, codes + b0, y.data());
+        if (quality == nullptr) continue;
+        simd::RoundTo(t.dtype, y.data(), len);
+        simd::AddError(x.data(), y.data(), len, err.part(lo / kChunkElements));
       }
     });
+    if (!finite) return NonFinite(name());
+    if (quality != nullptr) *quality = err.Total();
     return absl::OkStatus();
   }
   absl::Status DecodePayload(std::span<const uint8_t> payload, const TensorRef& like,
@@ -116,11 +177,15 @@ class Fp8 final : public Codec {
     const size_t n = Elements(like), blocks = (n + kBlock - 1) / kBlock;
     if (payload.size() != 4 * blocks + n) return Damaged(name(), "wrong size");
     const uint8_t* codes = payload.data() + 4 * blocks;
+    const size_t item = ItemSize(like.dtype);
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
-      for (size_t i = lo; i < hi; ++i) {
+      std::array<float, kBlock> y;
+      for (size_t b0 = lo; b0 < hi; b0 += kBlock) {
+        const size_t len = std::min(hi - b0, kBlock);
         float scale;
-        std::memcpy(&scale, payload.data() + 4 * (i / kBlock), 4);
-        Store(like.dtype, out.data(), i, E4m3ToFloat(codes[i]) * scale);
+        std::memcpy(&scale, payload.data() + 4 * (b0 / kBlock), 4);
+        simd::DequantizeE4m3(codes + b0, len, scale, y.data());
+        simd::Narrow(like.dtype, y.data(), len, out.data() + item * b0);
       }
     });
     return absl::OkStatus();
@@ -140,8 +205,9 @@ class Int8 final : public Codec {
   bool Accepts(const TensorRef& t) const override { return IsFloat(t.dtype); }
 
  protected:
-  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out) const override {
-    if (!AllFinite(t)) return NonFinite(name());
+  bool MeasuresWhileEncoding() const override { return true; }
+  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out,
+                             Quality* quality) const override {
     const size_t n = Elements(t);
     const auto [rows, cols] = Matrix(t);
     // A "row" for per-token scales: the last dimension, unless the tensor has none (1-D) or
@@ -153,26 +219,24 @@ class Int8 final : public Codec {
     const bool by_column = rows >= 64 && cols >= 2 && cols <= (1u << 20);
     std::vector<float> col_max(by_column ? cols : 0, 0);
     absl::Mutex mu;
+    std::atomic<bool> finite{true};
     const size_t rows_per_chunk = std::max<size_t>(1, kChunkElements / run);
     Chunks(runs, rows_per_chunk, [&](size_t r0, size_t r1) {
       std::vector<float> local(col_max.size(), 0);
-      for (size_t r = r0; r < r1; ++r) {
-        float m = 0;
-        size_t c = by_column ? (r * run) % cols : 0;  // the column of element i
-        for (size_t i = r * run; i < std::min(n, (r + 1) * run); ++i) {
-          const float a = std::fabs(Load(t.dtype, t.bytes.data(), i));
-          m = std::max(m, a);
-          if (by_column) {
-            local[c] = std::max(local[c], a);
-            if (++c == cols) c = 0;
-          }
-        }
-        row_max[r] = m;
-      }
+      Tile x;
+      Segments(r0 * run, std::min(n, r1 * run), run, by_column ? cols : 0,
+               [&](size_t at, size_t len) {
+                 simd::Widen(t.dtype, ElementPtr(t, at), len, x.data());
+                 const float m = simd::AbsMax(x.data(), len);
+                 if (!std::isfinite(m)) finite = false;
+                 row_max[at / run] = std::max(row_max[at / run], m);
+                 if (by_column) simd::AbsMaxInto(x.data(), len, local.data() + at % cols);
+               });
       if (!by_column) return;
       absl::MutexLock lock(&mu);
       for (size_t c = 0; c < cols; ++c) col_max[c] = std::max(col_max[c], local[c]);
     });
+    if (!finite) return NonFinite(name());
     // Noise energy is proportional to the elements each scale covers times its square.
     double rows_noise = 0, cols_noise = 0;
     for (size_t r = 0; r < runs; ++r) rows_noise += double(row_max[r]) * row_max[r] * run;
@@ -187,24 +251,25 @@ class Int8 final : public Codec {
     for (size_t g = 0; g < maxima.size(); ++g) {
       scales[g] = maxima[g] > 0 ? maxima[g] / 127.0f : 1.0f;
       inverse[g] = 1.0f / scales[g];
-      std::memcpy(out->data() + base + 4 * g, &scales[g], 4);
     }
+    std::memcpy(out->data() + base, scales.data(), 4 * scales.size());
     int8_t* q = reinterpret_cast<int8_t*>(out->data() + base + 4 * maxima.size());
     const size_t group = layout == kColumns ? cols : run;
+    ErrorSum err(ChunkCount(n, kChunkElements));
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
-      // Walks (scale index, position in its group) without a division per element.
-      size_t g = layout == kColumns ? lo % cols : lo / run, k = lo % group;
-      for (size_t i = lo; i < hi; ++i) {
-        const float v = RoundEven(Load(t.dtype, t.bytes.data(), i) * inverse[g]);
-        q[i] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
-        if (layout == kColumns) {
-          if (++g == cols) g = 0;
-        } else if (++k == run) {
-          k = 0;
-          ++g;
-        }
-      }
+      Tile x, y;
+      Segments(lo, hi, group, 0, [&](size_t at, size_t len) {
+        // Columns: the scales of this segment's columns, one per element; rows: its row's.
+        const size_t g = layout == kColumns ? at % cols : at / run;
+        simd::Widen(t.dtype, ElementPtr(t, at), len, x.data());
+        simd::QuantizeInt8(x.data(), len, &inverse[g], &scales[g], layout == kColumns, q + at,
+                           y.data());
+        if (quality == nullptr) return;
+        simd::RoundTo(t.dtype, y.data(), len);
+        simd::AddError(x.data(), y.data(), len, err.part(lo / kChunkElements));
+      });
     });
+    if (quality != nullptr) *quality = err.Total();
     return absl::OkStatus();
   }
   absl::Status DecodePayload(std::span<const uint8_t> payload, const TensorRef& like,
@@ -224,17 +289,15 @@ class Int8 final : public Codec {
     }
     std::vector<float> scale(scales);
     std::memcpy(scale.data(), s.data(), 4 * scales);
+    const int8_t* codes = reinterpret_cast<const int8_t*>(q.data());
+    const size_t item = ItemSize(like.dtype);
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
-      size_t g = layout == kColumns ? lo % group : lo / group, k = lo % group;
-      for (size_t i = lo; i < hi; ++i) {
-        Store(like.dtype, out.data(), i, float(static_cast<int8_t>(q[i])) * scale[g]);
-        if (layout == kColumns) {
-          if (++g == group) g = 0;
-        } else if (++k == group) {
-          k = 0;
-          ++g;
-        }
-      }
+      Tile y;
+      Segments(lo, hi, group, 0, [&](size_t at, size_t len) {
+        const size_t g = layout == kColumns ? at % group : at / group;
+        simd::DequantizeInt8(codes + at, len, &scale[g], layout == kColumns, y.data());
+        simd::Narrow(like.dtype, y.data(), len, out.data() + item * at);
+      });
     });
     return absl::OkStatus();
   }
@@ -251,7 +314,8 @@ class Int4 final : public Codec {
   bool Accepts(const TensorRef& t) const override { return IsFloat(t.dtype); }
 
  protected:
-  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out) const override {
+  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out,
+                             Quality*) const override {
     if (!AllFinite(t)) return NonFinite(name());
     const size_t n = Elements(t), groups = (n + kGroup - 1) / kGroup, base = out->size();
     out->resize(base + 4 * groups + (n + 1) / 2, 0);
@@ -307,12 +371,12 @@ class Int4 final : public Codec {
 }  // namespace
 
 const Codec& Fp16Codec() {
-  static const Narrow c(CodecId::kFp16, "fp16", FloatToHalf, HalfToFloat);
+  static const Narrow c(CodecId::kFp16, "fp16", DType::kFloat16);
   return c;
 }
 
 const Codec& Bf16Codec() {
-  static const Narrow c(CodecId::kBf16, "bf16", FloatToBf16, Bf16ToFloat);
+  static const Narrow c(CodecId::kBf16, "bf16", DType::kBFloat16);
   return c;
 }
 

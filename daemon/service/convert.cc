@@ -124,6 +124,13 @@ void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out)
     w->set_io_errors(s.io_errors);
     w->set_checksum_failures(s.checksum_failures);
     w->set_largest_free_bytes(s.largest_free_bytes);
+    w->set_ram_capacity_bytes(s.ram_capacity);
+    w->set_ram_used_bytes(s.ram_used_bytes);
+    w->set_ram_entries(s.ram_entries);
+    w->set_ram_logical_bytes(s.ram_logical_bytes);
+    w->set_ram_reads(s.ram_reads);
+    w->set_ram_writebacks(s.ram_writebacks);
+    w->set_ram_writeback_bytes(s.ram_writeback_bytes);
     w->set_fragmentation(s.free_bytes == 0 ? 0.0
                                            : 1.0 - static_cast<double>(s.largest_free_bytes) /
                                                        static_cast<double>(s.free_bytes));

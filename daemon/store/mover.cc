@@ -144,7 +144,9 @@ void Mover::Down(TierId to, std::span<MoveItem> items) {
     MoveItem& m = items[i];
     uint8_t* src = host->Address(m.src);
     if (!m.dst_reserved) {
-      auto r = dst->Reserve(encoded[i].stored_bytes, {});
+      tiers::Placement where;  // an encoded copy may stay in the SSD tier's RAM front
+      if (encoded[i].codec != codec::CodecId::kNone) where.decoded_bytes = m.nbytes;
+      auto r = dst->Reserve(encoded[i].stored_bytes, where);
       if (!r.ok()) {
         m.status = r.status();
         continue;

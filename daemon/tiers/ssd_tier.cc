@@ -139,8 +139,15 @@ void SsdTier::Account(io::Op op, uint64_t count, uint64_t bytes, uint64_t ns,
   }
 }
 
-absl::StatusOr<Range> SsdTier::ReserveImpl(uint64_t nbytes, const Placement&) {
+absl::StatusOr<Range> SsdTier::ReserveImpl(uint64_t nbytes, const Placement& where) {
+  if (config_.ram_capacity > 0 && where.decoded_bytes > 0) {
+    if (std::optional<Range> r = ReserveRam(nbytes, where.decoded_bytes)) return *r;
+  }
   absl::MutexLock lock(&mu_);
+  return ReserveFile(nbytes);
+}
+
+absl::StatusOr<Range> SsdTier::ReserveFile(uint64_t nbytes) {
   if (stats_.degraded) return absl::UnavailableError("swap device is degraded");
   // Files take turns, so that a batch spreads over the devices; a full one is skipped.
   absl::StatusOr<uint64_t> offset = absl::ResourceExhaustedError("swap full");
@@ -157,7 +164,12 @@ absl::StatusOr<Range> SsdTier::ReserveImpl(uint64_t nbytes, const Placement&) {
 }
 
 void SsdTier::FreeImpl(const Range& extent) {
+  if (IsRam(extent)) return FreeRam(extent);
   absl::MutexLock lock(&mu_);
+  FreeFile(extent);
+}
+
+void SsdTier::FreeFile(const Range& extent) {
   if (absl::Status st = files_.at(extent.space)->extents.Free(extent.offset); !st.ok()) {
     spdlog::critical("swap extent invariant broken: {}", st.ToString());
     std::abort();
@@ -189,6 +201,29 @@ std::vector<absl::Status> SsdTier::TransferEach(io::Op op, std::span<const Piece
   return out;
 }
 
+// Splits a batch into its file part (one engine batch) and its RAM-front part.
+std::vector<absl::Status> SsdTier::Split(
+    std::span<const Transfer> items,
+    absl::FunctionRef<std::vector<absl::Status>(std::span<const Transfer>)> files,
+    absl::FunctionRef<absl::Status(const Transfer&)> ram) {
+  std::vector<Transfer> on_file;
+  std::vector<size_t> where;
+  std::vector<absl::Status> out(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (IsRam(*items[i].range)) {
+      out[i] = ram(items[i]);
+    } else {
+      on_file.push_back(items[i]);
+      where.push_back(i);
+    }
+  }
+  if (!on_file.empty()) {
+    std::vector<absl::Status> st = files(on_file);
+    for (size_t j = 0; j < where.size(); ++j) out[where[j]] = std::move(st[j]);
+  }
+  return out;
+}
+
 void SsdTier::WriteImpl(std::span<const Transfer> items, TransferDone done) {
   if (degraded()) {
     std::move(done)(std::vector<absl::Status>(items.size(),
@@ -196,19 +231,25 @@ void SsdTier::WriteImpl(std::span<const Transfer> items, TransferDone done) {
     return;
   }
   for (const Transfer& t : items) t.range->checksum = XXH3_64bits(t.host, t.range->length);
-  std::move(done)(TransferEach(io::Op::kWrite, PiecesOf(items)));
+  std::move(done)(Split(
+      items,
+      [this](std::span<const Transfer> f) { return TransferEach(io::Op::kWrite, PiecesOf(f)); },
+      [this](const Transfer& t) { return WriteRam(t); }));
 }
 
 void SsdTier::ReadImpl(std::span<const Transfer> items, TransferDone done) {
-  std::vector<absl::Status> out = TransferEach(io::Op::kRead, PiecesOf(items));
+  std::vector<absl::Status> out = Split(
+      items,
+      [this](std::span<const Transfer> f) { return TransferEach(io::Op::kRead, PiecesOf(f)); },
+      [this](const Transfer& t) { return ReadRam(t); });
   for (size_t i = 0; i < items.size(); ++i) {
     if (!out[i].ok()) continue;
     const Range& r = *items[i].range;
     if (XXH3_64bits(items[i].host, r.length) != r.checksum) {
       absl::MutexLock lock(&mu_);
       ++stats_.checksum_failures;
-      out[i] = absl::DataLossError(
-          absl::StrCat("swap extent at ", r.offset, " failed its checksum"));
+      out[i] = absl::DataLossError(absl::StrCat(IsRam(r) ? "compressed RAM entry " : "swap extent at ",
+                                                r.offset, " failed its checksum"));
     }
   }
   std::move(done)(std::move(out));
@@ -247,6 +288,7 @@ SsdStats SsdTier::Stats() const {
     s.free_bytes += a.free_bytes;
     s.largest_free_bytes = std::max(s.largest_free_bytes, a.largest_free_bytes);
   }
+  AddRamStats(&s);
   return s;
 }
 

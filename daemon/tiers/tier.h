@@ -44,6 +44,9 @@ struct Range {
 struct Placement {
   absl::string_view pool;  // a pool class; empty: the best fit
   int device = -1;         // GPU tier: the daemon's GPU ordinal; -1: any
+  // Below the host tier: the tensor's decoded size when the range holds an encoding of it (the
+  // SSD tier's RAM front keeps copies that compress well); 0: raw or unknown.
+  uint64_t decoded_bytes = 0;
 };
 
 // One transfer of a batch: range->length bytes between `host` and the range. A write may set

@@ -217,6 +217,86 @@ TEST(SsdTierFiles, ExtentsRotateOverSwapFilesAndFillThemAll) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The compressed RAM front: encodings that saved enough stay in RAM (no file I/O), others go to
+// the files; when the front is full its oldest entries are written back and still read back
+// intact; frees work wherever an entry is, also during a write-back's aftermath; a damaged
+// entry is DATA_LOSS.
+TEST(SsdRamFront, KeepsWellCompressedCopiesInRamAndWritesTheOldestBack) {
+  const std::string path = ::testing::TempDir() + "/tensord_ram." + std::to_string(getpid());
+  SsdTierConfig config;
+  config.files = {{path, 16 * kMiB}};
+  config.ram_capacity = 3 * kMiB;
+  config.ram_min_saving = 0.25;
+  auto made = SsdTier::Create(config, io::MakeEngine(config.engine));
+  ASSERT_TRUE(made.ok()) << made.status();
+  SsdTier& tier = **made;
+  // Writes `data` as an encoding of a `decoded`-byte tensor; returns its range.
+  const auto put = [&](const std::vector<uint8_t>& data, uint64_t decoded) {
+    Placement where;
+    where.decoded_bytes = decoded;
+    auto r = tier.Reserve(data.size(), where);
+    EXPECT_TRUE(r.ok()) << r.status();
+    const Transfer t{&*r, const_cast<uint8_t*>(data.data())};
+    EXPECT_TRUE(tier.WriteAll({&t, 1})[0].ok());
+    return *r;
+  };
+  const auto get = [&](Range r) {
+    std::vector<uint8_t> back(r.length);
+    const Transfer t{&r, back.data()};
+    absl::Status st = tier.ReadAll({&t, 1})[0];
+    EXPECT_TRUE(st.ok()) << st;
+    return back;
+  };
+  std::vector<std::vector<uint8_t>> data;
+  for (int i = 0; i < 4; ++i) data.push_back(std::vector<uint8_t>(kMiB, uint8_t(i + 1)));
+  // A 2x encoding stays in RAM; no byte reaches the file.
+  const Range a = put(data[0], 2 * kMiB);
+  EXPECT_EQ(a.space, kRamSpace);
+  EXPECT_EQ(tier.Stats().bytes_written, 0u);
+  EXPECT_EQ(get(a), data[0]);
+  SsdStats st = tier.Stats();
+  EXPECT_EQ(st.ram_used_bytes, kMiB);
+  EXPECT_EQ(st.ram_logical_bytes, 2 * kMiB);
+  EXPECT_EQ(st.ram_entries, 1u);
+  EXPECT_EQ(st.ram_reads, 1u);
+  EXPECT_EQ(st.bytes_read, 0u);
+  // Saving 10% is not enough: to the file.
+  const Range raw = put(data[1], kMiB + kMiB / 10);
+  EXPECT_NE(raw.space, kRamSpace);
+  EXPECT_EQ(tier.Stats().bytes_written, kMiB);
+  // Three more fill the front (3 MiB): the oldest (a) is written back to make room.
+  const Range b = put(data[1], 2 * kMiB), c = put(data[2], 2 * kMiB);
+  EXPECT_EQ(tier.Stats().ram_writebacks, 0u);
+  const Range d = put(data[3], 2 * kMiB);
+  EXPECT_EQ(d.space, kRamSpace);
+  st = tier.Stats();
+  EXPECT_EQ(st.ram_writebacks, 1u);
+  EXPECT_EQ(st.ram_used_bytes, 3 * kMiB);
+  EXPECT_EQ(st.ram_entries, 3u);
+  const uint64_t read_before = st.bytes_read;
+  EXPECT_EQ(get(a), data[0]) << "written back: read from the file";
+  EXPECT_GT(tier.Stats().bytes_read, read_before);
+  EXPECT_EQ(get(b), data[1]);
+  EXPECT_EQ(get(c), data[2]);
+  EXPECT_EQ(get(d), data[3]);
+  // A damaged entry (its range's checksum no longer matches) is DATA_LOSS.
+  Range damaged = c;
+  damaged.checksum ^= 1;
+  std::vector<uint8_t> back(kMiB);
+  const Transfer t{&damaged, back.data()};
+  EXPECT_EQ(tier.ReadAll({&t, 1})[0].code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(tier.Stats().checksum_failures, 1u);
+  // Frees: in RAM, written back, and on file.
+  for (const Range& r : {a, b, c, d, raw}) tier.Free(r);
+  st = tier.Stats();
+  EXPECT_EQ(st.ram_used_bytes, 0u);
+  EXPECT_EQ(st.ram_entries, 0u);
+  EXPECT_EQ(st.ram_logical_bytes, 0u);
+  EXPECT_EQ(st.used_bytes, 0u) << "the written-back extent was freed too";
+  made->reset();
+  unlink(path.c_str());
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, SsdTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "pread" : "io_uring"; });
 

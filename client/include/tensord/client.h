@@ -144,6 +144,10 @@ struct SwapStats {
   double read_mbps = 0, write_mbps = 0;  // over the time spent in transfers
   uint64_t io_errors = 0, checksum_failures = 0, largest_free_bytes = 0;
   double fragmentation = 0;
+  // The compressed RAM front (ssd.compressed_ram): size, encoded bytes and tensors held, their
+  // decoded bytes, reads served from it, entries written back to the files.
+  uint64_t ram_capacity_bytes = 0, ram_used_bytes = 0, ram_entries = 0, ram_logical_bytes = 0;
+  uint64_t ram_reads = 0, ram_writebacks = 0, ram_writeback_bytes = 0;
 };
 
 // Host memory pressure as the migrator sees it.

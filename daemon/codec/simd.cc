@@ -1,0 +1,465 @@
+// The element codecs' kernels, twice: portable C++ and AVX2 + F16C + FMA (functions compiled for
+// that target with GCC's target attribute and called only when the CPU has it). Lambdas are
+// avoided inside the AVX2 functions: they would not inherit the target.
+#include "daemon/codec/simd.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+#include "daemon/codec/float.h"
+
+namespace tensord::codec::simd {
+namespace {
+
+std::atomic<bool> force_portable{false};
+
+bool CpuHasAvx2() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+           __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
+
+bool UseAvx2() { return CpuHasAvx2() && !force_portable.load(std::memory_order_relaxed); }
+
+// ---- portable ----
+
+namespace portable {
+
+void Widen(DType d, const uint8_t* src, size_t n, float* dst) {
+  if (d == DType::kFloat32) {
+    std::memcpy(dst, src, 4 * n);
+    return;
+  }
+  const bool half = d == DType::kFloat16;
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    dst[i] = half ? HalfToFloat(h) : Bf16ToFloat(h);
+  }
+}
+
+void Narrow(DType d, const float* src, size_t n, uint8_t* dst) {
+  if (d == DType::kFloat32) {
+    std::memcpy(dst, src, 4 * n);
+    return;
+  }
+  const bool half = d == DType::kFloat16;
+  for (size_t i = 0; i < n; ++i) {
+    const uint16_t h = half ? FloatToHalf(src[i]) : FloatToBf16(src[i]);
+    std::memcpy(dst + 2 * i, &h, 2);
+  }
+}
+
+Stats Measure(const float* x, size_t n) {
+  Stats s;
+  if (n == 0) return s;
+  s.min = s.max = x[0];
+  for (size_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    if (std::bit_cast<uint32_t>(v) == 0) ++s.zeros;
+    if (!std::isfinite(v)) {
+      s.finite = false;
+      continue;
+    }
+    s.amax = std::max(s.amax, std::fabs(v));
+    s.min = std::min(s.min, v);
+    s.max = std::max(s.max, v);
+    s.sum2 += double(v) * v;
+  }
+  return s;
+}
+
+float AbsMax(const float* x, size_t n) {
+  float m = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) return HUGE_VALF;
+    m = std::max(m, std::fabs(x[i]));
+  }
+  return m;
+}
+
+void AbsMaxInto(const float* x, size_t n, float* acc) {
+  for (size_t i = 0; i < n; ++i) acc[i] = std::max(acc[i], std::fabs(x[i]));
+}
+
+void QuantizeInt8(const float* x, size_t n, const float* inv, const float* scale, bool per_element,
+                  int8_t* q, float* y) {
+  for (size_t i = 0; i < n; ++i) {
+    const size_t g = per_element ? i : 0;
+    const float v = std::clamp(RoundEven(x[i] * inv[g]), -127.0f, 127.0f);
+    q[i] = static_cast<int8_t>(v);
+    y[i] = v * scale[g];
+  }
+}
+
+void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_element, float* y) {
+  for (size_t i = 0; i < n; ++i) y[i] = float(q[i]) * scale[per_element ? i : 0];
+}
+
+void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q, float* y) {
+  for (size_t i = 0; i < n; ++i) {
+    q[i] = FloatToE4m3(x[i] * inv);
+    y[i] = E4m3ToFloat(q[i]) * scale;
+  }
+}
+
+void DequantizeE4m3(const uint8_t* q, size_t n, float scale, float* y) {
+  for (size_t i = 0; i < n; ++i) y[i] = E4m3ToFloat(q[i]) * scale;
+}
+
+void AddError(const float* x, const float* y, size_t n, Error* e) {
+  for (size_t i = 0; i < n; ++i) {
+    const double d = double(x[i]) - double(y[i]);
+    e->err2 += d * d;
+    e->ref2 += double(x[i]) * x[i];
+    e->max = std::max(e->max, float(std::fabs(d)));
+  }
+}
+
+}  // namespace portable
+
+// ---- AVX2 + F16C + FMA ----
+
+namespace avx2 {
+
+#define TENSORD_AVX2 __attribute__((target("avx2,f16c,fma")))
+
+TENSORD_AVX2 inline __m256 Abs(__m256 v) {
+  return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
+
+TENSORD_AVX2 inline float HMax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+TENSORD_AVX2 inline float HMin(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+TENSORD_AVX2 inline double HSum(__m256 v) {
+  alignas(32) float f[8];
+  _mm256_store_ps(f, v);
+  double s = 0;
+  for (float x : f) s += x;
+  return s;
+}
+
+// bfloat16 bits (in the low half of each 32-bit lane) of eight floats, rounded to nearest even.
+TENSORD_AVX2 inline __m256i Bf16Bits(__m256 v) {
+  const __m256i x = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)), lsb), 16);
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
+  const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff)),
+                                         _mm256_set1_epi32(0x7f800000));
+  return _mm256_blendv_epi8(rounded, quiet, nan);
+}
+
+TENSORD_AVX2 inline __m128i Pack32To16(__m256i v) {
+  return _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
+TENSORD_AVX2 void Widen(DType d, const uint8_t* src, size_t n, float* dst) {
+  if (d == DType::kFloat32) {
+    std::memcpy(dst, src, 4 * n);
+    return;
+  }
+  size_t i = 0;
+  if (d == DType::kFloat16) {
+    for (; i + 8 <= n; i += 8) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+    }
+  } else {
+    for (; i + 8 <= n; i += 8) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+      const __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+      _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(w));
+    }
+  }
+  portable::Widen(d, src + 2 * i, n - i, dst + i);
+}
+
+TENSORD_AVX2 void Narrow(DType d, const float* src, size_t n, uint8_t* dst) {
+  if (d == DType::kFloat32) {
+    std::memcpy(dst, src, 4 * n);
+    return;
+  }
+  size_t i = 0;
+  if (d == DType::kFloat16) {
+    for (; i + 8 <= n; i += 8) {
+      const __m128i h =
+          _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i), h);
+    }
+  } else {
+    for (; i + 8 <= n; i += 8) {
+      const __m128i b = Pack32To16(Bf16Bits(_mm256_loadu_ps(src + i)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i), b);
+    }
+  }
+  portable::Narrow(d, src + i, n - i, dst + 2 * i);
+}
+
+TENSORD_AVX2 void RoundTo(DType d, float* x, size_t n) {
+  size_t i = 0;
+  if (d == DType::kFloat16) {
+    for (; i + 8 <= n; i += 8) {
+      const __m128i h =
+          _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm256_storeu_ps(x + i, _mm256_cvtph_ps(h));
+    }
+  } else if (d == DType::kBFloat16) {
+    for (; i + 8 <= n; i += 8) {
+      const __m256i b = _mm256_slli_epi32(Bf16Bits(_mm256_loadu_ps(x + i)), 16);
+      _mm256_storeu_ps(x + i, _mm256_castsi256_ps(b));
+    }
+  }
+  for (; i < n; ++i) {
+    uint8_t tmp[4];
+    portable::Narrow(d, x + i, 1, tmp);
+    portable::Widen(d, tmp, 1, x + i);
+  }
+}
+
+TENSORD_AVX2 Stats Measure(const float* x, size_t n) {
+  Stats s;
+  if (n < 8) return portable::Measure(x, n);
+  __m256 amax = _mm256_setzero_ps(), mn = _mm256_loadu_ps(x), mx = mn, sum2 = _mm256_setzero_ps();
+  __m256 bad = _mm256_setzero_ps();
+  size_t zeros = 0, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 diff = _mm256_sub_ps(v, v);  // NaN exactly where v is Inf or NaN
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(diff, diff, _CMP_UNORD_Q));
+    amax = _mm256_max_ps(amax, Abs(v));
+    mn = _mm256_min_ps(mn, v);
+    mx = _mm256_max_ps(mx, v);
+    sum2 = _mm256_fmadd_ps(v, v, sum2);
+    const __m256i z = _mm256_cmpeq_epi32(_mm256_castps_si256(v), _mm256_setzero_si256());
+    zeros += std::popcount(static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(z))));
+  }
+  s.finite = _mm256_movemask_ps(bad) == 0;
+  s.amax = HMax(amax);
+  s.min = HMin(mn);
+  s.max = HMax(mx);
+  s.sum2 = HSum(sum2);
+  s.zeros = zeros;
+  if (i < n) {
+    const Stats t = portable::Measure(x + i, n - i);
+    s.finite = s.finite && t.finite;
+    s.amax = std::max(s.amax, t.amax);
+    s.min = std::min(s.min, t.min);
+    s.max = std::max(s.max, t.max);
+    s.sum2 += t.sum2;
+    s.zeros += t.zeros;
+  }
+  return s;
+}
+
+TENSORD_AVX2 float AbsMax(const float* x, size_t n) {
+  __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 diff = _mm256_sub_ps(v, v);  // NaN exactly where v is Inf or NaN
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(diff, diff, _CMP_UNORD_Q));
+    m = _mm256_max_ps(m, Abs(v));
+  }
+  if (_mm256_movemask_ps(bad) != 0) return HUGE_VALF;
+  return std::max(HMax(m), portable::AbsMax(x + i, n - i));
+}
+
+TENSORD_AVX2 void AbsMaxInto(const float* x, size_t n, float* acc) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(acc + i,
+                     _mm256_max_ps(_mm256_loadu_ps(acc + i), Abs(_mm256_loadu_ps(x + i))));
+  }
+  portable::AbsMaxInto(x + i, n - i, acc + i);
+}
+
+// Eight int32 lanes (within the int8 range) stored as eight bytes.
+TENSORD_AVX2 inline void Store8(__m256i v, uint8_t* dst, bool is_unsigned) {
+  const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  const __m128i b = is_unsigned ? _mm_packus_epi16(w, w) : _mm_packs_epi16(w, w);
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), b);
+}
+
+TENSORD_AVX2 void QuantizeInt8(const float* x, size_t n, const float* inv, const float* scale,
+                               bool per_element, int8_t* q, float* y) {
+  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+  const __m256 inv1 = _mm256_set1_ps(inv[0]), scale1 = _mm256_set1_ps(scale[0]);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 iv = per_element ? _mm256_loadu_ps(inv + i) : inv1;
+    const __m256 sc = per_element ? _mm256_loadu_ps(scale + i) : scale1;
+    __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), iv));  // nearest even
+    v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+    Store8(v, reinterpret_cast<uint8_t*>(q + i), false);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc));
+  }
+  portable::QuantizeInt8(x + i, n - i, per_element ? inv + i : inv,
+                         per_element ? scale + i : scale, per_element, q + i, y + i);
+}
+
+TENSORD_AVX2 void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_element,
+                                 float* y) {
+  const __m256 scale1 = _mm256_set1_ps(scale[0]);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i v =
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i)));
+    const __m256 sc = per_element ? _mm256_loadu_ps(scale + i) : scale1;
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc));
+  }
+  portable::DequantizeInt8(q + i, n - i, per_element ? scale + i : scale, per_element, y + i);
+}
+
+// The E4M3 value of eight codes (sign bit included; 0x7f/0xff never occur: encodes saturate).
+TENSORD_AVX2 inline __m256 E4m3Value(__m256i code) {
+  const __m256i mag = _mm256_and_si256(code, _mm256_set1_epi32(0x7f));
+  // Normal: exponent e + 120 in float32's field, the 3 mantissa bits on top of its fraction.
+  const __m256 normal = _mm256_castsi256_ps(
+      _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23)));
+  const __m256 denormal = _mm256_mul_ps(_mm256_cvtepi32_ps(mag), _mm256_set1_ps(1.0f / 512));
+  const __m256i is_denormal = _mm256_cmpgt_epi32(_mm256_set1_epi32(8), mag);
+  const __m256 a = _mm256_blendv_ps(normal, denormal, _mm256_castsi256_ps(is_denormal));
+  const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(code, _mm256_set1_epi32(0x80)), 24);
+  return _mm256_or_ps(a, _mm256_castsi256_ps(sign));
+}
+
+TENSORD_AVX2 void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q,
+                               float* y) {
+  const __m256 iv = _mm256_set1_ps(inv), sc = _mm256_set1_ps(scale);
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), max_code = _mm256_set1_epi32(0x7e);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + i), iv));
+    const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(bits, 24), _mm256_set1_epi32(0x80));
+    const __m256i abs = _mm256_and_si256(bits, abs_mask);
+    // Normal range: the scalar FloatToE4m3's integer rounding, eight lanes at once.
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(abs, 20), _mm256_set1_epi32(1));
+    __m256i normal = _mm256_add_epi32(_mm256_add_epi32(abs, _mm256_set1_epi32(0x7ffff)), lsb);
+    normal = _mm256_srli_epi32(_mm256_sub_epi32(normal, _mm256_set1_epi32(120 << 23)), 20);
+    // Below 2^-6: round(|x| * 512), units of the smallest denormal (can reach 8, the first
+    // normal code).
+    const __m256i denormal = _mm256_cvtps_epi32(
+        _mm256_mul_ps(_mm256_castsi256_ps(abs), _mm256_set1_ps(512.0f)));
+    const __m256i small = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x3c800000), abs);  // < 2^-6
+    __m256i code = _mm256_blendv_epi8(normal, denormal, small);
+    // The normal path's subtraction wraps for tiny values; those took the denormal branch.
+    code = _mm256_min_epu32(code, max_code);
+    code = _mm256_or_si256(code, sign);
+    Store8(code, q + i, true);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(E4m3Value(code), sc));
+  }
+  portable::QuantizeE4m3(x + i, n - i, inv, scale, q + i, y + i);
+}
+
+TENSORD_AVX2 void DequantizeE4m3(const uint8_t* q, size_t n, float scale, float* y) {
+  const __m256 sc = _mm256_set1_ps(scale);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i code =
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i)));
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(E4m3Value(code), sc));
+  }
+  portable::DequantizeE4m3(q + i, n - i, scale, y + i);
+}
+
+TENSORD_AVX2 void AddError(const float* x, const float* y, size_t n, Error* e) {
+  __m256 err2 = _mm256_setzero_ps(), ref2 = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    const __m256 d = _mm256_sub_ps(xv, _mm256_loadu_ps(y + i));
+    err2 = _mm256_fmadd_ps(d, d, err2);
+    ref2 = _mm256_fmadd_ps(xv, xv, ref2);
+    mx = _mm256_max_ps(mx, Abs(d));
+  }
+  e->err2 += HSum(err2);
+  e->ref2 += HSum(ref2);
+  e->max = std::max(e->max, HMax(mx));
+  portable::AddError(x + i, y + i, n - i, e);
+}
+
+#undef TENSORD_AVX2
+
+}  // namespace avx2
+
+}  // namespace
+
+bool Vectorized() { return UseAvx2(); }
+void ForcePortable(bool portable) { force_portable = portable; }
+
+void Widen(DType d, const uint8_t* src, size_t n, float* dst) {
+  UseAvx2() ? avx2::Widen(d, src, n, dst) : portable::Widen(d, src, n, dst);
+}
+
+void Narrow(DType d, const float* src, size_t n, uint8_t* dst) {
+  UseAvx2() ? avx2::Narrow(d, src, n, dst) : portable::Narrow(d, src, n, dst);
+}
+
+void RoundTo(DType d, float* x, size_t n) {
+  if (d == DType::kFloat32) return;
+  if (UseAvx2()) return avx2::RoundTo(d, x, n);
+  for (size_t i = 0; i < n; ++i) {
+    uint8_t tmp[4];
+    portable::Narrow(d, x + i, 1, tmp);
+    portable::Widen(d, tmp, 1, x + i);
+  }
+}
+
+Stats Measure(const float* x, size_t n) {
+  return UseAvx2() ? avx2::Measure(x, n) : portable::Measure(x, n);
+}
+
+float AbsMax(const float* x, size_t n) {
+  return UseAvx2() ? avx2::AbsMax(x, n) : portable::AbsMax(x, n);
+}
+
+void AbsMaxInto(const float* x, size_t n, float* acc) {
+  UseAvx2() ? avx2::AbsMaxInto(x, n, acc) : portable::AbsMaxInto(x, n, acc);
+}
+
+void QuantizeInt8(const float* x, size_t n, const float* inv, const float* scale, bool per_element,
+                  int8_t* q, float* y) {
+  UseAvx2() ? avx2::QuantizeInt8(x, n, inv, scale, per_element, q, y)
+            : portable::QuantizeInt8(x, n, inv, scale, per_element, q, y);
+}
+
+void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_element, float* y) {
+  UseAvx2() ? avx2::DequantizeInt8(q, n, scale, per_element, y)
+            : portable::DequantizeInt8(q, n, scale, per_element, y);
+}
+
+void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q, float* y) {
+  UseAvx2() ? avx2::QuantizeE4m3(x, n, inv, scale, q, y)
+            : portable::QuantizeE4m3(x, n, inv, scale, q, y);
+}
+
+void DequantizeE4m3(const uint8_t* q, size_t n, float scale, float* y) {
+  UseAvx2() ? avx2::DequantizeE4m3(q, n, scale, y) : portable::DequantizeE4m3(q, n, scale, y);
+}
+
+void AddError(const float* x, const float* y, size_t n, Error* e) {
+  UseAvx2() ? avx2::AddError(x, y, n, e) : portable::AddError(x, y, n, e);
+}
+
+}  // namespace tensord::codec::simd
