@@ -158,3 +158,42 @@ def test_lossy_swap_copies_come_back_within_their_budget(swap_daemon):
         assert e.value.code_name == "INVALID_ARGUMENT"
         with pytest.raises(ValueError):
             c.put("typo", torch.zeros(4096), compression="lossy!")
+
+
+def test_compressed_ram_front_keeps_cold_tensors_encoded_in_memory(tmp_path):
+    """With ssd.compressed_ram, well-compressed swap copies stay in RAM: Gets read no SSD bytes."""
+    from conftest import _serve
+    swap = tmp_path / "swap"
+    served = _serve(tmp_path / "run", "--swap-file", str(swap), "--swap-size", "1GiB",
+                    "--set", "ssd.compressed_ram=96MiB")
+    sock = next(served)
+    try:
+        with tensord.Client(sock) as c:
+            gen = torch.Generator().manual_seed(11)
+            made = {}
+            for i in range(8):  # 8 x 8 MiB float16 KV blocks, lossy within 1%: ~4 MiB encoded
+                x = (torch.randn(1024, 32, 128, generator=gen) *
+                     torch.linspace(0.5, 4, 128)).to(torch.float16)
+                c.put(f"kv.{i}", x, compression="lossy", error_budget=0.01)
+                made[f"kv.{i}"] = x
+            for i in range(20):  # 320 MiB of incompressible fill through the 256 MiB host tier
+                c.put(f"fill.{i}", torch.randn(4096, 1024, generator=gen))
+            demoted = [k for k in made if c.stat(k)["tier"] == "ssd"]
+            assert demoted, "the host tier is too small for everything"
+            w = c.stats()["swap"]
+            assert w["ram_capacity_bytes"] == 96 << 20
+            assert w["ram_entries"] >= len(demoted) and w["ram_used_bytes"] <= 96 << 20
+            assert w["ram_logical_bytes"] >= 1.8 * w["ram_used_bytes"], w
+            read_before = w["bytes_read"]
+            for key in demoted:
+                y = torch.from_dlpack(c.get(key)).float()
+                x = made[key].float()
+                assert ((y - x).norm() / x.norm()).item() <= 0.01, key
+                del y
+            w = c.stats()["swap"]
+            assert w["ram_reads"] >= len(demoted)
+            assert w["bytes_read"] == read_before, "served from compressed RAM, not the disk"
+            assert c.stats()["counters"]["data_loss"] == 0
+    finally:
+        next(served, None)
+        swap.unlink(missing_ok=True)
