@@ -340,6 +340,16 @@ class PyClient {
     Check(c().Delete(key));
   }
 
+  std::string Evict(const std::string& key) {
+    absl::StatusOr<std::string> outcome;
+    {
+      py::gil_scoped_release nogil;
+      outcome = c().Evict(key);
+    }
+    Check(outcome.status());
+    return *outcome;
+  }
+
   py::dict Stat(const std::string& key) {
     TensorInfo info;
     {
@@ -599,6 +609,7 @@ PYBIND11_MODULE(_core, m) {
       .def("get", &PyClient::Get, py::arg("key"), py::arg("device") = "cpu")
       .def("get_many", &PyClient::GetMany, py::arg("keys"), py::arg("device") = "cpu")
       .def("delete", &PyClient::Delete, py::arg("key"))
+      .def("evict", &PyClient::Evict, py::arg("key"))
       .def("stat", &PyClient::Stat, py::arg("key"))
       .def("ls", &PyClient::List, py::arg("prefix") = "", py::arg("limit") = 0)
       .def("stats", &PyClient::GetStats)

@@ -151,7 +151,7 @@ class Fp8 final : public Codec {
     std::atomic<bool> finite{true};
     ErrorSum err(ChunkCount(n, kChunkElements));
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {  // chunks are whole blocks
-      std::array<float, kBlock> x, y;
+      std::array<float, kBlock> x;
       for (size_t b0 = lo; b0 < hi; b0 += kBlock) {
         const size_t len = std::min(hi - b0, kBlock);
         simd::Widen(t.dtype, ElementPtr(t, b0), len, x.data());
@@ -162,10 +162,8 @@ class Fp8 final : public Codec {
         }
         const float scale = amax > 0 ? amax / kFp8E4m3Max : 1.0f;
         std::memcpy(scales + 4 * (b0 / kBlock), &scale, 4);
-        simd::QuantizeE4m3(x.data(), len, 1.0f / scale, scale, codes + b0, y.data());
-        if (quality == nullptr) continue;
-        simd::RoundTo(t.dtype, y.data(), len);
-        simd::AddError(x.data(), y.data(), len, err.part(lo / kChunkElements));
+        simd::QuantizeE4m3(x.data(), len, 1.0f / scale, scale, codes + b0, t.dtype,
+                           quality != nullptr ? err.part(lo / kChunkElements) : nullptr);
       }
     });
     if (!finite) return NonFinite(name());
@@ -257,16 +255,13 @@ class Int8 final : public Codec {
     const size_t group = layout == kColumns ? cols : run;
     ErrorSum err(ChunkCount(n, kChunkElements));
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
-      Tile x, y;
+      Tile x;
       Segments(lo, hi, group, 0, [&](size_t at, size_t len) {
         // Columns: the scales of this segment's columns, one per element; rows: its row's.
         const size_t g = layout == kColumns ? at % cols : at / run;
         simd::Widen(t.dtype, ElementPtr(t, at), len, x.data());
         simd::QuantizeInt8(x.data(), len, &inverse[g], &scales[g], layout == kColumns, q + at,
-                           y.data());
-        if (quality == nullptr) return;
-        simd::RoundTo(t.dtype, y.data(), len);
-        simd::AddError(x.data(), y.data(), len, err.part(lo / kChunkElements));
+                           t.dtype, quality != nullptr ? err.part(lo / kChunkElements) : nullptr);
       });
     });
     if (quality != nullptr) *quality = err.Total();

@@ -90,13 +90,26 @@ void AbsMaxInto(const float* x, size_t n, float* acc) {
   for (size_t i = 0; i < n; ++i) acc[i] = std::max(acc[i], std::fabs(x[i]));
 }
 
+// Adds the error of y (rounded to dtype d first) against x.
+void AddRoundedError(DType d, const float* x, float y, Error* err) {
+  if (d != DType::kFloat32) {
+    uint8_t tmp[4];
+    Narrow(d, &y, 1, tmp);
+    Widen(d, tmp, 1, &y);
+  }
+  const double e = double(*x) - double(y);
+  err->err2 += e * e;
+  err->ref2 += double(*x) * *x;
+  err->max = std::max(err->max, float(std::fabs(e)));
+}
+
 void QuantizeInt8(const float* x, size_t n, const float* inv, const float* scale, bool per_element,
-                  int8_t* q, float* y) {
+                  int8_t* q, DType d, Error* err) {
   for (size_t i = 0; i < n; ++i) {
     const size_t g = per_element ? i : 0;
     const float v = std::clamp(RoundEven(x[i] * inv[g]), -127.0f, 127.0f);
     q[i] = static_cast<int8_t>(v);
-    y[i] = v * scale[g];
+    if (err != nullptr) AddRoundedError(d, x + i, v * scale[g], err);
   }
 }
 
@@ -104,10 +117,11 @@ void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_elem
   for (size_t i = 0; i < n; ++i) y[i] = float(q[i]) * scale[per_element ? i : 0];
 }
 
-void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q, float* y) {
+void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q, DType d,
+                  Error* err) {
   for (size_t i = 0; i < n; ++i) {
     q[i] = FloatToE4m3(x[i] * inv);
-    y[i] = E4m3ToFloat(q[i]) * scale;
+    if (err != nullptr) AddRoundedError(d, x + i, E4m3ToFloat(q[i]) * scale, err);
   }
 }
 
@@ -301,21 +315,53 @@ TENSORD_AVX2 inline void Store8(__m256i v, uint8_t* dst, bool is_unsigned) {
   _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), b);
 }
 
+// Error terms of eight lanes, kept in registers until the run ends.
+struct ErrorLanes {
+  __m256 err2, ref2, max;
+};
+
+TENSORD_AVX2 inline ErrorLanes NoError() {
+  return {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+}
+
+// Adds x against y once y is stored in dtype d and read back.
+TENSORD_AVX2 inline void AddLanes(DType d, __m256 x, __m256 y, ErrorLanes* e) {
+  if (d == DType::kFloat16) {
+    y = _mm256_cvtph_ps(_mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  } else if (d == DType::kBFloat16) {
+    y = _mm256_castsi256_ps(_mm256_slli_epi32(Bf16Bits(y), 16));
+  }
+  const __m256 diff = _mm256_sub_ps(x, y);
+  e->err2 = _mm256_fmadd_ps(diff, diff, e->err2);
+  e->ref2 = _mm256_fmadd_ps(x, x, e->ref2);
+  e->max = _mm256_max_ps(e->max, Abs(diff));
+}
+
+TENSORD_AVX2 inline void Flush(const ErrorLanes& lanes, Error* e) {
+  e->err2 += HSum(lanes.err2);
+  e->ref2 += HSum(lanes.ref2);
+  e->max = std::max(e->max, HMax(lanes.max));
+}
+
 TENSORD_AVX2 void QuantizeInt8(const float* x, size_t n, const float* inv, const float* scale,
-                               bool per_element, int8_t* q, float* y) {
+                               bool per_element, int8_t* q, DType d, Error* err) {
   const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
   const __m256 inv1 = _mm256_set1_ps(inv[0]), scale1 = _mm256_set1_ps(scale[0]);
+  ErrorLanes lanes = NoError();
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 iv = per_element ? _mm256_loadu_ps(inv + i) : inv1;
-    const __m256 sc = per_element ? _mm256_loadu_ps(scale + i) : scale1;
-    __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), iv));  // nearest even
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(xv, iv));  // nearest even
     v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
     Store8(v, reinterpret_cast<uint8_t*>(q + i), false);
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc));
+    if (err == nullptr) continue;
+    const __m256 sc = per_element ? _mm256_loadu_ps(scale + i) : scale1;
+    AddLanes(d, xv, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc), &lanes);
   }
+  if (err != nullptr) Flush(lanes, err);
   portable::QuantizeInt8(x + i, n - i, per_element ? inv + i : inv,
-                         per_element ? scale + i : scale, per_element, q + i, y + i);
+                         per_element ? scale + i : scale, per_element, q + i, d, err);
 }
 
 TENSORD_AVX2 void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_element,
@@ -345,12 +391,14 @@ TENSORD_AVX2 inline __m256 E4m3Value(__m256i code) {
 }
 
 TENSORD_AVX2 void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q,
-                               float* y) {
+                               DType d, Error* err) {
   const __m256 iv = _mm256_set1_ps(inv), sc = _mm256_set1_ps(scale);
+  ErrorLanes lanes = NoError();
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), max_code = _mm256_set1_epi32(0x7e);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + i), iv));
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(xv, iv));
     const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(bits, 24), _mm256_set1_epi32(0x80));
     const __m256i abs = _mm256_and_si256(bits, abs_mask);
     // Normal range: the scalar FloatToE4m3's integer rounding, eight lanes at once.
@@ -367,9 +415,10 @@ TENSORD_AVX2 void QuantizeE4m3(const float* x, size_t n, float inv, float scale,
     code = _mm256_min_epu32(code, max_code);
     code = _mm256_or_si256(code, sign);
     Store8(code, q + i, true);
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(E4m3Value(code), sc));
+    if (err != nullptr) AddLanes(d, xv, _mm256_mul_ps(E4m3Value(code), sc), &lanes);
   }
-  portable::QuantizeE4m3(x + i, n - i, inv, scale, q + i, y + i);
+  if (err != nullptr) Flush(lanes, err);
+  portable::QuantizeE4m3(x + i, n - i, inv, scale, q + i, d, err);
 }
 
 TENSORD_AVX2 void DequantizeE4m3(const uint8_t* q, size_t n, float scale, float* y) {
@@ -439,9 +488,9 @@ void AbsMaxInto(const float* x, size_t n, float* acc) {
 }
 
 void QuantizeInt8(const float* x, size_t n, const float* inv, const float* scale, bool per_element,
-                  int8_t* q, float* y) {
-  UseAvx2() ? avx2::QuantizeInt8(x, n, inv, scale, per_element, q, y)
-            : portable::QuantizeInt8(x, n, inv, scale, per_element, q, y);
+                  int8_t* q, DType d, Error* err) {
+  UseAvx2() ? avx2::QuantizeInt8(x, n, inv, scale, per_element, q, d, err)
+            : portable::QuantizeInt8(x, n, inv, scale, per_element, q, d, err);
 }
 
 void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_element, float* y) {
@@ -449,9 +498,10 @@ void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_elem
             : portable::DequantizeInt8(q, n, scale, per_element, y);
 }
 
-void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q, float* y) {
-  UseAvx2() ? avx2::QuantizeE4m3(x, n, inv, scale, q, y)
-            : portable::QuantizeE4m3(x, n, inv, scale, q, y);
+void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q, DType d,
+                  Error* err) {
+  UseAvx2() ? avx2::QuantizeE4m3(x, n, inv, scale, q, d, err)
+            : portable::QuantizeE4m3(x, n, inv, scale, q, d, err);
 }
 
 void DequantizeE4m3(const uint8_t* q, size_t n, float scale, float* y) {

@@ -43,17 +43,6 @@ float AbsMax(const float* x, size_t n);
 // acc[i] = max(acc[i], |x[i]|).
 void AbsMaxInto(const float* x, size_t n, float* acc);
 
-// INT8: q[i] = clamp(round(x[i] * inv), -127, 127) and y[i] = q[i] * scale, with inv and scale
-// one per element (per_element) or one for the run.
-void QuantizeInt8(const float* x, size_t n, const float* inv, const float* scale, bool per_element,
-                  int8_t* q, float* y);
-void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_element, float* y);
-
-// FP8 E4M3 (OCP "fn": bias 7, max 448, saturating): q[i] = e4m3(x[i] * inv), y[i] = value(q[i])
-// * scale.
-void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q, float* y);
-void DequantizeE4m3(const uint8_t* q, size_t n, float scale, float* y);
-
 // The round trip's error terms: sum (x-y)^2, sum x^2, max |x-y|, added to the totals.
 struct Error {
   double err2 = 0, ref2 = 0;
@@ -65,5 +54,18 @@ struct Error {
   }
 };
 void AddError(const float* x, const float* y, size_t n, Error* e);
+
+// INT8: q[i] = clamp(round(x[i] * inv), -127, 127), with inv and scale one per element
+// (per_element) or one for the run. With `err`, also adds the round trip's error terms against
+// y[i] = q[i] * scale stored in dtype d (what Decode writes), in the same pass.
+void QuantizeInt8(const float* x, size_t n, const float* inv, const float* scale, bool per_element,
+                  int8_t* q, DType d, Error* err);
+void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_element, float* y);
+
+// FP8 E4M3 (OCP "fn": bias 7, max 448, saturating): q[i] = e4m3(x[i] * inv); `err` as above
+// with y[i] = value(q[i]) * scale.
+void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q, DType d,
+                  Error* err);
+void DequantizeE4m3(const uint8_t* q, size_t n, float scale, float* y);
 
 }  // namespace tensord::codec::simd

@@ -255,28 +255,41 @@ TEST(Simd, VectorAndPortableKernelsAgreeBitForBit) {
   x.resize(x.size() / 8 * 8 + 5);  // a tail the vector loop leaves to the portable one
   std::vector<uint8_t> half[2], e4m3[2];
   std::vector<int8_t> i8[2];
-  std::vector<float> ye[2], yi[2];
+  simd::Error ee[2], ei[2];
   const std::vector<float> inv(x.size(), 0.37f), scale(x.size(), 1 / 0.37f);
   for (int portable = 0; portable < 2; ++portable) {
     simd::ForcePortable(portable == 1);
     half[portable].resize(2 * x.size());
     simd::Narrow(DType::kFloat16, x.data(), x.size(), half[portable].data());
     e4m3[portable].resize(x.size());
-    ye[portable].resize(x.size());
     simd::QuantizeE4m3(x.data(), x.size(), 1 / 64.0f, 64.0f, e4m3[portable].data(),
-                       ye[portable].data());
+                       DType::kFloat16, &ee[portable]);
     std::vector<float> small(x.size());
     for (size_t i = 0; i < x.size(); ++i) small[i] = std::clamp(x[i], -300.0f, 300.0f);
     i8[portable].resize(x.size());
-    yi[portable].resize(x.size());
     simd::QuantizeInt8(small.data(), x.size(), inv.data(), scale.data(), true, i8[portable].data(),
-                       yi[portable].data());
+                       DType::kBFloat16, &ei[portable]);
   }
   EXPECT_EQ(half[0], half[1]);
   EXPECT_EQ(e4m3[0], e4m3[1]);
-  EXPECT_EQ(0, std::memcmp(ye[0].data(), ye[1].data(), 4 * x.size()));
   EXPECT_EQ(i8[0], i8[1]);
-  EXPECT_EQ(0, std::memcmp(yi[0].data(), yi[1].data(), 4 * x.size()));
+  // The error terms: float lanes against double sums, equal to rounding.
+  for (const simd::Error* e : {ee, ei}) {
+    EXPECT_NEAR(e[0].err2, e[1].err2, 1e-5 * e[1].err2);
+    EXPECT_NEAR(e[0].ref2, e[1].ref2, 1e-5 * e[1].ref2);
+    EXPECT_EQ(e[0].max, e[1].max);
+  }
+  // Decoding: identical values.
+  std::vector<float> de[2], di[2];
+  for (int portable = 0; portable < 2; ++portable) {
+    simd::ForcePortable(portable == 1);
+    de[portable].resize(x.size());
+    simd::DequantizeE4m3(e4m3[0].data(), x.size(), 64.0f, de[portable].data());
+    di[portable].resize(x.size());
+    simd::DequantizeInt8(i8[0].data(), x.size(), scale.data(), true, di[portable].data());
+  }
+  EXPECT_EQ(0, std::memcmp(de[0].data(), de[1].data(), 4 * x.size()));
+  EXPECT_EQ(0, std::memcmp(di[0].data(), di[1].data(), 4 * x.size()));
   // Whole encodings.
   const std::vector<float> kv = KvBlock(96, 8, 11);
   for (const char* name : {"fp8_e4m3", "int8", "fp16", "bf16"}) {

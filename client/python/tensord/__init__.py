@@ -150,6 +150,12 @@ class Client:
         """Deletes a sealed tensor; leased copies stay valid until released."""
         self._c.delete(key)
 
+    def evict(self, key: str) -> str:
+        """Moves one unleased tensor one tier down now (GPU -> host -> SSD; a CACHE tensor with
+        nowhere to go is dropped), through the codec stage; returns what happened, e.g.
+        "demoted to SSD"."""
+        return self._c.evict(key)
+
     def stat(self, key: str) -> dict:
         return self._c.stat(key)
 
