@@ -245,12 +245,14 @@ def _put_cache(client: Client, key: str, value: torch.Tensor) -> bool:
     return _create_cache(client, key, value.shape, value.dtype, lambda dst: dst.copy_(value))
 
 
-def _create_cache(client: Client, key: str, shape, dtype, fill, parent: str = "") -> bool:
+def _create_cache(client: Client, key: str, shape, dtype, fill, parent: str = "",
+                  compression: Optional[dict] = None) -> bool:
     """Creates a CACHE tensor, lets fill(torch view) write it in place, and seals it; False
-    when it is there already or cannot be stored now."""
+    when it is there already or cannot be stored now. `compression`: create's compression,
+    error_budget and codecs arguments for its swap copy (default: the pool class's)."""
     try:
         t = client.create(key, shape, str(dtype).replace("torch.", ""), durability="cache",
-                          parent=parent)
+                          parent=parent, **(compression or {}))
     except Error as e:
         # There already, being written by another process, no room, or the daemon busy: the
         # value stays computed here and the next process computes it again.
@@ -270,10 +272,14 @@ class PrefixKVCache:
     """Paged prefix KV blocks in tensord. A block of `block_size` tokens is one CACHE tensor
     (layers, 2, kv_heads, block_size, head_dim) holding every layer's K and V, keyed by the
     chained hash of the tokens up to its end (and of the images among them), and created with
-    its predecessor as `parent`. Only whole blocks are cached."""
+    its predecessor as `parent`. Only whole blocks are cached. `compression` (create's
+    compression, error_budget, codecs: e.g. {"compression": "lossy", "error_budget": 0.01})
+    says how the daemon may encode blocks it swaps out; default: the pool class's setting."""
 
-    def __init__(self, client: Client, prefix: str, model_id: str, block_size: int = 256):
+    def __init__(self, client: Client, prefix: str, model_id: str, block_size: int = 256,
+                 compression: Optional[dict] = None):
         self.client, self.prefix, self.model_id, self.block_size = client, prefix, model_id, block_size
+        self.compression = dict(compression or {})
         self.hit_blocks = self.lookup_blocks = self.stored_blocks = 0
 
     def block_keys(self, input_ids, image_runs: Sequence[Tuple[int, int, str]] = ()) -> List[str]:
@@ -328,7 +334,7 @@ class PrefixKVCache:
 
         for i in range(first, len(keys)):
             new += _create_cache(self.client, keys[i], shape, k0.dtype, fill(i),
-                                 parent=keys[i - 1] if i else "")
+                                 parent=keys[i - 1] if i else "", compression=self.compression)
         self.stored_blocks += new
         return new
 
@@ -350,7 +356,7 @@ class OptimizedModel(nn.Module):
     like the original, with outputs equal to the original's bit for bit."""
 
     def __init__(self, base_model: nn.Module, client: Client, prefix: str, block_size: int,
-                 hardware_config: Optional[dict] = None):
+                 hardware_config: Optional[dict] = None, kv_compression: Optional[dict] = None):
         super().__init__()
         chunk = base_model.config.prefill_chunk
         if block_size % chunk:
@@ -364,7 +370,7 @@ class OptimizedModel(nn.Module):
         model_id = _digest(base_model.config.to_json(), prefix, block_size,
                            shared_fingerprint(prefix + "w.", client))
         self.features = FeatureCache(client, prefix, model_id)
-        self.kv = PrefixKVCache(client, prefix, model_id, block_size)
+        self.kv = PrefixKVCache(client, prefix, model_id, block_size, kv_compression)
 
     @property
     def config(self):
@@ -418,15 +424,17 @@ class OptimizedModel(nn.Module):
 
 def create_optimized_model(base_model: nn.Module, hardware_config: Optional[Dict] = None, *,
                            socket: Optional[str] = None, client: Optional[Client] = None,
-                           prefix: Optional[str] = None, block_size: int = 256) -> OptimizedModel:
+                           prefix: Optional[str] = None, block_size: int = 256,
+                           kv_compression: Optional[dict] = None) -> OptimizedModel:
     """Wraps `base_model` (a tensord.qwen3vl.Qwen3VL or one with its interface) to serve through
     the tensord daemon at `socket` ($TENSORD_SOCKET, else ./run/tensord.sock). The first process
     shares its weights, later ones attach (a model built on device="meta" needs a sharer).
     `prefix` (default: from the model's config) names its keys; processes serving the same
     model must use the same one. hardware_config is recorded only: tiers and capacities come
-    from the daemon's own configuration."""
+    from the daemon's own configuration. `kv_compression` (e.g. {"compression": "lossy",
+    "error_budget": 0.01}) lets the daemon encode KV blocks it swaps out (PrefixKVCache)."""
     if client is None:
         client = Client(socket, name="tensord.torch")
     if prefix is None:
         prefix = f"m.{_digest(base_model.config.to_json())[:16]}."
-    return OptimizedModel(base_model, client, prefix, block_size, hardware_config)
+    return OptimizedModel(base_model, client, prefix, block_size, hardware_config, kv_compression)

@@ -227,3 +227,20 @@ def test_a_writer_that_dies_mid_share_is_taken_over(daemon):
         assert load_or_share_weights(model, "gone.", c, timeout=30) == "shared"
         shared = c.get("gone.model.language_model.norm.weight").torch()
         assert torch.equal(shared, want), "the dead writer's leftover was replaced"
+
+
+def test_lossy_kv_blocks_keep_the_models_next_tokens(tmp_path):
+    """KV blocks swapped out through the codecs and reused: raw copies give the very logits of
+    the plain model; int8 (1% budget) and fp16 (from float32) stay close to them."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+    from kv_codec_quality import VARIANTS, measure
+    wanted = [v for v in VARIANTS if v[0].startswith(("none", "int8", "fp16"))]
+    rows = {r["variant"].split(",")[0].split(" ")[0]: r for r in measure(
+        os.environ.get("TENSORD_BIN", "build/daemon/tensord"), str(tmp_path), dtype="float32",
+        prompts=4, positions=32, variants=wanted)}
+    assert rows["none"]["top1_agreement"] == 1.0 and rows["none"]["logit_rel_rmse_max"] == 0.0
+    assert rows["int8"]["codecs"] == ["int8"] and 0 < rows["int8"]["kv_rel_rmse_max"] <= 0.01
+    assert rows["int8"]["top1_agreement"] >= 0.95, rows["int8"]
+    assert rows["int8"]["logit_rel_rmse_max"] <= 0.02, rows["int8"]
+    assert rows["fp16"]["codecs"] == ["fp16"] and rows["fp16"]["top1_agreement"] >= 0.99
