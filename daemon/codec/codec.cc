@@ -41,7 +41,7 @@ class NoneCodec final : public Codec {
   bool Accepts(const TensorRef&) const override { return true; }
 
  protected:
-  absl::Status EncodePayload(const TensorRef&, double, std::vector<uint8_t>*,
+  absl::Status EncodePayload(const TensorRef&, double, Bytes*,
                              Quality*) const override {
     return absl::OkStatus();  // not reached: Encode copies the bytes
   }
@@ -92,8 +92,8 @@ bool IsZeroTail(const uint8_t* p, size_t item) {
   return true;
 }
 
-// `values`: also the float statistics (a lossy choice needs them; a lossless one only zeros).
-Profile Analyze(const TensorRef& t, bool values) {
+// Float tensors are read tile by tile (vector kernels), other dtypes element by element.
+Profile Analyze(const TensorRef& t) {
   Profile p;
   const size_t n = internal::Elements(t), item = ItemSize(t.dtype);
   if (n == 0) return p;
@@ -104,7 +104,7 @@ Profile Analyze(const TensorRef& t, bool values) {
     double sum2 = 0, amax = 0;
   };
   std::vector<Part> parts(chunks);
-  const bool fl = values && IsFloat(t.dtype);
+  const bool fl = IsFloat(t.dtype);
   ParallelFor(chunks, [&](size_t c) {
     Part& part = parts[c];
     const size_t lo = c * internal::kChunkElements;
@@ -181,13 +181,13 @@ std::vector<Candidate> LossyCandidates(const Policy& policy, const TensorRef& t,
 
 }  // namespace
 
-absl::StatusOr<std::vector<uint8_t>> Codec::Encode(const TensorRef& t, double budget) const {
+absl::StatusOr<Bytes> Codec::Encode(const TensorRef& t, double budget) const {
   return EncodeMeasured(t, budget, nullptr);
 }
 
-absl::StatusOr<std::vector<uint8_t>> Codec::EncodeMeasured(const TensorRef& t, double budget,
+absl::StatusOr<Bytes> Codec::EncodeMeasured(const TensorRef& t, double budget,
                                                            Quality* quality) const {
-  if (id() == CodecId::kNone) return std::vector<uint8_t>(t.bytes.begin(), t.bytes.end());
+  if (id() == CodecId::kNone) return Bytes(t.bytes.begin(), t.bytes.end());
   if (ItemSize(t.dtype) == 0 || t.bytes.size() % ItemSize(t.dtype) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(name(), ": ", t.bytes.size(),
                                                    " bytes are no whole number of ",
@@ -197,7 +197,7 @@ absl::StatusOr<std::vector<uint8_t>> Codec::EncodeMeasured(const TensorRef& t, d
     return absl::FailedPreconditionError(absl::StrCat(
         name(), " does not encode ", std::string(DTypeName(t.dtype)), " tensors of this shape"));
   }
-  std::vector<uint8_t> out(sizeof(Envelope));
+  Bytes out(sizeof(Envelope));
   const bool inline_quality = quality != nullptr && MeasuresWhileEncoding();
   if (absl::Status st = EncodePayload(t, budget, &out, inline_quality ? quality : nullptr);
       !st.ok()) {
@@ -382,7 +382,7 @@ absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t) {
     return raw;
   }
   const double pays = (1.0 - kMinSaving) * double(t.bytes.size());
-  const Profile profile = Analyze(t, policy.mode == Compression::kLossy);
+  const Profile profile = Analyze(t);
   Encoded best = raw;
   // Tries `c`; keeps it when it is the smallest so far (and, lossy, within the budget).
   const auto attempt = [&](const Codec& c, double budget) -> bool {

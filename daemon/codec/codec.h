@@ -12,15 +12,51 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <utility>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "daemon/codec/pages.h"
 #include "tensord/dtype.h"
 
 namespace tensord::codec {
+
+// Allocates whole 4 KiB pages, page-aligned, from the codec's page cache (codec/pages.h), and
+// leaves new elements uninitialised: an encoding is written in full by its codec and goes to an
+// O_DIRECT swap file as it is (an unaligned buffer would take a bounce copy).
+template <typename T>
+struct PageAllocator {
+  using value_type = T;
+  PageAllocator() = default;
+  template <typename U>
+  PageAllocator(const PageAllocator<U>&) {}  // NOLINT: rebinding is implicit
+  T* allocate(size_t n) {
+    void* p = TakePages(n * sizeof(T));
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t n) { GivePages(p, n * sizeof(T)); }
+  template <typename U>
+  void construct(U* p) {
+    ::new (static_cast<void*>(p)) U;  // default-initialised: no zeroing pass
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+  template <typename U>
+  bool operator==(const PageAllocator<U>&) const {
+    return true;
+  }
+};
+
+// An encoding's bytes.
+using Bytes = std::vector<uint8_t, PageAllocator<uint8_t>>;
 
 // How a stored copy is encoded; kept with the copy (and, later, in the persistent index), so the
 // numbers never change meaning. 1 was an early zstd-only codec and stays unused.
@@ -78,22 +114,21 @@ class Codec {
   // Returns `t` encoded (envelope included). `budget` guides a codec with a tunable precision
   // (low-rank's rank). FAILED_PRECONDITION when the codec does not apply or does not pay for
   // this tensor (non-finite values for a quantizer, a rank too high to save anything).
-  absl::StatusOr<std::vector<uint8_t>> Encode(const TensorRef& t, double budget = 0) const;
+  absl::StatusOr<Bytes> Encode(const TensorRef& t, double budget = 0) const;
   // Decodes `in` into `out` (the tensor's dtype, shape and size). DATA_LOSS when `in` is not a
   // complete, intact encoding by this codec of such a tensor.
   absl::Status Decode(std::span<const uint8_t> in, const TensorRef& like,
                       std::span<uint8_t> out) const;
   // Encodes `t` and measures the round trip (lossy codecs): in the same pass where the codec
   // reconstructs each tile exactly as Decode will (the quantizers), else by Decode and Measure.
-  absl::StatusOr<std::vector<uint8_t>> EncodeMeasured(const TensorRef& t, double budget,
-                                                      Quality* quality) const;
+  absl::StatusOr<Bytes> EncodeMeasured(const TensorRef& t, double budget, Quality* quality) const;
 
  protected:
   // Whether EncodePayload fills its `quality` (the round trip, measured while encoding).
   virtual bool MeasuresWhileEncoding() const { return false; }
   // The payload after the envelope; `quality` (nullable) receives the measured round trip when
   // MeasuresWhileEncoding().
-  virtual absl::Status EncodePayload(const TensorRef& t, double budget, std::vector<uint8_t>* out,
+  virtual absl::Status EncodePayload(const TensorRef& t, double budget, Bytes* out,
                                      Quality* quality) const = 0;
   virtual absl::Status DecodePayload(std::span<const uint8_t> payload, const TensorRef& like,
                                      std::span<uint8_t> out) const = 0;
@@ -123,7 +158,7 @@ Quality Measure(DType dtype, std::span<const uint8_t> source, std::span<const ui
 struct Encoded {
   CodecId codec = CodecId::kNone;
   // The encoded bytes; empty for kNone, where the caller writes its source as is (no copy).
-  std::vector<uint8_t> bytes;
+  Bytes bytes;
   uint64_t stored_bytes = 0;  // bytes.size(), or the source's size for kNone
   Quality quality;            // of the chosen encoding (lossy codecs only)
   // A lossy codec was tried and its measured error exceeded the budget (the tensor was then

@@ -56,7 +56,7 @@ inline void Store(DType d, uint8_t* p, size_t i, float f) {
 }
 
 template <typename T>
-void Append(std::vector<uint8_t>* out, const T& v) {
+void Append(Bytes* out, const T& v) {
   const size_t at = out->size();
   out->resize(at + sizeof(T));
   std::memcpy(out->data() + at, &v, sizeof(T));

@@ -105,7 +105,7 @@ class Lossless final : public Codec {
   bool Accepts(const TensorRef&) const override { return true; }
 
  protected:
-  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out,
+  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out,
                              Quality*) const override {
     const size_t item = ItemSize(t.dtype);
     const uint32_t chunk = kChunkBytes / uint32_t(item) * uint32_t(item);
@@ -218,7 +218,7 @@ class Sparse final : public Codec {
     return std::memcmp(p, kZeros, item) == 0;
   }
 
-  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out,
+  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out,
                              Quality*) const override {
     const size_t item = ItemSize(t.dtype), n = Elements(t);
     const size_t chunks = (n + kChunkElements - 1) / kChunkElements;

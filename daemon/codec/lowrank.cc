@@ -29,7 +29,7 @@ class LowRank final : public Codec {
   }
 
  protected:
-  absl::Status EncodePayload(const TensorRef& t, double budget, std::vector<uint8_t>* out,
+  absl::Status EncodePayload(const TensorRef& t, double budget, Bytes* out,
                              Quality*) const override {
     const auto [rows, cols] = Matrix(t);
     RowMatrix m(rows, cols);

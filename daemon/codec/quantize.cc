@@ -7,6 +7,7 @@
 // reconstruct it (rounded to the dtype too), and its error added up, all while in cache.
 #include <algorithm>
 #include <array>
+#include <cfloat>
 #include <cmath>
 
 #include "absl/synchronization/mutex.h"
@@ -90,7 +91,7 @@ class Narrow final : public Codec {
 
  protected:
   bool MeasuresWhileEncoding() const override { return true; }
-  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out,
+  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out,
                              Quality* quality) const override {
     const size_t n = Elements(t), base = out->size();
     out->resize(base + 2 * n);
@@ -142,7 +143,7 @@ class Fp8 final : public Codec {
 
  protected:
   bool MeasuresWhileEncoding() const override { return true; }
-  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out,
+  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out,
                              Quality* quality) const override {
     const size_t n = Elements(t), blocks = (n + kBlock - 1) / kBlock, base = out->size();
     out->resize(base + 4 * blocks + n);
@@ -160,7 +161,8 @@ class Fp8 final : public Codec {
           finite = false;
           return;
         }
-        const float scale = amax > 0 ? amax / kFp8E4m3Max : 1.0f;
+        // At least FLT_MIN: a scale that underflows would make its inverse infinite.
+        const float scale = amax > 0 ? std::max(amax / kFp8E4m3Max, FLT_MIN) : 1.0f;
         std::memcpy(scales + 4 * (b0 / kBlock), &scale, 4);
         simd::QuantizeE4m3(x.data(), len, 1.0f / scale, scale, codes + b0, t.dtype,
                            quality != nullptr ? err.part(lo / kChunkElements) : nullptr);
@@ -204,7 +206,7 @@ class Int8 final : public Codec {
 
  protected:
   bool MeasuresWhileEncoding() const override { return true; }
-  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out,
+  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out,
                              Quality* quality) const override {
     const size_t n = Elements(t);
     const auto [rows, cols] = Matrix(t);
@@ -247,7 +249,7 @@ class Int8 final : public Codec {
     out->resize(base + 4 * maxima.size() + n);
     std::vector<float> scales(maxima.size()), inverse(maxima.size());
     for (size_t g = 0; g < maxima.size(); ++g) {
-      scales[g] = maxima[g] > 0 ? maxima[g] / 127.0f : 1.0f;
+      scales[g] = maxima[g] > 0 ? std::max(maxima[g] / 127.0f, FLT_MIN) : 1.0f;  // 1/scale finite
       inverse[g] = 1.0f / scales[g];
     }
     std::memcpy(out->data() + base, scales.data(), 4 * scales.size());
@@ -309,7 +311,7 @@ class Int4 final : public Codec {
   bool Accepts(const TensorRef& t) const override { return IsFloat(t.dtype); }
 
  protected:
-  absl::Status EncodePayload(const TensorRef& t, double, std::vector<uint8_t>* out,
+  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out,
                              Quality*) const override {
     if (!AllFinite(t)) return NonFinite(name());
     const size_t n = Elements(t), groups = (n + kGroup - 1) / kGroup, base = out->size();

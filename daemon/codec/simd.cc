@@ -164,12 +164,18 @@ TENSORD_AVX2 inline float HMin(__m256 v) {
   return _mm_cvtss_f32(m);
 }
 
-TENSORD_AVX2 inline double HSum(__m256 v) {
-  alignas(32) float f[8];
-  _mm256_store_ps(f, v);
-  double s = 0;
-  for (float x : f) s += x;
-  return s;
+TENSORD_AVX2 inline double HSum(__m256d v) {
+  alignas(32) double d[4];
+  _mm256_store_pd(d, v);
+  return (d[0] + d[1]) + (d[2] + d[3]);
+}
+
+// acc += v * v, in double: float squares overflow beyond |v| ~ 1.8e19 and underflow below
+// ~1e-19, which would make a measured error 0.
+TENSORD_AVX2 inline __m256d AddSquares(__m256 v, __m256d acc) {
+  const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+  const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+  return _mm256_fmadd_pd(hi, hi, _mm256_fmadd_pd(lo, lo, acc));
 }
 
 // bfloat16 bits (in the low half of each 32-bit lane) of eight floats, rounded to nearest even.
@@ -254,7 +260,8 @@ TENSORD_AVX2 void RoundTo(DType d, float* x, size_t n) {
 TENSORD_AVX2 Stats Measure(const float* x, size_t n) {
   Stats s;
   if (n < 8) return portable::Measure(x, n);
-  __m256 amax = _mm256_setzero_ps(), mn = _mm256_loadu_ps(x), mx = mn, sum2 = _mm256_setzero_ps();
+  __m256 amax = _mm256_setzero_ps(), mn = _mm256_loadu_ps(x), mx = mn;
+  __m256d sum2 = _mm256_setzero_pd();
   __m256 bad = _mm256_setzero_ps();
   size_t zeros = 0, i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -264,7 +271,7 @@ TENSORD_AVX2 Stats Measure(const float* x, size_t n) {
     amax = _mm256_max_ps(amax, Abs(v));
     mn = _mm256_min_ps(mn, v);
     mx = _mm256_max_ps(mx, v);
-    sum2 = _mm256_fmadd_ps(v, v, sum2);
+    sum2 = AddSquares(v, sum2);
     const __m256i z = _mm256_cmpeq_epi32(_mm256_castps_si256(v), _mm256_setzero_si256());
     zeros += std::popcount(static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(z))));
   }
@@ -317,11 +324,12 @@ TENSORD_AVX2 inline void Store8(__m256i v, uint8_t* dst, bool is_unsigned) {
 
 // Error terms of eight lanes, kept in registers until the run ends.
 struct ErrorLanes {
-  __m256 err2, ref2, max;
+  __m256d err2, ref2;
+  __m256 max;
 };
 
 TENSORD_AVX2 inline ErrorLanes NoError() {
-  return {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  return {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_ps()};
 }
 
 // Adds x against y once y is stored in dtype d and read back.
@@ -332,8 +340,8 @@ TENSORD_AVX2 inline void AddLanes(DType d, __m256 x, __m256 y, ErrorLanes* e) {
     y = _mm256_castsi256_ps(_mm256_slli_epi32(Bf16Bits(y), 16));
   }
   const __m256 diff = _mm256_sub_ps(x, y);
-  e->err2 = _mm256_fmadd_ps(diff, diff, e->err2);
-  e->ref2 = _mm256_fmadd_ps(x, x, e->ref2);
+  e->err2 = AddSquares(diff, e->err2);
+  e->ref2 = AddSquares(x, e->ref2);
   e->max = _mm256_max_ps(e->max, Abs(diff));
 }
 
@@ -433,18 +441,16 @@ TENSORD_AVX2 void DequantizeE4m3(const uint8_t* q, size_t n, float scale, float*
 }
 
 TENSORD_AVX2 void AddError(const float* x, const float* y, size_t n, Error* e) {
-  __m256 err2 = _mm256_setzero_ps(), ref2 = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
+  ErrorLanes lanes = NoError();
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 xv = _mm256_loadu_ps(x + i);
-    const __m256 d = _mm256_sub_ps(xv, _mm256_loadu_ps(y + i));
-    err2 = _mm256_fmadd_ps(d, d, err2);
-    ref2 = _mm256_fmadd_ps(xv, xv, ref2);
-    mx = _mm256_max_ps(mx, Abs(d));
+    lanes.err2 = AddSquares(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)),
+                            lanes.err2);
+    lanes.ref2 = AddSquares(_mm256_loadu_ps(x + i), lanes.ref2);
+    lanes.max = _mm256_max_ps(lanes.max, Abs(_mm256_sub_ps(_mm256_loadu_ps(x + i),
+                                                           _mm256_loadu_ps(y + i))));
   }
-  e->err2 += HSum(err2);
-  e->ref2 += HSum(ref2);
-  e->max = std::max(e->max, HMax(mx));
+  Flush(lanes, e);
   portable::AddError(x + i, y + i, n - i, e);
 }
 

@@ -1,7 +1,8 @@
 // Vector kernels of the element codecs: they work on runs of float32 values (a tile of a tensor
 // widened from its dtype), so each codec's loop is written once and runs as AVX2 + F16C code on
 // CPUs that have it (chosen at run time: Debian builds for baseline x86-64) and as plain C++
-// elsewhere. Results are identical on both paths (round to nearest even everywhere).
+// elsewhere. Codes and values are identical on both paths (round to nearest even everywhere;
+// simd.cc is built without floating-point contraction); sums agree to rounding.
 //
 // Inputs to the quantizers are finite (the codecs check first); stateless and thread-safe.
 #pragma once

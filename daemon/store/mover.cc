@@ -16,14 +16,15 @@ namespace {
 
 using tiers::TierId;
 
-struct FreeDeleter {
-  void operator()(uint8_t* p) const { std::free(p); }
+// Page-aligned staging memory from the codec's page cache, so that O_DIRECT transfers need no
+// bounce buffer and repeated swap-ins fault no fresh pages in.
+struct PagesDeleter {
+  size_t bytes = 0;
+  void operator()(uint8_t* p) const { codec::GivePages(p, bytes); }
 };
-// Page-aligned staging memory, so that O_DIRECT transfers need no bounce buffer.
-using Staging = std::unique_ptr<uint8_t, FreeDeleter>;
+using Staging = std::unique_ptr<uint8_t, PagesDeleter>;
 Staging Allocate(uint64_t bytes) {
-  const uint64_t rounded = (bytes + 4095) / 4096 * 4096;
-  return Staging(static_cast<uint8_t*>(std::aligned_alloc(4096, rounded == 0 ? 4096 : rounded)));
+  return Staging(static_cast<uint8_t*>(codec::TakePages(bytes)), PagesDeleter{bytes});
 }
 
 }  // namespace

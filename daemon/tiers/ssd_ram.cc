@@ -2,8 +2,6 @@
 // that compress well stay in RAM, so the host keeps more tensors without a disk read; when the
 // front is full, its oldest entries are written back to the swap files. A Range there carries
 // space kRamSpace and the entry's handle; reads and frees find the entry wherever it lives.
-#include <xxhash.h>
-
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -15,7 +13,7 @@ namespace tensord::tiers {
 std::optional<Range> SsdTier::ReserveRam(uint64_t nbytes, uint64_t decoded) {
   // Only encodings that save enough: a raw copy in RAM would be the host tier over again.
   if (nbytes > (1.0 - config_.ram_min_saving) * double(decoded)) return std::nullopt;
-  if (nbytes > config_.ram_capacity) return std::nullopt;
+  if (nbytes > config_.ram_capacity || degraded()) return std::nullopt;
   if (!MakeRamRoom(nbytes)) return std::nullopt;
   absl::MutexLock lock(&mu_);
   if (ram_used_ + nbytes > config_.ram_capacity) return std::nullopt;  // taken meanwhile
@@ -54,12 +52,18 @@ bool SsdTier::MakeRamRoom(uint64_t nbytes) {
       ram_leaving_ += entry.length;
       jobs.push_back({it->first, entry.bytes, *extent});
     }
-    if (jobs.empty()) return false;
+    if (!fits(leaving)) {  // not enough can leave: undo, and the copy goes to a file instead
+      for (const Job& j : jobs) {
+        FreeFile(j.extent);
+        ram_.at(j.handle).writing_back = false;
+        ram_leaving_ -= j.bytes->size();
+      }
+      return false;
+    }
   }
   std::vector<Piece> pieces;
   for (Job& j : jobs) {
-    j.extent.length = j.bytes->size();
-    j.extent.checksum = XXH3_64bits(j.bytes->data(), j.bytes->size());
+    j.extent.length = j.bytes->size();  // reads verify against the store's Range checksum
     pieces.push_back(Piece{files_[j.extent.space]->fd.get(), const_cast<uint8_t*>(j.bytes->data()),
                            j.extent.length, j.extent.offset});
   }

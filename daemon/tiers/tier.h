@@ -40,7 +40,8 @@ struct Range {
   uint64_t checksum = 0;  // XXH3-64 of the stored bytes, where the tier keeps one (SSD)
 };
 
-// Where a new range may go. Tiers without pools (SSD) ignore it.
+// Where a new range may go: a pool (host, GPU), a device (GPU), and for the SSD tier whether a
+// copy compressed well enough for its RAM front.
 struct Placement {
   absl::string_view pool;  // a pool class; empty: the best fit
   int device = -1;         // GPU tier: the daemon's GPU ordinal; -1: any
