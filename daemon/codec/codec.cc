@@ -92,6 +92,12 @@ bool IsZeroTail(const uint8_t* p, size_t item) {
   return true;
 }
 
+// Tiles a large float tensor's profile reads: one in kSampleEvery (evenly spread). The profile
+// only orders and prunes candidates (the chosen codec's error is measured on every element), so
+// a sample does; reading all of a 16 MiB tensor would cost a third of its encode.
+constexpr size_t kSampleEvery = 4;
+constexpr size_t kSampleAbove = 4 * internal::kChunkElements;  // elements
+
 // Float tensors are read tile by tile (vector kernels), other dtypes element by element.
 Profile Analyze(const TensorRef& t) {
   Profile p;
@@ -99,23 +105,25 @@ Profile Analyze(const TensorRef& t) {
   if (n == 0) return p;
   const size_t chunks = (n + internal::kChunkElements - 1) / internal::kChunkElements;
   struct Part {
-    size_t zeros = 0;
+    size_t zeros = 0, seen = 0;
     bool finite = true;
     double sum2 = 0, amax = 0;
   };
   std::vector<Part> parts(chunks);
   const bool fl = IsFloat(t.dtype);
+  const size_t every = fl && n > kSampleAbove ? kSampleEvery : 1;
   ParallelFor(chunks, [&](size_t c) {
     Part& part = parts[c];
     const size_t lo = c * internal::kChunkElements;
     const size_t hi = std::min(n, lo + internal::kChunkElements);
     if (fl) {  // tile by tile, widened to float (a zero's bits stay all zero)
       std::array<float, simd::kTile> x;
-      for (size_t at = lo; at < hi; at += simd::kTile) {
+      for (size_t at = lo; at < hi; at += every * simd::kTile) {
         const size_t len = std::min(hi - at, simd::kTile);
         simd::Widen(t.dtype, t.bytes.data() + at * item, len, x.data());
         const simd::Stats s = simd::Measure(x.data(), len);
         part.zeros += s.zeros;
+        part.seen += len;
         if (!s.finite) {
           part.finite = false;
           continue;
@@ -125,6 +133,7 @@ Profile Analyze(const TensorRef& t) {
       }
       return;
     }
+    part.seen = hi - lo;
     for (size_t i = lo; i < hi; ++i) {
       uint64_t bits = 0;  // the element's bytes (item <= 8)
       std::memcpy(&bits, t.bytes.data() + i * item, std::min<size_t>(item, 8));
@@ -132,15 +141,16 @@ Profile Analyze(const TensorRef& t) {
     }
   });
   double sum2 = 0;
-  size_t zeros = 0;
+  size_t zeros = 0, seen = 0;
   for (const Part& part : parts) {
     zeros += part.zeros;
+    seen += part.seen;
     p.finite = p.finite && part.finite;
     sum2 += part.sum2;
     p.amax = std::max(p.amax, part.amax);
   }
-  p.zero_fraction = double(zeros) / double(n);
-  p.rms = std::sqrt(sum2 / double(n));
+  p.zero_fraction = double(zeros) / double(seen);
+  p.rms = std::sqrt(sum2 / double(seen));
   return p;
 }
 
@@ -411,8 +421,12 @@ absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t) {
     return true;
   };
   if (policy.mode == Compression::kLossy && IsFloat(t.dtype) && profile.finite) {
+    bool hopeless = false;  // a candidate skipped because its predicted error is far too high
     for (const Candidate& c : LossyCandidates(policy, t, profile)) {
-      if (c.predicted > 3 * policy.budget) continue;  // hopeless: not worth an encode
+      if (c.predicted > 3 * policy.budget) {  // not worth an encode
+        hopeless = true;
+        continue;
+      }
       if (attempt(*c.codec, policy.budget)) {
         best.over_budget = false;  // a lossy encoding within the budget was found
         // A mostly-zero tensor may still shrink more losslessly (a ReLU activation): the
@@ -424,7 +438,9 @@ absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t) {
         return best;
       }
     }
-    best.over_budget = true;  // no lossy codec meets the budget: lossless instead
+    // No lossy codec met the budget: lossless instead. (Codecs that refused the tensor, e.g. a
+    // NaN the profile's sample missed, are no budget overrun.)
+    best.over_budget = best.over_budget || hopeless;
   }
   // Lossless: sparse for mostly-zero tensors, byte grouping + zstd; the smaller one.
   if (profile.zero_fraction >= 0.3 && internal::SparseCodec().Accepts(t)) {

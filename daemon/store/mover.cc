@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "daemon/codec/parallel.h"
 
 namespace tensord::store {
@@ -122,107 +123,165 @@ void Mover::Between(TierId from, TierId to, std::span<MoveItem> items) {
   }
 }
 
-// Host -> a tier below: encode, reserve the encoded size, write.
+// Splits items into waves of consecutive items holding at least kWaveBytes (or one item), so
+// that a wave's codec work overlaps the I/O of the wave before it, while the items of one wave
+// still share the codec pool (many small tensors) and one I/O batch.
+std::vector<std::pair<size_t, size_t>> Mover::Waves(std::span<const MoveItem> items) {
+  std::vector<std::pair<size_t, size_t>> waves;
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (waves.empty() || bytes >= kWaveBytes) {
+      waves.push_back({i, i});
+      bytes = 0;
+    }
+    waves.back().second = i + 1;
+    bytes += items[i].nbytes;
+  }
+  return waves;
+}
+
+// Runs io(transfers) on the I/O queue; Wait() returns its statuses.
+class Mover::Batch {
+ public:
+  void Start(WorkQueue* queue, absl::AnyInvocable<std::vector<absl::Status>() &&> io) {
+    queue->Schedule([this, io = std::move(io)]() mutable {
+      status_ = std::move(io)();
+      done_.Notify();
+    });
+  }
+  std::vector<absl::Status> Wait() {
+    done_.WaitForNotification();
+    return std::move(status_);
+  }
+  std::vector<tiers::Transfer> transfers;
+  std::vector<size_t> index;  // the item of each transfer
+
+ private:
+  absl::Notification done_;
+  std::vector<absl::Status> status_;
+};
+
+// Host -> a tier below: per wave, encode, reserve the encoded sizes, and hand the write to the
+// I/O queue; the next wave encodes while it runs.
 void Mover::Down(TierId to, std::span<MoveItem> items) {
   tiers::Tier* host = tier(TierId::kHost);
   tiers::Tier* dst = tier(to);
   std::vector<codec::Encoded> encoded(items.size());
-  std::vector<tiers::Transfer> transfers;
-  std::vector<size_t> index;
   std::vector<bool> reserved_here(items.size(), false);
-  // The codec stage, on the codec pool (one tensor per task; a large one's chunks spread too).
-  codec::ParallelFor(items.size(), [&](size_t i) {
-    MoveItem& m = items[i];
-    encoded[i].stored_bytes = m.nbytes;  // raw unless a codec pays
-    if (m.compression.mode == codec::Compression::kNone) return;
-    const codec::TensorRef t{m.dtype, m.shape, {host->Address(m.src), m.nbytes}};
-    auto e = codec::EncodeFor(m.compression, t);
-    // A codec that fails stores the raw bytes: still lossless, only larger.
-    if (e.ok()) encoded[i] = *std::move(e);
-    CountEncode(encoded[i], m.nbytes);
-  });
-  for (size_t i = 0; i < items.size(); ++i) {
-    MoveItem& m = items[i];
-    uint8_t* src = host->Address(m.src);
-    if (!m.dst_reserved) {
-      tiers::Placement where;  // an encoded copy may stay in the SSD tier's RAM front
-      if (encoded[i].codec != codec::CodecId::kNone) where.decoded_bytes = m.nbytes;
-      auto r = dst->Reserve(encoded[i].stored_bytes, where);
-      if (!r.ok()) {
-        m.status = r.status();
-        continue;
+  const auto waves = Waves(items);
+  std::vector<std::unique_ptr<Batch>> batches;
+  for (const auto& [first, last] : waves) {
+    // The codec stage, on the codec pool (one tensor per task; a large one's chunks spread too).
+    codec::ParallelFor(last - first, [&](size_t k) {
+      const size_t i = first + k;
+      MoveItem& m = items[i];
+      encoded[i].stored_bytes = m.nbytes;  // raw unless a codec pays
+      if (m.compression.mode == codec::Compression::kNone) return;
+      const codec::TensorRef t{m.dtype, m.shape, {host->Address(m.src), m.nbytes}};
+      auto e = codec::EncodeFor(m.compression, t);
+      // A codec that fails stores the raw bytes: still lossless, only larger.
+      if (e.ok()) encoded[i] = *std::move(e);
+      CountEncode(encoded[i], m.nbytes);
+    });
+    auto batch = std::make_unique<Batch>();
+    for (size_t i = first; i < last; ++i) {
+      MoveItem& m = items[i];
+      uint8_t* src = host->Address(m.src);
+      if (!m.dst_reserved) {
+        tiers::Placement where;  // an encoded copy may stay in the SSD tier's RAM front
+        if (encoded[i].codec != codec::CodecId::kNone) where.decoded_bytes = m.nbytes;
+        auto r = dst->Reserve(encoded[i].stored_bytes, where);
+        if (!r.ok()) {
+          m.status = r.status();
+          continue;
+        }
+        m.dst = *r;
+        m.dst_reserved = true;
+        reserved_here[i] = true;
       }
-      m.dst = *r;
-      m.dst_reserved = true;
-      reserved_here[i] = true;
+      batch->index.push_back(i);
+      m.dst.length = encoded[i].stored_bytes;
+      m.dst_codec = encoded[i].codec;
+      m.dst_rel_rmse = static_cast<float>(encoded[i].quality.rel_rmse);
+      uint8_t* bytes = encoded[i].codec == codec::CodecId::kNone ? src : encoded[i].bytes.data();
+      batch->transfers.push_back({&m.dst, bytes});
     }
-    index.push_back(i);
-    m.dst.length = encoded[i].stored_bytes;
-    m.dst_codec = encoded[i].codec;
-    m.dst_rel_rmse = static_cast<float>(encoded[i].quality.rel_rmse);
-    uint8_t* bytes = encoded[i].codec == codec::CodecId::kNone ? src : encoded[i].bytes.data();
-    transfers.push_back({&m.dst, bytes});
+    Batch* b = batch.get();
+    b->Start(&io_, [dst, b] { return dst->WriteAll(b->transfers); });
+    batches.push_back(std::move(batch));
   }
-  const std::vector<absl::Status> st = dst->WriteAll(transfers);
-  for (size_t j = 0; j < index.size(); ++j) {
-    MoveItem& m = items[index[j]];
-    m.status = st[j];
-    if (!m.status.ok() && reserved_here[index[j]]) {
-      dst->Free(m.dst);
-      m.dst_reserved = false;
+  for (const auto& batch : batches) {  // every write done before the encodings are freed
+    const std::vector<absl::Status> st = batch->Wait();
+    for (size_t j = 0; j < batch->index.size(); ++j) {
+      MoveItem& m = items[batch->index[j]];
+      m.status = st[j];
+      if (!m.status.ok() && reserved_here[batch->index[j]]) {
+        dst->Free(m.dst);
+        m.dst_reserved = false;
+      }
     }
   }
 }
 
-// A tier below -> host: read (into the host range itself when the copy is raw, else into
-// staging memory), then decode and verify.
+// A tier below -> host: every wave's read goes to the I/O queue at once (into the host range
+// itself when the copy is raw, else into staging memory); each wave is decoded and verified as
+// soon as its read is done, while the later ones are still being read.
 void Mover::Up(TierId from, std::span<MoveItem> items) {
   tiers::Tier* host = tier(TierId::kHost);
   tiers::Tier* src = tier(from);
   std::vector<Staging> staging(items.size());
-  std::vector<tiers::Transfer> transfers;
-  for (size_t i = 0; i < items.size(); ++i) {
-    MoveItem& m = items[i];
-    uint8_t* into = host->Address(m.dst);
-    if (m.src_codec != codec::CodecId::kNone) {
-      staging[i] = Allocate(m.src.length);
-      if (staging[i] == nullptr) {
-        m.status = absl::ResourceExhaustedError("no memory to stage a compressed copy");
-        continue;
+  const auto waves = Waves(items);
+  std::vector<std::unique_ptr<Batch>> batches;
+  for (const auto& [first, last] : waves) {
+    auto batch = std::make_unique<Batch>();
+    for (size_t i = first; i < last; ++i) {
+      MoveItem& m = items[i];
+      uint8_t* into = host->Address(m.dst);
+      if (m.src_codec != codec::CodecId::kNone) {
+        staging[i] = Allocate(m.src.length);
+        if (staging[i] == nullptr) {
+          m.status = absl::ResourceExhaustedError("no memory to stage a compressed copy");
+          continue;
+        }
+        into = staging[i].get();
       }
-      into = staging[i].get();
+      batch->index.push_back(i);
+      batch->transfers.push_back({&m.src, into});
     }
-    transfers.push_back({&m.src, into});
+    Batch* b = batch.get();
+    b->Start(&io_, [src, b] { return src->ReadAll(b->transfers); });
+    batches.push_back(std::move(batch));
   }
-  std::vector<absl::Status> st = src->ReadAll(transfers);
-  size_t j = 0;
-  std::vector<size_t> to_decode;
-  for (size_t i = 0; i < items.size(); ++i) {
-    MoveItem& m = items[i];
-    if (m.src_codec != codec::CodecId::kNone && staging[i] == nullptr) continue;
-    m.status = std::move(st[j++]);
-    m.dst.length = m.nbytes;
-    m.dst_codec = codec::CodecId::kNone;
-    if (m.status.ok() && m.src_codec != codec::CodecId::kNone) to_decode.push_back(i);
-  }
-  // The codec stage, on the codec pool.
-  codec::ParallelFor(to_decode.size(), [&](size_t k) {
-    MoveItem& m = items[to_decode[k]];
-    const auto t0 = std::chrono::steady_clock::now();
-    auto c = codec::CodecFor(m.src_codec);
-    const codec::TensorRef like{m.dtype, m.shape, {}};
-    absl::Status decoded =
-        c.ok() ? (*c)->Decode({staging[to_decode[k]].get(), m.src.length}, like,
-                              {host->Address(m.dst), m.nbytes})
-               : c.status();
-    CountDecode(m.src_codec, m.src.length, m.nbytes,
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
-                decoded.ok());
-    if (!decoded.ok()) {
-      m.status = absl::DataLossError(
-          absl::StrCat("a compressed copy does not decode: ", decoded.message()));
+  for (const auto& batch : batches) {
+    std::vector<absl::Status> st = batch->Wait();
+    std::vector<size_t> to_decode;
+    for (size_t j = 0; j < batch->index.size(); ++j) {
+      MoveItem& m = items[batch->index[j]];
+      m.status = std::move(st[j]);
+      m.dst.length = m.nbytes;
+      m.dst_codec = codec::CodecId::kNone;
+      if (m.status.ok() && m.src_codec != codec::CodecId::kNone) to_decode.push_back(batch->index[j]);
     }
-  });
+    // The codec stage, on the codec pool.
+    codec::ParallelFor(to_decode.size(), [&](size_t k) {
+      MoveItem& m = items[to_decode[k]];
+      const auto t0 = std::chrono::steady_clock::now();
+      auto c = codec::CodecFor(m.src_codec);
+      const codec::TensorRef like{m.dtype, m.shape, {}};
+      absl::Status decoded =
+          c.ok() ? (*c)->Decode({staging[to_decode[k]].get(), m.src.length}, like,
+                                {host->Address(m.dst), m.nbytes})
+                 : c.status();
+      CountDecode(m.src_codec, m.src.length, m.nbytes,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                  decoded.ok());
+      if (!decoded.ok()) {
+        m.status = absl::DataLossError(
+            absl::StrCat("a compressed copy does not decode: ", decoded.message()));
+      }
+      staging[to_decode[k]].reset();  // back to the page cache at once
+    });
+  }
 }
 
 }  // namespace tensord::store

@@ -81,6 +81,10 @@ class Mover {
   CodecCounters codec_counters() const;
 
  private:
+  // Bytes of tensors per wave: a wave's codec work overlaps the previous wave's I/O.
+  static constexpr uint64_t kWaveBytes = 4 << 20;
+  class Batch;
+  static std::vector<std::pair<size_t, size_t>> Waves(std::span<const MoveItem> items);
   void Down(tiers::TierId to, std::span<MoveItem> items);
   void Up(tiers::TierId from, std::span<MoveItem> items);
   void Between(tiers::TierId from, tiers::TierId to, std::span<MoveItem> items);
@@ -94,6 +98,9 @@ class Mover {
   CodecCounters stats_ ABSL_GUARDED_BY(stats_mu_);
   std::array<CodecStat, codec::kMaxCodecId + 1> per_codec_ ABSL_GUARDED_BY(stats_mu_);
   WorkQueue scrubber_{1};  // declared before executor_: executor work may scrub
+  // Transfers below the host tier, so that codec work and I/O overlap (moves run on the
+  // executor and the migrators, which wait here; nothing here waits on them).
+  WorkQueue io_{2};
   WorkQueue executor_;
 };
 
