@@ -5,6 +5,8 @@
 
 #include <charconv>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/settings.h"
@@ -221,9 +223,19 @@ absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path) {
   if (!std::filesystem::exists(path)) {
     return absl::NotFoundError(absl::StrCat("config file ", path, " does not exist"));
   }
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in.good() && !in.eof()) {
+    return absl::InvalidArgumentError(absl::StrCat("config file ", path, " cannot be read"));
+  }
+  return LoadConfigText(text.str(), path);
+}
+
+absl::StatusOr<DaemonConfig> LoadConfigText(std::string_view text, const std::string& path) {
   toml::table root;
   try {
-    root = toml::parse_file(path);
+    root = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ":", e.source().begin.line, ": ", std::string(e.description())));

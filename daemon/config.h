@@ -13,6 +13,8 @@ namespace tensord {
 // Reads a TOML file over the defaults. INVALID_ARGUMENT names the offending key; unknown keys
 // are errors (a typo must not silently fall back to a default). NOT_FOUND if the file is absent.
 absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path);
+// The same over TOML text; `origin` (a path) names it in errors.
+absl::StatusOr<DaemonConfig> LoadConfigText(std::string_view text, const std::string& origin);
 
 // Replaces the host pool classes with a named preset. INVALID_ARGUMENT for an unknown name.
 absl::Status ApplyPreset(absl::string_view preset, HostTierConfig* host);

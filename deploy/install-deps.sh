@@ -24,6 +24,7 @@ PACKAGES=(
   libsystemd-dev systemd             # sd_notify (Type=notify), systemd-analyze verify
   systemd-container debootstrap dpkg-dev  # the packaged-service test (nspawn) and CPack .deb
   lintian help2man                   # Debian's checks of the .deb; man pages from --help
+  clang libclang-rt-14-dev           # the libFuzzer harnesses (tests/fuzz/run.sh)
 )
 
 missing=()

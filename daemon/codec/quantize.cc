@@ -209,7 +209,9 @@ class Int8 final : public Codec {
   absl::Status EncodePayload(const TensorRef& t, double, Bytes* out,
                              Quality* quality) const override {
     const size_t n = Elements(t);
-    const auto [rows, cols] = Matrix(t);
+    // Not a structured binding: lambdas below use them (clang 14 cannot capture bindings).
+    const std::pair<size_t, size_t> shape = Matrix(t);
+    const size_t rows = shape.first, cols = shape.second;
     // A "row" for per-token scales: the last dimension, unless the tensor has none (1-D) or
     // it is too short or too long to share one scale well.
     const size_t run = t.shape.size() >= 2 && cols >= 32 && cols <= 65536 ? cols : 256;

@@ -3,6 +3,7 @@
 // avoided inside the AVX2 functions: they would not inherit the target.
 #include "daemon/codec/simd.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -18,11 +19,20 @@ namespace {
 
 std::atomic<bool> force_portable{false};
 
+// AVX2, FMA and F16C, and an OS that saves the YMM registers (CPUID and XGETBV read directly:
+// not every compiler's __builtin_cpu_supports knows "f16c").
 bool CpuHasAvx2() {
   static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
-           __builtin_cpu_supports("fma");
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool osxsave = c & (1u << 27), avx = c & (1u << 28), fma = c & (1u << 12),
+               f16c = c & (1u << 29);
+    if (!osxsave || !avx || !fma || !f16c) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0x6) != 0x6) return false;  // XMM and YMM state
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return (b & (1u << 5)) != 0;  // AVX2
   }();
   return has;
 }

@@ -170,7 +170,8 @@ void Mover::Down(TierId to, std::span<MoveItem> items) {
   std::vector<bool> reserved_here(items.size(), false);
   const auto waves = Waves(items);
   std::vector<std::unique_ptr<Batch>> batches;
-  for (const auto& [first, last] : waves) {
+  for (const auto& wave : waves) {
+    const size_t first = wave.first, last = wave.second;  // (lambdas below use them)
     // The codec stage, on the codec pool (one tensor per task; a large one's chunks spread too).
     codec::ParallelFor(last - first, [&](size_t k) {
       const size_t i = first + k;
@@ -232,7 +233,8 @@ void Mover::Up(TierId from, std::span<MoveItem> items) {
   std::vector<Staging> staging(items.size());
   const auto waves = Waves(items);
   std::vector<std::unique_ptr<Batch>> batches;
-  for (const auto& [first, last] : waves) {
+  for (const auto& wave : waves) {
+    const size_t first = wave.first, last = wave.second;
     auto batch = std::make_unique<Batch>();
     for (size_t i = first; i < last; ++i) {
       MoveItem& m = items[i];
