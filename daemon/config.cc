@@ -6,7 +6,7 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/settings.h"
@@ -220,16 +220,20 @@ absl::Status ApplyPreset(absl::string_view preset, HostTierConfig* host) {
 }
 
 absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path) {
-  if (!std::filesystem::exists(path)) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
     return absl::NotFoundError(absl::StrCat("config file ", path, " does not exist"));
   }
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat("config file ", path, " is not a file"));
+  }
+  const uintmax_t size = std::filesystem::file_size(path, ec);
   std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in.good() && !in.eof()) {
+  std::string text(ec ? 0 : size, '\0');
+  if (ec || !in.read(text.data(), static_cast<std::streamsize>(text.size()))) {
     return absl::InvalidArgumentError(absl::StrCat("config file ", path, " cannot be read"));
   }
-  return LoadConfigText(text.str(), path);
+  return LoadConfigText(text, path);
 }
 
 absl::StatusOr<DaemonConfig> LoadConfigText(std::string_view text, const std::string& path) {

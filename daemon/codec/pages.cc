@@ -28,8 +28,20 @@ Cache& TheCache() {
 
 }  // namespace
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TENSORD_PAGE_CACHE 0  // ASan builds: no reuse, so a use after free is caught
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TENSORD_PAGE_CACHE 0
+#endif
+#endif
+#ifndef TENSORD_PAGE_CACHE
+#define TENSORD_PAGE_CACHE 1
+#endif
+
 void* TakePages(size_t bytes) {
   const size_t size = ClassBytes(bytes);
+  if (!TENSORD_PAGE_CACHE) return std::aligned_alloc(kPage, size);
   const int c = std::countr_zero(size);
   {
     Cache& cache = TheCache();
@@ -46,6 +58,7 @@ void* TakePages(size_t bytes) {
 
 void GivePages(void* p, size_t bytes) {
   if (p == nullptr) return;
+  if (!TENSORD_PAGE_CACHE) return std::free(p);
   const size_t size = ClassBytes(bytes);
   const int c = std::countr_zero(size);
   {

@@ -97,16 +97,19 @@ class Narrow final : public Codec {
     out->resize(base + 2 * n);
     uint8_t* dst = out->data() + base;
     ErrorSum err(ChunkCount(n, kChunkElements));
+    std::atomic<bool> finite{true};
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
       Tile x, y;
       Segments(lo, hi, 0, 0, [&](size_t at, size_t len) {
         simd::Widen(DType::kFloat32, ElementPtr(t, at), len, x.data());
+        if (!std::isfinite(simd::AbsMax(x.data(), len))) finite = false;  // like the others
         simd::Narrow(to_, x.data(), len, dst + 2 * at);
         if (quality == nullptr) return;
         simd::Widen(to_, dst + 2 * at, len, y.data());
         simd::AddError(x.data(), y.data(), len, err.part(lo / kChunkElements));
       });
     });
+    if (!finite) return NonFinite(name_);
     if (quality != nullptr) *quality = err.Total();
     return absl::OkStatus();
   }

@@ -4,7 +4,8 @@
 // passes the codec stage: encoded on the way down as the tensor's compression policy allows,
 // decoded and verified on the way up. It knows nothing of objects, leases or locks: the store
 // decides and books, the mover carries bytes. Runs on the calling thread, which is always one of
-// the store's own (its executor, the migrators), never one of gRPC's; Submit hands work to the
+// the store's own (its executor, the migrators), never one of gRPC's, with transfers below the
+// host tier on its I/O queue so that they overlap the codec work; Submit hands work to the
 // executor. Thread-safe.
 #pragma once
 

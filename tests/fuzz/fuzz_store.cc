@@ -52,7 +52,7 @@ class Harness {
     if (!tier.ok()) return false;
     host_ = *std::move(tier);
     tiers::SsdTierConfig ssd;
-    ssd.files = {{"/tmp/tensord-fuzz-" + std::to_string(getpid()) + ".swap", 2 * kMiB}};
+    ssd.files = {{swap_path_, 2 * kMiB}};
     ssd.ram_capacity = in_.ConsumeBool() ? kMiB / 4 : 0;
     auto s = tiers::SsdTier::Create(ssd, std::make_unique<io::FakeEngine>(2 * kMiB));
     if (!s.ok()) return false;
@@ -69,6 +69,7 @@ class Harness {
     store_.reset();
     ssd_.reset();
     host_.reset();
+    unlink(swap_path_.c_str());
   }
 
   std::string Key() {
@@ -174,6 +175,9 @@ class Harness {
       const store::GetOutcome& r = (*got)[i];
       auto m = made_.find(keys[i]);
       if (!r.status.ok()) {
+        // No fault is injected here: damaged or inconsistent copies are bugs.
+        Require(r.status.code() != absl::StatusCode::kDataLoss &&
+                r.status.code() != absl::StatusCode::kInternal);
         // A sealed DURABLE tensor is never lost: no room now is fine, NOT_FOUND is not.
         Require(!(m != made_.end() && m->second.sealed && m->second.durable &&
                   r.status.code() == absl::StatusCode::kNotFound));
@@ -197,6 +201,7 @@ class Harness {
   std::map<std::string, Made> made_;
   std::vector<uint64_t> leases_;
   uint32_t generation_ = 0;
+  const std::string swap_path_ = "/tmp/tensord-fuzz-" + std::to_string(getpid()) + ".swap";
 };
 
 }  // namespace

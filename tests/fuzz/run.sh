@@ -27,7 +27,7 @@ for h in "${harnesses[@]}"; do
   if build-fuzz/tests/fuzz/"$h" "$corpus" -max_total_time="$secs" -timeout=10 \
       -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix=build-fuzz/findings/"$h"- \
       >"$log" 2>&1; then
-    runs=$(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
+    runs=$(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
     echo "fuzz: $h: ${runs:-?} inputs in ${secs}s, no findings ($(ls "$corpus" | wc -l) in corpus)"
   else
     echo "fuzz: $h: FINDING (see $log and build-fuzz/findings/)"

@@ -115,6 +115,10 @@ TEST_F(ConfigFile, RejectsTyposAndBadValuesWithTheLine) {
   EXPECT_EQ(LoadConfigFile(Write("[host\n")).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LoadConfigFile("/nonexistent/tensord.toml").status().code(),
             absl::StatusCode::kNotFound);
+  // A directory is no configuration (it must not load as an empty file, i.e. the defaults).
+  auto dir = LoadConfigFile(::testing::TempDir());
+  EXPECT_EQ(dir.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(dir.status().message().find("not a file"), absl::string_view::npos);
 }
 
 TEST(Config, TheShippedExampleIsGeneratedFromTheSettingsTable) {

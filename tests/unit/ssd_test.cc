@@ -326,7 +326,11 @@ TEST(SsdRamFront, ConcurrentWritesReadsAndFreesDuringWriteBacks) {
           continue;
         }
         const Transfer t{&*r, data.data()};
-        if (!tier.WriteAll({&t, 1})[0].ok()) ++failed;
+        if (!tier.WriteAll({&t, 1})[0].ok()) {
+          ++failed;
+          tier.Free(*r);
+          continue;
+        }
         held.emplace_back(*r, std::move(data));
         if (held.size() > 6 || rng() % 3 == 0) {  // read one back and free it
           const size_t k = rng() % held.size();
