@@ -330,12 +330,11 @@ Stats FromProto(const v1::Stats& response) {
                                   t.evictions(), t.hit_ratio()});
   }
   for (const v1::PoolStats& p : response.pools()) {
-    out.pools.push_back(PoolStats{p.name(), static_cast<Tier>(p.tier()), p.kind(),
-                                  p.capacity_bytes(), p.used_bytes(), p.block_size(),
-                                  p.blocks_total(), p.blocks_used(), p.largest_free_bytes(),
-                                  p.allocations(), p.allocation_failures(), p.fragmentation(),
-                                  p.lifetime_copies(), p.idle_samples(), p.reuse_after_1(),
-                                  p.reuse_after_2(), p.idle_mean_s(), p.idle_median_s()});
+    out.pools.push_back(PoolStats{
+        p.name(), static_cast<Tier>(p.tier()), p.kind(), p.capacity_bytes(), p.used_bytes(),
+        p.block_size(), p.blocks_total(), p.blocks_used(), p.largest_free_bytes(), p.allocations(),
+        p.allocation_failures(), p.fragmentation(), p.lifetime_copies(), p.idle_samples(),
+        p.reuse_after_1(), p.reuse_after_2(), p.idle_mean_s(), p.idle_median_s()});
   }
   out.counters.insert(response.counters().begin(), response.counters().end());
   out.sessions = response.sessions();
@@ -380,11 +379,10 @@ Stats FromProto(const v1::Stats& response) {
                                 g.device_free_bytes(), g.device_total_bytes(), g.host_pinned()});
   }
   for (const v1::CodecStats& k : response.codecs()) {
-    out.codecs.push_back(CodecStats{k.codec(), k.encodes(), k.encode_in_bytes(),
-                                    k.encode_out_bytes(), k.decodes(), k.decode_in_bytes(),
-                                    k.decode_out_bytes(), k.decode_failures(), k.tried(),
-                                    k.over_budget(), k.ratio(), k.encode_gbps(), k.decode_gbps(),
-                                    k.max_rel_rmse()});
+    out.codecs.push_back(
+        CodecStats{k.codec(), k.encodes(), k.encode_in_bytes(), k.encode_out_bytes(), k.decodes(),
+                   k.decode_in_bytes(), k.decode_out_bytes(), k.decode_failures(), k.tried(),
+                   k.over_budget(), k.ratio(), k.encode_gbps(), k.decode_gbps(), k.max_rel_rmse()});
   }
   return out;
 }

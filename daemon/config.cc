@@ -9,8 +9,8 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/settings.h"
 #include "daemon/codec/codec.h"
+#include "daemon/settings.h"
 #include "tensord/dtype.h"
 
 namespace tensord {

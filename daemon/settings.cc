@@ -8,8 +8,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "daemon/config.h"
 #include "daemon/codec/codec.h"
+#include "daemon/config.h"
 #include "daemon/policy/eviction.h"
 
 namespace tensord {
@@ -317,7 +317,8 @@ std::string PrintConfig(const DaemonConfig& config) {
       } else {
         absl::StrAppend(&out, "share = ", absl::StrFormat("%.2f", p.share), "\n");
       }
-      if (!p.compression.empty()) absl::StrAppend(&out, "compression = ", Quote(p.compression), "\n");
+      if (!p.compression.empty())
+        absl::StrAppend(&out, "compression = ", Quote(p.compression), "\n");
       if (p.error_budget > 0) absl::StrAppend(&out, "error_budget = ", p.error_budget, "\n");
       if (!p.codecs.empty()) {
         std::vector<std::string> quoted;

@@ -204,8 +204,8 @@ Compression ParseCompression(const std::string& s) {
   if (s == "none") return Compression::kNone;
   if (s == "lossless") return Compression::kLossless;
   if (s == "lossy") return Compression::kLossy;
-  throw py::value_error("compression must be 'default', 'none', 'lossless' or 'lossy', not '" +
-                        s + "'");
+  throw py::value_error("compression must be 'default', 'none', 'lossless' or 'lossy', not '" + s +
+                        "'");
 }
 
 Scope ParseScope(const std::string& s) {

@@ -41,8 +41,7 @@ class NoneCodec final : public Codec {
   bool Accepts(const TensorRef&) const override { return true; }
 
  protected:
-  absl::Status EncodePayload(const TensorRef&, double, Bytes*,
-                             Quality*) const override {
+  absl::Status EncodePayload(const TensorRef&, double, Bytes*, Quality*) const override {
     return absl::OkStatus();  // not reached: Encode copies the bytes
   }
   absl::Status DecodePayload(std::span<const uint8_t>, const TensorRef&,
@@ -196,7 +195,7 @@ absl::StatusOr<Bytes> Codec::Encode(const TensorRef& t, double budget) const {
 }
 
 absl::StatusOr<Bytes> Codec::EncodeMeasured(const TensorRef& t, double budget,
-                                                           Quality* quality) const {
+                                            Quality* quality) const {
   if (id() == CodecId::kNone) return Bytes(t.bytes.begin(), t.bytes.end());
   if (ItemSize(t.dtype) == 0 || t.bytes.size() % ItemSize(t.dtype) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(name(), ": ", t.bytes.size(),

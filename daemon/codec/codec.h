@@ -14,9 +14,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <new>
-#include <utility>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"

@@ -105,8 +105,7 @@ class Lossless final : public Codec {
   bool Accepts(const TensorRef&) const override { return true; }
 
  protected:
-  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out,
-                             Quality*) const override {
+  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out, Quality*) const override {
     const size_t item = ItemSize(t.dtype);
     const uint32_t chunk = kChunkBytes / uint32_t(item) * uint32_t(item);
     const size_t n = t.bytes.size();
@@ -218,8 +217,7 @@ class Sparse final : public Codec {
     return std::memcmp(p, kZeros, item) == 0;
   }
 
-  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out,
-                             Quality*) const override {
+  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out, Quality*) const override {
     const size_t item = ItemSize(t.dtype), n = Elements(t);
     const size_t chunks = (n + kChunkElements - 1) / kChunkElements;
     std::vector<size_t> nonzero(chunks + 1, 0);

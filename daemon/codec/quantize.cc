@@ -316,8 +316,7 @@ class Int4 final : public Codec {
   bool Accepts(const TensorRef& t) const override { return IsFloat(t.dtype); }
 
  protected:
-  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out,
-                             Quality*) const override {
+  absl::Status EncodePayload(const TensorRef& t, double, Bytes* out, Quality*) const override {
     if (!AllFinite(t)) return NonFinite(name());
     const size_t n = Elements(t), groups = (n + kGroup - 1) / kGroup, base = out->size();
     out->resize(base + 4 * groups + (n + 1) / 2, 0);

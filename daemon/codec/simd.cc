@@ -156,9 +156,7 @@ namespace avx2 {
 
 #define TENSORD_AVX2 __attribute__((target("avx2,f16c,fma")))
 
-TENSORD_AVX2 inline __m256 Abs(__m256 v) {
-  return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
-}
+TENSORD_AVX2 inline __m256 Abs(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 
 TENSORD_AVX2 inline float HMax(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -192,8 +190,8 @@ TENSORD_AVX2 inline __m256d AddSquares(__m256 v, __m256d acc) {
 TENSORD_AVX2 inline __m256i Bf16Bits(__m256 v) {
   const __m256i x = _mm256_castps_si256(v);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
-  const __m256i rounded = _mm256_srli_epi32(
-      _mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)), lsb), 16);
+  const __m256i rounded =
+      _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)), lsb), 16);
   const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
   const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff)),
                                          _mm256_set1_epi32(0x7f800000));
@@ -244,27 +242,6 @@ TENSORD_AVX2 void Narrow(DType d, const float* src, size_t n, uint8_t* dst) {
     }
   }
   portable::Narrow(d, src + i, n - i, dst + 2 * i);
-}
-
-TENSORD_AVX2 void RoundTo(DType d, float* x, size_t n) {
-  size_t i = 0;
-  if (d == DType::kFloat16) {
-    for (; i + 8 <= n; i += 8) {
-      const __m128i h =
-          _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      _mm256_storeu_ps(x + i, _mm256_cvtph_ps(h));
-    }
-  } else if (d == DType::kBFloat16) {
-    for (; i + 8 <= n; i += 8) {
-      const __m256i b = _mm256_slli_epi32(Bf16Bits(_mm256_loadu_ps(x + i)), 16);
-      _mm256_storeu_ps(x + i, _mm256_castsi256_ps(b));
-    }
-  }
-  for (; i < n; ++i) {
-    uint8_t tmp[4];
-    portable::Narrow(d, x + i, 1, tmp);
-    portable::Widen(d, tmp, 1, x + i);
-  }
 }
 
 TENSORD_AVX2 Stats Measure(const float* x, size_t n) {
@@ -319,8 +296,7 @@ TENSORD_AVX2 float AbsMax(const float* x, size_t n) {
 TENSORD_AVX2 void AbsMaxInto(const float* x, size_t n, float* acc) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(acc + i,
-                     _mm256_max_ps(_mm256_loadu_ps(acc + i), Abs(_mm256_loadu_ps(x + i))));
+    _mm256_storeu_ps(acc + i, _mm256_max_ps(_mm256_loadu_ps(acc + i), Abs(_mm256_loadu_ps(x + i))));
   }
   portable::AbsMaxInto(x + i, n - i, acc + i);
 }
@@ -378,8 +354,8 @@ TENSORD_AVX2 void QuantizeInt8(const float* x, size_t n, const float* inv, const
     AddLanes(d, xv, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc), &lanes);
   }
   if (err != nullptr) Flush(lanes, err);
-  portable::QuantizeInt8(x + i, n - i, per_element ? inv + i : inv,
-                         per_element ? scale + i : scale, per_element, q + i, d, err);
+  portable::QuantizeInt8(x + i, n - i, per_element ? inv + i : inv, per_element ? scale + i : scale,
+                         per_element, q + i, d, err);
 }
 
 TENSORD_AVX2 void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_element,
@@ -425,8 +401,8 @@ TENSORD_AVX2 void QuantizeE4m3(const float* x, size_t n, float inv, float scale,
     normal = _mm256_srli_epi32(_mm256_sub_epi32(normal, _mm256_set1_epi32(120 << 23)), 20);
     // Below 2^-6: round(|x| * 512), units of the smallest denormal (can reach 8, the first
     // normal code).
-    const __m256i denormal = _mm256_cvtps_epi32(
-        _mm256_mul_ps(_mm256_castsi256_ps(abs), _mm256_set1_ps(512.0f)));
+    const __m256i denormal =
+        _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_castsi256_ps(abs), _mm256_set1_ps(512.0f)));
     const __m256i small = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x3c800000), abs);  // < 2^-6
     __m256i code = _mm256_blendv_epi8(normal, denormal, small);
     // The normal path's subtraction wraps for tiny values; those took the denormal branch.
@@ -454,11 +430,11 @@ TENSORD_AVX2 void AddError(const float* x, const float* y, size_t n, Error* e) {
   ErrorLanes lanes = NoError();
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    lanes.err2 = AddSquares(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)),
-                            lanes.err2);
+    lanes.err2 =
+        AddSquares(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)), lanes.err2);
     lanes.ref2 = AddSquares(_mm256_loadu_ps(x + i), lanes.ref2);
-    lanes.max = _mm256_max_ps(lanes.max, Abs(_mm256_sub_ps(_mm256_loadu_ps(x + i),
-                                                           _mm256_loadu_ps(y + i))));
+    lanes.max = _mm256_max_ps(lanes.max,
+                              Abs(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i))));
   }
   Flush(lanes, e);
   portable::AddError(x + i, y + i, n - i, e);
@@ -479,16 +455,6 @@ void Widen(DType d, const uint8_t* src, size_t n, float* dst) {
 
 void Narrow(DType d, const float* src, size_t n, uint8_t* dst) {
   UseAvx2() ? avx2::Narrow(d, src, n, dst) : portable::Narrow(d, src, n, dst);
-}
-
-void RoundTo(DType d, float* x, size_t n) {
-  if (d == DType::kFloat32) return;
-  if (UseAvx2()) return avx2::RoundTo(d, x, n);
-  for (size_t i = 0; i < n; ++i) {
-    uint8_t tmp[4];
-    portable::Narrow(d, x + i, 1, tmp);
-    portable::Widen(d, tmp, 1, x + i);
-  }
 }
 
 Stats Measure(const float* x, size_t n) {

@@ -27,8 +27,6 @@ void Widen(DType d, const uint8_t* src, size_t n, float* dst);
 // Stores src[i] in dtype d (float32, float16 or bfloat16), rounding to nearest even; NaN stays
 // NaN, values beyond the format's range become Inf.
 void Narrow(DType d, const float* src, size_t n, uint8_t* dst);
-// Widen(Narrow(x)) in place: what a value becomes once stored in dtype d.
-void RoundTo(DType d, float* x, size_t n);
 
 // Statistics of a run: max |x|, min, max, sum of squares, all-zero elements (bits), whether
 // every value is finite.

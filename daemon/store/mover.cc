@@ -262,7 +262,8 @@ void Mover::Up(TierId from, std::span<MoveItem> items) {
       m.status = std::move(st[j]);
       m.dst.length = m.nbytes;
       m.dst_codec = codec::CodecId::kNone;
-      if (m.status.ok() && m.src_codec != codec::CodecId::kNone) to_decode.push_back(batch->index[j]);
+      if (m.status.ok() && m.src_codec != codec::CodecId::kNone)
+        to_decode.push_back(batch->index[j]);
     }
     // The codec stage, on the codec pool.
     codec::ParallelFor(to_decode.size(), [&](size_t k) {
@@ -270,10 +271,9 @@ void Mover::Up(TierId from, std::span<MoveItem> items) {
       const auto t0 = std::chrono::steady_clock::now();
       auto c = codec::CodecFor(m.src_codec);
       const codec::TensorRef like{m.dtype, m.shape, {}};
-      absl::Status decoded =
-          c.ok() ? (*c)->Decode({staging[to_decode[k]].get(), m.src.length}, like,
-                                {host->Address(m.dst), m.nbytes})
-                 : c.status();
+      absl::Status decoded = c.ok() ? (*c)->Decode({staging[to_decode[k]].get(), m.src.length},
+                                                   like, {host->Address(m.dst), m.nbytes})
+                                    : c.status();
       CountDecode(m.src_codec, m.src.length, m.nbytes,
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                   decoded.ok());

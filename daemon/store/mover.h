@@ -57,7 +57,7 @@ struct CodecStat {
 struct CodecCounters {
   uint64_t encodes = 0, encode_in_bytes = 0, encode_out_bytes = 0, stored_raw = 0;
   uint64_t decodes = 0, decode_in_bytes = 0, decode_out_bytes = 0, decode_failures = 0;
-  uint64_t over_budget = 0;  // tensors stored losslessly because no lossy codec met the budget
+  uint64_t over_budget = 0;       // tensors stored losslessly because no lossy codec met the budget
   std::vector<CodecStat> codecs;  // those that have run
 };
 

@@ -59,9 +59,9 @@ SsdTier::SsdTier(const SsdTierConfig& config, std::vector<UniqueFd> fds,
                  std::unique_ptr<io::IoEngine> engine)
     : config_(config), engine_(std::move(engine)) {
   for (size_t i = 0; i < fds.size(); ++i) {
-    files_.push_back(std::unique_ptr<File>(
-        new File{config.files[i].path, std::move(fds[i]),
-                 memory::GeneralAllocator(0, config.files[i].size, kBlock)}));
+    files_.push_back(
+        std::unique_ptr<File>(new File{config.files[i].path, std::move(fds[i]),
+                                       memory::GeneralAllocator(0, config.files[i].size, kBlock)}));
   }
   engine_->set_fault_plan(&faults_);
   stats_.engine = engine_->mode();
@@ -157,8 +157,8 @@ absl::StatusOr<Range> SsdTier::ReserveFile(uint64_t nbytes) {
     offset = files_[f]->extents.Allocate(nbytes);
   }
   if (!offset.ok()) {
-    return absl::ResourceExhaustedError(absl::StrCat("swap full: no room for ", nbytes,
-                                                     " bytes (", offset.status().message(), ")"));
+    return absl::ResourceExhaustedError(absl::StrCat("swap full: no room for ", nbytes, " bytes (",
+                                                     offset.status().message(), ")"));
   }
   return Range{f, *offset, nbytes, files_[f]->extents.Reserved(nbytes), 0};
 }
@@ -184,8 +184,8 @@ std::vector<SsdTier::Piece> SsdTier::PiecesOf(std::span<const Transfer> items) c
       spdlog::critical("swap extent names file {} of {}", t.range->space, files_.size());
       std::abort();
     }
-    pieces.push_back(Piece{files_[t.range->space]->fd.get(), t.host, t.range->length,
-                           t.range->offset});
+    pieces.push_back(
+        Piece{files_[t.range->space]->fd.get(), t.host, t.range->length, t.range->offset});
   }
   return pieces;
 }
@@ -226,8 +226,8 @@ std::vector<absl::Status> SsdTier::Split(
 
 void SsdTier::WriteImpl(std::span<const Transfer> items, TransferDone done) {
   if (degraded()) {
-    std::move(done)(std::vector<absl::Status>(items.size(),
-                                              absl::UnavailableError("swap device is degraded")));
+    std::move(done)(
+        std::vector<absl::Status>(items.size(), absl::UnavailableError("swap device is degraded")));
     return;
   }
   for (const Transfer& t : items) t.range->checksum = XXH3_64bits(t.host, t.range->length);
@@ -248,8 +248,9 @@ void SsdTier::ReadImpl(std::span<const Transfer> items, TransferDone done) {
     if (XXH3_64bits(items[i].host, r.length) != r.checksum) {
       absl::MutexLock lock(&mu_);
       ++stats_.checksum_failures;
-      out[i] = absl::DataLossError(absl::StrCat(IsRam(r) ? "compressed RAM entry " : "swap extent at ",
-                                                r.offset, " failed its checksum"));
+      out[i] =
+          absl::DataLossError(absl::StrCat(IsRam(r) ? "compressed RAM entry " : "swap extent at ",
+                                           r.offset, " failed its checksum"));
     }
   }
   std::move(done)(std::move(out));

@@ -1,10 +1,10 @@
 // The SSD tier: preallocated swap files opened O_DIRECT, each carved into 4 KiB-aligned extents
 // by the general allocator (new extents rotate among the files, spreading I/O over devices),
-// written and read through an IoEngine; one of the tiers behind tiers/tier.h. Every extent carries an XXH3 checksum of its bytes, taken
-// when written and verified on every read, so a faulty device never serves wrong bytes. After
-// `degrade_after` consecutive I/O failures the tier is marked degraded and refuses new writes
-// (reads are still attempted). Thread-safe: the extent allocator and counters are guarded by mu_;
-// I/O runs without the lock.
+// written and read through an IoEngine; one of the tiers behind tiers/tier.h. Every extent carries
+// an XXH3 checksum of its bytes, taken when written and verified on every read, so a faulty device
+// never serves wrong bytes. After `degrade_after` consecutive I/O failures the tier is marked
+// degraded and refuses new writes (reads are still attempted). Thread-safe: the extent allocator
+// and counters are guarded by mu_; I/O runs without the lock.
 #pragma once
 
 #include <map>

@@ -143,7 +143,8 @@ class Harness {
     const int64_t n = in_.ConsumeIntegralInRange<int64_t>(1, 64) * 1024;
     p.shape = {floats ? n / 2 : n};
     p.durability = in_.ConsumeBool() ? store::Durability::kDurable : store::Durability::kCache;
-    p.compression.mode = in_.ConsumeBool() ? codec::Compression::kLossless : codec::Compression::kNone;
+    p.compression.mode =
+        in_.ConsumeBool() ? codec::Compression::kLossless : codec::Compression::kNone;
     p.parent = in_.ConsumeBool() ? Key() : "";
     auto info = store_->Create(session_, p, deadline);
     if (!info.ok()) return;

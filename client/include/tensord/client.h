@@ -90,7 +90,7 @@ struct TensorInfo {
   uint32_t leases = 0;
   int64_t created_unix_ms = 0;
   int64_t ttl_ms = 0;
-  bool on_gpu = false;  // has a copy on the GPU tier
+  bool on_gpu = false;                           // has a copy on the GPU tier
   Compression compression = Compression::kNone;  // as the daemon resolved it
   double error_budget = 0;
   std::vector<std::string> codecs;
