@@ -1,6 +1,12 @@
-// Client, Lease and WritableTensor: thin wrappers over internal::Session's RPCs.
+// Client, Lease and WritableTensor: thin wrappers over internal::Session's RPCs. The Client
+// swaps in a new Session when the daemon restarts (Live / Reconnect / Retrying); leases keep
+// the Session that granted them and learn from it that they are stale.
 #include "tensord/client.h"
 
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/session.h"
 #include "google/protobuf/util/json_util.h"
@@ -10,6 +16,52 @@ namespace tensord {
 namespace {
 
 using internal::FromGrpc;
+using SessionPtr = std::shared_ptr<internal::Session>;
+
+// Reconnect backoff: the first retry after this, doubling up to kMaxBackoff.
+constexpr std::chrono::milliseconds kFirstBackoff{50};
+constexpr std::chrono::milliseconds kMaxBackoff{1000};
+// How long a call that failed with UNAVAILABLE waits for its session's stream to end before it
+// concludes that the daemon is still there (draining, say) and reports the error. A daemon that
+// died breaks both at the same moment; the watcher thread needs only to be scheduled.
+constexpr std::chrono::milliseconds kStreamEndGrace{250};
+
+// The daemon's answer for a session id it does not know (daemon/store): after a restart.
+constexpr absl::string_view kUnknownSession = "unknown or closed session";
+
+absl::Status StaleError(std::string_view what) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(absl::string_view(what.data(), what.size()),
+                   " from before the daemon restarted (its session has ended): it is no "
+                   "longer valid"));
+}
+
+// Returns `st`, or StaleError if it says that the daemon no longer knows `session` (the daemon
+// restarted before the watcher noticed; the session is marked dead so that valid() agrees).
+absl::Status StaleIfLost(internal::Session& session, absl::Status st, std::string_view what) {
+  if (st.code() == absl::StatusCode::kFailedPrecondition &&
+      absl::StrContains(st.message(), kUnknownSession)) {
+    session.MarkDead();
+    return StaleError(what);
+  }
+  return st;
+}
+
+// Whether a call on `session` that returned `st` failed because the daemon lost the session:
+// it no longer knows it, or the daemon went away (UNAVAILABLE, and the stream ended too).
+bool DaemonLost(internal::Session& session, const absl::Status& st) {
+  if (st.code() == absl::StatusCode::kFailedPrecondition) {
+    return absl::StrContains(st.message(), kUnknownSession);
+  }
+  if (st.code() == absl::StatusCode::kUnavailable) return session.WaitDead(kStreamEndGrace);
+  return false;
+}
+
+const absl::Status& StatusOf(const absl::Status& st) { return st; }
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& v) {
+  return v.status();
+}
 
 TensorInfo FromProto(const v1::TensorMeta& m) {
   TensorInfo info;
@@ -88,8 +140,11 @@ WritableTensor::~WritableTensor() {
   if (open_) (void)Abort();
 }
 
+bool WritableTensor::valid() const { return session_ != nullptr && session_->alive(); }
+
 absl::Status WritableTensor::Seal(void* cuda_stream) {
   if (!open_) return absl::FailedPreconditionError("tensor is already sealed or aborted");
+  if (!valid()) return StaleError("unsealed tensor");
   // A GPU tensor: record an interprocess event after the writes on `cuda_stream` and wait for
   // it here, then send it; the daemon checks it has completed before publishing the tensor.
   // One event per Seal, alive until the daemon has answered.
@@ -104,7 +159,7 @@ absl::Status WritableTensor::Seal(void* cuda_stream) {
     handle = *std::move(h);
     if (absl::Status st = event->Synchronize(); !st.ok()) return st;
   }
-  absl::Status st = session_->Seal(info_.key, handle);
+  absl::Status st = StaleIfLost(*session_, session_->Seal(info_.key, handle), "unsealed tensor");
   if (st.ok()) {
     open_ = false;
     info_.sealed = true;
@@ -115,7 +170,8 @@ absl::Status WritableTensor::Seal(void* cuda_stream) {
 absl::Status WritableTensor::Abort() {
   if (!open_) return absl::FailedPreconditionError("tensor is already sealed or aborted");
   open_ = false;
-  return session_->Abort(info_.key);
+  if (!valid()) return StaleError("unsealed tensor");
+  return StaleIfLost(*session_, session_->Abort(info_.key), "unsealed tensor");
 }
 
 // ---- Lease ----
@@ -145,124 +201,204 @@ Lease& Lease::operator=(Lease&& o) noexcept {
 
 Lease::~Lease() { (void)Release(); }
 
+bool Lease::valid() const { return session_ != nullptr && session_->alive(); }
+
 absl::Status Lease::Release() {
   if (lease_id_ == 0) return absl::OkStatus();
   const uint64_t id = std::exchange(lease_id_, 0);
   data_ = nullptr;
-  return session_->Release({id});
+  // The daemon that granted it is gone, and lease ids are per instance: send nothing.
+  if (!valid()) return StaleError("lease");
+  return StaleIfLost(*session_, session_->Release({id}), "lease");
 }
 
 // ---- Client ----
 
-Client::Client(std::shared_ptr<internal::Session> session) : session_(std::move(session)) {}
+Client::Client(const ClientOptions& options, SessionPtr session)
+    : options_(options), session_(std::move(session)) {}
 
 Client::~Client() = default;
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
   auto session = internal::Session::Open(options);
   if (!session.ok()) return session.status();
-  return std::unique_ptr<Client>(new Client(*std::move(session)));
+  return std::unique_ptr<Client>(new Client(options, *std::move(session)));
 }
 
-const std::string& Client::session_id() const { return session_->id(); }
+SessionPtr Client::Current() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return session_;
+}
+
+absl::StatusOr<SessionPtr> Client::Live() {
+  SessionPtr session = Current();
+  if (session->alive() || options_.reconnect_timeout.count() <= 0) return session;
+  return Reconnect(session);
+}
+
+absl::StatusOr<SessionPtr> Client::Reconnect(const SessionPtr& dead) {
+  dead->MarkDead();  // its leases and creates are gone with the old instance
+  const uint64_t attempts_seen = reconnect_attempts_.load();
+  std::lock_guard<std::mutex> one_at_a_time(reconnect_mu_);
+  if (SessionPtr current = Current(); current != dead) return current;  // done by another call
+  // Another call has just spent the whole reconnect_timeout on this: do not wait it again.
+  if (reconnect_attempts_.load() != attempts_seen) return last_reconnect_error_;
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point give_up = Clock::now() + options_.reconnect_timeout;
+  std::chrono::milliseconds backoff = kFirstBackoff;
+  absl::Status last = absl::UnavailableError("no attempt made");
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now());
+    if (left.count() <= 0) break;
+    auto fresh = internal::Session::Open(options_, std::min(left, options_.deadline));
+    if (fresh.ok()) {
+      {
+        // The caller's `dead` still holds the old session: it is not destroyed under mu_.
+        std::lock_guard<std::mutex> lock(mu_);
+        session_ = *fresh;
+      }
+      reconnects_.fetch_add(1);
+      reconnect_attempts_.fetch_add(1);
+      return *std::move(fresh);
+    }
+    last = fresh.status();
+    // UNAVAILABLE: not up yet, or draining before it stops; anything else will not heal.
+    if (last.code() != absl::StatusCode::kUnavailable) break;
+    const Clock::duration until_give_up = give_up - Clock::now();
+    if (until_give_up <= Clock::duration::zero()) break;
+    std::this_thread::sleep_for(std::min<Clock::duration>(backoff, until_give_up));
+    backoff = std::min(backoff * 2, kMaxBackoff);
+  }
+  last_reconnect_error_ =
+      last.code() == absl::StatusCode::kUnavailable
+          ? absl::UnavailableError(absl::StrCat("tensord did not take a new session within ",
+                                                options_.reconnect_timeout.count(),
+                                                " ms of losing the old one: ", last.message()))
+          : last;
+  reconnect_attempts_.fetch_add(1);
+  return last_reconnect_error_;
+}
+
+template <typename Call>
+auto Client::Retrying(Call call) {
+  using Result = decltype(call(SessionPtr()));
+  auto session = Live();
+  if (!session.ok()) return Result(session.status());
+  Result result = call(*session);
+  if (StatusOf(result).ok() || options_.reconnect_timeout.count() <= 0 ||
+      !DaemonLost(**session, StatusOf(result))) {
+    return result;
+  }
+  auto fresh = Reconnect(*session);
+  if (!fresh.ok()) return Result(fresh.status());
+  return Result(call(*fresh));
+}
+
+std::string Client::session_id() const { return Current()->id(); }
 
 std::pair<const uint8_t*, uint64_t> Client::SegmentMapping(uint32_t arena) const {
-  return session_->Mapping(arena);
+  return Current()->Mapping(arena);
 }
 
-bool Client::gpu_usable() const { return session_->gpu_usable(); }
+bool Client::gpu_usable() const { return Current()->gpu_usable(); }
 
-std::vector<uint64_t> Client::GpuIpcOpens() const { return session_->GpuIpcOpens(); }
+std::vector<uint64_t> Client::GpuIpcOpens() const { return Current()->GpuIpcOpens(); }
 
 absl::StatusOr<WritableTensor> Client::Create(std::string_view key, DType dtype,
                                               std::vector<int64_t> shape,
                                               const CreateOptions& options) {
-  v1::CreateRequest request;
-  request.set_session_id(session_->id());
-  request.set_ns(session_->ns());
-  request.set_key(std::string(key));
-  request.set_dtype(static_cast<v1::DType>(dtype));
-  for (int64_t d : shape) request.add_shape(d);
-  request.set_pool(options.pool);
-  request.set_durability(static_cast<v1::Durability>(options.durability));
-  request.set_scope(static_cast<v1::Scope>(options.scope));
-  request.set_ttl_ms(options.ttl_ms);
-  request.set_compression(static_cast<v1::Compression>(options.compression));
-  request.set_error_budget(options.error_budget);
-  for (const std::string& c : options.codecs) request.add_codecs(c);
-  request.set_parent(options.parent);
-  request.set_tier(static_cast<v1::Tier>(options.tier));
-  if (options.tier == Tier::kGpu && options.device >= 0) {
-    auto device = session_->DaemonDevice(options.device);
-    if (!device.ok()) return device.status();
-    request.set_device(*device);
-  }
-  v1::CreateResponse response;
-  auto ctx = session_->Context();
-  if (auto st = FromGrpc(session_->stub().Create(ctx.get(), request, &response)); !st.ok()) {
-    return st;
-  }
-  TensorInfo info;
-  info.key = std::string(key);
-  info.dtype = dtype;
-  info.shape = std::move(shape);
-  info.nbytes = response.location().length();
-  info.pool = response.pool();
-  info.durability = options.durability;
-  info.scope = options.scope;
-  info.ttl_ms = options.ttl_ms;
-  info.location =
-      Location{static_cast<Tier>(response.location().tier()), response.location().arena(),
-               response.location().offset(), response.location().length()};
-  int device = -1;
-  auto address = session_->Address(response.location(), &device);
-  if (!address.ok()) {
-    (void)session_->Abort(info.key);
-    return address.status();
-  }
-  return WritableTensor(session_, std::move(info), *address, device);
+  // Retried whole on a new session: an unsealed create of a dead instance is gone with it.
+  return Retrying([&](const SessionPtr& s) -> absl::StatusOr<WritableTensor> {
+    v1::CreateRequest request;
+    request.set_session_id(s->id());
+    request.set_ns(s->ns());
+    request.set_key(std::string(key));
+    request.set_dtype(static_cast<v1::DType>(dtype));
+    for (int64_t d : shape) request.add_shape(d);
+    request.set_pool(options.pool);
+    request.set_durability(static_cast<v1::Durability>(options.durability));
+    request.set_scope(static_cast<v1::Scope>(options.scope));
+    request.set_ttl_ms(options.ttl_ms);
+    request.set_compression(static_cast<v1::Compression>(options.compression));
+    request.set_error_budget(options.error_budget);
+    for (const std::string& c : options.codecs) request.add_codecs(c);
+    request.set_parent(options.parent);
+    request.set_tier(static_cast<v1::Tier>(options.tier));
+    if (options.tier == Tier::kGpu && options.device >= 0) {
+      auto daemon_device = s->DaemonDevice(options.device);
+      if (!daemon_device.ok()) return daemon_device.status();
+      request.set_device(*daemon_device);
+    }
+    v1::CreateResponse response;
+    auto ctx = s->Context();
+    if (auto st = FromGrpc(s->stub().Create(ctx.get(), request, &response)); !st.ok()) {
+      return st;
+    }
+    TensorInfo info;
+    info.key = std::string(key);
+    info.dtype = dtype;
+    info.shape = shape;  // a copy: this may run twice
+    info.nbytes = response.location().length();
+    info.pool = response.pool();
+    info.durability = options.durability;
+    info.scope = options.scope;
+    info.ttl_ms = options.ttl_ms;
+    info.location =
+        Location{static_cast<Tier>(response.location().tier()), response.location().arena(),
+                 response.location().offset(), response.location().length()};
+    int device = -1;
+    auto address = s->Address(response.location(), &device);
+    if (!address.ok()) {
+      (void)s->Abort(info.key);
+      return address.status();
+    }
+    return WritableTensor(s, std::move(info), *address, device);
+  });
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<Lease>>> Client::GetBatch(
     std::span<const std::string> keys, Tier want, int device) {
-  v1::GetRequest request;
-  request.set_session_id(session_->id());
-  request.set_ns(session_->ns());
-  for (const std::string& k : keys) request.add_keys(k);
-  // A process that cannot open GPU memory asks for host copies only.
-  if (want == Tier::kAny && !session_->gpu_usable()) want = Tier::kHost;
-  request.set_want(static_cast<v1::Tier>(want));
-  if (want == Tier::kGpu && device >= 0) {
-    auto d = session_->DaemonDevice(device);
-    if (!d.ok()) return d.status();
-    request.set_device(*d);
-  }
-  v1::GetResponse response;
-  auto ctx = session_->Context();
-  if (auto st = FromGrpc(session_->stub().Get(ctx.get(), request, &response)); !st.ok()) {
-    return st;
-  }
-  if (static_cast<size_t>(response.results_size()) != keys.size()) {
-    return absl::InternalError("daemon answered a different number of keys");
-  }
-  std::vector<absl::StatusOr<Lease>> out;
-  out.reserve(keys.size());
-  for (const v1::GetResult& r : response.results()) {
-    if (r.code() != 0) {
-      out.push_back(absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()));
-      continue;
+  using Batch = std::vector<absl::StatusOr<Lease>>;
+  return Retrying([&](const SessionPtr& s) -> absl::StatusOr<Batch> {
+    v1::GetRequest request;
+    request.set_session_id(s->id());
+    request.set_ns(s->ns());
+    for (const std::string& k : keys) request.add_keys(k);
+    // A process that cannot open GPU memory asks for host copies only.
+    const Tier tier = want == Tier::kAny && !s->gpu_usable() ? Tier::kHost : want;
+    request.set_want(static_cast<v1::Tier>(tier));
+    if (tier == Tier::kGpu && device >= 0) {
+      auto d = s->DaemonDevice(device);
+      if (!d.ok()) return d.status();
+      request.set_device(*d);
     }
-    // Build the lease first so that it is released even if mapping fails.
-    Lease lease(session_, FromProto(r.meta()), nullptr, r.lease_id());
-    auto address = session_->Address(r.meta().location(), &lease.device_);
-    if (!address.ok()) {
-      out.push_back(address.status());
-      continue;
+    v1::GetResponse response;
+    auto ctx = s->Context();
+    if (auto st = FromGrpc(s->stub().Get(ctx.get(), request, &response)); !st.ok()) {
+      return st;
     }
-    lease.data_ = *address;
-    out.push_back(std::move(lease));
-  }
-  return out;
+    if (static_cast<size_t>(response.results_size()) != keys.size()) {
+      return absl::InternalError("daemon answered a different number of keys");
+    }
+    Batch out;
+    out.reserve(keys.size());
+    for (const v1::GetResult& r : response.results()) {
+      if (r.code() != 0) {
+        out.push_back(absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()));
+        continue;
+      }
+      // Build the lease first so that it is released even if mapping fails.
+      Lease lease(s, FromProto(r.meta()), nullptr, r.lease_id());
+      auto address = s->Address(r.meta().location(), &lease.device_);
+      if (!address.ok()) {
+        out.push_back(address.status());
+        continue;
+      }
+      lease.data_ = *address;
+      out.push_back(std::move(lease));
+    }
+    return out;
+  });
 }
 
 absl::StatusOr<Lease> Client::Get(std::string_view key, Tier want, int device) {
@@ -275,10 +411,14 @@ absl::StatusOr<Lease> Client::Get(std::string_view key, Tier want, int device) {
 absl::Status Client::ReleaseAll(std::span<Lease> leases) {
   std::vector<uint64_t> ids;
   for (Lease& l : leases) {
-    if (l.lease_id_ != 0) ids.push_back(l.lease_id_);
+    if (l.lease_id_ == 0) continue;
+    if (!l.valid()) return StaleError("lease");  // all or nothing: none is released
+    ids.push_back(l.lease_id_);
   }
   if (ids.empty()) return absl::OkStatus();
-  absl::Status st = session_->Release(ids);
+  // Not retried: a new session holds none of these leases.
+  const SessionPtr session = Current();
+  absl::Status st = StaleIfLost(*session, session->Release(ids), "lease");
   if (st.ok()) {
     for (Lease& l : leases) {
       l.lease_id_ = 0;
@@ -289,35 +429,43 @@ absl::Status Client::ReleaseAll(std::span<Lease> leases) {
 }
 
 absl::Status Client::Delete(std::string_view key) {
-  v1::DeleteRequest request;
-  request.set_session_id(session_->id());
-  request.set_ns(session_->ns());
-  request.set_key(std::string(key));
-  v1::DeleteResponse response;
-  return FromGrpc(session_->stub().Delete(session_->Context().get(), request, &response));
+  // Retried: a retry after a restart may answer NOT_FOUND (the first one landed, or the tensor
+  // did not survive), which is reported as is.
+  return Retrying([&](const SessionPtr& s) {
+    v1::DeleteRequest request;
+    request.set_session_id(s->id());
+    request.set_ns(s->ns());
+    request.set_key(std::string(key));
+    v1::DeleteResponse response;
+    return FromGrpc(s->stub().Delete(s->Context().get(), request, &response));
+  });
 }
 
 absl::StatusOr<TensorInfo> Client::Stat(std::string_view key) {
-  v1::StatRequest request;
-  request.set_ns(session_->ns());
-  request.set_key(std::string(key));
-  v1::TensorMeta response;
-  auto st = FromGrpc(session_->stub().Stat(session_->Context().get(), request, &response));
-  if (!st.ok()) return st;
-  return FromProto(response);
+  return Retrying([&](const SessionPtr& s) -> absl::StatusOr<TensorInfo> {
+    v1::StatRequest request;
+    request.set_ns(s->ns());
+    request.set_key(std::string(key));
+    v1::TensorMeta response;
+    auto st = FromGrpc(s->stub().Stat(s->Context().get(), request, &response));
+    if (!st.ok()) return st;
+    return FromProto(response);
+  });
 }
 
 absl::StatusOr<std::vector<TensorInfo>> Client::List(std::string_view prefix, uint32_t limit) {
-  v1::ListRequest request;
-  request.set_ns(session_->ns());
-  request.set_prefix(std::string(prefix));
-  request.set_limit(limit);
-  v1::ListResponse response;
-  auto st = FromGrpc(session_->stub().List(session_->Context().get(), request, &response));
-  if (!st.ok()) return st;
-  std::vector<TensorInfo> out;
-  for (const v1::TensorMeta& m : response.tensors()) out.push_back(FromProto(m));
-  return out;
+  return Retrying([&](const SessionPtr& s) -> absl::StatusOr<std::vector<TensorInfo>> {
+    v1::ListRequest request;
+    request.set_ns(s->ns());
+    request.set_prefix(std::string(prefix));
+    request.set_limit(limit);
+    v1::ListResponse response;
+    auto st = FromGrpc(s->stub().List(s->Context().get(), request, &response));
+    if (!st.ok()) return st;
+    std::vector<TensorInfo> out;
+    for (const v1::TensorMeta& m : response.tensors()) out.push_back(FromProto(m));
+    return out;
+  });
 }
 
 namespace {
@@ -390,36 +538,41 @@ Stats FromProto(const v1::Stats& response) {
 }  // namespace
 
 absl::StatusOr<Stats> Client::GetStats() {
-  v1::GetStatsRequest request;
-  v1::Stats response;
-  auto st = FromGrpc(session_->stub().GetStats(session_->Context().get(), request, &response));
-  if (!st.ok()) return st;
-  return FromProto(response);
+  return Retrying([&](const SessionPtr& s) -> absl::StatusOr<Stats> {
+    v1::GetStatsRequest request;
+    v1::Stats response;
+    auto st = FromGrpc(s->stub().GetStats(s->Context().get(), request, &response));
+    if (!st.ok()) return st;
+    return FromProto(response);
+  });
 }
 
 absl::StatusOr<std::vector<PrefetchResult>> Client::Prefetch(std::span<const std::string> keys,
                                                              Tier tier, int device) {
-  v1::PrefetchRequest request;
-  request.set_ns(session_->ns());
-  for (const std::string& k : keys) request.add_keys(k);
-  request.set_tier(static_cast<v1::Tier>(tier));
-  if (tier == Tier::kGpu && device >= 0) {
-    auto d = session_->DaemonDevice(device);
-    if (!d.ok()) return d.status();
-    request.set_device(*d);
-  }
-  v1::PrefetchResponse response;
-  auto st = FromGrpc(session_->stub().Prefetch(session_->Context().get(), request, &response));
-  if (!st.ok()) return st;
-  if (response.results_size() != static_cast<int>(keys.size())) {
-    return absl::InternalError("the daemon answered a Prefetch with the wrong number of results");
-  }
-  std::vector<PrefetchResult> out;
-  for (const v1::PrefetchResult& r : response.results()) {
-    out.push_back(PrefetchResult{absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()),
-                                 r.moved()});
-  }
-  return out;
+  // Retried: moving a tensor up twice is a no-op the second time.
+  return Retrying([&](const SessionPtr& s) -> absl::StatusOr<std::vector<PrefetchResult>> {
+    v1::PrefetchRequest request;
+    request.set_ns(s->ns());
+    for (const std::string& k : keys) request.add_keys(k);
+    request.set_tier(static_cast<v1::Tier>(tier));
+    if (tier == Tier::kGpu && device >= 0) {
+      auto d = s->DaemonDevice(device);
+      if (!d.ok()) return d.status();
+      request.set_device(*d);
+    }
+    v1::PrefetchResponse response;
+    auto st = FromGrpc(s->stub().Prefetch(s->Context().get(), request, &response));
+    if (!st.ok()) return st;
+    if (response.results_size() != static_cast<int>(keys.size())) {
+      return absl::InternalError("the daemon answered a Prefetch with the wrong number of results");
+    }
+    std::vector<PrefetchResult> out;
+    for (const v1::PrefetchResult& r : response.results()) {
+      out.push_back(PrefetchResult{
+          absl::Status(static_cast<absl::StatusCode>(r.code()), r.message()), r.moved()});
+    }
+    return out;
+  });
 }
 
 absl::StatusOr<HintResult> Client::Hint(std::span<const std::string> keys, Tier tier,
@@ -427,37 +580,45 @@ absl::StatusOr<HintResult> Client::Hint(std::span<const std::string> keys, Tier 
   if (ttl.count() < 0 || ttl > std::chrono::hours(1)) {
     return absl::InvalidArgumentError("hint ttl must be between 0 (the default) and 1 hour");
   }
-  v1::HintRequest request;
-  request.set_ns(session_->ns());
-  for (const std::string& k : keys) request.add_keys(k);
-  request.set_tier(static_cast<v1::Tier>(tier));
-  request.set_ttl_ms(static_cast<uint32_t>(ttl.count()));
-  if (tier == Tier::kGpu && device >= 0) {
-    auto d = session_->DaemonDevice(device);
-    if (!d.ok()) return d.status();
-    request.set_device(*d);
-  }
-  v1::HintResponse response;
-  auto st = FromGrpc(session_->stub().Hint(session_->Context().get(), request, &response));
-  if (!st.ok()) return st;
-  return HintResult{response.accepted(), response.refreshed(), response.unknown(),
-                    response.dropped()};
+  // Retried: a hint that reached the dead instance is gone with it.
+  return Retrying([&](const SessionPtr& s) -> absl::StatusOr<HintResult> {
+    v1::HintRequest request;
+    request.set_ns(s->ns());
+    for (const std::string& k : keys) request.add_keys(k);
+    request.set_tier(static_cast<v1::Tier>(tier));
+    request.set_ttl_ms(static_cast<uint32_t>(ttl.count()));
+    if (tier == Tier::kGpu && device >= 0) {
+      auto d = s->DaemonDevice(device);
+      if (!d.ok()) return d.status();
+      request.set_device(*d);
+    }
+    v1::HintResponse response;
+    auto st = FromGrpc(s->stub().Hint(s->Context().get(), request, &response));
+    if (!st.ok()) return st;
+    return HintResult{response.accepted(), response.refreshed(), response.unknown(),
+                      response.dropped()};
+  });
 }
 
 absl::StatusOr<std::string> Client::Evict(std::string_view key) {
-  v1::EvictRequest request;
-  request.set_ns(session_->ns());
-  request.set_key(std::string(key));
-  v1::EvictResponse response;
-  auto st = FromGrpc(session_->stub().Evict(session_->Context().get(), request, &response));
-  if (!st.ok()) return st;
-  return response.outcome();
+  return Retrying([&](const SessionPtr& s) -> absl::StatusOr<std::string> {
+    v1::EvictRequest request;
+    request.set_ns(s->ns());
+    request.set_key(std::string(key));
+    v1::EvictResponse response;
+    auto st = FromGrpc(s->stub().Evict(s->Context().get(), request, &response));
+    if (!st.ok()) return st;
+    return response.outcome();
+  });
 }
 
 absl::StatusOr<std::string> Client::GetStatsJson() {
-  v1::GetStatsRequest request;
   v1::Stats response;
-  auto st = FromGrpc(session_->stub().GetStats(session_->Context().get(), request, &response));
+  absl::Status st = Retrying([&](const SessionPtr& s) {
+    v1::GetStatsRequest request;
+    response.Clear();
+    return FromGrpc(s->stub().GetStats(s->Context().get(), request, &response));
+  });
   if (!st.ok()) return st;
   std::string json;
   google::protobuf::util::JsonPrintOptions opts;
@@ -471,30 +632,37 @@ absl::StatusOr<std::string> Client::GetStatsJson() {
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Client::Health() {
-  auto health = grpc::health::v1::Health::NewStub(session_->channel());
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const char* service :
-       {"", "tensord.v1.Tensord", "tensord.host", "tensord.ssd", "tensord.gpu"}) {
-    grpc::health::v1::HealthCheckRequest request;
-    request.set_service(service);
-    grpc::health::v1::HealthCheckResponse response;
-    grpc::Status st = health->Check(session_->Context().get(), request, &response);
-    if (!st.ok() && st.error_code() != grpc::StatusCode::NOT_FOUND) return FromGrpc(st);
-    const char* state = !st.ok() ? "UNKNOWN"
-                        : response.status() == grpc::health::v1::HealthCheckResponse::SERVING
-                            ? "SERVING"
-                            : "NOT_SERVING";
-    out.emplace_back(service, state);
-  }
-  return out;
+  using States = std::vector<std::pair<std::string, std::string>>;
+  return Retrying([&](const SessionPtr& s) -> absl::StatusOr<States> {
+    auto health = grpc::health::v1::Health::NewStub(s->channel());
+    States out;
+    for (const char* service :
+         {"", "tensord.v1.Tensord", "tensord.host", "tensord.ssd", "tensord.gpu"}) {
+      grpc::health::v1::HealthCheckRequest request;
+      request.set_service(service);
+      grpc::health::v1::HealthCheckResponse response;
+      grpc::Status st = health->Check(s->Context().get(), request, &response);
+      if (!st.ok() && st.error_code() != grpc::StatusCode::NOT_FOUND) return FromGrpc(st);
+      const char* state = !st.ok() ? "UNKNOWN"
+                          : response.status() == grpc::health::v1::HealthCheckResponse::SERVING
+                              ? "SERVING"
+                              : "NOT_SERVING";
+      out.emplace_back(service, state);
+    }
+    return out;
+  });
 }
 
 absl::Status Client::WatchStats(std::chrono::milliseconds interval,
                                 const std::function<bool(const Stats&)>& on_stats) {
+  // Reconnects before it starts, but a stream broken by a restart is reported, not resumed:
+  // the caller has seen part of it.
+  auto session = Live();
+  if (!session.ok()) return session.status();
   v1::WatchStatsRequest request;
   request.set_interval_ms(static_cast<uint32_t>(interval.count()));
   grpc::ClientContext ctx;
-  auto reader = session_->stub().WatchStats(&ctx, request);
+  auto reader = (*session)->stub().WatchStats(&ctx, request);
   v1::Stats response;
   while (reader->Read(&response)) {
     if (!on_stats(FromProto(response))) {
@@ -509,9 +677,11 @@ absl::Status Client::WatchStats(std::chrono::milliseconds interval,
 }
 
 absl::Status Client::Ping() {
-  v1::PingRequest request;
-  v1::PingResponse response;
-  return FromGrpc(session_->stub().Ping(session_->Context().get(), request, &response));
+  return Retrying([&](const SessionPtr& s) {
+    v1::PingRequest request;
+    v1::PingResponse response;
+    return FromGrpc(s->stub().Ping(s->Context().get(), request, &response));
+  });
 }
 
 }  // namespace tensord

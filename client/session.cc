@@ -20,12 +20,22 @@ Session::Session(const ClientOptions& options) : options_(options) {
 }
 
 absl::StatusOr<std::shared_ptr<Session>> Session::Open(const ClientOptions& options) {
+  return Open(options, options.deadline);
+}
+
+absl::StatusOr<std::shared_ptr<Session>> Session::Open(const ClientOptions& options,
+                                                       std::chrono::milliseconds connect_timeout) {
   std::shared_ptr<Session> s(new Session(options));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
+  // gRPC's own reconnect backoff starts at 1 s and grows to 2 min; a restarted daemon on a
+  // local socket is back in well under a second, so retry sooner and never wait more than 1 s
+  // between attempts. (MIN_RECONNECT_BACKOFF is the connect timeout: left at its default.)
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   s->channel_ = grpc::CreateCustomChannel("unix:" + s->options_.socket_path,
                                           grpc::InsecureChannelCredentials(), args);
-  if (!s->channel_->WaitForConnected(std::chrono::system_clock::now() + options.deadline)) {
+  if (!s->channel_->WaitForConnected(std::chrono::system_clock::now() + connect_timeout)) {
     return absl::UnavailableError(
         absl::StrCat("no tensord answers on unix:", s->options_.socket_path));
   }
@@ -40,6 +50,7 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Open(const ClientOptions& opti
     return st.ok() ? absl::UnavailableError("tensord closed the session at once") : st;
   }
   s->session_id_ = event.welcome().session_id();
+  s->instance_id_ = event.welcome().instance_id();
   s->segments_.assign(event.welcome().segments().begin(), event.welcome().segments().end());
   s->mapped_.resize(s->segments_.size());
   s->gpu_arenas_.assign(event.welcome().gpu_arenas().begin(), event.welcome().gpu_arenas().end());
@@ -54,10 +65,25 @@ void Session::Watch() {
   v1::AttachEvent event;
   while (attach_->Read(&event)) {
   }
+  // The daemon ended the stream (stopped, killed, or dropped the session): everything this
+  // session holds there is gone, so its leases must say so.
+  if (!closing_.load()) MarkDead();
+}
+
+void Session::MarkDead() {
+  std::lock_guard<std::mutex> lock(mu_);
+  alive_.store(false, std::memory_order_release);
+  dead_cv_.notify_all();
+}
+
+bool Session::WaitDead(std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  return dead_cv_.wait_for(lock, timeout, [this] { return !alive(); });
 }
 
 Session::~Session() {
   if (attach_ != nullptr) {
+    closing_.store(true);
     attach_ctx_.TryCancel();
     if (watcher_.joinable()) watcher_.join();
     attach_->Finish();

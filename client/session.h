@@ -1,8 +1,13 @@
 // Internal to the client library: one attached session (the Attach stream and its watcher
 // thread), the gRPC stub and the cache of mapped segments. Shared by the Client and every
 // Lease / WritableTensor it hands out, so the session ends only when the last of them is gone.
+// A session belongs to one daemon instance: once its stream ends it is dead for good, and the
+// Client opens a new one (with new mappings) instead of reviving it.
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,9 +27,25 @@ namespace tensord::internal {
 
 class Session {
  public:
-  // Connects, attaches and reads the welcome. UNAVAILABLE if the daemon does not answer.
+  // Connects, attaches and reads the welcome. UNAVAILABLE if the daemon does not answer within
+  // `connect_timeout` (options.deadline in the first form), or refuses the session as draining.
   static absl::StatusOr<std::shared_ptr<Session>> Open(const ClientOptions& options);
+  static absl::StatusOr<std::shared_ptr<Session>> Open(const ClientOptions& options,
+                                                       std::chrono::milliseconds connect_timeout);
   ~Session();  // cancels the Attach stream: the daemon ends the session
+
+  // Whether the daemon still holds this session: false once the Attach stream ended for any
+  // reason but our own cancel (the daemon stopped, was killed, or dropped us), or once MarkDead
+  // was called. Never true again.
+  bool alive() const { return alive_.load(std::memory_order_acquire); }
+  // Records that the daemon no longer knows this session (e.g. it answered "unknown or closed
+  // session") and wakes WaitDead. Idempotent; any thread.
+  void MarkDead();
+  // Waits up to `timeout` for the session to die; returns !alive().
+  bool WaitDead(std::chrono::milliseconds timeout) const;
+  // The daemon instance that welcomed this session (Welcome.instance_id; empty from a daemon
+  // that does not send one).
+  const std::string& instance_id() const { return instance_id_; }
 
   // Returns a context whose deadline is now + options.deadline.
   std::unique_ptr<grpc::ClientContext> Context() const;
@@ -66,10 +87,14 @@ class Session {
   grpc::ClientContext attach_ctx_;
   std::unique_ptr<grpc::ClientReader<v1::AttachEvent>> attach_;
   std::thread watcher_;
-  std::string session_id_;
+  std::string session_id_;            // immutable after Open
+  std::string instance_id_;           // immutable after Open
+  std::atomic<bool> alive_{true};     // cleared once (MarkDead), under mu_
+  std::atomic<bool> closing_{false};  // set by the destructor before it cancels the stream
 
   std::vector<v1::Segment> segments_;  // immutable after Open
   mutable std::mutex mu_;
+  mutable std::condition_variable dead_cv_;        // with mu_: signalled when alive_ clears
   std::vector<std::optional<ShmSegment>> mapped_;  // guarded by mu_; index = segment id
   std::vector<v1::GpuArena> gpu_arenas_;           // immutable after Open
   struct GpuMapping {

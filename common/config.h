@@ -88,6 +88,10 @@ struct PolicyConfig {
 struct DaemonConfig {
   std::string run_dir = "./run";
   std::string socket_path;  // empty: <run_dir>/tensord.sock
+  // Warm restart: keep the sealed tensors (their segments, the object index and the swap files'
+  // extents) across a stop or a crash. state_dir holds the index; empty: run_dir.
+  bool persist = true;
+  std::string state_dir;
   mode_t socket_mode = 0600;
   std::string log_level = "info";
   uint64_t max_leases_per_session = 1 << 20;

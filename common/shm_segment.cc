@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace tensord {
 namespace bip = boost::interprocess;
@@ -37,11 +38,10 @@ void Prefault(uint8_t* data, uint64_t size) {
 #ifdef MADV_POPULATE_WRITE
   if (madvise(data, size, MADV_POPULATE_WRITE) == 0) return;
 #endif
-  // Older kernels: write one byte per page. The segment is new, so it is all zeros already.
+  // Older kernels: write one byte per page, the byte it holds (an adopted segment has data).
   const long page = sysconf(_SC_PAGESIZE);
-  for (uint64_t off = 0; off < size; off += static_cast<uint64_t>(page)) {
-    reinterpret_cast<volatile uint8_t*>(data)[off] = 0;
-  }
+  volatile uint8_t* p = data;
+  for (uint64_t off = 0; off < size; off += static_cast<uint64_t>(page)) p[off] = p[off];
 }
 
 }  // namespace
@@ -80,6 +80,34 @@ absl::StatusOr<ShmSegment> ShmSegment::Open(const std::string& name) {
   seg.name_ = name;
   seg.data_ = static_cast<uint8_t*>(seg.region_->get_address());
   seg.size_ = seg.region_->get_size();
+  return seg;
+}
+
+absl::StatusOr<ShmSegment> ShmSegment::Adopt(const std::string& name, uint64_t size, mode_t mode,
+                                             bool prefault) {
+  ShmSegment seg;
+  try {
+    bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_write);
+    struct stat st;
+    if (fstat(shm.get_mapping_handle().handle, &st) != 0) {
+      return absl::InternalError(absl::StrCat("stat ", name, ": ", std::strerror(errno)));
+    }
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 07777) != mode ||
+        static_cast<uint64_t>(st.st_size) != size) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "shared memory %s is not the segment this daemon left (owner %d, mode %o, %d bytes; "
+          "expected owner %d, mode %o, %d bytes)",
+          name, st.st_uid, st.st_mode & 07777, st.st_size, geteuid(), mode, size));
+    }
+    seg.region_ = std::make_unique<bip::mapped_region>(shm, bip::read_write);
+  } catch (const bip::interprocess_exception& e) {
+    return FromBoost(e, absl::StrCat("adopting shared memory ", name));
+  }
+  seg.owner_ = true;
+  seg.name_ = name;
+  seg.data_ = static_cast<uint8_t*>(seg.region_->get_address());
+  seg.size_ = size;
+  if (prefault) Prefault(seg.data_, size);
   return seg;
 }
 

@@ -28,6 +28,13 @@ class ShmSegment {
   // Opens and maps an existing segment read-write. NOT_FOUND if absent,
   // PERMISSION_DENIED if the mode forbids it, INTERNAL otherwise.
   static absl::StatusOr<ShmSegment> Open(const std::string& name);
+  // Takes over a segment an earlier instance of this daemon created (a warm restart): opens it
+  // read-write and maps it only if it is a regular file owned by this user with exactly `mode`
+  // and `size` bytes, so nobody else can plant one. If `prefault`, faults its pages in without
+  // changing them. The adopter owns the name (removes it when destroyed, unless Keep).
+  // NOT_FOUND if absent, FAILED_PRECONDITION when owner, mode or size differ, INTERNAL otherwise.
+  static absl::StatusOr<ShmSegment> Adopt(const std::string& name, uint64_t size, mode_t mode,
+                                          bool prefault);
   // Unlinks `name`. Returns true if something was removed.
   static bool Remove(const std::string& name);
   // Returns the names in /dev/shm that start with `prefix` and are owned by this user.
@@ -36,6 +43,10 @@ class ShmSegment {
   ShmSegment(ShmSegment&&) noexcept;
   ShmSegment& operator=(ShmSegment&&) noexcept;
   ~ShmSegment();  // unmaps; the creating owner also unlinks the name
+
+  // The name outlives this owner: it is not removed at destruction (a stop that keeps its
+  // tensors for the next instance).
+  void Keep() { owner_ = false; }
 
   uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }

@@ -107,14 +107,32 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
     return absl::InvalidArgumentError(
         absl::StrCat("socket path is longer than ", sizeof(sockaddr_un::sun_path) - 1, " bytes"));
   }
-  // We hold the lock, so segments under our prefix belong to a dead instance.
+  // We hold the lock, so segments under our prefix belong to a dead instance: with persistence
+  // the host tier takes over those its manifest lists (and removes the rest).
   const std::string prefix = tiers::ShmPrefixFor(config.run_dir);
-  tiers::HostTier::RemoveStale(prefix);
+  const std::string state_dir = config.state_dir.empty() ? config.run_dir : config.state_dir;
+  d->persist_ = config.persist;
+  d->state_dir_ = state_dir;
+  if (d->persist_) {
+    std::error_code ec;
+    std::filesystem::create_directories(state_dir, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot create state directory ", state_dir, ": ", ec.message()));
+    }
+  }
   notify::Status(absl::StrCat("mapping ", FormatBytes(config.host.capacity), " of host memory",
                               config.host.prefault ? " (pre-faulting)" : ""));
-  auto host = tiers::HostTier::Create(config.host, prefix);
+  auto host = tiers::HostTier::Create(config.host, prefix,
+                                      d->persist_ ? state_dir + "/segments" : std::string());
   if (!host.ok()) return host.status();
   d->host_ = *std::move(host);
+  store::LoadedIndex loaded;
+  if (d->persist_) {
+    auto index = store::Index::Open(state_dir + "/index", &loaded);
+    if (!index.ok()) return index.status();
+    d->index_ = *std::move(index);
+  }
   if (!config.ssd.files.empty()) {
     notify::Status(absl::StrCat("opening ", config.ssd.files.size(), " swap file(s)"));
     tiers::SsdTierConfig sc;
@@ -149,11 +167,17 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   options.s3fifo_small = config.policy.s3fifo_small;
   options.hint_share = config.policy.hint_share;
   options.predict = config.policy.predict;
+  options.index = d->index_.get();
   auto compression = CompressionOptions(config);
   if (!compression.ok()) return compression.status();
   options.default_compression = compression->first;
   options.class_compression = std::move(compression->second);
   d->store_ = std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get(), d->gpu_.get());
+  const absl::Time restore_start = absl::Now();
+  if (d->persist_) {
+    notify::Status(absl::StrCat("restoring ", loaded.tensors.size(), " tensors from the index"));
+    d->store_->Restore(loaded, d->host_->reattached());
+  }
   d->service_ = std::make_unique<service::TensordService>(
       d->store_.get(), d->host_->segments(),
       d->gpu_ == nullptr ? std::vector<tiers::GpuArena>{} : d->gpu_->arenas());
@@ -192,6 +216,18 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   }
   // Always: without an SSD tier it still reads system pressure for the stats.
   d->migrator_ = std::thread([raw = d.get()] { raw->store_->RunMigrator(&raw->migrator_stop_); });
+  if (d->persist_) {
+    spdlog::info("serving {:.1f} ms after the restore began; checking restored tensors in the "
+                 "background",
+                 absl::ToDoubleMilliseconds(absl::Now() - restore_start));
+    d->verifier_ = std::thread([raw = d.get(), restore_start] {
+      const uint64_t bytes = raw->store_->VerifyRestored(&raw->migrator_stop_);
+      if (bytes > 0) {
+        spdlog::info("restored tensors checked: {} in {:.1f} ms after the restore began",
+                     FormatBytes(bytes), absl::ToDoubleMilliseconds(absl::Now() - restore_start));
+      }
+    });
+  }
   if (d->gpu_ != nullptr) {
     d->gpu_migrator_ =
         std::thread([raw = d.get()] { raw->store_->RunGpuMigrator(&raw->migrator_stop_); });
@@ -202,11 +238,25 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   return d;
 }
 
+absl::StatusOr<int> Daemon::Forget(const DaemonConfig& config) {
+  auto lock = LockRunDir(config.run_dir);
+  if (!lock.ok()) return lock.status();
+  const std::string state_dir = config.state_dir.empty() ? config.run_dir : config.state_dir;
+  const int removed = tiers::HostTier::RemoveStale(tiers::ShmPrefixFor(config.run_dir));
+  std::error_code ec;
+  for (const char* name : {"/segments", "/index", "/segments.tmp", "/index.tmp"}) {
+    std::filesystem::remove(state_dir + name, ec);
+  }
+  close(*lock);
+  return removed;
+}
+
 int Daemon::metrics_port() const { return metrics_ == nullptr ? 0 : metrics_->port(); }
 
 void Daemon::ReapExpired() {
-  while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+  for (uint64_t tick = 1; !stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100)); ++tick) {
     store_->ExpireDue();
+    if (index_ != nullptr && tick % 10 == 0) index_->Maintain();  // fdatasync once a second
     UpdateHealth();
     service_->TickWatchers();
   }
@@ -269,8 +319,18 @@ Daemon::~Daemon() {
   migrator_stop_.Notify();
   if (migrator_.joinable()) migrator_.join();
   if (gpu_migrator_.joinable()) gpu_migrator_.join();
+  if (verifier_.joinable()) verifier_.join();
   service_.reset();
   store_.reset();
+  if (persist_ && index_ != nullptr && index_->Stats().live_records > 0) {
+    // The next instance takes over: the segments stay, the swap files and the index reach
+    // the device.
+    if (ssd_ != nullptr) ssd_->Sync();
+    if (host_ != nullptr) host_->Keep();
+  } else if (persist_) {
+    std::filesystem::remove(state_dir_ + "/segments");  // nothing to keep: the segments go
+  }
+  index_.reset();
   gpu_.reset();   // unpins the host arenas and frees the GPU arenas
   ssd_.reset();   // its engine has the arenas registered: it goes first
   host_.reset();  // unlinks the shared-memory segments

@@ -19,6 +19,7 @@ class Server;
 
 namespace tensord {
 namespace store {
+class Index;
 class Store;
 }
 namespace tiers {
@@ -36,6 +37,10 @@ class Daemon {
   // Starts everything. FAILED_PRECONDITION if another instance holds the run directory,
   // INVALID_ARGUMENT for a bad configuration, UNAVAILABLE if the socket cannot be bound.
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config);
+  // Removes what a stopped instance kept for the next one (its shared-memory segments, the
+  // object index and the segment manifest): `tensord --forget`. FAILED_PRECONDITION while an
+  // instance runs on the run directory. Returns the segments removed.
+  static absl::StatusOr<int> Forget(const DaemonConfig& config);
   ~Daemon();  // stops the server (clients see UNAVAILABLE), then frees the segments
 
   // Stops accepting requests, cancels attached sessions and waits up to `grace_ms` for
@@ -72,6 +77,10 @@ class Daemon {
   absl::Notification migrator_stop_;  // after the server: in-flight requests may wait on it
   std::string socket_path_;
   std::unique_ptr<tiers::HostTier> host_;
+  std::unique_ptr<store::Index> index_;  // warm restart (daemon.persist); outlives the store
+  bool persist_ = false;
+  std::string state_dir_;
+  std::thread verifier_;  // checks restored tensors' bytes (Store::VerifyRestored)
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<service::TensordService> service_;
   std::unique_ptr<grpc::Server> server_;

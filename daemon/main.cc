@@ -81,13 +81,16 @@ int main(int argc, char** argv) {
       "Settings come from the built-in defaults, then --config FILE, then flags."};
   std::string config_path, preset, swap_size;
   bool no_prefault = false, no_zero = false, swap_fallback = false, print_config = false,
-       print_example = false;
+       print_example = false, forget = false;
   std::vector<std::string> swap_files, sets;
   Overrides overrides;
   app.add_option("-c,--config", config_path, "TOML configuration file");
   app.add_flag("--print-config", print_config, "print the effective configuration and exit");
   app.add_flag("--print-example-config", print_example,
                "print the commented example configuration and exit");
+  app.add_flag("--forget", forget,
+               "remove what a stopped instance kept for a warm restart (its shared memory, the "
+               "object index) and exit");
   app.add_option("--set", sets, "KEY=VALUE for any setting, e.g. --set ssd.queue_depth=64");
   // One flag per setting of the table, its help and default from the table.
   for (const tensord::Setting& s : tensord::Settings()) {
@@ -171,6 +174,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (auto st = tensord::SetupLogging(config.log_level); !st.ok()) return fail(st);
+  if (forget) {
+    auto removed = tensord::Daemon::Forget(config);
+    if (!removed.ok()) return fail(removed.status());
+    std::printf("removed %d shared-memory segments and the object index of %s\n", *removed,
+                config.run_dir.c_str());
+    return 0;
+  }
 
   // Block the stop signals in every thread (gRPC's included) and take them here.
   sigset_t stop;

@@ -168,6 +168,14 @@ std::vector<Setting> MakeSettings() {
                      TENSORD_FIELD(run_dir), "\"/run/tensord\""));
   s.push_back(String("daemon.socket", "Unix socket path; empty: <run_dir>/tensord.sock.",
                      TENSORD_FIELD(socket_path)));
+  s.push_back(Bool("daemon.persist",
+                   "Keep sealed tensors across a restart, clean or crash: segments stay, an "
+                   "object index records where each tensor is.",
+                   TENSORD_FIELD(persist)));
+  s.push_back(String("daemon.state_dir",
+                     "Directory of the object index; empty: run_dir. On persistent storage, "
+                     "swapped-out tensors survive a reboot too.",
+                     TENSORD_FIELD(state_dir), "\"/var/lib/tensord\""));
   s.push_back(Mode("daemon.socket_mode", "File mode of the socket (0660: group members connect).",
                    TENSORD_FIELD(socket_mode), "\"0660\""));
   s.push_back(Reloadable(String("daemon.log_level", "trace, debug, info, warn or error.",

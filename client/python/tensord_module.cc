@@ -231,12 +231,17 @@ std::pair<Tier, int> ParseDevice(const std::string& device) {
 
 class PyClient {
  public:
-  PyClient(std::optional<std::string> socket, std::string ns, std::string name, double timeout) {
+  PyClient(std::optional<std::string> socket, std::string ns, std::string name, double timeout,
+           double reconnect_timeout) {
+    if (!(reconnect_timeout >= 0)) {
+      throw py::value_error("reconnect_timeout must be >= 0 seconds (0: never reconnect)");
+    }
     ClientOptions o;
     o.socket_path = socket.value_or("");
     o.ns = std::move(ns);
     o.client_name = std::move(name);
     o.deadline = std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000));
+    o.reconnect_timeout = std::chrono::milliseconds(static_cast<int64_t>(reconnect_timeout * 1000));
     py::gil_scoped_release nogil;
     client_ = Unwrap(Client::Connect(o));
   }
@@ -245,6 +250,8 @@ class PyClient {
     if (client_ == nullptr) throw py::value_error("client is closed");
     return *client_;
   }
+
+  uint64_t Reconnects() { return c().reconnects(); }
 
   void Close() { client_.reset(); }
 
@@ -572,6 +579,13 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("sealed", [](const Region& r) { return r.writable == nullptr; })
       .def_property_readonly("lease_id",
                              [](const Region& r) { return r.lease ? r.lease->lease_id() : 0; })
+      .def_property_readonly(
+          "valid",
+          [](const Region& r) {
+            return r.lease ? r.lease->valid() : r.writable ? r.writable->valid() : false;
+          },
+          "False once the daemon that served this tensor restarted (or ended the session): the "
+          "lease pins nothing any more and the memory may be reused; get() it again.")
       .def(
           "seal",
           [](Region& r, uintptr_t stream) {
@@ -591,13 +605,24 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release nogil;
             Check(r.writable->Abort());
           },
-          "Drops a created tensor that was not sealed.");
+          "Drops a created tensor that was not sealed.")
+      .def(
+          "release",
+          [](Region& r) {
+            if (r.lease == nullptr) Throw(absl::FailedPreconditionError("not a leased tensor"));
+            py::gil_scoped_release nogil;
+            Check(r.lease->Release());
+          },
+          "Ends the lease now instead of at garbage collection; views made from this tensor must "
+          "not be used afterwards. Raises tensord.Error (FAILED_PRECONDITION) for a lease from "
+          "before a daemon restart (see .valid); a second release does nothing.");
 
   py::class_<PyClient>(m, "_Client")
-      .def(py::init<std::optional<std::string>, std::string, std::string, double>(),
+      .def(py::init<std::optional<std::string>, std::string, std::string, double, double>(),
            py::arg("socket") = py::none(), py::arg("namespace") = "", py::arg("name") = "python",
-           py::arg("timeout") = 10.0)
+           py::arg("timeout") = 10.0, py::arg("reconnect_timeout") = 30.0)
       .def("close", &PyClient::Close)
+      .def_property_readonly("reconnects", &PyClient::Reconnects)
       .def("create", &PyClient::Create, py::arg("key"), py::arg("shape"), py::arg("dtype"),
            py::arg("durability") = "durable", py::arg("pool") = "", py::arg("scope") = "global",
            py::arg("ttl") = 0.0, py::arg("device") = "cpu", py::arg("compression") = "default",

@@ -37,6 +37,10 @@ class Allocator {
   // Returns a range to the free space. INVALID_ARGUMENT if `offset` is not an allocated range
   // (a daemon bug: callers treat it as an invariant violation).
   virtual absl::Status Free(uint64_t offset) = 0;
+  // Reserves the range an earlier Allocate(size) returned at `offset` (a restart re-creating its
+  // allocations from the index). INVALID_ARGUMENT when that range is not free, not where an
+  // allocation of `size` could start, or outside the arena.
+  virtual absl::Status Claim(uint64_t offset, uint64_t size) = 0;
   // Returns the bytes an allocation of `size` reserves (rounded to block or alignment).
   virtual uint64_t Reserved(uint64_t size) const = 0;
   // Returns whether `size` could be allocated were the allocator empty.

@@ -1,6 +1,8 @@
 // Fixed-size block pool over a contiguous range of an arena.
 #include "daemon/memory/fixed_pool.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace tensord::memory {
@@ -39,6 +41,23 @@ absl::Status FixedPool::Free(uint64_t offset) {
   }
   in_use_[index] = false;
   free_.push_back(static_cast<uint32_t>(index));
+  return absl::OkStatus();
+}
+
+absl::Status FixedPool::Claim(uint64_t offset, uint64_t size) {
+  if (size == 0 || size > block_size_ || offset < base_ || (offset - base_) % block_size_ != 0 ||
+      (offset - base_) / block_size_ >= block_count_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(size, " bytes at offset ", offset, " are not a block of this pool"));
+  }
+  const uint64_t index = (offset - base_) / block_size_;
+  if (in_use_[index]) {
+    return absl::InvalidArgumentError(absl::StrCat("block at ", offset, " is already in use"));
+  }
+  in_use_[index] = true;
+  // The free stack is rebuilt rarely (a restart claims its blocks once), so a linear erase is fine.
+  free_.erase(std::find(free_.begin(), free_.end(), static_cast<uint32_t>(index)));
+  ++allocations_;
   return absl::OkStatus();
 }
 

@@ -15,6 +15,7 @@ class FixedPool final : public Allocator {
 
   absl::StatusOr<uint64_t> Allocate(uint64_t size) override;
   absl::Status Free(uint64_t offset) override;
+  absl::Status Claim(uint64_t offset, uint64_t size) override;
   uint64_t Reserved(uint64_t size) const override;
   bool Fits(uint64_t size) const override;
   AllocatorStats Stats() const override;

@@ -77,6 +77,32 @@ absl::Status GeneralAllocator::Free(uint64_t offset) {
   return absl::OkStatus();
 }
 
+absl::Status GeneralAllocator::Claim(uint64_t offset, uint64_t size) {
+  if (!Fits(size) || offset < base_ || (offset - base_) % alignment_ != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(size, " bytes at offset ", offset, " are not a range of this arena"));
+  }
+  const uint64_t need = Reserved(size);
+  // The free range that would contain [offset, offset + need).
+  auto it = free_by_offset_.upper_bound(offset);
+  if (it == free_by_offset_.begin()) {
+    return absl::InvalidArgumentError(absl::StrCat("offset ", offset, " is not free"));
+  }
+  it = std::prev(it);
+  const uint64_t start = it->first, len = it->second;
+  if (offset + need < offset || offset + need > start + len) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(need, " bytes at offset ", offset, " are not all free"));
+  }
+  EraseFree(it);
+  if (offset > start) InsertFree(start, offset - start);
+  if (start + len > offset + need) InsertFree(offset + need, start + len - offset - need);
+  allocated_.emplace(offset, need);
+  used_ += need;
+  ++allocations_;
+  return absl::OkStatus();
+}
+
 AllocatorStats GeneralAllocator::Stats() const {
   AllocatorStats s;
   s.capacity_bytes = size_;

@@ -39,8 +39,8 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
  public:
   AttachReactor(store::Store* store, const std::vector<tiers::HostSegment>& segments,
-                const std::vector<tiers::GpuArena>& gpu_arenas, const v1::AttachRequest& request,
-                const absl::Status& admit)
+                const std::vector<tiers::GpuArena>& gpu_arenas, const std::string& instance_id,
+                const v1::AttachRequest& request, const absl::Status& admit)
       : store_(store) {
     auto session = admit.ok() ? store_->OpenSession(request.client_name())
                               : absl::StatusOr<std::string>(admit);
@@ -54,6 +54,7 @@ class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
     v1::Welcome* welcome = event_.mutable_welcome();
     welcome->set_session_id(session_id_);
     welcome->set_daemon_version(TENSORD_VERSION);
+    welcome->set_instance_id(instance_id);
     for (const tiers::HostSegment& s : segments) {
       v1::Segment* seg = welcome->add_segments();
       seg->set_id(s.id);
@@ -227,7 +228,7 @@ TensordService::TensordService(store::Store* store, std::vector<tiers::HostSegme
 
 grpc::ServerWriteReactor<v1::AttachEvent>* TensordService::Attach(
     grpc::CallbackServerContext*, const v1::AttachRequest* request) {
-  return new AttachReactor(store_, segments_, gpu_arenas_, *request, Admit());
+  return new AttachReactor(store_, segments_, gpu_arenas_, instance_id_, *request, Admit());
 }
 
 // Runs `work` (which returns the call's status) inline, or on `pool` when `may_block`, and

@@ -11,6 +11,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "common/random.h"
 #include "common/work_queue.h"
 #include "daemon/store/store.h"
 #include "daemon/tiers/host_tier.h"
@@ -86,6 +87,8 @@ class TensordService final : public v1::Tensord::CallbackService {
   WorkQueue seal_waits_{2};  // Seals that wait on a client's CUDA event
   const std::vector<tiers::HostSegment> segments_;
   const std::vector<tiers::GpuArena> gpu_arenas_;
+  // Sent in every Welcome: new each time the daemon starts, so clients can tell a restart.
+  const std::string instance_id_ = RandomHex(16);
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

@@ -132,7 +132,12 @@ void Store::AddCopy(Object* o, TierId t, const tiers::Range& range, codec::Codec
   c.range = range;
   c.codec = codec;
   c.rel_rmse = rel_rmse;
-  if (o->sealed && !o->retired) TrackCopy(o, t);
+  // A restored tensor read from SSD into host memory passed the extent's checksum.
+  if (t == TierId::kHost && !o->verified && !o->awaiting_check) o->verified = true;
+  if (o->sealed && !o->retired) {
+    TrackCopy(o, t);
+    if (t != TierId::kGpu) Persist(o);
+  }
 }
 
 void Store::TrackCopy(Object* o, TierId t) {
@@ -162,12 +167,20 @@ void Store::DropCopy(Object* o, TierId t, policy::RemovalReason why, Frees* free
                      o->key);
     std::abort();
   }
-  FreeRange(t, c.range, frees);
+  const tiers::Range range = c.range;
   c = Copy{};
+  // The index stops pointing at the range before anyone else can have it.
+  if (t != TierId::kGpu && o->sealed && !o->retired) Persist(o);
+  FreeRange(t, range, frees);
 }
 
 void Store::Retire(Object* o, policy::RemovalReason why, Frees* frees) {
   if (!lookahead_.empty()) ForgetHint(o);
+  if (index_ != nullptr && o->sealed) index_->Erase(ObjectTable::TableKey(o->ns, o->key), o->ns, o->key);
+  if (o->awaiting_check) {  // deleted before its check: the check's reader goes
+    o->awaiting_check = false;
+    DropReader(o, TierId::kHost);
+  }
   for (TierId t : tiers::kAllTiers) {
     if (PolicyOf(t) != nullptr) PolicyOf(t)->Remove(HandleOf(o), why);
   }

@@ -56,6 +56,7 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
   lift->session_id = session_id;
   bool session_ok = true;
   bool hinted = false;  // a hint was read: the window moves on
+  Frees frees;          // a restored tensor that failed its check
   {
     absl::MutexLock lock(&mu_);
     Session* s = table_.FindSession(session_id);
@@ -71,12 +72,16 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
       Object* o = table_.Find(ns, keys[i]);
       if (o == nullptr) {
         ++counters_.get_misses;
-        r.status = absl::NotFoundError(absl::StrCat("no tensor '", keys[i], "'"));
+        r.status = Missing(ns, keys[i]);
         continue;
       }
       if (!o->sealed) {
         r.status = absl::FailedPreconditionError(absl::StrCat("'", keys[i], "' is not sealed yet"));
         continue;
+      }
+      if (!o->verified) {  // restored, its check still to come: check it first
+        r.status = VerifyNow(o, &frees);
+        if (!r.status.ok()) continue;
       }
       if (s->leases.size() >= options_.max_leases_per_session) {
         r.status = absl::ResourceExhaustedError(
@@ -101,6 +106,7 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
       if (r.lease_id == 0) lift->which.push_back(i);  // moved after this pass, off this thread
     }
   }
+  Reclaim(std::move(frees));
   if (hinted) PumpLookAhead();
   // Callbacks never run under the lock: they may call back into the store.
   if (!session_ok) {

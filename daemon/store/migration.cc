@@ -181,6 +181,7 @@ uint64_t Store::FinishDemotions(Frees* frees) {
       m.compression = o->compression;
       m.dtype = o->dtype;
       m.shape = o->shape;
+      m.persistent = index_ != nullptr && o->durability == Durability::kDurable;
       items.push_back(std::move(m));
     }
   }

@@ -191,6 +191,7 @@ void Mover::Down(TierId to, std::span<MoveItem> items) {
       if (!m.dst_reserved) {
         tiers::Placement where;  // an encoded copy may stay in the SSD tier's RAM front
         if (encoded[i].codec != codec::CodecId::kNone) where.decoded_bytes = m.nbytes;
+        where.persistent = m.persistent;
         auto r = dst->Reserve(encoded[i].stored_bytes, where);
         if (!r.ok()) {
           m.status = r.status();

@@ -36,6 +36,8 @@ struct MoveItem {
   codec::Policy compression;
   DType dtype = DType::kUInt8;
   std::vector<int64_t> shape;
+  // The copy must outlive the daemon (a DURABLE tensor under warm restart): never in RAM only.
+  bool persistent = false;
   // Results. On failure a range the mover reserved is freed again; the caller's stays its own.
   codec::CodecId dst_codec = codec::CodecId::kNone;
   float dst_rel_rmse = 0;  // a lossy encoding's measured error

@@ -65,6 +65,12 @@ void ObjectTable::Arm(Object* o) {
   o->expiring = true;
 }
 
+void ObjectTable::ArmAt(Object* o, int64_t unix_ms) {
+  if (o->expiring) return;
+  o->expiry_it = expiries_.emplace(unix_ms, o);
+  o->expiring = true;
+}
+
 void ObjectTable::Disarm(Object* o) {
   if (!o->expiring) return;
   expiries_.erase(o->expiry_it);

@@ -64,6 +64,13 @@ struct Object {
   bool expiring = false;
   std::multimap<int64_t, Object*>::iterator expiry_it;  // valid while `expiring`
   int pins = 0;  // requests and moves using the object: a retired one is freed when they end
+  // The XXH3-64 of its bytes, taken at Seal when the store keeps an index (has_checksum), and
+  // whether a restored tensor's bytes were checked against it. A restored host copy waiting for
+  // its check holds a reader (awaiting_check).
+  uint64_t checksum = 0;
+  bool has_checksum = false;
+  bool verified = true;
+  bool awaiting_check = false;
   std::array<Copy, tiers::kTierCount> copies;
 
   Copy& copy(TierId t) { return copies[tiers::Index(t)]; }
@@ -129,6 +136,8 @@ class ObjectTable {
 
   // Starts `o`'s TTL now; Disarm stops it. Due returns the first object whose TTL has passed.
   void Arm(Object* o);
+  // Starts o's TTL to end at `unix_ms` (a restored tensor keeps its expiry).
+  void ArmAt(Object* o, int64_t unix_ms);
   void Disarm(Object* o);
   Object* Due();
 

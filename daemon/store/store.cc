@@ -3,6 +3,8 @@
 // goes to the executor (lift.cc, migration.cc), and freed memory to the scrubber (copies.cc).
 #include "daemon/store/store.h"
 
+#include <xxhash.h>
+
 #include <algorithm>
 
 #include "absl/strings/match.h"
@@ -58,7 +60,8 @@ Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, t
       table_(options_.clock),
       system_(options_.read_pressure ? options_.read_pressure() : tiers::ReadSystemPressure()),
       lookahead_(options_.max_hints),
-      predictor_(options_.predictor_keys, options_.max_sessions) {
+      predictor_(options_.predictor_keys, options_.max_sessions),
+      index_(options_.index) {
   policies_[tiers::Index(TierId::kHost)] = MakePolicy(options_, TierId::kHost);
   if (gpu_ != nullptr) policies_[tiers::Index(TierId::kGpu)] = MakePolicy(options_, TierId::kGpu);
 }
@@ -145,6 +148,7 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
   c.range = *range;
   TensorInfo info = Info(*o);
   Object* raw = o.get();
+  if (!lost_.empty()) lost_.erase(ObjectTable::TableKey(params.ns, params.key));
   if (!table_.Insert(std::move(o))) {  // CreateLocked checked the key: not reached
     TierOf(t)->Free(*range);
     return absl::InternalError(absl::StrCat("key '", params.key, "' appeared during Create"));
@@ -278,13 +282,15 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns, ab
                          const std::string& cuda_event, absl::Time deadline) {
   if (auto st = ValidateNamespace(ns); !st.ok()) return st;
   if (auto st = ValidateKey(key); !st.ok()) return st;
-  if (cuda_event.empty()) {
+  if (cuda_event.empty() && index_ == nullptr) {
     absl::MutexLock lock(&mu_);
     return SealLocked(session_id, ns, key, nullptr);
   }
-  // Wait, without the lock, until the client's writes to the GPU copy are complete.
+  // Wait, without the lock, until the client's writes to the GPU copy are complete; or take the
+  // checksum of a host tensor's bytes for the index.
   Object* waited = nullptr;
   tiers::GpuDevice* device = nullptr;
+  const uint8_t* bytes = nullptr;
   {
     absl::MutexLock lock(&mu_);
     Session* s = table_.FindSession(session_id);
@@ -299,19 +305,27 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns, ab
       return absl::PermissionDeniedError(absl::StrCat("'", key, "' is another session's create"));
     }
     const Copy& g = waited->copy(TierId::kGpu);
-    if (!g.present) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("a CUDA event is only for sealing a GPU tensor; '", key, "' is on host"));
+    if (!cuda_event.empty()) {
+      if (!g.present) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("a CUDA event is only for sealing a GPU tensor; '", key, "' is on host"));
+      }
+      device = &gpu_->device(gpu_->pools()[g.range.space].arena);
+    } else if (const Copy& h = waited->copy(TierId::kHost); h.present) {
+      bytes = host_->Address(h.range);
     }
-    device = &gpu_->device(gpu_->pools()[g.range.space].arena);
     ++waited->pins;
   }
-  absl::Status st = device->WaitEvent(cuda_event, Clamp(deadline));
+  absl::Status st = device != nullptr ? device->WaitEvent(cuda_event, Clamp(deadline))
+                                      : absl::OkStatus();
+  // The creator wrote the bytes before its Seal: what a restart will check them against.
+  const std::optional<uint64_t> sum =
+      bytes != nullptr ? std::optional<uint64_t>(XXH3_64bits(bytes, waited->nbytes)) : std::nullopt;
   Frees frees;
   {
     absl::MutexLock lock(&mu_);
     --waited->pins;
-    if (st.ok()) st = SealLocked(session_id, ns, key, waited);
+    if (st.ok()) st = SealLocked(session_id, ns, key, waited, sum);
     MaybeFreeRetired(waited, &frees);  // aborted during the wait: freed now
   }
   Reclaim(std::move(frees));
@@ -319,7 +333,8 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns, ab
 }
 
 absl::Status Store::SealLocked(const std::string& session_id, absl::string_view ns,
-                               absl::string_view key, Object* expected) {
+                               absl::string_view key, Object* expected,
+                               std::optional<uint64_t> checksum) {
   Session* s = table_.FindSession(session_id);
   if (s == nullptr) return UnknownSession();
   Object* o = table_.Find(ns, key);
@@ -343,6 +358,11 @@ absl::Status Store::SealLocked(const std::string& session_id, absl::string_view 
   }
   table_.Arm(o);
   ++counters_.seals;
+  if (checksum) {
+    o->checksum = *checksum;
+    o->has_checksum = true;
+  }
+  Persist(o);
   return absl::OkStatus();
 }
 
@@ -443,7 +463,12 @@ absl::Status Store::Delete(const std::string& session_id, absl::string_view ns,
     absl::MutexLock lock(&mu_);
     if (table_.FindSession(session_id) == nullptr) return UnknownSession();
     Object* o = table_.Find(ns, key);
-    if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+    if (o == nullptr) {
+      if (!lost_.empty() && lost_.erase(ObjectTable::TableKey(ns, key)) > 0) {
+        return absl::OkStatus();  // a tensor a restart lost: forgotten now
+      }
+      return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+    }
     if (!o->sealed) {
       return absl::FailedPreconditionError(
           absl::StrCat("'", key, "' is not sealed; its creator may Abort it"));
@@ -460,7 +485,7 @@ absl::StatusOr<TensorInfo> Store::Stat(absl::string_view ns, absl::string_view k
   if (auto st = ValidateKey(key); !st.ok()) return st;
   absl::MutexLock lock(&mu_);
   Object* o = table_.Find(ns, key);
-  if (o == nullptr) return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+  if (o == nullptr) return Missing(ns, key);
   return Info(*o);
 }
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -31,6 +32,7 @@
 #include "daemon/policy/eviction.h"
 #include "daemon/policy/lookahead.h"
 #include "daemon/policy/predictor.h"
+#include "daemon/store/index.h"
 #include "daemon/store/mover.h"
 #include "daemon/store/object_table.h"
 #include "daemon/store/types.h"
@@ -57,7 +59,8 @@ namespace tensord::store {
   X(codec_decode_out_bytes) X(codec_decode_failures) X(codec_over_budget)                          \
   X(lookahead_hints) X(lookahead_refreshed) X(lookahead_unknown) X(lookahead_dropped)  \
   X(lookahead_expired) X(lookahead_issued) X(lookahead_used) X(lookahead_wasted)       \
-  X(lookahead_late) X(lookahead_failed) X(lookahead_bytes) X(lookahead_predicted)
+  X(lookahead_late) X(lookahead_failed) X(lookahead_bytes) X(lookahead_predicted)  \
+  X(restored) X(restored_bytes) X(restore_dropped) X(restore_verified) X(restore_verify_failures)
 // clang-format on
 
 struct Counters {
@@ -161,6 +164,17 @@ struct StoreOptions {
   bool predict = true;
   size_t predictor_keys = size_t{1} << 16;
   absl::Duration predict_ttl = absl::Seconds(5);
+  // Warm restart: where every sealed, global tensor's state is recorded as it changes
+  // (borrowed; nullptr: nothing survives the store).
+  Index* index = nullptr;
+};
+
+// What Store::Restore found in the index.
+struct RestoreReport {
+  uint64_t tensors = 0, bytes = 0;          // restored
+  uint64_t host_copies = 0, ssd_copies = 0;  // ... with a copy there
+  uint64_t dropped = 0, dropped_durable = 0;  // records refused, or left with no copy
+  uint64_t copies_dropped = 0;                // copies refused (their tensor kept another)
 };
 
 // What a Hint call did with its keys.
@@ -281,6 +295,23 @@ class Store {
   // pool (tests; freed memory is scrubbed asynchronously).
   void Quiesce();
 
+  // Warm restart (restart.cc). Rebuilds the table from an index read at start, before any
+  // request: each record is checked like a Create (names, dtype, shape, sizes) and its copies'
+  // ranges are claimed again in their tiers (host copies only when `host_reattached`: the last
+  // instance's segments were taken over); a record refused, or left with no copy, is dropped
+  // and logged (a DURABLE one as data loss). Restored tensors are served at once but their bytes
+  // are not yet checked: VerifyRestored checks them in the background, and a Get checks one
+  // first if it is still waiting. A host copy waiting for its check holds a reader, so that no
+  // migration moves unchecked bytes.
+  RestoreReport Restore(const LoadedIndex& loaded, bool host_reattached) ABSL_LOCKS_EXCLUDED(mu_);
+  // Checks every restored tensor's bytes (host copy: the XXH3 of its bytes against the index;
+  // SSD-only: a read, which checks the extent's checksum) until all are checked or `stop` is
+  // notified. What fails is dropped (restore_verify_failures; a DURABLE tensor left without a
+  // copy is logged as data loss) and never served. Returns the bytes checked.
+  uint64_t VerifyRestored(absl::Notification* stop) ABSL_LOCKS_EXCLUDED(mu_);
+  // Restored tensors not yet checked.
+  size_t Unverified() ABSL_LOCKS_EXCLUDED(mu_);
+
   // Runs the migrator until `stop` is notified: demotes unleased host tensors to SSD whenever
   // the host tier is above its high watermark, the system is short of memory, or a request
   // waits for room. Reads system pressure every 100 ms whatever tiers exist (without an SSD tier
@@ -353,7 +384,8 @@ class Store {
   absl::StatusOr<TensorInfo> TryAllocate(Session* s, const CreateParams& params, uint64_t nbytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SealLocked(const std::string& session_id, absl::string_view ns,
-                          absl::string_view key, Object* expected)
+                          absl::string_view key, Object* expected,
+                          std::optional<uint64_t> checksum = std::nullopt)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckWant(WantTier want, int device) const;
   void ExpireLocked(Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -394,6 +426,23 @@ class Store {
   // thread, or (`now`, from the store's own threads) before returning.
   void Reclaim(Frees frees, bool now = false) ABSL_LOCKS_EXCLUDED(mu_);
   void ReturnRanges(const Frees& frees, uint64_t scrubbed) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // --- restart.cc: the index and the checks after a restart.
+  // Records o's state in the index (a sealed, global tensor; copies on host and in SSD files),
+  // or its end when no copy there would survive the daemon. Before o's range goes free.
+  void Persist(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Checks a restored tensor's host copy now, under the lock (a Get that found it waiting).
+  // OK when the tensor still has a copy to serve; else what the Get answers (the tensor is gone).
+  absl::Status VerifyNow(Object* o, Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A check's result for o's copy in t: keeps it (ending its wait) or drops it and, when no
+  // copy is left, the tensor. Returns VerifyNow's status.
+  absl::Status Checked(Object* o, TierId t, bool good, Frees* frees)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What a lookup of a key with no tensor answers: DATA_LOSS for a DURABLE tensor a restart
+  // lost (MarkLost), else NOT_FOUND.
+  absl::Status Missing(absl::string_view ns, absl::string_view key) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkLost(absl::string_view ns, absl::string_view key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- lookahead.cc: hints.
   // Guards o's copy in t against eviction (a policy pin while guarded, whenever the copy is
@@ -513,6 +562,12 @@ class Store {
   Counters counters_ ABSL_GUARDED_BY(mu_);
   policy::LookAhead lookahead_ ABSL_GUARDED_BY(mu_);
   policy::Predictor predictor_ ABSL_GUARDED_BY(mu_);
+  Index* const index_;
+  std::deque<std::pair<std::string, std::string>> to_verify_ ABSL_GUARDED_BY(mu_);  // ns, key
+  // DURABLE tensors a restart could not bring back intact, by table key: a Get or Stat of one
+  // answers DATA_LOSS (not NOT_FOUND) until it is created again or deleted. At most kMaxLost.
+  static constexpr size_t kMaxLost = 1 << 16;
+  absl::flat_hash_set<std::string> lost_ ABSL_GUARDED_BY(mu_);
   bool lookahead_pumping_ ABSL_GUARDED_BY(mu_) = false;  // a thread runs PumpLookAhead
   bool lookahead_again_ ABSL_GUARDED_BY(mu_) = false;    // ... and must look once more
   bool lookahead_moving_ ABSL_GUARDED_BY(mu_) = false;   // a promotion batch is in flight

@@ -4,6 +4,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -64,20 +65,8 @@ int HostTier::RemoveStale(const std::string& name_prefix) {
   return removed;
 }
 
-absl::Status HostTier::AddSegment(const std::string& name, uint64_t size, const std::string& pool,
-                                  const HostTierConfig& config) {
-  auto seg = ShmSegment::Create(name, size, config.shm_mode, config.prefault);
-  if (!seg.ok()) return seg.status();
-  segments_.push_back(HostSegment{static_cast<uint32_t>(segments_.size()), name, size, pool});
-  shm_.push_back(*std::move(seg));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierConfig& config,
-                                                           const std::string& name_prefix) {
-  std::unique_ptr<HostTier> tier(new HostTier());
-  tier->zero_on_free_ = config.zero_on_free;
-  const std::string base = name_prefix + RandomHex(16) + ".";
+absl::StatusOr<std::vector<HostTier::Plan>> HostTier::Layout(const HostTierConfig& config) {
+  std::vector<Plan> plans;
   uint64_t fixed_total = 0;
   for (const PoolClassConfig& pool : config.pools) {
     auto count = BlockCount(pool, config.capacity);
@@ -89,30 +78,69 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierConfig&
                                                      " bytes, more than the host capacity ",
                                                      config.capacity));
     }
-    const uint32_t arena = static_cast<uint32_t>(tier->segments_.size());
-    if (auto st = tier->AddSegment(absl::StrCat(base, arena), RoundUp(bytes, kSegmentAlign),
-                                   pool.name, config);
-        !st.ok()) {
-      return st;
-    }
-    tier->pools_.Add(pool.name, arena, /*fixed=*/true,
-                     std::make_unique<memory::FixedPool>(0, pool.block_size, *count));
-    spdlog::info("host pool '{}': {} blocks of {} bytes", pool.name, *count, pool.block_size);
+    plans.push_back(Plan{pool.name, true, pool.block_size, *count, bytes,
+                         RoundUp(bytes + kTrailerBytes, kSegmentAlign)});
   }
   const uint64_t general = (config.capacity - fixed_total) / 4096 * 4096;
   if (general >= 4096) {
-    const uint32_t arena = static_cast<uint32_t>(tier->segments_.size());
-    if (auto st = tier->AddSegment(absl::StrCat(base, arena), RoundUp(general, kSegmentAlign),
-                                   "general", config);
-        !st.ok()) {
-      return st;
-    }
-    tier->pools_.Add("general", arena, /*fixed=*/false,
-                     std::make_unique<memory::GeneralAllocator>(0, general));
+    plans.push_back(
+        Plan{"general", false, 0, 0, general, RoundUp(general + kTrailerBytes, kSegmentAlign)});
   }
-  if (tier->pools_.size() == 0) return absl::InvalidArgumentError("host tier has no capacity");
+  if (plans.empty()) return absl::InvalidArgumentError("host tier has no capacity");
+  return plans;
+}
+
+void HostTier::AddPools(const std::vector<Plan>& plans) {
+  for (uint32_t arena = 0; arena < plans.size(); ++arena) {
+    const Plan& p = plans[arena];
+    segments_.push_back(HostSegment{arena, shm_[arena].name(), p.size, p.pool});
+    if (p.fixed) {
+      pools_.Add(p.pool, arena, /*fixed=*/true,
+                 std::make_unique<memory::FixedPool>(0, p.block_size, p.blocks));
+      spdlog::info("host pool '{}': {} blocks of {} bytes", p.pool, p.blocks, p.block_size);
+    } else {
+      pools_.Add(p.pool, arena, /*fixed=*/false,
+                 std::make_unique<memory::GeneralAllocator>(0, p.bytes));
+    }
+  }
+}
+
+absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierConfig& config,
+                                                           const std::string& name_prefix,
+                                                           const std::string& manifest) {
+  auto plans = Layout(config);
+  if (!plans.ok()) return plans.status();
+  std::unique_ptr<HostTier> tier(new HostTier());
+  tier->zero_on_free_ = config.zero_on_free;
   tier->capacity_ = config.capacity;
+  for (const Plan& p : *plans) {
+    const std::string line = absl::StrCat(p.pool, "/", p.fixed, "/", p.block_size, "/", p.blocks,
+                                          "/", p.bytes, "/", p.size, "/", config.shm_mode, ";");
+    tier->layout_ = XXH3_64bits_withSeed(line.data(), line.size(), tier->layout_);
+  }
+  if (!manifest.empty() && tier->Reattach(*plans, manifest, name_prefix, config)) {
+    tier->reattached_ = true;
+  } else {
+    // Whatever carries our prefix now belongs to no instance (we hold the run directory's lock).
+    RemoveStale(name_prefix);
+    tier->generation_ = std::strtoull(RandomHex(8).c_str(), nullptr, 16);
+    const std::string base = name_prefix + RandomHex(16) + ".";
+    for (uint32_t arena = 0; arena < plans->size(); ++arena) {
+      auto seg = ShmSegment::Create(absl::StrCat(base, arena), (*plans)[arena].size,
+                                    config.shm_mode, config.prefault);
+      if (!seg.ok()) return seg.status();
+      tier->shm_.push_back(*std::move(seg));
+    }
+  }
+  tier->AddPools(*plans);
+  if (!manifest.empty() && !tier->reattached_) {
+    if (absl::Status st = tier->Publish(manifest); !st.ok()) return st;
+  }
   return tier;
+}
+
+void HostTier::Keep() {
+  for (ShmSegment& seg : shm_) seg.Keep();
 }
 
 absl::StatusOr<Range> ReservePooled(memory::PoolSet& pools, absl::StatusOr<std::vector<uint32_t>> candidates,

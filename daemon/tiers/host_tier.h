@@ -26,14 +26,27 @@ class HostTier final : public Tier {
  public:
   // Creates one segment per fixed pool class and one for the general pool with the rest of the
   // capacity. Segment names are `name_prefix` + 128 random bits, created exclusively.
+  // With a `manifest` path (a warm restart): first tries to take over the segments the last
+  // instance listed there — only when the layout is the same, and each segment is owned by this
+  // user with the configured mode and size and carries the trailer that instance wrote (its
+  // generation, index, size and layout, checksummed); otherwise creates new ones under a new
+  // random generation, writes their trailers, then the manifest (atomic replace).
   // INVALID_ARGUMENT for pool classes that do not fit the capacity; INTERNAL/PERMISSION_DENIED
   // when shared memory cannot be created.
   static absl::StatusOr<std::unique_ptr<HostTier>> Create(const HostTierConfig& config,
-                                                          const std::string& name_prefix);
+                                                          const std::string& name_prefix,
+                                                          const std::string& manifest = "");
+  // Whether Create took over the last instance's segments (their tensors' bytes are there).
+  bool reattached() const { return reattached_; }
+  uint64_t generation() const { return generation_; }
+  // Leaves the segments in place when the tier is destroyed (a stop that keeps its tensors).
+  void Keep();
 
   // Removes segments named `name_prefix`* owned by this user: leftovers of a crashed instance.
   // Call only while holding the instance lock. Returns how many were removed.
   static int RemoveStale(const std::string& name_prefix);
+  // Bytes at the end of each segment for its trailer (never handed to a pool).
+  static constexpr uint64_t kTrailerBytes = 4096;
 
   const std::vector<HostSegment>& segments() const { return segments_; }
   memory::PoolSet& pools() { return pools_; }
@@ -60,8 +73,24 @@ class HostTier final : public Tier {
   void FreeImpl(const Range& range) override;
   void WriteImpl(std::span<const Transfer> items, TransferDone done) override;
   void ReadImpl(std::span<const Transfer> items, TransferDone done) override;
-  absl::Status AddSegment(const std::string& name, uint64_t size, const std::string& pool,
-                          const HostTierConfig& config);
+  // One segment to create: its pool and size (the pool's bytes, then the trailer).
+  struct Plan {
+    std::string pool;
+    bool fixed = false;
+    uint64_t block_size = 0, blocks = 0, bytes = 0, size = 0;
+  };
+  static absl::StatusOr<std::vector<Plan>> Layout(const HostTierConfig& config);
+  // Takes over the segments `manifest` lists when they match `plans`; false (and nothing kept)
+  // otherwise, saying why in the log.
+  bool Reattach(const std::vector<Plan>& plans, const std::string& manifest,
+                const std::string& name_prefix, const HostTierConfig& config);
+  // Writes each new segment's trailer and the manifest for generation_.
+  absl::Status Publish(const std::string& manifest);
+  void AddPools(const std::vector<Plan>& plans);
+
+  bool reattached_ = false;
+  uint64_t generation_ = 0;
+  uint64_t layout_ = 0;  // a hash of the plans: a manifest of another layout is not taken over
 
   std::vector<ShmSegment> shm_;
   std::vector<HostSegment> segments_;

@@ -67,6 +67,19 @@ SsdTier::SsdTier(const SsdTierConfig& config, std::vector<UniqueFd> fds,
   stats_.engine = engine_->mode();
 }
 
+absl::Status SsdTier::Claim(const SsdExtent& extent) {
+  if (IsRam(extent) || extent.space >= files_.size() || extent.length == 0 ||
+      extent.reserved != RoundUp(extent.length)) {
+    return absl::InvalidArgumentError("not an extent of this SSD tier");
+  }
+  absl::MutexLock lock(&mu_);
+  return files_[extent.space]->extents.Claim(extent.offset, extent.length);
+}
+
+void SsdTier::Sync() {
+  for (const auto& f : files_) ::fdatasync(f->fd.get());
+}
+
 SsdTier::~SsdTier() {
   engine_.reset();  // joins the I/O threads before the fds close (with files_)
 }
@@ -140,7 +153,7 @@ void SsdTier::Account(io::Op op, uint64_t count, uint64_t bytes, uint64_t ns,
 }
 
 absl::StatusOr<Range> SsdTier::ReserveImpl(uint64_t nbytes, const Placement& where) {
-  if (config_.ram_capacity > 0 && where.decoded_bytes > 0) {
+  if (config_.ram_capacity > 0 && where.decoded_bytes > 0 && !where.persistent) {
     if (std::optional<Range> r = ReserveRam(nbytes, where.decoded_bytes)) return *r;
   }
   absl::MutexLock lock(&mu_);

@@ -87,6 +87,12 @@ class SsdTier final : public Tier {
   absl::StatusOr<SsdExtent> Write(const uint8_t* src, uint64_t len);
   absl::Status Read(const SsdExtent& extent, uint8_t* dst);
 
+  // Marks an extent a restart found in the index as in use again. INVALID_ARGUMENT when it is
+  // not a file extent of this tier, overlaps one claimed already, or its sizes disagree.
+  absl::Status Claim(const SsdExtent& extent) ABSL_LOCKS_EXCLUDED(mu_);
+  // fdatasyncs the swap files (a clean stop: what the index points at is on the device).
+  void Sync();
+
   SsdStats Stats() const;
   bool degraded();
   // For a degraded tier: writes one 4 KiB block, reads it back and, if both work and the bytes

@@ -48,6 +48,9 @@ struct Placement {
   // Below the host tier: the tensor's decoded size when the range holds an encoding of it (the
   // SSD tier's RAM front keeps copies that compress well); 0: raw or unknown.
   uint64_t decoded_bytes = 0;
+  // The copy must survive the daemon (warm restart of a DURABLE tensor): the SSD tier keeps it in
+  // a file, never in its RAM front.
+  bool persistent = false;
 };
 
 // One transfer of a batch: range->length bytes between `host` and the range. A write may set

@@ -46,7 +46,7 @@ class Daemon:
     def __init__(self, binary, work, host_mib, swap_mib, *extra):
         self.run = tempfile.mkdtemp(prefix="run.", dir=work)
         self.swap = os.path.join(work, "codec_swap_bench.swap")
-        args = [binary, "--run-dir", self.run, "--host-capacity", f"{host_mib}MiB",
+        args = [binary, "--set", "daemon.persist=false", "--run-dir", self.run, "--host-capacity", f"{host_mib}MiB",
                 "--swap-file", self.swap, "--swap-size", f"{swap_mib}MiB", "--log-level", "warn",
                 "--no-prefault", *extra]
         self.proc = subprocess.Popen(args)

@@ -42,7 +42,7 @@ VARIANTS = [
 def start_daemon(binary, work):
     run = tempfile.mkdtemp(prefix="run.", dir=work)
     swap = os.path.join(run, "swap")
-    proc = subprocess.Popen([binary, "--run-dir", run, "--host-capacity", "512MiB",
+    proc = subprocess.Popen([binary, "--set", "daemon.persist=false", "--run-dir", run, "--host-capacity", "512MiB",
                              "--swap-file", swap, "--swap-size", "1GiB", "--log-level", "warn",
                              "--no-prefault"])
     sock = os.path.join(run, "tensord.sock")

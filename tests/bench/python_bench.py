@@ -42,7 +42,7 @@ def timed(fn):
 def start_daemon():
     run_dir = tempfile.mkdtemp(prefix="tensord-pybench-")
     binary = os.environ.get("TENSORD_BIN", "build/daemon/tensord")
-    proc = subprocess.Popen([binary, "--run-dir", run_dir, "--host-capacity", "1GiB",
+    proc = subprocess.Popen([binary, "--set", "daemon.persist=false", "--run-dir", run_dir, "--host-capacity", "1GiB",
                              "--log-level", "warn"])
     sock = os.path.join(run_dir, "tensord.sock")
     for _ in range(400):

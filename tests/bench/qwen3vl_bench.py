@@ -222,7 +222,7 @@ class Cgroup:
 
 def start_daemon(a, run_dir):
     sock = os.path.join(run_dir, "tensord.sock")
-    args = [os.environ.get("TENSORD_BIN", "build/daemon/tensord"), "--run-dir", run_dir,
+    args = [os.environ.get("TENSORD_BIN", "build/daemon/tensord"), "--set", "daemon.persist=false", "--run-dir", run_dir,
             "--host-capacity", str(a.host_capacity), "--log-level", "warn"]
     if not a.prefault:  # the segment's untouched pages then cost nothing: PSS shows what is used
         args.append("--no-prefault")

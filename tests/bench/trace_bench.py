@@ -48,7 +48,7 @@ def load(path, limit):
 
 def start_daemon(binary, run_dir, host_bytes, swap_bytes, policy):
     sock = os.path.join(run_dir, "tensord.sock")
-    proc = subprocess.Popen([binary, "--run-dir", run_dir, "--host-capacity", str(host_bytes),
+    proc = subprocess.Popen([binary, "--set", "daemon.persist=false", "--run-dir", run_dir, "--host-capacity", str(host_bytes),
                              "--log-level", "warn", "--no-prefault",
                              "--swap-file", os.path.join(run_dir, "swap"),
                              "--swap-size", str(swap_bytes),

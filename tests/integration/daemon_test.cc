@@ -116,7 +116,7 @@ TEST(Daemon, StaleSegmentsOfACrashedInstanceAreRemovedAtStart) {
   const std::string run_dir = MakeTempDir();
   std::vector<std::string> before;
   {
-    Daemon d({"--host-capacity", "64MiB"}, run_dir);
+    Daemon d({"--host-capacity", "64MiB", "--set", "daemon.persist=false"}, run_dir);
     ASSERT_TRUE(d.ok());
     before = SegmentNames(d);
     ASSERT_FALSE(before.empty());
@@ -126,7 +126,7 @@ TEST(Daemon, StaleSegmentsOfACrashedInstanceAreRemovedAtStart) {
     ASSERT_TRUE(std::filesystem::exists(ShmPath(name)))
         << name << ": kill -9 leaves its segments (that is what is being cleaned)";
   }
-  Daemon again({"--host-capacity", "64MiB"}, run_dir);
+  Daemon again({"--host-capacity", "64MiB", "--set", "daemon.persist=false"}, run_dir);
   ASSERT_TRUE(again.ok());
   for (const std::string& name : before) {
     EXPECT_FALSE(std::filesystem::exists(ShmPath(name))) << name << " was not removed";

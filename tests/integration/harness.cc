@@ -159,7 +159,9 @@ bool IsServing(const std::string& socket) {
 }
 
 Daemon::Daemon(const std::vector<std::string>& extra_args, const std::string& run_dir)
-    : run_dir_(run_dir.empty() ? MakeTempDir() : run_dir), socket_(run_dir_ + "/tensord.sock") {
+    : run_dir_(run_dir.empty() ? MakeTempDir() : run_dir),
+      socket_(run_dir_ + "/tensord.sock"),
+      owns_run_dir_(run_dir.empty()) {
   std::vector<std::string> argv = {DaemonBinary(), "--run-dir", run_dir_,
                                    "--log-level",  "warn",      "--no-prefault"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
@@ -196,7 +198,10 @@ void Daemon::KillHard() {
 }
 
 Daemon::~Daemon() {
-  // A clean stop removes the daemon's shared-memory segments; SIGKILL is the last resort.
+  // A clean stop keeps the segments of the tensors left (a warm restart would take them over):
+  // the end of a test forgets them. A daemon the test stopped itself may be started again on
+  // the same run directory: its state stays unless the directory was this object's own.
+  const bool forget = process_ != nullptr && (!process_->reaped() || owns_run_dir_);
   if (process_ != nullptr && !process_->reaped()) {
     process_->Kill(SIGTERM);
     // 30 s: on a loaded machine (tests run two at a time) a daemon was seen taking ~10 s to
@@ -206,6 +211,10 @@ Daemon::~Daemon() {
     if (code != 0) ADD_FAILURE() << "tensord exited with " << code << " on SIGTERM";
   }
   process_.reset();
+  if (forget) {
+    RunCommand(DaemonBinary() + " --forget --log-level error --run-dir '" + run_dir_ +
+               "' >/dev/null");
+  }
 }
 
 }  // namespace tensord::testing

@@ -62,6 +62,7 @@ class Daemon {
   std::unique_ptr<Process> process_;
   std::unique_ptr<v1::Tensord::Stub> stub_;
   bool ok_ = false;
+  bool owns_run_dir_ = false;
 };
 
 // Paths of the binaries under test (from the build).

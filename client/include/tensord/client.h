@@ -17,13 +17,24 @@
 // Every call has a deadline (ClientOptions::deadline) and returns absl::Status codes as listed
 // in the README. A Client is safe to use from several threads; Lease and WritableTensor are
 // not (move them to one owner).
+//
+// Daemon restarts: a Client survives them. When its session has ended (the daemon stopped, was
+// killed, or restarted), its next call first opens a new session, retrying with backoff (50 ms
+// doubling to 1 s) for up to ClientOptions::reconnect_timeout, and a call that fails because the
+// daemon went away mid-call is sent once more on the new session. Sessions are not restored:
+// leases and unsealed creates belong to the instance that granted them and die with it. A Lease
+// or WritableTensor made before the restart reports valid() == false; its data pointer stays
+// mapped (to the old instance's memory, which the new one may reuse: read nothing through it),
+// and Release / Seal / Abort on it return FAILED_PRECONDITION without reaching the new daemon.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -52,6 +63,9 @@ struct ClientOptions {
   std::string ns;
   std::string client_name = "cpp-client";
   std::chrono::milliseconds deadline{10000};
+  // How long a call waits for a restarted (or stopped) daemon to take a new session before it
+  // fails with UNAVAILABLE; 0: never reconnect (calls fail as the dead session's would).
+  std::chrono::milliseconds reconnect_timeout{30000};
 };
 
 struct CreateOptions {
@@ -204,12 +218,18 @@ class WritableTensor {
   const TensorInfo& info() const { return info_; }
   bool on_gpu() const { return info_.location.tier == Tier::kGpu; }
   int device() const { return device_; }  // this process's CUDA ordinal; -1 for host tensors
-  // Publishes the tensor. FAILED_PRECONDITION if already sealed or aborted. For a GPU tensor,
+  // Whether the session it was created in still exists: false once the daemon restarted (or
+  // ended the session) — the unsealed tensor is gone and data() points at memory the daemon
+  // may reuse — and for a moved-from tensor.
+  bool valid() const;
+  // Publishes the tensor. FAILED_PRECONDITION if already sealed or aborted, or if !valid() (then
+  // nothing is sent to the daemon). For a GPU tensor,
   // `cuda_stream` (a cudaStream_t; nullptr: the legacy default stream) is where the writes were
   // issued: the daemon publishes the tensor once they are complete.
   absl::Status Seal(void* cuda_stream = nullptr);
-  // Drops the tensor. FAILED_PRECONDITION if already sealed or aborted. For a GPU tensor, abort
-  // only once no write to it is still queued: its range is reused at once.
+  // Drops the tensor. FAILED_PRECONDITION if already sealed or aborted, or if !valid() (nothing
+  // to drop). For a GPU tensor, abort only once no write to it is still queued: its range is
+  // reused at once.
   absl::Status Abort();
 
  private:
@@ -244,8 +264,13 @@ class Lease {
   const TensorInfo& info() const { return info_; }
   uint64_t lease_id() const { return lease_id_; }
   bool held() const { return lease_id_ != 0; }
+  // Whether the session that granted the lease still exists (independent of held()): false once
+  // the daemon restarted or ended the session. An invalid lease pins nothing: data() still
+  // points into the old mapping (so reading does not crash) but the bytes may have been reused.
+  bool valid() const;
   // Ends the lease now. The pointer must not be used afterwards: for a GPU lease, release only
   // once the work reading it has completed (synchronize its stream), as before a cudaFree.
+  // FAILED_PRECONDITION (and nothing sent) for a lease that is no longer valid().
   absl::Status Release();
 
  private:
@@ -262,7 +287,8 @@ class Lease {
 
 class Client {
  public:
-  // Connects and attaches (opens a session). UNAVAILABLE if no daemon answers in time.
+  // Connects and attaches (opens a session). UNAVAILABLE if no daemon answers in time (no
+  // reconnect_timeout wait here: the first connection is not retried).
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options = {});
   // Detaches once no Lease or WritableTensor of this client is left.
   ~Client();
@@ -294,7 +320,8 @@ class Client {
   absl::StatusOr<HintResult> Hint(std::span<const std::string> keys, Tier tier = Tier::kHost,
                                   std::chrono::milliseconds ttl = std::chrono::milliseconds(0),
                                   int device = -1);
-  // Releases many leases in one round trip (all or nothing).
+  // Releases many leases in one round trip (all or nothing). FAILED_PRECONDITION, and nothing
+  // released, if one of them is no longer valid() (release those one by one, or drop them).
   absl::Status ReleaseAll(std::span<Lease> leases);
   absl::Status Delete(std::string_view key);
   absl::StatusOr<TensorInfo> Stat(std::string_view key);
@@ -317,17 +344,43 @@ class Client {
   // An empty round trip to the daemon.
   absl::Status Ping();
 
-  const std::string& session_id() const;
+  // The current session's id (a new one after each reconnect).
+  std::string session_id() const;
+  // How many times this client replaced a dead session with a new one.
+  uint64_t reconnects() const { return reconnects_.load(); }
   // Returns this client's mapping of a host segment (base, size), {nullptr, 0} if not mapped.
   std::pair<const uint8_t*, uint64_t> SegmentMapping(uint32_t arena) const;
   // Whether the daemon has a GPU tier that this process can open.
   bool gpu_usable() const;
-  // How many times each GPU arena's IPC handle was opened (by arena id): at most 1 each.
+  // How many times each GPU arena's IPC handle was opened (by arena id): at most 1 each, per
+  // session.
   std::vector<uint64_t> GpuIpcOpens() const;
 
  private:
-  explicit Client(std::shared_ptr<internal::Session> session);
-  std::shared_ptr<internal::Session> session_;
+  Client(const ClientOptions& options, std::shared_ptr<internal::Session> session);
+
+  // Returns the session now in use (a copy: a reconnect may replace it meanwhile).
+  std::shared_ptr<internal::Session> Current() const;
+  // Returns the session to call on: the current one, or, if it has died and reconnecting is on,
+  // a new one (waits up to reconnect_timeout; UNAVAILABLE when it passes).
+  absl::StatusOr<std::shared_ptr<internal::Session>> Live();
+  // Replaces `dead` with a new session, unless another thread already did (then returns that
+  // one). Marks `dead` dead first, so that its leases are invalid from now on.
+  absl::StatusOr<std::shared_ptr<internal::Session>> Reconnect(
+      const std::shared_ptr<internal::Session>& dead);
+  // Runs `call(session)` on the live session, and once more on a new session if it failed
+  // because the daemon lost the first. `call` returns absl::Status or absl::StatusOr<T>. Defined
+  // in client.cc and used only there.
+  template <typename Call>
+  auto Retrying(Call call);
+
+  const ClientOptions options_;
+  mutable std::mutex mu_;
+  std::shared_ptr<internal::Session> session_;   // guarded by mu_; replaced by Reconnect
+  std::mutex reconnect_mu_;                      // held through a reconnect: one at a time
+  absl::Status last_reconnect_error_;            // guarded by reconnect_mu_
+  std::atomic<uint64_t> reconnect_attempts_{0};  // finished Reconnect attempts (either outcome)
+  std::atomic<uint64_t> reconnects_{0};          // successful ones
 };
 
 }  // namespace tensord

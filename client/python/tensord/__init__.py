@@ -9,6 +9,12 @@ A `Tensor` returned by `get` holds a lease: the bytes stay put and unchanged whi
 or any numpy array / torch tensor made from it, is alive; the lease ends when the last of them
 is garbage-collected. Sealed tensors are immutable: numpy views are read-only; torch has no
 read-only tensors, so do not write through a torch view of a sealed tensor.
+
+A Client survives daemon restarts: its next call opens a new session (retrying with backoff
+for up to `reconnect_timeout` seconds) and `client.reconnects` counts how often it did.
+Sessions are not restored: a Tensor leased or created before the restart reports
+`.valid == False` (its memory may be reused by the new daemon: get it again), and its
+`.release()`, `.seal()` and `.abort()` raise tensord.Error (FAILED_PRECONDITION).
 """
 
 from __future__ import annotations
@@ -60,8 +66,12 @@ class Client:
     """A session with a tensord daemon. Use as a context manager, or call close()."""
 
     def __init__(self, socket: Optional[str] = None, namespace: str = "",
-                 name: str = "python", timeout: float = 10.0):
-        self._c = _Client(socket, namespace, name, timeout)
+                 name: str = "python", timeout: float = 10.0, *,
+                 reconnect_timeout: float = 30.0):
+        """Connects now (no retry: raises tensord.Error if no daemon answers within `timeout`
+        seconds, the deadline of every call). Later, when the daemon restarts, a call waits up
+        to `reconnect_timeout` seconds for it to come back (0: never reconnect)."""
+        self._c = _Client(socket, namespace, name, timeout, float(reconnect_timeout))
 
     def __enter__(self) -> "Client":
         return self
@@ -72,6 +82,11 @@ class Client:
     def close(self) -> None:
         """Ends the session once no Tensor of this client is alive any more."""
         self._c.close()
+
+    @property
+    def reconnects(self) -> int:
+        """How many times this client replaced a session lost to a daemon restart."""
+        return self._c.reconnects
 
     def create(self, key: str, shape: Sequence[int], dtype: str, *, durability: str = "durable",
                pool: str = "", scope: str = "global", ttl: Optional[float] = None,

@@ -33,6 +33,9 @@ def _serve(run_dir, *extra):
     yield sock
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0, "tensord did not stop cleanly"
+    # A clean stop keeps the tensors left for a warm restart; the test is over: forget them.
+    subprocess.run([TENSORD_BIN, "--forget", "--log-level", "error", "--run-dir", str(run_dir)],
+                   check=True, capture_output=True)
 
 
 @pytest.fixture
