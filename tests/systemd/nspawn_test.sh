@@ -81,10 +81,15 @@ check reload-applied bash -c 'journalctl -u tensord --no-pager | grep -q "SIGHUP
 sed -i 's/^# metrics_port = 0/metrics_port = 9464/' /etc/tensord/tensord.toml
 check restart systemctl restart tensord
 check metrics bash -c 'exec 3<>/dev/tcp/127.0.0.1/9464 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && grep -q "^tensord_tier_capacity_bytes{tier=\"host\"} 1073741824" <&3'
-check restart-empty bash -c "tensorctl --socket $sock stats --json | grep -q '\"objects\": \"0\"'"
+# A restart keeps the sealed tensor (warm restart: the segment is taken over).
+check restart-keeps bash -c "tensorctl --socket $sock stats --json | grep -q '\"objects\": \"1\"'"
+check restart-same-tensor tensorctl --socket $sock stat k
 check stop systemctl stop tensord
 systemctl show -p Result,ExecMainStatus,ExecMainCode tensord
 check exit-clean bash -c 'systemctl show -p ExecMainStatus tensord | grep -q "=0$"'
+check segments-kept bash -c 'ls /dev/shm | grep -q "^tensord\."'
+# What it kept for the next start goes with --forget.
+check forget bash -c 'install -d -o tensord -g tensord /run/tensord && runuser -u tensord -- tensord --run-dir /run/tensord --set daemon.state_dir=/var/lib/tensord --forget'
 check segments-removed bash -c '! ls /dev/shm | grep -q "^tensord\."'
 check socket-removed test ! -e $sock
 journalctl -u tensord --no-pager | tail -20

@@ -161,7 +161,9 @@ def test_lossy_swap_copies_come_back_within_their_budget(swap_daemon):
 
 
 def test_compressed_ram_front_keeps_cold_tensors_encoded_in_memory(tmp_path):
-    """With ssd.compressed_ram, well-compressed swap copies stay in RAM: Gets read no SSD bytes."""
+    """With ssd.compressed_ram, well-compressed swap copies of CACHE tensors stay in RAM: Gets
+    read no SSD bytes. (A DURABLE tensor's swap copy always goes to the file: it must survive a
+    restart of the daemon.)"""
     from conftest import _serve
     swap = tmp_path / "swap"
     served = _serve(tmp_path / "run", "--swap-file", str(swap), "--swap-size", "1GiB",
@@ -174,7 +176,7 @@ def test_compressed_ram_front_keeps_cold_tensors_encoded_in_memory(tmp_path):
             for i in range(8):  # 8 x 8 MiB float16 KV blocks, lossy within 1%: ~4 MiB encoded
                 x = (torch.randn(1024, 32, 128, generator=gen) *
                      torch.linspace(0.5, 4, 128)).to(torch.float16)
-                c.put(f"kv.{i}", x, compression="lossy", error_budget=0.01)
+                c.put(f"kv.{i}", x, compression="lossy", error_budget=0.01, durability="cache")
                 made[f"kv.{i}"] = x
             for i in range(20):  # 320 MiB of incompressible fill through the 256 MiB host tier
                 c.put(f"fill.{i}", torch.randn(4096, 1024, generator=gen))
