@@ -114,7 +114,10 @@ void Store::Persist(Object* o) {
 RestoreReport Store::Restore(const LoadedIndex& loaded, bool host_reattached) {
   RestoreReport rep;
   absl::MutexLock lock(&mu_);
-  for (const auto& [table_key, t] : loaded.tensors) {
+  for (const auto& entry : loaded.tensors) {
+    // (No structured binding: clang 14 cannot capture one in the lambda below.)
+    const std::string& table_key = entry.first;
+    const index::Tensor& t = entry.second;
     auto made = ObjectFrom(t);
     const bool durable = t.durability() == static_cast<int>(Durability::kDurable);
     auto refuse = [&](absl::string_view why) {
