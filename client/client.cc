@@ -410,14 +410,18 @@ absl::StatusOr<Lease> Client::Get(std::string_view key, Tier want, int device) {
 
 absl::Status Client::ReleaseAll(std::span<Lease> leases) {
   std::vector<uint64_t> ids;
+  SessionPtr session;  // the leases' own: lease ids are per session and per instance
   for (Lease& l : leases) {
     if (l.lease_id_ == 0) continue;
     if (!l.valid()) return StaleError("lease");  // all or nothing: none is released
+    if (session == nullptr) session = l.session_;
+    if (l.session_ != session) {
+      return absl::InvalidArgumentError("ReleaseAll: the leases come from different sessions");
+    }
     ids.push_back(l.lease_id_);
   }
   if (ids.empty()) return absl::OkStatus();
   // Not retried: a new session holds none of these leases.
-  const SessionPtr session = Current();
   absl::Status st = StaleIfLost(*session, session->Release(ids), "lease");
   if (st.ok()) {
     for (Lease& l : leases) {

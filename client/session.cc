@@ -1,6 +1,8 @@
 // Client session: attach, watch, segment mapping cache.
 #include "client/session.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -72,7 +74,19 @@ void Session::Watch() {
 
 void Session::MarkDead() {
   std::lock_guard<std::mutex> lock(mu_);
-  alive_.store(false, std::memory_order_release);
+  if (alive_.exchange(false, std::memory_order_acq_rel)) {
+    // The next instance may take over these segments and hand their memory to someone else:
+    // pointers from this session (leases, tensors being written, numpy/torch views) must not
+    // reach it. Each mapping is replaced in place by private zeroed memory: stale reads see
+    // zeros, stale writes land nowhere, nothing faults.
+    for (std::optional<ShmSegment>& m : mapped_) {
+      if (!m.has_value() || m->data() == nullptr) continue;
+      if (::mmap(m->data(), m->size(), PROT_READ | PROT_WRITE,
+                 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED) {
+        std::abort();  // leaving the shared mapping in place would let stale writes through
+      }
+    }
+  }
   dead_cv_.notify_all();
 }
 

@@ -113,13 +113,17 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   const std::string state_dir = config.state_dir.empty() ? config.run_dir : config.state_dir;
   d->persist_ = config.persist;
   d->state_dir_ = state_dir;
-  if (d->persist_) {
+  if (d->persist_ && state_dir != config.run_dir) {
+    // Another instance (another run directory) must not share this index and manifest.
+    auto state_lock = LockRunDir(state_dir);
+    if (!state_lock.ok()) return state_lock.status();
+    d->state_lock_fd_ = *state_lock;
+  } else if (!d->persist_) {
+    // A later persistent start must not take over what an earlier one left and this one
+    // overwrites (its segments go below; its swap extents are reused now).
     std::error_code ec;
-    std::filesystem::create_directories(state_dir, ec);
-    if (ec) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot create state directory ", state_dir, ": ", ec.message()));
-    }
+    std::filesystem::remove(state_dir + "/index", ec);
+    std::filesystem::remove(state_dir + "/segments", ec);
   }
   notify::Status(absl::StrCat("mapping ", FormatBytes(config.host.capacity), " of host memory",
                               config.host.prefault ? " (pre-faulting)" : ""));
@@ -232,6 +236,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
     d->gpu_migrator_ =
         std::thread([raw = d.get()] { raw->store_->RunGpuMigrator(&raw->migrator_stop_); });
   }
+  d->started_ = true;
   spdlog::info("tensord {} serving on unix:{} with {} of host memory in {} segments",
                TENSORD_VERSION, d->socket_path_, FormatBytes(config.host.capacity),
                d->host_->segments().size());
@@ -322,18 +327,21 @@ Daemon::~Daemon() {
   if (verifier_.joinable()) verifier_.join();
   service_.reset();
   store_.reset();
-  if (persist_ && index_ != nullptr && index_->Stats().live_records > 0) {
+  // A start that failed half way keeps what the last instance left: nothing was served yet.
+  if (persist_ && (!started_ || (index_ != nullptr && index_->Stats().live_records > 0))) {
     // The next instance takes over: the segments stay, the swap files and the index reach
     // the device.
     if (ssd_ != nullptr) ssd_->Sync();
     if (host_ != nullptr) host_->Keep();
   } else if (persist_) {
-    std::filesystem::remove(state_dir_ + "/segments");  // nothing to keep: the segments go
+    std::error_code ec;
+    std::filesystem::remove(state_dir_ + "/segments", ec);  // nothing to keep: the segments go
   }
   index_.reset();
   gpu_.reset();   // unpins the host arenas and frees the GPU arenas
   ssd_.reset();   // its engine has the arenas registered: it goes first
   host_.reset();  // unlinks the shared-memory segments
+  if (state_lock_fd_ >= 0) close(state_lock_fd_);
   if (lock_fd_ >= 0) close(lock_fd_);
 }
 

@@ -79,7 +79,9 @@ class Daemon {
   std::unique_ptr<tiers::HostTier> host_;
   std::unique_ptr<store::Index> index_;  // warm restart (daemon.persist); outlives the store
   bool persist_ = false;
+  bool started_ = false;  // Start completed
   std::string state_dir_;
+  int state_lock_fd_ = -1;  // the state directory's lock, when it is not the run directory
   std::thread verifier_;  // checks restored tensors' bytes (Store::VerifyRestored)
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<service::TensordService> service_;

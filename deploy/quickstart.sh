@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's two commands. From a fresh Debian bookworm machine:
 #   deploy/quickstart.sh run  [tensord flags...]   install, build, run the daemon in the foreground
-#   deploy/quickstart.sh test [--sanitize address,undefined|thread]
-#                                                 install, build, run every test
+#   deploy/quickstart.sh test [--sanitize address,undefined|thread] [ctest args...]
+#                                                 install, build, run every test (or those
+#                                                 the ctest arguments select, e.g. -L unit)
 # Builds go to build/ (or build-<sanitizer>/), with Ninja and -j2 by default (JOBS=N overrides);
 # ctest runs two tests at a time (CTEST_JOBS=N overrides).
 set -euo pipefail
@@ -42,10 +43,13 @@ case $mode in
       # Debian's gRPC is not instrumented; LSan still reports our own leaks.
       export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
       export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+      # TSan: Debian's abseil is made visible by wrappers (common/tsan_abseil.cc); the few
+      # suppressions in tests/tsan.supp are for other uninstrumented libraries, each justified.
+      export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp}
     fi
     cd "$build_dir"
     # Tests are independent (own run directories, sockets, ports, segments): two at a time.
-    ctest --output-on-failure --timeout 600 -j "${CTEST_JOBS:-2}"
+    ctest --output-on-failure --timeout 600 -j "${CTEST_JOBS:-2}" "$@"
     ;;
   *)
     sed -n '2,7p' "$0"

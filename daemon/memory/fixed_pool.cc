@@ -15,6 +15,7 @@ FixedPool::FixedPool(uint64_t base, uint64_t block_size, uint64_t block_count)
 }
 
 absl::StatusOr<uint64_t> FixedPool::Allocate(uint64_t size) {
+  Settle();
   if (size == 0 || size > block_size_) {
     return absl::InvalidArgumentError(
         absl::StrCat(size, " bytes do not fit a block of ", block_size_));
@@ -30,7 +31,15 @@ absl::StatusOr<uint64_t> FixedPool::Allocate(uint64_t size) {
   return base_ + index * block_size_;
 }
 
+void FixedPool::Settle() {
+  if (stale_ == 0) return;
+  free_.erase(std::remove_if(free_.begin(), free_.end(), [&](uint32_t b) { return in_use_[b]; }),
+              free_.end());
+  stale_ = 0;
+}
+
 absl::Status FixedPool::Free(uint64_t offset) {
+  Settle();  // a claimed block must leave the free stack before it can come back to it
   if (offset < base_ || (offset - base_) % block_size_ != 0 ||
       (offset - base_) / block_size_ >= block_count_) {
     return absl::InvalidArgumentError(absl::StrCat("offset ", offset, " is not a block"));
@@ -55,8 +64,7 @@ absl::Status FixedPool::Claim(uint64_t offset, uint64_t size) {
     return absl::InvalidArgumentError(absl::StrCat("block at ", offset, " is already in use"));
   }
   in_use_[index] = true;
-  // The free stack is rebuilt rarely (a restart claims its blocks once), so a linear erase is fine.
-  free_.erase(std::find(free_.begin(), free_.end(), static_cast<uint32_t>(index)));
+  ++stale_;  // still on the free stack: rebuilt once, at the next Allocate or Free (claims come in bulk)
   ++allocations_;
   return absl::OkStatus();
 }
@@ -70,7 +78,7 @@ AllocatorStats FixedPool::Stats() const {
   s.capacity_bytes = block_size_ * block_count_;
   s.block_size = block_size_;
   s.blocks_total = block_count_;
-  s.blocks_used = block_count_ - free_.size();
+  s.blocks_used = block_count_ - (free_.size() - stale_);
   s.used_bytes = s.blocks_used * block_size_;
   s.free_bytes = s.capacity_bytes - s.used_bytes;
   // Any free block serves any request: a fixed pool is never fragmented.

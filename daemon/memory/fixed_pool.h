@@ -26,6 +26,8 @@ class FixedPool final : public Allocator {
   uint64_t block_count_;
   std::vector<uint32_t> free_;  // stack of free block indices; LIFO keeps hot blocks warm
   std::vector<bool> in_use_;    // catches double frees
+  uint64_t stale_ = 0;          // claimed blocks free_ still lists (Settle removes them)
+  void Settle();
   uint64_t allocations_ = 0;
   uint64_t failures_ = 0;
 };

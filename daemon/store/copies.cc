@@ -134,6 +134,12 @@ void Store::AddCopy(Object* o, TierId t, const tiers::Range& range, codec::Codec
   c.rel_rmse = rel_rmse;
   // A restored tensor read from SSD into host memory passed the extent's checksum.
   if (t == TierId::kHost && !o->verified && !o->awaiting_check) o->verified = true;
+  // Decoded from a lossy swap copy, the host bytes are no longer those the Seal checksummed:
+  // Persist takes the checksum of these.
+  if (t == TierId::kHost && index_ != nullptr && o->copy(TierId::kSsd).present &&
+      o->copy(TierId::kSsd).rel_rmse > 0) {
+    o->has_checksum = false;
+  }
   if (o->sealed && !o->retired) {
     TrackCopy(o, t);
     if (t != TierId::kGpu) Persist(o);

@@ -133,6 +133,13 @@ absl::StatusOr<std::unique_ptr<Index>> Index::Open(const std::string& path, Load
   if (loaded->dropped_bytes > 0 || loaded->bad_records > 0) {
     spdlog::warn("index {}: {} bytes of a torn or corrupt tail and {} bad records dropped", path,
                  loaded->dropped_bytes, loaded->bad_records);
+    // More than a torn last record: keep the original for a post-mortem before it is rewritten.
+    if (loaded->dropped_bytes > kMaxPayload + sizeof(FrameHeader) || loaded->bad_records > 0) {
+      const std::string kept = path + ".corrupt";
+      if (::link(path.c_str(), kept.c_str()) == 0 || errno == EEXIST) {
+        spdlog::warn("index {}: the damaged original is kept as {}", path, kept);
+      }
+    }
   }
   std::unique_ptr<Index> index(new Index(path));
   {
@@ -192,15 +199,18 @@ void Index::Erase(const std::string& table_key, absl::string_view ns, absl::stri
 
 void Index::Maintain() {
   bool compact = false;
+  UniqueFd sync;  // a duplicate of the file's descriptor: the flush runs without the lock, which
+                  // the store's Persist (under the store's lock) waits for
   {
     absl::MutexLock lock(&mu_);
     if (dirty_ && fd_.valid()) {
-      ::fdatasync(fd_.get());
+      sync = UniqueFd(::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0));
       dirty_ = false;
       ++stats_.syncs;
     }
     compact = !compacting_ && file_bytes_ > (1u << 20) && file_bytes_ > 2 * live_bytes_;
   }
+  if (sync.valid()) ::fdatasync(sync.get());
   if (compact) {
     if (absl::Status st = Compact(); !st.ok()) {
       spdlog::error("index {}: compaction failed: {}", path_, std::string(st.message()));
@@ -226,7 +236,9 @@ absl::Status Index::Compact() {
     ::unlink(tmp.c_str());
     return st;
   };
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  // O_APPEND: after a failed write is cut off (ftruncate), the next one lands at the new end,
+  // never after a hole that would end the next read there.
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600));
   if (!fd.valid()) return fail(Errno("create", tmp));
   if (absl::Status st = WriteAll(fd.get(), snapshot); !st.ok()) return fail(st);
   if (::fdatasync(fd.get()) != 0) return fail(Errno("fdatasync", tmp));
@@ -247,8 +259,7 @@ absl::Status Index::Compact() {
       during_compaction_.clear();
       return Errno("rename", tmp);
     }
-    // Appends from now on go to the new file, opened for appending at its end.
-    if (::lseek(fd.get(), 0, SEEK_END) < 0) return Errno("seek", path_);
+    // Appends from now on go to the new file (O_APPEND: at its end).
     fd_ = std::move(fd);
     file_bytes_ = bytes;
     dirty_ = !during_compaction_.empty();

@@ -188,6 +188,10 @@ std::optional<TierId> Store::SourceFor(const Object& o, TierId to) const {
 absl::StatusOr<Store::Booked> Store::Book(size_t i, Object* o, TierId to, int device) {
   const std::optional<TierId> from = SourceFor(*o, to);
   if (!from) return absl::FailedPreconditionError("no copy to move from");
+  if (*from == TierId::kHost && o->awaiting_check) {
+    // Restored bytes not yet checked are copied nowhere (a Get checks them first).
+    return absl::UnavailableError("restored after a restart and not yet checked; Get it first");
+  }
   const tiers::Placement where =
       to == TierId::kHost ? tiers::Placement{o->pool_class, -1} : tiers::Placement{"", device};
   auto range = TierOf(to)->Reserve(o->nbytes, where);

@@ -44,7 +44,10 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Free
   PolicyOf(TierId::kHost)->Victims(policy::Demand{pools}, [&](policy::Handle h) {
     // Unleased CACHE tensors, and host copies of tensors the GPU also holds.
     Object* o = ObjectOf(h);
-    if (o->durability != Durability::kCache && !o->copy(TierId::kGpu).present) {
+    // With an index, a DURABLE tensor keeps a copy that survives the daemon (GPU memory does
+    // not): its host copy goes only through a demotion to SSD.
+    if (o->durability != Durability::kCache &&
+        (!o->copy(TierId::kGpu).present || index_ != nullptr)) {
       return Verdict::kSkip;
     }
     victims.push_back(o);

@@ -139,6 +139,13 @@ RestoreReport Store::Restore(const LoadedIndex& loaded, bool host_reattached) {
     }
     std::unique_ptr<Object> o = *std::move(made);
     Object* raw = o.get();
+    // It must fit the host tier as configured now (a swap-in needs room there); a pool class
+    // that no longer exists falls back to the best fit.
+    if (!host_->pools().Candidates(o->nbytes, o->pool_class).ok()) o->pool_class.clear();
+    if (!host_->pools().Candidates(o->nbytes, o->pool_class).ok()) {
+      refuse("it no longer fits the host tier");
+      continue;
+    }
     // The host copy: in a segment taken over from the last instance, a range its pool can claim.
     if (t.has_host() && host_reattached && o->has_checksum) {
       const tiers::Range r = FromIndex(t.host());
@@ -158,9 +165,15 @@ RestoreReport Store::Restore(const LoadedIndex& loaded, bool host_reattached) {
     if (t.has_ssd() && ssd_ != nullptr) {
       const tiers::Range r = FromIndex(t.ssd());
       const uint32_t codec = t.ssd().codec();
-      const bool raw_size_ok = codec != 0 || r.length == o->nbytes;
-      if (codec <= static_cast<uint32_t>(codec::kMaxCodecId) && raw_size_ok &&
-          ssd_->Claim(r).ok()) {
+      // Raw: exactly the tensor; encoded: never much more than it (a codec that does not pay
+      // stores the raw bytes), so a bogus length cannot make a check or a swap-in allocate
+      // gigabytes.
+      const bool size_ok = codec == 0 ? r.length == o->nbytes
+                                      : r.length <= o->nbytes + o->nbytes / 64 + (64 << 10);
+      const bool codec_ok = codec <= static_cast<uint32_t>(codec::kMaxCodecId) &&
+                            std::string_view(codec::CodecName(static_cast<codec::CodecId>(codec))) !=
+                                "unknown";
+      if (codec_ok && size_ok && ssd_->Claim(r).ok()) {
         Copy& c = raw->copy(TierId::kSsd);
         c.present = true;
         c.range = r;
@@ -275,18 +288,22 @@ uint64_t Store::VerifyRestored(absl::Notification* stop) {
       good = XXH3_64bits(host_->Address(range), o->nbytes) == o->checksum;
     } else {
       buffer.resize(range.length);
-      good = ssd_->Read(range, buffer.data()).ok();
+      const absl::Status st = ssd_->Read(range, buffer.data());
+      // Only a checksum mismatch condemns the copy; an I/O error leaves it to a later Get (which
+      // reports it as any swap-in does) instead of dropping a DURABLE tensor for a hiccup.
+      good = st.code() != absl::StatusCode::kDataLoss;
     }
     checked += t == TierId::kHost ? o->nbytes : range.length;
     Frees frees;
     {
       absl::MutexLock lock(&mu_);
-      --o->pins;
       if (t == TierId::kSsd) DropReader(o, TierId::kSsd);
-      // A Get may have checked it meanwhile; a Delete may have retired it.
+      // A Get may have checked it meanwhile; a Delete may have retired it. The pin keeps o
+      // alive through Checked (which may retire it); it goes last.
       if (!o->retired && !o->verified && (t == TierId::kSsd || o->awaiting_check)) {
         Checked(o, t, good, &frees).IgnoreError();
       }
+      --o->pins;
       MaybeFreeRetired(o, &frees);
     }
     Reclaim(std::move(frees));
