@@ -12,8 +12,8 @@
 #include "absl/synchronization/notification.h"
 
 namespace {
-using absl::CondVar;
 using absl::Condition;
+using absl::CondVar;
 using absl::Duration;
 using absl::Mutex;
 using absl::Notification;
@@ -23,9 +23,7 @@ void Acquire(const void* p) { __tsan_acquire(const_cast<void*>(p)); }
 void Release(const void* p) { __tsan_release(const_cast<void*>(p)); }
 // HasBeenNotified() is inline: an acquire load of this flag in our (instrumented) code; a
 // release on the flag's own address makes that load synchronise with Notify.
-const void* Flag(const Notification* n) {
-  return reinterpret_cast<const char*>(n) + sizeof(Mutex);
-}
+const void* Flag(const Notification* n) { return reinterpret_cast<const char*>(n) + sizeof(Mutex); }
 }  // namespace
 
 // The real functions, as ld --wrap names them, and the wrappers it routes our calls to. C
@@ -42,8 +40,9 @@ bool __real__ZN4absl7debian35Mutex13ReaderTryLockEv(Mutex*);
 void __real__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(Mutex*, const Condition*);
 bool __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
     Mutex*, const Condition*, Duration);
-bool __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
-    Mutex*, const Condition*, Time);
+bool __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(Mutex*,
+                                                                                  const Condition*,
+                                                                                  Time);
 // Mutex::LockWhen(const Condition&), LockWhenWithTimeout, ReaderLockWhen
 void __real__ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE(Mutex*, const Condition*);
 bool __real__ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE(
@@ -52,7 +51,7 @@ void __real__ZN4absl7debian35Mutex14ReaderLockWhenERKNS0_9ConditionE(Mutex*, con
 // CondVar::Wait(Mutex*), WaitWithTimeout(Mutex*, Duration), WaitWithDeadline(Mutex*, Time)
 void __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(CondVar*, Mutex*);
 bool __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(CondVar*, Mutex*,
-                                                                                Duration);
+                                                                                 Duration);
 bool __real__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(CondVar*, Mutex*,
                                                                               Time);
 // Notification::Notify(), WaitForNotification() const, WaitForNotificationWithTimeout(Duration)
@@ -100,14 +99,16 @@ void __wrap__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(Mutex* mu, const Cond
 bool __wrap__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
     Mutex* mu, const Condition* c, Duration d) {
   Release(mu);
-  const bool r = __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(mu, c, d);
+  const bool r =
+      __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(mu, c, d);
   Acquire(mu);
   return r;
 }
 bool __wrap__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
     Mutex* mu, const Condition* c, Time t) {
   Release(mu);
-  const bool r = __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(mu, c, t);
+  const bool r =
+      __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(mu, c, t);
   Acquire(mu);
   return r;
 }
@@ -117,11 +118,13 @@ void __wrap__ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE(Mutex* mu, const C
 }
 bool __wrap__ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE(
     Mutex* mu, const Condition* c, Duration d) {
-  const bool r = __real__ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE(mu, c, d);
+  const bool r =
+      __real__ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE(mu, c, d);
   Acquire(mu);
   return r;
 }
-void __wrap__ZN4absl7debian35Mutex14ReaderLockWhenERKNS0_9ConditionE(Mutex* mu, const Condition* c) {
+void __wrap__ZN4absl7debian35Mutex14ReaderLockWhenERKNS0_9ConditionE(Mutex* mu,
+                                                                     const Condition* c) {
   __real__ZN4absl7debian35Mutex14ReaderLockWhenERKNS0_9ConditionE(mu, c);
   Acquire(mu);
 }
@@ -131,17 +134,19 @@ void __wrap__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(CondVar* cv, Mutex* mu) {
   Acquire(mu);
 }
 bool __wrap__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(CondVar* cv,
-                                                                                Mutex* mu,
-                                                                                Duration d) {
+                                                                                 Mutex* mu,
+                                                                                 Duration d) {
   Release(mu);
-  const bool r = __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(cv, mu, d);
+  const bool r =
+      __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(cv, mu, d);
   Acquire(mu);
   return r;
 }
 bool __wrap__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(CondVar* cv,
                                                                               Mutex* mu, Time t) {
   Release(mu);
-  const bool r = __real__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(cv, mu, t);
+  const bool r =
+      __real__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(cv, mu, t);
   Acquire(mu);
   return r;
 }

@@ -221,9 +221,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   // Always: without an SSD tier it still reads system pressure for the stats.
   d->migrator_ = std::thread([raw = d.get()] { raw->store_->RunMigrator(&raw->migrator_stop_); });
   if (d->persist_) {
-    spdlog::info("serving {:.1f} ms after the restore began; checking restored tensors in the "
-                 "background",
-                 absl::ToDoubleMilliseconds(absl::Now() - restore_start));
+    spdlog::info(
+        "serving {:.1f} ms after the restore began; checking restored tensors in the "
+        "background",
+        absl::ToDoubleMilliseconds(absl::Now() - restore_start));
     d->verifier_ = std::thread([raw = d.get(), restore_start] {
       const uint64_t bytes = raw->store_->VerifyRestored(&raw->migrator_stop_);
       if (bytes > 0) {

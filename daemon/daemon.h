@@ -21,7 +21,7 @@ namespace tensord {
 namespace store {
 class Index;
 class Store;
-}
+}  // namespace store
 namespace tiers {
 class GpuTier;
 class HostTier;
@@ -82,7 +82,7 @@ class Daemon {
   bool started_ = false;  // Start completed
   std::string state_dir_;
   int state_lock_fd_ = -1;  // the state directory's lock, when it is not the run directory
-  std::thread verifier_;  // checks restored tensors' bytes (Store::VerifyRestored)
+  std::thread verifier_;    // checks restored tensors' bytes (Store::VerifyRestored)
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<service::TensordService> service_;
   std::unique_ptr<grpc::Server> server_;

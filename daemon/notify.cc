@@ -47,9 +47,7 @@ void Status(absl::string_view text) { Send(absl::StrCat("STATUS=", text)); }
 
 void Ready(absl::string_view status) { Send(absl::StrCat("READY=1\nSTATUS=", status), true); }
 
-void Stopping(absl::string_view status) {
-  Send(absl::StrCat("STOPPING=1\nSTATUS=", status), true);
-}
+void Stopping(absl::string_view status) { Send(absl::StrCat("STOPPING=1\nSTATUS=", status), true); }
 
 void Reloading() { Send("RELOADING=1\nSTATUS=reloading the configuration", true); }
 

@@ -64,7 +64,8 @@ absl::Status FixedPool::Claim(uint64_t offset, uint64_t size) {
     return absl::InvalidArgumentError(absl::StrCat("block at ", offset, " is already in use"));
   }
   in_use_[index] = true;
-  ++stale_;  // still on the free stack: rebuilt once, at the next Allocate or Free (claims come in bulk)
+  ++stale_;  // still on the free stack: rebuilt once, at the next Allocate or Free (claims come in
+             // bulk)
   ++allocations_;
   return absl::OkStatus();
 }

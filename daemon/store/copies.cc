@@ -111,12 +111,11 @@ void Store::DropLease(uint64_t lease_id, Frees* frees) {
   MaybeFreeRetired(o, frees);
 }
 
-codec::Policy Store::ResolveCompression(const CreateParams& params,
-                                        const std::string& pool) const {
+codec::Policy Store::ResolveCompression(const CreateParams& params, const std::string& pool) const {
   if (params.compression.mode != codec::Compression::kDefault) return params.compression;
   const auto it = options_.class_compression.find(pool);
-  codec::Policy p = it != options_.class_compression.end() ? it->second
-                                                           : options_.default_compression;
+  codec::Policy p =
+      it != options_.class_compression.end() ? it->second : options_.default_compression;
   if (p.mode == codec::Compression::kDefault) p = codec::Policy{};
   if (p.mode == codec::Compression::kLossy && params.durability == Durability::kDurable) {
     p = codec::Policy{codec::Compression::kLossless};  // DURABLE: lossy only when asked for
@@ -182,7 +181,8 @@ void Store::DropCopy(Object* o, TierId t, policy::RemovalReason why, Frees* free
 
 void Store::Retire(Object* o, policy::RemovalReason why, Frees* frees) {
   if (!lookahead_.empty()) ForgetHint(o);
-  if (index_ != nullptr && o->sealed) index_->Erase(ObjectTable::TableKey(o->ns, o->key), o->ns, o->key);
+  if (index_ != nullptr && o->sealed)
+    index_->Erase(ObjectTable::TableKey(o->ns, o->key), o->ns, o->key);
   if (o->awaiting_check) {  // deleted before its check: the check's reader goes
     o->awaiting_check = false;
     DropReader(o, TierId::kHost);

@@ -164,7 +164,8 @@ void Index::Append(const std::string& frame) {
   if (compacting_) during_compaction_.push_back(frame);
   if (!fd_.valid()) return;
   if (absl::Status st = WriteAll(fd_.get(), frame); !st.ok()) {
-    if (stats_.write_errors++ == 0) spdlog::error("index {}: write failed: {}", path_, std::string(st.message()));
+    if (stats_.write_errors++ == 0)
+      spdlog::error("index {}: write failed: {}", path_, std::string(st.message()));
     // Cut a partial frame off: what follows it would be unreadable.
     if (::ftruncate(fd_.get(), static_cast<off_t>(file_bytes_)) != 0) {
       spdlog::error("index {}: cannot cut a partial record: {}", path_, std::strerror(errno));

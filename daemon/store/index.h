@@ -29,8 +29,8 @@ namespace tensord::store {
 // What reading an index file found.
 struct LoadedIndex {
   std::map<std::string, index::Tensor> tensors;  // by table key (ObjectTable::TableKey)
-  uint64_t frames = 0;         // good frames read
-  uint64_t bad_records = 0;    // frames whose payload did not parse (skipped)
+  uint64_t frames = 0;                           // good frames read
+  uint64_t bad_records = 0;                      // frames whose payload did not parse (skipped)
   uint64_t dropped_bytes = 0;  // bytes after the first bad frame (a torn or corrupt tail)
 };
 

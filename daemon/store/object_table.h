@@ -51,7 +51,7 @@ struct Object {
   Durability durability = Durability::kDurable;
   Scope scope = Scope::kGlobal;
   codec::Policy compression;  // resolved at Create (never kDefault)
-  std::string parent;  // the Create's parent hint (a key in `ns`); empty: none
+  std::string parent;         // the Create's parent hint (a key in `ns`); empty: none
   // Who it is to the eviction policies (policy::Footprint): hashes of (ns, key) and of
   // (ns, parent), 0 for no parent.
   uint64_t id = 0, parent_id = 0;

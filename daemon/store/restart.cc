@@ -168,11 +168,11 @@ RestoreReport Store::Restore(const LoadedIndex& loaded, bool host_reattached) {
       // Raw: exactly the tensor; encoded: never much more than it (a codec that does not pay
       // stores the raw bytes), so a bogus length cannot make a check or a swap-in allocate
       // gigabytes.
-      const bool size_ok = codec == 0 ? r.length == o->nbytes
-                                      : r.length <= o->nbytes + o->nbytes / 64 + (64 << 10);
-      const bool codec_ok = codec <= static_cast<uint32_t>(codec::kMaxCodecId) &&
-                            std::string_view(codec::CodecName(static_cast<codec::CodecId>(codec))) !=
-                                "unknown";
+      const bool size_ok =
+          codec == 0 ? r.length == o->nbytes : r.length <= o->nbytes + o->nbytes / 64 + (64 << 10);
+      const bool codec_ok =
+          codec <= static_cast<uint32_t>(codec::kMaxCodecId) &&
+          std::string_view(codec::CodecName(static_cast<codec::CodecId>(codec))) != "unknown";
       if (codec_ok && size_ok && ssd_->Claim(r).ok()) {
         Copy& c = raw->copy(TierId::kSsd);
         c.present = true;
@@ -230,7 +230,8 @@ absl::Status Store::Checked(Object* o, TierId t, bool good, Frees* frees) {
   ++counters_.restore_verify_failures;
   spdlog::error("restart: the {} copy of '{}' does not match its checksum; dropped",
                 tiers::TierName(t), absl::CHexEscape(o->key.substr(0, 200)));
-  if (o->copy(t).present && !o->copy(t).held()) DropCopy(o, t, policy::RemovalReason::kDeleted, frees);
+  if (o->copy(t).present && !o->copy(t).held())
+    DropCopy(o, t, policy::RemovalReason::kDeleted, frees);
   if (o->copy(TierId::kHost).present || o->copy(TierId::kSsd).present) {
     return absl::OkStatus();  // the other copy serves (an SSD read checks its own checksum)
   }
@@ -243,10 +244,11 @@ absl::Status Store::Checked(Object* o, TierId t, bool good, Frees* frees) {
   const std::string key = o->key;
   if (durable) MarkLost(o->ns, o->key);
   Retire(o, policy::RemovalReason::kDeleted, frees);
-  return durable ? absl::DataLossError(
-                       absl::StrCat("'", key, "' was lost: its bytes failed their check after a "
-                                    "restart"))
-                 : absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
+  return durable
+             ? absl::DataLossError(absl::StrCat("'", key,
+                                                "' was lost: its bytes failed their check after a "
+                                                "restart"))
+             : absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
 }
 
 absl::Status Store::VerifyNow(Object* o, Frees* frees) {

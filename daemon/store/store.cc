@@ -316,8 +316,8 @@ absl::Status Store::Seal(const std::string& session_id, absl::string_view ns, ab
     }
     ++waited->pins;
   }
-  absl::Status st = device != nullptr ? device->WaitEvent(cuda_event, Clamp(deadline))
-                                      : absl::OkStatus();
+  absl::Status st =
+      device != nullptr ? device->WaitEvent(cuda_event, Clamp(deadline)) : absl::OkStatus();
   // The creator wrote the bytes before its Seal: what a restart will check them against.
   const std::optional<uint64_t> sum =
       bytes != nullptr ? std::optional<uint64_t>(XXH3_64bits(bytes, waited->nbytes)) : std::nullopt;

@@ -171,8 +171,8 @@ struct StoreOptions {
 
 // What Store::Restore found in the index.
 struct RestoreReport {
-  uint64_t tensors = 0, bytes = 0;          // restored
-  uint64_t host_copies = 0, ssd_copies = 0;  // ... with a copy there
+  uint64_t tensors = 0, bytes = 0;            // restored
+  uint64_t host_copies = 0, ssd_copies = 0;   // ... with a copy there
   uint64_t dropped = 0, dropped_durable = 0;  // records refused, or left with no copy
   uint64_t copies_dropped = 0;                // copies refused (their tensor kept another)
 };

@@ -72,7 +72,8 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& tex
   const std::string tmp = path + ".tmp";
   {
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd.valid()) return absl::InternalError(absl::StrCat("create ", tmp, ": ", strerror(errno)));
+    if (!fd.valid())
+      return absl::InternalError(absl::StrCat("create ", tmp, ": ", strerror(errno)));
     if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()) ||
         ::fsync(fd.get()) != 0) {
       return absl::InternalError(absl::StrCat("write ", tmp, ": ", strerror(errno)));
@@ -97,8 +98,10 @@ bool HostTier::Reattach(const std::vector<Plan>& plans, const std::string& manif
   text << in.rdbuf();
   auto m = ParseManifest(text.str());
   auto refuse = [&](absl::string_view why) {
-    spdlog::warn("not taking over the last instance's shared memory ({}): {}; its host copies "
-                 "are dropped", manifest, std::string(why));
+    spdlog::warn(
+        "not taking over the last instance's shared memory ({}): {}; its host copies "
+        "are dropped",
+        manifest, std::string(why));
     shm_.clear();  // adopted segments are removed with their owners
     return false;
   };
@@ -116,8 +119,8 @@ bool HostTier::Reattach(const std::vector<Plan>& plans, const std::string& manif
     if (!seg.ok()) return refuse(seg.status().message());
     Trailer t;
     std::memcpy(&t, seg->data() + size - kTrailerBytes, sizeof(t));
-    const Trailer want{kTrailerMagic, m->generation, layout_, i,
-                       static_cast<uint32_t>(plans.size()), size, t.sum};
+    const Trailer want{
+        kTrailerMagic, m->generation, layout_, i, static_cast<uint32_t>(plans.size()), size, t.sum};
     if (std::memcmp(&t, &want, sizeof(t)) != 0 || t.sum != TrailerSum(t)) {
       shm_.push_back(*std::move(seg));
       return refuse(absl::StrCat("segment ", name, " does not carry this manifest's trailer"));
@@ -141,8 +144,13 @@ bool HostTier::Reattach(const std::vector<Plan>& plans, const std::string& manif
 absl::Status HostTier::Publish(const std::string& manifest) {
   std::string text = absl::StrFormat("%s %016x %016x\n", kManifestHead, generation_, layout_);
   for (uint32_t i = 0; i < shm_.size(); ++i) {
-    Trailer t{kTrailerMagic, generation_, layout_, i, static_cast<uint32_t>(shm_.size()),
-              shm_[i].size(), 0};
+    Trailer t{kTrailerMagic,
+              generation_,
+              layout_,
+              i,
+              static_cast<uint32_t>(shm_.size()),
+              shm_[i].size(),
+              0};
     t.sum = TrailerSum(t);
     std::memcpy(shm_[i].data() + shm_[i].size() - kTrailerBytes, &t, sizeof(t));
     absl::StrAppend(&text, shm_[i].name(), " ", shm_[i].size(), "\n");

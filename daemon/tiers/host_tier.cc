@@ -143,7 +143,8 @@ void HostTier::Keep() {
   for (ShmSegment& seg : shm_) seg.Keep();
 }
 
-absl::StatusOr<Range> ReservePooled(memory::PoolSet& pools, absl::StatusOr<std::vector<uint32_t>> candidates,
+absl::StatusOr<Range> ReservePooled(memory::PoolSet& pools,
+                                    absl::StatusOr<std::vector<uint32_t>> candidates,
                                     uint64_t nbytes) {
   if (!candidates.ok()) return candidates.status();
   for (uint32_t pool : *candidates) {

@@ -58,7 +58,8 @@ class HostTier final : public Tier {
   uint8_t* Address(uint32_t arena, uint64_t offset) const { return shm_[arena].data() + offset; }
 
   // The Tier interface: ranges of the pools (Range::space is the pool index), transfers are
-  // memcpy, Scrub zeroes (the store skips it when zero_on_free is off). Reserve/Free/Usage: under the store's lock.
+  // memcpy, Scrub zeroes (the store skips it when zero_on_free is off). Reserve/Free/Usage: under
+  // the store's lock.
   TierId id() const override { return TierId::kHost; }
   absl::Status Scrub(const Range& range) override;
   TierUsage Usage() const override;

@@ -12,10 +12,10 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "common/random.h"
 #include "daemon/store/index.h"
@@ -123,8 +123,8 @@ class Harness {
     auto session = store_->OpenSession("fuzz");
     Require(session.ok());
     for (const auto& [table_key, t] : loaded.tensors) {
-      auto got = store_->Get(*session, t.ns(), std::vector<std::string>{t.key()},
-                             store::WantTier::kHost);
+      auto got =
+          store_->Get(*session, t.ns(), std::vector<std::string>{t.key()}, store::WantTier::kHost);
       if (!got.ok() || !(*got)[0].status.ok()) continue;
       const store::GetOutcome& r = (*got)[0];
       const uint8_t* bytes = store_->Address(r.info.location);

@@ -33,7 +33,9 @@ std::unique_ptr<Client> ConnectTo(const Daemon& d) {
   return c.ok() ? *std::move(c) : nullptr;
 }
 
-uint8_t Pattern(int tensor, uint64_t i) { return static_cast<uint8_t>(tensor * 131 + i * 7 + (i >> 9)); }
+uint8_t Pattern(int tensor, uint64_t i) {
+  return static_cast<uint8_t>(tensor * 131 + i * 7 + (i >> 9));
+}
 
 void Put(Client& c, const std::string& key, int tensor, Durability durability) {
   CreateOptions o;
