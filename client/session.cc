@@ -1,7 +1,9 @@
 // Client session: attach, watch, segment mapping cache.
 #include "client/session.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdlib>
 
@@ -75,16 +77,21 @@ void Session::Watch() {
 void Session::MarkDead() {
   std::lock_guard<std::mutex> lock(mu_);
   if (alive_.exchange(false, std::memory_order_acq_rel)) {
-    // The next instance may take over these segments and hand their memory to someone else:
-    // pointers from this session (leases, tensors being written, numpy/torch views) must not
-    // reach it. Each mapping is replaced in place by private zeroed memory: stale reads see
-    // zeros, stale writes land nowhere, nothing faults.
+    // The next instance may take these segments over and hand their memory to someone else:
+    // writes through pointers of this session (a tensor being filled, a numpy/torch view) must
+    // not reach it. Each mapping becomes a private copy-on-write mapping of the same segment in
+    // place: reads still see the segment (a DURABLE tensor the next instance restores is still
+    // there, so a model's weight views keep working), writes land in private pages only, nothing
+    // faults. A segment already removed is left mapped as it is: nobody can be handed it again.
     for (std::optional<ShmSegment>& m : mapped_) {
       if (!m.has_value() || m->data() == nullptr) continue;
-      if (::mmap(m->data(), m->size(), PROT_READ | PROT_WRITE,
-                 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED) {
-        std::abort();  // leaving the shared mapping in place would let stale writes through
-      }
+      const std::string name = m->name().starts_with('/') ? m->name() : "/" + m->name();
+      const int fd = ::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0);
+      if (fd < 0) continue;
+      void* at =
+          ::mmap(m->data(), m->size(), PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE, fd, 0);
+      ::close(fd);
+      if (at == MAP_FAILED) std::abort();  // the shared mapping would let stale writes through
     }
   }
   dead_cv_.notify_all();

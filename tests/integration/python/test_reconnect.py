@@ -151,6 +151,34 @@ def test_a_durable_tensor_survives_kill_9_with_its_bytes(restartable):
     c.close()
 
 
+def test_stale_writes_after_a_restart_never_reach_the_new_instance(restartable):
+    """A tensor being filled when the daemon dies: its memory is free in the next instance and
+    may hold someone else's tensor there. Writes through the old view must not reach it, while
+    reads through an old view of a restored DURABLE tensor still see its bytes."""
+    c = tensord.Client(restartable.socket)
+    weights = np.arange(1 << 14, dtype=np.float32)
+    c.put("weights", weights, durability="durable")
+    view_of_weights = np.asarray(c.get("weights"))  # e.g. a model's parameter view
+    pending = c.create("unsealed", (1 << 16,), "uint8")
+    stale = np.asarray(pending)  # a writer's view of memory the next instance may reuse
+
+    restartable.kill9()
+    restartable.start()
+    assert wait_invalid(pending)
+
+    other = tensord.Client(restartable.socket)
+    fresh = np.full(1 << 16, 0x5A, dtype=np.uint8)
+    other.put("fresh", fresh, durability="durable")  # likely where "unsealed" was
+    stale[:] = 0xFF  # the old writer carries on
+    got = np.asarray(other.get("fresh"))
+    assert np.array_equal(got, fresh), "a stale writer changed another tensor's bytes"
+    assert np.array_equal(view_of_weights, weights), "old views of restored tensors still read"
+    del got, view_of_weights, stale, pending
+    gc.collect()
+    other.close()
+    c.close()
+
+
 def test_a_call_waits_for_the_daemon_to_come_back(restartable):
     c = tensord.Client(restartable.socket, reconnect_timeout=20.0)
     c.put("x", np.ones(16, dtype=np.float32))
