@@ -199,9 +199,8 @@ void Daemon::KillHard() {
 
 Daemon::~Daemon() {
   // A clean stop keeps the segments of the tensors left (a warm restart would take them over):
-  // the end of a test forgets them. A daemon the test stopped itself may be started again on
-  // the same run directory: its state stays unless the directory was this object's own.
-  const bool forget = process_ != nullptr && (!process_->reaped() || owns_run_dir_);
+  // the end of a test forgets them, unless the test keeps them for a next instance (KeepState).
+  const bool forget = process_ != nullptr && !keep_state_;
   if (process_ != nullptr && !process_->reaped()) {
     process_->Kill(SIGTERM);
     // 30 s: on a loaded machine (tests run two at a time) a daemon was seen taking ~10 s to

@@ -54,6 +54,9 @@ class Daemon {
   // Stops the daemon with SIGTERM; returns its exit code.
   int Stop();
   void KillHard();
+  // Leaves what the daemon kept for a warm restart when this object goes (a test that starts
+  // another instance on the same run directory); by default the end of a test forgets it.
+  void KeepState() { keep_state_ = true; }
   v1::Tensord::Stub& stub() { return *stub_; }
 
  private:
@@ -63,6 +66,7 @@ class Daemon {
   std::unique_ptr<v1::Tensord::Stub> stub_;
   bool ok_ = false;
   bool owns_run_dir_ = false;
+  bool keep_state_ = false;
 };
 
 // Paths of the binaries under test (from the build).

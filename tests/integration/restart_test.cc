@@ -86,7 +86,15 @@ class Restart : public ::testing::Test {
     dir_ = MakeTempDir();
     args_ = {"--host-capacity", "64MiB", "--swap-file", dir_ + "/swap", "--swap-size", "64MiB"};
   }
-  std::unique_ptr<Daemon> Start() { return std::make_unique<Daemon>(args_, dir_); }
+  // Every instance keeps its state for the next one; the test's end forgets it.
+  std::unique_ptr<Daemon> Start() {
+    auto d = std::make_unique<Daemon>(args_, dir_);
+    d->KeepState();
+    return d;
+  }
+  void TearDown() override {
+    RunCommand(DaemonBinary() + " --forget --log-level error --run-dir '" + dir_ + "' >/dev/null");
+  }
 
   // Stores tensors 0..4 DURABLE (1 and 3 then evicted to the swap file), 5 CACHE, and leaves
   // "unsealed" unsealed.

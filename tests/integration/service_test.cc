@@ -90,8 +90,9 @@ TEST(Service, NotifyOrderWatchdogAndDrain) {
   NotifySocket notify(dir + "/notify.sock");
   setenv("NOTIFY_SOCKET", (dir + "/notify.sock").c_str(), 1);
   setenv("WATCHDOG_USEC", "200000", 1);
+  // (Not about restarts: nothing is kept for a next instance, no shared memory left behind.)
   Process daemon({DaemonBinary(), "--run-dir", dir, "--log-level", "warn", "--no-prefault",
-                  "--drain-timeout-ms", "8000"});
+                  "--drain-timeout-ms", "8000", "--set", "daemon.persist=false"});
   unsetenv("NOTIFY_SOCKET");
   unsetenv("WATCHDOG_USEC");
   const std::string socket = dir + "/tensord.sock";
@@ -165,8 +166,8 @@ TEST(Service, SighupAppliesAReloadableSetting) {
   const std::string dir = MakeTempDir();
   const std::string file = dir + "/tensord.toml";
   std::ofstream(file) << "[daemon]\ndrain_timeout_ms = 60000\n";
-  Process daemon(
-      {DaemonBinary(), "--run-dir", dir, "--no-prefault", "--config", file, "--log-level", "warn"});
+  Process daemon({DaemonBinary(), "--run-dir", dir, "--no-prefault", "--config", file,
+                  "--log-level", "warn", "--set", "daemon.persist=false"});
   const std::string socket = dir + "/tensord.sock";
   for (int i = 0; i < 200 && !IsServing(socket); ++i) std::this_thread::sleep_for(milliseconds(50));
   ASSERT_TRUE(IsServing(socket));
