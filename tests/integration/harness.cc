@@ -159,9 +159,7 @@ bool IsServing(const std::string& socket) {
 }
 
 Daemon::Daemon(const std::vector<std::string>& extra_args, const std::string& run_dir)
-    : run_dir_(run_dir.empty() ? MakeTempDir() : run_dir),
-      socket_(run_dir_ + "/tensord.sock"),
-      owns_run_dir_(run_dir.empty()) {
+    : run_dir_(run_dir.empty() ? MakeTempDir() : run_dir), socket_(run_dir_ + "/tensord.sock") {
   std::vector<std::string> argv = {DaemonBinary(), "--run-dir", run_dir_,
                                    "--log-level",  "warn",      "--no-prefault"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());

@@ -65,7 +65,6 @@ class Daemon {
   std::unique_ptr<Process> process_;
   std::unique_ptr<v1::Tensord::Stub> stub_;
   bool ok_ = false;
-  bool owns_run_dir_ = false;
   bool keep_state_ = false;
 };
 
