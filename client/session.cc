@@ -55,7 +55,13 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Open(const ClientOptions& opti
   }
   s->session_id_ = event.welcome().session_id();
   s->instance_id_ = event.welcome().instance_id();
-  s->segments_.assign(event.welcome().segments().begin(), event.welcome().segments().end());
+  // By segment id: a tenant is offered only its own segments, so the ids may have gaps (a
+  // missing one has no name).
+  for (const v1::Segment& seg : event.welcome().segments()) {
+    if (seg.id() >= kMaxSegments) return absl::InternalError("the daemon named too many segments");
+    if (seg.id() >= s->segments_.size()) s->segments_.resize(seg.id() + 1);
+    s->segments_[seg.id()] = seg;
+  }
   s->mapped_.resize(s->segments_.size());
   s->gpu_arenas_.assign(event.welcome().gpu_arenas().begin(), event.welcome().gpu_arenas().end());
   s->gpu_mapped_.resize(s->gpu_arenas_.size());
@@ -196,7 +202,7 @@ absl::StatusOr<uint8_t*> Session::Address(const v1::Location& location, int* dev
     return absl::InternalError("the daemon returned a location that cannot be mapped");
   }
   const uint32_t arena = location.arena();
-  if (arena >= segments_.size()) {
+  if (arena >= segments_.size() || segments_[arena].shm_name().empty()) {
     return absl::NotFoundError(absl::StrCat("daemon named unknown segment ", arena));
   }
   std::lock_guard<std::mutex> lock(mu_);

@@ -92,7 +92,8 @@ class Session {
   std::atomic<bool> alive_{true};     // cleared once (MarkDead), under mu_
   std::atomic<bool> closing_{false};  // set by the destructor before it cancels the stream
 
-  std::vector<v1::Segment> segments_;  // immutable after Open
+  static constexpr uint32_t kMaxSegments = 1 << 16;
+  std::vector<v1::Segment> segments_;  // immutable after Open; index = segment id
   mutable std::mutex mu_;
   mutable std::condition_variable dead_cv_;        // with mu_: signalled when alive_ clears
   std::vector<std::optional<ShmSegment>> mapped_;  // guarded by mu_; index = segment id

@@ -28,12 +28,22 @@ struct PoolClassConfig {
   std::vector<std::string> codecs;  // lossy: the codecs allowed; empty: any
 };
 
+// A share of the host tier that belongs to one tenant: its own segment, shared through its group.
+struct HostPartition {
+  std::string tenant;
+  uint64_t bytes = 0;
+  gid_t group = 0;
+  mode_t mode = 0660;
+};
+
 struct HostTierConfig {
   uint64_t capacity = uint64_t{1} << 30;
   mode_t shm_mode = 0600;
   bool prefault = true;
   bool zero_on_free = true;
   std::vector<PoolClassConfig> pools;  // fixed classes; the rest is the general pool
+  // Tenants' segments, carved out of `capacity` (the daemon fills this from [[tenant]]).
+  std::vector<HostPartition> partitions;
 };
 
 inline constexpr uint64_t kDefaultSwapSize = uint64_t{4} << 30;
@@ -85,6 +95,25 @@ struct PolicyConfig {
   double error_budget = 0.01;  // for a lossy compression that names no budget
 };
 
+// One [[tenant]]: the peers it is (by uid, or by a gid among their groups), the namespaces it
+// owns, and its quotas. With no tenants, every peer that can reach the socket may use every
+// namespace, as one implicit tenant.
+struct TenantConfig {
+  std::string name;
+  std::vector<uid_t> uids;
+  std::vector<gid_t> gids;
+  std::vector<std::string> namespaces;  // exact names, or prefixes ending in '*'
+  uint64_t host_bytes = 0;              // its own host segment (required)
+  uint64_t ssd_bytes = 0;               // its swap copies; 0: no limit
+  uint64_t gpu_bytes = 0;               // its GPU copies; 0: no GPU access
+  uint64_t max_leases = 0;              // held at once by its sessions; 0: no limit of its own
+  uint64_t max_sessions = 0;            // 0: no limit of its own
+  // Its segment is owned by the daemon's user, in this group (default: the first of gids),
+  // with this mode: only the group's members (and the daemon) can open it.
+  gid_t segment_group = 0;
+  mode_t segment_mode = 0660;
+};
+
 struct DaemonConfig {
   std::string run_dir = "./run";
   std::string socket_path;  // empty: <run_dir>/tensord.sock
@@ -103,6 +132,7 @@ struct DaemonConfig {
   SsdConfig ssd;
   GpuConfig gpu;
   PolicyConfig policy;
+  std::vector<TenantConfig> tenants;
 };
 
 // Parses "123", "4KiB", "16MiB", "1GiB", "2TiB" (also "K", "M", "G", "KB"...: powers of 1024).

@@ -47,13 +47,21 @@ void Prefault(uint8_t* data, uint64_t size) {
 }  // namespace
 
 absl::StatusOr<ShmSegment> ShmSegment::Create(const std::string& name, uint64_t size, mode_t mode,
-                                              bool prefault) {
+                                              bool prefault, gid_t group) {
   ShmSegment seg;
   try {
-    bip::permissions perm(mode);
+    // With a group to give it to: nobody but us until it is in that group.
+    bip::permissions perm(group == kNoGroup ? mode : (mode & 0700));
     bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write, perm);
     seg.owner_ = true;  // from here on the name is ours to remove, even if sizing fails
     seg.name_ = name;
+    if (group != kNoGroup && fchown(shm.get_mapping_handle().handle, -1, group) != 0) {
+      const int err = errno;
+      const std::string what =
+          absl::StrCat("giving shared memory ", name, " to group ", group, ": ", strerror(err));
+      if (err == EPERM) return absl::PermissionDeniedError(what);
+      return absl::InternalError(what);
+    }
     // Boost creates with the mode but the process umask still applies; set it exactly.
     if (fchmod(shm.get_mapping_handle().handle, mode) != 0) {
       return absl::InternalError(absl::StrCat("fchmod ", name, ": ", std::strerror(errno)));
@@ -84,7 +92,7 @@ absl::StatusOr<ShmSegment> ShmSegment::Open(const std::string& name) {
 }
 
 absl::StatusOr<ShmSegment> ShmSegment::Adopt(const std::string& name, uint64_t size, mode_t mode,
-                                             bool prefault) {
+                                             bool prefault, gid_t group) {
   ShmSegment seg;
   try {
     bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_write);
@@ -93,7 +101,7 @@ absl::StatusOr<ShmSegment> ShmSegment::Adopt(const std::string& name, uint64_t s
       return absl::InternalError(absl::StrCat("stat ", name, ": ", std::strerror(errno)));
     }
     if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 07777) != mode ||
-        static_cast<uint64_t>(st.st_size) != size) {
+        static_cast<uint64_t>(st.st_size) != size || (group != kNoGroup && st.st_gid != group)) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "shared memory %s is not the segment this daemon left (owner %d, mode %o, %d bytes; "
           "expected owner %d, mode %o, %d bytes)",

@@ -3,14 +3,22 @@
 
 #include <toml++/toml.h>
 
+#include <grp.h>
+#include <pwd.h>
+
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
+#include <cctype>
 #include <system_error>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/codec/codec.h"
 #include "daemon/settings.h"
+#include "daemon/store/validation.h"
 #include "tensord/dtype.h"
 
 namespace tensord {
@@ -131,6 +139,170 @@ absl::Status ParseSwapFile(const toml::table& t, const std::string& where, SwapF
   return absl::OkStatus();
 }
 
+// A user or group given by number or by name (resolved now, through NSS).
+template <bool kUser>
+absl::StatusOr<uint32_t> IdOf(const toml::node& v) {
+  if (auto i = v.value_exact<int64_t>(); i && *i >= 0 && *i < (int64_t{1} << 31)) {
+    return static_cast<uint32_t>(*i);
+  }
+  if (auto name = v.value_exact<std::string>()) {
+    std::vector<char> buf(16384);
+    if constexpr (kUser) {
+      passwd pw, *found = nullptr;
+      if (getpwnam_r(name->c_str(), &pw, buf.data(), buf.size(), &found) == 0 && found) {
+        return found->pw_uid;
+      }
+    } else {
+      group gr, *found = nullptr;
+      if (getgrnam_r(name->c_str(), &gr, buf.data(), buf.size(), &found) == 0 && found) {
+        return found->gr_gid;
+      }
+    }
+    return Bad(v, absl::StrCat("no ", kUser ? "user" : "group", " named '", *name, "'"));
+  }
+  return Bad(v, kUser ? "uids are user ids or names" : "gids are group ids or names");
+}
+
+template <bool kUser, typename Id>
+absl::Status Ids(const toml::node& v, std::vector<Id>* out) {
+  if (!v.is_array()) return Bad(v, "must be a list");
+  for (const toml::node& e : *v.as_array()) {
+    auto id = IdOf<kUser>(e);
+    if (!id.ok()) return id.status();
+    out->push_back(static_cast<Id>(*id));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseTenant(const toml::table& t, TenantConfig* tenant) {
+  bool group_set = false;
+  for (const auto& [k, v] : t) {
+    const std::string key(k.str());
+    absl::Status st;
+    if (key == "name" && v.is_string()) {
+      tenant->name = *v.value<std::string>();
+    } else if (key == "uids") {
+      st = Ids<true>(v, &tenant->uids);
+    } else if (key == "gids") {
+      st = Ids<false>(v, &tenant->gids);
+    } else if (key == "namespaces" && v.is_array()) {
+      for (const toml::node& n : *v.as_array()) {
+        if (!n.is_string()) return Bad(n, "namespaces are strings (a trailing * makes a prefix)");
+        std::string ns = *n.value<std::string>();
+        absl::string_view name = ns;
+        if (absl::EndsWith(name, "*")) name.remove_suffix(1);
+        if (absl::Status st = store::ValidateNamespace(name); !st.ok()) {
+          return Bad(n, absl::StrCat("namespace '", ns, "': ", st.message()));
+        }
+        tenant->namespaces.push_back(std::move(ns));
+      }
+    } else if (key == "host_bytes" || key == "ssd_bytes" || key == "gpu_bytes") {
+      auto b = Bytes(v, key);
+      if (!b.ok()) return b.status();
+      (key == "host_bytes" ? tenant->host_bytes
+       : key == "ssd_bytes" ? tenant->ssd_bytes
+                            : tenant->gpu_bytes) = *b;
+    } else if ((key == "max_leases" || key == "max_sessions") && v.is_integer() &&
+               *v.value<int64_t>() >= 0) {
+      (key == "max_leases" ? tenant->max_leases : tenant->max_sessions) =
+          static_cast<uint64_t>(*v.value<int64_t>());
+    } else if (key == "segment_group") {
+      auto g = IdOf<false>(v);
+      if (!g.ok()) return g.status();
+      tenant->segment_group = *g;
+      group_set = true;
+    } else if (key == "segment_mode" && v.is_string()) {
+      auto m = ParseMode(*v.value<std::string>());
+      if (!m.ok()) return Bad(v, m.status().message());
+      tenant->segment_mode = *m;
+    } else {
+      return Bad(v, absl::StrCat("unknown or ill-typed key tenant.", key));
+    }
+    if (!st.ok()) return st;
+  }
+  const std::string who = absl::StrCat("tenant '", tenant->name, "'");
+  if (tenant->name.empty() || tenant->name.size() > 64 ||
+      !std::all_of(tenant->name.begin(), tenant->name.end(),
+                   [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; })) {
+    return absl::InvalidArgumentError(
+        "a tenant needs a name of 1 to 64 letters, digits, '_' or '-'");
+  }
+  if (tenant->uids.empty() && tenant->gids.empty()) {
+    return absl::InvalidArgumentError(who + " needs uids or gids: who it is");
+  }
+  if (tenant->namespaces.empty()) {
+    return absl::InvalidArgumentError(who + " needs namespaces: what it owns");
+  }
+  if (tenant->host_bytes < (1 << 20)) {
+    return absl::InvalidArgumentError(who + " needs host_bytes of at least 1 MiB: its segment");
+  }
+  if (!group_set) {
+    if (tenant->gids.empty()) {
+      return absl::InvalidArgumentError(
+          who + " needs gids or segment_group: its segment is shared through a group");
+    }
+    tenant->segment_group = tenant->gids[0];
+  }
+  if ((tenant->segment_mode & 0007) != 0) {
+    return absl::InvalidArgumentError(who + ": segment_mode must give others no access");
+  }
+  return absl::OkStatus();
+}
+
+// Whether a namespace can belong to both `a` and `b` (exact names or prefixes ending in '*').
+bool Overlap(absl::string_view a, absl::string_view b) {
+  const bool pa = absl::EndsWith(a, "*"), pb = absl::EndsWith(b, "*");
+  if (pa) a.remove_suffix(1);
+  if (pb) b.remove_suffix(1);
+  if (pa && pb) return absl::StartsWith(a, b) || absl::StartsWith(b, a);
+  if (pa) return absl::StartsWith(b, a);
+  if (pb) return absl::StartsWith(a, b);
+  return a == b;
+}
+
+absl::Status ValidateTenants(const DaemonConfig& config) {
+  absl::flat_hash_map<std::string, std::string> names;
+  absl::flat_hash_map<uint32_t, std::string> uids, gids;
+  uint64_t host = 0;
+  const auto& ts = config.tenants;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const TenantConfig& t = ts[i];
+    if (!names.emplace(t.name, t.name).second) {
+      return absl::InvalidArgumentError(absl::StrCat("two tenants are named '", t.name, "'"));
+    }
+    for (uid_t u : t.uids) {
+      if (auto [it, fresh] = uids.emplace(u, t.name); !fresh) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("uid ", u, " is in tenants '", it->second, "' and '", t.name, "'"));
+      }
+    }
+    for (gid_t g : t.gids) {
+      if (auto [it, fresh] = gids.emplace(g, t.name); !fresh) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("gid ", g, " is in tenants '", it->second, "' and '", t.name, "'"));
+      }
+    }
+    for (size_t j = 0; j < i; ++j) {
+      for (const std::string& a : t.namespaces) {
+        for (const std::string& b : ts[j].namespaces) {
+          if (Overlap(a, b)) {
+            return absl::InvalidArgumentError(absl::StrCat("namespaces '", a, "' of tenant '",
+                                                           t.name, "' and '", b, "' of tenant '",
+                                                           ts[j].name, "' overlap"));
+          }
+        }
+      }
+    }
+    host += t.host_bytes;
+  }
+  if (host > config.host.capacity) {
+    return absl::InvalidArgumentError(absl::StrCat("tenants' host_bytes add up to ", host,
+                                                   ", more than host.capacity ",
+                                                   config.host.capacity));
+  }
+  return absl::OkStatus();
+}
+
 // The text of a scalar TOML value, as a flag would carry it.
 absl::StatusOr<std::string> ScalarText(const toml::node& v, const std::string& key) {
   if (auto s = v.value_exact<std::string>()) return *s;
@@ -197,7 +369,7 @@ absl::Status Validate(const DaemonConfig& config) {
   if (config.gpu.low_watermark > config.gpu.high_watermark) {
     return absl::InvalidArgumentError("gpu.low_watermark is above gpu.high_watermark");
   }
-  return absl::OkStatus();
+  return ValidateTenants(config);
 }
 
 absl::Status ApplyPreset(absl::string_view preset, HostTierConfig* host) {
@@ -254,6 +426,13 @@ absl::StatusOr<DaemonConfig> LoadConfigText(std::string_view text, const std::st
          section == "policy") &&
         v.is_table()) {
       st = ParseSection(section, *v.as_table(), &config, &preset, &first_file);
+    } else if (section == "tenant" && v.is_array_of_tables()) {
+      for (const toml::node& t : *v.as_array()) {
+        TenantConfig tenant;
+        st = ParseTenant(*t.as_table(), &tenant);
+        if (!st.ok()) break;
+        config.tenants.push_back(std::move(tenant));
+      }
     } else {
       st = Bad(v, absl::StrCat("unknown section [", section, "]"));
     }

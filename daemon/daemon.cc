@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/notify.h"
+#include "daemon/service/front.h"
 #include "daemon/service/metrics.h"
 #include "daemon/service/tensord_service.h"
 #include "daemon/store/store.h"
@@ -127,7 +128,12 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   }
   notify::Status(absl::StrCat("mapping ", FormatBytes(config.host.capacity), " of host memory",
                               config.host.prefault ? " (pre-faulting)" : ""));
-  auto host = tiers::HostTier::Create(config.host, prefix,
+  HostTierConfig host_config = config.host;
+  for (const TenantConfig& t : config.tenants) {  // tenant i + 1's segment is partition i
+    host_config.partitions.push_back(
+        HostPartition{t.name, t.host_bytes, t.segment_group, t.segment_mode});
+  }
+  auto host = tiers::HostTier::Create(host_config, prefix,
                                       d->persist_ ? state_dir + "/segments" : std::string());
   if (!host.ok()) return host.status();
   d->host_ = *std::move(host);
@@ -172,6 +178,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   options.hint_share = config.policy.hint_share;
   options.predict = config.policy.predict;
   options.index = d->index_.get();
+  options.tenants = store::Tenants(config.tenants);
   auto compression = CompressionOptions(config);
   if (!compression.ok()) return compression.status();
   options.default_compression = compression->first;
@@ -182,37 +189,30 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
     notify::Status(absl::StrCat("restoring ", loaded.tensors.size(), " tensors from the index"));
     d->store_->Restore(loaded, d->host_->reattached());
   }
-  d->service_ = std::make_unique<service::TensordService>(
-      d->store_.get(), d->host_->segments(),
-      d->gpu_ == nullptr ? std::vector<tiers::GpuArena>{} : d->gpu_->arenas());
-
-  // A socket file left by a dead instance would make bind fail.
-  unlink(d->socket_path_.c_str());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix:" + d->socket_path_, grpc::InsecureServerCredentials());
-  builder.RegisterService(d->service_.get());
+  service::Front::Options front;
+  front.socket_path = d->socket_path_;
+  front.socket_mode = config.socket_mode;
   // No valid request is larger (a Get of 4096 keys of 1 KiB); a larger one is refused before it
   // is parsed, with RESOURCE_EXHAUSTED.
-  builder.SetMaxReceiveMessageSize(static_cast<int>(store::kMaxRequestBytes));
-  const mode_t old_umask = umask(0077);  // no window in which the socket is world-connectable
-  d->server_ = builder.BuildAndStart();
-  umask(old_umask);
-  if (d->server_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on unix:", d->socket_path_));
-  }
-  if (chmod(d->socket_path_.c_str(), config.socket_mode) != 0) {
-    spdlog::warn("chmod {}: {}", d->socket_path_, strerror(errno));
+  front.max_message_bytes = static_cast<int>(store::kMaxRequestBytes);
+  auto started = service::Front::Start(
+      d->store_.get(), d->host_->segments(),
+      d->gpu_ == nullptr ? std::vector<tiers::GpuArena>{} : d->gpu_->arenas(), front);
+  if (!started.ok()) return started.status();
+  d->front_ = *std::move(started);
+  if (!config.tenants.empty()) {
+    spdlog::info("{} tenants; peers in none of them may only Ping", config.tenants.size());
   }
   if (config.metrics_port > 0) {
     auto metrics = service::MetricsEndpoint::Start(
-        config.metrics_port, [svc = d->service_.get()] { return svc->Snapshot(); });
+        config.metrics_port, [front = d->front_.get()] { return front->Snapshot(); });
     if (!metrics.ok()) return metrics.status();
     d->metrics_ = *std::move(metrics);
     spdlog::info("metrics on http://127.0.0.1:{}/metrics", d->metrics_->port());
   }
-  d->server_->GetHealthCheckService()->SetServingStatus(true);
+  d->front_->ForEachHealth([](grpc::HealthCheckServiceInterface* h) { h->SetServingStatus(true); });
   d->UpdateHealth();
   d->reaper_ = std::thread([raw = d.get()] { raw->ReapExpired(); });
   if (const uint64_t usec = notify::WatchdogUsec(); usec > 0) {
@@ -264,19 +264,22 @@ void Daemon::ReapExpired() {
     store_->ExpireDue();
     if (index_ != nullptr && tick % 10 == 0) index_->Maintain();  // fdatasync once a second
     UpdateHealth();
-    service_->TickWatchers();
+    front_->TickWatchers();
   }
 }
 
 void Daemon::UpdateHealth() {
   absl::MutexLock lock(&health_mu_);
-  if (server_ == nullptr || draining_) return;
-  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
-  health->SetServingStatus("tensord.v1.Tensord", true);
-  health->SetServingStatus("tensord.host", true);
-  health->SetServingStatus("tensord.ssd", ssd_ != nullptr && !ssd_->degraded());
+  if (front_ == nullptr || draining_) return;
+  const bool ssd = ssd_ != nullptr && !ssd_->degraded();
   // NOT_SERVING: the tier is absent, or a device stopped answering (a sticky CUDA error).
-  health->SetServingStatus("tensord.gpu", gpu_ != nullptr && gpu_->Healthy());
+  const bool gpu = gpu_ != nullptr && gpu_->Healthy();
+  front_->ForEachHealth([&](grpc::HealthCheckServiceInterface* health) {
+    health->SetServingStatus("tensord.v1.Tensord", true);
+    health->SetServingStatus("tensord.host", true);
+    health->SetServingStatus("tensord.ssd", ssd);
+    health->SetServingStatus("tensord.gpu", gpu);
+  });
 }
 
 void Daemon::FeedWatchdog(uint64_t interval_usec) {
@@ -291,9 +294,12 @@ uint64_t Daemon::Drain(absl::Duration timeout, const std::function<bool()>& abor
   {
     absl::MutexLock lock(&health_mu_);
     draining_ = true;
-    if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(false);
+    if (front_ != nullptr) {
+      front_->ForEachHealth(
+          [](grpc::HealthCheckServiceInterface* h) { h->SetServingStatus(false); });
+    }
   }
-  service_->StartDraining();
+  if (front_ != nullptr) front_->StartDraining();
   const absl::Time give_up = absl::Now() + timeout;
   uint64_t leases = store_->Stats().leases;
   while (leases > 0 && absl::Now() < give_up && !abort()) {
@@ -312,11 +318,10 @@ void Daemon::Shutdown(int grace_ms) {
   if (reaper_.joinable()) reaper_.join();
   metrics_.reset();  // its scrapes read the service
   absl::MutexLock lock(&health_mu_);
-  if (server_ == nullptr) return;
-  server_->GetHealthCheckService()->SetServingStatus(false);
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
-  server_->Wait();
-  server_.reset();
+  if (front_ == nullptr) return;
+  front_->ForEachHealth([](grpc::HealthCheckServiceInterface* h) { h->SetServingStatus(false); });
+  front_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
+  front_.reset();
   unlink(socket_path_.c_str());
 }
 
@@ -326,7 +331,6 @@ Daemon::~Daemon() {
   if (migrator_.joinable()) migrator_.join();
   if (gpu_migrator_.joinable()) gpu_migrator_.join();
   if (verifier_.joinable()) verifier_.join();
-  service_.reset();
   store_.reset();
   // A start that failed half way keeps what the last instance left: nothing was served yet.
   if (persist_ && (!started_ || (index_ != nullptr && index_->Stats().live_records > 0))) {

@@ -28,8 +28,8 @@ class HostTier;
 class SsdTier;
 }  // namespace tiers
 namespace service {
+class Front;
 class MetricsEndpoint;
-class TensordService;
 }  // namespace service
 
 class Daemon {
@@ -84,8 +84,7 @@ class Daemon {
   int state_lock_fd_ = -1;  // the state directory's lock, when it is not the run directory
   std::thread verifier_;    // checks restored tensors' bytes (Store::VerifyRestored)
   std::unique_ptr<store::Store> store_;
-  std::unique_ptr<service::TensordService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<service::Front> front_;  // the socket and the servers behind it
   std::unique_ptr<service::MetricsEndpoint> metrics_;
 };
 

@@ -450,6 +450,21 @@ class PyClient {
       gpus.append(gd);
     }
     d["gpus"] = gpus;
+    py::list tenants;
+    for (const TenantStats& t : s.tenants) {
+      py::dict td;
+      td["tenant"] = t.tenant;
+      td["sessions"] = t.sessions;
+      td["leases"] = t.leases;
+      td["host_capacity_bytes"] = t.host_capacity_bytes;
+      td["host_used_bytes"] = t.host_used_bytes;
+      td["ssd_bytes"] = t.ssd_bytes;
+      td["gpu_bytes"] = t.gpu_bytes;
+      td["quota_rejections"] = t.quota_rejections;
+      td["denied_requests"] = t.denied_requests;
+      tenants.append(td);
+    }
+    d["tenants"] = tenants;
     py::list codecs;
     for (const CodecStats& k : s.codecs) {
       py::dict kd;

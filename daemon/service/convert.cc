@@ -64,6 +64,18 @@ void ToProto(const store::TensorInfo& info, v1::TensorMeta* out) {
 
 void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out) {
   const store::Counters& c = stats.counters;
+  for (const store::TenantStats& t : stats.tenants) {
+    v1::TenantStats* ts = out->add_tenants();
+    ts->set_tenant(t.name);
+    ts->set_sessions(t.sessions);
+    ts->set_leases(t.leases);
+    ts->set_host_capacity_bytes(t.host_capacity_bytes);
+    ts->set_host_used_bytes(t.host_used_bytes);
+    ts->set_ssd_bytes(t.ssd_bytes);
+    ts->set_gpu_bytes(t.gpu_bytes);
+    ts->set_quota_rejections(t.quota_rejections);
+    ts->set_denied_requests(t.denied_requests);
+  }
   v1::TierStats* host = out->add_tiers();
   host->set_tier(v1::TIER_HOST);
   host->set_present(true);

@@ -5,6 +5,7 @@
 
 #include <atomic>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "daemon/service/convert.h"
@@ -38,11 +39,11 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 // One per attached client. The session lives exactly as long as this stream.
 class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
  public:
-  AttachReactor(store::Store* store, const std::vector<tiers::HostSegment>& segments,
+  AttachReactor(TensordService* service, const std::vector<tiers::HostSegment>& segments,
                 const std::vector<tiers::GpuArena>& gpu_arenas, const std::string& instance_id,
                 const v1::AttachRequest& request, const absl::Status& admit)
-      : store_(store) {
-    auto session = admit.ok() ? store_->OpenSession(request.client_name())
+      : service_(service) {
+    auto session = admit.ok() ? service_->OpenSession(request.client_name())
                               : absl::StatusOr<std::string>(admit);
     if (!session.ok()) {
       closed_ = true;
@@ -86,14 +87,14 @@ class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
 
  private:
   void CloseSession() {
-    if (!closed_.exchange(true)) store_->CloseSession(session_id_);
+    if (!closed_.exchange(true)) service_->CloseSession(session_id_);
   }
   void End(const grpc::Status& status) {
     CloseSession();
     if (!finished_.exchange(true)) Finish(status);
   }
 
-  store::Store* const store_;
+  TensordService* const service_;
   std::string session_id_;
   v1::AttachEvent event_;
   std::atomic<bool> closed_{false};
@@ -107,12 +108,76 @@ v1::Stats TensordService::Snapshot() const {
       std::chrono::steady_clock::now() - started_);
   v1::Stats stats;
   ToProto(store_->Stats(), static_cast<uint64_t>(uptime.count()), &stats);
+  if (who_.kind != Identity::Kind::kOperator) {  // a tenant sees its own entry only
+    auto* tenants = stats.mutable_tenants();
+    for (int i = tenants->size() - 1; i >= 0; --i) {
+      if (who_.kind == Identity::Kind::kStranger || i != who_.tenant) tenants->DeleteSubrange(i, 1);
+    }
+  }
   return stats;
 }
 
 absl::Status TensordService::Admit() const {
   return draining_.load() ? absl::UnavailableError("tensord is shutting down (draining)")
                           : absl::OkStatus();
+}
+
+absl::Status TensordService::Denied(std::string message) const {
+  store_->CountDenied(who_.kind == Identity::Kind::kTenant
+                          ? std::optional<store::TenantId>(who_.tenant)
+                          : std::nullopt);
+  return absl::PermissionDeniedError(std::move(message));
+}
+
+absl::Status TensordService::Allow(absl::string_view ns) const {
+  switch (who_.kind) {
+    case Identity::Kind::kOperator:
+      return absl::OkStatus();
+    case Identity::Kind::kStranger:
+      return Denied(
+          "this peer's uid and groups belong to no [[tenant]] of this daemon; ask its operator");
+    case Identity::Kind::kTenant:
+      break;
+  }
+  if (store_->tenants().Allows(who_.tenant, ns)) return absl::OkStatus();
+  // Bounded and escaped: the namespace is the client's text.
+  return Denied(absl::StrCat("tenant '", store_->tenants().name(who_.tenant),
+                             "' may not use namespace '",
+                             absl::CHexEscape(ns.substr(0, 128)), "'"));
+}
+
+absl::Status TensordService::OwnSession(const std::string& session_id) const {
+  if (who_.kind == Identity::Kind::kOperator) return absl::OkStatus();
+  {
+    absl::MutexLock lock(&sessions_mu_);
+    if (sessions_.contains(session_id)) return absl::OkStatus();
+  }
+  // Another tenant's session is, to this peer, no session at all (the store's own answer).
+  return absl::FailedPreconditionError("unknown or closed session; Attach first");
+}
+
+absl::Status TensordService::AllowSession(const std::string& session_id,
+                                          absl::string_view ns) const {
+  if (absl::Status st = Allow(ns); !st.ok()) return st;
+  return OwnSession(session_id);
+}
+
+absl::StatusOr<std::string> TensordService::OpenSession(absl::string_view client_name) {
+  if (who_.kind == Identity::Kind::kStranger) return Allow("");
+  auto id = store_->OpenSession(client_name, who_.tenant);
+  if (id.ok() && who_.kind == Identity::Kind::kTenant) {
+    absl::MutexLock lock(&sessions_mu_);
+    sessions_.insert(*id);
+  }
+  return id;
+}
+
+void TensordService::CloseSession(const std::string& id) {
+  {
+    absl::MutexLock lock(&sessions_mu_);
+    sessions_.erase(id);
+  }
+  store_->CloseSession(id);
 }
 
 // One WatchStats stream. Alive while gRPC holds it (until OnDone) and while TickWatchers uses
@@ -222,13 +287,41 @@ grpc::ServerWriteReactor<v1::Stats>* TensordService::WatchStats(
   return new StatsWatcher(this, absl::Milliseconds(ms));
 }
 
+namespace {
+
+// What a peer of `who` is offered in its Welcome: its own segments (a tenant's segments are
+// also closed to other tenants by their group and mode), and the GPU arenas if it has GPU bytes.
+std::vector<tiers::HostSegment> SegmentsFor(const Identity& who,
+                                            std::vector<tiers::HostSegment> all) {
+  if (who.kind == Identity::Kind::kOperator) return all;
+  std::vector<tiers::HostSegment> mine;
+  for (tiers::HostSegment& s : all) {
+    if (who.kind == Identity::Kind::kTenant && s.tenant == who.tenant) mine.push_back(std::move(s));
+  }
+  return mine;
+}
+
+std::vector<tiers::GpuArena> ArenasFor(const Identity& who, const store::Store& store,
+                                       std::vector<tiers::GpuArena> all) {
+  if (who.kind == Identity::Kind::kOperator) return all;
+  if (who.kind == Identity::Kind::kTenant && store.tenants().config(who.tenant).gpu_bytes > 0) {
+    return all;
+  }
+  return {};
+}
+
+}  // namespace
+
 TensordService::TensordService(store::Store* store, std::vector<tiers::HostSegment> segments,
-                               std::vector<tiers::GpuArena> gpu_arenas)
-    : store_(store), segments_(std::move(segments)), gpu_arenas_(std::move(gpu_arenas)) {}
+                               std::vector<tiers::GpuArena> gpu_arenas, Identity who)
+    : store_(store),
+      segments_(SegmentsFor(who, std::move(segments))),
+      gpu_arenas_(ArenasFor(who, *store, std::move(gpu_arenas))),
+      who_(who) {}
 
 grpc::ServerWriteReactor<v1::AttachEvent>* TensordService::Attach(
     grpc::CallbackServerContext*, const v1::AttachRequest* request) {
-  return new AttachReactor(store_, segments_, gpu_arenas_, instance_id_, *request, Admit());
+  return new AttachReactor(this, segments_, gpu_arenas_, instance_id_, *request, Admit());
 }
 
 // Runs `work` (which returns the call's status) inline, or on `pool` when `may_block`, and
@@ -246,6 +339,9 @@ grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ct
                                                  const v1::CreateRequest* request,
                                                  v1::CreateResponse* response) {
   if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
+  if (absl::Status st = AllowSession(request->session_id(), request->ns()); !st.ok()) {
+    return Done(ctx, st);
+  }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   store_->CreateAsync(request->session_id(), FromProto(*request), DeadlineOf(ctx),
                       [reactor, response](absl::StatusOr<store::TensorInfo> info) {
@@ -263,6 +359,7 @@ grpc::ServerUnaryReactor* TensordService::Create(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* TensordService::Evict(grpc::CallbackServerContext* ctx,
                                                 const v1::EvictRequest* request,
                                                 v1::EvictResponse* response) {
+  if (absl::Status st = Allow(request->ns()); !st.ok()) return Done(ctx, st);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   store_->EvictAsync(request->ns(), request->key(),
                      [reactor, response](absl::StatusOr<std::string> outcome) {
@@ -274,6 +371,9 @@ grpc::ServerUnaryReactor* TensordService::Evict(grpc::CallbackServerContext* ctx
 
 grpc::ServerUnaryReactor* TensordService::Seal(grpc::CallbackServerContext* ctx,
                                                const v1::SealRequest* request, v1::SealResponse*) {
+  if (absl::Status st = AllowSession(request->session_id(), request->ns()); !st.ok()) {
+    return Done(ctx, st);
+  }
   // Waiting on a client's CUDA event happens off gRPC's threads, in a pool of its own: slow or
   // never-completing events cannot starve Creates and Gets.
   return RunMaybeBlocking(ctx, &seal_waits_, !request->cuda_event().empty(), [=, this] {
@@ -285,6 +385,9 @@ grpc::ServerUnaryReactor* TensordService::Seal(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* TensordService::Abort(grpc::CallbackServerContext* ctx,
                                                 const v1::AbortRequest* request,
                                                 v1::AbortResponse*) {
+  if (absl::Status st = AllowSession(request->session_id(), request->ns()); !st.ok()) {
+    return Done(ctx, st);
+  }
   return Done(ctx, store_->Abort(request->session_id(), request->ns(), request->key()));
 }
 
@@ -292,6 +395,9 @@ grpc::ServerUnaryReactor* TensordService::Get(grpc::CallbackServerContext* ctx,
                                               const v1::GetRequest* request,
                                               v1::GetResponse* response) {
   if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
+  if (absl::Status st = AllowSession(request->session_id(), request->ns()); !st.ok()) {
+    return Done(ctx, st);
+  }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   store_->GetAsync(request->session_id(), request->ns(),
                    std::vector<std::string>(request->keys().begin(), request->keys().end()),
@@ -320,6 +426,7 @@ grpc::ServerUnaryReactor* TensordService::Prefetch(grpc::CallbackServerContext* 
                                                    const v1::PrefetchRequest* request,
                                                    v1::PrefetchResponse* response) {
   if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
+  if (absl::Status st = Allow(request->ns()); !st.ok()) return Done(ctx, st);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   store_->PrefetchAsync(
       request->ns(), std::vector<std::string>(request->keys().begin(), request->keys().end()),
@@ -343,6 +450,7 @@ grpc::ServerUnaryReactor* TensordService::Hint(grpc::CallbackServerContext* ctx,
                                                const v1::HintRequest* request,
                                                v1::HintResponse* response) {
   if (absl::Status st = Admit(); !st.ok()) return Done(ctx, st);
+  if (absl::Status st = Allow(request->ns()); !st.ok()) return Done(ctx, st);
   const std::vector<std::string> keys(request->keys().begin(), request->keys().end());
   auto out = store_->Hint(request->ns(), keys, static_cast<store::WantTier>(request->tier()),
                           absl::Milliseconds(request->ttl_ms()),
@@ -359,6 +467,7 @@ grpc::ServerUnaryReactor* TensordService::Hint(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* TensordService::Release(grpc::CallbackServerContext* ctx,
                                                   const v1::ReleaseRequest* request,
                                                   v1::ReleaseResponse*) {
+  if (absl::Status st = OwnSession(request->session_id()); !st.ok()) return Done(ctx, st);
   std::span<const uint64_t> ids(request->lease_ids().data(), request->lease_ids().size());
   return Done(ctx, store_->Release(request->session_id(), ids));
 }
@@ -366,12 +475,16 @@ grpc::ServerUnaryReactor* TensordService::Release(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* TensordService::Delete(grpc::CallbackServerContext* ctx,
                                                  const v1::DeleteRequest* request,
                                                  v1::DeleteResponse*) {
+  if (absl::Status st = AllowSession(request->session_id(), request->ns()); !st.ok()) {
+    return Done(ctx, st);
+  }
   return Done(ctx, store_->Delete(request->session_id(), request->ns(), request->key()));
 }
 
 grpc::ServerUnaryReactor* TensordService::Stat(grpc::CallbackServerContext* ctx,
                                                const v1::StatRequest* request,
                                                v1::TensorMeta* response) {
+  if (absl::Status st = Allow(request->ns()); !st.ok()) return Done(ctx, st);
   auto info = store_->Stat(request->ns(), request->key());
   if (info.ok()) ToProto(*info, response);
   return Done(ctx, info.status());
@@ -380,6 +493,7 @@ grpc::ServerUnaryReactor* TensordService::Stat(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* TensordService::List(grpc::CallbackServerContext* ctx,
                                                const v1::ListRequest* request,
                                                v1::ListResponse* response) {
+  if (absl::Status st = Allow(request->ns()); !st.ok()) return Done(ctx, st);
   auto list = store_->List(request->ns(), request->prefix(), request->limit());
   if (list.ok()) {
     for (const store::TensorInfo& info : list->tensors) ToProto(info, response->add_tensors());
@@ -391,6 +505,7 @@ grpc::ServerUnaryReactor* TensordService::List(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* TensordService::GetStats(grpc::CallbackServerContext* ctx,
                                                    const v1::GetStatsRequest*,
                                                    v1::Stats* response) {
+  if (who_.kind == Identity::Kind::kStranger) return Done(ctx, Allow(""));
   *response = Snapshot();
   return Done(ctx, absl::OkStatus());
 }

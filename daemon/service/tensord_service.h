@@ -21,11 +21,23 @@ namespace tensord::service {
 
 class StatsWatcher;
 
+// Who the peers of one service instance are (service/auth.h finds it from their credentials).
+struct Identity {
+  enum class Kind {
+    kOperator,  // every namespace: no tenants configured, or root / the daemon's user
+    kTenant,    // its own namespaces, sessions and segments only
+    kStranger,  // a peer no tenant names: PERMISSION_DENIED for all but Ping
+  };
+  Kind kind = Kind::kOperator;
+  store::TenantId tenant = store::kNoTenant;
+};
+
 class TensordService final : public v1::Tensord::CallbackService {
  public:
-  // `store` is borrowed and must outlive the server this service is registered with.
+  // `store` is borrowed and must outlive the server this service is registered with. The
+  // service answers peers who are `who`: it offers them only their segments and GPU arenas.
   TensordService(store::Store* store, std::vector<tiers::HostSegment> segments,
-                 std::vector<tiers::GpuArena> gpu_arenas = {});
+                 std::vector<tiers::GpuArena> gpu_arenas = {}, Identity who = {});
 
   grpc::ServerWriteReactor<v1::AttachEvent>* Attach(grpc::CallbackServerContext* ctx,
                                                     const v1::AttachRequest* request) override;
@@ -63,6 +75,12 @@ class TensordService final : public v1::Tensord::CallbackService {
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest* request,
                                  v1::PingResponse* response) override;
 
+  const Identity& identity() const { return who_; }
+  // Opens a session for a peer of this service (Attach), and ends it.
+  absl::StatusOr<std::string> OpenSession(absl::string_view client_name)
+      ABSL_LOCKS_EXCLUDED(sessions_mu_);
+  void CloseSession(const std::string& id) ABSL_LOCKS_EXCLUDED(sessions_mu_);
+
   // From now on new sessions, Creates and Gets are refused with UNAVAILABLE; Release, Delete,
   // Stat and the rest still work, so that clients can finish and let go. Idempotent.
   void StartDraining() { draining_.store(true); }
@@ -75,6 +93,16 @@ class TensordService final : public v1::Tensord::CallbackService {
  private:
   // UNAVAILABLE while draining, else OK.
   absl::Status Admit() const;
+  // OK when this service's peers may touch namespace `ns`; PERMISSION_DENIED (counted) if not.
+  absl::Status Allow(absl::string_view ns) const;
+  // OK when `session_id` was opened through this service (or the peers are the operator): a
+  // session id is no key to another tenant's leases. FAILED_PRECONDITION, as for an unknown
+  // session, otherwise.
+  absl::Status OwnSession(const std::string& session_id) const ABSL_LOCKS_EXCLUDED(sessions_mu_);
+  // Allow(ns), then OwnSession(session_id).
+  absl::Status AllowSession(const std::string& session_id, absl::string_view ns) const
+      ABSL_LOCKS_EXCLUDED(sessions_mu_);
+  absl::Status Denied(std::string message) const;
 
   friend class StatsWatcher;
   void AddWatcher(StatsWatcher* w) ABSL_LOCKS_EXCLUDED(watchers_mu_);
@@ -87,6 +115,9 @@ class TensordService final : public v1::Tensord::CallbackService {
   WorkQueue seal_waits_{2};  // Seals that wait on a client's CUDA event
   const std::vector<tiers::HostSegment> segments_;
   const std::vector<tiers::GpuArena> gpu_arenas_;
+  const Identity who_;
+  mutable absl::Mutex sessions_mu_;
+  absl::flat_hash_set<std::string> sessions_ ABSL_GUARDED_BY(sessions_mu_);  // tenants' only
   // Sent in every Welcome: new each time the daemon starts, so clients can tell a restart.
   const std::string instance_id_ = RandomHex(16);
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

@@ -37,7 +37,8 @@ TensorInfo Store::Info(const Object& o) const {
     info.pool = host_->pools()[host.range.space].name;
   } else if (gpu.present) {
     info.pool = gpu_->pools()[gpu.range.space].name;
-  } else if (auto home = host_->pools().Candidates(o.nbytes, o.pool_class); home.ok()) {
+  } else if (auto home = host_->pools().Candidates(o.nbytes, o.pool_class, o.tenant);
+             home.ok()) {
     info.pool = host_->pools()[(*home)[0]].name;  // where a swap-in goes
   }
   info.durability = o.durability;
@@ -91,6 +92,7 @@ void Store::GrantLease(Session* s, Object* o, TierId t, GetOutcome* r) {
   ++counters_.leases_granted;
   const bool was = c.held();
   if (c.leases++ == 0) pinned_bytes_[tiers::Index(t)] += c.range.reserved;
+  ++tenant_use_[s->tenant].leases;
   SyncPin(o, t, was);
   if (PolicyOf(t) != nullptr) PolicyOf(t)->Access(HandleOf(o));
   r->lease_id = table_.AddLease(s, o, t);
@@ -103,6 +105,7 @@ void Store::DropLease(uint64_t lease_id, Frees* frees) {
   std::optional<LeaseEntry> e = table_.TakeLease(lease_id);
   if (!e) return;
   ++counters_.leases_released;
+  --tenant_use_[e->session->tenant].leases;
   Object* o = e->object;
   Copy& c = o->copy(e->tier);
   const bool was = c.held();
@@ -131,6 +134,7 @@ void Store::AddCopy(Object* o, TierId t, const tiers::Range& range, codec::Codec
   c.range = range;
   c.codec = codec;
   c.rel_rmse = rel_rmse;
+  ChargeCopy(*o, t, +1);
   // A restored tensor read from SSD into host memory passed the extent's checksum.
   if (t == TierId::kHost && !o->verified && !o->awaiting_check) o->verified = true;
   // Decoded from a lossy swap copy, the host bytes are no longer those the Seal checksummed:
@@ -173,6 +177,7 @@ void Store::DropCopy(Object* o, TierId t, policy::RemovalReason why, Frees* free
     std::abort();
   }
   const tiers::Range range = c.range;
+  ChargeCopy(*o, t, -1);
   c = Copy{};
   // The index stops pointing at the range before anyone else can have it.
   if (t != TierId::kGpu && o->sealed && !o->retired) Persist(o);

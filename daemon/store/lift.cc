@@ -83,6 +83,10 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
         r.status = VerifyNow(o, &frees);
         if (!r.status.ok()) continue;
       }
+      if (absl::Status q = LeaseQuotaAllows(s->tenant); !q.ok()) {
+        r.status = std::move(q);
+        continue;
+      }
       if (s->leases.size() >= options_.max_leases_per_session) {
         r.status = absl::ResourceExhaustedError(
             absl::StrCat("session holds ", s->leases.size(), " leases, the maximum; Release some"));
@@ -192,8 +196,12 @@ absl::StatusOr<Store::Booked> Store::Book(size_t i, Object* o, TierId to, int de
     // Restored bytes not yet checked are copied nowhere (a Get checks them first).
     return absl::UnavailableError("restored after a restart and not yet checked; Get it first");
   }
-  const tiers::Placement where =
-      to == TierId::kHost ? tiers::Placement{o->pool_class, -1} : tiers::Placement{"", device};
+  tiers::Placement where{"", device};
+  if (to == TierId::kHost) where = tiers::Placement{o->pool_class, -1, 0, false, o->tenant};
+  // Over a quota: reported (and counted) by DecideLift, which makes no room for it.
+  if (!QuotaAllows(o->tenant, to, o->nbytes, /*count=*/false).ok()) {
+    return absl::FailedPreconditionError("over a quota");
+  }
   auto range = TierOf(to)->Reserve(o->nbytes, where);
   if (!range.ok()) return range.status();
   Copy& c = o->copy(to);
@@ -377,6 +385,10 @@ Store::LiftStep Store::DecideLift(Lift* lift, size_t i, TierId to, bool host_hel
     r.status = absl::UnavailableError(absl::StrCat("'", key, "' left the host tier"));
     return LiftStep::kDone;
   }
+  if (absl::Status q = QuotaAllows(o->tenant, to, o->nbytes); !q.ok()) {
+    r.status = std::move(q);
+    return LiftStep::kDone;
+  }
   auto booked = Book(i, o, to, lift->device);
   if (booked.ok()) {
     *b = *std::move(booked);
@@ -393,7 +405,7 @@ Store::LiftStep Store::DecideLift(Lift* lift, size_t i, TierId to, bool host_hel
     return LiftStep::kGpuRoom;
   }
   const uint64_t nbytes = o->nbytes;
-  auto pools = host_->pools().Candidates(nbytes, o->pool_class);
+  auto pools = host_->pools().Candidates(nbytes, o->pool_class, o->tenant);
   ++o->pins;  // MakeRoom may wait: keep o alive
   const bool retry = pools.ok() && MakeRoom(*pools, nbytes, lift->deadline, frees);
   --o->pins;

@@ -29,6 +29,23 @@ std::pair<uint64_t, uint64_t> Store::HostUsage() const {
   return {u.used_bytes, u.capacity_bytes};
 }
 
+std::vector<uint64_t> Store::TenantDemotionTargets(bool short_of_memory) const {
+  if (!options_.tenants.enabled()) return {};
+  std::vector<uint64_t> used(options_.tenants.size()), capacity(options_.tenants.size());
+  const memory::PoolSet& pools = host_->pools();
+  for (uint32_t i = 0; i < pools.size(); ++i) {
+    const memory::AllocatorStats a = pools[i].allocator->Stats();
+    used[pools[i].tenant] += a.used_bytes;
+    capacity[pools[i].tenant] += a.capacity_bytes;
+  }
+  std::vector<uint64_t> target(used.size());
+  for (size_t t = 0; t < target.size(); ++t) {
+    target[t] = policy::DemotionDemand(policy::TierPressure{
+        used[t], capacity[t], options_.high_watermark, options_.low_watermark, short_of_memory});
+  }
+  return target;
+}
+
 bool Store::SsdUsable(uint64_t nbytes) {
   if (ssd_ == nullptr) return false;
   const tiers::SsdStats st = ssd_->Stats();
@@ -89,7 +106,11 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
   //    to return.
   bool demotable = demoting_bytes_ > 0;
   if (!demotable) {
-    PolicyOf(TierId::kHost)->Victims(policy::Demand{pools}, [&](policy::Handle) {
+    PolicyOf(TierId::kHost)->Victims(policy::Demand{pools}, [&](policy::Handle h) {
+      const Object* o = ObjectOf(h);
+      if (!QuotaAllows(o->tenant, TierId::kSsd, o->nbytes, /*count=*/false).ok()) {
+        return Verdict::kSkip;
+      }
       demotable = true;
       return Verdict::kStop;
     });
@@ -119,16 +140,24 @@ uint64_t Store::DemoteOnce() {
     absl::MutexLock lock(&mu_);
     migrate_now_ = false;
     if (ssd_ == nullptr || ssd_->degraded()) return 0;
-    const auto [used, capacity] = HostUsage();
-    const uint64_t target = policy::DemotionDemand(policy::TierPressure{
-        used, capacity, options_.high_watermark, options_.low_watermark,
-        policy::SystemShort(system_.mem_available_known, system_.mem_available_bytes,
-                            options_.min_mem_available)});
+    const bool short_of_memory = policy::SystemShort(
+        system_.mem_available_known, system_.mem_available_bytes, options_.min_mem_available);
+    // Watermarks hold per tenant: one tenant filling its memory demotes only its own tensors.
+    std::vector<uint64_t> tenant_target = TenantDemotionTargets(short_of_memory);
+    uint64_t target = 0;
+    if (tenant_target.empty()) {
+      const auto [used, capacity] = HostUsage();
+      target = policy::DemotionDemand(policy::TierPressure{
+          used, capacity, options_.high_watermark, options_.low_watermark, short_of_memory});
+    } else {
+      for (uint64_t t : tenant_target) target += t;
+    }
     uint64_t demand = 0;
     for (const auto& [pool, bytes] : pool_demand_) demand += bytes;
     if (target == 0 && demand == 0) return 0;
     std::vector<Object*> chosen;  // chosen first: demotion edits the policy
     uint64_t swap_free = ssd_->Stats().largest_free_bytes;  // victims that cannot fit wait
+    std::vector<uint64_t> to_swap(options_.tenants.size());  // by tenant: chosen this round
     PolicyOf(TierId::kHost)
         ->Victims(policy::Demand{{}, std::max(target, demand)}, [&](policy::Handle h) {
           Object* o = ObjectOf(h);
@@ -136,10 +165,21 @@ uint64_t Store::DemoteOnce() {
           if (o->copy(TierId::kSsd).in_flight) return Verdict::kSkip;
           if (!o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o)) {
             if (o->nbytes > swap_free) return Verdict::kSkip;
+            // Its tenant's swap is full: it stays (a CACHE one may be dropped for room).
+            if (!QuotaAllows(o->tenant, TierId::kSsd, to_swap[o->tenant] + o->nbytes,
+                             /*count=*/false)
+                     .ok()) {
+              return Verdict::kSkip;
+            }
+            to_swap[o->tenant] += o->nbytes;
             swap_free -= std::min(swap_free, o->nbytes);  // a rough bound: extents may fragment
           }
-          if (target == 0 && !pool_demand_.contains(o->copy(TierId::kHost).range.space)) {
-            return Verdict::kSkip;
+          const bool wanted = pool_demand_.contains(o->copy(TierId::kHost).range.space);
+          if (target == 0 && !wanted) return Verdict::kSkip;
+          if (!tenant_target.empty() && !wanted) {
+            uint64_t& left = tenant_target[o->tenant];
+            if (left == 0) return Verdict::kSkip;
+            left -= std::min(left, o->copy(TierId::kHost).range.reserved);
           }
           chosen.push_back(o);
           return Verdict::kTake;
@@ -224,7 +264,7 @@ bool Store::HasCopyBelowGpu(const Object& o) const {
 }
 
 bool Store::HostHasRoomFor(const Object& o) const {
-  auto pools = host_->pools().Candidates(o.nbytes, o.pool_class);
+  auto pools = host_->pools().Candidates(o.nbytes, o.pool_class, o.tenant);
   if (!pools.ok()) return false;
   for (uint32_t p : *pools) {
     const memory::Allocator& alloc = *host_->pools()[p].allocator;

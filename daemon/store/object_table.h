@@ -56,6 +56,7 @@ struct Object {
   // (ns, parent), 0 for no parent.
   uint64_t id = 0, parent_id = 0;
   uint8_t guarded = 0;  // bit tiers::Index(t): a hint guards the copy in t against eviction
+  uint16_t tenant = 0;  // the owner of ns (store::TenantId): whose memory its copies use
   bool sealed = false;
   bool retired = false;      // unreachable by key; freed when nothing holds it any more
   Session* owner = nullptr;  // set while unsealed or session-scoped
@@ -93,6 +94,7 @@ struct Object {
 struct Session {
   std::string id;
   std::string name;
+  uint16_t tenant = 0;  // store::TenantId of the peer that opened it
   absl::flat_hash_set<uint64_t> leases;
   absl::flat_hash_set<Object*> creating;
   absl::flat_hash_set<Object*> scoped;

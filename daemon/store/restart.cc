@@ -141,8 +141,11 @@ RestoreReport Store::Restore(const LoadedIndex& loaded, bool host_reattached) {
     Object* raw = o.get();
     // It must fit the host tier as configured now (a swap-in needs room there); a pool class
     // that no longer exists falls back to the best fit.
-    if (!host_->pools().Candidates(o->nbytes, o->pool_class).ok()) o->pool_class.clear();
-    if (!host_->pools().Candidates(o->nbytes, o->pool_class).ok()) {
+    o->tenant = options_.tenants.OwnerOf(o->ns);  // the configuration may have changed
+    if (!host_->pools().Candidates(o->nbytes, o->pool_class, o->tenant).ok()) {
+      o->pool_class.clear();
+    }
+    if (!host_->pools().Candidates(o->nbytes, o->pool_class, o->tenant).ok()) {
       refuse("it no longer fits the host tier");
       continue;
     }
@@ -150,7 +153,8 @@ RestoreReport Store::Restore(const LoadedIndex& loaded, bool host_reattached) {
     if (t.has_host() && host_reattached && o->has_checksum) {
       const tiers::Range r = FromIndex(t.host());
       memory::PoolSet& pools = host_->pools();
-      if (r.space < pools.size() && r.length == o->nbytes &&
+      // Only in its tenant's own memory: a namespace that changed hands is not exposed.
+      if (r.space < pools.size() && pools[r.space].tenant == o->tenant && r.length == o->nbytes &&
           r.reserved == pools[r.space].allocator->Reserved(r.length) &&
           pools[r.space].allocator->Claim(r.offset, r.length).ok()) {
         raw->copy(TierId::kHost).present = true;
@@ -179,6 +183,7 @@ RestoreReport Store::Restore(const LoadedIndex& loaded, bool host_reattached) {
         c.range = r;
         c.codec = static_cast<codec::CodecId>(codec);
         c.rel_rmse = t.ssd().rel_rmse();
+        ChargeCopy(*raw, TierId::kSsd, +1);
         ++rep.ssd_copies;
       } else {
         ++rep.copies_dropped;

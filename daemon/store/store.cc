@@ -62,6 +62,7 @@ Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, t
       lookahead_(options_.max_hints),
       predictor_(options_.predictor_keys, options_.max_sessions),
       index_(options_.index) {
+  tenant_use_.resize(options_.tenants.size());
   policies_[tiers::Index(TierId::kHost)] = MakePolicy(options_, TierId::kHost);
   if (gpu_ != nullptr) policies_[tiers::Index(TierId::kGpu)] = MakePolicy(options_, TierId::kGpu);
 }
@@ -74,17 +75,28 @@ absl::Time Store::Clamp(absl::Time deadline) const {
   return std::min(deadline, absl::Now() + options_.pressure_wait);
 }
 
-absl::StatusOr<std::string> Store::OpenSession(absl::string_view client_name) {
+absl::StatusOr<std::string> Store::OpenSession(absl::string_view client_name, TenantId tenant) {
   if (auto st = ValidateClientName(client_name); !st.ok()) return st;
   auto session = std::make_unique<Session>();
   session->id = RandomHex(16);
   session->name = std::string(client_name);
+  session->tenant = tenant;
   std::string id = session->id;
   absl::MutexLock lock(&mu_);
   if (table_.sessions() >= options_.max_sessions) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the daemon already has ", table_.sessions(), " sessions, its maximum"));
   }
+  TenantUse& use = tenant_use_[tenant];
+  if (tenant != kNoTenant) {
+    const TenantConfig& cfg = options_.tenants.config(tenant);
+    if (cfg.max_sessions > 0 && use.sessions >= cfg.max_sessions) {
+      ++use.quota_rejections;
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "tenant '", cfg.name, "' already has ", use.sessions, " sessions, its maximum"));
+    }
+  }
+  ++use.sessions;
   ++counters_.sessions_opened;
   spdlog::debug("session {} opened by '{}'", id.substr(0, 8), session->name);
   table_.AddSession(std::move(session));
@@ -111,6 +123,7 @@ void Store::CloseSession(const std::string& session_id) {
       Retire(o, policy::RemovalReason::kDeleted, &frees);
     }
     ++counters_.sessions_closed;
+    --tenant_use_[s->tenant].sessions;
     spdlog::info(
         "session {} ('{}') closed: {} leases released, {} creates aborted, {} "
         "session tensors freed",
@@ -123,7 +136,10 @@ void Store::CloseSession(const std::string& session_id) {
 absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& params,
                                               uint64_t nbytes) {
   const TierId t = params.tier == WantTier::kGpu ? TierId::kGpu : TierId::kHost;
-  auto range = TierOf(t)->Reserve(nbytes, tiers::Placement{params.pool, params.device});
+  const TenantId tenant = options_.tenants.OwnerOf(params.ns);
+  tiers::Placement where{params.pool, params.device};
+  if (t == TierId::kHost) where.tenant = tenant;
+  auto range = TierOf(t)->Reserve(nbytes, where);
   if (!range.ok()) return range.status();
   auto o = std::make_unique<Object>();
   o->ns = params.ns;
@@ -131,6 +147,7 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
   o->dtype = params.dtype;
   o->shape = params.shape;
   o->nbytes = nbytes;
+  o->tenant = tenant;
   // Where a copy of it goes back to on this tier: its fixed class, else the best fit.
   const memory::Pool& home = (t == TierId::kHost ? host_->pools() : gpu_->pools())[range->space];
   o->pool_class = t == TierId::kHost && home.fixed ? home.name : "";
@@ -146,6 +163,7 @@ absl::StatusOr<TensorInfo> Store::TryAllocate(Session* s, const CreateParams& pa
   Copy& c = o->copy(t);
   c.present = true;
   c.range = *range;
+  ChargeCopy(*o, t, +1);
   TensorInfo info = Info(*o);
   Object* raw = o.get();
   if (!lost_.empty()) lost_.erase(ObjectTable::TableKey(params.ns, params.key));
@@ -250,11 +268,15 @@ absl::Status Store::CreateLocked(const std::string& session_id, const CreatePara
     ++counters_.rejected_requests;
     return finish(absl::FailedPreconditionError("the GPU tier is not present in this daemon"));
   }
+  const TenantId tenant = options_.tenants.OwnerOf(params.ns);
   auto pools = on_gpu ? gpu_->Candidates(nbytes, params.device, params.pool)
-                      : host_->pools().Candidates(nbytes, params.pool);
+                      : host_->pools().Candidates(nbytes, params.pool, tenant);
   if (!pools.ok()) {
     ++counters_.rejected_requests;
     return finish(pools.status());
+  }
+  if (on_gpu) {  // a quota is no reason to wait for room
+    if (absl::Status q = QuotaAllows(tenant, TierId::kGpu, nbytes); !q.ok()) return finish(q);
   }
   if (frees->empty()) {  // else expiry freed ranges: retry once they are back
     auto info = TryAllocate(s, params, nbytes);
@@ -576,6 +598,7 @@ StoreStats Store::Stats() {
   st.high_watermark = options_.high_watermark;
   st.low_watermark = options_.low_watermark;
   st.sessions = table_.sessions();
+  TenantStatsLocked(&st);
   st.leases = table_.leases();
   st.objects = table_.objects();
   return st;

@@ -35,6 +35,7 @@
 #include "daemon/store/index.h"
 #include "daemon/store/mover.h"
 #include "daemon/store/object_table.h"
+#include "daemon/store/tenants.h"
 #include "daemon/store/types.h"
 #include "daemon/tiers/gpu_tier.h"
 #include "daemon/tiers/host_tier.h"
@@ -60,7 +61,8 @@ namespace tensord::store {
   X(lookahead_hints) X(lookahead_refreshed) X(lookahead_unknown) X(lookahead_dropped)  \
   X(lookahead_expired) X(lookahead_issued) X(lookahead_used) X(lookahead_wasted)       \
   X(lookahead_late) X(lookahead_failed) X(lookahead_bytes) X(lookahead_predicted)  \
-  X(restored) X(restored_bytes) X(restore_dropped) X(restore_verified) X(restore_verify_failures)
+  X(restored) X(restored_bytes) X(restore_dropped) X(restore_verified) X(restore_verify_failures) \
+  X(peer_denied)
 // clang-format on
 
 struct Counters {
@@ -93,8 +95,19 @@ struct GpuDeviceStats {
   uint64_t device_free_bytes = 0, device_total_bytes = 0;
 };
 
+// One tenant's use of the daemon (index 0: the shared memory and the operator's sessions).
+struct TenantStats {
+  std::string name;
+  uint64_t sessions = 0, leases = 0;
+  uint64_t host_capacity_bytes = 0, host_used_bytes = 0;
+  uint64_t ssd_bytes = 0, gpu_bytes = 0;
+  uint64_t quota_rejections = 0;  // RESOURCE_EXHAUSTED for a quota of its own
+  uint64_t denied_requests = 0;   // PERMISSION_DENIED by the service
+};
+
 struct StoreStats {
   Counters counters;
+  std::vector<TenantStats> tenants;  // by TenantId, when tenants are configured
   std::vector<PoolStatsEntry> pools;
   uint64_t capacity_bytes = 0;
   uint64_t used_bytes = 0;
@@ -167,6 +180,8 @@ struct StoreOptions {
   // Warm restart: where every sealed, global tensor's state is recorded as it changes
   // (borrowed; nullptr: nothing survives the store).
   Index* index = nullptr;
+  // Who owns which namespace, and the quotas. A tenant's tensors use its host pools only.
+  Tenants tenants;
 };
 
 // What Store::Restore found in the index.
@@ -208,8 +223,14 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   // Opens a session and returns its unguessable id. INVALID_ARGUMENT for a client_name over
-  // 128 bytes or not valid text (ValidateClientName), RESOURCE_EXHAUSTED at max_sessions.
-  absl::StatusOr<std::string> OpenSession(absl::string_view client_name);
+  // 128 bytes or not valid text (ValidateClientName), RESOURCE_EXHAUSTED at max_sessions or
+  // at the tenant's max_sessions. The session's leases count against `tenant`'s quota.
+  absl::StatusOr<std::string> OpenSession(absl::string_view client_name,
+                                          TenantId tenant = kNoTenant);
+  const Tenants& tenants() const { return options_.tenants; }
+  // Counts a request the service refused with PERMISSION_DENIED (peer_denied; and for
+  // `tenant`, when it is one).
+  void CountDenied(std::optional<TenantId> tenant);
   // Ends a session: releases its leases, aborts its unsealed creates and deletes its
   // session-scoped tensors. Unknown ids are ignored (closing is idempotent).
   void CloseSession(const std::string& session_id);
@@ -538,6 +559,20 @@ class Store {
   absl::StatusOr<std::string> EvictFromGpu(absl::string_view ns, absl::string_view key)
       ABSL_LOCKS_EXCLUDED(mu_);
   std::pair<uint64_t, uint64_t> HostUsage() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // With tenants: the bytes each tenant's host memory (by TenantId) should demote to get below
+  // the low watermark (once above the high one); empty without tenants.
+  std::vector<uint64_t> TenantDemotionTargets(bool short_of_memory) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tenant quotas (store/tenant_quota.cc). OK, or RESOURCE_EXHAUSTED (counted) when `nbytes`
+  // more in tier `t` (SSD or GPU) would take `tenant` past its quota; PERMISSION_DENIED for a
+  // GPU copy of a tenant without GPU bytes.
+  absl::Status QuotaAllows(TenantId tenant, TierId t, uint64_t nbytes, bool count = true)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether one more lease for a session of `tenant` stays within its max_leases.
+  absl::Status LeaseQuotaAllows(TenantId tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds (or with `sign` -1 removes) o's copy in t to its tenant's SSD or GPU bytes.
+  void ChargeCopy(const Object& o, TierId t, int sign) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TenantStatsLocked(StoreStats* st) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   tiers::HostTier* const host_;
   tiers::SsdTier* const ssd_;
@@ -560,6 +595,12 @@ class Store {
   bool migrate_now_ ABSL_GUARDED_BY(mu_) = false;
   tiers::SystemPressure system_ ABSL_GUARDED_BY(mu_);  // last reading by the migrator
   Counters counters_ ABSL_GUARDED_BY(mu_);
+  // By TenantId: what each uses of what its quotas bound.
+  struct TenantUse {
+    uint64_t sessions = 0, leases = 0, ssd_bytes = 0, gpu_bytes = 0, quota_rejections = 0;
+    uint64_t denied = 0;
+  };
+  std::vector<TenantUse> tenant_use_ ABSL_GUARDED_BY(mu_);
   policy::LookAhead lookahead_ ABSL_GUARDED_BY(mu_);
   policy::Predictor predictor_ ABSL_GUARDED_BY(mu_);
   Index* const index_;

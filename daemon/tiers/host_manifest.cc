@@ -107,7 +107,7 @@ bool HostTier::Reattach(const std::vector<Plan>& plans, const std::string& manif
   };
   if (!m.ok()) return refuse(m.status().message());
   if (m->layout != layout_ || m->segments.size() != plans.size()) {
-    return refuse("the host tier's layout changed (capacity, pool classes or mode)");
+    return refuse("the host tier's layout changed (capacity, pool classes, tenants or mode)");
   }
   for (uint32_t i = 0; i < plans.size(); ++i) {
     const auto& [name, size] = m->segments[i];
@@ -115,7 +115,7 @@ bool HostTier::Reattach(const std::vector<Plan>& plans, const std::string& manif
         size != plans[i].size) {
       return refuse(absl::StrCat("segment ", i, " is not one of this run directory's"));
     }
-    auto seg = ShmSegment::Adopt(name, size, config.shm_mode, config.prefault);
+    auto seg = ShmSegment::Adopt(name, size, plans[i].mode, config.prefault, plans[i].group);
     if (!seg.ok()) return refuse(seg.status().message());
     Trailer t;
     std::memcpy(&t, seg->data() + size - kTrailerBytes, sizeof(t));

@@ -67,24 +67,37 @@ int HostTier::RemoveStale(const std::string& name_prefix) {
 
 absl::StatusOr<std::vector<HostTier::Plan>> HostTier::Layout(const HostTierConfig& config) {
   std::vector<Plan> plans;
+  uint64_t shared = config.capacity;
+  for (size_t i = 0; i < config.partitions.size(); ++i) {
+    const HostPartition& part = config.partitions[i];
+    const uint64_t bytes = part.bytes / 4096 * 4096;
+    if (bytes == 0 || bytes > shared) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tenant '", part.tenant, "' gets no host memory of its own"));
+    }
+    shared -= part.bytes;
+    plans.push_back(Plan{absl::StrCat("tenant.", part.tenant), false, 0, 0, bytes,
+                         RoundUp(bytes + kTrailerBytes, kSegmentAlign),
+                         static_cast<uint16_t>(i + 1), part.mode, part.group});
+  }
   uint64_t fixed_total = 0;
   for (const PoolClassConfig& pool : config.pools) {
-    auto count = BlockCount(pool, config.capacity);
+    auto count = BlockCount(pool, shared);
     if (!count.ok()) return count.status();
     const uint64_t bytes = pool.block_size * *count;
     fixed_total += bytes;
-    if (fixed_total > config.capacity) {
+    if (fixed_total > shared) {
       return absl::InvalidArgumentError(absl::StrCat("pool classes need ", fixed_total,
                                                      " bytes, more than the host capacity ",
-                                                     config.capacity));
+                                                     shared, " left by tenants"));
     }
     plans.push_back(Plan{pool.name, true, pool.block_size, *count, bytes,
-                         RoundUp(bytes + kTrailerBytes, kSegmentAlign)});
+                         RoundUp(bytes + kTrailerBytes, kSegmentAlign), 0, config.shm_mode});
   }
-  const uint64_t general = (config.capacity - fixed_total) / 4096 * 4096;
+  const uint64_t general = (shared - fixed_total) / 4096 * 4096;
   if (general >= 4096) {
-    plans.push_back(
-        Plan{"general", false, 0, 0, general, RoundUp(general + kTrailerBytes, kSegmentAlign)});
+    plans.push_back(Plan{"general", false, 0, 0, general,
+                         RoundUp(general + kTrailerBytes, kSegmentAlign), 0, config.shm_mode});
   }
   if (plans.empty()) return absl::InvalidArgumentError("host tier has no capacity");
   return plans;
@@ -93,14 +106,14 @@ absl::StatusOr<std::vector<HostTier::Plan>> HostTier::Layout(const HostTierConfi
 void HostTier::AddPools(const std::vector<Plan>& plans) {
   for (uint32_t arena = 0; arena < plans.size(); ++arena) {
     const Plan& p = plans[arena];
-    segments_.push_back(HostSegment{arena, shm_[arena].name(), p.size, p.pool});
+    segments_.push_back(HostSegment{arena, shm_[arena].name(), p.size, p.pool, p.tenant});
     if (p.fixed) {
       pools_.Add(p.pool, arena, /*fixed=*/true,
-                 std::make_unique<memory::FixedPool>(0, p.block_size, p.blocks));
+                 std::make_unique<memory::FixedPool>(0, p.block_size, p.blocks), p.tenant);
       spdlog::info("host pool '{}': {} blocks of {} bytes", p.pool, p.blocks, p.block_size);
     } else {
       pools_.Add(p.pool, arena, /*fixed=*/false,
-                 std::make_unique<memory::GeneralAllocator>(0, p.bytes));
+                 std::make_unique<memory::GeneralAllocator>(0, p.bytes), p.tenant);
     }
   }
 }
@@ -114,8 +127,9 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierConfig&
   tier->zero_on_free_ = config.zero_on_free;
   tier->capacity_ = config.capacity;
   for (const Plan& p : *plans) {
-    const std::string line = absl::StrCat(p.pool, "/", p.fixed, "/", p.block_size, "/", p.blocks,
-                                          "/", p.bytes, "/", p.size, "/", config.shm_mode, ";");
+    const std::string line =
+        absl::StrCat(p.pool, "/", p.fixed, "/", p.block_size, "/", p.blocks, "/", p.bytes, "/",
+                     p.size, "/", p.mode, "/", p.tenant, "/", p.group, ";");
     tier->layout_ = XXH3_64bits_withSeed(line.data(), line.size(), tier->layout_);
   }
   if (!manifest.empty() && tier->Reattach(*plans, manifest, name_prefix, config)) {
@@ -126,8 +140,9 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierConfig&
     tier->generation_ = std::strtoull(RandomHex(8).c_str(), nullptr, 16);
     const std::string base = name_prefix + RandomHex(16) + ".";
     for (uint32_t arena = 0; arena < plans->size(); ++arena) {
-      auto seg = ShmSegment::Create(absl::StrCat(base, arena), (*plans)[arena].size,
-                                    config.shm_mode, config.prefault);
+      const Plan& p = (*plans)[arena];
+      auto seg = ShmSegment::Create(absl::StrCat(base, arena), p.size, p.mode, config.prefault,
+                                    p.group);
       if (!seg.ok()) return seg.status();
       tier->shm_.push_back(*std::move(seg));
     }
@@ -175,7 +190,7 @@ TierUsage UsageOf(const memory::PoolSet& pools) {
 }
 
 absl::StatusOr<Range> HostTier::ReserveImpl(uint64_t nbytes, const Placement& where) {
-  return ReservePooled(pools_, pools_.Candidates(nbytes, where.pool), nbytes);
+  return ReservePooled(pools_, pools_.Candidates(nbytes, where.pool, where.tenant), nbytes);
 }
 
 void HostTier::FreeImpl(const Range& range) { FreePooled(pools_, range); }

@@ -20,12 +20,14 @@ struct HostSegment {
   std::string shm_name;
   uint64_t size = 0;
   std::string pool;
+  uint16_t tenant = 0;  // whose segment (store::TenantId); 0: shared
 };
 
 class HostTier final : public Tier {
  public:
   // Creates one segment per fixed pool class and one for the general pool with the rest of the
-  // capacity. Segment names are `name_prefix` + 128 random bits, created exclusively.
+  // capacity, after one segment per partition (tenant i + 1's is partitions[i], pool
+  // "tenant.<name>", in the partition's group and mode). Segment names are `name_prefix` + 128 random bits, created exclusively.
   // With a `manifest` path (a warm restart): first tries to take over the segments the last
   // instance listed there — only when the layout is the same, and each segment is owned by this
   // user with the configured mode and size and carries the trailer that instance wrote (its
@@ -79,6 +81,9 @@ class HostTier final : public Tier {
     std::string pool;
     bool fixed = false;
     uint64_t block_size = 0, blocks = 0, bytes = 0, size = 0;
+    uint16_t tenant = 0;
+    mode_t mode = 0600;
+    gid_t group = static_cast<gid_t>(-1);  // ShmSegment::kNoGroup: the daemon's
   };
   static absl::StatusOr<std::vector<Plan>> Layout(const HostTierConfig& config);
   // Takes over the segments `manifest` lists when they match `plans`; false (and nothing kept)

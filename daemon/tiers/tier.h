@@ -51,6 +51,8 @@ struct Placement {
   // The copy must survive the daemon (warm restart of a DURABLE tensor): the SSD tier keeps it in
   // a file, never in its RAM front.
   bool persistent = false;
+  // Host tier: whose memory (store::TenantId): only that tenant's pools; 0: the shared ones.
+  uint16_t tenant = 0;
 };
 
 // One transfer of a batch: range->length bytes between `host` and the range. A write may set

@@ -189,6 +189,14 @@ struct CodecStats {
   double ratio = 0, encode_gbps = 0, decode_gbps = 0, max_rel_rmse = 0;
 };
 
+// One tenant's use of the daemon (a tenant sees its own; the operator every one, "" included:
+// the shared memory and the operator's sessions).
+struct TenantStats {
+  std::string tenant;
+  uint64_t sessions = 0, leases = 0, host_capacity_bytes = 0, host_used_bytes = 0;
+  uint64_t ssd_bytes = 0, gpu_bytes = 0, quota_rejections = 0, denied_requests = 0;
+};
+
 struct Stats {
   std::vector<TierStats> tiers;
   std::vector<PoolStats> pools;
@@ -198,6 +206,7 @@ struct Stats {
   PressureStats pressure;
   std::vector<GpuStats> gpus;
   std::vector<CodecStats> codecs;
+  std::vector<TenantStats> tenants;  // when the daemon has [[tenant]]s
 };
 
 namespace internal {
