@@ -537,9 +537,9 @@ Stats FromProto(const v1::Stats& response) {
                    k.over_budget(), k.ratio(), k.encode_gbps(), k.decode_gbps(), k.max_rel_rmse()});
   }
   for (const v1::TenantStats& t : response.tenants()) {
-    out.tenants.push_back(TenantStats{t.tenant(), t.sessions(), t.leases(),
-                                      t.host_capacity_bytes(), t.host_used_bytes(), t.ssd_bytes(),
-                                      t.gpu_bytes(), t.quota_rejections(), t.denied_requests()});
+    out.tenants.push_back(TenantStats{t.tenant(), t.sessions(), t.leases(), t.host_capacity_bytes(),
+                                      t.host_used_bytes(), t.ssd_bytes(), t.gpu_bytes(),
+                                      t.quota_rejections(), t.denied_requests()});
   }
   return out;
 }

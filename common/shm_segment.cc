@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/shm_guard.h"
 
 namespace tensord {
 namespace bip = boost::interprocess;
@@ -68,6 +69,8 @@ absl::StatusOr<ShmSegment> ShmSegment::Create(const std::string& name, uint64_t 
     }
     shm.truncate(static_cast<bip::offset_t>(size));
     seg.region_ = std::make_unique<bip::mapped_region>(shm, bip::read_write);
+    seg.guard_ = shm_guard::Register(static_cast<uint8_t*>(seg.region_->get_address()), size,
+                                     shm.get_mapping_handle().handle);
   } catch (const bip::interprocess_exception& e) {
     return FromBoost(e, absl::StrCat("creating shared memory ", name));
   }
@@ -108,6 +111,8 @@ absl::StatusOr<ShmSegment> ShmSegment::Adopt(const std::string& name, uint64_t s
           name, st.st_uid, st.st_mode & 07777, st.st_size, geteuid(), mode, size));
     }
     seg.region_ = std::make_unique<bip::mapped_region>(shm, bip::read_write);
+    seg.guard_ = shm_guard::Register(static_cast<uint8_t*>(seg.region_->get_address()), size,
+                                     shm.get_mapping_handle().handle);
   } catch (const bip::interprocess_exception& e) {
     return FromBoost(e, absl::StrCat("adopting shared memory ", name));
   }
@@ -151,6 +156,7 @@ ShmSegment& ShmSegment::operator=(ShmSegment&& other) noexcept {
     size_ = std::exchange(other.size_, 0);
     name_ = std::move(other.name_);
     owner_ = std::exchange(other.owner_, false);
+    guard_ = std::exchange(other.guard_, -1);
   }
   return *this;
 }
@@ -158,6 +164,7 @@ ShmSegment& ShmSegment::operator=(ShmSegment&& other) noexcept {
 ShmSegment::~ShmSegment() { Reset(); }
 
 void ShmSegment::Reset() {
+  shm_guard::Unregister(std::exchange(guard_, -1));
   region_.reset();
   if (owner_) Remove(name_);
   owner_ = false;

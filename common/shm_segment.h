@@ -65,6 +65,7 @@ class ShmSegment {
   uint64_t size_ = 0;
   std::string name_;
   bool owner_ = false;
+  int guard_ = -1;  // the daemon's segments (Create, Adopt): shm_guard's slot
 };
 
 }  // namespace tensord

@@ -1,16 +1,15 @@
 // TOML configuration (toml++) and the built-in presets.
 #include "daemon/config.h"
 
-#include <toml++/toml.h>
-
 #include <grp.h>
 #include <pwd.h>
+#include <toml++/toml.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
-#include <algorithm>
-#include <cctype>
 #include <system_error>
 
 #include "absl/container/flat_hash_map.h"
@@ -199,7 +198,7 @@ absl::Status ParseTenant(const toml::table& t, TenantConfig* tenant) {
     } else if (key == "host_bytes" || key == "ssd_bytes" || key == "gpu_bytes") {
       auto b = Bytes(v, key);
       if (!b.ok()) return b.status();
-      (key == "host_bytes" ? tenant->host_bytes
+      (key == "host_bytes"  ? tenant->host_bytes
        : key == "ssd_bytes" ? tenant->ssd_bytes
                             : tenant->gpu_bytes) = *b;
     } else if ((key == "max_leases" || key == "max_sessions") && v.is_integer() &&
@@ -222,8 +221,9 @@ absl::Status ParseTenant(const toml::table& t, TenantConfig* tenant) {
   }
   const std::string who = absl::StrCat("tenant '", tenant->name, "'");
   if (tenant->name.empty() || tenant->name.size() > 64 ||
-      !std::all_of(tenant->name.begin(), tenant->name.end(),
-                   [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; })) {
+      !std::all_of(tenant->name.begin(), tenant->name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+      })) {
     return absl::InvalidArgumentError(
         "a tenant needs a name of 1 to 64 letters, digits, '_' or '-'");
   }
@@ -262,7 +262,7 @@ bool Overlap(absl::string_view a, absl::string_view b) {
 
 absl::Status ValidateTenants(const DaemonConfig& config) {
   absl::flat_hash_map<std::string, std::string> names;
-  absl::flat_hash_map<uint32_t, std::string> uids, gids;
+  absl::flat_hash_map<uint32_t, std::string> uids, gids, segment_groups;
   uint64_t host = 0;
   const auto& ts = config.tenants;
   for (size_t i = 0; i < ts.size(); ++i) {
@@ -271,16 +271,21 @@ absl::Status ValidateTenants(const DaemonConfig& config) {
       return absl::InvalidArgumentError(absl::StrCat("two tenants are named '", t.name, "'"));
     }
     for (uid_t u : t.uids) {
-      if (auto [it, fresh] = uids.emplace(u, t.name); !fresh) {
+      if (auto [it, fresh] = uids.emplace(u, t.name); !fresh && it->second != t.name) {
         return absl::InvalidArgumentError(
             absl::StrCat("uid ", u, " is in tenants '", it->second, "' and '", t.name, "'"));
       }
     }
     for (gid_t g : t.gids) {
-      if (auto [it, fresh] = gids.emplace(g, t.name); !fresh) {
+      if (auto [it, fresh] = gids.emplace(g, t.name); !fresh && it->second != t.name) {
         return absl::InvalidArgumentError(
             absl::StrCat("gid ", g, " is in tenants '", it->second, "' and '", t.name, "'"));
       }
+    }
+    if (auto [it, fresh] = segment_groups.emplace(t.segment_group, t.name); !fresh) {
+      return absl::InvalidArgumentError(absl::StrCat("tenants '", it->second, "' and '", t.name,
+                                                     "' share segment group ", t.segment_group,
+                                                     ": each could map the other's memory"));
     }
     for (size_t j = 0; j < i; ++j) {
       for (const std::string& a : t.namespaces) {
@@ -294,6 +299,20 @@ absl::Status ValidateTenants(const DaemonConfig& config) {
       }
     }
     host += t.host_bytes;
+  }
+  for (const auto& [g, owner] : segment_groups) {  // another tenant's members may not be in it
+    if (auto it = gids.find(g); it != gids.end() && it->second != owner) {
+      return absl::InvalidArgumentError(absl::StrCat("tenant '", owner, "' segment group ", g,
+                                                     " is a group of tenant '", it->second, "'"));
+    }
+  }
+  for (const TenantConfig& t : ts) {
+    if (t.gpu_bytes > 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tenant '", t.name,
+          "': gpu_bytes must be 0 (a GPU arena is one CUDA IPC handle: the GPU tier serves the "
+          "operator only while tenants are configured)"));
+    }
   }
   if (host > config.host.capacity) {
     return absl::InvalidArgumentError(absl::StrCat("tenants' host_bytes add up to ", host,

@@ -12,6 +12,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "common/shm_guard.h"
 #include "daemon/notify.h"
 #include "daemon/service/front.h"
 #include "daemon/service/metrics.h"
@@ -98,6 +99,7 @@ absl::StatusOr<CompressionDefaults> CompressionOptions(const DaemonConfig& confi
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config) {
   std::unique_ptr<Daemon> d(new Daemon());
+  shm_guard::Install();  // a client that truncates a segment must not kill the daemon
   auto lock = LockRunDir(config.run_dir);
   if (!lock.ok()) return lock.status();
   d->lock_fd_ = *lock;
@@ -129,6 +131,12 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   notify::Status(absl::StrCat("mapping ", FormatBytes(config.host.capacity), " of host memory",
                               config.host.prefault ? " (pre-faulting)" : ""));
   HostTierConfig host_config = config.host;
+  if (!config.tenants.empty() && (host_config.shm_mode & 0077) != 0) {
+    // The shared segments hold the operator's and unowned namespaces: no tenant may open them.
+    spdlog::info("tenants configured: the shared segments get mode 0600, not {:o}",
+                 host_config.shm_mode);
+    host_config.shm_mode = 0600;
+  }
   for (const TenantConfig& t : config.tenants) {  // tenant i + 1's segment is partition i
     host_config.partitions.push_back(
         HostPartition{t.name, t.host_bytes, t.segment_group, t.segment_mode});
@@ -262,6 +270,13 @@ int Daemon::metrics_port() const { return metrics_ == nullptr ? 0 : metrics_->po
 void Daemon::ReapExpired() {
   for (uint64_t tick = 1; !stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100)); ++tick) {
     store_->ExpireDue();
+    if (const uint64_t repairs = shm_guard::Repairs(); repairs != truncations_seen_) {
+      spdlog::warn(
+          "a client truncated a shared-memory segment; its size was restored ({} times so far, "
+          "the bytes it cut off are lost)",
+          repairs);
+      truncations_seen_ = repairs;
+    }
     if (index_ != nullptr && tick % 10 == 0) index_->Maintain();  // fdatasync once a second
     UpdateHealth();
     front_->TickWatchers();

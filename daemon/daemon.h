@@ -65,6 +65,7 @@ class Daemon {
   void FeedWatchdog(uint64_t interval_usec);
 
   int lock_fd_ = -1;
+  uint64_t truncations_seen_ = 0;  // shm_guard repairs already logged (the reaper's)
   std::unique_ptr<tiers::SsdTier> ssd_;
   std::thread reaper_;        // deletes expired tensors every 100 ms until stop_ is notified
   std::thread migrator_;      // moves tensors between tiers (Store::RunMigrator)

@@ -34,10 +34,12 @@ absl::StatusOr<PeerCredentials> PeerOf(int fd) {
 
 Identity IdentityOf(const store::Tenants& tenants, const PeerCredentials& peer) {
   if (!tenants.enabled()) return Identity{};
+  // Root and the daemon's user are the operator unless a tenant names them: the daemon's user is
+  // in every tenant's segment group, which must not make it a tenant.
+  if ((peer.uid == 0 || peer.uid == geteuid()) && !tenants.ByUid(peer.uid)) return Identity{};
   if (auto t = tenants.Identify(peer.uid, peer.gid, peer.groups)) {
     return Identity{Identity::Kind::kTenant, *t};
   }
-  if (peer.uid == 0 || peer.uid == geteuid()) return Identity{};
   return Identity{Identity::Kind::kStranger, store::kNoTenant};
 }
 

@@ -23,9 +23,9 @@ struct PeerCredentials {
 // Reads the credentials of the peer of connected Unix socket `fd`. INTERNAL on failure.
 absl::StatusOr<PeerCredentials> PeerOf(int fd);
 
-// Returns who `peer` is: without tenants, the operator; else the tenant that lists its uid, or
-// one of its groups; else the operator when it is root or the daemon's own user; else a
-// stranger.
+// Returns who `peer` is: without tenants, the operator; else the tenant that lists its uid;
+// else the operator when it is root or the daemon's own user; else the tenant that lists one of
+// its groups; else a stranger.
 Identity IdentityOf(const store::Tenants& tenants, const PeerCredentials& peer);
 
 }  // namespace tensord::service

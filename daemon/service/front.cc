@@ -38,7 +38,8 @@ absl::StatusOr<UniqueFd> Listen(const std::string& path, mode_t mode) {
   const int err = errno;
   ::umask(old_umask);
   if (rc != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on unix:", path, ": ", strerror(err)));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on unix:", path, ": ", strerror(err)));
   }
   if (::chmod(path.c_str(), mode) != 0) spdlog::warn("chmod {}: {}", path, strerror(errno));
   if (::listen(fd.get(), SOMAXCONN) != 0) {
@@ -94,9 +95,11 @@ grpc::Server* Front::ServerFor(const Identity& who) const {
 void Front::AcceptLoop() {
   pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
   for (;;) {
-    if (::poll(fds, 2, -1) < 0 && errno != EINTR) {
-      spdlog::critical("poll on the socket failed: {}", strerror(errno));
-      return;
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("poll on the socket failed: {}; retrying", strerror(errno));
+      ::poll(nullptr, 0, 100);
+      continue;
     }
     if (fds[1].revents != 0) return;
     if (fds[0].revents == 0) continue;
@@ -107,6 +110,7 @@ void Front::AcceptLoop() {
           spdlog::warn("cannot accept a connection: {}", strerror(errno));
           ::poll(nullptr, 0, 100);  // out of descriptors: no busy loop while it lasts
         }
+        if (errno == EINVAL) return;  // the socket was shut down: Shutdown's fallback
         break;  // EAGAIN: none left; others (ECONNABORTED...): that one is gone
       }
       auto peer = PeerOf(conn.get());
@@ -116,7 +120,7 @@ void Front::AcceptLoop() {
       }
       const Identity who = IdentityOf(store_->tenants(), *peer);
       spdlog::debug("connection from pid {} uid {} gid {}: {}", peer->pid, peer->uid, peer->gid,
-                    who.kind == Identity::Kind::kTenant ? store_->tenants().name(who.tenant)
+                    who.kind == Identity::Kind::kTenant     ? store_->tenants().name(who.tenant)
                     : who.kind == Identity::Kind::kOperator ? std::string("operator")
                                                             : std::string("no tenant"));
       grpc::AddInsecureChannelFromFd(ServerFor(who), conn.Release());  // gRPC owns it now
@@ -143,7 +147,10 @@ void Front::ForEachHealth(const std::function<void(grpc::HealthCheckServiceInter
 void Front::Shutdown(std::chrono::system_clock::time_point deadline) {
   if (acceptor_.joinable()) {
     const uint64_t one = 1;
-    if (::write(wake_fd_.get(), &one, sizeof(one)) < 0) spdlog::warn("eventfd write failed");
+    if (::write(wake_fd_.get(), &one, sizeof(one)) < 0) {
+      spdlog::error("eventfd write failed: {}", strerror(errno));  // ends poll another way
+      ::shutdown(listen_fd_.get(), SHUT_RDWR);
+    }
     acceptor_.join();
   }
   listen_fd_.Reset();

@@ -6,6 +6,7 @@
 #include <atomic>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "daemon/service/convert.h"
@@ -108,10 +109,16 @@ v1::Stats TensordService::Snapshot() const {
       std::chrono::steady_clock::now() - started_);
   v1::Stats stats;
   ToProto(store_->Stats(), static_cast<uint64_t>(uptime.count()), &stats);
-  if (who_.kind != Identity::Kind::kOperator) {  // a tenant sees its own entry only
+  if (who_.kind != Identity::Kind::kOperator) {  // a tenant sees its own entry and pool only
     auto* tenants = stats.mutable_tenants();
     for (int i = tenants->size() - 1; i >= 0; --i) {
       if (who_.kind == Identity::Kind::kStranger || i != who_.tenant) tenants->DeleteSubrange(i, 1);
+    }
+    const std::string mine = absl::StrCat("tenant.", store_->tenants().name(who_.tenant));
+    auto* pools = stats.mutable_pools();
+    for (int i = pools->size() - 1; i >= 0; --i) {
+      const std::string& name = pools->Get(i).name();
+      if (absl::StartsWith(name, "tenant.") && name != mine) pools->DeleteSubrange(i, 1);
     }
   }
   return stats;
@@ -142,8 +149,8 @@ absl::Status TensordService::Allow(absl::string_view ns) const {
   if (store_->tenants().Allows(who_.tenant, ns)) return absl::OkStatus();
   // Bounded and escaped: the namespace is the client's text.
   return Denied(absl::StrCat("tenant '", store_->tenants().name(who_.tenant),
-                             "' may not use namespace '",
-                             absl::CHexEscape(ns.substr(0, 128)), "'"));
+                             "' may not use namespace '", absl::CHexEscape(ns.substr(0, 128)),
+                             "'"));
 }
 
 absl::Status TensordService::OwnSession(const std::string& session_id) const {
@@ -277,6 +284,11 @@ void TensordService::TickWatchers() {
 
 grpc::ServerWriteReactor<v1::Stats>* TensordService::WatchStats(
     grpc::CallbackServerContext*, const v1::WatchStatsRequest* request) {
+  if (who_.kind == Identity::Kind::kStranger) {
+    auto* reject = new RejectedStream<v1::Stats>();
+    reject->Finish(ToGrpc(Allow("")));
+    return reject;
+  }
   const uint32_t ms = request->interval_ms() == 0 ? 1000 : request->interval_ms();
   if (ms < 100 || ms > 60000) {
     auto* reject = new RejectedStream<v1::Stats>();
@@ -301,12 +313,9 @@ std::vector<tiers::HostSegment> SegmentsFor(const Identity& who,
   return mine;
 }
 
-std::vector<tiers::GpuArena> ArenasFor(const Identity& who, const store::Store& store,
-                                       std::vector<tiers::GpuArena> all) {
+// One IPC handle maps a whole arena, every tenant's GPU copies in it: the operator's only.
+std::vector<tiers::GpuArena> ArenasFor(const Identity& who, std::vector<tiers::GpuArena> all) {
   if (who.kind == Identity::Kind::kOperator) return all;
-  if (who.kind == Identity::Kind::kTenant && store.tenants().config(who.tenant).gpu_bytes > 0) {
-    return all;
-  }
   return {};
 }
 
@@ -316,7 +325,7 @@ TensordService::TensordService(store::Store* store, std::vector<tiers::HostSegme
                                std::vector<tiers::GpuArena> gpu_arenas, Identity who)
     : store_(store),
       segments_(SegmentsFor(who, std::move(segments))),
-      gpu_arenas_(ArenasFor(who, *store, std::move(gpu_arenas))),
+      gpu_arenas_(ArenasFor(who, std::move(gpu_arenas))),
       who_(who) {}
 
 grpc::ServerWriteReactor<v1::AttachEvent>* TensordService::Attach(

@@ -37,8 +37,7 @@ TensorInfo Store::Info(const Object& o) const {
     info.pool = host_->pools()[host.range.space].name;
   } else if (gpu.present) {
     info.pool = gpu_->pools()[gpu.range.space].name;
-  } else if (auto home = host_->pools().Candidates(o.nbytes, o.pool_class, o.tenant);
-             home.ok()) {
+  } else if (auto home = host_->pools().Candidates(o.nbytes, o.pool_class, o.tenant); home.ok()) {
     info.pool = host_->pools()[(*home)[0]].name;  // where a swap-in goes
   }
   info.durability = o.durability;

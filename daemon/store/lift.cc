@@ -268,7 +268,12 @@ void Store::Arrived(Lift* lift, size_t i, Object* o, TierId t, bool moved) {
     lift->held = o;
   } else if (lift->leasing()) {
     if (t == TierId::kHost) ++counters_.get_hits;
-    GrantLease(table_.FindSession(lift->session_id), o, t, &r);
+    Session* s = table_.FindSession(lift->session_id);
+    if (absl::Status q = LeaseQuotaAllows(s->tenant); !q.ok()) {  // the batch may have used it
+      r.status = std::move(q);
+      return;
+    }
+    GrantLease(s, o, t, &r);
   } else {
     r.info = Info(*o);
     if (moved) counters_.prefetched_bytes += o->nbytes;

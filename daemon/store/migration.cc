@@ -108,7 +108,8 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
   if (!demotable) {
     PolicyOf(TierId::kHost)->Victims(policy::Demand{pools}, [&](policy::Handle h) {
       const Object* o = ObjectOf(h);
-      if (!QuotaAllows(o->tenant, TierId::kSsd, o->nbytes, /*count=*/false).ok()) {
+      if (!o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o) &&
+          !QuotaAllows(o->tenant, TierId::kSsd, o->nbytes, /*count=*/false).ok()) {
         return Verdict::kSkip;
       }
       demotable = true;
@@ -156,13 +157,19 @@ uint64_t Store::DemoteOnce() {
     for (const auto& [pool, bytes] : pool_demand_) demand += bytes;
     if (target == 0 && demand == 0) return 0;
     std::vector<Object*> chosen;  // chosen first: demotion edits the policy
-    uint64_t swap_free = ssd_->Stats().largest_free_bytes;  // victims that cannot fit wait
+    uint64_t swap_free = ssd_->Stats().largest_free_bytes;   // victims that cannot fit wait
     std::vector<uint64_t> to_swap(options_.tenants.size());  // by tenant: chosen this round
     PolicyOf(TierId::kHost)
         ->Victims(policy::Demand{{}, std::max(target, demand)}, [&](policy::Handle h) {
           Object* o = ObjectOf(h);
           if (chosen.size() >= kMaxWritesPerRound) return Verdict::kStop;
           if (o->copy(TierId::kSsd).in_flight) return Verdict::kSkip;
+          // Only what is wanted: a pool waited on, or a tenant (or the tier) above its mark.
+          const bool wanted = pool_demand_.contains(o->copy(TierId::kHost).range.space);
+          if (target == 0 && !wanted) return Verdict::kSkip;
+          if (!tenant_target.empty() && !wanted && tenant_target[o->tenant] == 0) {
+            return Verdict::kSkip;
+          }
           if (!o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o)) {
             if (o->nbytes > swap_free) return Verdict::kSkip;
             // Its tenant's swap is full: it stays (a CACHE one may be dropped for room).
@@ -174,11 +181,8 @@ uint64_t Store::DemoteOnce() {
             to_swap[o->tenant] += o->nbytes;
             swap_free -= std::min(swap_free, o->nbytes);  // a rough bound: extents may fragment
           }
-          const bool wanted = pool_demand_.contains(o->copy(TierId::kHost).range.space);
-          if (target == 0 && !wanted) return Verdict::kSkip;
           if (!tenant_target.empty() && !wanted) {
             uint64_t& left = tenant_target[o->tenant];
-            if (left == 0) return Verdict::kSkip;
             left -= std::min(left, o->copy(TierId::kHost).range.reserved);
           }
           chosen.push_back(o);
@@ -402,6 +406,10 @@ absl::StatusOr<std::string> Store::EvictHost(Object* o, Frees* frees, bool* wrot
   if (host.held() || o->copy(TierId::kSsd).in_flight) {
     return absl::FailedPreconditionError(
         absl::StrCat("'", o->key, "' is leased (", host.leases, "); it stays until released"));
+  }
+  const bool writes = !o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o);
+  if (ssd_ != nullptr && !ssd_->degraded() && writes) {
+    if (absl::Status q = QuotaAllows(o->tenant, TierId::kSsd, o->nbytes); !q.ok()) return q;
   }
   if (ssd_ != nullptr && !ssd_->degraded()) {
     std::string outcome = o->copy(TierId::kSsd).present

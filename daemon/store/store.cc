@@ -92,8 +92,8 @@ absl::StatusOr<std::string> Store::OpenSession(absl::string_view client_name, Te
     const TenantConfig& cfg = options_.tenants.config(tenant);
     if (cfg.max_sessions > 0 && use.sessions >= cfg.max_sessions) {
       ++use.quota_rejections;
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "tenant '", cfg.name, "' already has ", use.sessions, " sessions, its maximum"));
+      return absl::ResourceExhaustedError(absl::StrCat("tenant '", cfg.name, "' already has ",
+                                                       use.sessions, " sessions, its maximum"));
     }
   }
   ++use.sessions;

@@ -13,16 +13,16 @@ absl::Status Store::QuotaAllows(TenantId tenant, TierId t, uint64_t nbytes, bool
   const bool gpu = t == TierId::kGpu;
   const uint64_t limit = gpu ? cfg.gpu_bytes : cfg.ssd_bytes;
   const uint64_t used = gpu ? use.gpu_bytes : use.ssd_bytes;
-  if (gpu && limit == 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("tenant '", cfg.name, "' has no GPU memory (gpu_bytes is 0)"));
+  if (gpu) {
+    // One IPC handle maps a whole arena: a tenant given one could reach every GPU tensor.
+    return absl::PermissionDeniedError(absl::StrCat(
+        "tenant '", cfg.name, "' has no GPU memory (the GPU tier serves the operator only)"));
   }
   if (limit == 0 || used + nbytes <= limit) return absl::OkStatus();
   if (count) ++use.quota_rejections;
   return absl::ResourceExhaustedError(absl::StrCat("tenant '", cfg.name, "' would hold ",
-                                                   used + nbytes, " bytes on ",
-                                                   tiers::TierName(t), ", over its quota of ",
-                                                   limit));
+                                                   used + nbytes, " bytes on ", tiers::TierName(t),
+                                                   ", over its quota of ", limit));
 }
 
 absl::Status Store::LeaseQuotaAllows(TenantId tenant) {

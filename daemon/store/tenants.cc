@@ -25,14 +25,19 @@ TenantId Tenants::OwnerOf(absl::string_view ns) const {
   return kNoTenant;
 }
 
-std::optional<TenantId> Tenants::Identify(uid_t uid, gid_t gid,
-                                          std::span<const gid_t> groups) const {
+std::optional<TenantId> Tenants::ByUid(uid_t uid) const {
   for (size_t i = 0; i < configs_.size(); ++i) {
     const auto& uids = configs_[i].uids;
     if (std::find(uids.begin(), uids.end(), uid) != uids.end()) {
       return static_cast<TenantId>(i + 1);
     }
   }
+  return std::nullopt;
+}
+
+std::optional<TenantId> Tenants::Identify(uid_t uid, gid_t gid,
+                                          std::span<const gid_t> groups) const {
+  if (auto t = ByUid(uid)) return t;
   for (size_t i = 0; i < configs_.size(); ++i) {
     for (gid_t g : configs_[i].gids) {
       if (g == gid || std::find(groups.begin(), groups.end(), g) != groups.end()) {

@@ -34,6 +34,8 @@ class Tenants {
   bool Allows(TenantId tenant, absl::string_view ns) const {
     return tenant == kNoTenant || OwnerOf(ns) == tenant;
   }
+  // Returns the tenant that lists `uid`, or nullopt.
+  std::optional<TenantId> ByUid(uid_t uid) const;
   // Returns the tenant a peer is: a uid listed by a tenant first, then a gid (its primary or a
   // supplementary one) listed by a tenant; nullopt when it is none of them.
   std::optional<TenantId> Identify(uid_t uid, gid_t gid, std::span<const gid_t> groups) const;

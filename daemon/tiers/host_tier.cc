@@ -88,8 +88,8 @@ absl::StatusOr<std::vector<HostTier::Plan>> HostTier::Layout(const HostTierConfi
     fixed_total += bytes;
     if (fixed_total > shared) {
       return absl::InvalidArgumentError(absl::StrCat("pool classes need ", fixed_total,
-                                                     " bytes, more than the host capacity ",
-                                                     shared, " left by tenants"));
+                                                     " bytes, more than the host capacity ", shared,
+                                                     " left by tenants"));
     }
     plans.push_back(Plan{pool.name, true, pool.block_size, *count, bytes,
                          RoundUp(bytes + kTrailerBytes, kSegmentAlign), 0, config.shm_mode});
@@ -141,8 +141,8 @@ absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(const HostTierConfig&
     const std::string base = name_prefix + RandomHex(16) + ".";
     for (uint32_t arena = 0; arena < plans->size(); ++arena) {
       const Plan& p = (*plans)[arena];
-      auto seg = ShmSegment::Create(absl::StrCat(base, arena), p.size, p.mode, config.prefault,
-                                    p.group);
+      auto seg =
+          ShmSegment::Create(absl::StrCat(base, arena), p.size, p.mode, config.prefault, p.group);
       if (!seg.ok()) return seg.status();
       tier->shm_.push_back(*std::move(seg));
     }

@@ -27,12 +27,12 @@ class HostTier final : public Tier {
  public:
   // Creates one segment per fixed pool class and one for the general pool with the rest of the
   // capacity, after one segment per partition (tenant i + 1's is partitions[i], pool
-  // "tenant.<name>", in the partition's group and mode). Segment names are `name_prefix` + 128 random bits, created exclusively.
-  // With a `manifest` path (a warm restart): first tries to take over the segments the last
-  // instance listed there — only when the layout is the same, and each segment is owned by this
-  // user with the configured mode and size and carries the trailer that instance wrote (its
-  // generation, index, size and layout, checksummed); otherwise creates new ones under a new
-  // random generation, writes their trailers, then the manifest (atomic replace).
+  // "tenant.<name>", in the partition's group and mode). Segment names are `name_prefix` + 128
+  // random bits, created exclusively. With a `manifest` path (a warm restart): first tries to take
+  // over the segments the last instance listed there — only when the layout is the same, and each
+  // segment is owned by this user with the configured mode and size and carries the trailer that
+  // instance wrote (its generation, index, size and layout, checksummed); otherwise creates new
+  // ones under a new random generation, writes their trailers, then the manifest (atomic replace).
   // INVALID_ARGUMENT for pool classes that do not fit the capacity; INTERNAL/PERMISSION_DENIED
   // when shared memory cannot be created.
   static absl::StatusOr<std::unique_ptr<HostTier>> Create(const HostTierConfig& config,

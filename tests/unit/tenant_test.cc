@@ -1,16 +1,20 @@
 // Tenants: configuration, namespace ownership, peer identification, and a store whose host tier
 // is partitioned per tenant (real shared memory, a real swap file) — placement, eviction that
 // stays inside a tenant, per-tenant watermarks and quotas.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <thread>
 
 #include "absl/strings/match.h"
-#include "absl/synchronization/notification.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/random.h"
+#include "common/shm_guard.h"
+#include "common/shm_segment.h"
 #include "daemon/config.h"
 #include "daemon/io/io_engine.h"
 #include "daemon/service/auth.h"
@@ -48,7 +52,7 @@ TEST(Tenants, NamespacesAreExactOrPrefixes) {
   EXPECT_EQ(t.OwnerOf("c"), kNoTenant);
   EXPECT_TRUE(t.Allows(1, "a"));
   EXPECT_FALSE(t.Allows(1, "b"));
-  EXPECT_FALSE(t.Allows(2, "c"));      // nobody's namespace: not a tenant's either
+  EXPECT_FALSE(t.Allows(2, "c"));         // nobody's namespace: not a tenant's either
   EXPECT_TRUE(t.Allows(kNoTenant, "b"));  // the operator
 }
 
@@ -56,12 +60,18 @@ TEST(Tenants, PeersAreKnownByUidThenGroups) {
   Tenants t({Tenant("a", 1001, 2001, {"a"}, kMiB), Tenant("b", 1002, 2002, {"b"}, kMiB)});
   EXPECT_EQ(t.Identify(1001, 5, {}), 1);
   const gid_t groups[] = {7, 2002};
-  EXPECT_EQ(t.Identify(4242, 5, groups), 2);    // a supplementary group
-  EXPECT_EQ(t.Identify(1001, 2002, {}), 1);     // a listed uid wins over a group
+  EXPECT_EQ(t.Identify(4242, 5, groups), 2);  // a supplementary group
+  EXPECT_EQ(t.Identify(1001, 2002, {}), 1);   // a listed uid wins over a group
   EXPECT_EQ(t.Identify(4242, 5, {}), std::nullopt);
   using service::Identity;
   service::PeerCredentials root{1, 0, 0, {}};
   EXPECT_EQ(service::IdentityOf(t, root).kind, Identity::Kind::kOperator);
+  // The daemon's user is in every tenant's segment group; it stays the operator.
+  const gid_t all_groups[] = {2001, 2002};
+  service::PeerCredentials daemon_user{1, geteuid(), 2001, {all_groups[0], all_groups[1]}};
+  if (geteuid() != 1001 && geteuid() != 1002) {
+    EXPECT_EQ(service::IdentityOf(t, daemon_user).kind, Identity::Kind::kOperator);
+  }
   service::PeerCredentials stranger{1, 4242, 4242, {}};
   EXPECT_EQ(service::IdentityOf(t, stranger).kind, Identity::Kind::kStranger);
   EXPECT_EQ(service::IdentityOf(Tenants(), stranger).kind, Identity::Kind::kOperator)
@@ -110,13 +120,17 @@ host_bytes = "16MiB"
   bad(R"(namespaces = ["b"])", R"(namespaces = ["a.x"])", "overlap");
   bad(R"(gids = [2002])", R"(gids = [2001])", "gid 2001 is in tenants");
   bad(R"(host_bytes = "16MiB"
-)", R"(host_bytes = "60MiB"
-)", "more than host.capacity");
+)",
+      R"(host_bytes = "60MiB"
+)",
+      "more than host.capacity");
   bad(R"(name = "b")", R"(name = "a")", "two tenants are named");
   bad(R"(segment_mode = "0640")", R"(segment_mode = "0666")", "others no access");
   bad(R"(uids = [1001, 0])", R"(uids = ["no-such-user-here"])", "no user named");
   bad(R"(max_leases = 10)", R"(max_lease = 10)", "unknown or ill-typed key tenant.max_lease");
   bad(R"(namespaces = ["b"])", R"(namespaces = ["b/c"])", "namespace 'b/c'");
+  bad(R"(segment_mode = "0640")", R"(segment_group = 2002)", "share segment group 2002");
+  bad(R"(ssd_bytes = "1GiB")", R"(gpu_bytes = "1GiB")", "gpu_bytes must be 0");
 }
 
 // A store over a 24 MiB host tier: tenants a and b own 8 MiB each, the rest is shared; a swap
@@ -188,7 +202,7 @@ TEST_F(TenantStoreTest, TensorsLiveInTheirTenantsSegment) {
   EXPECT_EQ(a->pool, "tenant.a");
   EXPECT_EQ(host_->segments()[a->location.arena].tenant, 1);
   auto shared = Put(a_, "nobody", "y", kMiB, Durability::kDurable, 2);  // the store itself does
-  ASSERT_TRUE(shared.ok());                                            // not check access
+  ASSERT_TRUE(shared.ok());                                             // not check access
   EXPECT_EQ(host_->segments()[shared->location.arena].tenant, 0);
   const StoreStats st = store_->Stats();
   ASSERT_EQ(st.tenants.size(), 3u);
@@ -271,3 +285,35 @@ TEST_F(TenantStoreTest, LeaseAndSessionQuotas) {
 
 }  // namespace
 }  // namespace tensord::store
+
+namespace tensord {
+namespace {
+
+// A client that may write a segment may also truncate it; the daemon's next touch must neither
+// crash it nor see a short file.
+TEST(ShmGuard, ATruncatedSegmentIsRestoredNotFatal) {
+  shm_guard::Install();
+  const std::string name = "tensord.guardtest." + RandomHex(8);
+  auto seg = ShmSegment::Create(name, 4 << 20, 0600, /*prefault=*/true);
+  ASSERT_TRUE(seg.ok()) << seg.status();
+  std::memset(seg->data(), 0xab, seg->size());
+  const uint64_t before = shm_guard::Repairs();
+  {
+    const int fd = ::open(("/dev/shm/" + name).c_str(), O_RDWR);  // the hostile client
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, 4096), 0);
+    ::close(fd);
+  }
+  volatile uint8_t* p = seg->data();
+  p[3 << 20] = 7;  // past the new end: SIGBUS without the guard
+  EXPECT_EQ(p[3 << 20], 7);
+  EXPECT_EQ(p[0], 0xab) << "bytes before the cut are kept";
+  EXPECT_EQ(p[2 << 20], 0) << "bytes after it are lost, as zeros";
+  EXPECT_GT(shm_guard::Repairs(), before);
+  struct stat st;
+  ASSERT_EQ(::stat(("/dev/shm/" + name).c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), seg->size());
+}
+
+}  // namespace
+}  // namespace tensord
