@@ -6,6 +6,9 @@
 //   it_client mixed  SOCKET ID OPS                          -> OPS random operations
 //   it_client putmany    SOCKET PREFIX COUNT BYTES SEED     -> DURABLE PREFIX.0 .. PREFIX.N-1
 //   it_client verifymany SOCKET PREFIX COUNT BYTES SEED START -> checks them all, from START
+//   it_client raw    SOCKET NS                             -> the raw protocol (no client library):
+//                                                              Attach, then every call on NS;
+//                                                              prints "<call> <gRPC code>" lines
 // GPU modes (exit 77 when this process has no usable GPU):
 //   it_client gpuput    SOCKET KEY BYTES SEED               -> creates KEY on the GPU, writes it
 //                                                              from the host, seals, prints XXH3
@@ -28,8 +31,11 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/cuda.h"
+#include "grpcpp/grpcpp.h"
 #include "tensord/client.h"
+#include "tensord/v1/tensord.grpc.pb.h"
 
 #if TENSORD_HAVE_CUDA
 extern "C" int TensordDeviceByteSum(const void* p, uint64_t n, uint64_t* sum);
@@ -309,6 +315,115 @@ int GpuHold(const char* socket, const std::string& key) {
   return 0;
 }
 
+// Every namespace-scoped call once, over the generated stub alone, as any client written from
+// the proto would make them; prints each call's gRPC code name.
+int Raw(const char* socket, const std::string& ns) {
+  using tensord::v1::Tensord;
+  namespace v1 = tensord::v1;
+  auto channel = grpc::CreateChannel(absl::StrCat("unix:", socket), grpc::InsecureChannelCredentials());
+  std::unique_ptr<Tensord::Stub> stub = Tensord::NewStub(channel);
+  auto code = [](const char* call, const grpc::Status& st) {
+    static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
+                                   "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+                                   "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                   "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+                                   "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+                                   "UNAUTHENTICATED"};
+    std::printf("%s %s\n", call, kNames[st.error_code()]);
+  };
+  auto ctx = [] {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return c;
+  };
+  grpc::ClientContext attach_ctx;
+  attach_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto attach = stub->Attach(&attach_ctx, v1::AttachRequest());
+  v1::AttachEvent ev;
+  std::string session;
+  if (attach->Read(&ev)) {
+    session = ev.welcome().session_id();
+    code("Attach", grpc::Status::OK);
+    std::printf("segments %d\n", ev.welcome().segments_size());
+  } else {
+    code("Attach", attach->Finish());
+  }
+  {
+    v1::CreateRequest r;
+    r.set_session_id(session);
+    r.set_ns(ns);
+    r.set_key("raw");
+    r.set_dtype(v1::UINT8);
+    r.add_shape(4096);
+    r.set_nbytes(4096);
+    v1::CreateResponse out;
+    code("Create", stub->Create(ctx().get(), r, &out));
+  }
+  {
+    v1::GetRequest r;
+    r.set_session_id(session);
+    r.set_ns(ns);
+    r.add_keys("secret");
+    v1::GetResponse out;
+    code("Get", stub->Get(ctx().get(), r, &out));
+  }
+  {
+    v1::StatRequest r;
+    r.set_ns(ns);
+    r.set_key("secret");
+    v1::TensorMeta out;
+    code("Stat", stub->Stat(ctx().get(), r, &out));
+  }
+  {
+    v1::ListRequest r;
+    r.set_ns(ns);
+    v1::ListResponse out;
+    code("List", stub->List(ctx().get(), r, &out));
+  }
+  {
+    v1::DeleteRequest r;
+    r.set_session_id(session);
+    r.set_ns(ns);
+    r.set_key("secret");
+    v1::DeleteResponse out;
+    code("Delete", stub->Delete(ctx().get(), r, &out));
+  }
+  {
+    v1::EvictRequest r;
+    r.set_ns(ns);
+    r.set_key("secret");
+    v1::EvictResponse out;
+    code("Evict", stub->Evict(ctx().get(), r, &out));
+  }
+  {
+    v1::HintRequest r;
+    r.set_ns(ns);
+    r.add_keys("secret");
+    v1::HintResponse out;
+    code("Hint", stub->Hint(ctx().get(), r, &out));
+  }
+  {
+    v1::PrefetchRequest r;
+    r.set_ns(ns);
+    r.add_keys("secret");
+    v1::PrefetchResponse out;
+    code("Prefetch", stub->Prefetch(ctx().get(), r, &out));
+  }
+  {
+    v1::GetStatsRequest r;
+    v1::Stats out;
+    code("GetStats", stub->GetStats(ctx().get(), r, &out));
+    std::printf("tenants %d\n", out.tenants_size());
+  }
+  {
+    v1::PingRequest r;
+    v1::PingResponse out;
+    code("Ping", stub->Ping(ctx().get(), r, &out));
+  }
+  attach_ctx.TryCancel();
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "put" && argc == 7) {
@@ -316,6 +431,7 @@ int main(int argc, char** argv) {
   }
   if (mode == "verify" && argc == 5) return Verify(argv[2], argv[3], argv[4]);
   if (mode == "hold" && argc == 4) return Hold(argv[2], argv[3]);
+  if (mode == "raw" && argc == 4) return Raw(argv[2], argv[3]);
   if (mode == "gpuput" && argc == 6) {
     return GpuPut(argv[2], argv[3], std::stoull(argv[4]), std::stoull(argv[5]));
   }
