@@ -72,6 +72,9 @@ def restartable(tmp_path):
     yield d
     gc.collect()  # tensors of a failed test: let their leases go before the daemon stops
     d.stop()
+    # A clean stop keeps the tensors for a warm restart; the test is over: forget them.
+    subprocess.run([TENSORD_BIN, "--forget", "--log-level", "error", "--run-dir",
+                    str(d.run_dir)], check=True, capture_output=True)
 
 
 def wait_invalid(tensor):
