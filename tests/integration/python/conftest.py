@@ -13,23 +13,29 @@ import tensord
 TENSORD_BIN = os.environ.get("TENSORD_BIN", "build/daemon/tensord")
 
 
-def _serve(run_dir, *extra):
-    """Starts tensord (256 MiB host tier, plus `extra` flags), yields its socket, stops it."""
-    proc = subprocess.Popen([TENSORD_BIN, "--run-dir", str(run_dir), "--host-capacity", "256MiB",
-                             "--log-level", "warn", "--no-prefault", *extra])
-    sock = str(run_dir / "tensord.sock")
+def wait_serving(proc, sock):
+    """Waits up to 20 s until the daemon `proc` takes sessions on `sock`; fails the test if not."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if os.path.exists(sock):
             try:
                 tensord.Client(sock, timeout=0.5).close()
-                break
+                return
             except tensord.Error:
                 pass
+        if proc.poll() is not None:
+            pytest.fail(f"tensord exited with {proc.returncode} at start")
         time.sleep(0.02)
-    else:
-        proc.kill()
-        pytest.fail("tensord did not start")
+    proc.kill()
+    pytest.fail("tensord did not start")
+
+
+def _serve(run_dir, *extra):
+    """Starts tensord (256 MiB host tier, plus `extra` flags), yields its socket, stops it."""
+    proc = subprocess.Popen([TENSORD_BIN, "--run-dir", str(run_dir), "--host-capacity", "256MiB",
+                             "--log-level", "warn", "--no-prefault", *extra])
+    sock = str(run_dir / "tensord.sock")
+    wait_serving(proc, sock)
     yield sock
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0, "tensord did not stop cleanly"

@@ -12,12 +12,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import pytest
 
 import tensord
+from conftest import wait_serving
 
 TENSORD_BIN = os.path.abspath(os.environ.get("TENSORD_BIN", "build/daemon/tensord"))
 USERS = ("tdalice", "tdbob", "tdeve")  # eve is in no tenant
@@ -78,16 +78,7 @@ def daemon(users):
     proc = subprocess.Popen([TENSORD_BIN, "--config", config, "--run-dir", run_dir,
                              "--log-level", "warn"])
     sock = os.path.join(run_dir, "tensord.sock")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if os.path.exists(sock):
-            try:
-                tensord.Client(sock, timeout=0.5).close()
-                break
-            except tensord.Error:
-                pass
-        assert proc.poll() is None, "tensord exited at start"
-        time.sleep(0.05)
+    wait_serving(proc, sock)
     yield sock
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0, "tensord did not stop cleanly"
