@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,23 +25,36 @@ struct sigaction g_previous;
 std::once_flag g_installed;
 
 void OnSigbus(int sig, siginfo_t* info, void* context) {
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(info->si_addr);
-  for (Slot& s : g_slots) {
-    const uintptr_t end = s.end.load(std::memory_order_acquire);
-    const uintptr_t begin = s.begin.load(std::memory_order_relaxed);
-    if (end == 0 || addr < begin || addr >= end) continue;
-    const int fd = s.fd.load(std::memory_order_relaxed);
-    if (fd >= 0 && ftruncate(fd, static_cast<off_t>(end - begin)) == 0) {
-      g_repairs.fetch_add(1, std::memory_order_relaxed);
-      return;  // the access is retried and finds the page
+  // Only a fault past the end of a file (BUS_ADRERR) of a segment that is now shorter than its
+  // mapping: a full /dev/shm or a memory error must not be "repaired" into an endless retry.
+  if (info->si_code == BUS_ADRERR) {
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(info->si_addr);
+    for (Slot& s : g_slots) {
+      const uintptr_t begin = s.begin.load(std::memory_order_acquire);
+      const uintptr_t end = s.end.load(std::memory_order_acquire);
+      if (end == 0 || addr < begin || addr >= end) continue;
+      const int fd = s.fd.load(std::memory_order_acquire);
+      if (s.end.load(std::memory_order_acquire) != end) break;  // unregistered meanwhile
+      struct stat st;
+      const off_t size = static_cast<off_t>(end - begin);
+      if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size < size && ftruncate(fd, size) == 0) {
+        g_repairs.fetch_add(1, std::memory_order_relaxed);
+        return;  // the access is retried and finds the page
+      }
+      break;
     }
-    break;
   }
-  // Not ours, or it could not be repaired: what would have happened without this handler.
-  if (g_previous.sa_flags & SA_SIGINFO) {
-    if (g_previous.sa_sigaction != nullptr) return g_previous.sa_sigaction(sig, info, context);
+  // Not ours: what would have happened without this handler.
+  if ((g_previous.sa_flags & SA_SIGINFO) && g_previous.sa_sigaction != nullptr) {
+    return g_previous.sa_sigaction(sig, info, context);
   }
-  sigaction(SIGBUS, &g_previous, nullptr);  // returning re-raises it under that action
+  if (!(g_previous.sa_flags & SA_SIGINFO) && g_previous.sa_handler == SIG_IGN) return;
+  if (!(g_previous.sa_flags & SA_SIGINFO) && g_previous.sa_handler != SIG_DFL) {
+    return g_previous.sa_handler(sig);
+  }
+  sigaction(SIGBUS, &g_previous, nullptr);
+  // A fault re-raises itself when the access is retried; a signal someone sent must be raised.
+  if (info->si_code <= 0) raise(sig);
 }
 
 }  // namespace
@@ -62,8 +76,8 @@ int Register(uint8_t* data, uint64_t size, int fd) {
     if (s.end.load(std::memory_order_relaxed) != 0 || s.fd.load() >= 0) continue;
     const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dup < 0) return -1;
-    s.fd.store(dup);
-    s.begin.store(reinterpret_cast<uintptr_t>(data), std::memory_order_relaxed);
+    s.fd.store(dup, std::memory_order_release);
+    s.begin.store(reinterpret_cast<uintptr_t>(data), std::memory_order_release);
     s.end.store(reinterpret_cast<uintptr_t>(data) + size, std::memory_order_release);
     return i;
   }
@@ -74,9 +88,9 @@ void Unregister(int slot) {
   if (slot < 0 || slot >= kSlots) return;
   std::lock_guard<std::mutex> lock(g_mu);
   Slot& s = g_slots[slot];
+  // begin stays: a handler that read the old end then sees a consistent range, and re-checks
+  // end after taking the fd. The mapping goes right after: no fault in it can be in a handler.
   s.end.store(0, std::memory_order_release);
-  s.begin.store(0, std::memory_order_relaxed);
-  // The mapping goes right after: no fault in it can be in a handler now.
   ::close(s.fd.exchange(-1));
 }
 

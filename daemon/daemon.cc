@@ -348,9 +348,10 @@ Daemon::~Daemon() {
   if (verifier_.joinable()) verifier_.join();
   store_.reset();
   // A start that failed half way keeps what the last instance left (nothing was served yet):
-  // the segments it took over; segments it created afresh hold nothing and go.
-  const bool failed_takeover = !started_ && host_ != nullptr && host_->reattached();
-  if (persist_ && (failed_takeover || (index_ != nullptr && index_->Stats().live_records > 0))) {
+  // the segments it took over, and the manifest when it got no host tier (another instance may
+  // hold the state directory); segments it created afresh hold nothing and go.
+  const bool failed_start = !started_ && (host_ == nullptr || host_->reattached());
+  if (persist_ && (failed_start || (index_ != nullptr && index_->Stats().live_records > 0))) {
     // The next instance takes over: the segments stay, the swap files and the index reach
     // the device.
     if (ssd_ != nullptr) ssd_->Sync();

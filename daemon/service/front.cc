@@ -101,7 +101,12 @@ void Front::AcceptLoop() {
       ::poll(nullptr, 0, 100);
       continue;
     }
-    if (fds[1].revents != 0) return;
+    if (fds[1].revents != 0 || stopping_.load()) return;
+    if ((fds[0].revents & (POLLHUP | POLLERR | POLLNVAL)) != 0) {
+      spdlog::error("the listening socket failed (poll events {:#x}); no new connections",
+                    fds[0].revents);
+      return;
+    }
     if (fds[0].revents == 0) continue;
     for (;;) {  // every pending connection
       UniqueFd conn(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
@@ -110,7 +115,6 @@ void Front::AcceptLoop() {
           spdlog::warn("cannot accept a connection: {}", strerror(errno));
           ::poll(nullptr, 0, 100);  // out of descriptors: no busy loop while it lasts
         }
-        if (errno == EINVAL) return;  // the socket was shut down: Shutdown's fallback
         break;  // EAGAIN: none left; others (ECONNABORTED...): that one is gone
       }
       auto peer = PeerOf(conn.get());
@@ -146,6 +150,7 @@ void Front::ForEachHealth(const std::function<void(grpc::HealthCheckServiceInter
 
 void Front::Shutdown(std::chrono::system_clock::time_point deadline) {
   if (acceptor_.joinable()) {
+    stopping_.store(true);
     const uint64_t one = 1;
     if (::write(wake_fd_.get(), &one, sizeof(one)) < 0) {
       spdlog::error("eventfd write failed: {}", strerror(errno));  // ends poll another way

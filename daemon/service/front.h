@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -61,6 +62,7 @@ class Front {
   UniqueFd listen_fd_;
   UniqueFd wake_fd_;  // an eventfd: ends AcceptLoop
   std::thread acceptor_;
+  std::atomic<bool> stopping_{false};
   store::Store* store_ = nullptr;
   // [0]: the operator's, [1]: strangers', [1 + t]: tenant t's (by store::TenantId).
   std::vector<std::unique_ptr<TensordService>> services_;

@@ -408,10 +408,11 @@ absl::StatusOr<std::string> Store::EvictHost(Object* o, Frees* frees, bool* wrot
         absl::StrCat("'", o->key, "' is leased (", host.leases, "); it stays until released"));
   }
   const bool writes = !o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o);
+  absl::Status quota = absl::OkStatus();  // its tenant's swap quota, for a copy to write
   if (ssd_ != nullptr && !ssd_->degraded() && writes) {
-    if (absl::Status q = QuotaAllows(o->tenant, TierId::kSsd, o->nbytes); !q.ok()) return q;
+    quota = QuotaAllows(o->tenant, TierId::kSsd, o->nbytes, o->durability != Durability::kCache);
   }
-  if (ssd_ != nullptr && !ssd_->degraded()) {
+  if (ssd_ != nullptr && !ssd_->degraded() && quota.ok()) {
     std::string outcome = o->copy(TierId::kSsd).present
                               ? "demoted to SSD (its SSD copy was current)"
                               : "demoted to SSD";
@@ -426,6 +427,7 @@ absl::StatusOr<std::string> Store::EvictHost(Object* o, Frees* frees, bool* wrot
     Retire(o, policy::RemovalReason::kEvicted, frees);
     return std::string("dropped (CACHE)");
   }
+  if (!quota.ok()) return quota;
   return absl::FailedPreconditionError(
       absl::StrCat("'", o->key, "' is DURABLE and there is no usable SSD tier to demote it to"));
 }
