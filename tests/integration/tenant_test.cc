@@ -32,7 +32,9 @@ class TestUser {
       gid_ = pw->pw_gid;
     }
   }
-  ~TestUser() { RunCommand("userdel " + name_ + " 2>/dev/null; groupdel " + name_ + " 2>/dev/null"); }
+  ~TestUser() {
+    RunCommand("userdel " + name_ + " 2>/dev/null; groupdel " + name_ + " 2>/dev/null");
+  }
   bool ok() const { return ok_; }
   uid_t uid() const { return uid_; }
   gid_t gid() const { return gid_; }
@@ -93,7 +95,8 @@ TEST(Tenants, RawProtocolGetsPermissionDeniedAcrossTenants) {
   auto b = RawAs(bob, d.socket(), "alice");
   EXPECT_EQ(b["Attach"], "OK");
   EXPECT_EQ(b["segments"], "1") << "bob is offered his own segment only";
-  for (const char* call : {"Create", "Get", "Stat", "List", "Delete", "Evict", "Hint", "Prefetch"}) {
+  for (const char* call :
+       {"Create", "Get", "Stat", "List", "Delete", "Evict", "Hint", "Prefetch"}) {
     EXPECT_EQ(b[call], "PERMISSION_DENIED") << call;
   }
   EXPECT_EQ(b["GetStats"], "OK");
