@@ -68,6 +68,17 @@ void PrintStatsOf(const tensord::Stats* stats) {
                  p.lifetime_copies, 100 * p.reuse_after_1, 100 * p.reuse_after_2,
                  seconds(p.idle_mean_s), seconds(p.idle_median_s));
   }
+  if (!stats->tenants.empty()) {  // the operator sees every tenant, a tenant itself
+    absl::PrintF("\n%-18s %8s %8s %12s %12s %12s %12s %8s %8s\n", "TENANT", "SESSIONS", "LEASES",
+                 "HOST", "HOST USED", "SSD", "GPU", "QUOTA", "DENIED");
+    for (const tensord::TenantStats& t : stats->tenants) {
+      absl::PrintF("%-18s %8d %8d %12s %12s %12s %12s %8d %8d\n",
+                   t.tenant.empty() ? "(shared)" : t.tenant, t.sessions, t.leases,
+                   tensord::FormatBytes(t.host_capacity_bytes),
+                   tensord::FormatBytes(t.host_used_bytes), tensord::FormatBytes(t.ssd_bytes),
+                   tensord::FormatBytes(t.gpu_bytes), t.quota_rejections, t.denied_requests);
+    }
+  }
   const tensord::PressureStats& pr = stats->pressure;
   const std::string mem = pr.mem_available_bytes ? tensord::FormatBytes(*pr.mem_available_bytes)
                                                  : std::string("not available");

@@ -118,6 +118,13 @@ TEST(Tenants, RawProtocolGetsPermissionDeniedAcrossTenants) {
     const auto* p = static_cast<const uint8_t*>(got->data());
     EXPECT_TRUE(std::all_of(p, p + 4096, [](uint8_t v) { return v == 0x5a; }));
   }
+  // The operator's tensorctl shows every tenant, with bob's refusals counted.
+  const CommandResult ctl =
+      RunCommand(std::string(TENSORCTL_BIN) + " --socket " + d.socket() + " stats");
+  EXPECT_EQ(ctl.rc, 0) << ctl.out;
+  EXPECT_NE(ctl.out.find("TENANT"), std::string::npos) << ctl.out;
+  EXPECT_NE(ctl.out.find("alice"), std::string::npos) << ctl.out;
+  EXPECT_NE(ctl.out.find("(shared)"), std::string::npos) << ctl.out;
   auto a = RawAs(alice, d.socket(), "alice");  // the owner may do it all (Delete last but one)
   for (const char* call : {"Attach", "Create", "Stat", "List", "Delete"}) {
     EXPECT_EQ(a[call], "OK") << call;
