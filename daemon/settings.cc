@@ -387,6 +387,22 @@ std::string ExampleConfig() {
                       "of the arena); the rest is the general pool.\n");
     }
   }
+  absl::StrAppend(
+      &out,
+      "\n# Tenants (read at start): without [[tenant]] tables every peer that can open the socket "
+      "may use\n# every namespace. With them, a peer is the tenant that lists its uid (or one of "
+      "its groups),\n# by the kernel's SO_PEERCRED; root and the daemon's user are the operator; "
+      "anyone else may\n# only Ping. Let the tenants' users reach the socket (daemon.socket_mode, "
+      "or its group).\n"
+      "# [[tenant]]\n"
+      "# name = \"llm\"\n"
+      "# uids = [\"vllm\"]                 # names or numbers\n"
+      "# gids = [\"llm\"]                  # its segment's group, unless segment_group says\n"
+      "# namespaces = [\"llm\", \"llm.*\"]   # exact, or a prefix ending in *\n"
+      "# host_bytes = \"8GiB\"             # its own segment, out of host.capacity\n"
+      "# ssd_bytes = \"64GiB\"             # its swap copies (0: no limit)\n"
+      "# max_leases = 100000\n"
+      "# max_sessions = 64\n");
   return out;
 }
 
