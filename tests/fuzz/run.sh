@@ -18,6 +18,7 @@ cmake --build build-fuzz -j "${JOBS:-2}" --target "${harnesses[@]}"
 
 mkdir -p build-fuzz/findings
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/fuzz/lsan.supp}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 status=0
 for h in "${harnesses[@]}"; do
