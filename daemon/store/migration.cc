@@ -31,17 +31,12 @@ std::pair<uint64_t, uint64_t> Store::HostUsage() const {
 
 std::vector<uint64_t> Store::TenantDemotionTargets(bool short_of_memory) const {
   if (!options_.tenants.enabled()) return {};
-  std::vector<uint64_t> used(options_.tenants.size()), capacity(options_.tenants.size());
-  const memory::PoolSet& pools = host_->pools();
-  for (uint32_t i = 0; i < pools.size(); ++i) {
-    const memory::AllocatorStats a = pools[i].allocator->Stats();
-    used[pools[i].tenant] += a.used_bytes;
-    capacity[pools[i].tenant] += a.capacity_bytes;
-  }
-  std::vector<uint64_t> target(used.size());
+  const std::vector<tiers::TierUsage> host = HostUseByTenant();
+  std::vector<uint64_t> target(host.size());
   for (size_t t = 0; t < target.size(); ++t) {
-    target[t] = policy::DemotionDemand(policy::TierPressure{
-        used[t], capacity[t], options_.high_watermark, options_.low_watermark, short_of_memory});
+    target[t] = policy::DemotionDemand(
+        policy::TierPressure{host[t].used_bytes, host[t].capacity_bytes, options_.high_watermark,
+                             options_.low_watermark, short_of_memory});
   }
   return target;
 }

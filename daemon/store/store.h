@@ -573,6 +573,8 @@ class Store {
   // Adds (or with `sign` -1 removes) o's copy in t to its tenant's SSD or GPU bytes.
   void ChargeCopy(const Object& o, TierId t, int sign) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TenantStatsLocked(StoreStats* st) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Each tenant's host memory (its pools; kNoTenant: the shared ones), by TenantId.
+  std::vector<tiers::TierUsage> HostUseByTenant() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   tiers::HostTier* const host_;
   tiers::SsdTier* const ssd_;

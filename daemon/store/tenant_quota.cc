@@ -63,13 +63,22 @@ void Store::TenantStatsLocked(StoreStats* st) const {
     ts.quota_rejections = use.quota_rejections;
     ts.denied_requests = use.denied;
   }
+  const std::vector<tiers::TierUsage> host = HostUseByTenant();
+  for (TenantId t = 0; t < host.size(); ++t) {
+    st->tenants[t].host_capacity_bytes = host[t].capacity_bytes;
+    st->tenants[t].host_used_bytes = host[t].used_bytes;
+  }
+}
+
+std::vector<tiers::TierUsage> Store::HostUseByTenant() const {
+  std::vector<tiers::TierUsage> out(options_.tenants.size());
   const memory::PoolSet& pools = host_->pools();
   for (uint32_t i = 0; i < pools.size(); ++i) {
     const memory::AllocatorStats a = pools[i].allocator->Stats();
-    TenantStats& ts = st->tenants[pools[i].tenant];
-    ts.host_capacity_bytes += a.capacity_bytes;
-    ts.host_used_bytes += a.used_bytes;
+    out[pools[i].tenant].capacity_bytes += a.capacity_bytes;
+    out[pools[i].tenant].used_bytes += a.used_bytes;
   }
+  return out;
 }
 
 }  // namespace tensord::store
