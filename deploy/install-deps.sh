@@ -15,6 +15,8 @@ PACKAGES=(
   libcli11-dev
   libxxhash-dev libzstd-dev
   libeigen3-dev                      # the low-rank codec (SVD)
+  libhiredis-dev                     # the remote tier's Redis client
+  redis-server redis-tools           # the remote tier's tests and benchmark (a real Redis 7)
   nlohmann-json3-dev                 # the trace benchmark reads JSON-lines traces
   # Python binding and its tests (client/python): the system Python's packages.
   python3-dev pybind11-dev libdlpack-dev python3-numpy python3-torch python3-pytest

@@ -18,6 +18,7 @@ Location Store::LocationOf(const Object& o, TierId t) const {
     case TierId::kGpu:
       return Location{WantTier::kGpu, gpu_->pools()[c.range.space].arena, c.range.offset, o.nbytes};
     case TierId::kSsd:
+    case TierId::kRemote:
       break;
   }
   return Location{WantTier::kSsd, 0, 0, o.nbytes};

@@ -17,6 +17,8 @@ const char* TierName(TierId t) {
       return "host";
     case TierId::kSsd:
       return "ssd";
+    case TierId::kRemote:
+      return "remote";
   }
   return "?";
 }
@@ -28,9 +30,13 @@ absl::StatusOr<Range> Tier::Reserve(uint64_t nbytes, const Placement& where) {
 
 void Tier::Free(const Range& range) { FreeImpl(range); }
 
-void Tier::Write(std::span<const Transfer> items, TransferDone done) { Run(true, items, std::move(done)); }
+void Tier::Write(std::span<const Transfer> items, TransferDone done) {
+  Run(true, items, std::move(done));
+}
 
-void Tier::Read(std::span<const Transfer> items, TransferDone done) { Run(false, items, std::move(done)); }
+void Tier::Read(std::span<const Transfer> items, TransferDone done) {
+  Run(false, items, std::move(done));
+}
 
 void Tier::Run(bool write, std::span<const Transfer> items, TransferDone done) {
   // Items that do not fit their range never reach the implementation; the rest go as one batch

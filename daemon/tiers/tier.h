@@ -24,12 +24,15 @@ namespace tensord::tiers {
 
 // Fastest first: moves go down (toward kSsd) and up (toward kGpu); kHost is the hub every move
 // passes through.
-enum class TierId : uint8_t { kGpu = 0, kHost = 1, kSsd = 2 };
-inline constexpr size_t kTierCount = 3;
+// kRemote (Redis, shared between machines) is below kSsd.
+enum class TierId : uint8_t { kGpu = 0, kHost = 1, kSsd = 2, kRemote = 3 };
+inline constexpr size_t kTierCount = 4;
 inline constexpr std::array<TierId, kTierCount> kAllTiers = {TierId::kGpu, TierId::kHost,
-                                                             TierId::kSsd};
+                                                             TierId::kSsd, TierId::kRemote};
 inline size_t Index(TierId t) { return static_cast<size_t>(t); }
 const char* TierName(TierId t);
+
+struct RemoteTensor;  // tiers/remote_tier.h
 
 // A reserved range of a tier. `space` is a pool (host, GPU) or a swap file (SSD).
 struct Range {
@@ -53,6 +56,9 @@ struct Placement {
   bool persistent = false;
   // Host tier: whose memory (store::TenantId): only that tenant's pools; 0: the shared ones.
   uint16_t tenant = 0;
+  // Remote tier: the tensor the range will hold (its name and header there); borrowed for the
+  // call. Its `codec` is that of the bytes the range will hold.
+  const RemoteTensor* remote = nullptr;
 };
 
 // One transfer of a batch: range->length bytes between `host` and the range. A write may set

@@ -1,0 +1,430 @@
+// The remote tier's Redis client: connections over hiredis, a bounded pool per node, cluster
+// routing by slot with MOVED/ASK redirections (redis.io "Redis cluster specification").
+#include "daemon/tiers/redis.h"
+
+#include <hiredis/hiredis.h>
+#include <sys/time.h>
+
+#include <cerrno>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+
+namespace tensord::tiers::redis {
+namespace {
+
+timeval ToTimeval(std::chrono::milliseconds ms) {
+  return timeval{static_cast<time_t>(ms.count() / 1000),
+                 static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
+}
+
+constexpr int kMaxHops = 5;
+
+}  // namespace
+
+void ReplyDeleter::operator()(redisReply* r) const { freeReplyObject(r); }
+
+absl::StatusOr<Endpoint> ParseEndpoint(absl::string_view text) {
+  size_t colon = text.rfind(':');
+  if (colon == absl::string_view::npos || colon == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not host:port"));
+  }
+  Endpoint e;
+  absl::string_view host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  e.host = std::string(host);
+  if (!absl::SimpleAtoi(text.substr(colon + 1), &e.port) || e.port <= 0 || e.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' has no valid port"));
+  }
+  return e;
+}
+
+uint16_t KeySlot(absl::string_view key) {
+  // The hash tag: the bytes between the first '{' and the next '}', when there are some.
+  size_t open = key.find('{');
+  if (open != absl::string_view::npos) {
+    size_t close = key.find('}', open + 1);
+    if (close != absl::string_view::npos && close > open + 1) {
+      key = key.substr(open + 1, close - open - 1);
+    }
+  }
+  uint16_t crc = 0;  // CRC16/XMODEM: polynomial 0x1021, initial 0, no reflection
+  for (unsigned char byte : key) {
+    crc ^= static_cast<uint16_t>(byte) << 8;
+    for (int i = 0; i < 8; ++i) {
+      crc = (crc & 0x8000) ? static_cast<uint16_t>((crc << 1) ^ 0x1021)
+                           : static_cast<uint16_t>(crc << 1);
+    }
+  }
+  return crc % kSlots;
+}
+
+absl::Status ReplyStatus(const redisReply& r) {
+  if (r.type != REDIS_REPLY_ERROR) return absl::OkStatus();
+  absl::string_view text(r.str, r.len);
+  if (absl::StartsWith(text, "NOAUTH") || absl::StartsWith(text, "WRONGPASS") ||
+      absl::StartsWith(text, "NOPERM")) {
+    return absl::PermissionDeniedError(absl::StrCat("redis: ", text));
+  }
+  if (absl::StartsWith(text, "OOM")) {
+    return absl::ResourceExhaustedError(absl::StrCat("redis: ", text));
+  }
+  if (absl::StartsWith(text, "CLUSTERDOWN") || absl::StartsWith(text, "LOADING") ||
+      absl::StartsWith(text, "MASTERDOWN")) {
+    return absl::UnavailableError(absl::StrCat("redis: ", text));
+  }
+  return absl::InternalError(absl::StrCat("redis: ", text));
+}
+
+absl::string_view ReplyString(const redisReply& r) {
+  if (r.type == REDIS_REPLY_STRING || r.type == REDIS_REPLY_STATUS || r.type == REDIS_REPLY_ERROR) {
+    return absl::string_view(r.str, r.len);
+  }
+  return {};
+}
+bool ReplyIsNil(const redisReply& r) { return r.type == REDIS_REPLY_NIL; }
+long long ReplyInteger(const redisReply& r) {
+  return r.type == REDIS_REPLY_INTEGER ? r.integer : 0;
+}
+
+// One hiredis connection, authenticated, with the io timeout on its socket.
+class Client::Connection {
+ public:
+  explicit Connection(redisContext* c) : c_(c) {}
+  ~Connection() { redisFree(c_); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Sends the commands in one write and reads the replies in order. A transport failure fails
+  // the rest (the connection is then broken: the caller drops it).
+  std::vector<absl::StatusOr<Reply>> Pipeline(std::span<const Command* const> commands,
+                                              bool asking) {
+    std::vector<absl::StatusOr<Reply>> out;
+    out.reserve(commands.size());
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    for (const Command* cmd : commands) {
+      if (asking) redisAppendCommand(c_, "ASKING");
+      argv.clear();
+      lens.clear();
+      for (absl::string_view a : cmd->args) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+      }
+      if (redisAppendCommandArgv(c_, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
+          REDIS_OK) {
+        broken_ = TransportError();
+        break;
+      }
+    }
+    for (size_t i = 0; i < commands.size(); ++i) {
+      if (!broken_.ok()) {
+        out.push_back(broken_);
+        continue;
+      }
+      if (asking) {
+        Reply ignored = Get();
+        if (!broken_.ok()) {
+          out.push_back(broken_);
+          continue;
+        }
+      }
+      Reply r = Get();
+      if (!broken_.ok()) {
+        out.push_back(broken_);
+      } else {
+        out.push_back(std::move(r));
+      }
+    }
+    return out;
+  }
+  absl::StatusOr<Reply> One(std::initializer_list<absl::string_view> args) {
+    Command cmd{std::vector<absl::string_view>(args)};
+    const Command* p = &cmd;
+    return std::move(Pipeline(std::span<const Command* const>(&p, 1), false)[0]);
+  }
+  bool broken() const { return !broken_.ok(); }
+  const char* host() const { return c_->tcp.host; }
+
+ private:
+  Reply Get() {
+    void* r = nullptr;
+    if (redisGetReply(c_, &r) != REDIS_OK || r == nullptr) {
+      broken_ = TransportError();
+      return nullptr;
+    }
+    return Reply(static_cast<redisReply*>(r));
+  }
+  absl::Status TransportError() const {
+    if (c_->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return absl::DeadlineExceededError("redis: no answer within the timeout");
+    }
+    return absl::UnavailableError(absl::StrCat("redis: ", c_->errstr));
+  }
+
+  redisContext* const c_;
+  absl::Status broken_;
+};
+
+struct Client::Node {
+  Endpoint at;
+  std::vector<std::unique_ptr<Connection>> idle;
+  int open = 0;  // connections handed out or idle
+};
+
+Client::Client(Options options) : options_(std::move(options)) {}
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client::Connection>> Client::Open(const Endpoint& at) {
+  redisContext* raw =
+      redisConnectWithTimeout(at.host.c_str(), at.port, ToTimeval(options_.connect_timeout));
+  if (raw == nullptr) return absl::ResourceExhaustedError("redis: out of memory");
+  auto c = std::make_unique<Connection>(raw);
+  if (raw->err != 0) {
+    return absl::UnavailableError(absl::StrCat("redis ", at.ToString(), ": ", raw->errstr));
+  }
+  redisSetTimeout(raw, ToTimeval(options_.io_timeout));
+  redisEnableKeepAlive(raw);
+  if (!options_.password.empty()) {
+    absl::StatusOr<Reply> r = options_.user.empty()
+                                  ? c->One({"AUTH", options_.password})
+                                  : c->One({"AUTH", options_.user, options_.password});
+    if (!r.ok()) return r.status();
+    if (absl::Status s = ReplyStatus(**r); !s.ok()) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("redis ", at.ToString(), ": authentication failed (", s.message(), ")"));
+    }
+  }
+  return c;
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(Options options) {
+  if (options.seeds.empty()) return absl::InvalidArgumentError("redis: no server address");
+  std::unique_ptr<Client> client(new Client(std::move(options)));
+  absl::Status last;
+  for (const Endpoint& seed : client->options_.seeds) {
+    absl::StatusOr<std::unique_ptr<Connection>> c = client->Open(seed);
+    if (!c.ok()) {
+      if (c.status().code() == absl::StatusCode::kPermissionDenied) return c.status();
+      last = c.status();
+      continue;
+    }
+    absl::StatusOr<Reply> r = (*c)->One({"CLUSTER", "SLOTS"});
+    if (!r.ok()) {
+      last = r.status();
+      continue;
+    }
+    {
+      absl::MutexLock lock(&client->mu_);
+      client->nodes_.push_back(std::make_unique<Node>());
+      client->nodes_[0]->at = seed;
+      client->nodes_[0]->open = 1;
+      client->nodes_[0]->idle.push_back(std::move(*c));
+    }
+    // A standalone server says "cluster support disabled"; a user without CLUSTER rights is
+    // routed by the MOVED replies instead.
+    client->cluster_ = (*r)->type == REDIS_REPLY_ARRAY;
+    if (absl::Status s = client->RefreshSlots(); !s.ok()) return s;
+    return client;
+  }
+  return last;
+}
+
+std::vector<Endpoint> Client::Nodes() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<Endpoint> out;
+  for (const auto& n : nodes_) out.push_back(n->at);
+  return out;
+}
+
+uint64_t Client::redirections() const {
+  absl::MutexLock lock(&mu_);
+  return redirections_;
+}
+
+size_t Client::NodeIndex(const Endpoint& e) {
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    if (nodes_[i]->at == e) return i;
+  }
+  nodes_.push_back(std::make_unique<Node>());
+  nodes_.back()->at = e;
+  return nodes_.size() - 1;
+}
+
+absl::Status Client::LoadSlots(Connection& c) {
+  absl::StatusOr<Reply> r = c.One({"CLUSTER", "SLOTS"});
+  if (!r.ok()) return r.status();
+  const redisReply& top = **r;
+  if (absl::Status s = ReplyStatus(top); !s.ok()) return s;
+  if (top.type != REDIS_REPLY_ARRAY) return absl::InternalError("redis: bad CLUSTER SLOTS reply");
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < top.elements; ++i) {
+    const redisReply* range = top.element[i];
+    if (range->type != REDIS_REPLY_ARRAY || range->elements < 3) continue;
+    const redisReply* master = range->element[2];
+    if (master->type != REDIS_REPLY_ARRAY || master->elements < 2) continue;
+    Endpoint e;
+    e.host = std::string(ReplyString(*master->element[0]));
+    if (e.host.empty() || e.host == "?") e.host = c.host();  // "the node you asked"
+    e.port = static_cast<int>(ReplyInteger(*master->element[1]));
+    const size_t n = NodeIndex(e);
+    const long long from = ReplyInteger(*range->element[0]);
+    const long long to = ReplyInteger(*range->element[1]);
+    for (long long s = std::max(0LL, from); s <= to && s < kSlots; ++s) {
+      slots_[static_cast<size_t>(s)] = static_cast<uint16_t>(n);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Client::RefreshSlots() {
+  if (!cluster_) return absl::OkStatus();
+  size_t count;
+  {
+    absl::MutexLock lock(&mu_);
+    count = nodes_.size();
+  }
+  absl::Status last = absl::UnavailableError("redis: no cluster node answers");
+  for (size_t n = 0; n < count; ++n) {
+    absl::StatusOr<std::unique_ptr<Connection>> c = Acquire(n);
+    if (!c.ok()) {
+      last = c.status();
+      continue;
+    }
+    last = LoadSlots(**c);
+    Give(n, std::move(*c));
+    if (last.ok()) return last;
+  }
+  return last;
+}
+
+absl::StatusOr<std::unique_ptr<Client::Connection>> Client::Acquire(size_t n) {
+  Endpoint at;
+  {
+    absl::MutexLock lock(&mu_);
+    Node* node = nodes_[n].get();
+    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !node->idle.empty() || node->open < options_.connections_per_node;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&ready), absl::FromChrono(options_.io_timeout))) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("redis ", node->at.ToString(), ": every connection busy"));
+    }
+    if (!node->idle.empty()) {
+      std::unique_ptr<Connection> c = std::move(node->idle.back());
+      node->idle.pop_back();
+      return c;
+    }
+    ++node->open;
+    at = node->at;
+  }
+  absl::StatusOr<std::unique_ptr<Connection>> c = Open(at);
+  if (!c.ok()) {
+    absl::MutexLock lock(&mu_);
+    --nodes_[n]->open;
+  }
+  return c;
+}
+
+void Client::Give(size_t n, std::unique_ptr<Connection> c) {
+  absl::MutexLock lock(&mu_);
+  if (c->broken()) {
+    --nodes_[n]->open;
+    return;
+  }
+  nodes_[n]->idle.push_back(std::move(c));
+}
+
+size_t Client::NodeFor(const Command& c) {
+  if (!cluster_ || c.key < 0 || static_cast<size_t>(c.key) >= c.args.size()) return 0;
+  const uint16_t slot = KeySlot(c.args[static_cast<size_t>(c.key)]);
+  absl::MutexLock lock(&mu_);
+  return slots_[slot];
+}
+
+void Client::RunOn(size_t n, std::span<const Command> commands, const std::vector<size_t>& idx,
+                   std::vector<absl::StatusOr<Reply>>& out, bool asking) {
+  absl::StatusOr<std::unique_ptr<Connection>> c = Acquire(n);
+  if (!c.ok()) {
+    for (size_t i : idx) out[i] = c.status();
+    return;
+  }
+  std::vector<const Command*> batch;
+  batch.reserve(idx.size());
+  for (size_t i : idx) batch.push_back(&commands[i]);
+  std::vector<absl::StatusOr<Reply>> replies = (*c)->Pipeline(batch, asking);
+  for (size_t k = 0; k < idx.size(); ++k) out[idx[k]] = std::move(replies[k]);
+  Give(n, std::move(*c));
+}
+
+std::vector<absl::StatusOr<Reply>> Client::Run(std::span<const Command> commands) {
+  std::vector<absl::StatusOr<Reply>> out;
+  out.reserve(commands.size());
+  for (size_t i = 0; i < commands.size(); ++i)
+    out.emplace_back(absl::UnknownError("redis: not run"));
+  // Where each pending command goes: its slot's node, or where a redirection sent it.
+  struct Target {
+    size_t node;
+    bool asking;
+  };
+  std::vector<std::pair<size_t, Target>> pending;
+  for (size_t i = 0; i < commands.size(); ++i)
+    pending.push_back({i, {NodeFor(commands[i]), false}});
+  for (int hop = 0; hop <= kMaxHops && !pending.empty(); ++hop) {
+    // Group by (node, asking), keeping each group's order.
+    std::vector<std::pair<Target, std::vector<size_t>>> groups;
+    for (const auto& [i, t] : pending) {
+      auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) {
+        return g.first.node == t.node && g.first.asking == t.asking;
+      });
+      if (it == groups.end()) {
+        groups.push_back({t, {}});
+        it = groups.end() - 1;
+      }
+      it->second.push_back(i);
+    }
+    for (const auto& [t, idx] : groups) RunOn(t.node, commands, idx, out, t.asking);
+    if (hop == kMaxHops) break;
+    pending.clear();
+    bool moved = false, again = false;
+    for (const auto& [t, idx] : groups) {
+      for (size_t i : idx) {
+        if (!out[i].ok() || (*out[i])->type != REDIS_REPLY_ERROR) continue;
+        absl::string_view text = ReplyString(**out[i]);
+        std::vector<absl::string_view> parts = absl::StrSplit(text, ' ');
+        const bool is_moved = absl::StartsWith(text, "MOVED ");
+        if ((is_moved || absl::StartsWith(text, "ASK ")) && parts.size() == 3) {
+          absl::StatusOr<Endpoint> e = ParseEndpoint(parts[2]);
+          if (!e.ok()) continue;
+          absl::MutexLock lock(&mu_);
+          ++redirections_;
+          const size_t node = NodeIndex(*e);
+          uint32_t slot = 0;
+          if (is_moved && absl::SimpleAtoi(parts[1], &slot) && slot < kSlots) {
+            slots_[slot] = static_cast<uint16_t>(node);
+            moved = true;
+          }
+          pending.push_back({i, {node, !is_moved}});
+        } else if (absl::StartsWith(text, "TRYAGAIN")) {
+          pending.push_back({i, {NodeFor(commands[i]), false}});
+          again = true;
+        }
+      }
+    }
+    if (moved) RefreshSlots().IgnoreError();  // a resharding moves many slots at once
+    if (again) std::this_thread::sleep_for(std::chrono::milliseconds(20 << hop));
+  }
+  return out;
+}
+
+absl::StatusOr<Reply> Client::Run1(const Command& command) {
+  return std::move(Run(std::span<const Command>(&command, 1))[0]);
+}
+
+}  // namespace tensord::tiers::redis

@@ -1,0 +1,581 @@
+// The remote tier over Redis: the header format, chunked pipelined transfers with checksums, and
+// degradation with a probe that brings the tier back (see remote_tier.h for the layout).
+#include "daemon/tiers/remote_tier.h"
+
+#include <xxhash.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "spdlog/spdlog.h"
+
+namespace tensord::tiers {
+
+struct RemoteTier::Entry {
+  std::string base;    // the header's key
+  bool owned = false;  // written by this daemon (else found)
+  bool shared = false;
+  bool written = false;
+  RemoteTensor tensor;  // owned: what Write puts in the header
+  uint64_t content = 0;
+  uint32_t chunks = 0;
+  uint32_t chunk_bytes = 0;
+  uint64_t stored = 0;
+};
+
+namespace {
+
+constexpr uint32_t kMagic = 0x54524454;  // "TDRT"
+constexpr uint16_t kVersion = 1;
+constexpr uint64_t kProbeBytes = 64 << 10;  // a first look at a header
+constexpr size_t kMaxRank = 32;
+constexpr uint64_t kMaxChunks = 1u << 20;
+constexpr uint32_t kWaveChunks = 16;  // chunks per pipeline: bounds the memory one transfer holds
+
+class Writer {
+ public:
+  template <typename T>
+  void Put(T v) {
+    out_.append(reinterpret_cast<const char*>(&v), sizeof(v));
+  }
+  void Str(absl::string_view s) {
+    Put<uint32_t>(static_cast<uint32_t>(s.size()));
+    out_.append(s.data(), s.size());
+  }
+  std::string& out() { return out_; }
+
+ private:
+  std::string out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(absl::string_view in) : in_(in) {}
+  template <typename T>
+  bool Get(T& v) {
+    if (in_.size() - pos_ < sizeof(T)) return false;
+    std::memcpy(&v, in_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return true;
+  }
+  bool Str(std::string& s, uint32_t max) {
+    uint32_t n = 0;
+    if (!Get(n) || n > max || in_.size() - pos_ < n) return false;
+    s.assign(in_.data() + pos_, n);
+    pos_ += n;
+    return true;
+  }
+  size_t pos() const { return pos_; }
+
+ private:
+  absl::string_view in_;
+  size_t pos_ = 0;
+};
+
+std::string ChunkKey(const std::string& base, uint64_t content, uint32_t i) {
+  return absl::StrCat(base, ":", absl::Hex(content, absl::kZeroPad16), ":", i);
+}
+
+uint32_t ChunkCount(uint64_t stored, uint64_t chunk_bytes) {
+  return static_cast<uint32_t>(std::max<uint64_t>(1, (stored + chunk_bytes - 1) / chunk_bytes));
+}
+
+uint64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool Transport(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable ||
+         s.code() == absl::StatusCode::kDeadlineExceeded ||
+         s.code() == absl::StatusCode::kPermissionDenied;
+}
+
+}  // namespace
+
+uint64_t RemoteContentHash(const std::vector<uint64_t>& sums, uint64_t stored) {
+  return XXH3_64bits_withSeed(sums.data(), sums.size() * sizeof(uint64_t), stored);
+}
+
+std::string SerializeRemoteHeader(const RemoteHeader& h) {
+  Writer w;
+  w.Put(kMagic);
+  w.Put(kVersion);
+  w.Put<uint32_t>(0);  // header_bytes, patched below
+  w.Put(h.stored_bytes);
+  w.Put(h.chunk_bytes);
+  w.Put(h.content);
+  w.Put(static_cast<int32_t>(h.tensor.dtype));
+  w.Put(h.tensor.codec);
+  w.Put(h.tensor.durability);
+  w.Put(h.tensor.compression);
+  w.Put(h.tensor.nbytes);
+  w.Put(h.tensor.created_unix_ms);
+  w.Put(h.tensor.expires_unix_ms);
+  w.Put<uint32_t>(static_cast<uint32_t>(h.tensor.shape.size()));
+  for (int64_t d : h.tensor.shape) w.Put(d);
+  w.Str(h.tensor.ns);
+  w.Str(h.tensor.key);
+  w.Str(h.tensor.pool);
+  w.Str(h.tensor.parent);
+  w.Put<uint32_t>(static_cast<uint32_t>(h.chunk_sums.size()));
+  for (uint64_t s : h.chunk_sums) w.Put(s);
+  std::string& out = w.out();
+  const uint32_t total = static_cast<uint32_t>(out.size() + sizeof(uint64_t));
+  std::memcpy(out.data() + 6, &total, sizeof(total));
+  w.Put<uint64_t>(XXH3_64bits(out.data(), out.size()));
+  return std::move(out);
+}
+
+absl::StatusOr<RemoteHeader> ParseRemoteHeader(absl::string_view bytes) {
+  auto bad = [](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("remote header damaged: ", why));
+  };
+  Reader r(bytes);
+  uint32_t magic = 0, total = 0, rank = 0, nsums = 0;
+  uint16_t version = 0;
+  if (!r.Get(magic) || magic != kMagic) return bad("not a tensord value");
+  if (!r.Get(version) || version != kVersion) return bad("unknown version");
+  if (!r.Get(total) || total < 16 || total > bytes.size()) return bad("truncated");
+  const uint64_t want = XXH3_64bits(bytes.data(), total - sizeof(uint64_t));
+  uint64_t got = 0;
+  std::memcpy(&got, bytes.data() + total - sizeof(uint64_t), sizeof(got));
+  if (want != got) return bad("checksum mismatch");
+  RemoteHeader h;
+  h.header_bytes = total;
+  RemoteTensor& t = h.tensor;
+  int32_t dtype = 0;
+  Reader in(bytes.substr(0, total - sizeof(uint64_t)));
+  in.Get(magic);
+  in.Get(version);
+  in.Get(total);
+  if (!in.Get(h.stored_bytes) || !in.Get(h.chunk_bytes) || !in.Get(h.content) || !in.Get(dtype) ||
+      !in.Get(t.codec) || !in.Get(t.durability) || !in.Get(t.compression) || !in.Get(t.nbytes) ||
+      !in.Get(t.created_unix_ms) || !in.Get(t.expires_unix_ms) || !in.Get(rank) ||
+      rank > kMaxRank) {
+    return bad("fields");
+  }
+  t.dtype = static_cast<DType>(dtype);
+  t.shape.resize(rank);
+  for (int64_t& d : t.shape) {
+    if (!in.Get(d)) return bad("shape");
+  }
+  if (!in.Str(t.ns, 1 << 10) || !in.Str(t.key, 4 << 10) || !in.Str(t.pool, 1 << 10) ||
+      !in.Str(t.parent, 4 << 10) || !in.Get(nsums) || nsums > kMaxChunks) {
+    return bad("names");
+  }
+  if (h.chunk_bytes < 4096 || nsums != ChunkCount(h.stored_bytes, h.chunk_bytes)) {
+    return bad("chunk layout");
+  }
+  h.chunk_sums.resize(nsums);
+  for (uint64_t& s : h.chunk_sums) {
+    if (!in.Get(s)) return bad("chunk checksums");
+  }
+  if (in.pos() != total - sizeof(uint64_t)) return bad("length");
+  if (RemoteContentHash(h.chunk_sums, h.stored_bytes) != h.content) return bad("content hash");
+  return h;
+}
+
+RemoteTier::RemoteTier(RemoteTierConfig config)
+    : config_(std::move(config)), io_(std::max(1, config_.threads)) {}
+
+absl::StatusOr<std::unique_ptr<RemoteTier>> RemoteTier::Create(RemoteTierConfig config) {
+  if (config.redis.seeds.empty()) return absl::InvalidArgumentError("remote: no Redis address");
+  if (config.chunk_bytes < (64 << 10) || config.chunk_bytes > (512ull << 20)) {
+    return absl::InvalidArgumentError("remote: chunk_bytes must be 64 KiB .. 512 MiB");
+  }
+  if (config.instance.empty() || config.instance == "shared" ||
+      absl::StrContains(config.instance, ':')) {
+    return absl::InvalidArgumentError(
+        "remote: the instance name must be non-empty, not 'shared', without ':'");
+  }
+  std::unique_ptr<RemoteTier> tier(new RemoteTier(std::move(config)));
+  tier->Probe();
+  tier->prober_ = std::thread([t = tier.get()] { t->ProbeLoop(); });
+  return tier;
+}
+
+RemoteTier::~RemoteTier() {
+  stop_.Notify();
+  if (prober_.joinable()) prober_.join();
+}
+
+std::shared_ptr<redis::Client> RemoteTier::client() const {
+  absl::MutexLock lock(&mu_);
+  return client_;
+}
+
+absl::Status RemoteTier::Failed(absl::Status s) {
+  absl::MutexLock lock(&mu_);
+  ++stats_.errors;
+  if (s.code() == absl::StatusCode::kDataLoss) ++stats_.checksum_failures;
+  stats_.last_error = std::string(s.message());
+  if (Transport(s) && !degraded_.exchange(true)) {
+    ++stats_.degradations;
+    spdlog::warn("remote tier degraded: {}", std::string(s.message()));
+  }
+  return s;
+}
+
+void RemoteTier::Probe() {
+  std::shared_ptr<redis::Client> c = client();
+  if (c == nullptr) {
+    absl::StatusOr<std::unique_ptr<redis::Client>> made = redis::Client::Connect(config_.redis);
+    if (!made.ok()) {
+      Failed(made.status()).IgnoreError();
+      return;
+    }
+    c = std::move(*made);
+    absl::MutexLock lock(&mu_);
+    client_ = c;
+    stats_.cluster = c->cluster();
+  }
+  // The memory figures (of the first node) tell that Redis answers.
+  uint64_t used = 0, max = 0;
+  absl::StatusOr<redis::Reply> info = c->Run1(redis::Command{{"INFO", "memory"}, -1});
+  absl::Status s = info.ok() ? redis::ReplyStatus(**info) : info.status();
+  if (!s.ok()) {
+    Failed(s).IgnoreError();
+    return;
+  }
+  for (absl::string_view line : absl::StrSplit(redis::ReplyString(**info), "\r\n")) {
+    if (absl::ConsumePrefix(&line, "used_memory:") && !absl::SimpleAtoi(line, &used)) used = 0;
+    if (absl::ConsumePrefix(&line, "maxmemory:") && !absl::SimpleAtoi(line, &max)) max = 0;
+  }
+  if (c->cluster()) c->RefreshSlots().IgnoreError();  // topology changes are found here too
+  absl::MutexLock lock(&mu_);
+  stats_.redis_used_bytes = used;
+  stats_.redis_max_bytes = max;
+  stats_.redirections = c->redirections();
+  if (degraded_.exchange(false)) {
+    spdlog::info("remote tier serving: Redis {} answers", config_.redis.seeds[0].ToString());
+  }
+}
+
+void RemoteTier::ProbeLoop() {
+  while (!stop_.WaitForNotificationWithTimeout(absl::FromChrono(config_.probe_interval))) {
+    Probe();
+  }
+}
+
+bool RemoteTier::Shared(absl::string_view ns) const {
+  for (const std::string& pattern : config_.shared_namespaces) {
+    if (!pattern.empty() && pattern.back() == '*') {
+      if (absl::StartsWith(ns, absl::string_view(pattern).substr(0, pattern.size() - 1))) {
+        return true;
+      }
+    } else if (ns == pattern) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string RemoteTier::BaseKey(absl::string_view ns, absl::string_view key) const {
+  return absl::StrCat(config_.prefix, ":", Shared(ns) ? "shared" : config_.instance, ":", ns.size(),
+                      ":", ns, ":", key);
+}
+
+TierUsage RemoteTier::Usage() const {
+  absl::MutexLock lock(&mu_);
+  TierUsage u;
+  u.capacity_bytes = config_.capacity_bytes > 0 ? config_.capacity_bytes : stats_.redis_max_bytes;
+  u.used_bytes = stats_.stored_bytes;
+  u.largest_free_bytes = u.capacity_bytes > u.used_bytes ? u.capacity_bytes - u.used_bytes : 0;
+  if (u.capacity_bytes == 0) u.largest_free_bytes = UINT64_MAX;  // Redis without maxmemory
+  return u;
+}
+
+RemoteStats RemoteTier::stats() const {
+  absl::MutexLock lock(&mu_);
+  RemoteStats s = stats_;
+  s.degraded = degraded_.load();
+  s.entries = entries_.size();
+  return s;
+}
+
+absl::StatusOr<Range> RemoteTier::ReserveImpl(uint64_t nbytes, const Placement& where) {
+  if (where.remote == nullptr) {
+    return absl::InvalidArgumentError("remote tier: a range needs the tensor it holds");
+  }
+  if (degraded_.load()) return absl::UnavailableError("remote tier degraded");
+  auto e = std::make_shared<Entry>();
+  e->base = BaseKey(where.remote->ns, where.remote->key);
+  e->owned = true;
+  e->shared = Shared(where.remote->ns);
+  e->tensor = *where.remote;
+  e->stored = nbytes;
+  e->chunk_bytes = static_cast<uint32_t>(config_.chunk_bytes);
+  e->chunks = ChunkCount(nbytes, config_.chunk_bytes);
+  absl::MutexLock lock(&mu_);
+  if (config_.capacity_bytes > 0 && stats_.stored_bytes + nbytes > config_.capacity_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("remote tier: no room for ", nbytes,
+                                                     " bytes within its ", config_.capacity_bytes));
+  }
+  stats_.stored_bytes += nbytes;
+  const uint64_t handle = next_handle_++;
+  entries_[handle] = std::move(e);
+  return Range{0, handle, nbytes, nbytes, 0};
+}
+
+void RemoteTier::DeleteKeys(const std::string& base, uint64_t content, uint32_t chunks) {
+  std::shared_ptr<redis::Client> c = client();
+  if (c == nullptr) return;
+  std::vector<std::string> keys{base};
+  for (uint32_t i = 1; i < chunks; ++i) keys.push_back(ChunkKey(base, content, i));
+  std::vector<redis::Command> cmds;
+  for (const std::string& k : keys) cmds.push_back(redis::Command{{"DEL", k}});
+  for (absl::StatusOr<redis::Reply>& r : c->Run(cmds)) {
+    if (!r.ok()) {
+      Failed(r.status()).IgnoreError();
+      return;
+    }
+  }
+}
+
+void RemoteTier::FreeImpl(const Range& range) {
+  std::shared_ptr<Entry> e;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(range.offset);
+    if (it == entries_.end()) return;
+    e = std::move(it->second);
+    entries_.erase(it);
+    if (e->owned) stats_.stored_bytes -= e->stored;
+  }
+  // Private data nobody else can reach goes with the range; shared tensors stay for the other
+  // daemons (Redis's own eviction and the expiry bound them).
+  if (e->owned && e->written && !e->shared) DeleteKeys(e->base, e->content, e->chunks);
+}
+
+absl::Status RemoteTier::Erase(const Range& range) {
+  std::shared_ptr<Entry> e;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(range.offset);
+    if (it == entries_.end()) return absl::NotFoundError("remote tier: unknown range");
+    e = it->second;
+  }
+  if (e->written || !e->owned) DeleteKeys(e->base, e->content, e->chunks);
+  {
+    absl::MutexLock lock(&mu_);
+    e->written = false;  // nothing left for Free to delete
+  }
+  Free(range);
+  return absl::OkStatus();
+}
+
+void RemoteTier::WriteImpl(std::span<const Transfer> items, TransferDone done) {
+  io_.Schedule([this, items = std::vector<Transfer>(items.begin(), items.end()),
+                done = std::move(done)]() mutable {
+    std::vector<absl::Status> out;
+    for (const Transfer& t : items) out.push_back(WriteOne(t));
+    std::move(done)(std::move(out));
+  });
+}
+
+void RemoteTier::ReadImpl(std::span<const Transfer> items, TransferDone done) {
+  io_.Schedule([this, items = std::vector<Transfer>(items.begin(), items.end()),
+                done = std::move(done)]() mutable {
+    std::vector<absl::Status> out;
+    for (const Transfer& t : items) out.push_back(ReadOne(t));
+    std::move(done)(std::move(out));
+  });
+}
+
+absl::Status RemoteTier::WriteOne(const Transfer& t) {
+  const uint64_t start = NowNs();
+  std::shared_ptr<Entry> e;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(t.range->offset);
+    if (it != entries_.end()) e = it->second;
+  }
+  if (e == nullptr || !e->owned)
+    return absl::InternalError("remote tier: write to an unknown range");
+  std::shared_ptr<redis::Client> c = client();
+  if (c == nullptr || degraded_.load()) return absl::UnavailableError("remote tier degraded");
+  const uint64_t len = t.range->length;
+  const uint64_t cb = e->chunk_bytes;
+  RemoteHeader h;
+  h.tensor = e->tensor;
+  h.stored_bytes = len;
+  h.chunk_bytes = e->chunk_bytes;
+  h.chunk_sums.resize(ChunkCount(len, cb));
+  for (size_t i = 0; i < h.chunk_sums.size(); ++i) {
+    const uint64_t off = i * cb;
+    h.chunk_sums[i] = XXH3_64bits(t.host + off, std::min(cb, len - off));
+  }
+  h.content = RemoteContentHash(h.chunk_sums, len);
+  std::string head = SerializeRemoteHeader(h);
+  head.append(reinterpret_cast<const char*>(t.host), std::min(cb, len));
+  std::string expiry;
+  if (h.tensor.expires_unix_ms > 0) {
+    if (h.tensor.expires_unix_ms <= NowUnixMs()) return absl::NotFoundError("expired");
+    expiry = std::to_string(h.tensor.expires_unix_ms);
+  }
+  // Chunks first, then the header that makes them reachable.
+  std::vector<std::string> keys;
+  keys.reserve(h.chunk_sums.size());
+  for (uint32_t i = 1; i < h.chunk_sums.size(); ++i)
+    keys.push_back(ChunkKey(e->base, h.content, i));
+  std::vector<redis::Command> cmds;
+  auto set = [&](absl::string_view key, absl::string_view value) {
+    redis::Command cmd{{"SET", key, value}};
+    if (!expiry.empty()) {
+      cmd.args.push_back("PXAT");
+      cmd.args.push_back(expiry);
+    }
+    cmds.push_back(std::move(cmd));
+  };
+  for (uint32_t i = 1; i < h.chunk_sums.size(); ++i) {
+    const uint64_t off = i * cb;
+    set(keys[i - 1],
+        absl::string_view(reinterpret_cast<const char*>(t.host) + off, std::min(cb, len - off)));
+    if (cmds.size() == kWaveChunks || i + 1 == h.chunk_sums.size()) {
+      for (absl::StatusOr<redis::Reply>& r : c->Run(cmds)) {
+        absl::Status s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+        if (!s.ok()) return Failed(s);
+      }
+      cmds.clear();
+    }
+  }
+  cmds.clear();
+  set(e->base, head);
+  absl::StatusOr<redis::Reply> r = c->Run1(cmds[0]);
+  absl::Status s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+  if (!s.ok()) return Failed(s);
+  t.range->checksum = h.content;
+  absl::MutexLock lock(&mu_);
+  e->content = h.content;
+  e->written = true;
+  ++stats_.puts;
+  stats_.put_bytes += len;
+  stats_.put_ns += NowNs() - start;
+  return absl::OkStatus();
+}
+
+absl::Status RemoteTier::ReadOne(const Transfer& t) {
+  const uint64_t start = NowNs();
+  std::shared_ptr<Entry> e;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(t.range->offset);
+    if (it != entries_.end()) e = it->second;
+  }
+  if (e == nullptr) return absl::InternalError("remote tier: read of an unknown range");
+  std::shared_ptr<redis::Client> c = client();
+  if (c == nullptr) return absl::UnavailableError("remote tier degraded");
+  std::vector<std::string> keys{e->base};
+  for (uint32_t i = 1; i < e->chunks; ++i) keys.push_back(ChunkKey(e->base, e->content, i));
+  absl::StatusOr<RemoteHeader> h = absl::InternalError("no header");
+  for (uint32_t first = 0; first < e->chunks; first += kWaveChunks) {
+    const uint32_t last = std::min(e->chunks, first + kWaveChunks);
+    std::vector<redis::Command> cmds;
+    for (uint32_t i = first; i < last; ++i) cmds.push_back(redis::Command{{"GET", keys[i]}});
+    std::vector<absl::StatusOr<redis::Reply>> replies = c->Run(cmds);
+    for (absl::StatusOr<redis::Reply>& r : replies) {
+      absl::Status s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+      if (!s.ok()) return Failed(s);
+      if (redis::ReplyIsNil(**r)) {
+        return absl::NotFoundError(
+            "remote tier: the tensor is gone from Redis (expired or evicted)");
+      }
+    }
+    if (first == 0) {
+      h = ParseRemoteHeader(redis::ReplyString(**replies[0]));
+      if (!h.ok()) return Failed(h.status());
+      if (h->content != e->content) {
+        return absl::NotFoundError("remote tier: the tensor was replaced in Redis");
+      }
+      if (h->stored_bytes != t.range->length || h->chunk_sums.size() != e->chunks) {
+        return Failed(absl::DataLossError("remote tier: header does not match the range"));
+      }
+    }
+    const uint64_t cb = h->chunk_bytes;
+    for (uint32_t i = first; i < last; ++i) {
+      absl::string_view bytes = redis::ReplyString(**replies[i - first]);
+      if (i == 0) bytes.remove_prefix(h->header_bytes);
+      const uint64_t off = uint64_t{i} * cb;
+      const uint64_t want = std::min(cb, h->stored_bytes - off);
+      if (bytes.size() != want || XXH3_64bits(bytes.data(), bytes.size()) != h->chunk_sums[i]) {
+        return Failed(absl::DataLossError(
+            absl::StrCat("remote tier: chunk ", i, " of ", e->base, " fails its checksum")));
+      }
+      std::memcpy(t.host + off, bytes.data(), bytes.size());
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  ++stats_.gets;
+  stats_.get_bytes += h->stored_bytes;
+  stats_.get_ns += NowNs() - start;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RemoteFound> RemoteTier::Find(absl::string_view ns, absl::string_view key) {
+  auto count = [this](bool hit) {
+    absl::MutexLock lock(&mu_);
+    ++stats_.lookups;
+    ++(hit ? stats_.hits : stats_.misses);
+  };
+  std::shared_ptr<redis::Client> c = client();
+  if (c == nullptr || degraded_.load()) return absl::UnavailableError("remote tier degraded");
+  const std::string base = BaseKey(ns, key);
+  std::string probe_end = std::to_string(kProbeBytes - 1);
+  absl::StatusOr<redis::Reply> r = c->Run1(redis::Command{{"GETRANGE", base, "0", probe_end}});
+  absl::Status s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+  if (!s.ok()) return Failed(s);
+  std::string head(redis::ReplyString(**r));
+  if (head.empty()) {
+    count(false);
+    return absl::NotFoundError(absl::StrCat("remote tier: no ", base));
+  }
+  if (head.size() >= 10) {  // a header longer than the first look: read the rest
+    uint32_t total = 0;
+    std::memcpy(&total, head.data() + 6, sizeof(total));
+    if (total > head.size() && total <= (64u << 20)) {
+      r = c->Run1(redis::Command{{"GETRANGE", base, "0", std::to_string(total - 1)}});
+      s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+      if (!s.ok()) return Failed(s);
+      head = std::string(redis::ReplyString(**r));
+    }
+  }
+  absl::StatusOr<RemoteHeader> h = ParseRemoteHeader(head);
+  if (!h.ok()) return Failed(h.status());
+  if (h->tensor.ns != ns || h->tensor.key != key) {
+    return Failed(
+        absl::DataLossError(absl::StrCat("remote tier: ", base, " holds another tensor")));
+  }
+  if (h->tensor.expires_unix_ms > 0 && h->tensor.expires_unix_ms <= NowUnixMs()) {
+    count(false);
+    return absl::NotFoundError("remote tier: expired");
+  }
+  auto e = std::make_shared<Entry>();
+  e->base = base;
+  e->shared = Shared(ns);
+  e->written = true;
+  e->tensor = h->tensor;
+  e->content = h->content;
+  e->chunks = static_cast<uint32_t>(h->chunk_sums.size());
+  e->chunk_bytes = h->chunk_bytes;
+  e->stored = h->stored_bytes;
+  count(true);
+  absl::MutexLock lock(&mu_);
+  const uint64_t handle = next_handle_++;
+  entries_[handle] = e;
+  return RemoteFound{Range{0, handle, h->stored_bytes, h->stored_bytes, h->content}, h->tensor};
+}
+
+}  // namespace tensord::tiers

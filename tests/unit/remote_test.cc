@@ -1,0 +1,329 @@
+// The remote tier against a real redis-server started by the test: the header format, chunked
+// round trips seen by a second daemon's tier, checksums on damaged values, expiry, a wrong
+// password, and Redis killed and restarted under the tier.
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "daemon/tiers/remote_tier.h"
+#include "tests/unit/redis_server.h"
+
+namespace tensord::tiers {
+namespace {
+
+using testing::HaveRedisServer;
+using testing::RedisServer;
+
+std::vector<uint8_t> Bytes(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937 rng(seed);
+  for (uint8_t& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+RemoteTierConfig Config(const RedisServer& r, const std::string& instance) {
+  RemoteTierConfig c;
+  c.redis.seeds = {*redis::ParseEndpoint(r.address())};
+  c.redis.io_timeout = std::chrono::milliseconds(500);
+  c.instance = instance;
+  c.shared_namespaces = {"kv*", "weights"};
+  c.chunk_bytes = 64 << 10;  // small chunks: many per tensor, several pipeline waves
+  c.probe_interval = std::chrono::milliseconds(50);
+  return c;
+}
+
+RemoteTensor Tensor(const std::string& ns, const std::string& key, uint64_t nbytes) {
+  RemoteTensor t;
+  t.ns = ns;
+  t.key = key;
+  t.dtype = DType::kUInt8;
+  t.shape = {static_cast<int64_t>(nbytes)};
+  t.nbytes = nbytes;
+  t.durability = 2;
+  return t;
+}
+
+// Stores `bytes` as (ns, key) through `tier`; returns the range.
+Range Put(RemoteTier& tier, const RemoteTensor& t, std::vector<uint8_t>& bytes) {
+  Placement where;
+  where.remote = &t;
+  absl::StatusOr<Range> r = tier.Reserve(bytes.size(), where);
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (!r.ok()) return {};
+  Range range = *r;
+  Transfer x{&range, bytes.data()};
+  std::vector<absl::Status> st = tier.WriteAll(std::span<const Transfer>(&x, 1));
+  EXPECT_TRUE(st[0].ok()) << st[0];
+  return range;
+}
+
+absl::Status ReadInto(RemoteTier& tier, Range range, std::vector<uint8_t>& out) {
+  out.assign(range.length, 0);
+  Transfer x{&range, out.data()};
+  return tier.ReadAll(std::span<const Transfer>(&x, 1))[0];
+}
+
+// A raw command on the test's own connection.
+redis::Reply Raw(const RedisServer& r, std::vector<absl::string_view> args) {
+  redis::Options o;
+  o.seeds = {*redis::ParseEndpoint(r.address())};
+  auto c = redis::Client::Connect(o);
+  EXPECT_TRUE(c.ok()) << c.status();
+  auto reply = (*c)->Run1(redis::Command{std::move(args)});
+  EXPECT_TRUE(reply.ok()) << reply.status();
+  return reply.ok() ? std::move(*reply) : nullptr;
+}
+
+bool WaitFor(const std::function<bool()>& cond) {
+  for (int i = 0; i < 400; ++i) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return cond();
+}
+
+TEST(Redis, KeySlotsAreRedisClusters) {
+  // The specification's check value (CRC16/XMODEM of "123456789" is 0x31C3) and hash tags.
+  EXPECT_EQ(redis::KeySlot("123456789"), 0x31C3 % redis::kSlots);
+  EXPECT_EQ(redis::KeySlot("foo"), 12182);
+  EXPECT_EQ(redis::KeySlot("{user1000}.following"), redis::KeySlot("{user1000}.followers"));
+  EXPECT_EQ(redis::KeySlot("foo{}{bar}"), redis::KeySlot("foo{}{bar}"));
+  EXPECT_NE(redis::KeySlot("foo{}{bar}"), redis::KeySlot("bar"));  // "{}" is no tag
+  EXPECT_EQ(redis::KeySlot("foo{bar}{zap}"), redis::KeySlot("bar"));
+}
+
+TEST(RemoteHeader, RoundTripsAndEveryDamagedByteIsDataLoss) {
+  RemoteHeader h;
+  h.tensor = Tensor("kv", "block.7", 3 << 20);
+  h.tensor.shape = {3, 1024, 1024};
+  h.tensor.parent = "block.6";
+  h.tensor.codec = 2;
+  h.stored_bytes = 1 << 20;
+  h.chunk_bytes = 256 << 10;
+  h.chunk_sums = {1, 2, 3, 4};
+  h.content = RemoteContentHash(h.chunk_sums, h.stored_bytes);
+  const std::string bytes = SerializeRemoteHeader(h);
+  absl::StatusOr<RemoteHeader> back = ParseRemoteHeader(bytes + "chunk bytes follow");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->header_bytes, bytes.size());
+  EXPECT_EQ(back->tensor.shape, h.tensor.shape);
+  EXPECT_EQ(back->tensor.parent, "block.6");
+  EXPECT_EQ(back->tensor.codec, 2);
+  EXPECT_EQ(back->chunk_sums, h.chunk_sums);
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string bad = bytes;
+    bad[i] ^= 0x20;
+    EXPECT_EQ(ParseRemoteHeader(bad).status().code(), absl::StatusCode::kDataLoss) << "byte " << i;
+    EXPECT_EQ(ParseRemoteHeader(absl::string_view(bytes).substr(0, i)).status().code(),
+              absl::StatusCode::kDataLoss)
+        << "cut at " << i;
+  }
+  h.content ^= 1;  // a header whose checksums do not add up
+  EXPECT_EQ(ParseRemoteHeader(SerializeRemoteHeader(h)).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+class RemoteTierTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveRedisServer())
+      GTEST_SKIP() << "redis-server is not installed (apt install redis-server)";
+    redis_ = std::make_unique<RedisServer>();
+    ASSERT_TRUE(redis_->ready()) << "redis-server did not start on " << redis_->address();
+  }
+  std::unique_ptr<RedisServer> redis_;
+};
+
+TEST_F(RemoteTierTest, AnotherDaemonReadsTheSameBytesOfASharedNamespace) {
+  auto a = RemoteTier::Create(Config(*redis_, "machine-a"));
+  auto b = RemoteTier::Create(Config(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->Healthy());
+  for (size_t n :
+       {size_t{1}, size_t{4096}, size_t{64 << 10}, size_t{(64 << 10) + 1}, size_t{3 << 20} + 17}) {
+    std::vector<uint8_t> bytes = Bytes(n, static_cast<uint32_t>(n));
+    RemoteTensor t = Tensor("kv", "block." + std::to_string(n), n);
+    t.shape = {1, static_cast<int64_t>(n)};
+    t.parent = "block.0";
+    Range put = Put(**a, t, bytes);
+    EXPECT_NE(put.checksum, 0u);
+
+    absl::StatusOr<RemoteFound> found = (*b)->Find("kv", t.key);
+    ASSERT_TRUE(found.ok()) << found.status();
+    EXPECT_EQ(found->tensor.shape, t.shape);
+    EXPECT_EQ(found->tensor.parent, "block.0");
+    EXPECT_EQ(found->tensor.nbytes, n);
+    EXPECT_EQ(found->range.length, n);
+    std::vector<uint8_t> got;
+    ASSERT_TRUE(ReadInto(**b, found->range, got).ok());
+    EXPECT_EQ(got, bytes) << n << " bytes";
+    (*b)->Free(found->range);
+    (*a)->Free(put);
+  }
+  // Shared tensors outlive a daemon's Free: the other daemons may still use them.
+  EXPECT_TRUE((*b)->Find("kv", "block.1").ok());
+  RemoteStats s = (*b)->stats();
+  EXPECT_GE(s.hits, 5u);
+  EXPECT_GE(s.gets, 5u);
+}
+
+TEST_F(RemoteTierTest, PrivateNamespacesDoNotCollideAndAreDeletedWithTheirRange) {
+  auto a = RemoteTier::Create(Config(*redis_, "machine-a"));
+  auto b = RemoteTier::Create(Config(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<uint8_t> x = Bytes(200 << 10, 1), y = Bytes(100 << 10, 2);
+  Range ra = Put(**a, Tensor("scratch", "t", x.size()), x);
+  Range rb = Put(**b, Tensor("scratch", "t", y.size()), y);
+  std::vector<uint8_t> got;
+  auto fa = (*a)->Find("scratch", "t");
+  ASSERT_TRUE(fa.ok());
+  ASSERT_TRUE(ReadInto(**a, fa->range, got).ok());
+  EXPECT_EQ(got, x);
+  auto fb = (*b)->Find("scratch", "t");
+  ASSERT_TRUE(fb.ok());
+  ASSERT_TRUE(ReadInto(**b, fb->range, got).ok());
+  EXPECT_EQ(got, y);
+  (*a)->Free(fa->range);
+  (*b)->Free(fb->range);
+  (*a)->Free(ra);
+  (*b)->Free(rb);
+  EXPECT_EQ(redis::ReplyInteger(*Raw(*redis_, {"DBSIZE"})), 0) << "private chunks leaked";
+  EXPECT_EQ((*a)->Find("scratch", "t").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(RemoteTierTest, DamagedOrMissingChunksAreNeverServed) {
+  auto a = RemoteTier::Create(Config(*redis_, "machine-a"));
+  ASSERT_TRUE(a.ok());
+  std::vector<uint8_t> bytes = Bytes(300 << 10, 3);  // 5 chunks
+  RemoteTensor t = Tensor("kv", "hurt", bytes.size());
+  Range put = Put(**a, t, bytes);
+  const std::string base = (*a)->BaseKey("kv", "hurt");
+  redis::Reply keys = Raw(*redis_, {"KEYS", base + ":*"});
+  ASSERT_EQ(keys->elements, 4u);
+  const std::string chunk(keys->element[0]->str, keys->element[0]->len);
+
+  // One flipped byte in a chunk: DATA_LOSS, counted.
+  Raw(*redis_, {"SETRANGE", chunk, "100", "X"});
+  auto found = (*a)->Find("kv", "hurt");
+  ASSERT_TRUE(found.ok());
+  std::vector<uint8_t> got;
+  EXPECT_EQ(ReadInto(**a, found->range, got).code(), absl::StatusCode::kDataLoss);
+  EXPECT_GE((*a)->stats().checksum_failures, 1u);
+  // A chunk gone (evicted by Redis): NOT_FOUND, a miss.
+  Raw(*redis_, {"DEL", chunk});
+  EXPECT_EQ(ReadInto(**a, found->range, got).code(), absl::StatusCode::kNotFound);
+  // A damaged header: the lookup itself is DATA_LOSS.
+  Raw(*redis_, {"SETRANGE", base, "40", "Z"});
+  EXPECT_EQ((*a)->Find("kv", "hurt").status().code(), absl::StatusCode::kDataLoss);
+  // Something else under the name: DATA_LOSS, never its bytes.
+  Raw(*redis_, {"SET", base, "not a tensor at all"});
+  EXPECT_EQ((*a)->Find("kv", "hurt").status().code(), absl::StatusCode::kDataLoss);
+  (*a)->Free(found->range);
+  (*a)->Free(put);
+}
+
+TEST_F(RemoteTierTest, ReplacedByAnotherWriterIsAMissNeverAMix) {
+  auto a = RemoteTier::Create(Config(*redis_, "machine-a"));
+  auto b = RemoteTier::Create(Config(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<uint8_t> one = Bytes(256 << 10, 4), two = Bytes(256 << 10, 5);
+  Range p1 = Put(**a, Tensor("kv", "k", one.size()), one);
+  auto found = (*b)->Find("kv", "k");
+  ASSERT_TRUE(found.ok());
+  Range p2 = Put(**a, Tensor("kv", "k", two.size()), two);  // a new version under the same name
+  std::vector<uint8_t> got;
+  EXPECT_EQ(ReadInto(**b, found->range, got).code(), absl::StatusCode::kNotFound);
+  auto again = (*b)->Find("kv", "k");
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE(ReadInto(**b, again->range, got).ok());
+  EXPECT_EQ(got, two);
+  for (Range r : {found->range, again->range}) (*b)->Free(r);
+  (*a)->Free(p1);
+  (*a)->Free(p2);
+}
+
+TEST_F(RemoteTierTest, ExpiryBecomesRedisExpiry) {
+  auto a = RemoteTier::Create(Config(*redis_, "machine-a"));
+  ASSERT_TRUE(a.ok());
+  std::vector<uint8_t> bytes = Bytes(150 << 10, 6);
+  RemoteTensor t = Tensor("kv", "ttl", bytes.size());
+  t.expires_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count() +
+                      400;
+  Range put = Put(**a, t, bytes);
+  const std::string base = (*a)->BaseKey("kv", "ttl");
+  const long long pttl = redis::ReplyInteger(*Raw(*redis_, {"PTTL", base}));
+  EXPECT_GT(pttl, 0);
+  EXPECT_LE(pttl, 400);
+  redis::Reply keys = Raw(*redis_, {"KEYS", base + ":*"});
+  ASSERT_EQ(keys->elements, 2u);
+  EXPECT_GT(redis::ReplyInteger(*Raw(*redis_, {"PTTL", redis::ReplyString(*keys->element[0])})), 0);
+  EXPECT_TRUE(WaitFor([&] { return !(*a)->Find("kv", "ttl").ok(); }));
+  EXPECT_EQ((*a)->Find("kv", "ttl").status().code(), absl::StatusCode::kNotFound);
+  (*a)->Free(put);
+}
+
+TEST_F(RemoteTierTest, RedisKilledDegradesAndItsReturnResumes) {
+  auto a = RemoteTier::Create(Config(*redis_, "machine-a"));
+  ASSERT_TRUE(a.ok());
+  std::vector<uint8_t> bytes = Bytes(128 << 10, 7);
+  Range put = Put(**a, Tensor("kv", "before", bytes.size()), bytes);
+  redis_->Stop();
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE((*a)->Find("kv", "before").ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3)) << "must not hang";
+  EXPECT_TRUE(WaitFor([&] { return !(*a)->Healthy(); }));
+  RemoteTensor t = Tensor("kv", "during", 10);
+  Placement where;
+  where.remote = &t;
+  EXPECT_EQ((*a)->Reserve(10, where).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_GE((*a)->stats().degradations, 1u);
+
+  redis_->Start();  // the same port, empty (no persistence): as a Redis that lost its data
+  ASSERT_TRUE(redis_->ready());
+  EXPECT_TRUE(WaitFor([&] { return (*a)->Healthy(); }));
+  EXPECT_EQ((*a)->Find("kv", "before").status().code(), absl::StatusCode::kNotFound);
+  std::vector<uint8_t> again = Bytes(128 << 10, 8);
+  Range p2 = Put(**a, Tensor("kv", "after", again.size()), again);
+  auto found = (*a)->Find("kv", "after");
+  ASSERT_TRUE(found.ok()) << found.status();
+  std::vector<uint8_t> got;
+  ASSERT_TRUE(ReadInto(**a, found->range, got).ok());
+  EXPECT_EQ(got, again);
+  for (Range r : {put, p2, found->range}) (*a)->Free(r);
+}
+
+TEST_F(RemoteTierTest, AWrongPasswordDegradesAndSaysSoTheRightOneWorks) {
+  redis_.reset();
+  RedisServer secured(
+      {"--user", "tensord", "on", ">s3cret", "~tensord:*", "+@all", "--user", "default", "off"});
+  ASSERT_TRUE(secured.ready());
+  RemoteTierConfig c = Config(secured, "machine-a");
+  c.redis.user = "tensord";
+  c.redis.password = "wrong";
+  auto bad = RemoteTier::Create(c);
+  ASSERT_TRUE(bad.ok());
+  EXPECT_FALSE((*bad)->Healthy());
+  EXPECT_NE((*bad)->stats().last_error.find("authentication failed"), std::string::npos)
+      << (*bad)->stats().last_error;
+  c.redis.password = "s3cret";
+  auto good = RemoteTier::Create(c);
+  ASSERT_TRUE(good.ok());
+  EXPECT_TRUE((*good)->Healthy()) << (*good)->stats().last_error;
+  std::vector<uint8_t> bytes = Bytes(70 << 10, 9);
+  Range put = Put(**good, Tensor("kv", "auth", bytes.size()), bytes);
+  auto found = (*good)->Find("kv", "auth");
+  ASSERT_TRUE(found.ok());
+  std::vector<uint8_t> got;
+  ASSERT_TRUE(ReadInto(**good, found->range, got).ok());
+  EXPECT_EQ(got, bytes);
+  (*good)->Free(found->range);
+  (*good)->Free(put);
+}
+
+}  // namespace
+}  // namespace tensord::tiers
