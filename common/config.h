@@ -69,6 +69,23 @@ struct SsdConfig {
   double compressed_min_saving = 0.25;
 };
 
+// The remote tier: off unless it has an address. Redis 7, standalone or Cluster.
+struct RemoteConfig {
+  std::string addresses;      // "host:port[,host:port...]": any node(s) of it
+  std::string user;           // ACL user (empty: the default user)
+  std::string password_file;  // the password, alone in a file only the daemon may read
+  std::string instance;       // this daemon's scope for unshared namespaces; empty: hostname
+  std::string prefix = "tensord";
+  std::string shared_namespaces;  // comma-separated names, or prefixes ending in '*'
+  uint64_t chunk_size = 4ull << 20;
+  uint64_t capacity = 0;         // bytes this daemon may keep there; 0: Redis's maxmemory
+  int timeout_ms = 2000;         // every connect, send and receive
+  int connections = 4;           // per Redis node
+  bool publish_cache = true;     // CACHE tensors are written there when sealed
+  bool publish_durable = false;  // ... and DURABLE ones
+  bool lookup = true;            // a Get that finds nothing here looks there
+};
+
 // The GPU tier: one arena per device, carved like the host tier, shared through CUDA IPC.
 struct GpuConfig {
   std::string mode = "auto";     // auto: use the GPUs if there are any; on: fail without; off
@@ -131,6 +148,7 @@ struct DaemonConfig {
   HostTierConfig host;
   SsdConfig ssd;
   GpuConfig gpu;
+  RemoteConfig remote;
   PolicyConfig policy;
   std::vector<TenantConfig> tenants;
 };

@@ -442,7 +442,7 @@ absl::StatusOr<DaemonConfig> LoadConfigText(std::string_view text, const std::st
     const std::string section(k.str());
     absl::Status st;
     if ((section == "daemon" || section == "host" || section == "ssd" || section == "gpu" ||
-         section == "policy") &&
+         section == "remote" || section == "policy") &&
         v.is_table()) {
       st = ParseSection(section, *v.as_table(), &config, &preset, &first_file);
     } else if (section == "tenant" && v.is_array_of_tables()) {

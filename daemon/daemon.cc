@@ -9,9 +9,12 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/shm_guard.h"
 #include "daemon/notify.h"
 #include "daemon/service/front.h"
@@ -21,6 +24,7 @@
 #include "daemon/store/validation.h"
 #include "daemon/tiers/gpu_tier.h"
 #include "daemon/tiers/host_tier.h"
+#include "daemon/tiers/remote_tier.h"
 #include "daemon/tiers/ssd_tier.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -29,6 +33,49 @@
 
 namespace tensord {
 namespace {
+
+// The remote tier's configuration from [remote]: the password read from its file, which must
+// be the daemon's own and unreadable by anyone else (INVALID_ARGUMENT, PERMISSION_DENIED).
+absl::StatusOr<tiers::RemoteTierConfig> RemoteTierConfigFrom(const RemoteConfig& r) {
+  tiers::RemoteTierConfig c;
+  for (absl::string_view a : absl::StrSplit(r.addresses, ',', absl::SkipWhitespace())) {
+    auto e = tiers::redis::ParseEndpoint(absl::StripAsciiWhitespace(a));
+    if (!e.ok()) return e.status();
+    c.redis.seeds.push_back(*e);
+  }
+  c.redis.user = r.user;
+  if (!r.password_file.empty()) {
+    struct stat st {};
+    if (stat(r.password_file.c_str(), &st) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("remote.password_file ", r.password_file, ": ", std::strerror(errno)));
+    }
+    if ((st.st_mode & 0077) != 0 || st.st_uid != geteuid()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "remote.password_file ", r.password_file,
+          " must belong to the daemon's user and be readable by it alone (chmod 600)"));
+    }
+    std::ifstream in(r.password_file);
+    std::string password((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    c.redis.password = std::string(absl::StripTrailingAsciiWhitespace(password));
+  }
+  c.instance = r.instance;
+  if (c.instance.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    c.instance = host;
+  }
+  c.prefix = r.prefix;
+  for (absl::string_view ns : absl::StrSplit(r.shared_namespaces, ',', absl::SkipWhitespace())) {
+    c.shared_namespaces.emplace_back(absl::StripAsciiWhitespace(ns));
+  }
+  c.chunk_bytes = r.chunk_size;
+  c.capacity_bytes = r.capacity;
+  c.redis.io_timeout = std::chrono::milliseconds(r.timeout_ms);
+  c.redis.connect_timeout = std::chrono::milliseconds(std::min(r.timeout_ms, 1000));
+  c.redis.connections_per_node = r.connections;
+  return c;
+}
 
 // Takes the run directory's lock file. FAILED_PRECONDITION if another process holds it.
 absl::StatusOr<int> LockRunDir(const std::string& run_dir) {
@@ -173,7 +220,19 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   if (!gpu.ok()) return gpu.status();
   d->gpu_ = *std::move(gpu);
   if (d->gpu_ == nullptr) spdlog::info("GPU tier absent: {}", gpu_absent);
+  if (!config.remote.addresses.empty()) {
+    auto rc = RemoteTierConfigFrom(config.remote);
+    if (!rc.ok()) return rc.status();
+    auto remote = tiers::RemoteTier::Create(*std::move(rc));
+    if (!remote.ok()) return remote.status();
+    d->remote_ = *std::move(remote);
+    spdlog::info("remote tier: Redis at {} ({})", config.remote.addresses,
+                 d->remote_->Healthy() ? "serving" : d->remote_->stats().last_error);
+  }
   store::StoreOptions options;
+  options.remote_publish_cache = config.remote.publish_cache;
+  options.remote_publish_durable = config.remote.publish_durable;
+  options.remote_lookup = config.remote.lookup;
   options.gpu_high_watermark = config.gpu.high_watermark;
   options.gpu_low_watermark = config.gpu.low_watermark;
   options.max_leases_per_session = config.max_leases_per_session;
@@ -191,7 +250,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   if (!compression.ok()) return compression.status();
   options.default_compression = compression->first;
   options.class_compression = std::move(compression->second);
-  d->store_ = std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get(), d->gpu_.get());
+  d->store_ = std::make_unique<store::Store>(d->host_.get(), options, d->ssd_.get(), d->gpu_.get(),
+                                             d->remote_.get());
   const absl::Time restore_start = absl::Now();
   if (d->persist_) {
     notify::Status(absl::StrCat("restoring ", loaded.tensors.size(), " tensors from the index"));
@@ -289,7 +349,9 @@ void Daemon::UpdateHealth() {
   const bool ssd = ssd_ != nullptr && !ssd_->degraded();
   // NOT_SERVING: the tier is absent, or a device stopped answering (a sticky CUDA error).
   const bool gpu = gpu_ != nullptr && gpu_->Healthy();
+  const bool remote = remote_ != nullptr && remote_->Healthy();
   front_->ForEachHealth([&](grpc::HealthCheckServiceInterface* health) {
+    health->SetServingStatus("tensord.remote", remote);
     health->SetServingStatus("tensord.v1.Tensord", true);
     health->SetServingStatus("tensord.host", true);
     health->SetServingStatus("tensord.ssd", ssd);

@@ -25,6 +25,7 @@ class Store;
 namespace tiers {
 class GpuTier;
 class HostTier;
+class RemoteTier;
 class SsdTier;
 }  // namespace tiers
 namespace service {
@@ -67,6 +68,7 @@ class Daemon {
   int lock_fd_ = -1;
   uint64_t truncations_seen_ = 0;  // shm_guard repairs already logged (the reaper's)
   std::unique_ptr<tiers::SsdTier> ssd_;
+  std::unique_ptr<tiers::RemoteTier> remote_;  // before store_: the store uses it
   std::thread reaper_;        // deletes expired tensors every 100 ms until stop_ is notified
   std::thread migrator_;      // moves tensors between tiers (Store::RunMigrator)
   std::thread gpu_migrator_;  // keeps the GPU arenas under their watermark (RunGpuMigrator)

@@ -63,6 +63,17 @@ void Reload(const std::string& path, const Overrides& overrides, tensord::Daemon
   }
 }
 
+// The --help section of a setting, by its table section.
+std::string FlagGroup(const std::string& key) {
+  const std::string section = key.substr(0, key.find('.'));
+  if (section == "host") return "Host tier";
+  if (section == "ssd") return "SSD tier";
+  if (section == "gpu") return "GPU tier";
+  if (section == "remote") return "Remote tier (Redis)";
+  if (section == "policy") return "Policies";
+  return "Daemon";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -99,9 +110,7 @@ int main(int argc, char** argv) {
            absl::StrCat(s.help, s.reloadable ? " [reloadable]" : ""))
         ->type_name(s.type)
         ->default_str(s.default_value())
-        ->group(s.key.substr(0, 6) == "daemon" ? "Daemon"
-                : s.key[0] == 'h'              ? "Host tier"
-                                               : "SSD tier");
+        ->group(FlagGroup(s.key));
   }
   app.add_option("--preset", preset, "pool-class preset: qwen3-vl")->group("Host tier");
   app.add_flag("--no-prefault", no_prefault, "same as --host-prefault false")->group("Host tier");

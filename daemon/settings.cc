@@ -8,9 +8,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "daemon/codec/codec.h"
 #include "daemon/config.h"
 #include "daemon/policy/eviction.h"
+#include "daemon/tiers/redis.h"
 
 namespace tensord {
 namespace {
@@ -153,6 +156,15 @@ absl::Status CheckDevices(absl::string_view text) {
   return Invalid("gpu.devices", text, "\"all\" or ordinals such as \"0,2\"");
 }
 
+absl::Status CheckAddresses(absl::string_view text) {
+  for (absl::string_view a : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    if (auto e = tiers::redis::ParseEndpoint(absl::StripAsciiWhitespace(a)); !e.ok()) {
+      return Invalid("remote.addresses", text, "host:port[,host:port...]");
+    }
+  }
+  return absl::OkStatus();
+}
+
 Setting Reloadable(Setting s) {
   s.reloadable = true;
   return s;
@@ -247,6 +259,41 @@ std::vector<Setting> MakeSettings() {
       Fraction("gpu.low_watermark", "... down to this share.", TENSORD_FIELD(gpu.low_watermark)));
   s.push_back(Bool("gpu.pin_host", "Register host arenas with the driver: pinned, async copies.",
                    TENSORD_FIELD(gpu.pin_host)));
+  // [remote]
+  s.push_back(String("remote.addresses",
+                     "Redis 7 (standalone, or any nodes of a Cluster) as host:port, "
+                     "comma-separated; empty: no remote tier.",
+                     TENSORD_FIELD(remote.addresses), "", CheckAddresses));
+  s.push_back(String("remote.user", "Redis ACL user; empty: the default user.",
+                     TENSORD_FIELD(remote.user)));
+  s.push_back(String("remote.password_file",
+                     "A file holding the Redis password, readable by the daemon's user only.",
+                     TENSORD_FIELD(remote.password_file)));
+  s.push_back(String("remote.instance",
+                     "This daemon's name in Redis keys of namespaces not shared; empty: the "
+                     "host name.",
+                     TENSORD_FIELD(remote.instance)));
+  s.push_back(
+      String("remote.prefix", "The prefix of every Redis key.", TENSORD_FIELD(remote.prefix)));
+  s.push_back(String("remote.shared_namespaces",
+                     "Namespaces shared with the other daemons on the same Redis, comma-"
+                     "separated (a trailing * matches a prefix); the rest stay this daemon's.",
+                     TENSORD_FIELD(remote.shared_namespaces)));
+  s.push_back(Bytes("remote.chunk_size", "Bytes per Redis value of a tensor.",
+                    TENSORD_FIELD(remote.chunk_size)));
+  s.push_back(Bytes("remote.capacity",
+                    "Bytes this daemon may keep in Redis; 0: bounded by Redis's maxmemory.",
+                    TENSORD_FIELD(remote.capacity)));
+  s.push_back(Int("remote.timeout_ms", "Timeout of every Redis connect, send and receive.",
+                  TENSORD_FIELD(remote.timeout_ms), 10, 600000));
+  s.push_back(Int("remote.connections", "Connections per Redis node.",
+                  TENSORD_FIELD(remote.connections), 1, 256));
+  s.push_back(Bool("remote.publish_cache", "Write CACHE tensors to Redis when they are sealed.",
+                   TENSORD_FIELD(remote.publish_cache)));
+  s.push_back(Bool("remote.publish_durable", "... and DURABLE ones.",
+                   TENSORD_FIELD(remote.publish_durable)));
+  s.push_back(Bool("remote.lookup", "A Get that finds nothing here looks in Redis.",
+                   TENSORD_FIELD(remote.lookup)));
   // [policy]
   s.push_back(String("policy.eviction",
                      "Eviction policy of the host and GPU tiers: lru, s3fifo, lru+chain, "

@@ -145,7 +145,7 @@ void Store::AddCopy(Object* o, TierId t, const tiers::Range& range, codec::Codec
   }
   if (o->sealed && !o->retired) {
     TrackCopy(o, t);
-    if (t != TierId::kGpu) Persist(o);
+    if (t == TierId::kHost || t == TierId::kSsd) Persist(o);
   }
 }
 
@@ -180,7 +180,11 @@ void Store::DropCopy(Object* o, TierId t, policy::RemovalReason why, Frees* free
   ChargeCopy(*o, t, -1);
   c = Copy{};
   // The index stops pointing at the range before anyone else can have it.
-  if (t != TierId::kGpu && o->sealed && !o->retired) Persist(o);
+  if ((t == TierId::kHost || t == TierId::kSsd) && o->sealed && !o->retired) Persist(o);
+  if (t == TierId::kRemote) {  // let go (or deleted) off the lock: it talks to Redis
+    frees->push_back(PendingFree{t, range, o->erase_remote});
+    return;
+  }
   FreeRange(t, range, frees);
 }
 
@@ -215,9 +219,20 @@ void Store::MaybeFreeRetired(Object* o, Frees* frees) {
 void Store::Reclaim(Frees frees, bool now) {
   if (frees.empty()) return;
   auto scrub_and_return = [this](Frees f) {
+    for (const PendingFree& p : f) {
+      if (p.tier != TierId::kRemote) continue;
+      if (p.erase) {
+        if (absl::Status st = remote_->Erase(p.range); !st.ok()) {
+          spdlog::warn("deleting a tensor from the remote tier failed: {}", st.ToString());
+        }
+      } else {
+        remote_->Free(p.range);
+      }
+    }
     uint64_t scrubbed = 0;
     if (host_->zero_on_free()) {
       for (const PendingFree& p : f) {
+        if (p.tier == TierId::kRemote) continue;
         // No lock: the range belongs to no object and to no free list until returned below.
         if (absl::Status st = TierOf(p.tier)->Scrub(p.range); !st.ok()) {
           spdlog::error("zeroing a freed {} range failed: {}", tiers::TierName(p.tier),
@@ -239,6 +254,7 @@ void Store::Reclaim(Frees frees, bool now) {
 void Store::ReturnRanges(const Frees& frees, uint64_t scrubbed) {
   absl::MutexLock lock(&mu_);
   for (const PendingFree& f : frees) {
+    if (f.tier == TierId::kRemote) continue;  // freed before, without the lock
     TierOf(f.tier)->Free(f.range);
     if (f.tier == TierId::kHost) reclaiming_bytes_ -= f.range.reserved;
   }

@@ -3,6 +3,8 @@
 // Runs on the store's executor. Keys that can move at once go in one batch per source tier;
 // the rest wait, one by one, for a move in flight or for room. The lock is never held during a
 // move: the object is pinned and its destination copy marked in flight instead.
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "daemon/store/store.h"
 #include "daemon/store/validation.h"
@@ -17,7 +19,8 @@ struct Store::Lift {
   TierId to = TierId::kHost;
   int device = -1;
   absl::Time deadline;
-  std::vector<size_t> which;  // the keys that need a move
+  std::vector<size_t> which;   // the keys that need a move
+  std::vector<size_t> remote;  // the keys not here, to look up in the remote tier
   std::vector<GetOutcome> out;
   std::vector<bool> moved;
   // An inner lift of one key to host for a copy up: it holds the host copy (a reader and a pin
@@ -71,8 +74,12 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
       if (!r.status.ok()) continue;
       Object* o = table_.Find(ns, keys[i]);
       if (o == nullptr) {
-        ++counters_.get_misses;
         r.status = Missing(ns, keys[i]);
+        if (r.status.code() == absl::StatusCode::kNotFound && RemoteLooksUp(ns)) {
+          lift->remote.push_back(i);  // counted once the remote tier answers
+        } else {
+          ++counters_.get_misses;
+        }
         continue;
       }
       if (!o->sealed) {
@@ -118,8 +125,9 @@ void Store::GetAsync(const std::string& session_id, absl::string_view ns,
         absl::FailedPreconditionError("unknown or closed session; Attach first"));
   }
   lift->keys = std::move(keys);
-  if (lift->which.empty()) return std::move(done)(std::move(lift->out));
+  if (lift->which.empty() && lift->remote.empty()) return std::move(done)(std::move(lift->out));
   mover_.Submit([this, lift = std::move(lift), done = std::move(done)]() mutable {
+    if (!lift->remote.empty()) FindRemote(lift.get());
     RunLift(lift.get());
     std::move(done)(std::move(lift->out));
   });
@@ -186,6 +194,7 @@ std::optional<TierId> Store::SourceFor(const Object& o, TierId to) const {
   }
   if (o.copy(TierId::kGpu).present) return TierId::kGpu;  // faster than the SSD, never stale
   if (o.copy(TierId::kSsd).present) return TierId::kSsd;
+  if (o.copy(TierId::kRemote).present) return TierId::kRemote;
   return std::nullopt;
 }
 
@@ -327,23 +336,28 @@ void Store::LiftFailed(Lift* lift, Booked& b, Frees* frees) {
                   st.ToString());
     r.status = absl::Status(st.code(), absl::StrCat("copying '", key, down ? "' from" : "' to",
                                                     " the GPU: ", st.message()));
-  } else if (o->durability == Durability::kCache) {
-    // A CACHE tensor may be dropped: count a miss, never serve the bad bytes.
+  } else if (o->durability == Durability::kCache ||
+             (b.from == TierId::kRemote && st.code() == absl::StatusCode::kNotFound)) {
+    // A CACHE tensor may be dropped: count a miss, never serve the bad bytes. (So is a tensor
+    // that left the remote store: this daemon only knew it from there.)
+    const char* where = b.from == TierId::kRemote ? "the remote tier" : "swap";
     ++counters_.promotion_failures;
-    ++counters_.swap_misses;
+    ++(b.from == TierId::kRemote ? counters_.remote_misses : counters_.swap_misses);
     if (lift->leasing()) ++counters_.get_misses;  // a Prefetch is not a Get
-    spdlog::warn("dropping CACHE tensor '{}': swap-in failed: {}", key, st.ToString());
-    r.status = absl::NotFoundError(absl::StrCat("'", key, "' was lost from swap (CACHE)"));
+    spdlog::warn("dropping tensor '{}': reading it from {} failed: {}", key, where, st.ToString());
+    r.status = absl::NotFoundError(
+        absl::StrCat("'", key, "' was lost from ", where, " (", st.message(), ")"));
     if (!o->retired) {
       Retire(o, policy::RemovalReason::kEvicted, frees);  // may free o: not used below
       return;
     }
   } else {
+    const char* where = b.from == TierId::kRemote ? "the remote tier" : "swap";
     ++counters_.promotion_failures;
     ++counters_.data_loss;
-    spdlog::error("DURABLE tensor '{}' cannot be read from swap: {}", key, st.ToString());
+    spdlog::error("DURABLE tensor '{}' cannot be read from {}: {}", key, where, st.ToString());
     r.status = absl::DataLossError(
-        absl::StrCat("'", key, "' cannot be read back from swap: ", st.message()));
+        absl::StrCat("'", key, "' cannot be read back from ", where, ": ", st.message()));
   }
   MaybeFreeRetired(o, frees);
 }
@@ -492,6 +506,41 @@ void Store::LiftOne(Lift* lift, size_t i, TierId to) {
     --host_held->pins;
     MaybeFreeRetired(host_held, &frees);
   }
+  Reclaim(std::move(frees), /*now=*/true);
+}
+
+void Store::FindRemote(Lift* lift) {
+  Frees frees;
+  for (size_t i : lift->remote) {
+    const std::string& key = lift->keys[i];
+    absl::StatusOr<tiers::RemoteFound> found = remote_->Find(lift->ns, key);  // no lock: I/O
+    absl::MutexLock lock(&mu_);
+    GetOutcome& r = lift->out[i];
+    ++counters_.remote_lookups;
+    if (!found.ok()) {
+      ++counters_.get_misses;
+      ++counters_.remote_misses;
+      if (found.status().code() != absl::StatusCode::kNotFound) {
+        r.status = absl::NotFoundError(absl::StrCat(
+            "no tensor '", key, "' here, and the remote tier: ", found.status().message()));
+      }
+      continue;
+    }
+    Object* o = table_.Find(lift->ns, key);
+    if (o != nullptr) {  // created here meanwhile: that one wins
+      frees.push_back(PendingFree{TierId::kRemote, found->range});
+    } else if (o = AdoptRemote(lift->ns, key, *found, &r.status); o == nullptr) {
+      ++counters_.get_misses;
+      ++counters_.remote_misses;
+      frees.push_back(PendingFree{TierId::kRemote, found->range});
+      spdlog::warn("{}", r.status.ToString());
+      continue;
+    }
+    ++counters_.remote_hits;
+    r.status = absl::OkStatus();
+    lift->which.push_back(i);
+  }
+  std::sort(lift->which.begin(), lift->which.end());
   Reclaim(std::move(frees), /*now=*/true);
 }
 

@@ -92,9 +92,9 @@ void Mover::CountDecode(codec::CodecId id, uint64_t in, uint64_t out, double sec
 
 void Mover::Run(TierId from, TierId to, std::span<MoveItem> items) {
   if (items.empty()) return;
-  if (to == TierId::kSsd) {
+  if (to == TierId::kSsd || to == TierId::kRemote) {
     Down(to, items);
-  } else if (from == TierId::kSsd) {
+  } else if (from == TierId::kSsd || from == TierId::kRemote) {
     Up(from, items);
   } else {
     Between(from, to, items);
@@ -192,6 +192,10 @@ void Mover::Down(TierId to, std::span<MoveItem> items) {
         tiers::Placement where;  // an encoded copy may stay in the SSD tier's RAM front
         if (encoded[i].codec != codec::CodecId::kNone) where.decoded_bytes = m.nbytes;
         where.persistent = m.persistent;
+        if (m.remote) {
+          m.remote->codec = static_cast<uint8_t>(encoded[i].codec);
+          where.remote = &*m.remote;
+        }
         auto r = dst->Reserve(encoded[i].stored_bytes, where);
         if (!r.ok()) {
           m.status = r.status();

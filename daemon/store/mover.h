@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "absl/functional/any_invocable.h"
@@ -19,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/work_queue.h"
 #include "daemon/codec/codec.h"
+#include "daemon/tiers/remote_tier.h"
 #include "daemon/tiers/tier.h"
 
 namespace tensord::store {
@@ -38,6 +40,9 @@ struct MoveItem {
   std::vector<int64_t> shape;
   // The copy must outlive the daemon (a DURABLE tensor under warm restart): never in RAM only.
   bool persistent = false;
+  // Moves into the remote tier: the tensor, for its name and header there (the mover sets its
+  // codec).
+  std::optional<tiers::RemoteTensor> remote;
   // Results. On failure a range the mover reserved is freed again; the caller's stays its own.
   codec::CodecId dst_codec = codec::CodecId::kNone;
   float dst_rel_rmse = 0;  // a lossy encoding's measured error

@@ -58,7 +58,9 @@ struct Object {
   uint8_t guarded = 0;  // bit tiers::Index(t): a hint guards the copy in t against eviction
   uint16_t tenant = 0;  // the owner of ns (store::TenantId): whose memory its copies use
   bool sealed = false;
-  bool retired = false;      // unreachable by key; freed when nothing holds it any more
+  bool retired = false;  // unreachable by key; freed when nothing holds it any more
+  // A client deleted it: its copy in the remote tier is deleted there too (not just let go).
+  bool erase_remote = false;
   Session* owner = nullptr;  // set while unsealed or session-scoped
   int64_t created_unix_ms = 0;
   int64_t ttl_ms = 0;

@@ -50,11 +50,13 @@ T Wait(Start start) {
 
 }  // namespace
 
-Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, tiers::GpuTier* gpu)
+Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, tiers::GpuTier* gpu,
+             tiers::RemoteTier* remote)
     : host_(host),
       ssd_(ssd),
       gpu_(gpu),
-      tiers_{gpu, host, ssd},
+      remote_(remote),
+      tiers_{gpu, host, ssd, remote},
       options_(std::move(options)),
       mover_(tiers_, std::max(1, options_.executor_threads)),
       table_(options_.clock),
@@ -385,6 +387,7 @@ absl::Status Store::SealLocked(const std::string& session_id, absl::string_view 
     o->has_checksum = true;
   }
   Persist(o);
+  MaybePublish(o);
   return absl::OkStatus();
 }
 
@@ -496,6 +499,7 @@ absl::Status Store::Delete(const std::string& session_id, absl::string_view ns,
           absl::StrCat("'", key, "' is not sealed; its creator may Abort it"));
     }
     ++counters_.deletes;
+    o->erase_remote = true;
     Retire(o, policy::RemovalReason::kDeleted, &frees);
   }
   Reclaim(std::move(frees));

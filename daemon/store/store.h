@@ -40,6 +40,7 @@
 #include "daemon/tiers/gpu_tier.h"
 #include "daemon/tiers/host_tier.h"
 #include "daemon/tiers/pressure.h"
+#include "daemon/tiers/remote_tier.h"
 #include "daemon/tiers/ssd_tier.h"
 
 namespace tensord::store {
@@ -62,7 +63,8 @@ namespace tensord::store {
   X(lookahead_expired) X(lookahead_issued) X(lookahead_used) X(lookahead_wasted)       \
   X(lookahead_late) X(lookahead_failed) X(lookahead_bytes) X(lookahead_predicted)  \
   X(restored) X(restored_bytes) X(restore_dropped) X(restore_verified) X(restore_verify_failures) \
-  X(peer_denied)
+  X(peer_denied) X(remote_publishes) X(remote_published_bytes) X(remote_publish_failures) \
+  X(remote_lookups) X(remote_hits) X(remote_misses)
 // clang-format on
 
 struct Counters {
@@ -182,6 +184,12 @@ struct StoreOptions {
   Index* index = nullptr;
   // Who owns which namespace, and the quotas. A tenant's tensors use its host pools only.
   Tenants tenants;
+  // The remote tier (when the store has one): which sealed tensors are published there as soon
+  // as they are sealed (write-through), and whether a Get that finds nothing here looks there.
+  // Only global tensors of namespaces no tenant owns are published or looked up.
+  bool remote_publish_cache = true;
+  bool remote_publish_durable = false;
+  bool remote_lookup = true;
 };
 
 // What Store::Restore found in the index.
@@ -217,7 +225,7 @@ class Store {
   // must outlive the store. INVALID_ARGUMENT-worthy options (an unknown eviction policy) abort:
   // the configuration validated them.
   Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd = nullptr,
-        tiers::GpuTier* gpu = nullptr);
+        tiers::GpuTier* gpu = nullptr, tiers::RemoteTier* remote = nullptr);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -373,6 +381,7 @@ class Store {
   struct PendingFree {
     TierId tier;
     tiers::Range range;
+    bool erase = false;  // remote tier: delete the tensor there (a client's Delete)
   };
   using Frees = std::vector<PendingFree>;
   // One batched trip of keys up to a tier: Get's misses (leased on arrival) or a Prefetch.
@@ -447,6 +456,21 @@ class Store {
   // thread, or (`now`, from the store's own threads) before returning.
   void Reclaim(Frees frees, bool now = false) ABSL_LOCKS_EXCLUDED(mu_);
   void ReturnRanges(const Frees& frees, uint64_t scrubbed) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // --- remote.cc: the remote tier (write-through at Seal, lookups on a miss).
+  // Whether tensors of `ns` go to (and are looked up in) the remote tier.
+  bool RemoteServes(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool RemoteLooksUp(absl::string_view ns) const;
+  // Starts writing o's host copy to the remote tier when its options say so (after its Seal).
+  void MaybePublish(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Publish(Object* o, MoveItem item) ABSL_LOCKS_EXCLUDED(mu_);
+  // Looks up in the remote tier the keys of `lift` that were not here (lift->remote): a tensor
+  // found there joins the table with its remote copy and is lifted like any other.
+  void FindRemote(Lift* lift) ABSL_LOCKS_EXCLUDED(mu_);
+  // A tensor found in the remote tier, checked like a Create and added to the table (nullptr
+  // and *why when refused).
+  Object* AdoptRemote(absl::string_view ns, absl::string_view key, const tiers::RemoteFound& f,
+                      absl::Status* why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- restart.cc: the index and the checks after a restart.
   // Records o's state in the index (a sealed, global tensor; copies on host and in SSD files),
@@ -579,6 +603,7 @@ class Store {
   tiers::HostTier* const host_;
   tiers::SsdTier* const ssd_;
   tiers::GpuTier* const gpu_;
+  tiers::RemoteTier* const remote_;
   const std::array<tiers::Tier*, tiers::kTierCount> tiers_;
   const StoreOptions options_;
   Mover mover_;

@@ -42,7 +42,7 @@ void Store::CountDenied(std::optional<TenantId> tenant) {
 }
 
 void Store::ChargeCopy(const Object& o, TierId t, int sign) {
-  if (t == TierId::kHost) return;
+  if (t == TierId::kHost || t == TierId::kRemote) return;
   TenantUse& use = tenant_use_[o.tenant];
   uint64_t& bytes = t == TierId::kGpu ? use.gpu_bytes : use.ssd_bytes;
   const uint64_t n = o.copy(t).range.reserved;

@@ -1,0 +1,138 @@
+// The store's use of the remote tier (DESIGN.md "Tiers: Remote"): tensors are published there
+// when sealed (write-through, as the options say), and a Get that finds nothing here looks there;
+// what it finds joins the table with its remote copy and is lifted to host like a swapped-out
+// tensor (the mover decodes and verifies it; lift.cc FindRemote). Another daemon's tensors come
+// in this way.
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/store/store.h"
+#include "daemon/store/validation.h"
+#include "spdlog/spdlog.h"
+
+namespace tensord::store {
+
+bool Store::RemoteLooksUp(absl::string_view ns) const {
+  return remote_ != nullptr && options_.remote_lookup && remote_->Healthy() &&
+         options_.tenants.OwnerOf(ns) == kNoTenant;
+}
+
+bool Store::RemoteServes(const Object& o) const {
+  if (remote_ == nullptr || !remote_->Healthy() || o.scope != Scope::kGlobal ||
+      o.tenant != kNoTenant) {
+    return false;
+  }
+  return o.durability == Durability::kCache ? options_.remote_publish_cache
+                                            : options_.remote_publish_durable;
+}
+
+void Store::MaybePublish(Object* o) {
+  const Copy& host = o->copy(TierId::kHost);
+  Copy& c = o->copy(TierId::kRemote);
+  if (!RemoteServes(*o) || !host.present || c.present || c.in_flight) return;
+  MoveItem item;
+  item.src = host.range;
+  item.nbytes = o->nbytes;
+  item.compression = o->compression;
+  item.dtype = o->dtype;
+  item.shape = o->shape;
+  tiers::RemoteTensor t;
+  t.ns = o->ns;
+  t.key = o->key;
+  t.dtype = o->dtype;
+  t.shape = o->shape;
+  t.nbytes = o->nbytes;
+  t.durability = static_cast<uint8_t>(o->durability);
+  t.compression = static_cast<uint8_t>(o->compression.mode);
+  t.pool = o->pool_class;
+  t.parent = o->parent;
+  t.created_unix_ms = o->created_unix_ms;
+  if (o->ttl_ms > 0) t.expires_unix_ms = table_.NowUnixMs() + o->ttl_ms;
+  item.remote = std::move(t);
+  c.in_flight = true;
+  AddReader(o, TierId::kHost);  // the bytes stay where they are while they are written
+  ++o->pins;
+  mover_.Submit([this, o, item = std::move(item)]() mutable { Publish(o, std::move(item)); });
+}
+
+void Store::Publish(Object* o, MoveItem item) {
+  mover_.Run(TierId::kHost, TierId::kRemote, std::span<MoveItem>(&item, 1));
+  Frees frees;
+  {
+    absl::MutexLock lock(&mu_);
+    o->copy(TierId::kRemote).in_flight = false;
+    DropReader(o, TierId::kHost);
+    --o->pins;
+    if (!item.status.ok()) {
+      ++counters_.remote_publish_failures;
+      spdlog::debug("publishing '{}' to the remote tier failed: {}", o->key,
+                    item.status.ToString());
+    } else if (o->retired) {  // deleted meanwhile
+      frees.push_back(PendingFree{TierId::kRemote, item.dst, o->erase_remote});
+    } else {
+      AddCopy(o, TierId::kRemote, item.dst, item.dst_codec, item.dst_rel_rmse);
+      ++counters_.remote_publishes;
+      counters_.remote_published_bytes += item.dst.length;
+    }
+    MaybeFreeRetired(o, &frees);
+  }
+  Reclaim(std::move(frees), /*now=*/true);
+}
+
+Object* Store::AdoptRemote(absl::string_view ns, absl::string_view key, const tiers::RemoteFound& f,
+                           absl::Status* why) {
+  const tiers::RemoteTensor& t = f.tensor;
+  CreateParams p;
+  p.ns = std::string(ns);
+  p.key = std::string(key);
+  p.dtype = t.dtype;
+  p.shape = t.shape;
+  p.nbytes = t.nbytes;
+  p.parent = t.parent;
+  p.durability = t.durability == static_cast<uint8_t>(Durability::kDurable) ? Durability::kDurable
+                                                                            : Durability::kCache;
+  absl::StatusOr<uint64_t> nbytes = ValidateCreate(p);
+  if (nbytes.ok() && (t.nbytes == 0 || t.codec > codec::kMaxCodecId ||
+                      (t.codec == 0 && f.range.length != *nbytes))) {
+    nbytes = absl::InvalidArgumentError("sizes or codec do not add up");
+  }
+  if (!nbytes.ok()) {
+    *why = absl::DataLossError(absl::StrCat(
+        "the remote tier's '", key, "' is not a valid tensor: ", nbytes.status().message()));
+    return nullptr;
+  }
+  auto o = std::make_unique<Object>();
+  o->ns = p.ns;
+  o->key = p.key;
+  o->dtype = p.dtype;
+  o->shape = std::move(p.shape);
+  o->nbytes = *nbytes;
+  o->pool_class = t.pool;
+  o->durability = p.durability;
+  o->scope = Scope::kGlobal;
+  // Its bytes were decoded once already: stored again below the host tier, losslessly at most.
+  o->compression.mode =
+      t.compression == 0 ? codec::Compression::kNone : codec::Compression::kLossless;
+  o->parent = p.parent;
+  o->id = TensorId(o->ns, o->key);
+  o->parent_id = o->parent.empty() ? 0 : TensorId(o->ns, o->parent);
+  o->sealed = true;
+  o->created_unix_ms = t.created_unix_ms;
+  Copy& c = o->copy(TierId::kRemote);
+  c.present = true;
+  c.range = f.range;
+  c.codec = static_cast<codec::CodecId>(t.codec);
+  Object* raw = o.get();
+  if (!table_.Insert(std::move(o))) {
+    *why = absl::InternalError("the key appeared meanwhile");
+    return nullptr;
+  }
+  if (t.expires_unix_ms > 0) {
+    raw->ttl_ms = std::max<int64_t>(1, t.expires_unix_ms - t.created_unix_ms);
+    table_.ArmAt(raw, t.expires_unix_ms);
+  }
+  return raw;
+}
+
+}  // namespace tensord::store

@@ -1,0 +1,195 @@
+// The remote tier end to end: two real daemons (separate run directories, standing in for two
+// machines) and one real redis-server started by the test. Daemon A's client stores, daemon B's
+// client gets the same bytes; Redis killed and restarted under them; a wrong password; a value
+// damaged in Redis is a miss (CACHE) or DATA_LOSS (DURABLE), never wrong bytes.
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <thread>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "tests/integration/harness.h"
+#include "tests/unit/redis_server.h"
+
+namespace tensord::testing {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+// Runs it_client; returns {exit code, first stdout line}.
+std::pair<int, std::string> It(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {ClientBinary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Process p(argv, /*capture_stdout=*/true);
+  std::string line = p.ReadLine();
+  return {p.Wait(), line};
+}
+
+// grpc.health.v1's answer for one of the daemon's services.
+bool Serving(const Daemon& d, const std::string& service) {
+  auto channel = grpc::CreateChannel("unix:" + d.socket(), grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  return health->Check(&ctx, request, &response).ok() &&
+         response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+bool Eventually(const std::function<bool()>& cond,
+                std::chrono::seconds limit = std::chrono::seconds(10)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return cond();
+}
+
+std::vector<std::string> RemoteArgs(const RedisServer& r, const std::string& instance,
+                                    std::vector<std::string> more = {}) {
+  std::vector<std::string> args = {
+      "--host-capacity",     "256MiB", "--remote-addresses",         r.address(),
+      "--remote-instance",   instance, "--remote-shared-namespaces", "*",
+      "--remote-timeout-ms", "500"};
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+// A raw Redis command from the test itself.
+long long RedisInt(const RedisServer& r, const char* fmt, const char* arg = nullptr) {
+  redisContext* c = redisConnect("127.0.0.1", r.port());
+  auto* reply = static_cast<redisReply*>(redisCommand(c, fmt, arg));
+  long long v = reply != nullptr && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+  if (reply != nullptr) freeReplyObject(reply);
+  redisFree(c);
+  return v;
+}
+
+class RemoteTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveRedisServer())
+      GTEST_SKIP() << "redis-server is not installed (apt install redis-server)";
+    redis_ = std::make_unique<RedisServer>();
+    ASSERT_TRUE(redis_->ready());
+  }
+  std::unique_ptr<RedisServer> redis_;
+};
+
+TEST_F(RemoteTest, ATensorStoredThroughOneDaemonIsServedByAnother) {
+  Daemon a(RemoteArgs(*redis_, "machine-a"));
+  Daemon b(RemoteArgs(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(Serving(a, "tensord.remote"));
+  for (uint64_t n : {uint64_t{1000}, kMiB, 16 * kMiB + 3}) {
+    const std::string key = "kv.block." + std::to_string(n);
+    auto [rc, hash] = It({"put", a.socket(), key, std::to_string(n), std::to_string(n), "cache"});
+    ASSERT_EQ(rc, 0);
+    // Published after the Seal, off the client's path: B finds it once A wrote it.
+    EXPECT_TRUE(Eventually([&, hash = hash] {
+      return It({"verify", b.socket(), key, hash}).first == 0;
+    })) << key;
+    EXPECT_EQ(It({"verify", b.socket(), key, hash}).first, 0) << "now from B's own host copy";
+  }
+  // DURABLE tensors stay local unless remote.publish_durable says otherwise.
+  auto [rc, hash] = It({"put", a.socket(), "weights", "4096", "1", "durable"});
+  ASSERT_EQ(rc, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_NE(It({"verify", b.socket(), "weights", hash}).first, 0);
+  EXPECT_EQ(It({"verify", a.socket(), "weights", hash}).first, 0);
+}
+
+TEST_F(RemoteTest, RedisKilledLeavesTheLocalTiersServingAndItsReturnResumes) {
+  Daemon a(RemoteArgs(*redis_, "machine-a"));
+  Daemon b(RemoteArgs(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto [rc, hash] = It({"put", a.socket(), "before", std::to_string(kMiB), "3", "cache"});
+  ASSERT_EQ(rc, 0);
+  redis_->Stop();
+  EXPECT_TRUE(Eventually([&] { return !Serving(a, "tensord.remote"); }));
+  EXPECT_TRUE(Serving(a, "tensord.v1.Tensord"));
+  // The local tiers keep serving, at local speed: no call waits for the dead Redis.
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(It({"verify", a.socket(), "before", hash}).first, 0);
+  auto [rc2, hash2] = It({"put", a.socket(), "during", std::to_string(kMiB), "4", "cache"});
+  EXPECT_EQ(rc2, 0);
+  EXPECT_EQ(It({"verify", a.socket(), "during", hash2}).first, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  // B misses (Redis is away), cleanly.
+  EXPECT_NE(It({"verify", b.socket(), "during", hash2}).first, 0);
+
+  redis_->Start();  // empty: a Redis that lost its data
+  ASSERT_TRUE(redis_->ready());
+  EXPECT_TRUE(
+      Eventually([&] { return Serving(a, "tensord.remote") && Serving(b, "tensord.remote"); }));
+  auto [rc3, hash3] = It({"put", a.socket(), "after", std::to_string(kMiB), "5", "cache"});
+  ASSERT_EQ(rc3, 0);
+  EXPECT_TRUE(Eventually([&, h = hash3] {
+    return It({"verify", b.socket(), "after", h}).first == 0;
+  }));
+}
+
+TEST_F(RemoteTest, AWrongPasswordLeavesTheRemoteTierDownAndTheDaemonUp) {
+  redis_.reset();
+  RedisServer secured({"--requirepass", "right-one"});
+  ASSERT_TRUE(secured.ready());
+  const std::string dir = MakeTempDir();
+  const std::string file = dir + "/redis.pass";
+  ASSERT_EQ(RunCommand("umask 077 && echo wrong-one > " + file).rc, 0);
+  Daemon a(RemoteArgs(secured, "machine-a", {"--remote-password-file", file}));
+  ASSERT_TRUE(a.ok());
+  EXPECT_FALSE(Serving(a, "tensord.remote"));
+  auto [rc, hash] = It({"put", a.socket(), "local", "4096", "6", "cache"});
+  ASSERT_EQ(rc, 0);
+  EXPECT_EQ(It({"verify", a.socket(), "local", hash}).first, 0);
+  EXPECT_EQ(RedisInt(secured, "DBSIZE"), -1) << "(the test's own connection has no password)";
+
+  // A password file others can read is refused at start.
+  ASSERT_EQ(RunCommand("echo right-one > " + file + " && chmod 644 " + file).rc, 0);
+  Process bad({DaemonBinary(), "--run-dir", MakeTempDir(), "--host-capacity", "64MiB",
+               "--remote-addresses", secured.address(), "--remote-password-file", file});
+  EXPECT_NE(bad.Wait(), 0);
+  ASSERT_EQ(RunCommand("chmod 600 " + file).rc, 0);
+  Daemon good(RemoteArgs(secured, "machine-b", {"--remote-password-file", file}));
+  ASSERT_TRUE(good.ok());
+  EXPECT_TRUE(Serving(good, "tensord.remote"));
+}
+
+TEST_F(RemoteTest, AValueDamagedInRedisIsAMissOrDataLossNeverWrongBytes) {
+  Daemon a(RemoteArgs(*redis_, "machine-a", {"--remote-publish-durable", "true"}));
+  Daemon b(RemoteArgs(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto [rc1, h1] = It({"put", a.socket(), "cached", std::to_string(6 * kMiB), "7", "cache"});
+  auto [rc2, h2] = It({"put", a.socket(), "durable", std::to_string(6 * kMiB), "8", "durable"});
+  ASSERT_EQ(rc1 + rc2, 0);
+  ASSERT_TRUE(Eventually([&] {
+    return RedisInt(*redis_, "EXISTS %s", "tensord:shared:0::cached") == 1 &&
+           RedisInt(*redis_, "EXISTS %s", "tensord:shared:0::durable") == 1;
+  }));
+  // Flip a byte of each tensor's second chunk (named by content: find it by pattern).
+  for (const char* key : {"cached", "durable"}) {
+    redisContext* c = redisConnect("127.0.0.1", redis_->port());
+    auto* keys = static_cast<redisReply*>(redisCommand(c, "KEYS tensord:shared:0::%s:*", key));
+    ASSERT_EQ(keys->elements, 1u);
+    auto* r = static_cast<redisReply*>(
+        redisCommand(c, "SETRANGE %s 1000 %s", keys->element[0]->str, "\x01\x02\x03"));
+    freeReplyObject(r);
+    freeReplyObject(keys);
+    redisFree(c);
+  }
+  auto cached = It({"verify", b.socket(), "cached", h1});
+  EXPECT_EQ(cached.first, 15) << "NOT_FOUND (a miss), not wrong bytes";  // it_client: 10 + code
+  auto durable = It({"verify", b.socket(), "durable", h2});
+  EXPECT_EQ(durable.first, 25) << "DATA_LOSS";
+  // A's own copies are intact.
+  EXPECT_EQ(It({"verify", a.socket(), "cached", h1}).first, 0);
+  EXPECT_EQ(It({"verify", a.socket(), "durable", h2}).first, 0);
+}
+
+}  // namespace
+}  // namespace tensord::testing
