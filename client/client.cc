@@ -516,6 +516,34 @@ Stats FromProto(const v1::Stats& response) {
                          w.ram_writebacks(),
                          w.ram_writeback_bytes()};
   }
+  if (response.has_remote()) {
+    const v1::RemoteStats& r = response.remote();
+    out.remote = RemoteStats{true,
+                             r.addresses(),
+                             r.cluster(),
+                             r.degraded(),
+                             r.nodes(),
+                             r.lookups(),
+                             r.hits(),
+                             r.misses(),
+                             r.puts(),
+                             r.gets(),
+                             r.put_bytes(),
+                             r.get_bytes(),
+                             r.put_mbps(),
+                             r.get_mbps(),
+                             r.put_latency_ms(),
+                             r.get_latency_ms(),
+                             r.errors(),
+                             r.checksum_failures(),
+                             r.degradations(),
+                             r.redirections(),
+                             r.stored_bytes(),
+                             r.entries(),
+                             r.redis_used_bytes(),
+                             r.redis_max_bytes(),
+                             r.last_error()};
+  }
   const v1::PressureStats& p = response.pressure();
   out.pressure.host_used_ratio = p.host_used_ratio();
   out.pressure.high_watermark = p.high_watermark();

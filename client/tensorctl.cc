@@ -113,6 +113,22 @@ void PrintStatsOf(const tensord::Stats* stats) {
           w.ram_reads, w.ram_writebacks, tensord::FormatBytes(w.ram_writeback_bytes));
     }
   }
+  if (const tensord::RemoteStats& r = stats->remote; r.present) {
+    absl::PrintF(
+        "REMOTE    redis %s%s (%d node%s)%s  lookups %d: %d hits, %d misses\n"
+        "          put %d tensors, %s (%.0f MB/s, %.2f ms each)  got %d, %s (%.0f MB/s, %.2f ms "
+        "each)\n          stored %s in %d entries  redis memory %s of %s  errors %d  checksum "
+        "failures %d  redirections %d\n",
+        r.addresses, r.cluster ? " cluster" : "", r.nodes, r.nodes == 1 ? "" : "s",
+        r.degraded ? " DEGRADED" : "", r.lookups, r.hits, r.misses, r.puts,
+        tensord::FormatBytes(r.put_bytes), r.put_mbps, r.put_latency_ms, r.gets,
+        tensord::FormatBytes(r.get_bytes), r.get_mbps, r.get_latency_ms,
+        tensord::FormatBytes(r.stored_bytes), r.entries, tensord::FormatBytes(r.redis_used_bytes),
+        r.redis_max_bytes == 0 ? std::string("no limit") : tensord::FormatBytes(r.redis_max_bytes),
+        r.errors, r.checksum_failures, r.redirections);
+    if (r.degraded && !r.last_error.empty())
+      absl::PrintF("          last error: %s\n", r.last_error);
+  }
   if (stats->codecs.empty()) return;
   absl::PrintF("\n%-10s %8s %11s %7s %9s %8s %9s %7s %6s %6s %9s\n", "CODEC", "ENCODES", "BYTES IN",
                "RATIO", "ENC GB/s", "DECODES", "DEC GB/s", "FAILED", "TRIED", "OVER", "MAX ERR");

@@ -510,6 +510,36 @@ class PyClient {
     } else {
       d["swap"] = py::none();
     }
+    if (const RemoteStats& r = s.remote; r.present) {
+      py::dict rd;
+      rd["addresses"] = r.addresses;
+      rd["cluster"] = r.cluster;
+      rd["degraded"] = r.degraded;
+      rd["nodes"] = r.nodes;
+      rd["lookups"] = r.lookups;
+      rd["hits"] = r.hits;
+      rd["misses"] = r.misses;
+      rd["puts"] = r.puts;
+      rd["gets"] = r.gets;
+      rd["put_bytes"] = r.put_bytes;
+      rd["get_bytes"] = r.get_bytes;
+      rd["put_mbps"] = r.put_mbps;
+      rd["get_mbps"] = r.get_mbps;
+      rd["put_latency_ms"] = r.put_latency_ms;
+      rd["get_latency_ms"] = r.get_latency_ms;
+      rd["errors"] = r.errors;
+      rd["checksum_failures"] = r.checksum_failures;
+      rd["degradations"] = r.degradations;
+      rd["redirections"] = r.redirections;
+      rd["stored_bytes"] = r.stored_bytes;
+      rd["entries"] = r.entries;
+      rd["redis_used_bytes"] = r.redis_used_bytes;
+      rd["redis_max_bytes"] = r.redis_max_bytes;
+      rd["last_error"] = r.last_error;
+      d["remote"] = rd;
+    } else {
+      d["remote"] = py::none();
+    }
     return d;
   }
 

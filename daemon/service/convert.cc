@@ -147,6 +147,34 @@ void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out)
                                            : 1.0 - static_cast<double>(s.largest_free_bytes) /
                                                        static_cast<double>(s.free_bytes));
   }
+  if (stats.remote_present) {
+    const tiers::RemoteStats& s = stats.remote;
+    v1::RemoteStats* r = out->mutable_remote();
+    r->set_addresses(s.addresses);
+    r->set_cluster(s.cluster);
+    r->set_degraded(s.degraded);
+    r->set_nodes(s.nodes);
+    r->set_lookups(s.lookups);
+    r->set_hits(s.hits);
+    r->set_misses(s.misses);
+    r->set_puts(s.puts);
+    r->set_gets(s.gets);
+    r->set_put_bytes(s.put_bytes);
+    r->set_get_bytes(s.get_bytes);
+    r->set_put_mbps(s.put_ns == 0 ? 0.0 : s.put_bytes * 1e3 / s.put_ns);
+    r->set_get_mbps(s.get_ns == 0 ? 0.0 : s.get_bytes * 1e3 / s.get_ns);
+    r->set_put_latency_ms(s.puts == 0 ? 0.0 : s.put_ns / 1e6 / s.puts);
+    r->set_get_latency_ms(s.gets == 0 ? 0.0 : s.get_ns / 1e6 / s.gets);
+    r->set_errors(s.errors);
+    r->set_checksum_failures(s.checksum_failures);
+    r->set_degradations(s.degradations);
+    r->set_redirections(s.redirections);
+    r->set_stored_bytes(s.stored_bytes);
+    r->set_entries(s.entries);
+    r->set_redis_used_bytes(s.redis_used_bytes);
+    r->set_redis_max_bytes(s.redis_max_bytes);
+    r->set_last_error(s.last_error);
+  }
   v1::PressureStats* p = out->mutable_pressure();
   p->set_host_used_ratio(stats.capacity_bytes == 0 ? 0.0
                                                    : static_cast<double>(stats.used_bytes) /

@@ -598,6 +598,8 @@ StoreStats Store::Stats() {
   }
   st.ssd_present = ssd_ != nullptr;
   if (ssd_ != nullptr) st.ssd = ssd_->Stats();
+  st.remote_present = remote_ != nullptr;
+  if (remote_ != nullptr) st.remote = remote_->stats();
   st.system = system_;
   st.high_watermark = options_.high_watermark;
   st.low_watermark = options_.low_watermark;

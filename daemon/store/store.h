@@ -116,6 +116,8 @@ struct StoreStats {
   uint64_t pinned_bytes = 0;
   bool ssd_present = false;
   tiers::SsdStats ssd;
+  bool remote_present = false;
+  tiers::RemoteStats remote;
   tiers::SystemPressure system;
   double high_watermark = 0, low_watermark = 0;
   bool gpu_present = false;

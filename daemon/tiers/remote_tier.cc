@@ -303,6 +303,10 @@ RemoteStats RemoteTier::stats() const {
   RemoteStats s = stats_;
   s.degraded = degraded_.load();
   s.entries = entries_.size();
+  s.nodes = client_ != nullptr ? client_->Nodes().size() : 0;
+  for (const redis::Endpoint& e : config_.redis.seeds) {
+    absl::StrAppend(&s.addresses, s.addresses.empty() ? "" : ",", e.ToString());
+  }
   return s;
 }
 

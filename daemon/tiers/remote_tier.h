@@ -73,6 +73,8 @@ struct RemoteStats {
   uint64_t stored_bytes = 0, entries = 0;  // what this daemon wrote and still references
   uint64_t redis_used_bytes = 0, redis_max_bytes = 0;
   bool degraded = true, cluster = false;
+  uint64_t nodes = 0;
+  std::string addresses;
   std::string last_error;
 };
 

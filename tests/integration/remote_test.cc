@@ -10,6 +10,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "tensord/client.h"
 #include "tests/integration/harness.h"
 #include "tests/unit/redis_server.h"
 
@@ -60,6 +61,18 @@ std::vector<std::string> RemoteArgs(const RedisServer& r, const std::string& ins
   return args;
 }
 
+RemoteStats RemoteOf(const Daemon& d) {
+  ClientOptions opts;
+  opts.socket_path = d.socket();
+  opts.client_name = "remote_test";
+  auto c = Client::Connect(opts);
+  EXPECT_TRUE(c.ok()) << c.status();
+  if (!c.ok()) return {};
+  auto s = (*c)->GetStats();
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? s->remote : RemoteStats{};
+}
+
 // A raw Redis command from the test itself.
 long long RedisInt(const RedisServer& r, const char* fmt, const char* arg = nullptr) {
   redisContext* c = redisConnect("127.0.0.1", r.port());
@@ -102,6 +115,19 @@ TEST_F(RemoteTest, ATensorStoredThroughOneDaemonIsServedByAnother) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_NE(It({"verify", b.socket(), "weights", hash}).first, 0);
   EXPECT_EQ(It({"verify", a.socket(), "weights", hash}).first, 0);
+
+  const RemoteStats sa = RemoteOf(a), sb = RemoteOf(b);
+  EXPECT_TRUE(sa.present && sb.present);
+  EXPECT_EQ(sa.puts, 3u);
+  EXPECT_EQ(sa.put_bytes, 1000 + kMiB + 16 * kMiB + 3);
+  EXPECT_EQ(sb.hits, 3u);
+  EXPECT_GE(sb.misses, 1u);  // "weights"
+  EXPECT_EQ(sb.get_bytes, sa.put_bytes);
+  EXPECT_FALSE(sb.degraded);
+  EXPECT_EQ(sb.addresses, redis_->address());
+  const CommandResult ctl =
+      RunCommand(std::string(TENSORCTL_BIN) + " --socket " + b.socket() + " stats");
+  EXPECT_NE(ctl.out.find("REMOTE    redis " + redis_->address()), std::string::npos) << ctl.out;
 }
 
 TEST_F(RemoteTest, RedisKilledLeavesTheLocalTiersServingAndItsReturnResumes) {
@@ -122,6 +148,10 @@ TEST_F(RemoteTest, RedisKilledLeavesTheLocalTiersServingAndItsReturnResumes) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   // B misses (Redis is away), cleanly.
   EXPECT_NE(It({"verify", b.socket(), "during", hash2}).first, 0);
+  const RemoteStats down = RemoteOf(a);
+  EXPECT_TRUE(down.degraded);
+  EXPECT_GE(down.degradations, 1u);
+  EXPECT_FALSE(down.last_error.empty());
 
   redis_->Start();  // empty: a Redis that lost its data
   ASSERT_TRUE(redis_->ready());

@@ -164,6 +164,19 @@ struct SwapStats {
   uint64_t ram_reads = 0, ram_writebacks = 0, ram_writeback_bytes = 0;
 };
 
+// The remote tier (Redis, shared with other daemons; present only when configured).
+struct RemoteStats {
+  bool present = false;
+  std::string addresses;
+  bool cluster = false, degraded = false;
+  uint64_t nodes = 0, lookups = 0, hits = 0, misses = 0;
+  uint64_t puts = 0, gets = 0, put_bytes = 0, get_bytes = 0;
+  double put_mbps = 0, get_mbps = 0, put_latency_ms = 0, get_latency_ms = 0;
+  uint64_t errors = 0, checksum_failures = 0, degradations = 0, redirections = 0;
+  uint64_t stored_bytes = 0, entries = 0, redis_used_bytes = 0, redis_max_bytes = 0;
+  std::string last_error;
+};
+
 // Host memory pressure as the migrator sees it.
 struct PressureStats {
   double host_used_ratio = 0, high_watermark = 0, low_watermark = 0;
@@ -203,6 +216,7 @@ struct Stats {
   std::map<std::string, uint64_t> counters;
   uint64_t sessions = 0, leases = 0, objects = 0, uptime_ms = 0;
   SwapStats swap;
+  RemoteStats remote;
   PressureStats pressure;
   std::vector<GpuStats> gpus;
   std::vector<CodecStats> codecs;
