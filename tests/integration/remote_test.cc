@@ -221,5 +221,32 @@ TEST_F(RemoteTest, AValueDamagedInRedisIsAMissOrDataLossNeverWrongBytes) {
   EXPECT_EQ(It({"verify", a.socket(), "durable", h2}).first, 0);
 }
 
+TEST(RemoteClusterTest, TwoDaemonsShareThroughARedisCluster) {
+  if (!HaveRedisServer())
+    GTEST_SKIP() << "redis-server is not installed (apt install redis-server)";
+  RedisCluster cluster(3);
+  ASSERT_TRUE(cluster.ready()) << "the 3-master cluster did not form";
+  Daemon a(RemoteArgs(cluster.node(0), "machine-a"));
+  Daemon b(RemoteArgs(cluster.node(2), "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<std::pair<std::string, std::string>> put;
+  for (int i = 0; i < 12; ++i) {
+    const std::string key = "kv.prefix." + std::to_string(i);
+    auto [rc, hash] =
+        It({"put", a.socket(), key, std::to_string(5 * kMiB + i), std::to_string(i), "cache"});
+    ASSERT_EQ(rc, 0);
+    put.emplace_back(key, hash);
+  }
+  for (const auto& [key, hash] : put) {
+    EXPECT_TRUE(Eventually([&, k = key, h = hash] {
+      return It({"verify", b.socket(), k, h}).first == 0;
+    })) << key;
+  }
+  const RemoteStats sb = RemoteOf(b);
+  EXPECT_TRUE(sb.cluster);
+  EXPECT_EQ(sb.nodes, 3u);
+  EXPECT_EQ(sb.hits, 12u);
+}
+
 }  // namespace
 }  // namespace tensord::testing

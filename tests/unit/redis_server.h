@@ -13,8 +13,10 @@
 
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 extern char** environ;
@@ -34,6 +36,27 @@ inline int FreePort() {
   getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   close(fd);
   return ntohs(a.sin_port);
+}
+
+// Whether nobody listens on 127.0.0.1:port now.
+inline bool PortFree(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
+// A port for a cluster node: free, and so is its cluster bus port (port + 10000, below 65536).
+inline int FreeClusterPort() {
+  for (int i = 0; i < 1000; ++i) {
+    const int port = 20000 + static_cast<int>((getpid() * 7919 + i * 104729) % 30000);
+    if (PortFree(port) && PortFree(port + 10000)) return port;
+  }
+  return 0;
 }
 
 class RedisServer {
@@ -99,6 +122,61 @@ class RedisServer {
   const std::vector<std::string> extra_;
   std::filesystem::path dir_;
   pid_t pid_ = -1;
+  bool ready_ = false;
+};
+
+// Runs a shell command; returns its exit status and output.
+inline std::pair<int, std::string> Shell(const std::string& command) {
+  std::string out;
+  FILE* f = popen((command + " 2>&1").c_str(), "r");
+  if (f == nullptr) return {-1, ""};
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+  const int status = pclose(f);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// A Redis Cluster of `masters` real servers on free local ports, slots spread by redis-cli.
+class RedisCluster {
+ public:
+  explicit RedisCluster(int masters = 3) {
+    std::string create = "redis-cli --cluster create";
+    for (int i = 0; i < masters; ++i) {
+      nodes_.push_back(std::make_unique<RedisServer>(
+          std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-node-timeout", "2000"},
+          FreeClusterPort()));
+      if (!nodes_.back()->ready()) return;
+      create += " " + nodes_.back()->address();
+    }
+    if (Shell(create + " --cluster-replicas 0 --cluster-yes").first != 0) return;
+    for (int i = 0; i < 500 && !ready_; ++i) {  // every node agrees the cluster is up
+      ready_ = true;
+      for (const auto& n : nodes_) {
+        ready_ = ready_ && Shell("redis-cli -p " + std::to_string(n->port()) + " cluster info")
+                                   .second.find("cluster_state:ok") != std::string::npos;
+      }
+      if (!ready_) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  bool ready() const { return ready_; }
+  RedisServer& node(size_t i) { return *nodes_[i]; }
+  size_t size() const { return nodes_.size(); }
+  std::string Id(size_t i) const {
+    std::string id =
+        Shell("redis-cli -p " + std::to_string(nodes_[i]->port()) + " cluster myid").second;
+    while (!id.empty() && (id.back() == '\n' || id.back() == '\r')) id.pop_back();
+    return id;
+  }
+  // Moves `slots` slots from node `from` to node `to` (keys and all), as an operator would.
+  std::pair<int, std::string> Reshard(size_t from, size_t to, int slots) {
+    return Shell("redis-cli --cluster reshard " + nodes_[0]->address() + " --cluster-from " +
+                 Id(from) + " --cluster-to " + Id(to) + " --cluster-slots " +
+                 std::to_string(slots) + " --cluster-yes");
+  }
+
+ private:
+  std::vector<std::unique_ptr<RedisServer>> nodes_;
   bool ready_ = false;
 };
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 
+#include <atomic>
 #include <chrono>
 #include <random>
 #include <thread>
@@ -323,6 +324,72 @@ TEST_F(RemoteTierTest, AWrongPasswordDegradesAndSaysSoTheRightOneWorks) {
   EXPECT_EQ(got, bytes);
   (*good)->Free(found->range);
   (*good)->Free(put);
+}
+
+TEST(RemoteCluster, ReadsStayRightWhileSlotsMigrate) {
+  if (!HaveRedisServer())
+    GTEST_SKIP() << "redis-server is not installed (apt install redis-server)";
+  testing::RedisCluster cluster(3);
+  ASSERT_TRUE(cluster.ready()) << "the 3-master cluster did not form";
+  RemoteTierConfig ca = Config(cluster.node(0), "machine-a");
+  RemoteTierConfig cb = Config(cluster.node(1), "machine-b");  // another seed: found the rest
+  auto a = RemoteTier::Create(ca);
+  auto b = RemoteTier::Create(cb);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->Healthy() && (*b)->Healthy()) << (*a)->stats().last_error;
+  EXPECT_TRUE((*a)->stats().cluster);
+  EXPECT_EQ((*b)->stats().nodes, 3u);
+  constexpr int kTensors = 40;
+  std::vector<std::vector<uint8_t>> bytes;
+  std::vector<Range> puts;
+  for (int i = 0; i < kTensors; ++i) {
+    bytes.push_back(Bytes((300 << 10) + i, 100 + i));  // 5 chunks each, on many slots
+    puts.push_back(Put(**a, Tensor("kv", "block." + std::to_string(i), bytes[i].size()), bytes[i]));
+  }
+  // Keys spread over every master.
+  for (size_t n = 0; n < cluster.size(); ++n) {
+    EXPECT_GT(redis::ReplyInteger(*Raw(cluster.node(n), {"DBSIZE"})), 0) << "node " << n;
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0}, wrong{0}, failed{0};
+  std::string first_failure;
+  std::thread reader([&] {
+    while (!stop.load()) {
+      for (int i = 0; i < kTensors && !stop.load(); ++i) {
+        auto found = (*b)->Find("kv", "block." + std::to_string(i));
+        std::vector<uint8_t> got;
+        absl::Status st = found.ok() ? ReadInto(**b, found->range, got) : found.status();
+        if (found.ok()) (*b)->Free(found->range);
+        if (!st.ok()) {
+          if (failed++ == 0) first_failure = st.ToString();
+          continue;
+        }
+        ++reads;
+        if (got != bytes[i]) ++wrong;
+      }
+    }
+  });
+  // Half of node 0's slots move to node 1 while the reader runs.
+  auto [rc, out] = cluster.Reshard(0, 1, 2730);
+  stop = true;
+  reader.join();
+  EXPECT_EQ(rc, 0) << out;
+  std::printf("%d tensors read during the resharding, %d redirections followed\n", reads.load(),
+              static_cast<int>((*b)->stats().redirections));
+  EXPECT_GT(reads.load(), kTensors);
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(failed.load(), 0) << first_failure;
+  // Every tensor still reads right afterwards, through either tier's (refreshed) slot map.
+  for (int i = 0; i < kTensors; ++i) {
+    auto found = (*b)->Find("kv", "block." + std::to_string(i));
+    ASSERT_TRUE(found.ok()) << found.status();
+    std::vector<uint8_t> got;
+    ASSERT_TRUE(ReadInto(**b, found->range, got).ok());
+    EXPECT_EQ(got, bytes[i]);
+    (*b)->Free(found->range);
+  }
+  EXPECT_GT((*b)->stats().redirections + (*a)->stats().redirections, 0u);
+  for (Range r : puts) (*a)->Free(r);
 }
 
 }  // namespace
