@@ -191,6 +191,7 @@ absl::StatusOr<std::unique_ptr<Client::Connection>> Client::Open(const Endpoint&
   }
   redisSetTimeout(raw, ToTimeval(options_.io_timeout));
   redisEnableKeepAlive(raw);
+  raw->reader->maxbuf = 0;  // keep the read buffer: tensors are megabytes, not 16 KiB replies
   if (!options_.password.empty()) {
     absl::StatusOr<Reply> r = options_.user.empty()
                                   ? c->One({"AUTH", options_.password})
@@ -389,7 +390,30 @@ std::vector<absl::StatusOr<Reply>> Client::Run(std::span<const Command> commands
       }
       it->second.push_back(i);
     }
-    for (const auto& [t, idx] : groups) RunOn(t.node, commands, idx, out, t.asking);
+    // Each group goes on its own connection, and a long one is split over several (Redis
+    // answers one connection while it reads the next; the replies' copies and checksums overlap):
+    // as many pipelines in flight as the pool allows per node.
+    std::vector<std::pair<Target, std::vector<size_t>>> stripes;
+    for (const auto& [t, idx] : groups) {
+      const size_t parts = std::min<size_t>(
+          idx.size(), static_cast<size_t>(std::max(1, options_.connections_per_node)));
+      for (size_t p = 0; p < parts; ++p) {
+        std::vector<size_t> part;
+        for (size_t k = p; k < idx.size(); k += parts) part.push_back(idx[k]);
+        stripes.push_back({t, std::move(part)});
+      }
+    }
+    if (stripes.size() == 1) {
+      RunOn(stripes[0].first.node, commands, stripes[0].second, out, stripes[0].first.asking);
+    } else {
+      std::vector<std::thread> threads;
+      for (const auto& [t, idx] : stripes) {
+        threads.emplace_back([&, node = t.node, asking = t.asking, &part = idx] {
+          RunOn(node, commands, part, out, asking);
+        });
+      }
+      for (std::thread& th : threads) th.join();
+    }
     if (hop == kMaxHops) break;
     pending.clear();
     bool moved = false, again = false;
