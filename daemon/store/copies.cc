@@ -219,16 +219,6 @@ void Store::MaybeFreeRetired(Object* o, Frees* frees) {
 void Store::Reclaim(Frees frees, bool now) {
   if (frees.empty()) return;
   auto scrub_and_return = [this](Frees f) {
-    for (const PendingFree& p : f) {
-      if (p.tier != TierId::kRemote) continue;
-      if (p.erase) {
-        if (absl::Status st = remote_->Erase(p.range); !st.ok()) {
-          spdlog::warn("deleting a tensor from the remote tier failed: {}", st.ToString());
-        }
-      } else {
-        remote_->Free(p.range);
-      }
-    }
     uint64_t scrubbed = 0;
     if (host_->zero_on_free()) {
       for (const PendingFree& p : f) {
@@ -242,6 +232,17 @@ void Store::Reclaim(Frees frees, bool now) {
       }
     }
     ReturnRanges(f, scrubbed);
+    // Then the remote tier's (Redis traffic): host memory never waits for it.
+    for (const PendingFree& p : f) {
+      if (p.tier != TierId::kRemote) continue;
+      if (p.erase) {
+        if (absl::Status st = remote_->Erase(p.range); !st.ok()) {
+          spdlog::warn("deleting a tensor from the remote tier failed: {}", st.ToString());
+        }
+      } else {
+        remote_->Free(p.range);
+      }
+    }
   };
   if (now) {
     scrub_and_return(std::move(frees));

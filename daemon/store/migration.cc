@@ -74,6 +74,9 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Free
     spdlog::debug("making room: '{}' ({} bytes) leaves the host tier", o->key, o->nbytes);
     if (o->copy(TierId::kGpu).present) {
       DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, frees);  // lives on the GPU
+    } else if (o->copy(TierId::kRemote).present && remote_->Healthy()) {
+      ++counters_.remote_demotions;  // lives on in Redis: a later Get reads it back
+      DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, frees);
     } else {
       ++counters_.evictions;
       counters_.evicted_bytes += o->nbytes;
@@ -415,6 +418,12 @@ absl::StatusOr<std::string> Store::EvictHost(Object* o, Frees* frees, bool* wrot
     StartDemotions(chosen, frees);
     *wrote = true;
     return outcome;
+  }
+  if (o->durability == Durability::kCache && o->copy(TierId::kRemote).present &&
+      remote_->Healthy()) {
+    ++counters_.remote_demotions;
+    DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, frees);
+    return std::string("left to the remote tier (its Redis copy is current)");
   }
   if (o->durability == Durability::kCache) {
     ++counters_.evictions;

@@ -7,6 +7,25 @@
 
 namespace tensord::store {
 
+std::unique_ptr<Object> SealedObject(CreateParams p, uint64_t nbytes, std::string pool_class) {
+  auto o = std::make_unique<Object>();
+  o->ns = std::move(p.ns);
+  o->key = std::move(p.key);
+  o->dtype = p.dtype;
+  o->shape = std::move(p.shape);
+  o->nbytes = nbytes;
+  o->pool_class = std::move(pool_class);
+  o->durability = p.durability;
+  o->scope = Scope::kGlobal;
+  o->compression = p.compression;
+  o->parent = std::move(p.parent);
+  o->id = TensorId(o->ns, o->key);
+  o->parent_id = o->parent.empty() ? 0 : TensorId(o->ns, o->parent);
+  o->ttl_ms = p.ttl_ms;
+  o->sealed = true;
+  return o;
+}
+
 uint64_t TensorId(absl::string_view ns, absl::string_view key) {
   const std::string k = ObjectTable::TableKey(ns, key);
   const uint64_t h = XXH3_64bits(k.data(), k.size());

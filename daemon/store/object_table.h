@@ -93,6 +93,10 @@ struct Object {
   }
 };
 
+// A sealed, global tensor that did not come from a Create here (restored from the index, found
+// in the remote tier): its fields from `p` (checked by ValidateCreate, which gave `nbytes`).
+std::unique_ptr<Object> SealedObject(CreateParams p, uint64_t nbytes, std::string pool_class);
+
 struct Session {
   std::string id;
   std::string name;

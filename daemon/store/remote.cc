@@ -31,6 +31,12 @@ void Store::MaybePublish(Object* o) {
   const Copy& host = o->copy(TierId::kHost);
   Copy& c = o->copy(TierId::kRemote);
   if (!RemoteServes(*o) || !host.present || c.present || c.in_flight) return;
+  // A slow Redis must not pin the host tier: past this backlog, tensors stay local.
+  if (publishing_bytes_ + o->nbytes > std::max<uint64_t>(64 << 20, host_->capacity() / 8)) {
+    ++counters_.remote_publish_skipped;
+    return;
+  }
+  publishing_bytes_ += o->nbytes;
   MoveItem item;
   item.src = host.range;
   item.nbytes = o->nbytes;
@@ -62,6 +68,7 @@ void Store::Publish(Object* o, MoveItem item) {
   {
     absl::MutexLock lock(&mu_);
     o->copy(TierId::kRemote).in_flight = false;
+    publishing_bytes_ -= o->nbytes;
     DropReader(o, TierId::kHost);
     --o->pins;
     if (!item.status.ok()) {
@@ -102,22 +109,13 @@ Object* Store::AdoptRemote(absl::string_view ns, absl::string_view key, const ti
         "the remote tier's '", key, "' is not a valid tensor: ", nbytes.status().message()));
     return nullptr;
   }
-  auto o = std::make_unique<Object>();
-  o->ns = p.ns;
-  o->key = p.key;
-  o->dtype = p.dtype;
-  o->shape = std::move(p.shape);
-  o->nbytes = *nbytes;
-  o->pool_class = t.pool;
-  o->durability = p.durability;
-  o->scope = Scope::kGlobal;
   // Its bytes were decoded once already: stored again below the host tier, losslessly at most.
-  o->compression.mode =
+  p.compression.mode =
       t.compression == 0 ? codec::Compression::kNone : codec::Compression::kLossless;
-  o->parent = p.parent;
-  o->id = TensorId(o->ns, o->key);
-  o->parent_id = o->parent.empty() ? 0 : TensorId(o->ns, o->parent);
-  o->sealed = true;
+  // Another daemon's pool class may not exist here: then the best fit.
+  const bool known_pool =
+      !t.pool.empty() && host_->pools().Candidates(*nbytes, t.pool, kNoTenant).ok();
+  std::unique_ptr<Object> o = SealedObject(std::move(p), *nbytes, known_pool ? t.pool : "");
   o->created_unix_ms = t.created_unix_ms;
   Copy& c = o->copy(TierId::kRemote);
   c.present = true;

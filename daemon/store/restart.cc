@@ -48,22 +48,8 @@ absl::StatusOr<std::unique_ptr<Object>> ObjectFrom(const index::Tensor& t) {
   auto nbytes = ValidateCreate(p);
   if (!nbytes.ok()) return nbytes.status();
   if (t.nbytes() == 0) return absl::InvalidArgumentError("no size");
-  auto o = std::make_unique<Object>();
-  o->ns = p.ns;
-  o->key = p.key;
-  o->dtype = p.dtype;
-  o->shape = std::move(p.shape);
-  o->nbytes = *nbytes;
-  o->pool_class = t.pool_class();
-  o->durability = p.durability;
-  o->scope = Scope::kGlobal;
-  o->compression = p.compression;
-  o->parent = p.parent;
-  o->id = TensorId(o->ns, o->key);
-  o->parent_id = o->parent.empty() ? 0 : TensorId(o->ns, o->parent);
-  o->sealed = true;
+  std::unique_ptr<Object> o = SealedObject(std::move(p), *nbytes, t.pool_class());
   o->created_unix_ms = t.created_unix_ms();
-  o->ttl_ms = t.ttl_ms();
   if (t.has_checksum()) {
     o->checksum = t.checksum();
     o->has_checksum = true;

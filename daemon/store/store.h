@@ -64,7 +64,7 @@ namespace tensord::store {
   X(lookahead_late) X(lookahead_failed) X(lookahead_bytes) X(lookahead_predicted)  \
   X(restored) X(restored_bytes) X(restore_dropped) X(restore_verified) X(restore_verify_failures) \
   X(peer_denied) X(remote_publishes) X(remote_published_bytes) X(remote_publish_failures) \
-  X(remote_lookups) X(remote_hits) X(remote_misses)
+  X(remote_lookups) X(remote_hits) X(remote_misses) X(remote_demotions) X(remote_publish_skipped)
 // clang-format on
 
 struct Counters {
@@ -618,6 +618,7 @@ class Store {
   std::array<uint64_t, tiers::kTierCount> pinned_bytes_ ABSL_GUARDED_BY(mu_) = {};
   uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes queued for scrubbing
   uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;    // host bytes being written to SSD
+  uint64_t publishing_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes being written to Redis
   std::vector<Object*> writing_ ABSL_GUARDED_BY(mu_);   // started, not yet written
   uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;        // bumped whenever memory returns
   absl::flat_hash_map<uint32_t, uint64_t> pool_demand_ ABSL_GUARDED_BY(mu_);  // bytes waited for

@@ -191,7 +191,9 @@ absl::StatusOr<std::unique_ptr<Client::Connection>> Client::Open(const Endpoint&
   }
   redisSetTimeout(raw, ToTimeval(options_.io_timeout));
   redisEnableKeepAlive(raw);
-  raw->reader->maxbuf = 0;  // keep the read buffer: tensors are megabytes, not 16 KiB replies
+  // Keep a read buffer of a few chunks (hiredis frees one over 16 KiB after each reply, and
+  // tensors come in 4 MiB chunks), not more.
+  raw->reader->maxbuf = 16 << 20;
   if (!options_.password.empty()) {
     absl::StatusOr<Reply> r = options_.user.empty()
                                   ? c->One({"AUTH", options_.password})
@@ -314,7 +316,8 @@ absl::StatusOr<std::unique_ptr<Client::Connection>> Client::Acquire(size_t n) {
       return !node->idle.empty() || node->open < options_.connections_per_node;
     };
     if (!mu_.AwaitWithTimeout(absl::Condition(&ready), absl::FromChrono(options_.io_timeout))) {
-      return absl::DeadlineExceededError(
+      // Our own queue, not Redis failing: RESOURCE_EXHAUSTED does not degrade the tier.
+      return absl::ResourceExhaustedError(
           absl::StrCat("redis ", node->at.ToString(), ": every connection busy"));
     }
     if (!node->idle.empty()) {
@@ -424,8 +427,14 @@ std::vector<absl::StatusOr<Reply>> Client::Run(std::span<const Command> commands
         std::vector<absl::string_view> parts = absl::StrSplit(text, ' ');
         const bool is_moved = absl::StartsWith(text, "MOVED ");
         if ((is_moved || absl::StartsWith(text, "ASK ")) && parts.size() == 3) {
-          absl::StatusOr<Endpoint> e = ParseEndpoint(parts[2]);
+          std::string where(parts[2]);
+          if (!where.empty() && where[0] == ':') {  // "unknown endpoint": the node that answered
+            absl::MutexLock lock(&mu_);
+            where = nodes_[t.node]->at.host + where;
+          }
+          absl::StatusOr<Endpoint> e = ParseEndpoint(where);
           if (!e.ok()) continue;
+          cluster_ = true;  // redirected: a cluster after all (a user without CLUSTER rights)
           absl::MutexLock lock(&mu_);
           ++redirections_;
           const size_t node = NodeIndex(*e);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -79,13 +80,14 @@ class Client {
 
   // Runs `commands` pipelined (grouped per node in a cluster) and returns each one's reply in
   // order, or its failure: UNAVAILABLE when its node cannot be reached, DEADLINE_EXCEEDED when it
-  // did not answer within io_timeout. MOVED and ASK are followed (at most 5 hops), MOVED reloads
-  // the slot map; TRYAGAIN and CLUSTERDOWN are retried briefly.
+  // did not answer within io_timeout, RESOURCE_EXHAUSTED when every pooled connection stayed busy
+  // that long. MOVED and ASK are followed (at most 5 hops), MOVED reloads the slot map; TRYAGAIN
+  // is retried briefly; CLUSTERDOWN is UNAVAILABLE.
   std::vector<absl::StatusOr<Reply>> Run(std::span<const Command> commands);
   // Runs one command.
   absl::StatusOr<Reply> Run1(const Command& command);
 
-  bool cluster() const { return cluster_; }
+  bool cluster() const { return cluster_.load(); }
   // The nodes known (the masters, in a cluster).
   std::vector<Endpoint> Nodes() const;
   // Reloads the slot map from any node that answers (no-op when standalone).
@@ -109,7 +111,7 @@ class Client {
   absl::Status LoadSlots(Connection& c);
 
   const Options options_;
-  bool cluster_ = false;
+  std::atomic<bool> cluster_{false};
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<Node>> nodes_ ABSL_GUARDED_BY(mu_);  // never shrinks
   std::array<uint16_t, kSlots> slots_ ABSL_GUARDED_BY(mu_){};      // slot -> index in nodes_

@@ -248,6 +248,10 @@ void RemoteTier::Probe() {
   absl::Status s = info.ok() ? redis::ReplyStatus(**info) : info.status();
   if (!s.ok()) {
     Failed(s).IgnoreError();
+    // The next probe connects afresh, from every seed (the first node may be the one gone, a
+    // cluster's slots may have moved to a promoted replica).
+    absl::MutexLock lock(&mu_);
+    if (client_ == c) client_ = nullptr;
     return;
   }
   for (absl::string_view line : absl::StrSplit(redis::ReplyString(**info), "\r\n")) {
@@ -334,19 +338,24 @@ absl::StatusOr<Range> RemoteTier::ReserveImpl(uint64_t nbytes, const Placement& 
   return Range{0, handle, nbytes, nbytes, 0};
 }
 
-void RemoteTier::DeleteKeys(const std::string& base, uint64_t content, uint32_t chunks) {
+absl::Status RemoteTier::DeleteKeys(const std::string& base, uint64_t content, uint32_t chunks) {
   std::shared_ptr<redis::Client> c = client();
-  if (c == nullptr) return;
-  std::vector<std::string> keys{base};
+  if (c == nullptr || degraded_.load()) return absl::UnavailableError("remote tier degraded");
+  // The header goes only if it still names this content: another writer may have published a
+  // new version under the name since (its chunks have other names, so ours may go regardless).
+  static constexpr char kDeleteIfSame[] =
+      "if redis.call('GETRANGE', KEYS[1], 22, 29) == ARGV[1] then "
+      "return redis.call('DEL', KEYS[1]) end return 0";
+  const std::string same(reinterpret_cast<const char*>(&content), sizeof(content));
+  std::vector<std::string> keys;
   for (uint32_t i = 1; i < chunks; ++i) keys.push_back(ChunkKey(base, content, i));
-  std::vector<redis::Command> cmds;
+  std::vector<redis::Command> cmds{redis::Command{{"EVAL", kDeleteIfSame, "1", base, same}, 3}};
   for (const std::string& k : keys) cmds.push_back(redis::Command{{"DEL", k}});
   for (absl::StatusOr<redis::Reply>& r : c->Run(cmds)) {
-    if (!r.ok()) {
-      Failed(r.status()).IgnoreError();
-      return;
-    }
+    absl::Status s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+    if (!s.ok()) return Failed(s);
   }
+  return absl::OkStatus();
 }
 
 void RemoteTier::FreeImpl(const Range& range) {
@@ -361,7 +370,11 @@ void RemoteTier::FreeImpl(const Range& range) {
   }
   // Private data nobody else can reach goes with the range; shared tensors stay for the other
   // daemons (Redis's own eviction and the expiry bound them).
-  if (e->owned && e->written && !e->shared) DeleteKeys(e->base, e->content, e->chunks);
+  if (e->owned && e->written && !e->shared) {
+    if (absl::Status s = DeleteKeys(e->base, e->content, e->chunks); !s.ok()) {
+      spdlog::debug("remote tier: {} stays in Redis: {}", e->base, s.ToString());
+    }
+  }
 }
 
 absl::Status RemoteTier::Erase(const Range& range) {
@@ -372,13 +385,14 @@ absl::Status RemoteTier::Erase(const Range& range) {
     if (it == entries_.end()) return absl::NotFoundError("remote tier: unknown range");
     e = it->second;
   }
-  if (e->written || !e->owned) DeleteKeys(e->base, e->content, e->chunks);
+  absl::Status s = absl::OkStatus();
+  if (e->written || !e->owned) s = DeleteKeys(e->base, e->content, e->chunks);
   {
     absl::MutexLock lock(&mu_);
     e->written = false;  // nothing left for Free to delete
   }
   Free(range);
-  return absl::OkStatus();
+  return s;
 }
 
 void RemoteTier::WriteImpl(std::span<const Transfer> items, TransferDone done) {

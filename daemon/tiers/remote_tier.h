@@ -106,7 +106,8 @@ class RemoteTier final : public Tier {
   // Looks a tensor up by name: NOT_FOUND when absent, DATA_LOSS when its header is damaged,
   // UNAVAILABLE when degraded or Redis does not answer. The range is this tier's until Free.
   absl::StatusOr<RemoteFound> Find(absl::string_view ns, absl::string_view key);
-  // Deletes a range's tensor from Redis (a client's Delete), then frees the range.
+  // Deletes a range's tensor from Redis (a client's Delete), then frees the range. The failure
+  // when Redis could not be told (the range is freed all the same).
   absl::Status Erase(const Range& range);
   // Whether `ns` is shared across daemons.
   bool Shared(absl::string_view ns) const;
@@ -131,7 +132,9 @@ class RemoteTier final : public Tier {
   absl::Status Failed(absl::Status s);
   void Probe();
   void ProbeLoop();
-  void DeleteKeys(const std::string& base, uint64_t content, uint32_t chunks);
+  // Deletes a tensor's keys (the header only while it still holds `content`). UNAVAILABLE when
+  // degraded (the keys stay: their expiry, or Redis's eviction, bounds them).
+  absl::Status DeleteKeys(const std::string& base, uint64_t content, uint32_t chunks);
 
   const RemoteTierConfig config_;
   std::atomic<bool> degraded_{true};

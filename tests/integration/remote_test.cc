@@ -130,6 +130,35 @@ TEST_F(RemoteTest, ATensorStoredThroughOneDaemonIsServedByAnother) {
   EXPECT_NE(ctl.out.find("REMOTE    redis " + redis_->address()), std::string::npos) << ctl.out;
 }
 
+TEST_F(RemoteTest, EvictedCacheTensorsComeBackFromRedis) {
+  // No SSD tier, a host tier too small for what is put, namespaces private to the daemon: host
+  // eviction leaves CACHE tensors to their Redis copies instead of dropping them.
+  Daemon a({"--host-capacity", "64MiB", "--remote-addresses", redis_->address(),
+            "--remote-instance", "machine-a", "--remote-timeout-ms", "500"});
+  ASSERT_TRUE(a.ok());
+  std::vector<std::pair<std::string, std::string>> put;
+  for (int i = 0; i < 5; ++i) {
+    const std::string key = "block." + std::to_string(i);
+    auto [rc, hash] =
+        It({"put", a.socket(), key, std::to_string(20 * kMiB), std::to_string(i), "cache"});
+    ASSERT_EQ(rc, 0) << key;
+    put.emplace_back(key, hash);
+    // Each is published before the next needs its room.
+    EXPECT_TRUE(Eventually([&] { return RemoteOf(a).puts == static_cast<uint64_t>(i + 1); }));
+  }
+  for (const auto& [key, hash] : put)
+    EXPECT_EQ(It({"verify", a.socket(), key, hash}).first, 0) << key;
+  ClientOptions opts;
+  opts.socket_path = a.socket();
+  auto c = Client::Connect(opts);
+  ASSERT_TRUE(c.ok());
+  auto st = (*c)->GetStats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_GE(st->counters["remote_demotions"], 2u);
+  EXPECT_EQ(st->counters["evictions"], 0u) << "nothing dropped while Redis holds it";
+  EXPECT_GE(RemoteOf(a).gets, 2u);
+}
+
 TEST_F(RemoteTest, RedisKilledLeavesTheLocalTiersServingAndItsReturnResumes) {
   Daemon a(RemoteArgs(*redis_, "machine-a"));
   Daemon b(RemoteArgs(*redis_, "machine-b"));

@@ -246,6 +246,24 @@ TEST_F(RemoteTierTest, ReplacedByAnotherWriterIsAMissNeverAMix) {
   (*a)->Free(p2);
 }
 
+TEST_F(RemoteTierTest, DeletingAnOldVersionLeavesTheNewOne) {
+  auto a = RemoteTier::Create(Config(*redis_, "machine-a"));
+  auto b = RemoteTier::Create(Config(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<uint8_t> one = Bytes(200 << 10, 10), two = Bytes(200 << 10, 11);
+  Range p1 = Put(**a, Tensor("kv", "v", one.size()), one);
+  Range p2 = Put(**b, Tensor("kv", "v", two.size()), two);  // another daemon republishes it
+  EXPECT_TRUE((*a)->Erase(p1).ok());  // a client deletes the old one through daemon A
+  auto found = (*b)->Find("kv", "v");
+  ASSERT_TRUE(found.ok()) << found.status();
+  std::vector<uint8_t> got;
+  ASSERT_TRUE(ReadInto(**b, found->range, got).ok());
+  EXPECT_EQ(got, two);
+  EXPECT_TRUE((*b)->Erase(found->range).ok());  // deleting the current one deletes it
+  EXPECT_EQ((*a)->Find("kv", "v").status().code(), absl::StatusCode::kNotFound);
+  (*b)->Free(p2);
+}
+
 TEST_F(RemoteTierTest, ExpiryBecomesRedisExpiry) {
   auto a = RemoteTier::Create(Config(*redis_, "machine-a"));
   ASSERT_TRUE(a.ok());
