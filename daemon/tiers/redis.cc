@@ -383,15 +383,16 @@ std::vector<absl::StatusOr<Reply>> Client::Run(std::span<const Command> commands
   for (int hop = 0; hop <= kMaxHops && !pending.empty(); ++hop) {
     // Group by (node, asking), keeping each group's order.
     std::vector<std::pair<Target, std::vector<size_t>>> groups;
-    for (const auto& [i, t] : pending) {
-      auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) {
+    for (const std::pair<size_t, Target>& p : pending) {
+      const Target& t = p.second;  // (clang 14 lambdas cannot capture structured bindings)
+      auto it = std::find_if(groups.begin(), groups.end(), [&t](const auto& g) {
         return g.first.node == t.node && g.first.asking == t.asking;
       });
       if (it == groups.end()) {
         groups.push_back({t, {}});
         it = groups.end() - 1;
       }
-      it->second.push_back(i);
+      it->second.push_back(p.first);
     }
     // Each group goes on its own connection, and a long one is split over several (Redis
     // answers one connection while it reads the next; the replies' copies and checksums overlap):
