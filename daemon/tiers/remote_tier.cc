@@ -97,6 +97,11 @@ int64_t NowUnixMs() {
       .count();
 }
 
+// A command's outcome: its transport failure, or Redis's error reply, or OK.
+absl::Status Outcome(const absl::StatusOr<redis::Reply>& r) {
+  return r.ok() ? redis::ReplyStatus(**r) : r.status();
+}
+
 bool Transport(const absl::Status& s) {
   return s.code() == absl::StatusCode::kUnavailable ||
          s.code() == absl::StatusCode::kDeadlineExceeded ||
@@ -245,7 +250,7 @@ void RemoteTier::Probe() {
   // The memory figures (of the first node) tell that Redis answers.
   uint64_t used = 0, max = 0;
   absl::StatusOr<redis::Reply> info = c->Run1(redis::Command{{"INFO", "memory"}, -1});
-  absl::Status s = info.ok() ? redis::ReplyStatus(**info) : info.status();
+  absl::Status s = Outcome(info);
   if (!s.ok()) {
     Failed(s).IgnoreError();
     // The next probe connects afresh, from every seed (the first node may be the one gone, a
@@ -352,7 +357,7 @@ absl::Status RemoteTier::DeleteKeys(const std::string& base, uint64_t content, u
   std::vector<redis::Command> cmds{redis::Command{{"EVAL", kDeleteIfSame, "1", base, same}, 3}};
   for (const std::string& k : keys) cmds.push_back(redis::Command{{"DEL", k}});
   for (absl::StatusOr<redis::Reply>& r : c->Run(cmds)) {
-    absl::Status s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+    absl::Status s = Outcome(r);
     if (!s.ok()) return Failed(s);
   }
   return absl::OkStatus();
@@ -464,7 +469,7 @@ absl::Status RemoteTier::WriteOne(const Transfer& t) {
         absl::string_view(reinterpret_cast<const char*>(t.host) + off, std::min(cb, len - off)));
     if (cmds.size() == kWaveChunks || i + 1 == h.chunk_sums.size()) {
       for (absl::StatusOr<redis::Reply>& r : c->Run(cmds)) {
-        absl::Status s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+        absl::Status s = Outcome(r);
         if (!s.ok()) return Failed(s);
       }
       cmds.clear();
@@ -473,7 +478,7 @@ absl::Status RemoteTier::WriteOne(const Transfer& t) {
   cmds.clear();
   set(e->base, head);
   absl::StatusOr<redis::Reply> r = c->Run1(cmds[0]);
-  absl::Status s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+  absl::Status s = Outcome(r);
   if (!s.ok()) return Failed(s);
   t.range->checksum = h.content;
   absl::MutexLock lock(&mu_);
@@ -505,7 +510,7 @@ absl::Status RemoteTier::ReadOne(const Transfer& t) {
     for (uint32_t i = first; i < last; ++i) cmds.push_back(redis::Command{{"GET", keys[i]}});
     std::vector<absl::StatusOr<redis::Reply>> replies = c->Run(cmds);
     for (absl::StatusOr<redis::Reply>& r : replies) {
-      absl::Status s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+      absl::Status s = Outcome(r);
       if (!s.ok()) return Failed(s);
       if (redis::ReplyIsNil(**r)) {
         return absl::NotFoundError(
@@ -553,7 +558,7 @@ absl::StatusOr<RemoteFound> RemoteTier::Find(absl::string_view ns, absl::string_
   const std::string base = BaseKey(ns, key);
   std::string probe_end = std::to_string(kProbeBytes - 1);
   absl::StatusOr<redis::Reply> r = c->Run1(redis::Command{{"GETRANGE", base, "0", probe_end}});
-  absl::Status s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+  absl::Status s = Outcome(r);
   if (!s.ok()) return Failed(s);
   std::string head(redis::ReplyString(**r));
   if (head.empty()) {
@@ -565,7 +570,7 @@ absl::StatusOr<RemoteFound> RemoteTier::Find(absl::string_view ns, absl::string_
     std::memcpy(&total, head.data() + 6, sizeof(total));
     if (total > head.size() && total <= (64u << 20)) {
       r = c->Run1(redis::Command{{"GETRANGE", base, "0", std::to_string(total - 1)}});
-      s = r.ok() ? redis::ReplyStatus(**r) : r.status();
+      s = Outcome(r);
       if (!s.ok()) return Failed(s);
       head = std::string(redis::ReplyString(**r));
     }
