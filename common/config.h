@@ -103,7 +103,7 @@ struct GpuConfig {
 // Decisions: which policies the store uses.
 struct PolicyConfig {
   // The eviction policy of the host and GPU tiers (tests/bench/trace_bench measures them).
-  std::string eviction = "s3fifo+chain";
+  std::string eviction = "slru+chain";
   double s3fifo_small = 0.10;  // S3-FIFO's small queue: its share of a tier's tracked bytes
   double hint_share = 0.25;    // look-ahead: the share of each tier hinted tensors may hold
   bool predict = true;         // successor and stride prediction from each session's Gets

@@ -296,8 +296,8 @@ std::vector<Setting> MakeSettings() {
                    TENSORD_FIELD(remote.lookup)));
   // [policy]
   s.push_back(String("policy.eviction",
-                     "Eviction policy of the host and GPU tiers: lru, s3fifo, lru+chain, "
-                     "s3fifo+chain.",
+                     "Eviction policy of the host and GPU tiers: lru, s3fifo, slru, lru+chain, "
+                     "s3fifo+chain, slru+chain.",
                      TENSORD_FIELD(policy.eviction), "", CheckEviction));
   s.push_back(Fraction("policy.s3fifo_small",
                        "S3-FIFO's small (probation) queue: its share of a tier's tensors' bytes.",

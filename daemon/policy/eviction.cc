@@ -37,6 +37,7 @@ absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(absl::string_
   const bool chain = absl::ConsumeSuffix(&base, "+chain");
   if (base == "lru") return std::make_unique<LruPolicy>(chain, options);
   if (base == "s3fifo") return std::make_unique<S3FifoPolicy>(chain, options);
+  if (base == "slru") return std::make_unique<SlruPolicy>(chain, options);
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown eviction policy '", name, "' (known: ", absl::StrJoin(kPolicyNames, ", "), ")"));
 }
@@ -178,6 +179,7 @@ void TrackedPolicy::Victims(const Demand& demand, absl::FunctionRef<Verdict(Hand
     auto it = by_id_.find(p);
     return it == by_id_.end() ? 0 : it->second;
   };
+
   // Pass 1, chain-aware: a candidate with cached children goes after them, tail first.
   auto chained = [&](Handle c) {
     if (!fresh(c) || !Eligible(c, entries_.find(c)->second, demand)) return true;

@@ -21,7 +21,7 @@
 // Usage: trace_bench [--trace FILE] [--mode policy|store|both|layers] [--policies a,b]
 //                    [--capacities 0.05,0.1,0.25] [--requests N] [--block-bytes B] [--dir DIR]
 //                    [--speedup X] [--compute-us U] [--lookahead N] [--predict] [--tail-class]
-//                    [--s3fifo-small F] [--ghost F]
+//                    [--s3fifo-small F] [--ghost F] [--history F]
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -485,7 +485,8 @@ std::vector<std::string> Split(const std::string& s) { return absl::StrSplit(s, 
 int Main(int argc, char** argv) {
   std::string trace_path = "../shared/data/mooncake_synthetic_trace.jsonl";
   std::string mode = "both";
-  std::vector<std::string> policies = {"lru", "lru+chain", "s3fifo", "s3fifo+chain"};
+  std::vector<std::string> policies = {"lru",          "lru+chain", "s3fifo",
+                                       "s3fifo+chain", "slru",      "slru+chain"};
   std::vector<double> capacities = {0.05, 0.10, 0.25};
   size_t limit = SIZE_MAX;
   bool tail_class = false;
@@ -520,6 +521,8 @@ int Main(int argc, char** argv) {
       po.s3fifo_small = std::stod(value());
     } else if (flag == "--ghost") {
       po.ghost_factor = std::stod(value());
+    } else if (flag == "--history") {
+      po.history_factor = std::stod(value());
     } else if (flag == "--predict") {
       sf.predict = true;
     } else if (flag == "--lookahead") {

@@ -13,7 +13,7 @@ request. The in-process twin (every policy, Belady, the policy's cost) is trace_
 
   /usr/bin/python3 tests/bench/trace_bench.py --tensord build/daemon/tensord \\
       [--trace ../shared/data/mooncake_synthetic_trace.jsonl] [--share 0.05] \\
-      [--lookahead 0,32] [--requests N] [--block-bytes 16384] [--policy s3fifo+chain]
+      [--lookahead 0,32] [--requests N] [--block-bytes 16384] [--policy slru+chain]
 (PYTHONPATH=build/python for the client.)
 """
 
@@ -145,7 +145,7 @@ def main():
     p.add_argument("--lookahead", default="0,32")
     p.add_argument("--requests", type=int, default=10**9)
     p.add_argument("--block-bytes", type=int, default=16384)
-    p.add_argument("--policy", default="s3fifo+chain")
+    p.add_argument("--policy", default="slru+chain")
     a = p.parse_args()
     trace = load(a.trace, a.requests)
     unique = len({b for r in trace for b in r})

@@ -171,10 +171,10 @@ codecs = ["int8"]
   EXPECT_EQ(config->host.pools[0].compression, "lossy");
   EXPECT_EQ(config->host.pools[0].error_budget, 0.005);
   EXPECT_EQ(config->host.pools[0].codecs, std::vector<std::string>{"int8"});
-  for (const char* bad : {"compression = \"zip\"", "error_budget = 2.0", "codecs = [\"gzip\"]",
-                          "codecs = [1]"}) {
-    auto c = LoadConfigFile(Write(absl::StrCat(
-        "[[host.pool]]\nname = \"kv\"\nblock_size = 4096\nshare = 0.1\n", bad, "\n")));
+  for (const char* bad :
+       {"compression = \"zip\"", "error_budget = 2.0", "codecs = [\"gzip\"]", "codecs = [1]"}) {
+    auto c = LoadConfigFile(Write(
+        absl::StrCat("[[host.pool]]\nname = \"kv\"\nblock_size = 4096\nshare = 0.1\n", bad, "\n")));
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_TRUE(absl::StrContains(c.status().message(), "line 5")) << c.status();
   }
@@ -275,17 +275,17 @@ namespace {
 
 TEST(Config, TheEvictionPolicyIsChosenByNameAndUnknownNamesAreRefused) {
   DaemonConfig config;
-  EXPECT_EQ(config.policy.eviction, "s3fifo+chain") << "the one trace_bench measures best";
+  EXPECT_EQ(config.policy.eviction, "slru+chain") << "the one trace_bench measures best";
   const Setting* s = FindSetting("policy.eviction");
   ASSERT_NE(s, nullptr);
-  for (const char* name : {"lru", "s3fifo", "lru+chain", "s3fifo+chain"}) {
+  for (const char* name : {"lru", "s3fifo", "slru", "lru+chain", "s3fifo+chain", "slru+chain"}) {
     EXPECT_TRUE(s->set(config, name).ok()) << name;
     EXPECT_EQ(config.policy.eviction, name);
   }
   const absl::Status bad = s->set(config, "mru");
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.message().find("known: lru, s3fifo"), std::string::npos) << bad.message();
-  EXPECT_EQ(config.policy.eviction, "s3fifo+chain") << "a refused value changes nothing";
+  EXPECT_EQ(config.policy.eviction, "slru+chain") << "a refused value changes nothing";
   const Setting* small = FindSetting("policy.s3fifo_small");
   ASSERT_NE(small, nullptr);
   EXPECT_TRUE(small->set(config, "0.25").ok());

@@ -190,8 +190,92 @@ TEST(S3FifoPolicy, GhostFifoIsBounded) {
   EXPECT_EQ(s3.QueueOf(9002), 1) << "the newest one is remembered";
 }
 
+TEST(SlruPolicy, AUseMovesACopyOneLevelUpAndVictimsComeFromTheBottom) {
+  SlruPolicy p;
+  for (Handle h = 1; h <= 6; ++h) p.Insert(h, Block(h));
+  for (Handle h = 1; h <= 6; ++h) EXPECT_EQ(p.LevelOf(h), 0);
+  p.Access(2);
+  EXPECT_EQ(p.LevelOf(2), 1);
+  p.Access(2);
+  p.Access(5);
+  EXPECT_EQ(p.LevelOf(2), 2);
+  EXPECT_EQ(p.LevelOf(5), 1);
+  EXPECT_EQ(p.LevelOf(9), -1);
+  // Least recent of level 0, then of level 1, then level 2.
+  EXPECT_EQ(Order(p), (std::vector<Handle>{1, 3, 4, 6, 5, 2}));
+}
+
+TEST(SlruPolicy, AFullLevelPushesItsLeastRecentCopyDown) {
+  SlruPolicy p;  // 6 copies of one byte: each level holds at most 2
+  for (Handle h = 1; h <= 6; ++h) p.Insert(h, Block(h));
+  for (Handle h : {1, 2, 3}) {
+    p.Access(h);
+    p.Access(h);
+  }
+  EXPECT_EQ(p.LevelOf(3), 2);
+  EXPECT_EQ(p.LevelOf(2), 2);
+  EXPECT_EQ(p.LevelOf(1), 1) << "pushed down by 3: a third of the bytes per level";
+  EXPECT_EQ(Order(p), (std::vector<Handle>{4, 5, 6, 1, 2, 3}));
+}
+
+TEST(SlruPolicy, ACopyComesBackAtTheLevelItsPastUsesEarned) {
+  SlruPolicy p;
+  for (Handle h = 50; h < 62; ++h) p.Insert(h, Block(h));  // room for 4 in each level
+  for (Handle h : {1, 2, 3, 4}) p.Insert(h, Block(h));
+  p.Access(1);
+  p.Access(1);                           // three uses
+  p.Access(2);                           // two
+  p.Access(4);                           // two, but deleted
+  p.Remove(1, RemovalReason::kEvicted);  // remembered with their uses
+  p.Remove(2, RemovalReason::kDemoted);
+  p.Remove(3, RemovalReason::kEvicted);
+  p.Remove(4, RemovalReason::kDeleted);  // gone for good
+  EXPECT_EQ(p.remembered(), 3u);
+  p.Insert(11, Block(1));  // the same tensors (ids 101..104), back from below
+  p.Insert(12, Block(2));
+  p.Insert(13, Block(3));
+  p.Insert(14, Block(4));
+  EXPECT_EQ(p.LevelOf(11), 2) << "a fourth use";
+  EXPECT_EQ(p.LevelOf(12), 2) << "a third use: the top level too";
+  EXPECT_EQ(p.LevelOf(13), 1) << "a second use";
+  EXPECT_EQ(p.LevelOf(14), 0) << "a deleted tensor's uses are forgotten";
+  EXPECT_EQ(p.remembered(), 0u) << "an entry of the history is used once";
+}
+
+TEST(SlruPolicy, HistoryIsBounded) {
+  SlruPolicy p;
+  for (Handle h = 6000; h < 6012; ++h) p.Insert(h, Block(h));  // room in each level
+  for (Handle h = 1; h <= 5000; ++h) {
+    p.Insert(h, Block(h));
+    p.Access(h);
+    p.Remove(h, RemovalReason::kEvicted);
+  }
+  EXPECT_LE(p.remembered(), 1024u) << "at most max(1024, 4 x tracked) ids";
+  p.Insert(9001, Block(1));
+  EXPECT_EQ(p.LevelOf(9001), 0) << "the oldest were forgotten";
+  p.Insert(9002, Block(5000));
+  EXPECT_EQ(p.LevelOf(9002), 2) << "the newest is remembered: its third use";
+}
+
+TEST(SlruPolicy, AChainThatLostItsTailIsNotTakenWhole) {
+  for (absl::string_view name : {"lru+chain", "slru+chain"}) {
+    auto p = *MakeEvictionPolicy(name);
+    // 1 <- 2 <- 3 with 1 and 2 read twice since; then an unrelated 9, newer than all.
+    p->Insert(1, Block(1));
+    p->Insert(2, Block(2, 1));
+    p->Insert(3, Block(3, 2, /*bytes=*/10));  // large enough for 1 and 2 to stay up in SLRU
+    for (Handle h : {1, 2, 1, 2}) p->Access(h);
+    p->Insert(9, Block(9, 0, /*bytes=*/10));
+    ASSERT_EQ(Order(*p, 1), (std::vector<Handle>{3})) << name;
+    p->Remove(3, RemovalReason::kEvicted);
+    const Handle next = Order(*p, 1).at(0);
+    // LRU goes on with the chain; SLRU keeps the blocks that were read twice above 9.
+    EXPECT_EQ(next, name == "lru+chain" ? 2u : 9u) << name;
+  }
+}
+
 TEST(ChainAware, TakesAChainFromItsTail) {
-  for (absl::string_view name : {"lru+chain", "s3fifo+chain"}) {
+  for (absl::string_view name : {"lru+chain", "s3fifo+chain", "slru+chain"}) {
     auto p = *MakeEvictionPolicy(name);
     // 1 <- 2 <- 3 <- 4, inserted (and so ordered) head first: LRU would take 1 first.
     p->Insert(1, Block(1));
@@ -298,6 +382,22 @@ TEST(Lifetime, S3FifoOffersANeverReusedClassFirst) {
   EXPECT_EQ(p.QueueOf(1), 0);
   EXPECT_EQ(p.QueueOf(2), 2) << "the low-reuse queue";
   EXPECT_EQ(Order(p), (std::vector<Handle>{2, 1})) << "although it is the newer";
+}
+
+TEST(Lifetime, SlruOffersANeverReusedClassFirst) {
+  SlruPolicy p(false, PolicyOptions{.min_class_samples = 8});
+  Handle h = 1;
+  for (int i = 0; i < 16; ++i, ++h) {
+    p.Insert(h, Block(h, 0, 1, 0));
+    if (i % 2 == 0) p.Access(h);
+    p.Insert(1000 + h, Block(1000 + h, 0, 1, 1));
+  }
+  for (Handle x = 1; x < h; ++x) p.Remove(x, RemovalReason::kDeleted);
+  for (Handle x = 1; x < h; ++x) p.Remove(1000 + x, RemovalReason::kDeleted);
+  p.Insert(2, Block(2, 0, 1, 1));
+  p.Insert(1, Block(1, 0, 1, 0));
+  p.Insert(3, Block(3, 0, 1, 1));
+  EXPECT_EQ(Order(p), (std::vector<Handle>{3, 2, 1})) << "the low-reuse class first";
 }
 
 }  // namespace

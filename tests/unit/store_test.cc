@@ -329,7 +329,7 @@ TEST_F(StoreTest, ThePolicyHearsPinsAndWhyEachCopyLeft) {
 }
 
 TEST_F(StoreTest, AChainAwarePolicyEvictsAKvChainFromItsTail) {
-  for (const char* name : {"lru+chain", "s3fifo+chain"}) {
+  for (const char* name : {"lru+chain", "s3fifo+chain", "slru+chain"}) {
     StoreOptions options;
     options.clock = &clock_;
     options.eviction = name;

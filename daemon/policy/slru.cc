@@ -1,0 +1,88 @@
+// SlruPolicy: segmented LRU whose entry level comes from a history of evicted ids' use counts
+// (eviction.h says why). Ordering only; tracking, pins and chains are TrackedPolicy's.
+#include <algorithm>
+
+#include "daemon/policy/eviction.h"
+
+namespace tensord::policy {
+namespace {
+
+constexpr size_t kMinHistory = 1024;
+constexpr uint8_t kMaxUses = 255;
+
+}  // namespace
+
+void SlruPolicy::Place(Handle h, Entry& e, int level, bool victim_end) {
+  auto& list = levels_[level];
+  e.pos = victim_end ? list.insert(list.end(), h) : list.insert(list.begin(), h);
+  e.queue = static_cast<uint8_t>(level);
+  level_bytes_[level] += e.f.bytes;
+}
+
+void SlruPolicy::Move(Entry& e, int level) {
+  level_bytes_[e.queue] -= e.f.bytes;
+  levels_[level].splice(levels_[level].begin(), levels_[e.queue], e.pos);
+  e.queue = static_cast<uint8_t>(level);
+  level_bytes_[level] += e.f.bytes;
+}
+
+void SlruPolicy::Rebalance() {
+  const uint64_t share = tracked_bytes() / kLevels;
+  for (int l = kLevels - 1; l > 0; --l) {
+    auto& list = levels_[l];
+    while (level_bytes_[l] > share && !list.empty()) Move(EntryOf(list.back()), l - 1);
+  }
+}
+
+void SlruPolicy::OnInsert(Handle h, Entry& e) {
+  uint32_t past = 0;
+  if (auto it = e.f.id != 0 ? history_.find(e.f.id) : history_.end(); it != history_.end()) {
+    past = it->second.first;
+    history_.erase(it);  // its FIFO entry is stale now
+  }
+  e.freq = static_cast<uint8_t>(std::min<uint32_t>(kMaxUses, past + 1));
+  if (LowReuse(e.f.space)) {
+    Place(h, e, 0, /*victim_end=*/true);
+  } else {
+    Place(h, e, std::min<int>(e.freq - 1, kLevels - 1));
+  }
+  Rebalance();
+}
+
+void SlruPolicy::OnAccess(Handle, Entry& e) {
+  if (e.freq < kMaxUses) ++e.freq;
+  Move(e, std::min<int>(e.queue + 1, kLevels - 1));
+  Rebalance();
+}
+
+void SlruPolicy::OnRemove(Handle, Entry& e, RemovalReason why) {
+  levels_[e.queue].erase(e.pos);
+  level_bytes_[e.queue] -= e.f.bytes;
+  // A deleted tensor is gone; a demoted or evicted one may come back, with its uses.
+  if (why != RemovalReason::kDeleted && e.f.id != 0) Remember(e.f.id, e.freq);
+}
+
+void SlruPolicy::Remember(uint64_t id, uint32_t uses) {
+  const uint64_t n = history_next_++;
+  history_[id] = {uses, n};
+  history_fifo_.emplace_back(id, n);
+  const size_t cap =
+      std::max(kMinHistory, static_cast<size_t>(options().history_factor * double(size())));
+  while (history_fifo_.size() > cap) {
+    const auto [old, num] = history_fifo_.front();
+    history_fifo_.pop_front();
+    if (auto it = history_.find(old); it != history_.end() && it->second.second == num) {
+      history_.erase(it);
+    }
+  }
+}
+
+void SlruPolicy::Scan(absl::FunctionRef<bool(Handle)> offer) {
+  for (const auto& list : levels_) {
+    for (auto it = list.rbegin(); it != list.rend(); ++it) {  // least recent first
+      if (!offer(*it)) return;
+    }
+  }
+}
+
+}  // namespace tensord::policy
