@@ -276,15 +276,19 @@ class SlruPolicy final : public TrackedPolicy {
   void OnAccess(Handle h, Entry& e) override;
   void OnRemove(Handle h, Entry& e, RemovalReason why) override;
   void Scan(absl::FunctionRef<bool(Handle)> offer) override;
-  // A chain that lost its tail is not taken whole: its other blocks keep their own levels
-  // (trace_bench: taking it whole costs SLRU a third of its gain over LRU at 10%).
+  // A block taken on its own (no cached children: typically a chain's tail) does not make
+  // the next call go on with its parent: the parent keeps its own level. A chain being
+  // drained from a candidate's subtree still goes on up (the base's rule). trace_bench: not
+  // going on after a lone tail is +6% prefix hits at 10%; not going on at all is -4%.
   bool ContinuesChain(const Entry&) const override { return false; }
 
   // Puts `e` at level `level`, most recent (or least, `victim_end`) first.
   void Place(Handle h, Entry& e, int level, bool victim_end = false);
+  // The level `e` goes to when it wants `wanted` (capped; 0 for a copy over a level's share).
+  int LevelFor(const Entry& e, int wanted) const;
   // Moves `e` to the most recent end of `level` (no allocation: a splice).
   void Move(Entry& e, int level);
-  // Moves the least recent copies of over-full levels one level down.
+  // Moves the least recent copies of over-full levels one level down (a few per call).
   void Rebalance();
   void Remember(uint64_t id, uint32_t uses);
 

@@ -9,6 +9,10 @@ namespace {
 
 constexpr size_t kMinHistory = 1024;
 constexpr uint8_t kMaxUses = 255;
+// Work per call, so that no single call stalls the store's lock after a mass eviction or
+// delete: levels and the history converge over the following calls instead.
+constexpr int kRebalanceSteps = 8;
+constexpr int kForgetSteps = 4;
 
 }  // namespace
 
@@ -28,10 +32,19 @@ void SlruPolicy::Move(Entry& e, int level) {
 
 void SlruPolicy::Rebalance() {
   const uint64_t share = tracked_bytes() / kLevels;
+  int steps = kRebalanceSteps;
   for (int l = kLevels - 1; l > 0; --l) {
     auto& list = levels_[l];
-    while (level_bytes_[l] > share && !list.empty()) Move(EntryOf(list.back()), l - 1);
+    while (level_bytes_[l] > share && !list.empty() && steps-- > 0) {
+      Move(EntryOf(list.back()), l - 1);
+    }
   }
+}
+
+int SlruPolicy::LevelFor(const Entry& e, int wanted) const {
+  // A copy larger than a level's share would push the whole level down: it stays at the
+  // bottom, where its size alone makes it an early victim anyway.
+  return e.f.bytes * kLevels > tracked_bytes() ? 0 : std::min(wanted, kLevels - 1);
 }
 
 void SlruPolicy::OnInsert(Handle h, Entry& e) {
@@ -44,14 +57,14 @@ void SlruPolicy::OnInsert(Handle h, Entry& e) {
   if (LowReuse(e.f.space)) {
     Place(h, e, 0, /*victim_end=*/true);
   } else {
-    Place(h, e, std::min<int>(e.freq - 1, kLevels - 1));
+    Place(h, e, LevelFor(e, e.freq - 1));
   }
   Rebalance();
 }
 
 void SlruPolicy::OnAccess(Handle, Entry& e) {
   if (e.freq < kMaxUses) ++e.freq;
-  Move(e, std::min<int>(e.queue + 1, kLevels - 1));
+  Move(e, LevelFor(e, e.queue + 1));
   Rebalance();
 }
 
@@ -68,7 +81,7 @@ void SlruPolicy::Remember(uint64_t id, uint32_t uses) {
   history_fifo_.emplace_back(id, n);
   const size_t cap =
       std::max(kMinHistory, static_cast<size_t>(options().history_factor * double(size())));
-  while (history_fifo_.size() > cap) {
+  for (int steps = kForgetSteps; history_fifo_.size() > cap && steps > 0; --steps) {
     const auto [old, num] = history_fifo_.front();
     history_fifo_.pop_front();
     if (auto it = history_.find(old); it != history_.end() && it->second.second == num) {

@@ -266,9 +266,18 @@ TEST(SlruPolicy, AChainThatLostItsTailIsNotTakenWhole) {
     p->Insert(3, Block(3, 2, /*bytes=*/10));  // large enough for 1 and 2 to stay up in SLRU
     for (Handle h : {1, 2, 1, 2}) p->Access(h);
     p->Insert(9, Block(9, 0, /*bytes=*/10));
-    ASSERT_EQ(Order(*p, 1), (std::vector<Handle>{3})) << name;
-    p->Remove(3, RemovalReason::kEvicted);
-    const Handle next = Order(*p, 1).at(0);
+    // Take one victim per call, as the store does when one tensor's room is enough.
+    auto take_one = [&] {
+      Handle got = 0;
+      p->Victims({}, [&](Handle h) {
+        got = h;
+        return Verdict::kLast;
+      });
+      if (got != 0) p->Remove(got, RemovalReason::kEvicted);
+      return got;
+    };
+    ASSERT_EQ(take_one(), 3u) << name;
+    const Handle next = take_one();
     // LRU goes on with the chain; SLRU keeps the blocks that were read twice above 9.
     EXPECT_EQ(next, name == "lru+chain" ? 2u : 9u) << name;
   }
@@ -398,6 +407,18 @@ TEST(Lifetime, SlruOffersANeverReusedClassFirst) {
   p.Insert(1, Block(1, 0, 1, 0));
   p.Insert(3, Block(3, 0, 1, 1));
   EXPECT_EQ(Order(p), (std::vector<Handle>{3, 2, 1})) << "the low-reuse class first";
+}
+
+TEST(SlruPolicy, ACopyLargerThanALevelsShareStaysAtTheBottom) {
+  SlruPolicy p;
+  for (Handle h = 1; h <= 6; ++h) p.Insert(h, Block(h, 0, 10));
+  for (Handle h : {1, 2}) p.Access(h);
+  p.Insert(7, Block(7, 0, 100));  // over a third of the 160 tracked bytes
+  p.Access(7);
+  p.Access(7);
+  EXPECT_EQ(p.LevelOf(7), 0);
+  EXPECT_EQ(p.LevelOf(1), 1) << "its uses did not push the level down";
+  EXPECT_EQ(p.LevelOf(2), 1);
 }
 
 }  // namespace
