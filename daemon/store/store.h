@@ -641,7 +641,7 @@ class Store {
   absl::flat_hash_set<std::string> lost_ ABSL_GUARDED_BY(mu_);
   bool lookahead_pumping_ ABSL_GUARDED_BY(mu_) = false;  // a thread runs PumpLookAhead
   bool lookahead_again_ ABSL_GUARDED_BY(mu_) = false;    // ... and must look once more
-  bool lookahead_moving_ ABSL_GUARDED_BY(mu_) = false;   // a promotion batch is in flight
+  int lookahead_moving_ ABSL_GUARDED_BY(mu_) = 0;        // promotion batches in flight
 };
 
 }  // namespace tensord::store
