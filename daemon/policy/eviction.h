@@ -46,11 +46,14 @@ const char* RemovalReasonName(RemovalReason r);
 // What a tracked copy is to the policy: the pool it lives in, the bytes it holds there, and
 // who it is: `id` names the tensor (a hash of namespace and key, stable across its copies and
 // its trips between tiers; 0: anonymous), `parent` the tensor it continues (0: none).
+// `moved`: the copy came by a move between tiers (a promotion, a demotion), not a write: its
+// arrival is not a use (the Get that asked for a promotion records its own).
 struct Footprint {
   uint32_t space = 0;
   uint64_t bytes = 0;
   uint64_t id = 0;
   uint64_t parent = 0;
+  bool moved = false;
 };
 
 // A request for room: victims from these pools (empty: any) until `bytes` have been taken.

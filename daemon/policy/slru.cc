@@ -53,7 +53,8 @@ void SlruPolicy::OnInsert(Handle h, Entry& e) {
     past = it->second.first;
     history_.erase(it);  // its FIFO entry is stale now
   }
-  e.freq = static_cast<uint8_t>(std::min<uint32_t>(kMaxUses, past + 1));
+  // A write is a use; a copy that came by a move brings only its past ones (at least one).
+  e.freq = static_cast<uint8_t>(std::clamp<uint32_t>(past + (e.f.moved ? 0 : 1), 1, kMaxUses));
   if (LowReuse(e.f.space)) {
     Place(h, e, 0, /*victim_end=*/true);
   } else {

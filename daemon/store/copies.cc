@@ -144,16 +144,16 @@ void Store::AddCopy(Object* o, TierId t, const tiers::Range& range, codec::Codec
     o->has_checksum = false;
   }
   if (o->sealed && !o->retired) {
-    TrackCopy(o, t);
+    TrackCopy(o, t, /*moved=*/true);
     if (t == TierId::kHost || t == TierId::kSsd) Persist(o);
   }
 }
 
-void Store::TrackCopy(Object* o, TierId t) {
+void Store::TrackCopy(Object* o, TierId t, bool moved) {
   policy::EvictionPolicy* p = PolicyOf(t);
   if (p == nullptr) return;
   const Copy& c = o->copy(t);
-  p->Insert(HandleOf(o), FootprintOf(*o, c.range));
+  p->Insert(HandleOf(o), FootprintOf(*o, c.range, moved));
   if (c.held()) p->Pin(HandleOf(o));        // a lease or a reader
   if (Guarded(*o, t)) p->Pin(HandleOf(o));  // a hint's guard: a pin of its own
 }

@@ -400,8 +400,8 @@ class Store {
   policy::EvictionPolicy* PolicyOf(TierId t) const { return policies_[tiers::Index(t)].get(); }
   static policy::Handle HandleOf(Object* o) { return reinterpret_cast<policy::Handle>(o); }
   static Object* ObjectOf(policy::Handle h) { return reinterpret_cast<Object*>(h); }
-  static policy::Footprint FootprintOf(const Object& o, const tiers::Range& r) {
-    return {r.space, r.reserved, o.id, o.parent_id};
+  static policy::Footprint FootprintOf(const Object& o, const tiers::Range& r, bool moved) {
+    return {r.space, r.reserved, o.id, o.parent_id, moved};
   }
   absl::Time Clamp(absl::Time deadline) const;
 
@@ -434,7 +434,8 @@ class Store {
   // Tells t's policy when the copy's held state (leases or readers) changed from `was_held`.
   void SyncPin(Object* o, TierId t, bool was_held) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts t's policy tracking o's copy there, with its pins (held; guarded by a hint).
-  void TrackCopy(Object* o, TierId t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `moved`: the copy came by a move, not a write (policy::Footprint::moved).
+  void TrackCopy(Object* o, TierId t, bool moved = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static uint8_t TierBit(TierId t) { return uint8_t(1u << tiers::Index(t)); }
   static bool Guarded(const Object& o, TierId t) { return (o.guarded & TierBit(t)) != 0; }
   // A move into t finished: the copy is now `range` (encoded by `codec`, with this error).

@@ -242,6 +242,26 @@ TEST(SlruPolicy, ACopyComesBackAtTheLevelItsPastUsesEarned) {
   EXPECT_EQ(p.remembered(), 0u) << "an entry of the history is used once";
 }
 
+TEST(SlruPolicy, ACopyThatCameByAMoveBringsItsPastUsesButIsNoUseItself) {
+  SlruPolicy p;
+  for (Handle h = 50; h < 62; ++h) p.Insert(h, Block(h));  // room for 4 in each level
+  p.Insert(1, Block(1));
+  p.Access(1);  // written and read: two uses
+  p.Insert(2, Block(2));
+  p.Remove(1, RemovalReason::kDemoted);
+  p.Remove(2, RemovalReason::kDemoted);
+  Footprint up1 = Block(1), up2 = Block(2), fresh = Block(3);
+  up1.moved = up2.moved = fresh.moved = true;
+  p.Insert(11, up1);  // promoted back for a Get, which records its own use next
+  p.Insert(12, up2);
+  p.Insert(13, fresh);
+  EXPECT_EQ(p.LevelOf(11), 1) << "its two past uses";
+  EXPECT_EQ(p.LevelOf(12), 0) << "written, never read: one use";
+  EXPECT_EQ(p.LevelOf(13), 0) << "no history: the bottom";
+  p.Access(12);
+  EXPECT_EQ(p.LevelOf(12), 1) << "the Get's read";
+}
+
 TEST(SlruPolicy, HistoryIsBounded) {
   SlruPolicy p;
   for (Handle h = 6000; h < 6012; ++h) p.Insert(h, Block(h));  // room in each level
