@@ -20,6 +20,8 @@ PACKAGES=(
   nlohmann-json3-dev                 # the trace benchmark reads JSON-lines traces
   # Python binding and its tests (client/python): the system Python's packages.
   python3-dev pybind11-dev libdlpack-dev python3-numpy python3-torch python3-pytest
+  libopenblas0-pthread               # torch's BLAS: Debian's default is the reference BLAS,
+                                     # 10-20x slower on the model's matmuls
   python3-matplotlib                 # the model benchmark's plot (tests/bench/qwen3vl_bench.py)
   fio                                # the SSD benchmark's reference
   prometheus-cpp-dev                 # the /metrics endpoint

@@ -13,6 +13,7 @@ logits' relative RMSE. The variant "none" stores raw copies: its outputs must be
 
 import argparse
 import dataclasses
+import glob
 import json
 import os
 import shutil
@@ -23,10 +24,13 @@ import tempfile
 import time
 
 import torch
+import torch.nn.functional as F
 
 import tensord
-from tensord.qwen3vl import PRESETS, Qwen3VL
+from tensord.qwen3vl import PRESETS, Qwen3VL, _rope_tables
 from tensord.torch import create_optimized_model
+
+CORPUS = "/usr/share/common-licenses"  # Debian's base-files: always there, plain English text
 
 VARIANTS = [
     ("none", {}),
@@ -64,16 +68,71 @@ def start_daemon(binary, work):
     return sock, stop
 
 
+def text_corpus(path=CORPUS):
+    """Returns the bytes of the text files under `path` as tokens (one byte, one token)."""
+    data = b"".join(open(f, "rb").read() for f in sorted(glob.glob(os.path.join(path, "*")))
+                    if os.path.isfile(f))
+    return torch.tensor(list(data), dtype=torch.long)
+
+
+def train_on_text(model, data, steps, seq=192, batch=4, lr=3e-3, seed=0, log=None):
+    """Trains the model's decoder (float32) to predict the next byte of `data`, so that its
+    next-token distributions are a trained model's, not the near-flat ones of random weights.
+    Returns the last steps' mean loss (nats per byte)."""
+    lm, c = model.model.language_model, model.config
+    head = lm.embed_tokens.weight if c.text.tie_word_embeddings else model.lm_head.weight
+    params = [p for p in lm.parameters()] + ([] if c.text.tie_word_embeddings
+                                             else [model.lm_head.weight])
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    g = torch.Generator().manual_seed(seed)
+    rope = _rope_tables(0, seq, c.text, torch.float32)
+    recent = []
+    for step in range(steps):
+        loss = 0.0
+        for _ in range(batch):
+            i = int(torch.randint(0, len(data) - seq - 1, (1,), generator=g))
+            ids = data[i:i + seq + 1]
+            x = F.embedding(ids[:-1], lm.embed_tokens.weight)
+            for layer in lm.layers:
+                x, _ = layer(x, 0, None, rope)
+            loss = loss + F.cross_entropy(F.linear(lm.norm(x), head), ids[1:])
+        opt.zero_grad()
+        (loss / batch).backward()
+        opt.step()
+        sched.step()
+        recent = (recent + [float(loss) / batch])[-20:]
+        if log and step % 100 == 0:
+            log(f"step {step}: loss {sum(recent) / len(recent):.3f} nats/byte")
+    return sum(recent) / len(recent)
+
+
 def measure(binary, work, preset="tiny", dtype="bfloat16", prompts=8, prefix_blocks=2,
-            block_size=64, suffix=64, positions=32, seed=0, variants=VARIANTS):
+            block_size=64, suffix=64, positions=32, seed=0, variants=VARIANTS, train_steps=0,
+            log=None):
     """Returns one dict per variant: top-1 agreement, logits' relative RMSE (mean, max), the
-    codec the daemon chose for the blocks and their measured KV error, blocks reused."""
+    codec the daemon chose for the blocks and their measured KV error, blocks reused.
+    train_steps > 0: the model is first trained on text (train_on_text) and the prompts are
+    held-out text; 0: random weights and random prompts."""
     config = dataclasses.replace(PRESETS[preset], dtype=dtype)
     model = Qwen3VL(config, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     vocab = config.text.vocab_size - 2  # below the image token
     prefix_len = prefix_blocks * block_size
-    reqs = [torch.randint(0, vocab, (prefix_len + suffix,), generator=gen) for _ in range(prompts)]
+    if train_steps:
+        data = text_corpus()
+        held_out = len(data) * 9 // 10  # prompts come from the last tenth, never trained on
+        trained = Qwen3VL(dataclasses.replace(config, dtype="float32"), seed=seed)
+        train_on_text(trained, data[:held_out], train_steps, seq=prefix_len + suffix, seed=seed,
+                      log=log)
+        with torch.no_grad():
+            for p, q in zip(model.parameters(), trained.parameters()):
+                p.copy_(q)
+        starts = torch.randint(held_out, len(data) - prefix_len - suffix, (prompts,), generator=gen)
+        reqs = [data[int(s):int(s) + prefix_len + suffix] for s in starts]
+    else:
+        reqs = [torch.randint(0, vocab, (prefix_len + suffix,), generator=gen)
+                for _ in range(prompts)]
     with torch.no_grad():
         refs = [model(ids, logits_to_keep=positions).logits for ids in reqs]
     rows = []
@@ -125,6 +184,8 @@ def main():
     ap.add_argument("--prefix-blocks", type=int, default=2)
     ap.add_argument("--block-size", type=int, default=0, help="default: the prefill chunk")
     ap.add_argument("--positions", type=int, default=32)
+    ap.add_argument("--train-steps", type=int, default=0,
+                    help="first train the model on text for N steps (0: random weights)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     if args.layers:
@@ -132,8 +193,11 @@ def main():
         PRESETS[args.preset] = dataclasses.replace(PRESETS[args.preset], text=text)
     block = args.block_size or PRESETS[args.preset].prefill_chunk
     rows = measure(args.tensord, args.dir, args.preset, args.dtype, args.prompts,
-                   args.prefix_blocks, block, max(args.positions, block), args.positions)
-    print(f"preset {args.preset} ({args.dtype} KV), {args.prompts} prompts of "
+                   args.prefix_blocks, block, max(args.positions, block), args.positions,
+                   train_steps=args.train_steps, log=lambda m: print(m, file=sys.stderr))
+    weights = (f"trained {args.train_steps} steps on {CORPUS}, held-out text prompts"
+               if args.train_steps else "random weights, random prompts")
+    print(f"preset {args.preset}, {weights} ({args.dtype} KV), {args.prompts} prompts of "
           f"{args.prefix_blocks} reused blocks of {block} tokens; next-token logits of the last "
           f"{args.positions} positions against the plain model\n")
     print("| KV swap copies | codec chosen | KV rel. RMSE (max) | top-1 agreement | "
