@@ -69,10 +69,25 @@ def start_daemon(binary, work):
 
 
 def text_corpus(path=CORPUS):
-    """Returns the bytes of the text files under `path` as tokens (one byte, one token)."""
-    data = b"".join(open(f, "rb").read() for f in sorted(glob.glob(os.path.join(path, "*")))
-                    if os.path.isfile(f))
+    """Returns the bytes of the text files under `path` as tokens (one byte, one token); links
+    (GPL -> GPL-3 ...) are skipped so that no text is there twice."""
+    data = b""
+    for f in sorted(glob.glob(os.path.join(path, "*"))):
+        if os.path.isfile(f) and not os.path.islink(f):
+            with open(f, "rb") as fh:
+                data += fh.read()
     return torch.tensor(list(data), dtype=torch.long)
+
+
+def blas_is_fast(limit_s=0.05):
+    """Whether torch's matmuls run on an optimized BLAS: the reference BLAS (Debian's default
+    without libopenblas0-pthread) takes ~10x longer and makes training minutes into an hour."""
+    a, b = torch.randn(192, 256), torch.randn(256, 4096)
+    torch.matmul(a, b)
+    start = time.monotonic()
+    for _ in range(4):
+        torch.matmul(a, b)
+    return (time.monotonic() - start) / 4 < limit_s
 
 
 def train_on_text(model, data, steps, seq=192, batch=4, lr=3e-3, seed=0, log=None):
@@ -125,9 +140,7 @@ def measure(binary, work, preset="tiny", dtype="bfloat16", prompts=8, prefix_blo
         trained = Qwen3VL(dataclasses.replace(config, dtype="float32"), seed=seed)
         train_on_text(trained, data[:held_out], train_steps, seq=prefix_len + suffix, seed=seed,
                       log=log)
-        with torch.no_grad():
-            for p, q in zip(model.parameters(), trained.parameters()):
-                p.copy_(q)
+        model.load_state_dict(trained.state_dict())  # names checked; cast to the model's dtype
         starts = torch.randint(held_out, len(data) - prefix_len - suffix, (prompts,), generator=gen)
         reqs = [data[int(s):int(s) + prefix_len + suffix] for s in starts]
     else:

@@ -395,9 +395,9 @@ TEST(Lifetime, ReuseAndIdleTimePerClass) {
   EXPECT_EQ(l[1].reused, 0u);
 }
 
-TEST(Lifetime, S3FifoOffersANeverReusedClassFirst) {
-  S3FifoPolicy p(false, PolicyOptions{.min_class_samples = 8});
-  // Class 0 is reused half the time, class 1 (say, partial last blocks) never.
+// Teaches `p` two pool classes: class 0 reused half the time, class 1 (say, partial last
+// blocks) never; then forgets their copies (deleted), keeping the statistics.
+void TeachAReusedAndANeverReusedClass(EvictionPolicy& p) {
   Handle h = 1;
   for (int i = 0; i < 16; ++i, ++h) {
     p.Insert(h, Block(h, 0, 1, 0));
@@ -406,6 +406,11 @@ TEST(Lifetime, S3FifoOffersANeverReusedClassFirst) {
   }
   for (Handle x = 1; x < h; ++x) p.Remove(x, RemovalReason::kDeleted);
   for (Handle x = 1; x < h; ++x) p.Remove(1000 + x, RemovalReason::kDeleted);
+}
+
+TEST(Lifetime, S3FifoOffersANeverReusedClassFirst) {
+  S3FifoPolicy p(false, PolicyOptions{.min_class_samples = 8});
+  TeachAReusedAndANeverReusedClass(p);
   p.Insert(1, Block(1, 0, 1, 0));
   p.Insert(2, Block(2, 0, 1, 1));
   EXPECT_EQ(p.QueueOf(1), 0);
@@ -415,17 +420,11 @@ TEST(Lifetime, S3FifoOffersANeverReusedClassFirst) {
 
 TEST(Lifetime, SlruOffersANeverReusedClassFirst) {
   SlruPolicy p(false, PolicyOptions{.min_class_samples = 8});
-  Handle h = 1;
-  for (int i = 0; i < 16; ++i, ++h) {
-    p.Insert(h, Block(h, 0, 1, 0));
-    if (i % 2 == 0) p.Access(h);
-    p.Insert(1000 + h, Block(1000 + h, 0, 1, 1));
-  }
-  for (Handle x = 1; x < h; ++x) p.Remove(x, RemovalReason::kDeleted);
-  for (Handle x = 1; x < h; ++x) p.Remove(1000 + x, RemovalReason::kDeleted);
+  TeachAReusedAndANeverReusedClass(p);
   p.Insert(2, Block(2, 0, 1, 1));
   p.Insert(1, Block(1, 0, 1, 0));
   p.Insert(3, Block(3, 0, 1, 1));
+  // At the victim end of the bottom level: the newest of them first (S3-FIFO: the oldest).
   EXPECT_EQ(Order(p), (std::vector<Handle>{3, 2, 1})) << "the low-reuse class first";
 }
 
