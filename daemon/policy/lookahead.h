@@ -29,9 +29,10 @@ struct Hinted {
   uint8_t tier = 0;  // where it is wanted (a store tier index)
   int device = -1;
   absl::Time expiry;
-  bool in_window = false;                                 // guarded against eviction on `tier`
-  bool issued = false;                                    // a move up was started for it
-  bool arrived = false;                                   // ... and finished
+  bool in_window = false;  // guarded against eviction on `tier`
+  bool issued = false;     // a move up was started for it
+  bool arrived = false;    // ... and finished
+  uint64_t issue = 0;      // which move: a batch's report applies only to the move it started
   std::multimap<absl::Time, Handle>::iterator expiry_at;  // its place in the expiry index
 };
 

@@ -15,9 +15,11 @@ namespace tensord::store {
 namespace {
 
 constexpr size_t kHintBatch = 32;  // keys per promotion batch
-// Promotion batches in flight: up to 3, and always one executor thread fewer than there are,
-// so that a demand move (a Get's lift) never queues behind promotions alone. trace_bench at
-// 5%: one batch at a time left 6-10% of prefetches late, three 2-5%.
+// Promotion batches in flight: up to 3, and one executor thread fewer than there are (at least
+// one), so that promotions alone never take every thread from a Get's lift; other queued work
+// (creates waiting for room, evictions, publishes) shares the same FIFO executor. trace_bench
+// at 5%: one batch at a time left 6-10% of prefetches late, three (with "late" counted per key,
+// not per batch) 2-5%, and the store's Get latency p50 / p99 stayed 0.5 / 21-23 ms.
 constexpr int kMaxHintBatchesInFlight = 3;
 constexpr size_t kHintKeysPerLock = 1024;  // keys a Hint queues per hold of the lock
 constexpr absl::Duration kMaxHintTtl = absl::Hours(1);
@@ -163,6 +165,7 @@ void Store::PumpLookAhead() {
   while (true) {
     std::string ns;
     std::vector<std::string> keys;
+    std::vector<uint64_t> issues;  // each key's move number
     WantTier want = WantTier::kHost;
     int device = -1;
     {
@@ -199,8 +202,12 @@ void Store::PumpLookAhead() {
           for (policy::Hinted* e : moves) {
             Object* o = ObjectOf(e->h);
             const TierId t = TierOfIndex(e->tier);
-            if (o->copy(t).present) continue;
+            // Here already, or on its way (a late read's move, still running): nothing to start.
+            if (o->copy(t).present || o->copy(t).in_flight) continue;
             e->issued = true;
+            e->arrived = false;
+            e->issue = ++lookahead_issues_;
+            issues.push_back(e->issue);
             ns = o->ns;
             want = t == TierId::kGpu ? WantTier::kGpu : WantTier::kHost;
             device = e->device;
@@ -219,31 +226,33 @@ void Store::PumpLookAhead() {
     }
     if (keys.empty()) continue;
     std::vector<std::string> sent = keys;
-    PrefetchAsync(
-        ns, std::move(keys), want, absl::Now() + kPromotionDeadline, device,
-        [this, ns, sent = std::move(sent)](absl::StatusOr<std::vector<PrefetchOutcome>> r) {
-          {
-            absl::MutexLock lock(&mu_);
-            --lookahead_moving_;
-            for (size_t i = 0; i < sent.size(); ++i) {
-              const bool ok = r.ok() && (*r)[i].status.ok();
-              Object* o = table_.Find(ns, sent[i]);
-              if (o == nullptr) continue;
-              if (ok && (*r)[i].moved) counters_.lookahead_bytes += o->nbytes;
-              policy::Hinted* e = lookahead_.Find(HandleOf(o));
-              if (e == nullptr || !e->issued) continue;  // read already (late), or gone
-              if (ok) {
-                e->arrived = true;
-              } else {
-                ++counters_.lookahead_failed;  // not used, not wasted: failed
-                const TierId t = TierOfIndex(e->tier);
-                lookahead_.Take(HandleOf(o));
-                Unguard(o, t);
-              }
-            }
-          }
-          PumpLookAhead();  // the next batch
-        });
+    PrefetchAsync(ns, std::move(keys), want, absl::Now() + kPromotionDeadline, device,
+                  [this, ns, sent = std::move(sent),
+                   issues = std::move(issues)](absl::StatusOr<std::vector<PrefetchOutcome>> r) {
+                    {
+                      absl::MutexLock lock(&mu_);
+                      --lookahead_moving_;
+                      for (size_t i = 0; i < sent.size(); ++i) {
+                        const bool ok = r.ok() && (*r)[i].status.ok();
+                        Object* o = table_.Find(ns, sent[i]);
+                        if (o == nullptr) continue;
+                        if (ok && (*r)[i].moved) counters_.lookahead_bytes += o->nbytes;
+                        policy::Hinted* e = lookahead_.Find(HandleOf(o));
+                        // Read already (late), gone, or moved again since (a later batch reports
+                        // that).
+                        if (e == nullptr || !e->issued || e->issue != issues[i]) continue;
+                        if (ok) {
+                          e->arrived = true;
+                        } else {
+                          ++counters_.lookahead_failed;  // not used, not wasted: failed
+                          const TierId t = TierOfIndex(e->tier);
+                          lookahead_.Take(HandleOf(o));
+                          Unguard(o, t);
+                        }
+                      }
+                    }
+                    PumpLookAhead();  // the next batch
+                  });
   }
 }
 

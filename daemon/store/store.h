@@ -643,6 +643,7 @@ class Store {
   bool lookahead_pumping_ ABSL_GUARDED_BY(mu_) = false;  // a thread runs PumpLookAhead
   bool lookahead_again_ ABSL_GUARDED_BY(mu_) = false;    // ... and must look once more
   int lookahead_moving_ ABSL_GUARDED_BY(mu_) = 0;        // promotion batches in flight
+  uint64_t lookahead_issues_ ABSL_GUARDED_BY(mu_) = 0;   // moves started, numbering each
 };
 
 }  // namespace tensord::store
