@@ -291,8 +291,7 @@ void S3FifoPolicy::Enqueue(Handle h, Entry& e, Queue q) {
 
 void S3FifoPolicy::OnInsert(Handle h, Entry& e) {
   e.freq = 0;
-  if (auto g = e.f.id != 0 ? ghost_.find(e.f.id) : ghost_.end(); g != ghost_.end()) {
-    ghost_.erase(g);  // seen again soon after it left probation: it earned main
+  if (ghost_.Take(e.f.id)) {  // seen again soon after it left probation: it earned main
     Enqueue(h, e, kMain);
     return;
   }
@@ -310,16 +309,8 @@ void S3FifoPolicy::OnRemove(Handle, Entry& e, RemovalReason why) {
 }
 
 void S3FifoPolicy::Remember(uint64_t id) {
-  const uint64_t n = ghost_next_++;
-  ghost_[id] = n;
-  ghost_fifo_.emplace_back(id, n);
-  const size_t cap =
-      std::max(kMinGhosts, static_cast<size_t>(options().ghost_factor * double(size())));
-  while (ghost_fifo_.size() > cap) {
-    const auto [old, num] = ghost_fifo_.front();
-    ghost_fifo_.pop_front();
-    if (auto g = ghost_.find(old); g != ghost_.end() && g->second == num) ghost_.erase(g);
-  }
+  ghost_.Remember(
+      id, 0, std::max(kMinGhosts, static_cast<size_t>(options().ghost_factor * double(size()))));
 }
 
 bool S3FifoPolicy::ScanProbation(Queue q, absl::FunctionRef<bool(Handle)> offer) {

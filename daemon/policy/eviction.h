@@ -18,6 +18,7 @@
 #include <limits>
 #include <list>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -200,6 +201,40 @@ class TrackedPolicy : public EvictionPolicy {
   Handle resume_ = 0;
 };
 
+// A bounded memory of tensor ids that left a tier, each with a small value (S3-FIFO's ghosts:
+// none; SLRU's history: the use count), forgotten oldest first. A FIFO of (id, number) gives
+// the order; the map keeps each id's latest number, so the FIFO entries an id left behind (it
+// came back, or was remembered again) are stale and skipped when they reach the front.
+class IdHistory {
+ public:
+  // Remembers `value` for `id`, then forgets the oldest while more than `cap` entries are
+  // queued, at most `max_forget` of them.
+  void Remember(uint64_t id, uint32_t value, size_t cap, size_t max_forget = SIZE_MAX) {
+    const uint64_t n = next_++;
+    ids_[id] = {value, n};
+    fifo_.emplace_back(id, n);
+    for (; fifo_.size() > cap && max_forget > 0; --max_forget) {
+      const auto [old, num] = fifo_.front();
+      fifo_.pop_front();
+      if (auto it = ids_.find(old); it != ids_.end() && it->second.second == num) ids_.erase(it);
+    }
+  }
+  // Returns and forgets the value remembered for `id`, if any (id 0: never remembered).
+  std::optional<uint32_t> Take(uint64_t id) {
+    auto it = id != 0 ? ids_.find(id) : ids_.end();
+    if (it == ids_.end()) return std::nullopt;
+    const uint32_t v = it->second.first;
+    ids_.erase(it);  // its FIFO entry is stale now
+    return v;
+  }
+  size_t size() const { return ids_.size(); }
+
+ private:
+  std::deque<std::pair<uint64_t, uint64_t>> fifo_;                    // (id, number), oldest first
+  absl::flat_hash_map<uint64_t, std::pair<uint32_t, uint64_t>> ids_;  // id -> (value, number)
+  uint64_t next_ = 0;
+};
+
 // Least recently used first.
 class LruPolicy final : public TrackedPolicy {
  public:
@@ -245,12 +280,8 @@ class S3FifoPolicy final : public TrackedPolicy {
 
   std::array<std::list<Handle>, 3> queues_;  // oldest first
   std::array<uint64_t, 3> queue_bytes_ = {};
-  // Ghost FIFO of ids evicted from probation, as many as copies are tracked (at least 1024):
-  // `ghost_` maps each remembered id to its latest entry's number in the FIFO (older entries
-  // of an id, left when it was re-inserted or remembered again, are stale and skipped).
-  std::deque<std::pair<uint64_t, uint64_t>> ghost_fifo_;  // (id, number)
-  absl::flat_hash_map<uint64_t, uint64_t> ghost_;
-  uint64_t ghost_next_ = 0;
+  // Ghosts: ids evicted from probation, as many as copies are tracked (at least 1024).
+  IdHistory ghost_;
 };
 
 // Segmented LRU with a use history (daemon/policy/slru.cc). Three LRU levels, each held to a
@@ -297,11 +328,8 @@ class SlruPolicy final : public TrackedPolicy {
 
   std::array<std::list<Handle>, kLevels> levels_;  // most recent first
   std::array<uint64_t, kLevels> level_bytes_ = {};
-  // History of evicted ids: id -> (uses, its number in the FIFO); older FIFO entries of an id
-  // are stale and skipped, as in S3FifoPolicy's ghost.
-  std::deque<std::pair<uint64_t, uint64_t>> history_fifo_;  // (id, number)
-  absl::flat_hash_map<uint64_t, std::pair<uint32_t, uint64_t>> history_;
-  uint64_t history_next_ = 0;
+  // Evicted or demoted ids with their use counts.
+  IdHistory history_;
 };
 
 }  // namespace tensord::policy

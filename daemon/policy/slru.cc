@@ -12,7 +12,7 @@ constexpr uint8_t kMaxUses = 255;
 // Work per call, so that no single call stalls the store's lock after a mass eviction or
 // delete: levels and the history converge over the following calls instead.
 constexpr int kRebalanceSteps = 8;
-constexpr int kForgetSteps = 4;
+constexpr size_t kForgetSteps = 4;
 
 }  // namespace
 
@@ -48,11 +48,7 @@ int SlruPolicy::LevelFor(const Entry& e, int wanted) const {
 }
 
 void SlruPolicy::OnInsert(Handle h, Entry& e) {
-  uint32_t past = 0;
-  if (auto it = e.f.id != 0 ? history_.find(e.f.id) : history_.end(); it != history_.end()) {
-    past = it->second.first;
-    history_.erase(it);  // its FIFO entry is stale now
-  }
+  const uint32_t past = history_.Take(e.f.id).value_or(0);
   // A write is a use; a copy that came by a move brings only its past ones (at least one).
   e.freq = static_cast<uint8_t>(std::clamp<uint32_t>(past + (e.f.moved ? 0 : 1), 1, kMaxUses));
   if (LowReuse(e.f.space)) {
@@ -77,18 +73,10 @@ void SlruPolicy::OnRemove(Handle, Entry& e, RemovalReason why) {
 }
 
 void SlruPolicy::Remember(uint64_t id, uint32_t uses) {
-  const uint64_t n = history_next_++;
-  history_[id] = {uses, n};
-  history_fifo_.emplace_back(id, n);
-  const size_t cap =
-      std::max(kMinHistory, static_cast<size_t>(options().history_factor * double(size())));
-  for (int steps = kForgetSteps; history_fifo_.size() > cap && steps > 0; --steps) {
-    const auto [old, num] = history_fifo_.front();
-    history_fifo_.pop_front();
-    if (auto it = history_.find(old); it != history_.end() && it->second.second == num) {
-      history_.erase(it);
-    }
-  }
+  history_.Remember(
+      id, uses,
+      std::max(kMinHistory, static_cast<size_t>(options().history_factor * double(size()))),
+      kForgetSteps);
 }
 
 void SlruPolicy::Scan(absl::FunctionRef<bool(Handle)> offer) {
