@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
@@ -52,7 +53,12 @@ absl::Status Bad(const toml::node& node, absl::string_view what) {
 }
 
 absl::StatusOr<uint64_t> Bytes(const toml::node& node, absl::string_view key) {
-  if (auto v = node.value<int64_t>(); v && *v >= 0) return static_cast<uint64_t>(*v);
+  if (auto v = node.value_exact<int64_t>(); v && *v >= 0) return static_cast<uint64_t>(*v);
+  // A whole float (1e9) is a size too. toml++'s own float-to-integer cast is undefined past
+  // int64's range (the config fuzzer found it), so the range is checked here first.
+  if (auto d = node.value_exact<double>(); d && *d >= 0 && *d < 0x1p63 && *d == std::floor(*d)) {
+    return static_cast<uint64_t>(*d);
+  }
   if (auto s = node.value<std::string>()) {
     auto b = ParseBytes(*s);
     if (b.ok()) return b;
@@ -75,6 +81,9 @@ absl::Status ParsePool(const toml::table& t, absl::string_view table, PoolClassC
       pool->block_count = static_cast<uint64_t>(*v.value<int64_t>());
     } else if (key == "share" && v.is_number()) {
       pool->share = *v.value<double>();
+      if (!(pool->share > 0 && pool->share <= 1)) {
+        return Bad(v, "share is a fraction of the host tier in (0, 1], e.g. 0.25");
+      }
     } else if (key == "compression" && v.is_string()) {
       pool->compression = *v.value<std::string>();
       if (auto c = codec::ParseCompression(pool->compression); !c.ok()) {

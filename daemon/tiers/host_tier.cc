@@ -34,7 +34,7 @@ absl::StatusOr<uint64_t> BlockCount(const PoolClassConfig& pool, uint64_t capaci
   }
   uint64_t count = pool.block_count;
   if (count == 0) {
-    if (pool.share <= 0.0 || pool.share > 1.0) {
+    if (!(pool.share > 0.0 && pool.share <= 1.0)) {  // NaN too
       return absl::InvalidArgumentError(
           absl::StrCat("pool '", pool.name, "' needs block_count or a share in (0, 1]"));
     }

@@ -179,6 +179,12 @@ codecs = ["int8"]
     EXPECT_TRUE(absl::StrContains(c.status().message(), "line 5")) << c.status();
   }
   EXPECT_FALSE(LoadConfigFile(Write("[policy]\ncompression = \"maybe\"\n")).ok());
+  for (const char* bad : {"nan", "inf", "1.5", "0", "-0.1"}) {
+    auto c = LoadConfigFile(Write(
+        absl::StrCat("[[host.pool]]\nname = \"kv\"\nblock_size = 4096\nshare = ", bad, "\n")));
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_TRUE(absl::StrContains(c.status().message(), "line 4")) << c.status();
+  }
 }
 
 TEST(Config, EverySettingRejectsGarbageWithItsKey) {
@@ -251,6 +257,13 @@ size = "16GiB"
   EXPECT_TRUE(none->ssd.files.empty()) << "no swap file, no SSD tier";
 }
 
+TEST_F(ConfigFile, AWholeFloatIsAByteSize) {
+  auto config = LoadConfigFile(Write("[ssd]\npath = \"/s\"\nsize = 1.048576e6\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->ssd.files.size(), 1u);
+  EXPECT_EQ(config->ssd.files[0].size, 1u << 20);
+}
+
 TEST_F(ConfigFile, RejectsBadSsdSettings) {
   for (const char* bad : {
            "[ssd]\npath = \"/s\"\nsize = \"1000\"\n",             // not a 4 KiB multiple
@@ -261,6 +274,10 @@ TEST_F(ConfigFile, RejectsBadSsdSettings) {
            "[ssd]\npth = \"/s\"\n",            // typo
            "[[ssd.file]]\nsize = \"1GiB\"\n",  // no path
            "[[ssd.file]]\npath = \"/s\"\nsize = \"0\"\n",
+           "[ssd]\nsize = 7.7e112\n",  // past int64 (the config fuzzer's finding)
+           "[ssd]\nsize = -4096.0\n",
+           "[ssd]\nsize = 4096.5\n",
+           "[ssd]\nsize = nan\n",
        }) {
     auto config = LoadConfigFile(Write(bad));
     EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << bad;
