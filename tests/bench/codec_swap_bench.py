@@ -11,7 +11,14 @@ what came back. Then, for a fixed budget (host tier + swap file, and + compresse
 DURABLE KV blocks fit before the daemon answers RESOURCE_EXHAUSTED.
 
   PYTHONPATH=build/python /usr/bin/python3 tests/bench/codec_swap_bench.py \
-      --tensord build/daemon/tensord [--dir /var/tmp] [--count 32] [--mib 16] [--reps 3]
+      --tensord build/daemon/tensord [--dir /var/tmp] [--count 32] [--mib 16] [--reps 3] \
+      [--disk-mbps 400]
+
+--disk-mbps N (root) runs the daemons and fio in a cgroup whose block I/O to the disk under --dir
+is throttled to N MB/s each way (cgroup v2 io.max, else v1 blkio.throttle): a disk slower than
+the cores that encode, as a SATA SSD, or an NVMe shared with other work, is. Compression can
+only multiply swap bandwidth where the disk, not the codec, is the bottleneck; the run without it
+shows the machine as it is.
 
 The KV tensors are (tokens, kv heads, head dim) = (N, 8, 128) float16 with per-channel scales and
 offsets as keys have (outlier channels); a deterministic seed.
@@ -33,11 +40,59 @@ import torch
 import tensord
 
 
+class DiskThrottle:
+    """A cgroup limiting block I/O to the disk holding `path` to `bps` bytes/s each way; the
+    processes started with `preexec` join it. Real kernel throttling (io.max / blkio.throttle),
+    applied to O_DIRECT and io_uring I/O alike."""
+
+    def __init__(self, path, bps):
+        dev = os.stat(path).st_dev
+        node = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}"
+        if os.path.exists(os.path.join(node, "partition")):  # throttles apply to whole disks
+            node = os.path.join(node, "..")
+        with open(os.path.join(node, "dev")) as f:
+            self.dev = f.read().strip()
+        v2 = "/sys/fs/cgroup/cgroup.controllers"
+        if os.path.exists(v2) and "io" in open(v2).read().split():
+            with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as f:
+                f.write("+io")
+            self.dir = "/sys/fs/cgroup/tensord-codec-swap-bench"
+            os.makedirs(self.dir, exist_ok=True)
+            with open(os.path.join(self.dir, "io.max"), "w") as f:
+                f.write(f"{self.dev} rbps={bps} wbps={bps}")
+        elif os.path.isdir("/sys/fs/cgroup/blkio"):
+            self.dir = "/sys/fs/cgroup/blkio/tensord-codec-swap-bench"
+            os.makedirs(self.dir, exist_ok=True)
+            for rw in ("read", "write"):
+                with open(os.path.join(self.dir, f"blkio.throttle.{rw}_bps_device"), "w") as f:
+                    f.write(f"{self.dev} {bps}")
+        else:
+            sys.exit("--disk-mbps needs cgroup v2 with the io controller or cgroup v1 blkio")
+
+    def preexec(self):
+        with open(os.path.join(self.dir, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    def remove(self):
+        try:
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+
+
+THROTTLE = None  # the DiskThrottle of --disk-mbps
+
+
+def preexec():
+    if THROTTLE is not None:
+        THROTTLE.preexec()
+
+
 def fio(path, total_mib, rw):
     out = subprocess.run(
         ["fio", "--name=ref", f"--filename={path}", f"--size={total_mib}M", "--ioengine=io_uring",
          "--direct=1", "--bs=1M", "--iodepth=32", f"--rw={rw}", "--output-format=json"],
-        capture_output=True, text=True, check=True).stdout
+        capture_output=True, text=True, check=True, preexec_fn=preexec).stdout
     job = json.loads(out)["jobs"][0]
     return job["write" if rw == "write" else "read"]["bw_bytes"]
 
@@ -49,7 +104,7 @@ class Daemon:
         args = [binary, "--set", "daemon.persist=false", "--run-dir", self.run, "--host-capacity", f"{host_mib}MiB",
                 "--swap-file", self.swap, "--swap-size", f"{swap_mib}MiB", "--log-level", "warn",
                 "--no-prefault", *extra]
-        self.proc = subprocess.Popen(args)
+        self.proc = subprocess.Popen(args, preexec_fn=preexec)
         self.sock = os.path.join(self.run, "tensord.sock")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -181,14 +236,29 @@ def main():
     ap.add_argument("--mib", type=int, default=16)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--skip-capacity", action="store_true")
+    ap.add_argument("--disk-mbps", type=float, default=0,
+                    help="throttle the daemons' and fio's disk I/O to this many MB/s (root)")
     args = ap.parse_args()
+    global THROTTLE
+    if args.disk_mbps:
+        THROTTLE = DiskThrottle(args.dir, int(args.disk_mbps * 1e6))
+    try:
+        run(args)
+    finally:
+        if THROTTLE is not None:
+            THROTTLE.remove()
+
+
+def run(args):
     total = args.count * args.mib
     ref = os.path.join(args.dir, "codec_swap_bench.fio")
     fw = statistics.median(fio(ref, total, "write") for _ in range(args.reps))
     fr = statistics.median(fio(ref, total, "read") for _ in range(args.reps))
     os.unlink(ref)
     print(f"{os.cpu_count()} cores; {args.count} x {args.mib} MiB float16 KV tensors per round, "
-          f"median of {args.reps}; file system of {args.dir}")
+          f"median of {args.reps}; file system of {args.dir}"
+          + (f"; disk I/O throttled to {args.disk_mbps:g} MB/s each way (cgroup, device "
+             f"{THROTTLE.dev})" if THROTTLE else ""))
     print(f"fio (bs=1M, direct, io_uring QD32) on the same file system: write {fw / 1e9:.2f} GB/s, "
           f"read {fr / 1e9:.2f} GB/s\n")
     blocks = kv_blocks(args.count, args.mib)
