@@ -83,6 +83,7 @@ TensorInfo FromProto(const v1::TensorMeta& m) {
   info.error_budget = m.error_budget();
   info.codecs.assign(m.codecs().begin(), m.codecs().end());
   info.ssd_stored_bytes = m.ssd_stored_bytes();
+  info.remote_stored_bytes = m.remote_stored_bytes();
   if (m.has_ssd_encoding()) {
     info.ssd_codec = m.ssd_encoding().codec();
     info.ssd_rel_rmse = m.ssd_encoding().rel_rmse();
@@ -542,7 +543,10 @@ Stats FromProto(const v1::Stats& response) {
                              r.entries(),
                              r.redis_used_bytes(),
                              r.redis_max_bytes(),
-                             r.last_error()};
+                             r.last_error(),
+                             r.pending_deletes(),
+                             r.deletes_replayed(),
+                             r.deletes_dropped()};
   }
   const v1::PressureStats& p = response.pressure();
   out.pressure.host_used_ratio = p.host_used_ratio();

@@ -27,7 +27,10 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
 }
 
 const char* TierName(tensord::Tier t) {
-  return t == tensord::Tier::kHost ? "host" : t == tensord::Tier::kGpu ? "gpu" : "ssd";
+  return t == tensord::Tier::kHost     ? "host"
+         : t == tensord::Tier::kGpu    ? "gpu"
+         : t == tensord::Tier::kRemote ? "remote"
+                                       : "ssd";
 }
 
 void PrintStatsOf(const tensord::Stats* stats) {
@@ -126,6 +129,10 @@ void PrintStatsOf(const tensord::Stats* stats) {
         tensord::FormatBytes(r.stored_bytes), r.entries, tensord::FormatBytes(r.redis_used_bytes),
         r.redis_max_bytes == 0 ? std::string("no limit") : tensord::FormatBytes(r.redis_max_bytes),
         r.errors, r.checksum_failures, r.redirections);
+    if (r.pending_deletes + r.deletes_replayed + r.deletes_dropped > 0) {
+      absl::PrintF("          deletes waiting for Redis %d, replayed %d, dropped %d\n",
+                   r.pending_deletes, r.deletes_replayed, r.deletes_dropped);
+    }
     if (r.degraded && !r.last_error.empty())
       absl::PrintF("          last error: %s\n", r.last_error);
   }
@@ -228,6 +235,9 @@ int PrintTensor(tensord::Client& c, const std::string& key) {
                  double(t->nbytes) / double(t->ssd_stored_bytes),
                  t->ssd_rel_rmse > 0 ? absl::StrFormat(", error %.3g%%", 100 * t->ssd_rel_rmse)
                                      : std::string());
+  }
+  if (t->remote_stored_bytes > 0) {
+    absl::PrintF("remote     %s in Redis\n", tensord::FormatBytes(t->remote_stored_bytes));
   }
   if (!t->parent.empty()) absl::PrintF("parent     %s\n", t->parent);
   return 0;

@@ -164,7 +164,12 @@ py::buffer_info ToBuffer(const Region& r) {
                          static_cast<py::ssize_t>(shape.size()), shape, strides, r.readonly);
 }
 
-const char* TierName(Tier t) { return t == Tier::kHost ? "host" : t == Tier::kGpu ? "gpu" : "ssd"; }
+const char* TierName(Tier t) {
+  return t == Tier::kHost     ? "host"
+         : t == Tier::kGpu    ? "gpu"
+         : t == Tier::kRemote ? "remote"
+                              : "ssd";
+}
 
 py::dict InfoDict(const TensorInfo& i) {
   py::dict d;
@@ -185,6 +190,7 @@ py::dict InfoDict(const TensorInfo& i) {
   d["error_budget"] = i.error_budget;
   d["codecs"] = i.codecs;
   d["ssd_stored_bytes"] = i.ssd_stored_bytes;
+  d["remote_stored_bytes"] = i.remote_stored_bytes;
   d["ssd_codec"] = i.ssd_codec;
   d["ssd_rel_rmse"] = i.ssd_rel_rmse;
   d["parent"] = i.parent;
@@ -536,6 +542,9 @@ class PyClient {
       rd["redis_used_bytes"] = r.redis_used_bytes;
       rd["redis_max_bytes"] = r.redis_max_bytes;
       rd["last_error"] = r.last_error;
+      rd["pending_deletes"] = r.pending_deletes;
+      rd["deletes_replayed"] = r.deletes_replayed;
+      rd["deletes_dropped"] = r.deletes_dropped;
       d["remote"] = rd;
     } else {
       d["remote"] = py::none();

@@ -60,6 +60,7 @@ void ToProto(const store::TensorInfo& info, v1::TensorMeta* out) {
     e->set_rel_rmse(info.ssd_rel_rmse);
   }
   out->set_parent(info.parent);
+  out->set_remote_stored_bytes(info.remote_stored_bytes);
 }
 
 void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out) {
@@ -174,6 +175,9 @@ void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out)
     r->set_redis_used_bytes(s.redis_used_bytes);
     r->set_redis_max_bytes(s.redis_max_bytes);
     r->set_last_error(s.last_error);
+    r->set_pending_deletes(s.pending_deletes);
+    r->set_deletes_replayed(s.deletes_replayed);
+    r->set_deletes_dropped(s.deletes_dropped);
   }
   v1::PressureStats* p = out->mutable_pressure();
   p->set_host_used_ratio(stats.capacity_bytes == 0 ? 0.0

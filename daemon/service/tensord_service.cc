@@ -487,16 +487,22 @@ grpc::ServerUnaryReactor* TensordService::Delete(grpc::CallbackServerContext* ct
   if (absl::Status st = AllowSession(request->session_id(), request->ns()); !st.ok()) {
     return Done(ctx, st);
   }
-  return Done(ctx, store_->Delete(request->session_id(), request->ns(), request->key()));
+  // A key not held here may be another daemon's in Redis: asked off gRPC's threads.
+  return RunMaybeBlocking(ctx, &remote_calls_, store_->ConsultsRemote(request->ns()),
+                          [this, session = request->session_id(), ns = request->ns(),
+                           key = request->key()] { return store_->Delete(session, ns, key); });
 }
 
 grpc::ServerUnaryReactor* TensordService::Stat(grpc::CallbackServerContext* ctx,
                                                const v1::StatRequest* request,
                                                v1::TensorMeta* response) {
   if (absl::Status st = Allow(request->ns()); !st.ok()) return Done(ctx, st);
-  auto info = store_->Stat(request->ns(), request->key());
-  if (info.ok()) ToProto(*info, response);
-  return Done(ctx, info.status());
+  return RunMaybeBlocking(ctx, &remote_calls_, store_->ConsultsRemote(request->ns()),
+                          [this, request, response] {
+                            auto info = store_->Stat(request->ns(), request->key());
+                            if (info.ok()) ToProto(*info, response);
+                            return info.status();
+                          });
 }
 
 grpc::ServerUnaryReactor* TensordService::List(grpc::CallbackServerContext* ctx,

@@ -112,7 +112,8 @@ class TensordService final : public v1::Tensord::CallbackService {
   absl::flat_hash_set<StatsWatcher*> watchers_ ABSL_GUARDED_BY(watchers_mu_);
   store::Store* const store_;
   std::atomic<bool> draining_{false};
-  WorkQueue seal_waits_{2};  // Seals that wait on a client's CUDA event
+  WorkQueue seal_waits_{2};    // Seals that wait on a client's CUDA event
+  WorkQueue remote_calls_{2};  // Deletes and Stats that may ask the remote tier (Redis I/O)
   const std::vector<tiers::HostSegment> segments_;
   const std::vector<tiers::GpuArena> gpu_arenas_;
   const Identity who_;

@@ -18,8 +18,9 @@ Location Store::LocationOf(const Object& o, TierId t) const {
     case TierId::kGpu:
       return Location{WantTier::kGpu, gpu_->pools()[c.range.space].arena, c.range.offset, o.nbytes};
     case TierId::kSsd:
-    case TierId::kRemote:
       break;
+    case TierId::kRemote:
+      return Location{WantTier::kRemote, 0, 0, o.nbytes};
   }
   return Location{WantTier::kSsd, 0, 0, o.nbytes};
 }
@@ -44,9 +45,10 @@ TensorInfo Store::Info(const Object& o) const {
   info.durability = o.durability;
   info.scope = o.scope;
   info.sealed = o.sealed;
-  info.location = LocationOf(o, host.present  ? TierId::kHost
-                                : gpu.present ? TierId::kGpu
-                                              : TierId::kSsd);
+  info.location = LocationOf(o, host.present                                      ? TierId::kHost
+                                : gpu.present                                     ? TierId::kGpu
+                                : o.copy(TierId::kRemote).present && !ssd.present ? TierId::kRemote
+                                                                                  : TierId::kSsd);
   info.on_gpu = gpu.present;
   if (gpu.present) info.gpu_location = LocationOf(o, TierId::kGpu);
   info.leases = o.leases();
@@ -59,6 +61,8 @@ TensorInfo Store::Info(const Object& o) const {
   info.ssd_stored_bytes = ssd.present ? ssd.range.length : 0;
   info.ssd_codec = ssd.present ? ssd.codec : codec::CodecId::kNone;
   info.ssd_rel_rmse = ssd.present ? ssd.rel_rmse : 0;
+  const Copy& remote = o.copy(TierId::kRemote);
+  info.remote_stored_bytes = remote.present ? remote.range.length : 0;
   return info;
 }
 

@@ -87,6 +87,68 @@ void Store::Publish(Object* o, MoveItem item) {
   Reclaim(std::move(frees), /*now=*/true);
 }
 
+absl::Status Store::DeleteRemote(absl::string_view ns, absl::string_view key) {
+  if (!remote_->Healthy()) {
+    return absl::UnavailableError(
+        absl::StrCat("no tensor '", key,
+                     "' here, and the remote tier is degraded: whether Redis holds it is not "
+                     "known; retry"));
+  }
+  absl::StatusOr<bool> erased = remote_->EraseNamed(ns, key);  // no lock: I/O
+  if (!erased.ok()) {
+    return absl::Status(erased.status().code(),
+                        absl::StrCat("no tensor '", key,
+                                     "' here, and the remote tier: ", erased.status().message()));
+  }
+  if (!*erased) return absl::NotFoundError(absl::StrCat("no tensor '", key, "' here or in Redis"));
+  absl::MutexLock lock(&mu_);
+  ++counters_.deletes;
+  ++counters_.remote_deletes;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TensorInfo> Store::StatRemote(absl::string_view ns, absl::string_view key) {
+  if (!remote_->Healthy()) {
+    return absl::NotFoundError(
+        absl::StrCat("no tensor '", key, "' here (the remote tier is degraded: not asked)"));
+  }
+  absl::StatusOr<tiers::RemoteFound> found = remote_->Find(ns, key);  // no lock: I/O
+  if (!found.ok()) {  // as a Get: whatever the remote tier says, the tensor is not to be had
+    return absl::NotFoundError(
+        absl::StrCat("no tensor '", key, "' here",
+                     found.status().code() == absl::StatusCode::kNotFound
+                         ? " or in Redis"
+                         : absl::StrCat(", and the remote tier: ", found.status().message())));
+  }
+  const tiers::RemoteTensor& t = found->tensor;
+  TensorInfo info;
+  info.ns = std::string(ns);
+  info.key = std::string(key);
+  info.dtype = t.dtype;
+  info.shape = t.shape;
+  info.nbytes = t.nbytes;
+  info.pool = t.pool;
+  info.durability = t.durability == static_cast<uint8_t>(Durability::kDurable)
+                        ? Durability::kDurable
+                        : Durability::kCache;
+  info.scope = Scope::kGlobal;
+  info.sealed = true;
+  info.location = Location{WantTier::kRemote, 0, 0, t.nbytes};
+  info.created_unix_ms = t.created_unix_ms;
+  if (t.expires_unix_ms > 0)
+    info.ttl_ms = std::max<int64_t>(1, t.expires_unix_ms - t.created_unix_ms);
+  info.on_host = false;
+  if (auto mode = static_cast<codec::Compression>(t.compression);
+      mode == codec::Compression::kNone || mode == codec::Compression::kLossless ||
+      mode == codec::Compression::kLossy) {
+    info.compression.mode = mode;
+  }
+  info.parent = t.parent;
+  info.remote_stored_bytes = found->range.length;
+  remote_->Free(found->range);
+  return info;
+}
+
 Object* Store::AdoptRemote(absl::string_view ns, absl::string_view key, const tiers::RemoteFound& f,
                            absl::Status* why) {
   const tiers::RemoteTensor& t = f.tensor;

@@ -484,35 +484,50 @@ absl::Status Store::Delete(const std::string& session_id, absl::string_view ns,
   if (auto st = ValidateNamespace(ns); !st.ok()) return st;
   if (auto st = ValidateKey(key); !st.ok()) return st;
   Frees frees;
+  bool ask_remote = false;  // not here: maybe another daemon's, in the remote tier
   {
     absl::MutexLock lock(&mu_);
     if (table_.FindSession(session_id) == nullptr) return UnknownSession();
     Object* o = table_.Find(ns, key);
-    if (o == nullptr) {
-      if (!lost_.empty() && lost_.erase(ObjectTable::TableKey(ns, key)) > 0) {
-        return absl::OkStatus();  // a tensor a restart lost: forgotten now
-      }
+    if (o == nullptr && !lost_.empty() && lost_.erase(ObjectTable::TableKey(ns, key)) > 0) {
+      return absl::OkStatus();  // a tensor a restart lost: forgotten now
+    }
+    if (o == nullptr && !ConsultsRemote(ns)) {
       return absl::NotFoundError(absl::StrCat("no tensor '", key, "'"));
     }
-    if (!o->sealed) {
+    if (o != nullptr && !o->sealed) {
       return absl::FailedPreconditionError(
           absl::StrCat("'", key, "' is not sealed; its creator may Abort it"));
     }
-    ++counters_.deletes;
-    o->erase_remote = true;
-    Retire(o, policy::RemovalReason::kDeleted, &frees);
+    if (o == nullptr) {
+      ask_remote = true;
+    } else {
+      ++counters_.deletes;
+      o->erase_remote = true;
+      Retire(o, policy::RemovalReason::kDeleted, &frees);
+    }
   }
+  if (ask_remote) return DeleteRemote(ns, key);
   Reclaim(std::move(frees));
   return absl::OkStatus();
+}
+
+bool Store::ConsultsRemote(absl::string_view ns) const {
+  return remote_ != nullptr && options_.remote_lookup && options_.tenants.OwnerOf(ns) == kNoTenant;
 }
 
 absl::StatusOr<TensorInfo> Store::Stat(absl::string_view ns, absl::string_view key) {
   if (auto st = ValidateNamespace(ns); !st.ok()) return st;
   if (auto st = ValidateKey(key); !st.ok()) return st;
-  absl::MutexLock lock(&mu_);
-  Object* o = table_.Find(ns, key);
-  if (o == nullptr) return Missing(ns, key);
-  return Info(*o);
+  {
+    absl::MutexLock lock(&mu_);
+    Object* o = table_.Find(ns, key);
+    if (o != nullptr) return Info(*o);
+    if (!ConsultsRemote(ns) || (!lost_.empty() && lost_.contains(ObjectTable::TableKey(ns, key)))) {
+      return Missing(ns, key);
+    }
+  }
+  return StatRemote(ns, key);
 }
 
 absl::StatusOr<ListResult> Store::List(absl::string_view ns, absl::string_view prefix,

@@ -64,7 +64,8 @@ namespace tensord::store {
   X(lookahead_late) X(lookahead_failed) X(lookahead_bytes) X(lookahead_predicted)  \
   X(restored) X(restored_bytes) X(restore_dropped) X(restore_verified) X(restore_verify_failures) \
   X(peer_denied) X(remote_publishes) X(remote_published_bytes) X(remote_publish_failures) \
-  X(remote_lookups) X(remote_hits) X(remote_misses) X(remote_demotions) X(remote_publish_skipped)
+  X(remote_lookups) X(remote_hits) X(remote_misses) X(remote_demotions) X(remote_publish_skipped) \
+  X(remote_deletes)
 // clang-format on
 
 struct Counters {
@@ -310,12 +311,18 @@ class Store {
   // Ends leases, all or nothing. NOT_FOUND if any id is not a lease of this session,
   // INVALID_ARGUMENT for an empty or duplicated list, FAILED_PRECONDITION (unknown session).
   absl::Status Release(const std::string& session_id, std::span<const uint64_t> lease_ids);
-  // Removes a sealed tensor's key now; its memory is freed when the last lease ends.
+  // Removes a sealed tensor's key now; its memory is freed when the last lease ends, its remote
+  // copy deleted from Redis (now, or when Redis answers again). A key not here is looked up in
+  // the remote tier where ConsultsRemote(ns): another daemon's tensor is deleted there.
   // INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (unknown session, or unsealed: Abort it
-  // instead).
+  // instead), UNAVAILABLE (not here, and the remote tier is degraded: retry).
   absl::Status Delete(const std::string& session_id, absl::string_view ns, absl::string_view key);
-  // Returns one tensor's metadata. INVALID_ARGUMENT, NOT_FOUND.
+  // Returns one tensor's metadata; a key not here is looked up in the remote tier where
+  // ConsultsRemote(ns) (location.tier kRemote: a Get brings it). INVALID_ARGUMENT, NOT_FOUND.
   absl::StatusOr<TensorInfo> Stat(absl::string_view ns, absl::string_view key);
+  // Whether Delete and Stat of a key of `ns` not held here ask the remote tier (Redis I/O, up to
+  // its timeouts: callers keep them off threads that must not block).
+  bool ConsultsRemote(absl::string_view ns) const;
   // Returns tensors of `ns` whose key starts with `prefix`, sorted by key, at most `limit`.
   absl::StatusOr<ListResult> List(absl::string_view ns, absl::string_view prefix, uint32_t limit);
   StoreStats Stats();
@@ -464,6 +471,9 @@ class Store {
   // Whether tensors of `ns` go to (and are looked up in) the remote tier.
   bool RemoteServes(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool RemoteLooksUp(absl::string_view ns) const;
+  absl::Status DeleteRemote(absl::string_view ns, absl::string_view key) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<TensorInfo> StatRemote(absl::string_view ns, absl::string_view key)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Starts writing o's host copy to the remote tier when its options say so (after its Seal).
   void MaybePublish(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Publish(Object* o, MoveItem item) ABSL_LOCKS_EXCLUDED(mu_);

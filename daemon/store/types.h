@@ -13,7 +13,8 @@ namespace tensord::store {
 
 enum class Durability : int32_t { kDurable = 1, kCache = 2 };
 enum class Scope : int32_t { kGlobal = 1, kSession = 2 };
-enum class WantTier : int32_t { kAny = 0, kHost = 1, kGpu = 2, kSsd = 3 };
+// kSsd and kRemote describe where a tensor is (Stat), never what a request wants.
+enum class WantTier : int32_t { kAny = 0, kHost = 1, kGpu = 2, kSsd = 3, kRemote = 4 };
 
 struct CreateParams {
   std::string ns;
@@ -58,11 +59,12 @@ struct TensorInfo {
   bool on_ssd = false;  // has a (clean) SSD copy
   bool on_gpu = false;  // has a copy on the GPU tier, at gpu_location
   Location gpu_location;
-  codec::Policy compression;       // as resolved at Create
+  codec::Policy compression;      // as resolved at Create
   uint64_t ssd_stored_bytes = 0;  // bytes its SSD copy takes (encoded), when on_ssd
   codec::CodecId ssd_codec = codec::CodecId::kNone;  // ... and how it is encoded
   double ssd_rel_rmse = 0;                           // ... with this measured error
-  std::string parent;             // the Create's parent hint; empty: none
+  std::string parent;                                // the Create's parent hint; empty: none
+  uint64_t remote_stored_bytes = 0;  // bytes its remote copy takes; 0: none known here
 };
 
 // One key's answer in a batched Get.

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <deque>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -35,7 +36,11 @@ constexpr uint16_t kVersion = 1;
 constexpr uint64_t kProbeBytes = 64 << 10;  // a first look at a header
 constexpr size_t kMaxRank = 32;
 constexpr uint64_t kMaxChunks = 1u << 20;
+constexpr uint64_t kMaxChunkBytes = 512ull << 20;  // as RemoteTierConfig allows
 constexpr uint32_t kWaveChunks = 16;  // chunks per pipeline: bounds the memory one transfer holds
+// How long a chunk written for a tensor without expiry lives until its header is in.
+constexpr std::chrono::milliseconds kProvisionalExpiry{10 * 60 * 1000};
+constexpr size_t kMaxPendingDeletes = 1 << 16;
 
 class Writer {
  public:
@@ -81,8 +86,9 @@ std::string ChunkKey(const std::string& base, uint64_t content, uint32_t i) {
   return absl::StrCat(base, ":", absl::Hex(content, absl::kZeroPad16), ":", i);
 }
 
-uint32_t ChunkCount(uint64_t stored, uint64_t chunk_bytes) {
-  return static_cast<uint32_t>(std::max<uint64_t>(1, (stored + chunk_bytes - 1) / chunk_bytes));
+// (Division first: a hostile header's size near 2^64 must not wrap to a small count.)
+uint64_t ChunkCount(uint64_t stored, uint64_t chunk_bytes) {
+  return stored == 0 ? 1 : (stored - 1) / chunk_bytes + 1;
 }
 
 uint64_t NowNs() {
@@ -181,9 +187,13 @@ absl::StatusOr<RemoteHeader> ParseRemoteHeader(absl::string_view bytes) {
       !in.Str(t.parent, 4 << 10) || !in.Get(nsums) || nsums > kMaxChunks) {
     return bad("names");
   }
-  if (h.chunk_bytes < 4096 || nsums != ChunkCount(h.stored_bytes, h.chunk_bytes)) {
+  if (h.chunk_bytes < 4096 || h.chunk_bytes > kMaxChunkBytes ||
+      nsums != ChunkCount(h.stored_bytes, h.chunk_bytes)) {
     return bad("chunk layout");
   }
+  // The codec stage keeps an encoding only when it is smaller than the tensor: stored bytes
+  // beyond its size are damage (or a hostile writer asking for a huge staging buffer).
+  if (h.stored_bytes > t.nbytes) return bad("more stored bytes than the tensor has");
   h.chunk_sums.resize(nsums);
   for (uint64_t& s : h.chunk_sums) {
     if (!in.Get(s)) return bad("chunk checksums");
@@ -198,7 +208,7 @@ RemoteTier::RemoteTier(RemoteTierConfig config)
 
 absl::StatusOr<std::unique_ptr<RemoteTier>> RemoteTier::Create(RemoteTierConfig config) {
   if (config.redis.seeds.empty()) return absl::InvalidArgumentError("remote: no Redis address");
-  if (config.chunk_bytes < (64 << 10) || config.chunk_bytes > (512ull << 20)) {
+  if (config.chunk_bytes < (64 << 10) || config.chunk_bytes > kMaxChunkBytes) {
     return absl::InvalidArgumentError("remote: chunk_bytes must be 64 KiB .. 512 MiB");
   }
   if (config.instance.empty() || config.instance == "shared" ||
@@ -264,6 +274,14 @@ void RemoteTier::Probe() {
     if (absl::ConsumePrefix(&line, "maxmemory:") && !absl::SimpleAtoi(line, &max)) max = 0;
   }
   if (c->cluster()) c->RefreshSlots().IgnoreError();  // topology changes are found here too
+  // Deletes made while Redis was away go first: until they are done the tier stays degraded,
+  // so that no Get finds what was deleted.
+  bool pending = false;
+  {
+    absl::MutexLock lock(&mu_);
+    pending = !pending_deletes_.empty();
+  }
+  if (pending && !FlushDeletes(*c)) return;
   absl::MutexLock lock(&mu_);
   stats_.redis_used_bytes = used;
   stats_.redis_max_bytes = max;
@@ -312,6 +330,7 @@ RemoteStats RemoteTier::stats() const {
   RemoteStats s = stats_;
   s.degraded = degraded_.load();
   s.entries = entries_.size();
+  s.pending_deletes = pending_deletes_.size();
   s.nodes = client_ != nullptr ? client_->Nodes().size() : 0;
   for (const redis::Endpoint& e : config_.redis.seeds) {
     absl::StrAppend(&s.addresses, s.addresses.empty() ? "" : ",", e.ToString());
@@ -331,7 +350,7 @@ absl::StatusOr<Range> RemoteTier::ReserveImpl(uint64_t nbytes, const Placement& 
   e->tensor = *where.remote;
   e->stored = nbytes;
   e->chunk_bytes = static_cast<uint32_t>(config_.chunk_bytes);
-  e->chunks = ChunkCount(nbytes, config_.chunk_bytes);
+  e->chunks = static_cast<uint32_t>(ChunkCount(nbytes, config_.chunk_bytes));
   absl::MutexLock lock(&mu_);
   if (config_.capacity_bytes > 0 && stats_.stored_bytes + nbytes > config_.capacity_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat("remote tier: no room for ", nbytes,
@@ -345,22 +364,78 @@ absl::StatusOr<Range> RemoteTier::ReserveImpl(uint64_t nbytes, const Placement& 
 
 absl::Status RemoteTier::DeleteKeys(const std::string& base, uint64_t content, uint32_t chunks) {
   std::shared_ptr<redis::Client> c = client();
-  if (c == nullptr || degraded_.load()) return absl::UnavailableError("remote tier degraded");
+  absl::Status s = c == nullptr || degraded_.load() ? absl::UnavailableError("remote tier degraded")
+                                                    : DeleteKeysOn(*c, {base, content, chunks});
+  if (s.ok() || !Transport(s)) return s;
+  // Redis is out of reach: the delete waits for its return (Probe flushes the queue before the
+  // tier serves again), so a tensor deleted meanwhile does not come back from Redis.
+  absl::MutexLock lock(&mu_);
+  if (pending_deletes_.size() >= kMaxPendingDeletes) {
+    pending_deletes_.pop_front();
+    ++stats_.deletes_dropped;
+  }
+  pending_deletes_.push_back({base, content, chunks});
+  return absl::UnavailableError(
+      absl::StrCat(s.message(), "; the delete is queued until Redis answers again"));
+}
+
+absl::Status RemoteTier::DeleteKeysOn(redis::Client& c, const PendingDelete& d) {
   // The header goes only if it still names this content: another writer may have published a
   // new version under the name since (its chunks have other names, so ours may go regardless).
   static constexpr char kDeleteIfSame[] =
       "if redis.call('GETRANGE', KEYS[1], 22, 29) == ARGV[1] then "
       "return redis.call('DEL', KEYS[1]) end return 0";
-  const std::string same(reinterpret_cast<const char*>(&content), sizeof(content));
+  const std::string same(reinterpret_cast<const char*>(&d.content), sizeof(d.content));
+  std::vector<redis::Command> cmds{redis::Command{{"EVAL", kDeleteIfSame, "1", d.base, same}, 3}};
   std::vector<std::string> keys;
-  for (uint32_t i = 1; i < chunks; ++i) keys.push_back(ChunkKey(base, content, i));
-  std::vector<redis::Command> cmds{redis::Command{{"EVAL", kDeleteIfSame, "1", base, same}, 3}};
+  for (uint32_t i = 1; i < d.chunks; ++i) keys.push_back(ChunkKey(d.base, d.content, i));
   for (const std::string& k : keys) cmds.push_back(redis::Command{{"DEL", k}});
-  for (absl::StatusOr<redis::Reply>& r : c->Run(cmds)) {
+  for (absl::StatusOr<redis::Reply>& r : c.Run(cmds)) {
     absl::Status s = Outcome(r);
     if (!s.ok()) return Failed(s);
   }
   return absl::OkStatus();
+}
+
+bool RemoteTier::FlushDeletes(redis::Client& c) {
+  std::deque<PendingDelete> todo;
+  {
+    absl::MutexLock lock(&mu_);
+    todo.swap(pending_deletes_);
+  }
+  while (!todo.empty()) {
+    absl::Status s = DeleteKeysOn(c, todo.front());
+    if (!s.ok() && Transport(s)) break;
+    todo.pop_front();
+    absl::MutexLock lock(&mu_);
+    ++stats_.deletes_replayed;
+  }
+  if (todo.empty()) return true;
+  absl::MutexLock lock(&mu_);  // back in front of what was queued meanwhile, in order
+  for (auto it = todo.rbegin(); it != todo.rend(); ++it) pending_deletes_.push_front(*it);
+  while (pending_deletes_.size() > kMaxPendingDeletes) {
+    pending_deletes_.pop_front();
+    ++stats_.deletes_dropped;
+  }
+  return false;
+}
+
+absl::StatusOr<bool> RemoteTier::EraseNamed(absl::string_view ns, absl::string_view key) {
+  absl::StatusOr<RemoteFound> found = Find(ns, key);
+  if (found.ok()) {
+    absl::Status s = Erase(found->range);
+    if (!s.ok()) return s;
+    return true;
+  }
+  if (found.status().code() == absl::StatusCode::kNotFound) return false;
+  if (found.status().code() != absl::StatusCode::kDataLoss) return found.status();
+  // A damaged header: it goes, so that it stops answering (its chunks are unreachable and go
+  // with their expiry, or stay until Redis evicts them).
+  std::shared_ptr<redis::Client> c = client();
+  if (c == nullptr) return absl::UnavailableError("remote tier degraded");
+  absl::Status s = Outcome(c->Run1(redis::Command{{"DEL", BaseKey(ns, key)}}));
+  if (!s.ok()) return Failed(s);
+  return true;
 }
 
 void RemoteTier::FreeImpl(const Range& range) {
@@ -449,24 +524,31 @@ absl::Status RemoteTier::WriteOne(const Transfer& t) {
     if (h.tensor.expires_unix_ms <= NowUnixMs()) return absl::NotFoundError("expired");
     expiry = std::to_string(h.tensor.expires_unix_ms);
   }
-  // Chunks first, then the header that makes them reachable.
+  // Chunks first, then the header that makes them reachable. Chunks of a tensor without an
+  // expiry are written with a provisional one and made persistent once the header is in: a write
+  // cut short (Redis gone, this daemon killed) leaves no chunk behind for good.
   std::vector<std::string> keys;
   keys.reserve(h.chunk_sums.size());
   for (uint32_t i = 1; i < h.chunk_sums.size(); ++i)
     keys.push_back(ChunkKey(e->base, h.content, i));
   std::vector<redis::Command> cmds;
-  auto set = [&](absl::string_view key, absl::string_view value) {
+  const std::string provisional = std::to_string(kProvisionalExpiry.count());
+  auto set = [&](absl::string_view key, absl::string_view value, bool chunk) {
     redis::Command cmd{{"SET", key, value}};
     if (!expiry.empty()) {
       cmd.args.push_back("PXAT");
       cmd.args.push_back(expiry);
+    } else if (chunk) {
+      cmd.args.push_back("PX");
+      cmd.args.push_back(provisional);
     }
     cmds.push_back(std::move(cmd));
   };
   for (uint32_t i = 1; i < h.chunk_sums.size(); ++i) {
     const uint64_t off = i * cb;
     set(keys[i - 1],
-        absl::string_view(reinterpret_cast<const char*>(t.host) + off, std::min(cb, len - off)));
+        absl::string_view(reinterpret_cast<const char*>(t.host) + off, std::min(cb, len - off)),
+        true);
     if (cmds.size() == kWaveChunks || i + 1 == h.chunk_sums.size()) {
       for (absl::StatusOr<redis::Reply>& r : c->Run(cmds)) {
         absl::Status s = Outcome(r);
@@ -476,10 +558,26 @@ absl::Status RemoteTier::WriteOne(const Transfer& t) {
     }
   }
   cmds.clear();
-  set(e->base, head);
+  set(e->base, head, false);
   absl::StatusOr<redis::Reply> r = c->Run1(cmds[0]);
   absl::Status s = Outcome(r);
   if (!s.ok()) return Failed(s);
+  if (expiry.empty()) {
+    for (size_t first = 0; first < keys.size(); first += kWaveChunks) {
+      cmds.clear();
+      for (size_t i = first; i < std::min(keys.size(), first + kWaveChunks); ++i) {
+        cmds.push_back(redis::Command{{"PERSIST", keys[i]}});
+      }
+      for (absl::StatusOr<redis::Reply>& p : c->Run(cmds)) {
+        absl::Status ps = Outcome(p);
+        if (ps.ok()) continue;
+        // The header may outlive chunks that now expire: readers then miss, never mix. It
+        // goes now if Redis lets it, else when the delete queue is flushed.
+        DeleteKeys(e->base, h.content, 1).IgnoreError();
+        return Failed(ps);
+      }
+    }
+  }
   t.range->checksum = h.content;
   absl::MutexLock lock(&mu_);
   e->content = h.content;

@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
@@ -71,6 +72,9 @@ struct RemoteStats {
   uint64_t put_ns = 0, get_ns = 0;                            // time those took
   uint64_t errors = 0, checksum_failures = 0, degradations = 0, redirections = 0;
   uint64_t stored_bytes = 0, entries = 0;  // what this daemon wrote and still references
+  // Deletes that could not reach Redis wait for it (replayed before the tier serves again);
+  // past 65,536 the oldest are dropped (their keys stay until their expiry or Redis's eviction).
+  uint64_t pending_deletes = 0, deletes_replayed = 0, deletes_dropped = 0;
   uint64_t redis_used_bytes = 0, redis_max_bytes = 0;
   bool degraded = true, cluster = false;
   uint64_t nodes = 0;
@@ -107,8 +111,13 @@ class RemoteTier final : public Tier {
   // UNAVAILABLE when degraded or Redis does not answer. The range is this tier's until Free.
   absl::StatusOr<RemoteFound> Find(absl::string_view ns, absl::string_view key);
   // Deletes a range's tensor from Redis (a client's Delete), then frees the range. The failure
-  // when Redis could not be told (the range is freed all the same).
+  // when Redis could not be told (the range is freed all the same; the delete is queued and
+  // done when Redis answers again, before the tier serves).
   absl::Status Erase(const Range& range);
+  // Deletes a tensor by name, one this daemon may never have seen (another daemon's, in a
+  // shared namespace): true when Redis held it, false when not; UNAVAILABLE when degraded or
+  // Redis does not answer. A damaged header is deleted too.
+  absl::StatusOr<bool> EraseNamed(absl::string_view ns, absl::string_view key);
   // Whether `ns` is shared across daemons.
   bool Shared(absl::string_view ns) const;
   // The Redis key of a tensor's header.
@@ -132,9 +141,17 @@ class RemoteTier final : public Tier {
   absl::Status Failed(absl::Status s);
   void Probe();
   void ProbeLoop();
+  struct PendingDelete {
+    std::string base;
+    uint64_t content = 0;
+    uint32_t chunks = 0;
+  };
   // Deletes a tensor's keys (the header only while it still holds `content`). UNAVAILABLE when
-  // degraded (the keys stay: their expiry, or Redis's eviction, bounds them).
+  // degraded or Redis does not answer: the delete is then queued for Redis's return.
   absl::Status DeleteKeys(const std::string& base, uint64_t content, uint32_t chunks);
+  absl::Status DeleteKeysOn(redis::Client& c, const PendingDelete& d);
+  // Replays the queued deletes; false when Redis failed again (the rest stay queued).
+  bool FlushDeletes(redis::Client& c);
 
   const RemoteTierConfig config_;
   std::atomic<bool> degraded_{true};
@@ -143,6 +160,7 @@ class RemoteTier final : public Tier {
   absl::flat_hash_map<uint64_t, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
   uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;
   RemoteStats stats_ ABSL_GUARDED_BY(mu_);
+  std::deque<PendingDelete> pending_deletes_ ABSL_GUARDED_BY(mu_);
   absl::Notification stop_;
   WorkQueue io_;
   std::thread prober_;

@@ -193,6 +193,75 @@ TEST_F(RemoteTest, RedisKilledLeavesTheLocalTiersServingAndItsReturnResumes) {
   }));
 }
 
+std::unique_ptr<Client> Connect(const Daemon& d) {
+  ClientOptions opts;
+  opts.socket_path = d.socket();
+  opts.client_name = "remote_test";
+  auto c = Client::Connect(opts);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+TEST_F(RemoteTest, StatAndDeleteThroughADaemonThatNeverSawTheTensorReachRedis) {
+  Daemon a(RemoteArgs(*redis_, "machine-a"));
+  Daemon b(RemoteArgs(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto [rc, hash] = It({"put", a.socket(), "theirs", std::to_string(kMiB), "6", "cache"});
+  ASSERT_EQ(rc, 0);
+  ASSERT_TRUE(Eventually([&] { return RemoteOf(a).puts == 1; }));
+  std::unique_ptr<Client> cb = Connect(b);
+  ASSERT_NE(cb, nullptr);
+  // B has never seen it: Stat says where it is, and leaves it there.
+  auto info = cb->Stat("theirs");
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->location.tier, Tier::kRemote);
+  EXPECT_EQ(info->nbytes, kMiB);
+  EXPECT_EQ(info->remote_stored_bytes, kMiB);
+  EXPECT_EQ(info->durability, Durability::kCache);
+  EXPECT_EQ(RemoteOf(b).gets, 0u) << "a Stat reads the header only";
+  const CommandResult ctl =
+      RunCommand(std::string(TENSORCTL_BIN) + " --socket " + b.socket() + " stat theirs");
+  EXPECT_NE(ctl.out.find("location   remote"), std::string::npos) << ctl.out;
+  // B deletes it: gone from Redis for everyone (A keeps its own host copy until it lets go).
+  EXPECT_TRUE(cb->Delete("theirs").ok());
+  EXPECT_EQ(cb->Stat("theirs").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(It({"verify", b.socket(), "theirs", hash}).first, 0);
+  EXPECT_EQ(cb->Delete("theirs").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(RedisInt(*redis_, "DBSIZE"), 0);
+  auto st = cb->GetStats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->counters["remote_deletes"], 1u);
+  // Redis hung: a key not held here can be neither found nor deleted; Delete says so.
+  redis_->Pause();
+  EXPECT_TRUE(Eventually([&] { return !Serving(b, "tensord.remote"); }));
+  EXPECT_EQ(cb->Delete("never.seen").code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(cb->Stat("never.seen").status().code(), absl::StatusCode::kNotFound);
+  redis_->Resume();
+}
+
+TEST_F(RemoteTest, ATensorDeletedWhileRedisHangsDoesNotComeBack) {
+  Daemon a(RemoteArgs(*redis_, "machine-a"));
+  Daemon b(RemoteArgs(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto [rc, hash] = It({"put", a.socket(), "gone", std::to_string(kMiB), "7", "cache"});
+  ASSERT_EQ(rc, 0);
+  ASSERT_TRUE(Eventually([&] { return RemoteOf(a).puts == 1; }));
+  std::unique_ptr<Client> ca = Connect(a);
+  ASSERT_NE(ca, nullptr);
+  redis_->Pause();  // hung, its data intact
+  EXPECT_TRUE(ca->Delete("gone").ok()) << "the local delete does not wait for Redis";
+  EXPECT_TRUE(Eventually([&] { return RemoteOf(a).pending_deletes == 1; }));
+  redis_->Resume();
+  EXPECT_TRUE(Eventually([&] {
+    const RemoteStats s = RemoteOf(a);
+    return !s.degraded && s.pending_deletes == 0 && s.deletes_replayed == 1;
+  }));
+  EXPECT_TRUE(Eventually([&] { return Serving(b, "tensord.remote"); }));
+  EXPECT_NE(It({"verify", b.socket(), "gone", hash}).first, 0)
+      << "deleted while Redis hung, and back from Redis after all";
+  EXPECT_EQ(RedisInt(*redis_, "DBSIZE"), 0);
+}
+
 TEST_F(RemoteTest, AWrongPasswordLeavesTheRemoteTierDownAndTheDaemonUp) {
   redis_.reset();
   RedisServer secured({"--requirepass", "right-one"});

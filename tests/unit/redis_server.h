@@ -108,6 +108,14 @@ class RedisServer {
       if (!ready_) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
+  // Freezes the server (SIGSTOP): connections stay open, nothing answers (a hung or partitioned
+  // Redis); Resume lets it go on with its data.
+  void Pause() {
+    if (pid_ > 0) kill(pid_, SIGSTOP);
+  }
+  void Resume() {
+    if (pid_ > 0) kill(pid_, SIGCONT);
+  }
   // Kills the server (SIGKILL: as a crash) and reaps it.
   void Stop() {
     if (pid_ <= 0) return;

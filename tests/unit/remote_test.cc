@@ -125,6 +125,23 @@ TEST(RemoteHeader, RoundTripsAndEveryDamagedByteIsDataLoss) {
   h.content ^= 1;  // a header whose checksums do not add up
   EXPECT_EQ(ParseRemoteHeader(SerializeRemoteHeader(h)).status().code(),
             absl::StatusCode::kDataLoss);
+  // Well-formed but hostile sizes (anyone who can write to Redis can write a header): a stored
+  // size near 2^64 whose chunk count would wrap to one, and more stored bytes than the tensor
+  // has, would have a reader stage that much memory. Both are damage.
+  for (uint64_t stored : {~uint64_t{0}, uint64_t{(3 << 20) + 1}}) {
+    RemoteHeader hostile = h;
+    hostile.stored_bytes = stored;
+    if (stored == ~uint64_t{0}) {
+      hostile.chunk_bytes = 4096;
+      hostile.chunk_sums = {1};  // what the count wrapped to
+    } else {
+      hostile.chunk_sums.assign((stored - 1) / hostile.chunk_bytes + 1, 1);  // a right layout
+    }
+    hostile.content = RemoteContentHash(hostile.chunk_sums, hostile.stored_bytes);
+    EXPECT_EQ(ParseRemoteHeader(SerializeRemoteHeader(hostile)).status().code(),
+              absl::StatusCode::kDataLoss)
+        << stored;
+  }
 }
 
 class RemoteTierTest : public ::testing::Test {
@@ -224,6 +241,96 @@ TEST_F(RemoteTierTest, DamagedOrMissingChunksAreNeverServed) {
   EXPECT_EQ((*a)->Find("kv", "hurt").status().code(), absl::StatusCode::kDataLoss);
   (*a)->Free(found->range);
   (*a)->Free(put);
+}
+
+TEST_F(RemoteTierTest, ADeleteByNameReachesAnotherDaemonsTensor) {
+  auto a = RemoteTier::Create(Config(*redis_, "machine-a"));
+  auto b = RemoteTier::Create(Config(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<uint8_t> bytes = Bytes(200 << 10, 4);  // 4 chunks
+  Range put = Put(**a, Tensor("kv", "theirs", bytes.size()), bytes);
+  absl::StatusOr<bool> erased = (*b)->EraseNamed("kv", "theirs");
+  ASSERT_TRUE(erased.ok()) << erased.status();
+  EXPECT_TRUE(*erased);
+  EXPECT_EQ((*a)->Find("kv", "theirs").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(redis::ReplyInteger(*Raw(*redis_, {"DBSIZE"})), 0) << "its chunks too";
+  erased = (*b)->EraseNamed("kv", "theirs");
+  ASSERT_TRUE(erased.ok());
+  EXPECT_FALSE(*erased) << "nothing left to delete";
+  // A damaged header under the name goes as well (it would answer every lookup with DATA_LOSS).
+  Raw(*redis_, {"SET", (*a)->BaseKey("kv", "junk"), "not a tensor at all"});
+  erased = (*b)->EraseNamed("kv", "junk");
+  ASSERT_TRUE(erased.ok());
+  EXPECT_TRUE(*erased);
+  EXPECT_EQ(redis::ReplyInteger(*Raw(*redis_, {"EXISTS", (*a)->BaseKey("kv", "junk")})), 0);
+  (*a)->Free(put);
+}
+
+TEST_F(RemoteTierTest, DeletesMadeWhileRedisHangsAreDoneBeforeItServesAgain) {
+  auto a = RemoteTier::Create(Config(*redis_, "machine-a"));
+  auto b = RemoteTier::Create(Config(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<uint8_t> bytes = Bytes(130 << 10, 5);
+  Range put = Put(**a, Tensor("kv", "gone", bytes.size()), bytes);
+  ASSERT_TRUE((*b)->Find("kv", "gone").ok());
+  redis_->Pause();  // hung, its data intact
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ((*a)->Erase(put).code(), absl::StatusCode::kUnavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3)) << "must not hang";
+  EXPECT_FALSE((*a)->Healthy());
+  EXPECT_EQ((*a)->stats().pending_deletes, 1u);
+  redis_->Resume();
+  EXPECT_TRUE(WaitFor([&] { return (*a)->Healthy() && (*b)->Healthy(); }));
+  const RemoteStats s = (*a)->stats();
+  EXPECT_EQ(s.pending_deletes, 0u);
+  EXPECT_EQ(s.deletes_replayed, 1u);
+  EXPECT_EQ((*b)->Find("kv", "gone").status().code(), absl::StatusCode::kNotFound)
+      << "a tensor deleted while Redis hung must not come back";
+  EXPECT_EQ(redis::ReplyInteger(*Raw(*redis_, {"DBSIZE"})), 0);
+}
+
+TEST(RemoteTierChunks, AnInterruptedWriteLeavesChunksThatExpireACompleteOneNone) {
+  if (!HaveRedisServer())
+    GTEST_SKIP() << "redis-server is not installed (apt install redis-server)";
+  // User "chunks" may write chunk keys (a 16-digit content hash, then the chunk number) but not
+  // headers: every write is cut after its chunks, at the header, as by a crash or a lost Redis.
+  RedisServer r({"--user", "chunks", "on", ">pw", "~tensord:*:????????????????:*", "+@all"});
+  ASSERT_TRUE(r.ready());
+  RemoteTierConfig c = Config(r, "machine-a");
+  c.redis.user = "chunks";
+  c.redis.password = "pw";
+  auto cut = RemoteTier::Create(c);
+  ASSERT_TRUE(cut.ok());
+  ASSERT_TRUE((*cut)->Healthy()) << (*cut)->stats().last_error;
+  std::vector<uint8_t> bytes = Bytes(200 << 10, 6);  // 4 chunks: 3 under their own keys
+  RemoteTensor t = Tensor("kv", "cut", bytes.size());
+  Placement where;
+  where.remote = &t;
+  absl::StatusOr<Range> range = (*cut)->Reserve(bytes.size(), where);
+  ASSERT_TRUE(range.ok()) << range.status();
+  Transfer x{&*range, bytes.data()};
+  EXPECT_FALSE((*cut)->WriteAll(std::span<const Transfer>(&x, 1))[0].ok());
+  redis::Reply keys = Raw(r, {"KEYS", "tensord:*"});
+  ASSERT_EQ(keys->elements, 3u) << "the chunks were written, the header refused";
+  for (size_t i = 0; i < keys->elements; ++i) {
+    const std::string k(keys->element[i]->str, keys->element[i]->len);
+    const long long ttl = redis::ReplyInteger(*Raw(r, {"PTTL", k}));
+    EXPECT_GT(ttl, 0) << k << ": a chunk without a header must not stay for good";
+    EXPECT_LE(ttl, 10 * 60 * 1000) << k;
+  }
+  (*cut)->Free(*range);
+
+  // A complete write (the default user may write headers): its chunks are persistent.
+  auto whole = RemoteTier::Create(Config(r, "machine-b"));
+  ASSERT_TRUE(whole.ok());
+  Range put = Put(**whole, Tensor("kv", "whole", bytes.size()), bytes);
+  keys = Raw(r, {"KEYS", (*whole)->BaseKey("kv", "whole") + "*"});
+  ASSERT_EQ(keys->elements, 4u);
+  for (size_t i = 0; i < keys->elements; ++i) {
+    const std::string k(keys->element[i]->str, keys->element[i]->len);
+    EXPECT_EQ(redis::ReplyInteger(*Raw(r, {"PTTL", k})), -1) << k;
+  }
+  (*whole)->Free(put);
 }
 
 TEST_F(RemoteTierTest, ReplacedByAnotherWriterIsAMissNeverAMix) {

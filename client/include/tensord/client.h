@@ -48,7 +48,8 @@ namespace tensord {
 
 enum class Durability : int32_t { kDurable = 1, kCache = 2 };
 enum class Scope : int32_t { kGlobal = 1, kSession = 2 };
-enum class Tier : int32_t { kAny = 0, kHost = 1, kGpu = 2, kSsd = 3 };  // kSsd: stats only
+// kSsd, kRemote: in Stat answers only (a tensor on the SSD tier, or only in the remote tier)
+enum class Tier : int32_t { kAny = 0, kHost = 1, kGpu = 2, kSsd = 3, kRemote = 4 };
 // How the daemon may store a tensor's copies below the host tier (swap): as its pool class says
 // (kDefault), raw, losslessly encoded, or lossy within an error budget (the relative RMSE of the
 // round trip). Decoded and verified on the way back up.
@@ -108,10 +109,11 @@ struct TensorInfo {
   Compression compression = Compression::kNone;  // as the daemon resolved it
   double error_budget = 0;
   std::vector<std::string> codecs;
-  uint64_t ssd_stored_bytes = 0;  // bytes its swap copy takes (encoded); 0: none
-  std::string ssd_codec;          // how the swap copy is encoded; empty: none
-  double ssd_rel_rmse = 0;        // ... and its measured error (lossy codecs)
-  std::string parent;             // the Create's parent hint; empty: none
+  uint64_t ssd_stored_bytes = 0;     // bytes its swap copy takes (encoded); 0: none
+  uint64_t remote_stored_bytes = 0;  // bytes its copy in the remote tier takes; 0: none known
+  std::string ssd_codec;             // how the swap copy is encoded; empty: none
+  double ssd_rel_rmse = 0;           // ... and its measured error (lossy codecs)
+  std::string parent;                // the Create's parent hint; empty: none
 };
 
 // One key's answer to Prefetch.
@@ -175,6 +177,7 @@ struct RemoteStats {
   uint64_t errors = 0, checksum_failures = 0, degradations = 0, redirections = 0;
   uint64_t stored_bytes = 0, entries = 0, redis_used_bytes = 0, redis_max_bytes = 0;
   std::string last_error;
+  uint64_t pending_deletes = 0, deletes_replayed = 0, deletes_dropped = 0;
 };
 
 // Host memory pressure as the migrator sees it.
