@@ -26,6 +26,9 @@ struct PoolClassConfig {
   std::string compression;
   double error_budget = 0;          // lossy: the largest relative RMSE; 0: [policy] error_budget
   std::vector<std::string> codecs;  // lossy: the codecs allowed; empty: any
+  // Whether the class's tensors are published to the remote tier when sealed: "publish" (CACHE
+  // and DURABLE), "never", or empty for [remote] publish_cache / publish_durable.
+  std::string remote;
 };
 
 // A share of the host tier that belongs to one tenant: its own segment, shared through its group.

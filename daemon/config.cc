@@ -94,6 +94,12 @@ absl::Status ParsePool(const toml::table& t, absl::string_view table, PoolClassC
       if (!(pool->error_budget > 0 && pool->error_budget < 1)) {
         return Bad(v, "error_budget is a relative RMSE in (0, 1), e.g. 0.01");
       }
+    } else if (key == "remote" && v.is_string() && table == "host.pool") {
+      pool->remote = *v.value<std::string>();
+      if (pool->remote != "publish" && pool->remote != "never") {
+        return Bad(v, "remote is \"publish\" or \"never\" (unset: [remote]'s publish_cache and "
+                      "publish_durable)");
+      }
     } else if (key == "codecs" && v.is_array()) {
       for (const auto& c : *v.as_array()) {
         if (!c.is_string()) return Bad(c, "codecs are names such as \"int8\"");

@@ -232,6 +232,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   store::StoreOptions options;
   options.remote_publish_cache = config.remote.publish_cache;
   options.remote_publish_durable = config.remote.publish_durable;
+  for (const PoolClassConfig& pool : config.host.pools) {
+    if (!pool.remote.empty()) options.remote_publish_pools[pool.name] = pool.remote == "publish";
+  }
   options.remote_lookup = config.remote.lookup;
   options.gpu_high_watermark = config.gpu.high_watermark;
   options.gpu_low_watermark = config.gpu.low_watermark;

@@ -380,6 +380,7 @@ std::string PrintConfig(const DaemonConfig& config) {
         for (const std::string& c : p.codecs) quoted.push_back(Quote(c));
         absl::StrAppend(&out, "codecs = [", absl::StrJoin(quoted, ", "), "]\n");
       }
+      if (!p.remote.empty()) absl::StrAppend(&out, "remote = ", Quote(p.remote), "\n");
     }
   }
   absl::StrAppend(&out, SwapFilesToml(config));
@@ -422,7 +423,9 @@ std::string ExampleConfig() {
                       "# Pool classes: preset = \"qwen3-vl\", or [[host.pool]] tables with name, "
                       "and block_size\n# or dtype + shape, and count or share of the tier; "
                       "optionally compression (none, lossless,\n# lossy), error_budget and "
-                      "codecs for its swap copies. qwen3-vl swaps KV blocks and image\n"
+                      "codecs for its swap copies, and remote (publish or never: whether\n# "
+                      "its tensors go to the remote tier when sealed, over [remote]'s "
+                      "publish_cache/durable).\n# qwen3-vl swaps KV blocks and image\n"
                       "# features lossy within 1% (fp8_e4m3/int8), weights and embeddings "
                       "losslessly.\n"
                       "# preset = \"qwen3-vl\"\n");

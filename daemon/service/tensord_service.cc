@@ -487,8 +487,9 @@ grpc::ServerUnaryReactor* TensordService::Delete(grpc::CallbackServerContext* ct
   if (absl::Status st = AllowSession(request->session_id(), request->ns()); !st.ok()) {
     return Done(ctx, st);
   }
-  // A key not held here may be another daemon's in Redis: asked off gRPC's threads.
-  return RunMaybeBlocking(ctx, &remote_calls_, store_->ConsultsRemote(request->ns()),
+  // A key not held here may be another daemon's in Redis: asked off gRPC's threads. (Held
+  // here, its Redis copy is erased in the background.)
+  return RunMaybeBlocking(ctx, &remote_calls_, AsksRemote(request->ns(), request->key()),
                           [this, session = request->session_id(), ns = request->ns(),
                            key = request->key()] { return store_->Delete(session, ns, key); });
 }
@@ -497,7 +498,7 @@ grpc::ServerUnaryReactor* TensordService::Stat(grpc::CallbackServerContext* ctx,
                                                const v1::StatRequest* request,
                                                v1::TensorMeta* response) {
   if (absl::Status st = Allow(request->ns()); !st.ok()) return Done(ctx, st);
-  return RunMaybeBlocking(ctx, &remote_calls_, store_->ConsultsRemote(request->ns()),
+  return RunMaybeBlocking(ctx, &remote_calls_, AsksRemote(request->ns(), request->key()),
                           [this, request, response] {
                             auto info = store_->Stat(request->ns(), request->key());
                             if (info.ok()) ToProto(*info, response);

@@ -114,6 +114,11 @@ class TensordService final : public v1::Tensord::CallbackService {
   std::atomic<bool> draining_{false};
   WorkQueue seal_waits_{2};    // Seals that wait on a client's CUDA event
   WorkQueue remote_calls_{2};  // Deletes and Stats that may ask the remote tier (Redis I/O)
+  // Whether a Delete or Stat of (ns, key) may ask Redis: a key not held here, in a namespace
+  // the remote tier serves. (A key deleted meanwhile still gets its answer, only inline.)
+  bool AsksRemote(const std::string& ns, const std::string& key) const {
+    return store_->ConsultsRemote(ns) && !store_->Holds(ns, key);
+  }
   const std::vector<tiers::HostSegment> segments_;
   const std::vector<tiers::GpuArena> gpu_arenas_;
   const Identity who_;

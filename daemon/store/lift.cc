@@ -513,12 +513,18 @@ void Store::FindRemote(Lift* lift) {
   Frees frees;
   for (size_t i : lift->remote) {
     const std::string& key = lift->keys[i];
-    if (absl::Now() >= lift->deadline) {  // the call's deadline: no more Redis round trips
+    {
       absl::MutexLock lock(&mu_);
-      ++counters_.get_misses;
-      lift->out[i].status = absl::DeadlineExceededError(absl::StrCat(
-          "no tensor '", key, "' here, and the deadline passed before Redis was asked"));
-      continue;
+      if (RemoteErasing(lift->ns, key)) {  // deleted here; its Redis copy is going
+        ++counters_.get_misses;
+        continue;
+      }
+      if (absl::Now() >= lift->deadline) {  // the call's deadline: no more Redis round trips
+        ++counters_.get_misses;
+        lift->out[i].status = absl::DeadlineExceededError(absl::StrCat(
+            "no tensor '", key, "' here, and the deadline passed before Redis was asked"));
+        continue;
+      }
     }
     absl::StatusOr<tiers::RemoteFound> found = remote_->Find(lift->ns, key);  // no lock: I/O
     absl::MutexLock lock(&mu_);

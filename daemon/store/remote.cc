@@ -23,6 +23,11 @@ bool Store::RemoteServes(const Object& o) const {
       o.tenant != kNoTenant) {
     return false;
   }
+  if (const Copy& host = o.copy(TierId::kHost);
+      host.present && !options_.remote_publish_pools.empty()) {
+    auto it = options_.remote_publish_pools.find(host_->pools()[host.range.space].name);
+    if (it != options_.remote_publish_pools.end()) return it->second;  // the class says so
+  }
   return o.durability == Durability::kCache ? options_.remote_publish_cache
                                             : options_.remote_publish_durable;
 }
@@ -76,7 +81,9 @@ void Store::Publish(Object* o, MoveItem item) {
       spdlog::debug("publishing '{}' to the remote tier failed: {}", o->key,
                     item.status.ToString());
     } else if (o->retired) {  // deleted meanwhile
-      frees.push_back(PendingFree{TierId::kRemote, item.dst, o->erase_remote});
+      frees.push_back(
+          PendingFree{TierId::kRemote, item.dst, o->erase_remote,
+                      o->erase_remote ? ObjectTable::TableKey(o->ns, o->key) : std::string()});
     } else {
       AddCopy(o, TierId::kRemote, item.dst, item.dst_codec, item.dst_rel_rmse);
       ++counters_.remote_publishes;
@@ -87,27 +94,60 @@ void Store::Publish(Object* o, MoveItem item) {
   Reclaim(std::move(frees), /*now=*/true);
 }
 
+bool Store::RemoteErasing(absl::string_view ns, absl::string_view key) {
+  if (remote_erasing_.empty()) return false;
+  auto it = remote_erasing_.find(ObjectTable::TableKey(ns, key));
+  if (it == remote_erasing_.end()) return false;
+  if (it->second > absl::Now()) return true;
+  remote_erasing_.erase(it);
+  return false;
+}
+
 absl::Status Store::DeleteRemote(absl::string_view ns, absl::string_view key) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (RemoteErasing(ns, key)) {
+      return absl::NotFoundError(absl::StrCat("no tensor '", key, "' (being deleted)"));
+    }
+  }
   if (!remote_->Healthy()) {
     return absl::UnavailableError(
         absl::StrCat("no tensor '", key,
                      "' here, and the remote tier is degraded: whether Redis holds it is not "
                      "known; retry"));
   }
-  absl::StatusOr<bool> erased = remote_->EraseNamed(ns, key);  // no lock: I/O
+  uint64_t content = 0;
+  absl::StatusOr<bool> erased = remote_->EraseNamed(ns, key, &content);  // no lock: I/O
   if (!erased.ok()) {
     return absl::Status(erased.status().code(),
                         absl::StrCat("no tensor '", key,
                                      "' here, and the remote tier: ", erased.status().message()));
   }
   if (!*erased) return absl::NotFoundError(absl::StrCat("no tensor '", key, "' here or in Redis"));
-  absl::MutexLock lock(&mu_);
-  ++counters_.deletes;
-  ++counters_.remote_deletes;
+  Frees frees;
+  {
+    absl::MutexLock lock(&mu_);
+    ++counters_.deletes;
+    ++counters_.remote_deletes;
+    // A Get here may have adopted the very tensor meanwhile (looked up before the erase): it
+    // goes too, or this Delete would not have deleted it.
+    Object* o = table_.Find(ns, key);
+    if (o != nullptr && o->sealed && content != 0 && o->copy(TierId::kRemote).present &&
+        o->copy(TierId::kRemote).range.checksum == content) {
+      Retire(o, policy::RemovalReason::kDeleted, &frees);
+    }
+  }
+  Reclaim(std::move(frees));
   return absl::OkStatus();
 }
 
 absl::StatusOr<TensorInfo> Store::StatRemote(absl::string_view ns, absl::string_view key) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (RemoteErasing(ns, key)) {
+      return absl::NotFoundError(absl::StrCat("no tensor '", key, "' (being deleted)"));
+    }
+  }
   if (!remote_->Healthy()) {
     return absl::NotFoundError(
         absl::StrCat("no tensor '", key, "' here (the remote tier is degraded: not asked)"));

@@ -192,6 +192,9 @@ struct StoreOptions {
   // Only global tensors of namespaces no tenant owns are published or looked up.
   bool remote_publish_cache = true;
   bool remote_publish_durable = false;
+  // Host pool classes that say otherwise: true, every tensor of the class is published (CACHE
+  // and DURABLE); false, none is.
+  absl::flat_hash_map<std::string, bool> remote_publish_pools;
   bool remote_lookup = true;
 };
 
@@ -323,6 +326,8 @@ class Store {
   // Whether Delete and Stat of a key of `ns` not held here ask the remote tier (Redis I/O, up to
   // its timeouts: callers keep them off threads that must not block).
   bool ConsultsRemote(absl::string_view ns) const;
+  // Whether (ns, key) is in the table now (Delete and Stat of it do no Redis I/O).
+  bool Holds(absl::string_view ns, absl::string_view key) ABSL_LOCKS_EXCLUDED(mu_);
   // Returns tensors of `ns` whose key starts with `prefix`, sorted by key, at most `limit`.
   absl::StatusOr<ListResult> List(absl::string_view ns, absl::string_view prefix, uint32_t limit);
   StoreStats Stats();
@@ -391,6 +396,7 @@ class Store {
     TierId tier;
     tiers::Range range;
     bool erase = false;  // remote tier: delete the tensor there (a client's Delete)
+    std::string erasing;  // erase: its key in remote_erasing_, forgotten once the erase ran
   };
   using Frees = std::vector<PendingFree>;
   // One batched trip of keys up to a tier: Get's misses (leased on arrival) or a Prefetch.
@@ -650,6 +656,12 @@ class Store {
   // answers DATA_LOSS (not NOT_FOUND) until it is created again or deleted. At most kMaxLost.
   static constexpr size_t kMaxLost = 1 << 16;
   absl::flat_hash_set<std::string> lost_ ABSL_GUARDED_BY(mu_);
+  // Keys deleted here whose remote copy is not yet erased from Redis (the erase runs off the
+  // lock, after the last lease): no Get or Stat here finds them there meanwhile. Until the time
+  // given, at most (a lease held longer reopens the window).
+  absl::flat_hash_map<std::string, absl::Time> remote_erasing_ ABSL_GUARDED_BY(mu_);
+  bool RemoteErasing(absl::string_view ns, absl::string_view key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool lookahead_pumping_ ABSL_GUARDED_BY(mu_) = false;  // a thread runs PumpLookAhead
   bool lookahead_again_ ABSL_GUARDED_BY(mu_) = false;    // ... and must look once more
   int lookahead_moving_ ABSL_GUARDED_BY(mu_) = 0;        // promotion batches in flight

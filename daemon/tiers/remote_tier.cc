@@ -41,6 +41,7 @@ constexpr uint32_t kWaveChunks = 16;  // chunks per pipeline: bounds the memory 
 // How long a chunk written for a tensor without expiry lives until its header is in.
 constexpr std::chrono::milliseconds kProvisionalExpiry{10 * 60 * 1000};
 constexpr size_t kMaxPendingDeletes = 1 << 16;
+constexpr int kDeleteAttempts = 5;  // replays of a delete Redis refuses before it is dropped
 
 class Writer {
  public:
@@ -225,6 +226,12 @@ absl::StatusOr<std::unique_ptr<RemoteTier>> RemoteTier::Create(RemoteTierConfig 
 RemoteTier::~RemoteTier() {
   stop_.Notify();
   if (prober_.joinable()) prober_.join();
+  absl::MutexLock lock(&mu_);
+  if (!pending_deletes_.empty()) {
+    spdlog::warn("remote tier: {} deletes never reached Redis; those keys stay until their expiry "
+                 "or Redis's eviction",
+                 pending_deletes_.size());
+  }
 }
 
 std::shared_ptr<redis::Client> RemoteTier::client() const {
@@ -274,20 +281,25 @@ void RemoteTier::Probe() {
     if (absl::ConsumePrefix(&line, "maxmemory:") && !absl::SimpleAtoi(line, &max)) max = 0;
   }
   if (c->cluster()) c->RefreshSlots().IgnoreError();  // topology changes are found here too
-  // Deletes made while Redis was away go first: until they are done the tier stays degraded,
-  // so that no Get finds what was deleted.
-  bool pending = false;
-  {
-    absl::MutexLock lock(&mu_);
-    pending = !pending_deletes_.empty();
-  }
-  if (pending && !FlushDeletes(*c)) return;
-  absl::MutexLock lock(&mu_);
-  stats_.redis_used_bytes = used;
-  stats_.redis_max_bytes = max;
-  stats_.redirections = c->redirections();
-  if (degraded_.exchange(false)) {
-    spdlog::info("remote tier serving: Redis {} answers", config_.redis.seeds[0].ToString());
+  // Deletes made while Redis was away go first, and the tier serves only once none waits
+  // (checked and flipped under one lock, which DeleteKeys also queues under): no Get finds what
+  // was deleted. A delete that keeps failing for another reason than transport (an ACL without
+  // +@scripting) is dropped after a few probes, so it cannot hold the tier down for good.
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (pending_deletes_.empty()) {
+        stats_.redis_used_bytes = used;
+        stats_.redis_max_bytes = max;
+        stats_.redirections = c->redirections();
+        if (degraded_.exchange(false)) {
+          spdlog::info("remote tier serving: Redis {} answers",
+                       config_.redis.seeds[0].ToString());
+        }
+        return;
+      }
+    }
+    if (!FlushDeletes(*c)) return;  // Redis failed again: still degraded
   }
 }
 
@@ -364,19 +376,29 @@ absl::StatusOr<Range> RemoteTier::ReserveImpl(uint64_t nbytes, const Placement& 
 
 absl::Status RemoteTier::DeleteKeys(const std::string& base, uint64_t content, uint32_t chunks) {
   std::shared_ptr<redis::Client> c = client();
-  absl::Status s = c == nullptr || degraded_.load() ? absl::UnavailableError("remote tier degraded")
-                                                    : DeleteKeysOn(*c, {base, content, chunks});
-  if (s.ok() || !Transport(s)) return s;
-  // Redis is out of reach: the delete waits for its return (Probe flushes the queue before the
-  // tier serves again), so a tensor deleted meanwhile does not come back from Redis.
+  const bool tried = c != nullptr && !degraded_.load();
+  absl::Status s = tried ? DeleteKeysOn(*c, {base, content, chunks})
+                         : absl::UnavailableError("remote tier degraded");
+  if (s.ok()) return s;
+  // The delete waits for Redis: Probe replays it before the tier serves again, so a tensor
+  // deleted meanwhile does not come back from Redis. Queued and, for a transport failure,
+  // degraded in one critical section (Probe checks the queue and flips under the same lock).
   absl::MutexLock lock(&mu_);
   if (pending_deletes_.size() >= kMaxPendingDeletes) {
     pending_deletes_.pop_front();
     ++stats_.deletes_dropped;
   }
   pending_deletes_.push_back({base, content, chunks});
-  return absl::UnavailableError(
-      absl::StrCat(s.message(), "; the delete is queued until Redis answers again"));
+  if (tried) {  // this call failed (not one skipped because the tier was degraded)
+    ++stats_.errors;
+    stats_.last_error = std::string(s.message());
+    if (Transport(s) && !degraded_.exchange(true)) {
+      ++stats_.degradations;
+      spdlog::warn("remote tier degraded: {}", std::string(s.message()));
+    }
+  }
+  return absl::Status(s.code(),
+                      absl::StrCat(s.message(), "; the delete is queued until Redis takes it"));
 }
 
 absl::Status RemoteTier::DeleteKeysOn(redis::Client& c, const PendingDelete& d) {
@@ -392,7 +414,7 @@ absl::Status RemoteTier::DeleteKeysOn(redis::Client& c, const PendingDelete& d) 
   for (const std::string& k : keys) cmds.push_back(redis::Command{{"DEL", k}});
   for (absl::StatusOr<redis::Reply>& r : c.Run(cmds)) {
     absl::Status s = Outcome(r);
-    if (!s.ok()) return Failed(s);
+    if (!s.ok()) return s;  // the raw failure: the caller books it
   }
   return absl::OkStatus();
 }
@@ -403,15 +425,33 @@ bool RemoteTier::FlushDeletes(redis::Client& c) {
     absl::MutexLock lock(&mu_);
     todo.swap(pending_deletes_);
   }
+  absl::Status failed = absl::OkStatus();
+  uint64_t replayed = 0, dropped = 0;
   while (!todo.empty()) {
-    absl::Status s = DeleteKeysOn(c, todo.front());
-    if (!s.ok() && Transport(s)) break;
+    PendingDelete& d = todo.front();
+    absl::Status s = DeleteKeysOn(c, d);
+    if (s.ok()) {
+      ++replayed;
+    } else if (Transport(s) && s.code() != absl::StatusCode::kPermissionDenied) {
+      failed = s;  // Redis went away again: the rest waits, in order
+      break;
+    } else if (++d.attempts < kDeleteAttempts) {
+      failed = s;  // busy, read-only after a failover, refused: tried again next probe
+      break;
+    } else {
+      ++dropped;
+      spdlog::warn("remote tier: giving up deleting {} after {} tries: {}", d.base, d.attempts,
+                   s.ToString());
+    }
     todo.pop_front();
-    absl::MutexLock lock(&mu_);
-    ++stats_.deletes_replayed;
   }
-  if (todo.empty()) return true;
-  absl::MutexLock lock(&mu_);  // back in front of what was queued meanwhile, in order
+  absl::MutexLock lock(&mu_);
+  stats_.deletes_replayed += replayed;
+  stats_.deletes_dropped += dropped;
+  if (failed.ok()) return true;
+  ++stats_.errors;
+  stats_.last_error = std::string(failed.message());
+  // Back in front of what was queued meanwhile, in order.
   for (auto it = todo.rbegin(); it != todo.rend(); ++it) pending_deletes_.push_front(*it);
   while (pending_deletes_.size() > kMaxPendingDeletes) {
     pending_deletes_.pop_front();
@@ -420,8 +460,10 @@ bool RemoteTier::FlushDeletes(redis::Client& c) {
   return false;
 }
 
-absl::StatusOr<bool> RemoteTier::EraseNamed(absl::string_view ns, absl::string_view key) {
+absl::StatusOr<bool> RemoteTier::EraseNamed(absl::string_view ns, absl::string_view key,
+                                            uint64_t* content) {
   absl::StatusOr<RemoteFound> found = Find(ns, key);
+  if (content != nullptr) *content = found.ok() ? found->range.checksum : 0;
   if (found.ok()) {
     absl::Status s = Erase(found->range);
     if (!s.ok()) return s;
@@ -465,12 +507,13 @@ absl::Status RemoteTier::Erase(const Range& range) {
     if (it == entries_.end()) return absl::NotFoundError("remote tier: unknown range");
     e = it->second;
   }
-  absl::Status s = absl::OkStatus();
-  if (e->written || !e->owned) s = DeleteKeys(e->base, e->content, e->chunks);
+  bool written = false;
   {
     absl::MutexLock lock(&mu_);
+    written = e->written || !e->owned;
     e->written = false;  // nothing left for Free to delete
   }
+  absl::Status s = written ? DeleteKeys(e->base, e->content, e->chunks) : absl::OkStatus();
   Free(range);
   return s;
 }
@@ -539,8 +582,11 @@ absl::Status RemoteTier::WriteOne(const Transfer& t) {
       cmd.args.push_back("PXAT");
       cmd.args.push_back(expiry);
     } else if (chunk) {
+      // NX: a chunk of the same content already there (another writer of the same bytes, in a
+      // shared namespace) keeps its state; the PERSIST below settles it either way.
       cmd.args.push_back("PX");
       cmd.args.push_back(provisional);
+      cmd.args.push_back("NX");
     }
     cmds.push_back(std::move(cmd));
   };
@@ -563,18 +609,24 @@ absl::Status RemoteTier::WriteOne(const Transfer& t) {
   absl::Status s = Outcome(r);
   if (!s.ok()) return Failed(s);
   if (expiry.empty()) {
+    // -1: the chunk is gone (evicted, or its provisional expiry passed): the write failed.
+    static constexpr char kPersist[] =
+        "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end "
+        "return redis.call('PERSIST', KEYS[1])";
     for (size_t first = 0; first < keys.size(); first += kWaveChunks) {
       cmds.clear();
       for (size_t i = first; i < std::min(keys.size(), first + kWaveChunks); ++i) {
-        cmds.push_back(redis::Command{{"PERSIST", keys[i]}});
+        cmds.push_back(redis::Command{{"EVAL", kPersist, "1", keys[i]}, 3});
       }
       for (absl::StatusOr<redis::Reply>& p : c->Run(cmds)) {
         absl::Status ps = Outcome(p);
-        if (ps.ok()) continue;
-        // The header may outlive chunks that now expire: readers then miss, never mix. It
-        // goes now if Redis lets it, else when the delete queue is flushed.
-        DeleteKeys(e->base, h.content, 1).IgnoreError();
-        return Failed(ps);
+        if (ps.ok() && redis::ReplyInteger(**p) < 0) {
+          ps = absl::ResourceExhaustedError(
+              "remote tier: Redis evicted a chunk before its header was in");
+        }
+        // The header stays (it may be another writer's of the same bytes): a reader that
+        // finds a chunk gone misses, never mixes; chunks left provisional expire.
+        if (!ps.ok()) return Failed(ps);
       }
     }
   }

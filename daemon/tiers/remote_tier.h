@@ -116,8 +116,10 @@ class RemoteTier final : public Tier {
   absl::Status Erase(const Range& range);
   // Deletes a tensor by name, one this daemon may never have seen (another daemon's, in a
   // shared namespace): true when Redis held it, false when not; UNAVAILABLE when degraded or
-  // Redis does not answer. A damaged header is deleted too.
-  absl::StatusOr<bool> EraseNamed(absl::string_view ns, absl::string_view key);
+  // Redis does not answer. A damaged header is deleted too. `content`: the erased tensor's
+  // content hash (its Range's checksum), 0 for a damaged header.
+  absl::StatusOr<bool> EraseNamed(absl::string_view ns, absl::string_view key,
+                                  uint64_t* content = nullptr);
   // Whether `ns` is shared across daemons.
   bool Shared(absl::string_view ns) const;
   // The Redis key of a tensor's header.
@@ -145,10 +147,12 @@ class RemoteTier final : public Tier {
     std::string base;
     uint64_t content = 0;
     uint32_t chunks = 0;
+    int attempts = 0;  // replays Redis refused
   };
-  // Deletes a tensor's keys (the header only while it still holds `content`). UNAVAILABLE when
-  // degraded or Redis does not answer: the delete is then queued for Redis's return.
+  // Deletes a tensor's keys (the header only while it still holds `content`). When it fails
+  // (degraded, Redis silent, busy or refusing) the delete is queued for Probe to replay.
   absl::Status DeleteKeys(const std::string& base, uint64_t content, uint32_t chunks);
+  // One delete's commands; the raw failure, booked by the caller.
   absl::Status DeleteKeysOn(redis::Client& c, const PendingDelete& d);
   // Replays the queued deletes; false when Redis failed again (the rest stay queued).
   bool FlushDeletes(redis::Client& c);

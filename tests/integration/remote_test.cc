@@ -249,6 +249,9 @@ TEST_F(RemoteTest, ATensorDeletedWhileRedisHangsDoesNotComeBack) {
   std::unique_ptr<Client> ca = Connect(a);
   ASSERT_NE(ca, nullptr);
   redis_->Pause();  // hung, its data intact
+  // Degraded first, so that the delete is only queued (a command sent to the hung Redis might
+  // still run when it wakes): only the replay can delete it.
+  ASSERT_TRUE(Eventually([&] { return !Serving(a, "tensord.remote"); }));
   EXPECT_TRUE(ca->Delete("gone").ok()) << "the local delete does not wait for Redis";
   EXPECT_TRUE(Eventually([&] { return RemoteOf(a).pending_deletes == 1; }));
   redis_->Resume();
@@ -260,6 +263,29 @@ TEST_F(RemoteTest, ATensorDeletedWhileRedisHangsDoesNotComeBack) {
   EXPECT_NE(It({"verify", b.socket(), "gone", hash}).first, 0)
       << "deleted while Redis hung, and back from Redis after all";
   EXPECT_EQ(RedisInt(*redis_, "DBSIZE"), 0);
+}
+
+TEST_F(RemoteTest, APoolClassSaysWhetherItsTensorsArePublished) {
+  // Blocks of 1 MiB stay on this machine whatever their durability; blocks of 2 MiB are
+  // published, DURABLE ones included (the [remote] defaults publish CACHE tensors only).
+  const std::string dir = MakeTempDir();
+  ASSERT_EQ(RunCommand("printf '[[host.pool]]\\nname = \"local\"\\nblock_size = \"1MiB\"\\n"
+                       "count = 8\\nremote = \"never\"\\n[[host.pool]]\\nname = \"shared\"\\n"
+                       "block_size = \"2MiB\"\\ncount = 8\\nremote = \"publish\"\\n' > " +
+                       dir + "/tensord.toml")
+                .rc,
+            0);
+  Daemon a(RemoteArgs(*redis_, "machine-a", {"--config", dir + "/tensord.toml"}));
+  Daemon b(RemoteArgs(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto [rc1, h1] = It({"put", a.socket(), "stays", std::to_string(kMiB), "8", "cache"});
+  auto [rc2, h2] = It({"put", a.socket(), "goes", std::to_string(2 * kMiB), "9", "durable"});
+  ASSERT_EQ(rc1, 0);
+  ASSERT_EQ(rc2, 0);
+  EXPECT_TRUE(Eventually([&, h = h2] { return It({"verify", b.socket(), "goes", h}).first == 0; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_NE(It({"verify", b.socket(), "stays", h1}).first, 0);
+  EXPECT_EQ(RemoteOf(a).puts, 1u);
 }
 
 TEST_F(RemoteTest, AWrongPasswordLeavesTheRemoteTierDownAndTheDaemonUp) {

@@ -179,6 +179,15 @@ codecs = ["int8"]
     EXPECT_TRUE(absl::StrContains(c.status().message(), "line 5")) << c.status();
   }
   EXPECT_FALSE(LoadConfigFile(Write("[policy]\ncompression = \"maybe\"\n")).ok());
+  auto remote = LoadConfigFile(Write(
+      "[[host.pool]]\nname = \"kv\"\nblock_size = 4096\nshare = 0.1\nremote = \"never\"\n"));
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  EXPECT_EQ(remote->host.pools[0].remote, "never");
+  EXPECT_NE(PrintConfig(*remote).find("remote = \"never\""), std::string::npos);
+  for (const char* bad : {"[[host.pool]]\nname = \"kv\"\nblock_size = 4096\nremote = \"maybe\"\n",
+                          "[[gpu.pool]]\nname = \"kv\"\nblock_size = 4096\nremote = \"never\"\n"}) {
+    EXPECT_EQ(LoadConfigFile(Write(bad)).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
   for (const char* bad : {"nan", "inf", "1.5", "0", "-0.1"}) {
     auto c = LoadConfigFile(Write(
         absl::StrCat("[[host.pool]]\nname = \"kv\"\nblock_size = 4096\nshare = ", bad, "\n")));
