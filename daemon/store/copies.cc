@@ -186,8 +186,7 @@ void Store::DropCopy(Object* o, TierId t, policy::RemovalReason why, Frees* free
   // The index stops pointing at the range before anyone else can have it.
   if ((t == TierId::kHost || t == TierId::kSsd) && o->sealed && !o->retired) Persist(o);
   if (t == TierId::kRemote) {  // let go (or deleted) off the lock: it talks to Redis
-    frees->push_back(PendingFree{t, range, o->erase_remote,
-                                 o->erase_remote ? ObjectTable::TableKey(o->ns, o->key) : ""});
+    frees->push_back(RemoteFree(*o, range));
     return;
   }
   FreeRange(t, range, frees);
@@ -241,13 +240,17 @@ void Store::Reclaim(Frees frees, bool now) {
     for (const PendingFree& p : f) {
       if (p.tier != TierId::kRemote) continue;
       if (p.erase) {
-        // (A failure is queued by the tier and replayed before it serves again.)
-        if (absl::Status st = remote_->Erase(p.range); !st.ok()) {
+        // (A failure is queued by the tier, which then serves only once Redis took it; the
+        // tombstone stays until its time regardless.)
+        absl::Status st = remote_->Erase(p.range);
+        if (!st.ok()) {
           spdlog::warn("deleting a tensor from the remote tier failed: {}", st.ToString());
-        }
-        if (!p.erasing.empty()) {
+        } else if (!p.erasing.empty()) {
           absl::MutexLock lock(&mu_);
-          remote_erasing_.erase(p.erasing);
+          auto it = remote_erasing_.find(p.erasing);
+          if (it != remote_erasing_.end() && it->second == p.erasing_until) {
+            remote_erasing_.erase(it);
+          }
         }
       } else {
         remote_->Free(p.range);

@@ -540,6 +540,12 @@ void Store::FindRemote(Lift* lift) {
       continue;
     }
     Object* o = table_.Find(lift->ns, key);
+    if (o == nullptr && RemoteErasing(lift->ns, key)) {  // deleted here while it was looked up
+      ++counters_.get_misses;
+      ++counters_.remote_misses;
+      frees.push_back(PendingFree{TierId::kRemote, found->range});
+      continue;
+    }
     if (o != nullptr) {  // created here meanwhile: that one wins
       frees.push_back(PendingFree{TierId::kRemote, found->range});
     } else if (o = AdoptRemote(lift->ns, key, *found, &r.status); o == nullptr) {

@@ -81,9 +81,7 @@ void Store::Publish(Object* o, MoveItem item) {
       spdlog::debug("publishing '{}' to the remote tier failed: {}", o->key,
                     item.status.ToString());
     } else if (o->retired) {  // deleted meanwhile
-      frees.push_back(
-          PendingFree{TierId::kRemote, item.dst, o->erase_remote,
-                      o->erase_remote ? ObjectTable::TableKey(o->ns, o->key) : std::string()});
+      frees.push_back(RemoteFree(*o, item.dst));
     } else {
       AddCopy(o, TierId::kRemote, item.dst, item.dst_codec, item.dst_rel_rmse);
       ++counters_.remote_publishes;
@@ -92,6 +90,16 @@ void Store::Publish(Object* o, MoveItem item) {
     MaybeFreeRetired(o, &frees);
   }
   Reclaim(std::move(frees), /*now=*/true);
+}
+
+Store::PendingFree Store::RemoteFree(const Object& o, const tiers::Range& range) const {
+  PendingFree f{TierId::kRemote, range, o.erase_remote};
+  if (o.erase_remote) {
+    f.erasing = ObjectTable::TableKey(o.ns, o.key);
+    auto it = remote_erasing_.find(f.erasing);
+    if (it != remote_erasing_.end()) f.erasing_until = it->second;
+  }
+  return f;
 }
 
 bool Store::RemoteErasing(absl::string_view ns, absl::string_view key) {

@@ -395,9 +395,13 @@ class Store {
   struct PendingFree {
     TierId tier;
     tiers::Range range;
-    bool erase = false;  // remote tier: delete the tensor there (a client's Delete)
-    std::string erasing;  // erase: its key in remote_erasing_, forgotten once the erase ran
+    bool erase = false;        // remote tier: delete the tensor there (a client's Delete)
+    std::string erasing;       // erase: its key in remote_erasing_, forgotten once erased...
+    absl::Time erasing_until;  // ... if the entry is still this one (not a later Delete's)
   };
+  // The PendingFree of a remote copy that o lets go of (erased from Redis if o was deleted).
+  PendingFree RemoteFree(const Object& o, const tiers::Range& range) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   using Frees = std::vector<PendingFree>;
   // One batched trip of keys up to a tier: Get's misses (leased on arrival) or a Prefetch.
   struct Lift;

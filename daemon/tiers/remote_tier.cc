@@ -228,9 +228,10 @@ RemoteTier::~RemoteTier() {
   if (prober_.joinable()) prober_.join();
   absl::MutexLock lock(&mu_);
   if (!pending_deletes_.empty()) {
-    spdlog::warn("remote tier: {} deletes never reached Redis; those keys stay until their expiry "
-                 "or Redis's eviction",
-                 pending_deletes_.size());
+    spdlog::warn(
+        "remote tier: {} deletes never reached Redis; those keys stay until their expiry "
+        "or Redis's eviction",
+        pending_deletes_.size());
   }
 }
 
@@ -293,8 +294,7 @@ void RemoteTier::Probe() {
         stats_.redis_max_bytes = max;
         stats_.redirections = c->redirections();
         if (degraded_.exchange(false)) {
-          spdlog::info("remote tier serving: Redis {} answers",
-                       config_.redis.seeds[0].ToString());
+          spdlog::info("remote tier serving: Redis {} answers", config_.redis.seeds[0].ToString());
         }
         return;
       }
@@ -375,30 +375,39 @@ absl::StatusOr<Range> RemoteTier::ReserveImpl(uint64_t nbytes, const Placement& 
 }
 
 absl::Status RemoteTier::DeleteKeys(const std::string& base, uint64_t content, uint32_t chunks) {
-  std::shared_ptr<redis::Client> c = client();
-  const bool tried = c != nullptr && !degraded_.load();
-  absl::Status s = tried ? DeleteKeysOn(*c, {base, content, chunks})
-                         : absl::UnavailableError("remote tier degraded");
+  // Invariant: while a delete waits, the tier is degraded (Probe replays the queue and flips the
+  // tier back only with it empty, under mu_): no lookup, here or through Find, serves a tensor
+  // whose delete has not reached Redis.
+  std::shared_ptr<redis::Client> c;
+  {
+    absl::MutexLock lock(&mu_);
+    if (degraded_.load() || client_ == nullptr) {
+      QueueDelete({base, content, chunks});
+      return absl::UnavailableError(
+          "remote tier degraded; the delete is queued until Redis answers again");
+    }
+    c = client_;
+  }
+  absl::Status s = DeleteKeysOn(*c, {base, content, chunks});
   if (s.ok()) return s;
-  // The delete waits for Redis: Probe replays it before the tier serves again, so a tensor
-  // deleted meanwhile does not come back from Redis. Queued and, for a transport failure,
-  // degraded in one critical section (Probe checks the queue and flips under the same lock).
   absl::MutexLock lock(&mu_);
+  QueueDelete({base, content, chunks});
+  ++stats_.errors;
+  stats_.last_error = std::string(s.message());
+  if (!degraded_.exchange(true)) {
+    ++stats_.degradations;
+    spdlog::warn("remote tier degraded: a delete failed: {}", std::string(s.message()));
+  }
+  return absl::Status(s.code(),
+                      absl::StrCat(s.message(), "; the delete is queued until Redis takes it"));
+}
+
+void RemoteTier::QueueDelete(PendingDelete d) {
   if (pending_deletes_.size() >= kMaxPendingDeletes) {
     pending_deletes_.pop_front();
     ++stats_.deletes_dropped;
   }
-  pending_deletes_.push_back({base, content, chunks});
-  if (tried) {  // this call failed (not one skipped because the tier was degraded)
-    ++stats_.errors;
-    stats_.last_error = std::string(s.message());
-    if (Transport(s) && !degraded_.exchange(true)) {
-      ++stats_.degradations;
-      spdlog::warn("remote tier degraded: {}", std::string(s.message()));
-    }
-  }
-  return absl::Status(s.code(),
-                      absl::StrCat(s.message(), "; the delete is queued until Redis takes it"));
+  pending_deletes_.push_back(std::move(d));
 }
 
 absl::Status RemoteTier::DeleteKeysOn(redis::Client& c, const PendingDelete& d) {
@@ -420,7 +429,7 @@ absl::Status RemoteTier::DeleteKeysOn(redis::Client& c, const PendingDelete& d) 
 }
 
 bool RemoteTier::FlushDeletes(redis::Client& c) {
-  std::deque<PendingDelete> todo;
+  std::deque<PendingDelete> todo, kept;
   {
     absl::MutexLock lock(&mu_);
     todo.swap(pending_deletes_);
@@ -428,34 +437,47 @@ bool RemoteTier::FlushDeletes(redis::Client& c) {
   absl::Status failed = absl::OkStatus();
   uint64_t replayed = 0, dropped = 0;
   while (!todo.empty()) {
-    PendingDelete& d = todo.front();
+    PendingDelete d = std::move(todo.front());
+    todo.pop_front();
     absl::Status s = DeleteKeysOn(c, d);
     if (s.ok()) {
       ++replayed;
-    } else if (Transport(s) && s.code() != absl::StatusCode::kPermissionDenied) {
-      failed = s;  // Redis went away again: the rest waits, in order
+      continue;
+    }
+    failed = s;
+    if (Transport(s) && s.code() != absl::StatusCode::kPermissionDenied) {
+      kept.push_back(std::move(d));  // Redis went away again: this and the rest wait
       break;
-    } else if (++d.attempts < kDeleteAttempts) {
-      failed = s;  // busy, read-only after a failover, refused: tried again next probe
-      break;
+    }
+    // Refused (busy, read-only after a failover, an ACL): tried again next probe, and the
+    // others go on now, so the whole queue is settled within kDeleteAttempts probes.
+    if (++d.attempts < kDeleteAttempts) {
+      kept.push_back(std::move(d));
     } else {
       ++dropped;
       spdlog::warn("remote tier: giving up deleting {} after {} tries: {}", d.base, d.attempts,
                    s.ToString());
     }
-    todo.pop_front();
   }
   absl::MutexLock lock(&mu_);
   stats_.deletes_replayed += replayed;
   stats_.deletes_dropped += dropped;
-  if (failed.ok()) return true;
-  ++stats_.errors;
-  stats_.last_error = std::string(failed.message());
-  // Back in front of what was queued meanwhile, in order.
-  for (auto it = todo.rbegin(); it != todo.rend(); ++it) pending_deletes_.push_front(*it);
+  // What stays goes back in front of what was queued meanwhile, in order.
+  while (!todo.empty()) {
+    kept.push_back(std::move(todo.front()));
+    todo.pop_front();
+  }
+  for (auto it = kept.rbegin(); it != kept.rend(); ++it) pending_deletes_.push_front(*it);
   while (pending_deletes_.size() > kMaxPendingDeletes) {
     pending_deletes_.pop_front();
     ++stats_.deletes_dropped;
+  }
+  if (kept.empty()) return true;
+  ++stats_.errors;
+  stats_.last_error = std::string(failed.message());
+  if (!degraded_.exchange(true)) {  // deletes wait: the tier does not serve
+    ++stats_.degradations;
+    spdlog::warn("remote tier degraded: deletes wait for Redis: {}", std::string(failed.message()));
   }
   return false;
 }
@@ -581,12 +603,12 @@ absl::Status RemoteTier::WriteOne(const Transfer& t) {
     if (!expiry.empty()) {
       cmd.args.push_back("PXAT");
       cmd.args.push_back(expiry);
-    } else if (chunk) {
-      // NX: a chunk of the same content already there (another writer of the same bytes, in a
-      // shared namespace) keeps its state; the PERSIST below settles it either way.
+    } else {
       cmd.args.push_back("PX");
       cmd.args.push_back(provisional);
-      cmd.args.push_back("NX");
+      // NX for chunks: one of the same content already there (another writer of the same
+      // bytes, in a shared namespace) keeps its state; the PERSIST below settles it either way.
+      if (chunk) cmd.args.push_back("NX");
     }
     cmds.push_back(std::move(cmd));
   };
@@ -609,25 +631,40 @@ absl::Status RemoteTier::WriteOne(const Transfer& t) {
   absl::Status s = Outcome(r);
   if (!s.ok()) return Failed(s);
   if (expiry.empty()) {
-    // -1: the chunk is gone (evicted, or its provisional expiry passed): the write failed.
-    static constexpr char kPersist[] =
-        "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end "
-        "return redis.call('PERSIST', KEYS[1])";
-    for (size_t first = 0; first < keys.size(); first += kWaveChunks) {
+    // Chunks, then the header last, made persistent. PERSIST answers 0 both for a key already
+    // persistent and for a key gone, so EXISTS follows each: a chunk gone (evicted, or its
+    // provisional expiry passed) fails the write. (Plain commands: publishing needs no
+    // scripting permission.)
+    std::vector<std::string> all = keys;
+    all.push_back(e->base);
+    size_t persisted = 0;
+    absl::Status ps = absl::OkStatus();
+    for (size_t first = 0; first < all.size() && ps.ok(); first += kWaveChunks) {
       cmds.clear();
-      for (size_t i = first; i < std::min(keys.size(), first + kWaveChunks); ++i) {
-        cmds.push_back(redis::Command{{"EVAL", kPersist, "1", keys[i]}, 3});
+      for (size_t i = first; i < std::min(all.size(), first + kWaveChunks); ++i) {
+        cmds.push_back(redis::Command{{"PERSIST", all[i]}});
+        cmds.push_back(redis::Command{{"EXISTS", all[i]}});
       }
-      for (absl::StatusOr<redis::Reply>& p : c->Run(cmds)) {
-        absl::Status ps = Outcome(p);
-        if (ps.ok() && redis::ReplyInteger(**p) < 0) {
+      std::vector<absl::StatusOr<redis::Reply>> replies = c->Run(cmds);
+      for (size_t j = 0; j + 1 < replies.size() && ps.ok(); j += 2) {
+        ps = Outcome(replies[j]);
+        if (ps.ok()) ps = Outcome(replies[j + 1]);
+        if (ps.ok() && redis::ReplyInteger(**replies[j + 1]) == 0) {
           ps = absl::ResourceExhaustedError(
-              "remote tier: Redis evicted a chunk before its header was in");
+              "remote tier: Redis evicted a chunk before the write was complete");
         }
-        // The header stays (it may be another writer's of the same bytes): a reader that
-        // finds a chunk gone misses, never mixes; chunks left provisional expire.
-        if (!ps.ok()) return Failed(ps);
+        if (ps.ok()) ++persisted;
       }
+    }
+    if (!ps.ok()) {
+      // Best effort: what was made persistent gets its provisional expiry back, so that nothing
+      // of a failed write stays for good (a daemon killed right here can still leave it).
+      cmds.clear();
+      for (size_t i = 0; i < persisted; ++i) {
+        cmds.push_back(redis::Command{{"PEXPIRE", all[i], provisional}});
+      }
+      if (!cmds.empty()) (void)c->Run(cmds);
+      return Failed(ps);
     }
   }
   t.range->checksum = h.content;

@@ -154,8 +154,9 @@ class RemoteTier final : public Tier {
   absl::Status DeleteKeys(const std::string& base, uint64_t content, uint32_t chunks);
   // One delete's commands; the raw failure, booked by the caller.
   absl::Status DeleteKeysOn(redis::Client& c, const PendingDelete& d);
-  // Replays the queued deletes; false when Redis failed again (the rest stay queued).
+  // Replays the queued deletes; false when some stay queued (the tier is then degraded).
   bool FlushDeletes(redis::Client& c);
+  void QueueDelete(PendingDelete d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RemoteTierConfig config_;
   std::atomic<bool> degraded_{true};

@@ -133,7 +133,7 @@ TEST(RemoteHeader, RoundTripsAndEveryDamagedByteIsDataLoss) {
     hostile.stored_bytes = stored;
     if (stored == ~uint64_t{0}) {
       hostile.chunk_bytes = 4096;
-      hostile.chunk_sums = {1};          // what the count wrapped to
+      hostile.chunk_sums = {1};              // what the count wrapped to
       hostile.tensor.nbytes = ~uint64_t{0};  // (so that only the wrap can refuse it)
     } else {
       hostile.chunk_sums.assign((stored - 1) / hostile.chunk_bytes + 1, 1);  // a right layout
@@ -346,6 +346,37 @@ TEST(RemoteTierChunks, AnInterruptedWriteLeavesChunksThatExpireACompleteOneNone)
     EXPECT_EQ(redis::ReplyInteger(*Raw(r, {"PTTL", k})), -1) << k;
   }
   (*whole)->Free(put);
+}
+
+TEST(RemoteTierAcl, WithoutScriptingPublishingWorksAndARefusedDeleteCannotHoldTheTierDown) {
+  if (!HaveRedisServer())
+    GTEST_SKIP() << "redis-server is not installed (apt install redis-server)";
+  RedisServer r({"--user", "plain", "on", ">pw", "~*", "+@all", "-@scripting"});
+  ASSERT_TRUE(r.ready());
+  RemoteTierConfig c = Config(r, "machine-a");
+  c.redis.user = "plain";
+  c.redis.password = "pw";
+  auto a = RemoteTier::Create(c);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE((*a)->Healthy()) << (*a)->stats().last_error;
+  // Publishing and reading need plain commands only.
+  std::vector<uint8_t> bytes = Bytes(200 << 10, 10);
+  Range put = Put(**a, Tensor("kv", "plain", bytes.size()), bytes);
+  auto found = (*a)->Find("kv", "plain");
+  ASSERT_TRUE(found.ok()) << found.status();
+  std::vector<uint8_t> got;
+  ASSERT_TRUE(ReadInto(**a, found->range, got).ok());
+  EXPECT_EQ(got, bytes);
+  (*a)->Free(found->range);
+  // A delete needs EVAL, which this user may not run: refused, queued, and the tier degraded
+  // while it waits; dropped after its five probes, when the tier serves again.
+  EXPECT_FALSE((*a)->Erase(put).ok());
+  EXPECT_FALSE((*a)->Healthy());
+  EXPECT_TRUE(WaitFor([&] { return (*a)->Healthy(); }));
+  const RemoteStats s = (*a)->stats();
+  EXPECT_EQ(s.pending_deletes, 0u);
+  EXPECT_EQ(s.deletes_dropped, 1u);
+  EXPECT_EQ(s.deletes_replayed, 0u);
 }
 
 TEST_F(RemoteTierTest, ReplacedByAnotherWriterIsAMissNeverAMix) {
