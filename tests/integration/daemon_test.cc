@@ -20,14 +20,7 @@ namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
 
-std::unique_ptr<Client> Connect(const Daemon& d) {
-  ClientOptions opts;
-  opts.socket_path = d.socket();
-  opts.client_name = "daemon_test";
-  auto c = Client::Connect(opts);
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? *std::move(c) : nullptr;
-}
+std::unique_ptr<Client> Connect(const Daemon& d) { return ConnectClient(d, "daemon_test"); }
 
 // Runs it_client and returns {exit code, first stdout line}.
 std::pair<int, std::string> RunClient(const std::vector<std::string>& args) {

@@ -18,14 +18,7 @@ namespace {
 constexpr uint64_t kMiB = 1 << 20;
 constexpr int kNoGpu = 77;  // it_client's exit code when it cannot use a GPU
 
-std::unique_ptr<Client> ConnectTo(const Daemon& d) {
-  ClientOptions opts;
-  opts.socket_path = d.socket();
-  opts.client_name = "gpu_test";
-  auto c = Client::Connect(opts);
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? *std::move(c) : nullptr;
-}
+std::unique_ptr<Client> ConnectTo(const Daemon& d) { return ConnectClient(d, "gpu_test"); }
 
 std::pair<int, std::string> RunIt(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {ClientBinary()};

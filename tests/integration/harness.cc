@@ -214,4 +214,13 @@ Daemon::~Daemon() {
   }
 }
 
+std::unique_ptr<Client> ConnectClient(const Daemon& d, const std::string& name) {
+  ClientOptions opts;
+  opts.socket_path = d.socket();
+  opts.client_name = name;
+  auto c = Client::Connect(opts);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *std::move(c) : nullptr;
+}
+
 }  // namespace tensord::testing

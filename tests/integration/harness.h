@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tensord/client.h"
 #include "tensord/v1/tensord.grpc.pb.h"
 
 namespace tensord::testing {
@@ -82,5 +83,7 @@ struct CommandResult {
 CommandResult RunCommand(const std::string& command);
 // Returns whether grpc.health.v1 on `socket` reports SERVING.
 bool IsServing(const std::string& socket);
+// A C++ client session on `d` (nullptr, with a test failure, if it cannot attach).
+std::unique_ptr<Client> ConnectClient(const Daemon& d, const std::string& name);
 
 }  // namespace tensord::testing

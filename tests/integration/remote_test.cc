@@ -193,14 +193,7 @@ TEST_F(RemoteTest, RedisKilledLeavesTheLocalTiersServingAndItsReturnResumes) {
   }));
 }
 
-std::unique_ptr<Client> Connect(const Daemon& d) {
-  ClientOptions opts;
-  opts.socket_path = d.socket();
-  opts.client_name = "remote_test";
-  auto c = Client::Connect(opts);
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? std::move(*c) : nullptr;
-}
+std::unique_ptr<Client> Connect(const Daemon& d) { return ConnectClient(d, "remote_test"); }
 
 TEST_F(RemoteTest, StatAndDeleteThroughADaemonThatNeverSawTheTensorReachRedis) {
   Daemon a(RemoteArgs(*redis_, "machine-a"));
