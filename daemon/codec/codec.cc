@@ -362,14 +362,30 @@ Quality Measure(DType dtype, std::span<const uint8_t> source, std::span<const ui
     Part& part = parts[c];
     const size_t lo = c * internal::kChunkElements;
     const size_t hi = std::min(n, lo + internal::kChunkElements);
-    for (size_t i = lo; i < hi; ++i) {
-      const double x = internal::Load(dtype, source.data(), i);
-      const double y = internal::Load(dtype, decoded.data(), i);
-      if (std::isnan(x) && std::isnan(y)) continue;
-      const double d = x == y ? 0.0 : std::fabs(x - y);  // Inf == Inf: no error
-      part.err2 += d * d;
-      part.ref2 += std::isfinite(x) ? x * x : 0.0;
-      part.max = std::max(part.max, std::isnan(d) ? HUGE_VAL : d);
+    std::array<float, simd::kTile> x, y;
+    for (size_t at = lo; at < hi; at += simd::kTile) {
+      const size_t len = std::min(hi - at, simd::kTile);
+      simd::Widen(dtype, source.data() + item * at, len, x.data());
+      simd::Widen(dtype, decoded.data() + item * at, len, y.data());
+      // Finite tiles (every lossy codec's case) take the vector kernel; NaN and Inf the scalar
+      // rules below.
+      if (std::isfinite(simd::AbsMax(x.data(), len)) &&
+          std::isfinite(simd::AbsMax(y.data(), len))) {
+        simd::Error e;
+        simd::AddError(x.data(), y.data(), len, &e);
+        part.err2 += e.err2;
+        part.ref2 += e.ref2;
+        part.max = std::max<double>(part.max, e.max);
+        continue;
+      }
+      for (size_t i = 0; i < len; ++i) {
+        const double xi = x[i], yi = y[i];
+        if (std::isnan(xi) && std::isnan(yi)) continue;
+        const double d = xi == yi ? 0.0 : std::fabs(xi - yi);  // Inf == Inf: no error
+        part.err2 += d * d;
+        part.ref2 += std::isfinite(xi) ? xi * xi : 0.0;
+        part.max = std::max(part.max, std::isnan(d) ? HUGE_VAL : d);
+      }
     }
   });
   double err2 = 0, ref2 = 0;

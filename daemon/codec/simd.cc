@@ -308,52 +308,105 @@ TENSORD_AVX2 inline void Store8(__m256i v, uint8_t* dst, bool is_unsigned) {
   _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), b);
 }
 
-// Error terms of eight lanes, kept in registers until the run ends.
+// Error terms of eight lanes, kept in registers until the run ends. The squares add up in
+// float lanes (two FMAs per vector, where widening to double took ten operations) and move to
+// double sums every kFlushEvery vectors, so a lane never adds more than that many terms. Float
+// squares overflow beyond |v| ~ 1.8e19 and lose everything below ~1e-19: a block whose float
+// sums are not finite, or so small that its squares may have underflowed, is added again in
+// double from the saved inputs (Redo), which rare tensors of extreme magnitude pay.
 struct ErrorLanes {
-  __m256d err2, ref2;
+  __m256 err2, ref2;
   __m256 max;
 };
 
+inline constexpr size_t kFlushEvery = 256;  // vectors: 2048 elements, a tile
+// Below this a float sum of squares may hide terms that underflowed (2^-60, ~8.7e-19).
+inline constexpr float kSmallestTrusted = 0x1p-60f;
+
 TENSORD_AVX2 inline ErrorLanes NoError() {
-  return {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_ps()};
+  return {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+}
+
+TENSORD_AVX2 inline __m256 Rounded(DType d, __m256 y) {
+  if (d == DType::kFloat16) {
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  if (d == DType::kBFloat16) return _mm256_castsi256_ps(_mm256_slli_epi32(Bf16Bits(y), 16));
+  return y;
 }
 
 // Adds x against y once y is stored in dtype d and read back.
 TENSORD_AVX2 inline void AddLanes(DType d, __m256 x, __m256 y, ErrorLanes* e) {
-  if (d == DType::kFloat16) {
-    y = _mm256_cvtph_ps(_mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  } else if (d == DType::kBFloat16) {
-    y = _mm256_castsi256_ps(_mm256_slli_epi32(Bf16Bits(y), 16));
-  }
-  const __m256 diff = _mm256_sub_ps(x, y);
-  e->err2 = AddSquares(diff, e->err2);
-  e->ref2 = AddSquares(x, e->ref2);
+  const __m256 diff = _mm256_sub_ps(x, Rounded(d, y));
+  e->err2 = _mm256_fmadd_ps(diff, diff, e->err2);
+  e->ref2 = _mm256_fmadd_ps(x, x, e->ref2);
   e->max = _mm256_max_ps(e->max, Abs(diff));
 }
 
-TENSORD_AVX2 inline void Flush(const ErrorLanes& lanes, Error* e) {
-  e->err2 += HSum(lanes.err2);
-  e->ref2 += HSum(lanes.ref2);
-  e->max = std::max(e->max, HMax(lanes.max));
+TENSORD_AVX2 inline double HSumPs(__m256 v) {
+  const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+  const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+  return HSum(_mm256_add_pd(lo, hi));
+}
+
+// Moves a block's float sums into `e`; false when they cannot be trusted (then nothing is
+// added but the max, and the caller redoes the block in double).
+TENSORD_AVX2 inline bool Flush(ErrorLanes* lanes, Error* e) {
+  const double err2 = HSumPs(lanes->err2), ref2 = HSumPs(lanes->ref2);
+  e->max = std::max(e->max, HMax(lanes->max));
+  lanes->err2 = lanes->ref2 = _mm256_setzero_ps();
+  // A zero sum is not trusted either: every square may have underflowed (an all-zero block
+  // pays the double pass).
+  if (!std::isfinite(err2) || !std::isfinite(ref2) || ref2 < kSmallestTrusted) {
+    return false;
+  }
+  e->err2 += err2;
+  e->ref2 += ref2;
+  return true;
+}
+
+// The error terms of x against y (y not yet rounded to d) in double: a block Flush refused.
+TENSORD_AVX2 inline void AddLanesExact(DType d, __m256 x, __m256 y, __m256d* err2, __m256d* ref2) {
+  const __m256 diff = _mm256_sub_ps(x, Rounded(d, y));
+  *err2 = AddSquares(diff, *err2);
+  *ref2 = AddSquares(x, *ref2);
+}
+
+// The blocks of a run's whole vectors: [at, end) of at most kFlushEvery vectors each.
+inline size_t BlockEnd(size_t at, size_t n) { return std::min(n / 8 * 8, at + 8 * kFlushEvery); }
+
+TENSORD_AVX2 inline __m256 Int8Value(const int8_t* q, __m256 scale) {
+  const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(v), scale);
 }
 
 TENSORD_AVX2 void QuantizeInt8(const float* x, size_t n, const float* inv, const float* scale,
                                bool per_element, int8_t* q, DType d, Error* err) {
   const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
   const __m256 inv1 = _mm256_set1_ps(inv[0]), scale1 = _mm256_set1_ps(scale[0]);
-  ErrorLanes lanes = NoError();
   size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 iv = per_element ? _mm256_loadu_ps(inv + i) : inv1;
-    const __m256 xv = _mm256_loadu_ps(x + i);
-    __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(xv, iv));  // nearest even
-    v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
-    Store8(v, reinterpret_cast<uint8_t*>(q + i), false);
-    if (err == nullptr) continue;
-    const __m256 sc = per_element ? _mm256_loadu_ps(scale + i) : scale1;
-    AddLanes(d, xv, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc), &lanes);
+  while (i + 8 <= n) {
+    const size_t begin = i, end = BlockEnd(i, n);
+    ErrorLanes lanes = NoError();
+    for (; i < end; i += 8) {
+      const __m256 iv = per_element ? _mm256_loadu_ps(inv + i) : inv1;
+      const __m256 xv = _mm256_loadu_ps(x + i);
+      __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(xv, iv));  // nearest even
+      v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+      Store8(v, reinterpret_cast<uint8_t*>(q + i), false);
+      if (err == nullptr) continue;
+      const __m256 sc = per_element ? _mm256_loadu_ps(scale + i) : scale1;
+      AddLanes(d, xv, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc), &lanes);
+    }
+    if (err == nullptr || Flush(&lanes, err)) continue;
+    __m256d err2 = _mm256_setzero_pd(), ref2 = _mm256_setzero_pd();
+    for (size_t j = begin; j < end; j += 8) {
+      const __m256 sc = per_element ? _mm256_loadu_ps(scale + j) : scale1;
+      AddLanesExact(d, _mm256_loadu_ps(x + j), Int8Value(q + j, sc), &err2, &ref2);
+    }
+    err->err2 += HSum(err2);
+    err->ref2 += HSum(ref2);
   }
-  if (err != nullptr) Flush(lanes, err);
   portable::QuantizeInt8(x + i, n - i, per_element ? inv + i : inv, per_element ? scale + i : scale,
                          per_element, q + i, d, err);
 }
@@ -363,10 +416,7 @@ TENSORD_AVX2 void DequantizeInt8(const int8_t* q, size_t n, const float* scale, 
   const __m256 scale1 = _mm256_set1_ps(scale[0]);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256i v =
-        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i)));
-    const __m256 sc = per_element ? _mm256_loadu_ps(scale + i) : scale1;
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc));
+    _mm256_storeu_ps(y + i, Int8Value(q + i, per_element ? _mm256_loadu_ps(scale + i) : scale1));
   }
   portable::DequantizeInt8(q + i, n - i, per_element ? scale + i : scale, per_element, y + i);
 }
@@ -387,31 +437,42 @@ TENSORD_AVX2 inline __m256 E4m3Value(__m256i code) {
 TENSORD_AVX2 void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q,
                                DType d, Error* err) {
   const __m256 iv = _mm256_set1_ps(inv), sc = _mm256_set1_ps(scale);
-  ErrorLanes lanes = NoError();
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), max_code = _mm256_set1_epi32(0x7e);
   size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 xv = _mm256_loadu_ps(x + i);
-    const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(xv, iv));
-    const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(bits, 24), _mm256_set1_epi32(0x80));
-    const __m256i abs = _mm256_and_si256(bits, abs_mask);
-    // Normal range: the scalar FloatToE4m3's integer rounding, eight lanes at once.
-    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(abs, 20), _mm256_set1_epi32(1));
-    __m256i normal = _mm256_add_epi32(_mm256_add_epi32(abs, _mm256_set1_epi32(0x7ffff)), lsb);
-    normal = _mm256_srli_epi32(_mm256_sub_epi32(normal, _mm256_set1_epi32(120 << 23)), 20);
-    // Below 2^-6: round(|x| * 512), units of the smallest denormal (can reach 8, the first
-    // normal code).
-    const __m256i denormal =
-        _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_castsi256_ps(abs), _mm256_set1_ps(512.0f)));
-    const __m256i small = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x3c800000), abs);  // < 2^-6
-    __m256i code = _mm256_blendv_epi8(normal, denormal, small);
-    // The normal path's subtraction wraps for tiny values; those took the denormal branch.
-    code = _mm256_min_epu32(code, max_code);
-    code = _mm256_or_si256(code, sign);
-    Store8(code, q + i, true);
-    if (err != nullptr) AddLanes(d, xv, _mm256_mul_ps(E4m3Value(code), sc), &lanes);
+  while (i + 8 <= n) {
+    const size_t begin = i, end = BlockEnd(i, n);
+    ErrorLanes lanes = NoError();
+    for (; i < end; i += 8) {
+      const __m256 xv = _mm256_loadu_ps(x + i);
+      const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(xv, iv));
+      const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(bits, 24), _mm256_set1_epi32(0x80));
+      const __m256i abs = _mm256_and_si256(bits, abs_mask);
+      // Normal range: the scalar FloatToE4m3's integer rounding, eight lanes at once.
+      const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(abs, 20), _mm256_set1_epi32(1));
+      __m256i normal = _mm256_add_epi32(_mm256_add_epi32(abs, _mm256_set1_epi32(0x7ffff)), lsb);
+      normal = _mm256_srli_epi32(_mm256_sub_epi32(normal, _mm256_set1_epi32(120 << 23)), 20);
+      // Below 2^-6: round(|x| * 512), units of the smallest denormal (can reach 8, the first
+      // normal code).
+      const __m256i denormal =
+          _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_castsi256_ps(abs), _mm256_set1_ps(512.0f)));
+      const __m256i small = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x3c800000), abs);  // < 2^-6
+      __m256i code = _mm256_blendv_epi8(normal, denormal, small);
+      // The normal path's subtraction wraps for tiny values; those took the denormal branch.
+      code = _mm256_min_epu32(code, max_code);
+      code = _mm256_or_si256(code, sign);
+      Store8(code, q + i, true);
+      if (err != nullptr) AddLanes(d, xv, _mm256_mul_ps(E4m3Value(code), sc), &lanes);
+    }
+    if (err == nullptr || Flush(&lanes, err)) continue;
+    __m256d err2 = _mm256_setzero_pd(), ref2 = _mm256_setzero_pd();
+    for (size_t j = begin; j < end; j += 8) {
+      const __m256i code =
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + j)));
+      AddLanesExact(d, _mm256_loadu_ps(x + j), _mm256_mul_ps(E4m3Value(code), sc), &err2, &ref2);
+    }
+    err->err2 += HSum(err2);
+    err->ref2 += HSum(ref2);
   }
-  if (err != nullptr) Flush(lanes, err);
   portable::QuantizeE4m3(x + i, n - i, inv, scale, q + i, d, err);
 }
 
@@ -427,16 +488,21 @@ TENSORD_AVX2 void DequantizeE4m3(const uint8_t* q, size_t n, float scale, float*
 }
 
 TENSORD_AVX2 void AddError(const float* x, const float* y, size_t n, Error* e) {
-  ErrorLanes lanes = NoError();
   size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    lanes.err2 =
-        AddSquares(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)), lanes.err2);
-    lanes.ref2 = AddSquares(_mm256_loadu_ps(x + i), lanes.ref2);
-    lanes.max = _mm256_max_ps(lanes.max,
-                              Abs(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i))));
+  while (i + 8 <= n) {
+    const size_t begin = i, end = BlockEnd(i, n);
+    ErrorLanes lanes = NoError();
+    for (; i < end; i += 8) {
+      AddLanes(DType::kFloat32, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), &lanes);
+    }
+    if (Flush(&lanes, e)) continue;
+    __m256d err2 = _mm256_setzero_pd(), ref2 = _mm256_setzero_pd();
+    for (size_t j = begin; j < end; j += 8) {
+      AddLanesExact(DType::kFloat32, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j), &err2, &ref2);
+    }
+    e->err2 += HSum(err2);
+    e->ref2 += HSum(ref2);
   }
-  Flush(lanes, e);
   portable::AddError(x + i, y + i, n - i, e);
 }
 

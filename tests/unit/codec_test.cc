@@ -128,7 +128,7 @@ TEST(Codec, LosslessCodecsAreBitExactForEveryDtypeAndSpecialValue) {
       {DType::kInt32, {}, Bytes(f32)},
       {DType::kUInt8, {}, Bytes(f16)},
       {DType::kFloat32, {1}, Bytes(std::vector<uint32_t>{0x7fc01234})},  // one element
-      {DType::kUInt8, {0}, {}},                                            // empty
+      {DType::kUInt8, {0}, {}},                                          // empty
   };
   for (const char* name : {"none", "lossless", "sparse"}) {
     for (Tensor t : tensors) {
@@ -178,7 +178,7 @@ struct LossyCase {
 TEST(Codec, LossyCodecsStayWithinTheirKnownErrorAndReportIt) {
   const std::vector<float> kv = KvBlock(256, 8, 3);
   const LossyCase cases[] = {
-      {"fp16", DType::kFloat32, 5e-4, 1.99},     {"bf16", DType::kFloat32, 4e-3, 1.99},
+      {"fp16", DType::kFloat32, 5e-4, 1.99},    {"bf16", DType::kFloat32, 4e-3, 1.99},
       {"fp8_e4m3", DType::kFloat16, 0.04, 1.9}, {"int8", DType::kFloat16, 0.01, 1.9},
       {"int4_g64", DType::kFloat16, 0.12, 3.4}, {"int8", DType::kBFloat16, 0.01, 1.9},
       {"fp8_e4m3", DType::kFloat32, 0.04, 3.8},
@@ -199,8 +199,7 @@ TEST(Codec, LossyCodecsStayWithinTheirKnownErrorAndReportIt) {
   // Codecs refuse what they cannot encode.
   const Tensor ints{DType::kInt32, {}, std::vector<uint8_t>(4096)};
   for (const char* name : {"fp16", "fp8_e4m3", "int8", "int4_g64", "lowrank"}) {
-    EXPECT_EQ(Named(name).Encode(ints.ref()).status().code(),
-              absl::StatusCode::kFailedPrecondition)
+    EXPECT_EQ(Named(name).Encode(ints.ref()).status().code(), absl::StatusCode::kFailedPrecondition)
         << name;
   }
   std::vector<float> with_nan = Gaussian(4096, 4);
@@ -213,7 +212,8 @@ TEST(Codec, LossyCodecsStayWithinTheirKnownErrorAndReportIt) {
 // give: every half and bfloat16 value, E4M3 codes over the whole range, INT8 and the encodings
 // of whole tensors.
 TEST(Simd, VectorAndPortableKernelsAgreeBitForBit) {
-  if (!simd::Vectorized()) GTEST_SKIP() << "this CPU has no AVX2 + F16C: only the portable kernels run";
+  if (!simd::Vectorized())
+    GTEST_SKIP() << "this CPU has no AVX2 + F16C: only the portable kernels run";
   struct Restore {
     ~Restore() { simd::ForcePortable(false); }
   } restore;
@@ -226,7 +226,8 @@ TEST(Simd, VectorAndPortableKernelsAgreeBitForBit) {
     for (int portable = 0; portable < 2; ++portable) {
       simd::ForcePortable(portable == 1);
       wide[portable].resize(all.size());
-      simd::Widen(d, reinterpret_cast<const uint8_t*>(all.data()), all.size(), wide[portable].data());
+      simd::Widen(d, reinterpret_cast<const uint8_t*>(all.data()), all.size(),
+                  wide[portable].data());
       narrow[portable].resize(all.size());
       simd::Narrow(d, wide[portable].data(), all.size(),
                    reinterpret_cast<uint8_t*>(narrow[portable].data()));
@@ -262,8 +263,8 @@ TEST(Simd, VectorAndPortableKernelsAgreeBitForBit) {
     half[portable].resize(2 * x.size());
     simd::Narrow(DType::kFloat16, x.data(), x.size(), half[portable].data());
     e4m3[portable].resize(x.size());
-    simd::QuantizeE4m3(x.data(), x.size(), 1 / 64.0f, 64.0f, e4m3[portable].data(),
-                       DType::kFloat16, &ee[portable]);
+    simd::QuantizeE4m3(x.data(), x.size(), 1 / 64.0f, 64.0f, e4m3[portable].data(), DType::kFloat16,
+                       &ee[portable]);
     std::vector<float> small(x.size());
     for (size_t i = 0; i < x.size(); ++i) small[i] = std::clamp(x[i], -300.0f, 300.0f);
     i8[portable].resize(x.size());
@@ -305,6 +306,57 @@ TEST(Simd, VectorAndPortableKernelsAgreeBitForBit) {
         enc[portable] = *e;
       }
       EXPECT_EQ(enc[0], enc[1]) << name << " on " << DTypeName(d);
+    }
+  }
+}
+
+// The vector kernels add their squares in float lanes; a tensor whose squares overflow or
+// underflow float (|x| ~ 1e25 or 1e-25) still gets the error the portable double sums give,
+// through the kernels and through a whole int8 / fp8 encode of float32 data.
+TEST(Simd, ErrorTermsSurviveMagnitudesFloatSquaresCannotHold) {
+  if (!simd::Vectorized())
+    GTEST_SKIP() << "this CPU has no AVX2 + F16C: only the portable kernels run";
+  struct Restore {
+    ~Restore() { simd::ForcePortable(false); }
+  } restore;
+  for (const float magnitude : {1e25f, 1e-25f, 1e-3f}) {
+    std::vector<float> x = Gaussian(4096 + 5, 3);
+    for (float& v : x) v *= magnitude;
+    const float amax = *std::max_element(
+        x.begin(), x.end(), [](float a, float b) { return std::fabs(a) < std::fabs(b); });
+    const std::vector<float> scale(1, std::fabs(amax) / 127), inv(1, 127 / std::fabs(amax));
+    simd::Error e[2], f[2], a[2];
+    std::vector<int8_t> q(x.size());
+    std::vector<uint8_t> q8(x.size());
+    std::vector<float> y(x.size());
+    for (int portable = 0; portable < 2; ++portable) {
+      simd::ForcePortable(portable == 1);
+      simd::QuantizeInt8(x.data(), x.size(), inv.data(), scale.data(), false, q.data(),
+                         DType::kFloat32, &e[portable]);
+      simd::QuantizeE4m3(x.data(), x.size(), 448 / std::fabs(amax), std::fabs(amax) / 448,
+                         q8.data(), DType::kFloat32, &f[portable]);
+      for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * 1.001f;
+      simd::AddError(x.data(), y.data(), x.size(), &a[portable]);
+    }
+    for (const simd::Error* t : {e, f, a}) {
+      ASSERT_GT(t[1].ref2, 0) << magnitude;
+      ASSERT_GT(t[1].err2, 0) << magnitude;
+      EXPECT_NEAR(t[0].err2 / t[1].err2, 1, 1e-5) << magnitude;
+      EXPECT_NEAR(t[0].ref2 / t[1].ref2, 1, 1e-5) << magnitude;
+      EXPECT_EQ(t[0].max, t[1].max) << magnitude;
+    }
+    simd::ForcePortable(false);
+    const Tensor t = FromFloats(DType::kFloat32, {int64_t(x.size())}, x);
+    for (const char* name : {"int8", "fp8_e4m3"}) {
+      Quality measured;
+      auto enc = Named(name).EncodeMeasured(t.ref(), 1, &measured);
+      ASSERT_TRUE(enc.ok()) << enc.status();
+      std::vector<uint8_t> back(t.ref().bytes.size());
+      ASSERT_TRUE(Named(name).Decode(*enc, t.ref(), back).ok());
+      const Quality found = Measure(DType::kFloat32, t.ref().bytes, back);
+      EXPECT_GT(measured.rel_rmse, 1e-4) << name << " " << magnitude;
+      EXPECT_NEAR(measured.rel_rmse, found.rel_rmse, 1e-4 * found.rel_rmse)
+          << name << " " << magnitude;
     }
   }
 }
