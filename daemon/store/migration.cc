@@ -16,6 +16,8 @@ namespace tensord::store {
 namespace {
 
 constexpr size_t kMaxWritesPerRound = 64;
+// SSD room made for one demotion round at most.
+constexpr uint64_t kMaxSsdRoomPerRound = uint64_t{256} << 20;
 constexpr size_t kMaxGpuDemotionsPerRound = 64;
 constexpr absl::Duration kIdleTick = absl::Milliseconds(20);
 constexpr absl::Duration kPressureReadEvery = absl::Milliseconds(100);
@@ -45,6 +47,48 @@ bool Store::SsdUsable(uint64_t nbytes) {
   if (ssd_ == nullptr) return false;
   const tiers::SsdStats st = ssd_->Stats();
   return !st.degraded && st.largest_free_bytes >= nbytes;
+}
+
+bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, Frees* frees) {
+  policy::EvictionPolicy* p = PolicyOf(TierId::kSsd);
+  if (ssd_ == nullptr || ssd_->degraded() || p == nullptr) return false;
+  // Freed ranges need not be adjacent: rounds of victims until the largest free range is
+  // enough, or nothing more may go.
+  for (int round = 0; round < 8; ++round) {
+    const tiers::SsdStats st = ssd_->Stats();
+    if (st.free_bytes >= nbytes && st.largest_free_bytes >= largest) return true;
+    const uint64_t want = std::max(nbytes - std::min(nbytes, st.free_bytes),
+                                   largest - std::min(largest, st.largest_free_bytes));
+    std::vector<Object*> victims;  // collected first: dropping edits the policy
+    uint64_t got = 0;
+    p->Victims(policy::Demand{{}, want}, [&](policy::Handle h) {
+      Object* o = ObjectOf(h);
+      // A DURABLE copy is the tensor's; a pinned object is being moved or promised.
+      if (o->durability != Durability::kCache || o->pins > 0) return Verdict::kSkip;
+      victims.push_back(o);
+      got += o->copy(TierId::kSsd).range.reserved;
+      return got >= want ? Verdict::kLast : Verdict::kTake;
+    });
+    if (victims.empty()) return false;
+    for (Object* o : victims) {
+      if (o->copy(TierId::kHost).present || o->copy(TierId::kGpu).present) {
+        ++counters_.ssd_drops;  // a clean copy of a tensor in memory: nothing is lost
+        DropCopy(o, TierId::kSsd, policy::RemovalReason::kDemoted, frees);
+      } else if (o->copy(TierId::kRemote).present && remote_->Healthy()) {
+        ++counters_.remote_demotions;  // lives on in Redis: a later Get reads it back
+        DropCopy(o, TierId::kSsd, policy::RemovalReason::kDemoted, frees);
+      } else {
+        spdlog::debug("making SSD room: '{}' ({} bytes) is evicted", o->key, o->nbytes);
+        ++counters_.ssd_evictions;
+        counters_.ssd_evicted_bytes += o->nbytes;
+        ++counters_.evictions;
+        counters_.evicted_bytes += o->nbytes;
+        Retire(o, policy::RemovalReason::kEvicted, frees);
+      }
+    }
+  }
+  const tiers::SsdStats st = ssd_->Stats();
+  return st.free_bytes >= nbytes && st.largest_free_bytes >= largest;
 }
 
 bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Frees* frees) {
@@ -115,7 +159,7 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
     });
   }
   const absl::Time now = absl::Now();
-  if (demotable && now < deadline && SsdUsable(nbytes)) {
+  if (demotable && now < deadline && (SsdUsable(nbytes) || MakeSsdRoom(nbytes, nbytes, frees))) {
     ++counters_.pressure_waits;
     for (uint32_t p : pools) pool_demand_[p] += nbytes;
     migrate_now_ = true;
@@ -157,36 +201,60 @@ uint64_t Store::DemoteOnce() {
     std::vector<Object*> chosen;  // chosen first: demotion edits the policy
     uint64_t swap_free = ssd_->Stats().largest_free_bytes;   // victims that cannot fit wait
     std::vector<uint64_t> to_swap(options_.tenants.size());  // by tenant: chosen this round
-    PolicyOf(TierId::kHost)
-        ->Victims(policy::Demand{{}, std::max(target, demand)}, [&](policy::Handle h) {
-          Object* o = ObjectOf(h);
-          if (chosen.size() >= kMaxWritesPerRound) return Verdict::kStop;
-          if (o->copy(TierId::kSsd).in_flight) return Verdict::kSkip;
-          // Only what is wanted: a pool waited on, or a tenant (or the tier) above its mark.
-          const bool wanted = pool_demand_.contains(o->copy(TierId::kHost).range.space);
-          if (target == 0 && !wanted) return Verdict::kSkip;
-          if (!tenant_target.empty() && !wanted && tenant_target[o->tenant] == 0) {
+    // Wanted victims that found no swap space: their bytes, and the largest.
+    uint64_t short_bytes = 0, short_largest = 0;
+    uint64_t writes = 0;  // bytes of the chosen victims still to be written
+    const auto select = [&](uint64_t want) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      PolicyOf(TierId::kHost)->Victims(policy::Demand{{}, want}, [&](policy::Handle h) {
+        Object* o = ObjectOf(h);
+        if (chosen.size() >= kMaxWritesPerRound) return Verdict::kStop;
+        if (o->copy(TierId::kSsd).in_flight) return Verdict::kSkip;
+        // Only what is wanted: a pool waited on, or a tenant (or the tier) above its mark.
+        const bool wanted = pool_demand_.contains(o->copy(TierId::kHost).range.space);
+        if (target == 0 && !wanted) return Verdict::kSkip;
+        if (!tenant_target.empty() && !wanted && tenant_target[o->tenant] == 0) {
+          return Verdict::kSkip;
+        }
+        if (!o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o)) {
+          if (o->nbytes > swap_free) {
+            short_bytes += o->nbytes;
+            short_largest = std::max(short_largest, o->nbytes);
+            return short_bytes >= std::min(want, kMaxSsdRoomPerRound) ? Verdict::kStop
+                                                                      : Verdict::kSkip;
+          }
+          // Its tenant's swap is full: it stays (a CACHE one may be dropped for room).
+          if (!QuotaAllows(o->tenant, TierId::kSsd, to_swap[o->tenant] + o->nbytes,
+                           /*count=*/false)
+                   .ok()) {
             return Verdict::kSkip;
           }
-          if (!o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o)) {
-            if (o->nbytes > swap_free) return Verdict::kSkip;
-            // Its tenant's swap is full: it stays (a CACHE one may be dropped for room).
-            if (!QuotaAllows(o->tenant, TierId::kSsd, to_swap[o->tenant] + o->nbytes,
-                             /*count=*/false)
-                     .ok()) {
-              return Verdict::kSkip;
-            }
-            to_swap[o->tenant] += o->nbytes;
-            swap_free -= std::min(swap_free, o->nbytes);  // a rough bound: extents may fragment
-          }
-          if (!tenant_target.empty() && !wanted) {
-            uint64_t& left = tenant_target[o->tenant];
-            left -= std::min(left, o->copy(TierId::kHost).range.reserved);
-          }
-          chosen.push_back(o);
-          return Verdict::kTake;
-        });
+          to_swap[o->tenant] += o->nbytes;
+          writes += o->nbytes;
+          swap_free -= std::min(swap_free, o->nbytes);  // a rough bound: extents may fragment
+        }
+        if (!tenant_target.empty() && !wanted) {
+          uint64_t& left = tenant_target[o->tenant];
+          left -= std::min(left, o->copy(TierId::kHost).range.reserved);
+        }
+        chosen.push_back(o);
+        return Verdict::kTake;
+      });
+    };
+    select(std::max(target, demand));
     moved = StartDemotions(chosen, &frees);
+    // A full SSD lets its coldest CACHE copies go for the victims that did not fit, which are
+    // then chosen again (their demotions now being written count as in flight).
+    // The first choice's writes have not reserved their room yet: they count.
+    if (short_bytes > 0 &&
+        MakeSsdRoom(std::min(short_bytes, kMaxSsdRoomPerRound) + writes, short_largest, &frees)) {
+      const uint64_t again = short_bytes;
+      chosen.clear();
+      short_bytes = 0;
+      const uint64_t largest = ssd_->Stats().largest_free_bytes;
+      swap_free = largest - std::min(largest, writes);
+      select(again);
+      moved += StartDemotions(chosen, &frees);
+    }
   }
   Reclaim(std::move(frees), /*now=*/true);  // copies dropped without a write: back at once
   frees.clear();

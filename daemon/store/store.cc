@@ -66,6 +66,9 @@ Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, t
       index_(options_.index) {
   tenant_use_.resize(options_.tenants.size());
   policies_[tiers::Index(TierId::kHost)] = MakePolicy(options_, TierId::kHost);
+  // The SSD tier's copies are ranked too: a full SSD lets its coldest CACHE copies go
+  // (MakeSsdRoom) rather than refuse demotions.
+  if (ssd_ != nullptr) policies_[tiers::Index(TierId::kSsd)] = MakePolicy(options_, TierId::kSsd);
   if (gpu_ != nullptr) policies_[tiers::Index(TierId::kGpu)] = MakePolicy(options_, TierId::kGpu);
 }
 

@@ -65,7 +65,7 @@ namespace tensord::store {
   X(restored) X(restored_bytes) X(restore_dropped) X(restore_verified) X(restore_verify_failures) \
   X(peer_denied) X(remote_publishes) X(remote_published_bytes) X(remote_publish_failures) \
   X(remote_lookups) X(remote_hits) X(remote_misses) X(remote_demotions) X(remote_publish_skipped) \
-  X(remote_deletes)
+  X(remote_deletes) X(ssd_evictions) X(ssd_evicted_bytes) X(ssd_drops)
 // clang-format on
 
 struct Counters {
@@ -582,6 +582,12 @@ class Store {
   bool SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Frees* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool SsdUsable(uint64_t nbytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes the SSD tier's free bytes reach `nbytes` and its largest free range `largest` (when
+  // it can) by letting CACHE copies at the SSD policy's victim end go: kept where another copy
+  // lives (memory, or Redis while the remote tier serves), else evicted. DURABLE, held,
+  // hinted and pinned ones stay. Returns whether the SSD then has the room.
+  bool MakeSsdRoom(uint64_t nbytes, uint64_t largest, Frees* frees)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Host -> SSD in two steps around the write: StartDemotions (lock held) drops host copies
   // whose data lives elsewhere and queues the others in writing_; FinishDemotions writes the
   // queue as one batch through the codec stage. Both return the host bytes they freed.

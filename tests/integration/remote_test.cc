@@ -159,6 +159,40 @@ TEST_F(RemoteTest, EvictedCacheTensorsComeBackFromRedis) {
   EXPECT_GE(RemoteOf(a).gets, 2u);
 }
 
+TEST_F(RemoteTest, AFullSsdLeavesItsOldestCacheTensorsToRedis) {
+  // Host and SSD tiers both too small for what is put: the SSD tier makes room for newer
+  // demotions by letting its oldest CACHE copies go, and those live on in Redis.
+  const std::string dir = MakeTempDir();
+  Daemon a({"--host-capacity", "64MiB", "--swap-file", dir + "/swap", "--swap-size", "64MiB",
+            "--remote-addresses", redis_->address(), "--remote-instance", "machine-a",
+            "--remote-timeout-ms", "500"});
+  ASSERT_TRUE(a.ok());
+  std::vector<std::pair<std::string, std::string>> put;
+  for (int i = 0; i < 10; ++i) {
+    const std::string key = "block." + std::to_string(i);
+    auto [rc, hash] =
+        It({"put", a.socket(), key, std::to_string(20 * kMiB), std::to_string(i), "cache"});
+    ASSERT_EQ(rc, 0) << key;
+    put.emplace_back(key, hash);
+    EXPECT_TRUE(Eventually([&] { return RemoteOf(a).puts == static_cast<uint64_t>(i + 1); }));
+  }
+  std::unique_ptr<Client> c = ConnectClient(a, "remote_test");
+  ASSERT_NE(c, nullptr);
+  // The first block went to the SSD first, and left it for a newer one.
+  auto info = c->Stat("block.0");
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->location.tier, Tier::kRemote);
+  auto st = c->GetStats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_GT(st->counters["demotions"], 0u) << "the SSD tier was used";
+  EXPECT_GE(st->counters["remote_demotions"], 1u);
+  EXPECT_EQ(st->counters["evictions"], 0u) << "nothing dropped while Redis holds it";
+  EXPECT_EQ(st->counters["ssd_evictions"], 0u);
+  for (const auto& [key, hash] : put) {
+    EXPECT_EQ(It({"verify", a.socket(), key, hash}).first, 0) << key;
+  }
+}
+
 TEST_F(RemoteTest, RedisKilledLeavesTheLocalTiersServingAndItsReturnResumes) {
   Daemon a(RemoteArgs(*redis_, "machine-a"));
   Daemon b(RemoteArgs(*redis_, "machine-b"));

@@ -244,6 +244,51 @@ TEST_P(MigrationTest, WithoutRoomAnywhereCreateFailsAfterItsDeadline) {
   EXPECT_LT(absl::Now() - t0, absl::Seconds(2)) << "fails at once when nothing is demotable";
 }
 
+// A full SSD tier lets its oldest CACHE tensors go for newer demotions instead of refusing
+// them: DURABLE tensors keep coming in (before, a host full of DURABLE tensors over an SSD full
+// of CACHE ones could not demote and Create failed), every DURABLE tensor stays, the newest
+// CACHE ones stay, the oldest are the ones evicted, and no Get serves wrong bytes.
+TEST_P(MigrationTest, AFullSsdLetsItsOldestCacheTensorsGoAndKeepsDurableOnes) {
+  StartMigrator();
+  constexpr uint64_t kSize = 4 * kMiB;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(Put(absl::StrCat("d", i), kSize).ok()) << i;
+  }
+  // 96 MiB of CACHE tensors into 16 MiB of host memory over a 64 MiB SSD.
+  for (int i = 0; i < 24; ++i) {
+    const absl::Status st = Put(absl::StrCat("c", i), kSize, Durability::kCache);
+    ASSERT_TRUE(st.ok()) << i << " " << st;
+  }
+  // 24 MiB of DURABLE tensors more than the host holds: they need the SSD.
+  for (int i = 0; i < 6; ++i) {
+    const absl::Status st = Put(absl::StrCat("e", i), kSize);
+    ASSERT_TRUE(st.ok()) << "a DURABLE tensor waits for SSD room the CACHE ones give: " << i << " "
+                         << st;
+  }
+  const Counters c = counters();
+  EXPECT_GT(c.ssd_evictions, 0u);
+  EXPECT_EQ(c.ssd_evicted_bytes, c.ssd_evictions * kSize);
+  for (const char* prefix : {"d", "e"}) {
+    for (int i = 0; i < (prefix[0] == 'd' ? 4 : 6); ++i) {
+      const absl::Status st = GetAndVerify(absl::StrCat(prefix, i));
+      EXPECT_TRUE(st.ok()) << prefix << i << ": " << st;
+    }
+  }
+  int kept = 0, first_kept = -1;
+  for (int i = 0; i < 24; ++i) {
+    const absl::Status st = GetAndVerify(absl::StrCat("c", i));
+    ASSERT_TRUE(st.ok() || st.code() == absl::StatusCode::kNotFound) << i << ": " << st;
+    if (st.ok()) {
+      ++kept;
+      if (first_kept < 0) first_kept = i;
+    }
+  }
+  EXPECT_FALSE(GetAndVerify("c0").ok()) << "the oldest CACHE tensor is the one evicted";
+  EXPECT_GT(kept, 0);
+  EXPECT_GE(first_kept, 1);
+  StopMigrator();
+}
+
 struct FaultCase {
   const char* name;
   FaultPlan::Kind kind;
@@ -604,19 +649,24 @@ TEST_P(MigrationTest, GetsRacingDemotionsAndPrefetchesServeRightBytesAndLoseNoth
 }
 
 TEST_P(MigrationTest, ADemotionIsHeardByTheHostPolicyAsDemoted) {
-  auto log = std::make_shared<policy::PolicyLog>();
+  auto log = std::make_shared<policy::PolicyLog>(), ssd_log = std::make_shared<policy::PolicyLog>();
   StoreOptions options;
-  options.make_policy = [log](TierId) { return std::make_unique<policy::RecordingPolicy>(log); };
+  options.make_policy = [log, ssd_log](TierId t) {
+    return std::make_unique<policy::RecordingPolicy>(t == TierId::kSsd ? ssd_log : log);
+  };
   store_ = std::make_unique<Store>(host_.get(), options, ssd_.get());
   session_ = *store_->OpenSession("reasons");
   ASSERT_TRUE(Put("a", kMiB).ok());
   ASSERT_TRUE(store_->Evict("", "a").ok());
   EXPECT_EQ(log->Count(policy::RemovalReason::kDemoted), 1);
   EXPECT_EQ(log->Count(policy::RemovalReason::kDeleted), 0);
+  EXPECT_EQ(ssd_log->inserts, 1) << "the SSD tier's policy ranks its copy";
   EXPECT_TRUE(GetAndVerify("a").ok());
   EXPECT_EQ(log->inserts, 2) << "tracked again once swapped in";
+  EXPECT_EQ(ssd_log->inserts, 1) << "the SSD copy stays (current), tracked once";
   ASSERT_TRUE(store_->Delete(session_, "", "a").ok());
   EXPECT_EQ(log->Count(policy::RemovalReason::kDeleted), 1);
+  EXPECT_EQ(ssd_log->Count(policy::RemovalReason::kDeleted), 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, MigrationTest,
