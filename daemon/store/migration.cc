@@ -49,7 +49,7 @@ bool Store::SsdUsable(uint64_t nbytes) {
   return !st.degraded && st.largest_free_bytes >= nbytes;
 }
 
-bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, Frees* frees) {
+bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, TenantId tenant, Frees* frees) {
   policy::EvictionPolicy* p = PolicyOf(TierId::kSsd);
   if (ssd_ == nullptr || ssd_->degraded() || p == nullptr) return false;
   // Freed ranges need not be adjacent: rounds of victims until the largest free range is
@@ -63,8 +63,11 @@ bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, Frees* frees) {
     uint64_t got = 0;
     p->Victims(policy::Demand{{}, want}, [&](policy::Handle h) {
       Object* o = ObjectOf(h);
-      // A DURABLE copy is the tensor's; a pinned object is being moved or promised.
-      if (o->durability != Durability::kCache || o->pins > 0) return Verdict::kSkip;
+      // A DURABLE copy is the tensor's; a pinned object is being moved or promised; another
+      // tenant's tensors are never evicted for this one's demotions.
+      if (o->durability != Durability::kCache || o->pins > 0 || o->tenant != tenant) {
+        return Verdict::kSkip;
+      }
       victims.push_back(o);
       got += o->copy(TierId::kSsd).range.reserved;
       return got >= want ? Verdict::kLast : Verdict::kTake;
@@ -147,7 +150,8 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
   //    host memory to come back. Tensors being written right now count: their memory is about
   //    to return.
   bool demotable = demoting_bytes_ > 0;
-  if (!demotable) {
+  std::optional<TenantId> whose;  // a demotable tensor's tenant: whose SSD copies may go
+  if (!demotable || !SsdUsable(nbytes)) {
     PolicyOf(TierId::kHost)->Victims(policy::Demand{pools}, [&](policy::Handle h) {
       const Object* o = ObjectOf(h);
       if (!o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o) &&
@@ -155,11 +159,13 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
         return Verdict::kSkip;
       }
       demotable = true;
+      whose = o->tenant;
       return Verdict::kStop;
     });
   }
   const absl::Time now = absl::Now();
-  if (demotable && now < deadline && (SsdUsable(nbytes) || MakeSsdRoom(nbytes, nbytes, frees))) {
+  if (demotable && now < deadline &&
+      (SsdUsable(nbytes) || (whose && MakeSsdRoom(nbytes, nbytes, *whose, frees)))) {
     ++counters_.pressure_waits;
     for (uint32_t p : pools) pool_demand_[p] += nbytes;
     migrate_now_ = true;
@@ -201,8 +207,9 @@ uint64_t Store::DemoteOnce() {
     std::vector<Object*> chosen;  // chosen first: demotion edits the policy
     uint64_t swap_free = ssd_->Stats().largest_free_bytes;   // victims that cannot fit wait
     std::vector<uint64_t> to_swap(options_.tenants.size());  // by tenant: chosen this round
-    // Wanted victims that found no swap space: their bytes, and the largest.
-    uint64_t short_bytes = 0, short_largest = 0;
+    // Wanted victims that found no swap space: their bytes and the largest, by tenant.
+    absl::flat_hash_map<TenantId, std::pair<uint64_t, uint64_t>> short_of;
+    uint64_t short_bytes = 0;
     uint64_t writes = 0;  // bytes of the chosen victims still to be written
     const auto select = [&](uint64_t want) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       PolicyOf(TierId::kHost)->Victims(policy::Demand{{}, want}, [&](policy::Handle h) {
@@ -218,7 +225,9 @@ uint64_t Store::DemoteOnce() {
         if (!o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o)) {
           if (o->nbytes > swap_free) {
             short_bytes += o->nbytes;
-            short_largest = std::max(short_largest, o->nbytes);
+            auto& [bytes, largest] = short_of[o->tenant];
+            bytes += o->nbytes;
+            largest = std::max(largest, o->nbytes);
             return short_bytes >= std::min(want, kMaxSsdRoomPerRound) ? Verdict::kStop
                                                                       : Verdict::kSkip;
           }
@@ -245,11 +254,16 @@ uint64_t Store::DemoteOnce() {
     // A full SSD lets its coldest CACHE copies go for the victims that did not fit, which are
     // then chosen again (their demotions now being written count as in flight).
     // The first choice's writes have not reserved their room yet: they count.
-    if (short_bytes > 0 &&
-        MakeSsdRoom(std::min(short_bytes, kMaxSsdRoomPerRound) + writes, short_largest, &frees)) {
+    bool made = false;
+    for (const auto& [tenant, need] : short_of) {
+      made |= MakeSsdRoom(std::min(need.first, kMaxSsdRoomPerRound) + writes, need.second, tenant,
+                          &frees);
+    }
+    if (made) {
       const uint64_t again = short_bytes;
       chosen.clear();
       short_bytes = 0;
+      short_of.clear();
       const uint64_t largest = ssd_->Stats().largest_free_bytes;
       swap_free = largest - std::min(largest, writes);
       select(again);

@@ -584,9 +584,10 @@ class Store {
   bool SsdUsable(uint64_t nbytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes the SSD tier's free bytes reach `nbytes` and its largest free range `largest` (when
   // it can) by letting CACHE copies at the SSD policy's victim end go: kept where another copy
-  // lives (memory, or Redis while the remote tier serves), else evicted. DURABLE, held,
-  // hinted and pinned ones stay. Returns whether the SSD then has the room.
-  bool MakeSsdRoom(uint64_t nbytes, uint64_t largest, Frees* frees)
+  // lives (memory, or Redis while the remote tier serves), else evicted. Only `tenant`'s
+  // copies go (for its own demotions); DURABLE, held, hinted and pinned ones stay. Returns
+  // whether the SSD then has the room.
+  bool MakeSsdRoom(uint64_t nbytes, uint64_t largest, TenantId tenant, Frees* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Host -> SSD in two steps around the write: StartDemotions (lock held) drops host copies
   // whose data lives elsewhere and queues the others in writing_; FinishDemotions writes the

@@ -235,6 +235,35 @@ TEST_F(TenantStoreTest, OneTenantsFloodEvictsOnlyItsOwnCacheTensors) {
   migrator.join();
 }
 
+// A full SSD makes room for a tenant's demotions from that tenant's own CACHE copies only:
+// b fills the swap file with its CACHE tensors and keeps demoting (its oldest go); the shared
+// pool's DURABLE tensors then find no SSD room and their Create fails, b losing nothing to them.
+TEST_F(TenantStoreTest, AFullSsdEvictsOnlyTheDemotingTenantsCacheCopies) {
+  absl::Notification stop;
+  std::thread migrator([&] { store_->RunMigrator(&stop); });
+  for (int i = 0; i < 80; ++i) {  // 80 MiB of CACHE through b's 8 MiB over a 64 MiB SSD
+    auto st = Put(b_, "b", absl::StrCat("b", i), kMiB, Durability::kCache, uint8_t(i));
+    ASSERT_TRUE(st.ok()) << i << " " << st.status();
+  }
+  const auto present = [&] {
+    int n = 0;
+    for (int i = 0; i < 80; ++i) n += store_->Stat("b", absl::StrCat("b", i)).ok();
+    return n;
+  };
+  const int b_before = present();
+  EXPECT_GE(b_before, 60) << "b's own demotions evicted only what they needed";
+  EXPECT_GT(store_->Stats().counters.ssd_evictions, 0u);
+  const std::string shared = *store_->OpenSession("shared");
+  absl::Status failed;
+  for (int i = 0; i < 24 && failed.ok(); ++i) {
+    failed = Put(shared, "nobody", absl::StrCat("s", i), kMiB, Durability::kDurable, 7).status();
+  }
+  EXPECT_EQ(failed.code(), absl::StatusCode::kResourceExhausted) << failed;
+  EXPECT_EQ(present(), b_before) << "b's SSD copies do not make room for others";
+  stop.Notify();
+  migrator.join();
+}
+
 TEST_F(TenantStoreTest, WatermarksAndSwapQuotaHoldPerTenant) {
   // b fills 7 of its 8 MiB (above its high watermark); a holds 1 MiB. Only b demotes.
   for (int i = 0; i < 7; ++i) {
