@@ -86,7 +86,9 @@ struct RemoteConfig {
   int connections = 4;           // per Redis node
   bool publish_cache = true;     // CACHE tensors are written there when sealed
   bool publish_durable = false;  // ... and DURABLE ones
-  bool lookup = true;            // a Get that finds nothing here looks there
+  // CACHE tensors the SSD tier lets go for room are written there instead of being dropped.
+  bool demote_cache = true;
+  bool lookup = true;  // a Get that finds nothing here looks there
 };
 
 // The GPU tier: one arena per device, carved like the host tier, shared through CUDA IPC.

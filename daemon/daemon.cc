@@ -232,6 +232,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   store::StoreOptions options;
   options.remote_publish_cache = config.remote.publish_cache;
   options.remote_publish_durable = config.remote.publish_durable;
+  options.remote_demote_cache = config.remote.demote_cache;
   for (const PoolClassConfig& pool : config.host.pools) {
     if (!pool.remote.empty()) options.remote_publish_pools[pool.name] = pool.remote == "publish";
   }

@@ -53,12 +53,15 @@ bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, TenantId tenant, Free
   policy::EvictionPolicy* p = PolicyOf(TierId::kSsd);
   if (ssd_ == nullptr || ssd_->degraded() || p == nullptr) return false;
   // Freed ranges need not be adjacent: rounds of victims until the largest free range is
-  // enough, or nothing more may go.
+  // enough, or nothing more may go (or the rest is coming from copies moving to Redis).
   for (int round = 0; round < 8; ++round) {
     const tiers::SsdStats st = ssd_->Stats();
     if (st.free_bytes >= nbytes && st.largest_free_bytes >= largest) return true;
-    const uint64_t want = std::max(nbytes - std::min(nbytes, st.free_bytes),
-                                   largest - std::min(largest, st.largest_free_bytes));
+    uint64_t want = std::max(nbytes - std::min(nbytes, st.free_bytes),
+                             largest - std::min(largest, st.largest_free_bytes));
+    // Copies on their way to Redis give their room soon: no more victims for that.
+    if (want <= ssd_to_remote_bytes_) return false;
+    want -= ssd_to_remote_bytes_;
     std::vector<Object*> victims;  // collected first: dropping edits the policy
     uint64_t got = 0;
     p->Victims(policy::Demand{{}, want}, [&](policy::Handle h) {
@@ -80,6 +83,8 @@ bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, TenantId tenant, Free
       } else if (o->copy(TierId::kRemote).present && remote_->Healthy()) {
         ++counters_.remote_demotions;  // lives on in Redis: a later Get reads it back
         DropCopy(o, TierId::kSsd, policy::RemovalReason::kDemoted, frees);
+      } else if (RemoteTakesFromSsd(*o)) {
+        StartSsdToRemote(o);  // the tier below: its room comes when the copy is in Redis
       } else {
         spdlog::debug("making SSD room: '{}' ({} bytes) is evicted", o->key, o->nbytes);
         ++counters_.ssd_evictions;
@@ -165,7 +170,8 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
   }
   const absl::Time now = absl::Now();
   if (demotable && now < deadline &&
-      (SsdUsable(nbytes) || (whose && MakeSsdRoom(nbytes, nbytes, *whose, frees)))) {
+      (SsdUsable(nbytes) ||
+       (whose && (MakeSsdRoom(nbytes, nbytes, *whose, frees) || ssd_to_remote_bytes_ > 0)))) {
     ++counters_.pressure_waits;
     for (uint32_t p : pools) pool_demand_[p] += nbytes;
     migrate_now_ = true;

@@ -92,7 +92,9 @@ void Mover::CountDecode(codec::CodecId id, uint64_t in, uint64_t out, double sec
 
 void Mover::Run(TierId from, TierId to, std::span<MoveItem> items) {
   if (items.empty()) return;
-  if (to == TierId::kSsd || to == TierId::kRemote) {
+  if (from == TierId::kSsd && to == TierId::kRemote) {
+    SsdToRemote(items);
+  } else if (to == TierId::kSsd || to == TierId::kRemote) {
     Down(to, items);
   } else if (from == TierId::kSsd || from == TierId::kRemote) {
     Up(from, items);
@@ -120,6 +122,57 @@ void Mover::Between(TierId from, TierId to, std::span<MoveItem> items) {
     items[i].status = st[i];
     items[i].dst.length = items[i].nbytes;
     items[i].dst_codec = codec::CodecId::kNone;
+  }
+}
+
+// SSD -> remote: each copy is read (its extent checksum verified) into staging memory and
+// written to the remote tier unchanged: encoded as it was on SSD (the remote header names the
+// codec), no decode and encode again. The caller sets dst_rel_rmse (the SSD copy's).
+void Mover::SsdToRemote(std::span<MoveItem> items) {
+  tiers::Tier* ssd = tier(TierId::kSsd);
+  tiers::Tier* remote = tier(TierId::kRemote);
+  std::vector<Staging> staging(items.size());
+  std::vector<tiers::Transfer> reads;
+  std::vector<size_t> index;
+  for (size_t i = 0; i < items.size(); ++i) {
+    MoveItem& m = items[i];
+    staging[i] = Allocate(m.src.length);
+    if (staging[i] == nullptr) {
+      m.status = absl::ResourceExhaustedError("no memory to stage a copy for the remote tier");
+      continue;
+    }
+    index.push_back(i);
+    reads.push_back({&m.src, staging[i].get()});
+  }
+  std::vector<absl::Status> st = ssd->ReadAll(reads);
+  std::vector<tiers::Transfer> writes;
+  std::vector<size_t> written;
+  for (size_t j = 0; j < index.size(); ++j) {
+    MoveItem& m = items[index[j]];
+    m.status = std::move(st[j]);
+    if (!m.status.ok()) continue;
+    tiers::Placement where;
+    if (m.remote) {
+      m.remote->codec = static_cast<uint8_t>(m.src_codec);
+      where.remote = &*m.remote;
+    }
+    if (m.src_codec != codec::CodecId::kNone) where.decoded_bytes = m.nbytes;
+    auto r = remote->Reserve(m.src.length, where);
+    if (!r.ok()) {
+      m.status = r.status();
+      continue;
+    }
+    m.dst = *r;
+    m.dst.length = m.src.length;
+    m.dst_codec = m.src_codec;
+    written.push_back(index[j]);
+    writes.push_back({&m.dst, staging[index[j]].get()});
+  }
+  st = remote->WriteAll(writes);
+  for (size_t j = 0; j < written.size(); ++j) {
+    MoveItem& m = items[written[j]];
+    m.status = std::move(st[j]);
+    if (!m.status.ok()) remote->Free(m.dst);
   }
 }
 

@@ -1,11 +1,12 @@
 // The mover (DESIGN.md "Store: one table, copies per tier, one mover"): the one place that copies
 // a tensor's bytes between tiers. A move is one item of a batch between two tiers, one of them
-// the host tier (GPU <-> SSD goes through host as two moves). Below the host tier every move
-// passes the codec stage: encoded on the way down as the tensor's compression policy allows,
-// decoded and verified on the way up. It knows nothing of objects, leases or locks: the store
-// decides and books, the mover carries bytes. Runs on the calling thread, which is always one of
-// the store's own (its executor, the migrators), never one of gRPC's, with transfers below the
-// host tier on its I/O queue so that they overlap the codec work; Submit hands work to the
+// the host tier (GPU <-> SSD goes through host as two moves), except SSD -> remote: a copy
+// leaving the SSD tier for the tier below goes as it is encoded, through staging memory. Below the
+// host tier every move passes the codec stage: encoded on the way down as the tensor's compression
+// policy allows, decoded and verified on the way up. It knows nothing of objects, leases or locks:
+// the store decides and books, the mover carries bytes. Runs on the calling thread, which is always
+// one of the store's own (its executor, the migrators), never one of gRPC's, with transfers below
+// the host tier on its I/O queue so that they overlap the codec work; Submit hands work to the
 // executor. Thread-safe.
 #pragma once
 
@@ -96,6 +97,7 @@ class Mover {
   void Down(tiers::TierId to, std::span<MoveItem> items);
   void Up(tiers::TierId from, std::span<MoveItem> items);
   void Between(tiers::TierId from, tiers::TierId to, std::span<MoveItem> items);
+  void SsdToRemote(std::span<MoveItem> items);
 
   // Books one encode (the outcome of EncodeFor) or one decode.
   void CountEncode(const codec::Encoded& e, uint64_t nbytes);

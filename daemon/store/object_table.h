@@ -61,6 +61,8 @@ struct Object {
   bool retired = false;  // unreachable by key; freed when nothing holds it any more
   // A client deleted it: its copy in the remote tier is deleted there too (not just let go).
   bool erase_remote = false;
+  // Moving it from the SSD tier to the remote tier failed: next time it is dropped instead.
+  bool remote_refused = false;
   Session* owner = nullptr;  // set while unsealed or session-scoped
   int64_t created_unix_ms = 0;
   int64_t ttl_ms = 0;

@@ -48,23 +48,96 @@ void Store::MaybePublish(Object* o) {
   item.compression = o->compression;
   item.dtype = o->dtype;
   item.shape = o->shape;
-  tiers::RemoteTensor t;
-  t.ns = o->ns;
-  t.key = o->key;
-  t.dtype = o->dtype;
-  t.shape = o->shape;
-  t.nbytes = o->nbytes;
-  t.durability = static_cast<uint8_t>(o->durability);
-  t.compression = static_cast<uint8_t>(o->compression.mode);
-  t.pool = o->pool_class;
-  t.parent = o->parent;
-  t.created_unix_ms = o->created_unix_ms;
-  if (o->ttl_ms > 0) t.expires_unix_ms = table_.NowUnixMs() + o->ttl_ms;
-  item.remote = std::move(t);
+  item.remote = RemoteTensorOf(*o);
   c.in_flight = true;
   AddReader(o, TierId::kHost);  // the bytes stay where they are while they are written
   ++o->pins;
   mover_.Submit([this, o, item = std::move(item)]() mutable { Publish(o, std::move(item)); });
+}
+
+tiers::RemoteTensor Store::RemoteTensorOf(const Object& o) const {
+  tiers::RemoteTensor t;
+  t.ns = o.ns;
+  t.key = o.key;
+  t.dtype = o.dtype;
+  t.shape = o.shape;
+  t.nbytes = o.nbytes;
+  t.durability = static_cast<uint8_t>(o.durability);
+  t.compression = static_cast<uint8_t>(o.compression.mode);
+  t.pool = o.pool_class;
+  t.parent = o.parent;
+  t.created_unix_ms = o.created_unix_ms;
+  if (o.ttl_ms > 0) {
+    // What is left of its TTL (it counts from the Seal, which only the expiry map knows).
+    t.expires_unix_ms = o.expiring ? o.expiry_it->first : table_.NowUnixMs() + o.ttl_ms;
+  }
+  return t;
+}
+
+bool Store::RemoteTakesFromSsd(const Object& o) const {
+  if (!options_.remote_demote_cache || remote_ == nullptr || !remote_->Healthy() ||
+      o.durability != Durability::kCache || o.scope != Scope::kGlobal || o.tenant != kNoTenant ||
+      o.remote_refused) {
+    return false;
+  }
+  const Copy& c = o.copy(TierId::kRemote);
+  if (c.present || c.in_flight) return false;
+  if (!o.pool_class.empty()) {
+    auto it = options_.remote_publish_pools.find(o.pool_class);
+    if (it != options_.remote_publish_pools.end() && !it->second) return false;  // "never"
+  }
+  // As for publishing: a slow Redis must not hold the SSD tier's room for long.
+  return ssd_to_remote_bytes_ + o.nbytes <= std::max<uint64_t>(64 << 20, host_->capacity() / 8);
+}
+
+void Store::StartSsdToRemote(Object* o) {
+  const Copy& ssd = o->copy(TierId::kSsd);
+  MoveItem item;
+  item.src = ssd.range;
+  item.src_codec = ssd.codec;
+  item.nbytes = o->nbytes;
+  item.dtype = o->dtype;
+  item.shape = o->shape;
+  item.dst_rel_rmse = ssd.rel_rmse;
+  item.remote = RemoteTensorOf(*o);
+  o->copy(TierId::kRemote).in_flight = true;
+  AddReader(o, TierId::kSsd);  // stays where it is while it is copied
+  ++o->pins;
+  ssd_to_remote_bytes_ += ssd.range.reserved;
+  mover_.Submit(
+      [this, o, item = std::move(item)]() mutable { FinishSsdToRemote(o, std::move(item)); });
+}
+
+void Store::FinishSsdToRemote(Object* o, MoveItem item) {
+  mover_.Run(TierId::kSsd, TierId::kRemote, std::span<MoveItem>(&item, 1));
+  Frees frees;
+  {
+    absl::MutexLock lock(&mu_);
+    o->copy(TierId::kRemote).in_flight = false;
+    ssd_to_remote_bytes_ -= item.src.reserved;
+    DropReader(o, TierId::kSsd);
+    --o->pins;
+    if (!item.status.ok()) {
+      ++counters_.remote_publish_failures;
+      o->remote_refused = true;
+      spdlog::debug("moving '{}' from SSD to the remote tier failed: {}", o->key,
+                    item.status.ToString());
+    } else if (o->retired) {
+      frees.push_back(RemoteFree(*o, item.dst));
+    } else {
+      AddCopy(o, TierId::kRemote, item.dst, item.dst_codec, item.dst_rel_rmse);
+      ++counters_.remote_publishes;
+      counters_.remote_published_bytes += item.dst.length;
+      ++counters_.remote_demotions;
+      const Copy& ssd = o->copy(TierId::kSsd);
+      if (ssd.present && !ssd.held()) {
+        DropCopy(o, TierId::kSsd, policy::RemovalReason::kDemoted, &frees);
+        migrate_now_ = true;  // the room demotions waited for
+      }
+    }
+    MaybeFreeRetired(o, &frees);
+  }
+  Reclaim(std::move(frees), /*now=*/true);
 }
 
 void Store::Publish(Object* o, MoveItem item) {

@@ -192,6 +192,9 @@ struct StoreOptions {
   // Only global tensors of namespaces no tenant owns are published or looked up.
   bool remote_publish_cache = true;
   bool remote_publish_durable = false;
+  // CACHE tensors without a Redis copy that the SSD tier lets go for room are moved there
+  // (SSD -> Redis, as they are encoded) instead of being dropped.
+  bool remote_demote_cache = true;
   // Host pool classes that say otherwise: true, every tensor of the class is published (CACHE
   // and DURABLE); false, none is.
   absl::flat_hash_map<std::string, bool> remote_publish_pools;
@@ -487,6 +490,15 @@ class Store {
   // Starts writing o's host copy to the remote tier when its options say so (after its Seal).
   void MaybePublish(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Publish(Object* o, MoveItem item) ABSL_LOCKS_EXCLUDED(mu_);
+  // The tensor as the remote tier names and describes it.
+  tiers::RemoteTensor RemoteTensorOf(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a CACHE tensor the SSD tier lets go moves to the remote tier (remote.demote_cache,
+  // its pool class, and a healthy tier with room in the backlog).
+  bool RemoteTakesFromSsd(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves o's SSD copy to the remote tier as it is encoded (on the executor); once there, the
+  // SSD copy goes (remote_demotions). A failure leaves it on SSD, to be dropped next time.
+  void StartSsdToRemote(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishSsdToRemote(Object* o, MoveItem item) ABSL_LOCKS_EXCLUDED(mu_);
   // Looks up in the remote tier the keys of `lift` that were not here (lift->remote): a tensor
   // found there joins the table with its remote copy and is lifted like any other.
   void FindRemote(Lift* lift) ABSL_LOCKS_EXCLUDED(mu_);
@@ -647,8 +659,10 @@ class Store {
   uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes queued for scrubbing
   uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;    // host bytes being written to SSD
   uint64_t publishing_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes being written to Redis
-  std::vector<Object*> writing_ ABSL_GUARDED_BY(mu_);   // started, not yet written
-  uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;        // bumped whenever memory returns
+  // SSD bytes whose copies are being moved to Redis: room the SSD tier is about to get.
+  uint64_t ssd_to_remote_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<Object*> writing_ ABSL_GUARDED_BY(mu_);  // started, not yet written
+  uint64_t host_frees_ ABSL_GUARDED_BY(mu_) = 0;       // bumped whenever memory returns
   absl::flat_hash_map<uint32_t, uint64_t> pool_demand_ ABSL_GUARDED_BY(mu_);  // bytes waited for
   bool migrate_now_ ABSL_GUARDED_BY(mu_) = false;
   tiers::SystemPressure system_ ABSL_GUARDED_BY(mu_);  // last reading by the migrator

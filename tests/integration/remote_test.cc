@@ -193,6 +193,45 @@ TEST_F(RemoteTest, AFullSsdLeavesItsOldestCacheTensorsToRedis) {
   }
 }
 
+TEST_F(RemoteTest, WithoutWriteThroughAFullSsdMovesItsOldestCacheTensorsToRedis) {
+  // Nothing is published when sealed: Redis is only the tier below the SSD. What the full SSD
+  // lets go moves there (as it is encoded on the SSD) instead of being dropped.
+  const std::string dir = MakeTempDir();
+  Daemon a({"--host-capacity", "64MiB", "--swap-file", dir + "/swap", "--swap-size", "64MiB",
+            "--remote-addresses", redis_->address(), "--remote-instance", "machine-a",
+            "--remote-timeout-ms", "500", "--set", "remote.publish_cache=false"});
+  ASSERT_TRUE(a.ok());
+  std::vector<std::pair<std::string, std::string>> put;
+  for (int i = 0; i < 10; ++i) {
+    const std::string key = "block." + std::to_string(i);
+    auto [rc, hash] =
+        It({"put", a.socket(), key, std::to_string(20 * kMiB), std::to_string(i), "cache"});
+    ASSERT_EQ(rc, 0) << key;
+    put.emplace_back(key, hash);
+  }
+  std::unique_ptr<Client> c = ConnectClient(a, "remote_test");
+  ASSERT_NE(c, nullptr);
+  EXPECT_TRUE(Eventually([&] {
+    auto info = c->Stat("block.0");
+    return info.ok() && info->location.tier == Tier::kRemote;
+  })) << "the oldest block left the SSD for Redis";
+  auto st = c->GetStats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_GE(st->counters["remote_demotions"], 1u);
+  EXPECT_GE(st->counters["remote_publishes"], 1u);
+  EXPECT_EQ(st->counters["ssd_evictions"], 0u) << "Redis took what the SSD let go";
+  EXPECT_EQ(st->counters["evictions"], 0u);
+  EXPECT_LT(st->remote.puts, 10u) << "only what left the SSD went to Redis";
+  for (const auto& [key, hash] : put) {
+    EXPECT_EQ(It({"verify", a.socket(), key, hash}).first, 0) << key;
+  }
+  // A second daemon finds what the first moved there only if it is shared: machine-a's
+  // namespace is private, so the bytes stay this daemon's.
+  Daemon b(RemoteArgs(*redis_, "machine-b"));
+  ASSERT_TRUE(b.ok());
+  EXPECT_NE(It({"verify", b.socket(), "block.0", put[0].second}).first, 0);
+}
+
 TEST_F(RemoteTest, RedisKilledLeavesTheLocalTiersServingAndItsReturnResumes) {
   Daemon a(RemoteArgs(*redis_, "machine-a"));
   Daemon b(RemoteArgs(*redis_, "machine-b"));
