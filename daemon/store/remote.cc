@@ -233,7 +233,8 @@ absl::StatusOr<TensorInfo> Store::StatRemote(absl::string_view ns, absl::string_
     return absl::NotFoundError(
         absl::StrCat("no tensor '", key, "' here (the remote tier is degraded: not asked)"));
   }
-  absl::StatusOr<tiers::RemoteFound> found = remote_->Find(ns, key);  // no lock: I/O
+  // No lock: I/O. Not a Get's lookup: the hit/miss counts stay the Gets'.
+  absl::StatusOr<tiers::RemoteFound> found = remote_->Find(ns, key, /*counted=*/false);
   if (!found.ok()) {  // as a Get: whatever the remote tier says, the tensor is not to be had
     return absl::NotFoundError(
         absl::StrCat("no tensor '", key, "' here",

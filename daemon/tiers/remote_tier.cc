@@ -734,8 +734,10 @@ absl::Status RemoteTier::ReadOne(const Transfer& t) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<RemoteFound> RemoteTier::Find(absl::string_view ns, absl::string_view key) {
-  auto count = [this](bool hit) {
+absl::StatusOr<RemoteFound> RemoteTier::Find(absl::string_view ns, absl::string_view key,
+                                             bool counted) {
+  auto count = [this, counted](bool hit) {
+    if (!counted) return;
     absl::MutexLock lock(&mu_);
     ++stats_.lookups;
     ++(hit ? stats_.hits : stats_.misses);

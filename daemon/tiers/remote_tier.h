@@ -109,7 +109,9 @@ class RemoteTier final : public Tier {
 
   // Looks a tensor up by name: NOT_FOUND when absent, DATA_LOSS when its header is damaged,
   // UNAVAILABLE when degraded or Redis does not answer. The range is this tier's until Free.
-  absl::StatusOr<RemoteFound> Find(absl::string_view ns, absl::string_view key);
+  // `counted`: a lookup for a Get, counted in lookups/hits/misses (a Stat's is not).
+  absl::StatusOr<RemoteFound> Find(absl::string_view ns, absl::string_view key,
+                                   bool counted = true);
   // Deletes a range's tensor from Redis (a client's Delete), then frees the range. The failure
   // when Redis could not be told (the range is freed all the same; the delete is queued and
   // done when Redis answers again, before the tier serves).

@@ -285,6 +285,7 @@ TEST_F(RemoteTest, StatAndDeleteThroughADaemonThatNeverSawTheTensorReachRedis) {
   EXPECT_EQ(info->remote_stored_bytes, kMiB);
   EXPECT_EQ(info->durability, Durability::kCache);
   EXPECT_EQ(RemoteOf(b).gets, 0u) << "a Stat reads the header only";
+  EXPECT_EQ(RemoteOf(b).lookups, 0u) << "lookups and hits count Gets' lookups, not Stats'";
   const CommandResult ctl =
       RunCommand(std::string(TENSORCTL_BIN) + " --socket " + b.socket() + " stat theirs");
   EXPECT_NE(ctl.out.find("location   remote"), std::string::npos) << ctl.out;
