@@ -147,6 +147,7 @@ void Store::PrefetchAsync(absl::string_view ns, std::vector<std::string> keys, W
       Object* o = table_.Find(ns, keys[i]);
       if (o == nullptr) {
         r.status = absl::NotFoundError(absl::StrCat("no tensor '", keys[i], "'"));
+        if (RemoteLooksUp(ns)) lift->remote.push_back(i);  // brought in from Redis, as a Get
       } else if (!o->sealed) {
         r.status = absl::FailedPreconditionError(absl::StrCat("'", keys[i], "' is not sealed yet"));
       } else if (!o->copy(lift->to).present) {
@@ -161,8 +162,9 @@ void Store::PrefetchAsync(absl::string_view ns, std::vector<std::string> keys, W
     for (size_t i = 0; i < out.size(); ++i) out[i] = {std::move(l->out[i].status), l->moved[i]};
     return out;
   };
-  if (lift->which.empty()) return std::move(done)(finish(lift.get()));
+  if (lift->which.empty() && lift->remote.empty()) return std::move(done)(finish(lift.get()));
   mover_.Submit([this, lift = std::move(lift), finish, done = std::move(done)]() mutable {
+    if (!lift->remote.empty()) FindRemote(lift.get());
     RunLift(lift.get());
     std::move(done)(finish(lift.get()));
   });
@@ -511,16 +513,21 @@ void Store::LiftOne(Lift* lift, size_t i, TierId to) {
 
 void Store::FindRemote(Lift* lift) {
   Frees frees;
+  // A Get's lookups count as its hits and misses; a Prefetch's found keys as prefetches.
+  const bool get = lift->leasing() || lift->hold;
+  const auto missed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (get) ++counters_.get_misses;
+  };
   for (size_t i : lift->remote) {
     const std::string& key = lift->keys[i];
     {
       absl::MutexLock lock(&mu_);
       if (RemoteErasing(lift->ns, key)) {  // deleted here; its Redis copy is going
-        ++counters_.get_misses;
+        missed();
         continue;
       }
       if (absl::Now() >= lift->deadline) {  // the call's deadline: no more Redis round trips
-        ++counters_.get_misses;
+        missed();
         lift->out[i].status = absl::DeadlineExceededError(absl::StrCat(
             "no tensor '", key, "' here, and the deadline passed before Redis was asked"));
         continue;
@@ -531,7 +538,7 @@ void Store::FindRemote(Lift* lift) {
     GetOutcome& r = lift->out[i];
     ++counters_.remote_lookups;
     if (!found.ok()) {
-      ++counters_.get_misses;
+      missed();
       ++counters_.remote_misses;
       if (found.status().code() != absl::StatusCode::kNotFound) {
         r.status = absl::NotFoundError(absl::StrCat(
@@ -541,7 +548,7 @@ void Store::FindRemote(Lift* lift) {
     }
     Object* o = table_.Find(lift->ns, key);
     if (o == nullptr && RemoteErasing(lift->ns, key)) {  // deleted here while it was looked up
-      ++counters_.get_misses;
+      missed();
       ++counters_.remote_misses;
       frees.push_back(PendingFree{TierId::kRemote, found->range});
       continue;
@@ -549,13 +556,14 @@ void Store::FindRemote(Lift* lift) {
     if (o != nullptr) {  // created here meanwhile: that one wins
       frees.push_back(PendingFree{TierId::kRemote, found->range});
     } else if (o = AdoptRemote(lift->ns, key, *found, &r.status); o == nullptr) {
-      ++counters_.get_misses;
+      missed();
       ++counters_.remote_misses;
       frees.push_back(PendingFree{TierId::kRemote, found->range});
       spdlog::warn("{}", r.status.ToString());
       continue;
     }
     ++counters_.remote_hits;
+    if (!get) ++counters_.prefetches;
     r.status = absl::OkStatus();
     lift->which.push_back(i);
   }

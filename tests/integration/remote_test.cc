@@ -232,6 +232,33 @@ TEST_F(RemoteTest, WithoutWriteThroughAFullSsdMovesItsOldestCacheTensorsToRedis)
   EXPECT_NE(It({"verify", b.socket(), "block.0", put[0].second}).first, 0);
 }
 
+TEST_F(RemoteTest, APrefetchBringsAnotherDaemonsTensorInBeforeItsGet) {
+  Daemon a(RemoteArgs(*redis_, "machine-a"));
+  Daemon b(RemoteArgs(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto [rc, hash] = It({"put", a.socket(), "next.block", std::to_string(4 * kMiB), "8", "cache"});
+  ASSERT_EQ(rc, 0);
+  ASSERT_TRUE(Eventually([&] { return RemoteOf(a).puts == 1; }));
+  std::unique_ptr<Client> cb = ConnectClient(b, "remote_test");
+  ASSERT_NE(cb, nullptr);
+  const std::vector<std::string> keys = {"next.block", "nowhere"};
+  auto pre = cb->Prefetch(keys);
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  EXPECT_TRUE((*pre)[0].status.ok()) << (*pre)[0].status;
+  EXPECT_TRUE((*pre)[0].moved);
+  EXPECT_EQ((*pre)[1].status.code(), absl::StatusCode::kNotFound) << (*pre)[1].status;
+  const RemoteStats before = RemoteOf(b);
+  EXPECT_EQ(before.gets, 1u);
+  // The Get finds it on B's host tier: no Redis traffic at Get time.
+  EXPECT_EQ(It({"verify", b.socket(), "next.block", hash}).first, 0);
+  const RemoteStats after = RemoteOf(b);
+  EXPECT_EQ(after.gets, before.gets);
+  EXPECT_EQ(after.lookups, before.lookups);
+  auto st = cb->GetStats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_GE(st->counters["prefetches"], 1u);
+}
+
 TEST_F(RemoteTest, RedisKilledLeavesTheLocalTiersServingAndItsReturnResumes) {
   Daemon a(RemoteArgs(*redis_, "machine-a"));
   Daemon b(RemoteArgs(*redis_, "machine-b"));
