@@ -353,11 +353,13 @@ TENSORD_AVX2 inline double HSumPs(__m256 v) {
 // added but the max, and the caller redoes the block in double).
 TENSORD_AVX2 inline bool Flush(ErrorLanes* lanes, Error* e) {
   const double err2 = HSumPs(lanes->err2), ref2 = HSumPs(lanes->ref2);
-  e->max = std::max(e->max, HMax(lanes->max));
+  const float max = HMax(lanes->max);  // this block's largest difference
+  e->max = std::max(e->max, max);
   lanes->err2 = lanes->ref2 = _mm256_setzero_ps();
   // A zero sum is not trusted either: every square may have underflowed (an all-zero block
-  // pays the double pass).
-  if (!std::isfinite(err2) || !std::isfinite(ref2) || ref2 < kSmallestTrusted) {
+  // pays the double pass). Nor is a tiny error sum where a difference was not zero.
+  if (!std::isfinite(err2) || !std::isfinite(ref2) || ref2 < kSmallestTrusted ||
+      (err2 < kSmallestTrusted && max > 0)) {
     return false;
   }
   e->err2 += err2;

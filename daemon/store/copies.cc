@@ -141,10 +141,12 @@ void Store::AddCopy(Object* o, TierId t, const tiers::Range& range, codec::Codec
   ChargeCopy(*o, t, +1);
   // A restored tensor read from SSD into host memory passed the extent's checksum.
   if (t == TierId::kHost && !o->verified && !o->awaiting_check) o->verified = true;
-  // Decoded from a lossy swap copy, the host bytes are no longer those the Seal checksummed:
+  // Decoded from a lossy swap (or Redis) copy, the host bytes are no longer those the Seal
+  // checksummed:
   // Persist takes the checksum of these.
-  if (t == TierId::kHost && index_ != nullptr && o->copy(TierId::kSsd).present &&
-      o->copy(TierId::kSsd).rel_rmse > 0) {
+  if (t == TierId::kHost && index_ != nullptr &&
+      ((o->copy(TierId::kSsd).present && o->copy(TierId::kSsd).rel_rmse > 0) ||
+       (o->copy(TierId::kRemote).present && o->copy(TierId::kRemote).rel_rmse > 0))) {
     o->has_checksum = false;
   }
   if (o->sealed && !o->retired) {

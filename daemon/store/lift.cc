@@ -308,6 +308,10 @@ void Store::FinishLift(Lift* lift, Booked& b, Frees* frees) {
       ++counters_.gpu_demotions;  // a copy down from the GPU, as the GPU migrator makes
       counters_.gpu_demoted_bytes += o->nbytes;
     } else {
+      // A read of the SSD copy is a use there too: the SSD policy's order is by last read.
+      if (b.from == TierId::kSsd && PolicyOf(TierId::kSsd) != nullptr) {
+        PolicyOf(TierId::kSsd)->Access(HandleOf(o));
+      }
       ++counters_.promotions;
       counters_.promoted_bytes += o->nbytes;
     }

@@ -53,38 +53,47 @@ bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, TenantId tenant, Free
   policy::EvictionPolicy* p = PolicyOf(TierId::kSsd);
   if (ssd_ == nullptr || ssd_->degraded() || p == nullptr) return false;
   // Freed ranges need not be adjacent: rounds of victims until the largest free range is
-  // enough, or nothing more may go (or the rest is coming from copies moving to Redis).
-  for (int round = 0; round < 8; ++round) {
-    const tiers::SsdStats st = ssd_->Stats();
+  // enough, or nothing more may go (or the rest is coming from copies moving to Redis). A call
+  // lets at most twice what it asked for go, and stops when a round gains no room (fragments
+  // it cannot join).
+  uint64_t budget = 2 * std::max(nbytes, largest);
+  tiers::SsdStats st = ssd_->Stats();
+  for (int round = 0; round < 8 && budget > 0; ++round) {
     if (st.free_bytes >= nbytes && st.largest_free_bytes >= largest) return true;
     uint64_t want = std::max(nbytes - std::min(nbytes, st.free_bytes),
                              largest - std::min(largest, st.largest_free_bytes));
     // Copies on their way to Redis give their room soon: no more victims for that.
     if (want <= ssd_to_remote_bytes_) return false;
-    want -= ssd_to_remote_bytes_;
+    want = std::min(want - ssd_to_remote_bytes_, budget);
     std::vector<Object*> victims;  // collected first: dropping edits the policy
     uint64_t got = 0;
     p->Victims(policy::Demand{{}, want}, [&](policy::Handle h) {
       Object* o = ObjectOf(h);
-      // A DURABLE copy is the tensor's; a pinned object is being moved or promised; another
-      // tenant's tensors are never evicted for this one's demotions.
-      if (o->durability != Durability::kCache || o->pins > 0 || o->tenant != tenant) {
+      const Copy& ssd = o->copy(TierId::kSsd);
+      // A DURABLE copy is the tensor's; a pinned object is being moved or promised; a hinted
+      // one is about to be read; another tenant's tensors are never evicted for this one's
+      // demotions; a copy in the RAM front frees no room in the files.
+      if (o->durability != Durability::kCache || o->pins > 0 || o->tenant != tenant ||
+          o->guarded != 0 || lookahead_.Find(h) != nullptr || ssd.range.space == tiers::kRamSpace) {
         return Verdict::kSkip;
       }
       victims.push_back(o);
-      got += o->copy(TierId::kSsd).range.reserved;
+      got += ssd.range.reserved;
       return got >= want ? Verdict::kLast : Verdict::kTake;
     });
     if (victims.empty()) return false;
     for (Object* o : victims) {
+      const uint64_t reserved = o->copy(TierId::kSsd).range.reserved;
       if (o->copy(TierId::kHost).present || o->copy(TierId::kGpu).present) {
         ++counters_.ssd_drops;  // a clean copy of a tensor in memory: nothing is lost
         DropCopy(o, TierId::kSsd, policy::RemovalReason::kDemoted, frees);
       } else if (o->copy(TierId::kRemote).present && remote_->Healthy()) {
         ++counters_.remote_demotions;  // lives on in Redis: a later Get reads it back
         DropCopy(o, TierId::kSsd, policy::RemovalReason::kDemoted, frees);
-      } else if (RemoteTakesFromSsd(*o)) {
+      } else if (const RemoteTake take = RemoteTakesFromSsd(*o); take == RemoteTake::kYes) {
         StartSsdToRemote(o);  // the tier below: its room comes when the copy is in Redis
+      } else if (take == RemoteTake::kLater) {
+        continue;  // Redis is busy with others: it waits for its turn, not dropped
       } else {
         spdlog::debug("making SSD room: '{}' ({} bytes) is evicted", o->key, o->nbytes);
         ++counters_.ssd_evictions;
@@ -93,9 +102,15 @@ bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, TenantId tenant, Free
         counters_.evicted_bytes += o->nbytes;
         Retire(o, policy::RemovalReason::kEvicted, frees);
       }
+      budget -= std::min(budget, reserved);
+    }
+    const tiers::SsdStats before = st;
+    st = ssd_->Stats();
+    if (st.free_bytes <= before.free_bytes && st.largest_free_bytes <= before.largest_free_bytes &&
+        ssd_to_remote_bytes_ == 0) {
+      break;  // no room gained
     }
   }
-  const tiers::SsdStats st = ssd_->Stats();
   return st.free_bytes >= nbytes && st.largest_free_bytes >= largest;
 }
 
@@ -155,23 +170,30 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
   //    host memory to come back. Tensors being written right now count: their memory is about
   //    to return.
   bool demotable = demoting_bytes_ > 0;
-  std::optional<TenantId> whose;  // a demotable tensor's tenant: whose SSD copies may go
+  // The first demotable tensor, when it has to be written: whose SSD copies may make room
+  // for it, and its size. One that needs no write needs no SSD room.
+  std::optional<TenantId> whose;
+  uint64_t write_bytes = 0;
   if (!demotable || !SsdUsable(nbytes)) {
     PolicyOf(TierId::kHost)->Victims(policy::Demand{pools}, [&](policy::Handle h) {
       const Object* o = ObjectOf(h);
-      if (!o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o) &&
-          !QuotaAllows(o->tenant, TierId::kSsd, o->nbytes, /*count=*/false).ok()) {
+      const bool writes = !o->copy(TierId::kSsd).present && !DropsWithoutWrite(*o);
+      if (writes && !QuotaAllows(o->tenant, TierId::kSsd, o->nbytes, /*count=*/false).ok()) {
         return Verdict::kSkip;
       }
       demotable = true;
-      whose = o->tenant;
+      if (writes) {
+        whose = o->tenant;
+        write_bytes = o->nbytes;
+      }
       return Verdict::kStop;
     });
   }
   const absl::Time now = absl::Now();
   if (demotable && now < deadline &&
-      (SsdUsable(nbytes) ||
-       (whose && (MakeSsdRoom(nbytes, nbytes, *whose, frees) || ssd_to_remote_bytes_ > 0)))) {
+      (SsdUsable(nbytes) || (demotable && !whose) ||
+       (whose &&
+        (MakeSsdRoom(write_bytes, write_bytes, *whose, frees) || ssd_to_remote_bytes_ > 0)))) {
     ++counters_.pressure_waits;
     for (uint32_t p : pools) pool_demand_[p] += nbytes;
     migrate_now_ = true;
@@ -216,11 +238,13 @@ uint64_t Store::DemoteOnce() {
     // Wanted victims that found no swap space: their bytes and the largest, by tenant.
     absl::flat_hash_map<TenantId, std::pair<uint64_t, uint64_t>> short_of;
     uint64_t short_bytes = 0;
-    uint64_t writes = 0;  // bytes of the chosen victims still to be written
+    uint64_t writes = 0;           // bytes of the chosen victims still to be written
+    std::optional<TenantId> only;  // the second choice: the tenant the SSD made room for
     const auto select = [&](uint64_t want) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       PolicyOf(TierId::kHost)->Victims(policy::Demand{{}, want}, [&](policy::Handle h) {
         Object* o = ObjectOf(h);
         if (chosen.size() >= kMaxWritesPerRound) return Verdict::kStop;
+        if (only && o->tenant != *only) return Verdict::kSkip;
         if (o->copy(TierId::kSsd).in_flight) return Verdict::kSkip;
         // Only what is wanted: a pool waited on, or a tenant (or the tier) above its mark.
         const bool wanted = pool_demand_.contains(o->copy(TierId::kHost).range.space);
@@ -259,14 +283,17 @@ uint64_t Store::DemoteOnce() {
     moved = StartDemotions(chosen, &frees);
     // A full SSD lets its coldest CACHE copies go for the victims that did not fit, which are
     // then chosen again (their demotions now being written count as in flight).
-    // The first choice's writes have not reserved their room yet: they count.
-    bool made = false;
-    for (const auto& [tenant, need] : short_of) {
-      made |= MakeSsdRoom(std::min(need.first, kMaxSsdRoomPerRound) + writes, need.second, tenant,
-                          &frees);
-    }
-    if (made) {
-      const uint64_t again = short_bytes;
+    // One tenant per round (the one most short): its own SSD copies make the room, and only its
+    // tensors are chosen into it. The first choice's writes have not reserved their room yet:
+    // they count.
+    const auto most = std::max_element(
+        short_of.begin(), short_of.end(),
+        [](const auto& a, const auto& b) { return a.second.first < b.second.first; });
+    if (most != short_of.end() &&
+        MakeSsdRoom(std::min(most->second.first, kMaxSsdRoomPerRound) + writes,
+                    most->second.second + writes, most->first, &frees)) {
+      const uint64_t again = most->second.first;
+      only = most->first;
       chosen.clear();
       short_bytes = 0;
       short_of.clear();

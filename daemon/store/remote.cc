@@ -74,20 +74,22 @@ tiers::RemoteTensor Store::RemoteTensorOf(const Object& o) const {
   return t;
 }
 
-bool Store::RemoteTakesFromSsd(const Object& o) const {
+Store::RemoteTake Store::RemoteTakesFromSsd(const Object& o) const {
   if (!options_.remote_demote_cache || remote_ == nullptr || !remote_->Healthy() ||
       o.durability != Durability::kCache || o.scope != Scope::kGlobal || o.tenant != kNoTenant ||
       o.remote_refused) {
-    return false;
+    return RemoteTake::kNo;
   }
   const Copy& c = o.copy(TierId::kRemote);
-  if (c.present || c.in_flight) return false;
+  if (c.present) return RemoteTake::kNo;
+  if (c.in_flight) return RemoteTake::kLater;
   if (!o.pool_class.empty()) {
     auto it = options_.remote_publish_pools.find(o.pool_class);
-    if (it != options_.remote_publish_pools.end() && !it->second) return false;  // "never"
+    if (it != options_.remote_publish_pools.end() && !it->second) return RemoteTake::kNo;
   }
-  // As for publishing: a slow Redis must not hold the SSD tier's room for long.
-  return ssd_to_remote_bytes_ + o.nbytes <= std::max<uint64_t>(64 << 20, host_->capacity() / 8);
+  // As for publishing: a bounded backlog; past it, the rest waits for Redis to catch up.
+  const uint64_t backlog = std::max<uint64_t>(64 << 20, host_->capacity() / 8);
+  return ssd_to_remote_bytes_ + o.nbytes <= backlog ? RemoteTake::kYes : RemoteTake::kLater;
 }
 
 void Store::StartSsdToRemote(Object* o) {
@@ -128,9 +130,9 @@ void Store::FinishSsdToRemote(Object* o, MoveItem item) {
       AddCopy(o, TierId::kRemote, item.dst, item.dst_codec, item.dst_rel_rmse);
       ++counters_.remote_publishes;
       counters_.remote_published_bytes += item.dst.length;
-      ++counters_.remote_demotions;
       const Copy& ssd = o->copy(TierId::kSsd);
       if (ssd.present && !ssd.held()) {
+        ++counters_.remote_demotions;
         DropCopy(o, TierId::kSsd, policy::RemovalReason::kDemoted, &frees);
         migrate_now_ = true;  // the room demotions waited for
       }

@@ -193,6 +193,8 @@ RestoreReport Store::Restore(const LoadedIndex& loaded, bool host_reattached) {
       raw->awaiting_check = true;
       AddReader(raw, TierId::kHost);  // no migration moves it before its check
     }
+    // Ranked in the SSD tier too: a full SSD lets restored CACHE copies go like any other.
+    if (raw->copy(TierId::kSsd).present) TrackCopy(raw, TierId::kSsd);
     to_verify_.emplace_back(raw->ns, raw->key);
     Persist(raw);  // the record without the copies it lost
     ++rep.tensors;

@@ -493,8 +493,9 @@ class Store {
   // The tensor as the remote tier names and describes it.
   tiers::RemoteTensor RemoteTensorOf(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether a CACHE tensor the SSD tier lets go moves to the remote tier (remote.demote_cache,
-  // its pool class, and a healthy tier with room in the backlog).
-  bool RemoteTakesFromSsd(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // its pool class, a healthy tier), or will once the backlog of such moves has room.
+  enum class RemoteTake { kNo, kYes, kLater };
+  RemoteTake RemoteTakesFromSsd(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves o's SSD copy to the remote tier as it is encoded (on the executor); once there, the
   // SSD copy goes (remote_demotions). A failure leaves it on SSD, to be dropped next time.
   void StartSsdToRemote(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

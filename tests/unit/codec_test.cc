@@ -346,6 +346,21 @@ TEST(Simd, ErrorTermsSurviveMagnitudesFloatSquaresCannotHold) {
       EXPECT_EQ(t[0].max, t[1].max) << magnitude;
     }
     simd::ForcePortable(false);
+    // Exact large values beside tiny differences whose squares underflow float: the error is
+    // small, never zero.
+    std::vector<float> big(4096, 1.0f), near(4096, 1.0f);
+    for (size_t i = 0; i < big.size(); i += 2) {
+      big[i] = 1e-25f;
+      near[i] = 2e-25f;
+    }
+    simd::Error u[2];
+    for (int portable = 0; portable < 2; ++portable) {
+      simd::ForcePortable(portable == 1);
+      simd::AddError(big.data(), near.data(), big.size(), &u[portable]);
+    }
+    simd::ForcePortable(false);
+    ASSERT_GT(u[1].err2, 0);
+    EXPECT_NEAR(u[0].err2 / u[1].err2, 1, 1e-5);
     const Tensor t = FromFloats(DType::kFloat32, {int64_t(x.size())}, x);
     for (const char* name : {"int8", "fp8_e4m3"}) {
       Quality measured;
