@@ -289,6 +289,30 @@ TEST_P(MigrationTest, AFullSsdLetsItsOldestCacheTensorsGoAndKeepsDurableOnes) {
   StopMigrator();
 }
 
+// The SSD tier's order is by last read: a tensor swapped in a moment ago outlives older,
+// unread ones when the full SSD makes room; a hinted tensor is never the one let go.
+TEST_P(MigrationTest, AFullSsdLetsItsLeastRecentlyReadGoAndKeepsHintedOnes) {
+  StartMigrator();
+  constexpr uint64_t kSize = 4 * kMiB;
+  for (int i = 0; i < 14; ++i) {  // 56 MiB: most of it on the SSD (64 MiB), not full yet
+    ASSERT_TRUE(Put(absl::StrCat("c", i), kSize, Durability::kCache).ok()) << i;
+  }
+  ASSERT_TRUE(store_->Stat("", "c0")->on_ssd);
+  ASSERT_TRUE(store_->Stat("", "c2")->on_ssd);
+  ASSERT_TRUE(GetAndVerify("c0").ok()) << "swapped in: a read of its SSD copy";
+  const std::vector<std::string> hinted{"c2"};
+  ASSERT_TRUE(store_->Hint("", hinted, WantTier::kHost, absl::Seconds(30)).ok());
+  ASSERT_EQ(counters().ssd_evictions, 0u) << "the SSD was not full before";
+  for (int i = 14; i < 24; ++i) {
+    ASSERT_TRUE(Put(absl::StrCat("c", i), kSize, Durability::kCache).ok()) << i;
+  }
+  EXPECT_GT(counters().ssd_evictions, 0u);
+  EXPECT_FALSE(store_->Stat("", "c1").ok()) << "the oldest unread one went";
+  EXPECT_TRUE(store_->Stat("", "c0").ok()) << "read since: it stays";
+  EXPECT_TRUE(store_->Stat("", "c2").ok()) << "hinted: it stays";
+  StopMigrator();
+}
+
 struct FaultCase {
   const char* name;
   FaultPlan::Kind kind;
