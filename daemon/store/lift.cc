@@ -220,13 +220,7 @@ absl::StatusOr<Store::Booked> Store::Book(size_t i, Object* o, TierId to, int de
   c.range = *range;
   AddReader(o, *from);
   ++o->pins;
-  const Copy& src = o->copy(*from);
-  MoveItem item;
-  item.src = src.range;
-  item.src_codec = src.codec;
-  item.nbytes = o->nbytes;
-  item.dtype = o->dtype;
-  item.shape = o->shape;
+  MoveItem item = MoveFrom(*o, *from);
   item.dst = *range;
   item.dst_reserved = true;
   return Booked{i, o, *from, item};

@@ -94,12 +94,7 @@ Store::RemoteTake Store::RemoteTakesFromSsd(const Object& o) const {
 
 void Store::StartSsdToRemote(Object* o) {
   const Copy& ssd = o->copy(TierId::kSsd);
-  MoveItem item;
-  item.src = ssd.range;
-  item.src_codec = ssd.codec;
-  item.nbytes = o->nbytes;
-  item.dtype = o->dtype;
-  item.shape = o->shape;
+  MoveItem item = MoveFrom(*o, TierId::kSsd);
   item.dst_rel_rmse = ssd.rel_rmse;
   item.remote = RemoteTensorOf(*o);
   o->copy(TierId::kRemote).in_flight = true;

@@ -420,6 +420,17 @@ class Store {
   policy::EvictionPolicy* PolicyOf(TierId t) const { return policies_[tiers::Index(t)].get(); }
   static policy::Handle HandleOf(Object* o) { return reinterpret_cast<policy::Handle>(o); }
   static Object* ObjectOf(policy::Handle h) { return reinterpret_cast<Object*>(h); }
+  // A move of o's copy in `from` (its range and encoding), the destination left to the caller.
+  static MoveItem MoveFrom(const Object& o, TierId from) {
+    const Copy& src = o.copy(from);
+    MoveItem item;
+    item.src = src.range;
+    item.src_codec = src.codec;
+    item.nbytes = o.nbytes;
+    item.dtype = o.dtype;
+    item.shape = o.shape;
+    return item;
+  }
   static policy::Footprint FootprintOf(const Object& o, const tiers::Range& r, bool moved) {
     return {r.space, r.reserved, o.id, o.parent_id, moved};
   }

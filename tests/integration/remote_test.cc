@@ -94,6 +94,22 @@ class RemoteTest : public ::testing::Test {
   std::unique_ptr<RedisServer> redis_;
 };
 
+// Puts n CACHE tensors of 20 MiB, "block.0" .. (key, hash) through daemon `a`; with
+// `published`, each is in Redis before the next needs its room.
+void PutBlocks(const Daemon& a, int n, bool published,
+               std::vector<std::pair<std::string, std::string>>* put) {
+  for (int i = 0; i < n; ++i) {
+    const std::string key = "block." + std::to_string(i);
+    auto [rc, hash] =
+        It({"put", a.socket(), key, std::to_string(20 * kMiB), std::to_string(i), "cache"});
+    ASSERT_EQ(rc, 0) << key;
+    put->emplace_back(key, hash);
+    if (published) {
+      EXPECT_TRUE(Eventually([&] { return RemoteOf(a).puts == static_cast<uint64_t>(i + 1); }));
+    }
+  }
+}
+
 TEST_F(RemoteTest, ATensorStoredThroughOneDaemonIsServedByAnother) {
   Daemon a(RemoteArgs(*redis_, "machine-a"));
   Daemon b(RemoteArgs(*redis_, "machine-b"));
@@ -137,15 +153,7 @@ TEST_F(RemoteTest, EvictedCacheTensorsComeBackFromRedis) {
             "--remote-instance", "machine-a", "--remote-timeout-ms", "500"});
   ASSERT_TRUE(a.ok());
   std::vector<std::pair<std::string, std::string>> put;
-  for (int i = 0; i < 5; ++i) {
-    const std::string key = "block." + std::to_string(i);
-    auto [rc, hash] =
-        It({"put", a.socket(), key, std::to_string(20 * kMiB), std::to_string(i), "cache"});
-    ASSERT_EQ(rc, 0) << key;
-    put.emplace_back(key, hash);
-    // Each is published before the next needs its room.
-    EXPECT_TRUE(Eventually([&] { return RemoteOf(a).puts == static_cast<uint64_t>(i + 1); }));
-  }
+  ASSERT_NO_FATAL_FAILURE(PutBlocks(a, 5, /*published=*/true, &put));
   for (const auto& [key, hash] : put)
     EXPECT_EQ(It({"verify", a.socket(), key, hash}).first, 0) << key;
   ClientOptions opts;
@@ -168,14 +176,7 @@ TEST_F(RemoteTest, AFullSsdLeavesItsOldestCacheTensorsToRedis) {
             "--remote-timeout-ms", "500"});
   ASSERT_TRUE(a.ok());
   std::vector<std::pair<std::string, std::string>> put;
-  for (int i = 0; i < 10; ++i) {
-    const std::string key = "block." + std::to_string(i);
-    auto [rc, hash] =
-        It({"put", a.socket(), key, std::to_string(20 * kMiB), std::to_string(i), "cache"});
-    ASSERT_EQ(rc, 0) << key;
-    put.emplace_back(key, hash);
-    EXPECT_TRUE(Eventually([&] { return RemoteOf(a).puts == static_cast<uint64_t>(i + 1); }));
-  }
+  ASSERT_NO_FATAL_FAILURE(PutBlocks(a, 10, /*published=*/true, &put));
   std::unique_ptr<Client> c = ConnectClient(a, "remote_test");
   ASSERT_NE(c, nullptr);
   // The first block went to the SSD first, and left it for a newer one.
@@ -202,13 +203,7 @@ TEST_F(RemoteTest, WithoutWriteThroughAFullSsdMovesItsOldestCacheTensorsToRedis)
             "--remote-timeout-ms", "500", "--set", "remote.publish_cache=false"});
   ASSERT_TRUE(a.ok());
   std::vector<std::pair<std::string, std::string>> put;
-  for (int i = 0; i < 10; ++i) {
-    const std::string key = "block." + std::to_string(i);
-    auto [rc, hash] =
-        It({"put", a.socket(), key, std::to_string(20 * kMiB), std::to_string(i), "cache"});
-    ASSERT_EQ(rc, 0) << key;
-    put.emplace_back(key, hash);
-  }
+  ASSERT_NO_FATAL_FAILURE(PutBlocks(a, 10, /*published=*/false, &put));
   std::unique_ptr<Client> c = ConnectClient(a, "remote_test");
   ASSERT_NE(c, nullptr);
   EXPECT_TRUE(Eventually([&] {
