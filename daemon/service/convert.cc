@@ -83,8 +83,9 @@ void ToProto(const store::StoreStats& stats, uint64_t uptime_ms, v1::Stats* out)
   host->set_capacity_bytes(stats.capacity_bytes);
   host->set_used_bytes(stats.used_bytes);
   host->set_pinned_bytes(stats.pinned_bytes);
-  // A Get served by a promotion from SSD is a host miss and an SSD hit.
-  const uint64_t host_hits = c.get_hits - c.promotions;
+  // A Get served by a promotion from SSD is a host miss and an SSD hit. (Promotions also count
+  // Prefetches' and the look-ahead's, which are no Gets: never below zero.)
+  const uint64_t host_hits = c.get_hits > c.promotions ? c.get_hits - c.promotions : 0;
   host->set_hits(host_hits);
   host->set_misses(c.get_misses + c.promotions);
   const uint64_t lookups = c.get_hits + c.get_misses;

@@ -11,6 +11,13 @@
 #include "spdlog/spdlog.h"
 
 namespace tensord::store {
+namespace {
+
+// Keys of one Prefetch looked up in the remote tier: a speculative call full of keys that exist
+// nowhere must not hold the executor's threads (where Creates and swap-ins run) for long.
+constexpr size_t kMaxPrefetchLookups = 64;
+
+}  // namespace
 
 struct Store::Lift {
   std::string session_id;  // empty: a Prefetch (no leases)
@@ -146,8 +153,18 @@ void Store::PrefetchAsync(absl::string_view ns, std::vector<std::string> keys, W
       if (!r.status.ok()) continue;
       Object* o = table_.Find(ns, keys[i]);
       if (o == nullptr) {
-        r.status = absl::NotFoundError(absl::StrCat("no tensor '", keys[i], "'"));
-        if (RemoteLooksUp(ns)) lift->remote.push_back(i);  // brought in from Redis, as a Get
+        // As a Get: a key lost at a restart stays DATA_LOSS; another is brought in from Redis,
+        // for at most kMaxPrefetchLookups keys (one round trip or two each, on the executor).
+        r.status = Missing(ns, keys[i]);
+        if (r.status.code() == absl::StatusCode::kNotFound && RemoteLooksUp(ns)) {
+          if (lift->remote.size() < kMaxPrefetchLookups) {
+            lift->remote.push_back(i);
+          } else {
+            r.status = absl::NotFoundError(absl::StrCat(
+                "no tensor '", keys[i], "' here; not looked up in the remote tier (at most ",
+                kMaxPrefetchLookups, " keys a Prefetch)"));
+          }
+        }
       } else if (!o->sealed) {
         r.status = absl::FailedPreconditionError(absl::StrCat("'", keys[i], "' is not sealed yet"));
       } else if (!o->copy(lift->to).present) {
@@ -511,8 +528,9 @@ void Store::LiftOne(Lift* lift, size_t i, TierId to) {
 
 void Store::FindRemote(Lift* lift) {
   Frees frees;
-  // A Get's lookups count as its hits and misses; a Prefetch's found keys as prefetches.
-  const bool get = lift->leasing() || lift->hold;
+  // A Get's lookups count as its hits and misses (and in the remote tier's lookups); a
+  // Prefetch's found keys as prefetches.
+  const bool get = lift->leasing();
   const auto missed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (get) ++counters_.get_misses;
   };
@@ -531,7 +549,8 @@ void Store::FindRemote(Lift* lift) {
         continue;
       }
     }
-    absl::StatusOr<tiers::RemoteFound> found = remote_->Find(lift->ns, key);  // no lock: I/O
+    // No lock: I/O.
+    absl::StatusOr<tiers::RemoteFound> found = remote_->Find(lift->ns, key, /*counted=*/get);
     absl::MutexLock lock(&mu_);
     GetOutcome& r = lift->out[i];
     ++counters_.remote_lookups;

@@ -30,8 +30,10 @@ constexpr int kMaxHops = 5;
 // Reply objects. hiredis's own functions malloc every bulk string: a 4 MiB chunk is a fresh
 // mmap whose pages the kernel zeroes on first touch, a quarter of a large Get's time. These
 // build the same redisReply trees, but strings of kPagedString bytes or more live in cached,
-// page-aligned buffers (codec/pages.h) that the next reply reuses warm. FreeReply frees what
-// they built (and only that: every reader of this client uses them).
+// page-aligned buffers (codec/pages.h) that the next reply reuses warm, without hiredis's
+// terminating NUL (a 4 MiB chunk would take the 8 MiB size class; every reader here takes
+// `len` bytes). FreeReply frees what they built (and only that: every reader of this client
+// uses them).
 constexpr size_t kPagedString = 256 << 10;
 
 void FreeReply(void* p) {
@@ -44,7 +46,7 @@ void FreeReply(void* p) {
     }
   } else if (r->str != nullptr) {
     if (r->len >= kPagedString) {
-      codec::GivePages(r->str, r->len + 1);
+      codec::GivePages(r->str, r->len);
     } else {
       std::free(r->str);
     }
@@ -65,15 +67,15 @@ redisReply* NewReply(const redisReadTask* task, int type) {
 }
 
 void* CreateString(const redisReadTask* task, char* str, size_t len) {
-  char* buf =
-      static_cast<char*>(len >= kPagedString ? codec::TakePages(len + 1) : std::malloc(len + 1));
+  const bool paged = len >= kPagedString;
+  char* buf = static_cast<char*>(paged ? codec::TakePages(len) : std::malloc(len + 1));
   if (buf == nullptr) return nullptr;
   std::memcpy(buf, str, len);
-  buf[len] = '\0';
+  if (!paged) buf[len] = '\0';
   redisReply* r = NewReply(task, task->type);
   if (r == nullptr) {
-    if (len >= kPagedString) {
-      codec::GivePages(buf, len + 1);
+    if (paged) {
+      codec::GivePages(buf, len);
     } else {
       std::free(buf);
     }

@@ -484,7 +484,7 @@ bool RemoteTier::FlushDeletes(redis::Client& c) {
 
 absl::StatusOr<bool> RemoteTier::EraseNamed(absl::string_view ns, absl::string_view key,
                                             uint64_t* content) {
-  absl::StatusOr<RemoteFound> found = Find(ns, key);
+  absl::StatusOr<RemoteFound> found = Find(ns, key, /*counted=*/false);  // a Delete's, not a Get's
   if (content != nullptr) *content = found.ok() ? found->range.checksum : 0;
   if (found.ok()) {
     absl::Status s = Erase(found->range);

@@ -244,6 +244,7 @@ TEST_F(RemoteTest, APrefetchBringsAnotherDaemonsTensorInBeforeItsGet) {
   EXPECT_EQ((*pre)[1].status.code(), absl::StatusCode::kNotFound) << (*pre)[1].status;
   const RemoteStats before = RemoteOf(b);
   EXPECT_EQ(before.gets, 1u);
+  EXPECT_EQ(before.lookups, 0u) << "lookups count Gets' lookups, not Prefetches'";
   // The Get finds it on B's host tier: no Redis traffic at Get time.
   EXPECT_EQ(It({"verify", b.socket(), "next.block", hash}).first, 0);
   const RemoteStats after = RemoteOf(b);

@@ -334,7 +334,8 @@ class Client {
                                                               int device = -1);
   // Promotes tensors to `tier` (kHost, or kGpu on `device`: this process's CUDA ordinal, -1: any)
   // without leasing them, so that the next Get finds them there: a swap-in from SSD, a copy
-  // down from or up to the GPU. Returns when every move is done; one result per key: OK,
+  // down from or up to the GPU; a key not here is looked up in the remote tier when the daemon
+  // has one (at most 64 keys a call). Returns when every move is done; one result per key: OK,
   // NOT_FOUND, FAILED_PRECONDITION (unsealed), RESOURCE_EXHAUSTED (no room), DATA_LOSS.
   absl::StatusOr<std::vector<PrefetchResult>> Prefetch(std::span<const std::string> keys,
                                                        Tier tier = Tier::kHost, int device = -1);
