@@ -5,6 +5,7 @@
 #include <hiredis/hiredis.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -440,6 +441,26 @@ size_t Client::NodeFor(const Command& c) {
   const uint16_t slot = KeySlot(c.args[static_cast<size_t>(c.key)]);
   absl::MutexLock lock(&mu_);
   return slots_[slot];
+}
+
+std::vector<absl::StatusOr<Reply>> Client::RunOnMasters(const Command& command) {
+  std::vector<size_t> masters;
+  if (cluster_) {
+    absl::MutexLock lock(&mu_);
+    for (uint16_t n : slots_) {
+      if (std::find(masters.begin(), masters.end(), n) == masters.end()) masters.push_back(n);
+    }
+  } else {
+    masters.push_back(0);
+  }
+  std::vector<absl::StatusOr<Reply>> out;
+  for (size_t n : masters) {
+    std::vector<absl::StatusOr<Reply>> one;
+    one.emplace_back(absl::UnknownError("redis: not run"));
+    RunOn(n, std::span<const Command>(&command, 1), {0}, one, /*asking=*/false);
+    out.push_back(std::move(one[0]));
+  }
+  return out;
 }
 
 void Client::RunOn(size_t n, std::span<const Command> commands, const std::vector<size_t>& idx,

@@ -86,6 +86,9 @@ class Client {
   std::vector<absl::StatusOr<Reply>> Run(std::span<const Command> commands);
   // Runs one command.
   absl::StatusOr<Reply> Run1(const Command& command);
+  // Runs a keyless command on every master (the one server when standalone), in turn; one
+  // result per master, in slot order.
+  std::vector<absl::StatusOr<Reply>> RunOnMasters(const Command& command);
 
   bool cluster() const { return cluster_.load(); }
   // The nodes known (the masters, in a cluster).

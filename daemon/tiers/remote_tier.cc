@@ -265,10 +265,28 @@ void RemoteTier::Probe() {
     client_ = c;
     stats_.cluster = c->cluster();
   }
-  // The memory figures (of the first node) tell that Redis answers.
+  // The memory figures tell that Redis answers: every master's, summed (a cluster's memory is
+  // theirs together). One that does not answer fails the probe: its slots' keys are out of
+  // reach.
   uint64_t used = 0, max = 0;
-  absl::StatusOr<redis::Reply> info = c->Run1(redis::Command{{"INFO", "memory"}, -1});
-  absl::Status s = Outcome(info);
+  bool unlimited = false;  // a master without maxmemory: so is the whole
+  absl::Status s;
+  for (absl::StatusOr<redis::Reply>& info : c->RunOnMasters(redis::Command{{"INFO", "memory"}, -1})) {
+    if (s = Outcome(info); !s.ok()) break;
+    uint64_t node_used = 0, node_max = 0;
+    for (absl::string_view line : absl::StrSplit(redis::ReplyString(**info), "\r\n")) {
+      if (absl::ConsumePrefix(&line, "used_memory:") && !absl::SimpleAtoi(line, &node_used)) {
+        node_used = 0;
+      }
+      if (absl::ConsumePrefix(&line, "maxmemory:") && !absl::SimpleAtoi(line, &node_max)) {
+        node_max = 0;
+      }
+    }
+    used += node_used;
+    max += node_max;
+    unlimited |= node_max == 0;
+  }
+  if (unlimited) max = 0;
   if (!s.ok()) {
     Failed(s).IgnoreError();
     // The next probe connects afresh, from every seed (the first node may be the one gone, a
@@ -276,10 +294,6 @@ void RemoteTier::Probe() {
     absl::MutexLock lock(&mu_);
     if (client_ == c) client_ = nullptr;
     return;
-  }
-  for (absl::string_view line : absl::StrSplit(redis::ReplyString(**info), "\r\n")) {
-    if (absl::ConsumePrefix(&line, "used_memory:") && !absl::SimpleAtoi(line, &used)) used = 0;
-    if (absl::ConsumePrefix(&line, "maxmemory:") && !absl::SimpleAtoi(line, &max)) max = 0;
   }
   if (c->cluster()) c->RefreshSlots().IgnoreError();  // topology changes are found here too
   // Deletes made while Redis was away go first, and the tier serves only once none waits

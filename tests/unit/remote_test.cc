@@ -9,6 +9,9 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "daemon/tiers/remote_tier.h"
 #include "tests/unit/redis_server.h"
 
@@ -513,6 +516,14 @@ TEST(RemoteCluster, ReadsStayRightWhileSlotsMigrate) {
   ASSERT_TRUE((*a)->Healthy() && (*b)->Healthy()) << (*a)->stats().last_error;
   EXPECT_TRUE((*a)->stats().cluster);
   EXPECT_EQ((*b)->stats().nodes, 3u);
+  // Redis's memory is the three masters' together, not the seed's alone.
+  uint64_t seed_used = 0;
+  for (absl::string_view line : absl::StrSplit(
+           redis::ReplyString(*Raw(cluster.node(0), {"INFO", "memory"})), "\r\n")) {
+    if (absl::ConsumePrefix(&line, "used_memory:")) ASSERT_TRUE(absl::SimpleAtoi(line, &seed_used));
+  }
+  EXPECT_GT(seed_used, 0u);
+  EXPECT_GT((*a)->stats().redis_used_bytes, 2 * seed_used);
   constexpr int kTensors = 40;
   std::vector<std::vector<uint8_t>> bytes;
   std::vector<Range> puts;
