@@ -637,7 +637,7 @@ absl::StatusOr<HintResult> Client::Hint(std::span<const std::string> keys, Tier 
     auto st = FromGrpc(s->stub().Hint(s->Context().get(), request, &response));
     if (!st.ok()) return st;
     return HintResult{response.accepted(), response.refreshed(), response.unknown(),
-                      response.dropped()};
+                      response.dropped(), response.remote()};
   });
 }
 

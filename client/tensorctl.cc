@@ -454,8 +454,10 @@ int main(int argc, char** argv) {
     auto r = c.Hint(keys, to_tier == "gpu" ? tensord::Tier::kGpu : tensord::Tier::kHost,
                     std::chrono::milliseconds(hint_ttl_ms));
     if (!r.ok()) return Fail(r.status());
-    absl::PrintF("hinted %d keys: %d queued, %d already queued, %d unknown, %d dropped\n",
-                 keys.size(), r->accepted, r->refreshed, r->unknown, r->dropped);
+    absl::PrintF(
+        "hinted %d keys: %d queued, %d already queued, %d unknown, %d dropped, %d looked up in "
+        "the remote tier\n",
+        keys.size(), r->accepted, r->refreshed, r->unknown, r->dropped, r->remote);
     return 0;
   }
   if (*prefetch) {

@@ -293,8 +293,9 @@ std::vector<Setting> MakeSettings() {
   s.push_back(Bool("remote.publish_durable", "... and DURABLE ones.",
                    TENSORD_FIELD(remote.publish_durable)));
   s.push_back(Bool("remote.demote_cache",
-                   "CACHE tensors the full SSD tier lets go are moved to Redis instead of being "
-                   "dropped (those not published when sealed).",
+                   "CACHE tensors the full SSD tier (or host memory, without a usable SSD tier) "
+                   "lets go are moved to Redis instead of being dropped (those not published "
+                   "when sealed).",
                    TENSORD_FIELD(remote.demote_cache)));
   s.push_back(Bool("remote.lookup", "A Get that finds nothing here looks in Redis.",
                    TENSORD_FIELD(remote.lookup)));

@@ -310,7 +310,7 @@ class PyClient {
     return out;
   }
 
-  // {"accepted", "refreshed", "unknown", "dropped"}.
+  // {"accepted", "refreshed", "unknown", "dropped", "remote"}.
   py::dict Hint(const std::vector<std::string>& keys, const std::string& device, double ttl) {
     const auto [tier, ordinal] = ParseDevice(device);
     if (!(ttl >= 0 && ttl <= 3600)) Throw(absl::InvalidArgumentError("ttl: 0 to 3600 seconds"));
@@ -324,6 +324,7 @@ class PyClient {
     d["refreshed"] = r.refreshed;
     d["unknown"] = r.unknown;
     d["dropped"] = r.dropped;
+    d["remote"] = r.remote;
     return d;
   }
 

@@ -469,6 +469,7 @@ grpc::ServerUnaryReactor* TensordService::Hint(grpc::CallbackServerContext* ctx,
     response->set_refreshed(out->refreshed);
     response->set_unknown(out->unknown);
     response->set_dropped(out->dropped);
+    response->set_remote(out->remote);
   }
   return Done(ctx, out.status());
 }

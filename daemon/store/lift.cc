@@ -33,6 +33,7 @@ struct Store::Lift {
   // An inner lift of one key to host for a copy up: it holds the host copy (a reader and a pin
   // on `held`) instead of leasing it, for the outer lift to let go.
   bool hold = false;
+  bool for_get = false;  // the outer lift is a Get's (its host stage counts as a Get's hit)
   Object* held = nullptr;
   bool leasing() const { return !session_id.empty(); }
 };
@@ -284,7 +285,7 @@ void Store::Arrived(Lift* lift, size_t i, Object* o, TierId t, bool moved) {
   r.status = absl::OkStatus();
   lift->moved[i] = moved;
   if (lift->hold) {
-    ++counters_.get_hits;  // the host stage of a Get for the GPU
+    if (lift->for_get) ++counters_.get_hits;  // the host stage of a Get for the GPU
     AddReader(o, t);
     ++o->pins;
     lift->held = o;
@@ -461,6 +462,7 @@ Object* Store::LiftToHostAndHold(Lift* lift, size_t i) {
   inner.out.resize(1);
   inner.moved.resize(1);
   inner.hold = true;
+  inner.for_get = lift->leasing();
   LiftOne(&inner, 0, TierId::kHost);
   if (!inner.out[0].status.ok()) lift->out[i].status = inner.out[0].status;
   return inner.out[0].status.ok() ? inner.held : nullptr;
@@ -564,6 +566,13 @@ void Store::FindRemote(Lift* lift) {
       continue;
     }
     Object* o = table_.Find(lift->ns, key);
+    if (Object* stale = o == nullptr ? table_.FindAny(lift->ns, key) : nullptr;
+        stale != nullptr && table_.Expired(*stale)) {
+      // This daemon's copy expired (not yet retired): it goes, and the tensor Redis still
+      // holds under the name (another daemon's) takes the key.
+      ++counters_.expirations;
+      Retire(stale, policy::RemovalReason::kDeleted, &frees);
+    }
     if (o == nullptr && RemoteErasing(lift->ns, key)) {  // deleted here while it was looked up
       missed();
       ++counters_.remote_misses;

@@ -90,7 +90,7 @@ bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, TenantId tenant, Free
       } else if (o->copy(TierId::kRemote).present && remote_->Healthy()) {
         ++counters_.remote_demotions;  // lives on in Redis: a later Get reads it back
         DropCopy(o, TierId::kSsd, policy::RemovalReason::kDemoted, frees);
-      } else if (const RemoteTake take = RemoteTakesFromSsd(*o); take == RemoteTake::kYes) {
+      } else if (const RemoteTake take = RemoteTakes(*o, ssd_to_remote_bytes_); take == RemoteTake::kYes) {
         StartSsdToRemote(o);  // the tier below: its room comes when the copy is in Redis
       } else if (take == RemoteTake::kLater) {
         continue;  // Redis is busy with others: it waits for its turn, not dropped
@@ -114,7 +114,8 @@ bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, TenantId tenant, Free
   return st.free_bytes >= nbytes && st.largest_free_bytes >= largest;
 }
 
-bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Frees* frees) {
+bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, bool may_move,
+                          Frees* frees) {
   // Bytes each candidate pool would have after the victims so far: enough in one pool ends
   // the selection. For the general pool this is an estimate (freed ranges may not be adjacent);
   // the caller retries and selects more if the allocation still fails.
@@ -144,6 +145,12 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Free
     } else if (o->copy(TierId::kRemote).present && remote_->Healthy()) {
       ++counters_.remote_demotions;  // lives on in Redis: a later Get reads it back
       DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, frees);
+    } else if (const RemoteTake take =
+                   may_move ? RemoteTakes(*o, publishing_bytes_) : RemoteTake::kNo;
+               take == RemoteTake::kYes) {
+      StartPublish(o, /*demote=*/true);  // the tier below: its memory returns once it is there
+    } else if (take == RemoteTake::kLater) {
+      continue;  // Redis is busy with others: it waits for its turn, not dropped
     } else {
       ++counters_.evictions;
       counters_.evicted_bytes += o->nbytes;
@@ -190,24 +197,39 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
     });
   }
   const absl::Time now = absl::Now();
-  if (demotable && now < deadline &&
+  const auto wait_for_frees = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const uint64_t seen = host_frees_;
+    auto freed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return host_frees_ != seen; };
+    mu_.AwaitWithTimeout(absl::Condition(&freed),
+                         std::min(deadline - now, absl::Milliseconds(200)));
+  };
+  if (ssd_ != nullptr && demotable && now < deadline &&
       (SsdUsable(nbytes) || (demotable && !whose) ||
        (whose &&
         (MakeSsdRoom(write_bytes, write_bytes, *whose, frees) || ssd_to_remote_bytes_ > 0)))) {
     ++counters_.pressure_waits;
     for (uint32_t p : pools) pool_demand_[p] += nbytes;
     migrate_now_ = true;
-    const uint64_t seen = host_frees_;
-    auto freed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return host_frees_ != seen; };
-    mu_.AwaitWithTimeout(absl::Condition(&freed),
-                         std::min(deadline - now, absl::Milliseconds(200)));
+    wait_for_frees();
     for (uint32_t p : pools) {
       if ((pool_demand_[p] -= nbytes) == 0) pool_demand_.erase(p);
     }
     return true;
   }
-  // 2. Drop unleased CACHE tensors (their contract allows it).
-  return SelectVictims(pools, nbytes, frees);
+  // 2. Without a usable SSD, unleased CACHE tensors move to the remote tier when it takes them
+  //    (remote_demotions) and are dropped otherwise (their contract allows it). Tensors already
+  //    on their way to Redis bring their memory back soon: while they are enough, no more go.
+  const bool may_move = now < deadline;
+  if (may_move && host_to_remote_bytes_ >= nbytes) {
+    wait_for_frees();
+    return true;
+  }
+  if (SelectVictims(pools, nbytes, may_move, frees)) return true;
+  if (may_move && host_to_remote_bytes_ > 0) {
+    wait_for_frees();
+    return true;
+  }
+  return false;
 }
 
 uint64_t Store::DemoteOnce() {
@@ -306,6 +328,55 @@ uint64_t Store::DemoteOnce() {
   Reclaim(std::move(frees), /*now=*/true);  // copies dropped without a write: back at once
   frees.clear();
   moved += FinishDemotions(&frees);
+  Reclaim(std::move(frees), /*now=*/true);
+  return moved;
+}
+
+uint64_t Store::DemoteToRemote() {
+  Frees frees;
+  uint64_t moved = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    migrate_now_ = false;
+    if (!remote_->Healthy()) return 0;
+    const bool short_of_memory = policy::SystemShort(
+        system_.mem_available_known, system_.mem_available_bytes, options_.min_mem_available);
+    const auto [used, capacity] = HostUsage();
+    uint64_t target = policy::DemotionDemand(policy::TierPressure{
+        used, capacity, options_.high_watermark, options_.low_watermark, short_of_memory});
+    // What is on its way there already counts.
+    target -= std::min(target, host_to_remote_bytes_);
+    if (target == 0) return 0;
+    std::vector<Object*> chosen;  // chosen first: demotion edits the policy
+    uint64_t got = 0, writes = 0;
+    PolicyOf(TierId::kHost)->Victims(policy::Demand{{}, target}, [&](policy::Handle h) {
+      Object* o = ObjectOf(h);
+      if (chosen.size() >= kMaxWritesPerRound) return Verdict::kStop;
+      // CACHE tensors with a Redis copy, or that Redis takes; nothing is dropped ahead of
+      // need (MakeRoom does that), and GPU-held ones are the GPU migrator's.
+      if (o->durability != Durability::kCache || o->copy(TierId::kGpu).present) {
+        return Verdict::kSkip;
+      }
+      if (!o->copy(TierId::kRemote).present) {
+        const RemoteTake take = RemoteTakes(*o, publishing_bytes_ + writes);
+        if (take == RemoteTake::kLater) return Verdict::kStop;  // the backlog is full
+        if (take == RemoteTake::kNo) return Verdict::kSkip;
+        writes += o->nbytes;
+      }
+      chosen.push_back(o);
+      got += o->copy(TierId::kHost).range.reserved;
+      return got >= target ? Verdict::kLast : Verdict::kTake;
+    });
+    for (Object* o : chosen) {
+      moved += o->copy(TierId::kHost).range.reserved;
+      if (o->copy(TierId::kRemote).present) {
+        ++counters_.remote_demotions;  // lives on in Redis: a later Get reads it back
+        DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, &frees);
+      } else {
+        StartPublish(o, /*demote=*/true);  // its memory returns once it is there
+      }
+    }
+  }
   Reclaim(std::move(frees), /*now=*/true);
   return moved;
 }
@@ -641,7 +712,9 @@ void Store::RunMigrator(absl::Notification* stop) {
       last_read = absl::Now();
     }
     if (ssd_ == nullptr) {
-      stop->WaitForNotificationWithTimeout(kPressureReadEvery);
+      // Without an SSD tier the remote tier is the one below host memory.
+      if (remote_ != nullptr && DemoteToRemote() > 0) continue;
+      stop->WaitForNotificationWithTimeout(remote_ != nullptr ? kIdleTick : kPressureReadEvery);
       continue;
     }
     if (absl::Now() - last_probe >= options_.swap_probe_interval) {

@@ -32,16 +32,26 @@ bool Store::RemoteServes(const Object& o) const {
                                             : options_.remote_publish_durable;
 }
 
+uint64_t Store::RemoteBacklog() const {
+  return std::max<uint64_t>(64 << 20, host_->capacity() / 8);
+}
+
 void Store::MaybePublish(Object* o) {
   const Copy& host = o->copy(TierId::kHost);
-  Copy& c = o->copy(TierId::kRemote);
+  const Copy& c = o->copy(TierId::kRemote);
   if (!RemoteServes(*o) || !host.present || c.present || c.in_flight) return;
   // A slow Redis must not pin the host tier: past this backlog, tensors stay local.
-  if (publishing_bytes_ + o->nbytes > std::max<uint64_t>(64 << 20, host_->capacity() / 8)) {
+  if (publishing_bytes_ + o->nbytes > RemoteBacklog()) {
     ++counters_.remote_publish_skipped;
     return;
   }
+  StartPublish(o, /*demote=*/false);
+}
+
+void Store::StartPublish(Object* o, bool demote) {
+  const Copy& host = o->copy(TierId::kHost);
   publishing_bytes_ += o->nbytes;
+  if (demote) host_to_remote_bytes_ += host.range.reserved;
   MoveItem item;
   item.src = host.range;
   item.nbytes = o->nbytes;
@@ -49,10 +59,12 @@ void Store::MaybePublish(Object* o) {
   item.dtype = o->dtype;
   item.shape = o->shape;
   item.remote = RemoteTensorOf(*o);
-  c.in_flight = true;
+  o->copy(TierId::kRemote).in_flight = true;
   AddReader(o, TierId::kHost);  // the bytes stay where they are while they are written
   ++o->pins;
-  mover_.Submit([this, o, item = std::move(item)]() mutable { Publish(o, std::move(item)); });
+  mover_.Submit([this, o, demote, item = std::move(item)]() mutable {
+    Publish(o, std::move(item), demote);
+  });
 }
 
 tiers::RemoteTensor Store::RemoteTensorOf(const Object& o) const {
@@ -74,7 +86,7 @@ tiers::RemoteTensor Store::RemoteTensorOf(const Object& o) const {
   return t;
 }
 
-Store::RemoteTake Store::RemoteTakesFromSsd(const Object& o) const {
+Store::RemoteTake Store::RemoteTakes(const Object& o, uint64_t backlog) const {
   if (!options_.remote_demote_cache || remote_ == nullptr || !remote_->Healthy() ||
       o.durability != Durability::kCache || o.scope != Scope::kGlobal || o.tenant != kNoTenant ||
       o.remote_refused) {
@@ -88,8 +100,7 @@ Store::RemoteTake Store::RemoteTakesFromSsd(const Object& o) const {
     if (it != options_.remote_publish_pools.end() && !it->second) return RemoteTake::kNo;
   }
   // As for publishing: a bounded backlog; past it, the rest waits for Redis to catch up.
-  const uint64_t backlog = std::max<uint64_t>(64 << 20, host_->capacity() / 8);
-  return ssd_to_remote_bytes_ + o.nbytes <= backlog ? RemoteTake::kYes : RemoteTake::kLater;
+  return backlog + o.nbytes <= RemoteBacklog() ? RemoteTake::kYes : RemoteTake::kLater;
 }
 
 void Store::StartSsdToRemote(Object* o) {
@@ -137,17 +148,19 @@ void Store::FinishSsdToRemote(Object* o, MoveItem item) {
   Reclaim(std::move(frees), /*now=*/true);
 }
 
-void Store::Publish(Object* o, MoveItem item) {
+void Store::Publish(Object* o, MoveItem item, bool demote) {
   mover_.Run(TierId::kHost, TierId::kRemote, std::span<MoveItem>(&item, 1));
   Frees frees;
   {
     absl::MutexLock lock(&mu_);
     o->copy(TierId::kRemote).in_flight = false;
     publishing_bytes_ -= o->nbytes;
+    if (demote) host_to_remote_bytes_ -= item.src.reserved;
     DropReader(o, TierId::kHost);
     --o->pins;
     if (!item.status.ok()) {
       ++counters_.remote_publish_failures;
+      if (demote) o->remote_refused = true;  // the next room it is asked for drops it
       spdlog::debug("publishing '{}' to the remote tier failed: {}", o->key,
                     item.status.ToString());
     } else if (o->retired) {  // deleted meanwhile
@@ -156,7 +169,15 @@ void Store::Publish(Object* o, MoveItem item) {
       AddCopy(o, TierId::kRemote, item.dst, item.dst_codec, item.dst_rel_rmse);
       ++counters_.remote_publishes;
       counters_.remote_published_bytes += item.dst.length;
+      // Moved down to make host room: the host copy goes unless a Get leased it meanwhile.
+      if (const Copy& host = o->copy(TierId::kHost); demote && host.present && !host.held()) {
+        ++counters_.remote_demotions;
+        DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, &frees);
+        demote = false;  // its memory's return wakes the waiters
+      }
     }
+    // A room-maker waits for this move: when it freed nothing, it looks again now.
+    if (demote && !o->retired) ++host_frees_;
     MaybeFreeRetired(o, &frees);
   }
   Reclaim(std::move(frees), /*now=*/true);
@@ -181,21 +202,40 @@ bool Store::RemoteErasing(absl::string_view ns, absl::string_view key) {
   return false;
 }
 
+absl::Time Store::MarkRemoteErasing(absl::string_view ns, absl::string_view key) {
+  if (remote_erasing_.size() >= 65536) {  // bounded: the expired ones go first
+    const absl::Time now = absl::Now();
+    absl::erase_if(remote_erasing_, [now](const auto& e) { return e.second <= now; });
+  }
+  const absl::Time until = absl::Now() + absl::Seconds(60);
+  remote_erasing_[ObjectTable::TableKey(ns, key)] = until;
+  return until;
+}
+
 absl::Status Store::DeleteRemote(absl::string_view ns, absl::string_view key) {
+  absl::Time until;
   {
     absl::MutexLock lock(&mu_);
     if (RemoteErasing(ns, key)) {
       return absl::NotFoundError(absl::StrCat("no tensor '", key, "' (being deleted)"));
     }
-  }
-  if (!remote_->Healthy()) {
-    return absl::UnavailableError(
-        absl::StrCat("no tensor '", key,
-                     "' here, and the remote tier is degraded: whether Redis holds it is not "
-                     "known; retry"));
+    if (!remote_->Healthy()) {
+      return absl::UnavailableError(
+          absl::StrCat("no tensor '", key,
+                       "' here, and the remote tier is degraded: whether Redis holds it is not "
+                       "known; retry"));
+    }
+    // While Redis erases it, this daemon's Gets do not adopt it (one that adopted it before is
+    // matched by content below).
+    until = MarkRemoteErasing(ns, key);
   }
   uint64_t content = 0;
   absl::StatusOr<bool> erased = remote_->EraseNamed(ns, key, &content);  // no lock: I/O
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = remote_erasing_.find(ObjectTable::TableKey(ns, key));
+    if (it != remote_erasing_.end() && it->second == until) remote_erasing_.erase(it);
+  }
   if (!erased.ok()) {
     return absl::Status(erased.status().code(),
                         absl::StrCat("no tensor '", key,

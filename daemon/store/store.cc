@@ -509,11 +509,7 @@ absl::Status Store::Delete(const std::string& session_id, absl::string_view ns,
       o->erase_remote = true;
       Copy& remote = o->copy(TierId::kRemote);
       if (remote.present || remote.in_flight) {
-        if (remote_erasing_.size() >= 65536) {  // bounded: the expired ones go first
-          const absl::Time now = absl::Now();
-          absl::erase_if(remote_erasing_, [now](const auto& e) { return e.second <= now; });
-        }
-        remote_erasing_[ObjectTable::TableKey(ns, key)] = absl::Now() + absl::Seconds(60);
+        MarkRemoteErasing(ns, key);
         // Erased now, not after the last lease of its host copy.
         if (remote.present && !remote.held()) {
           DropCopy(o, TierId::kRemote, policy::RemovalReason::kDeleted, &frees);

@@ -62,6 +62,7 @@ namespace tensord::store {
   X(lookahead_hints) X(lookahead_refreshed) X(lookahead_unknown) X(lookahead_dropped)  \
   X(lookahead_expired) X(lookahead_issued) X(lookahead_used) X(lookahead_wasted)       \
   X(lookahead_late) X(lookahead_failed) X(lookahead_bytes) X(lookahead_predicted)  \
+  X(lookahead_remote_found) X(lookahead_remote_missed)                             \
   X(restored) X(restored_bytes) X(restore_dropped) X(restore_verified) X(restore_verify_failures) \
   X(peer_denied) X(remote_publishes) X(remote_published_bytes) X(remote_publish_failures) \
   X(remote_lookups) X(remote_hits) X(remote_misses) X(remote_demotions) X(remote_publish_skipped) \
@@ -215,6 +216,7 @@ struct HintOutcome {
   uint64_t refreshed = 0;  // queued already (a duplicate): rank kept, expiry extended
   uint64_t unknown = 0;    // no such sealed tensor: ignored
   uint64_t dropped = 0;    // the queue was full (options.max_hints)
+  uint64_t remote = 0;     // not here: looked up in the remote tier, queued when found there
 };
 
 // One key's answer in a Prefetch.
@@ -314,6 +316,10 @@ class Store {
   // Runs the look-ahead: expires stale hints, extends the protected window, starts the next
   // promotion batch. Hint, Get and the migrator call it; tests may.
   void PumpLookAhead() ABSL_LOCKS_EXCLUDED(mu_);
+  // A Hint's keys that are not here: looked up in the remote tier and brought to `to`; those
+  // found are queued as hinted (lookahead_remote_found / _missed).
+  void HintRemote(absl::string_view ns, std::vector<std::string> keys, TierId to, int device,
+                  absl::Time expiry) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends leases, all or nothing. NOT_FOUND if any id is not a lease of this session,
   // INVALID_ARGUMENT for an empty or duplicated list, FAILED_PRECONDITION (unknown session).
   absl::Status Release(const std::string& session_id, std::span<const uint64_t> lease_ids);
@@ -500,13 +506,21 @@ class Store {
       ABSL_LOCKS_EXCLUDED(mu_);
   // Starts writing o's host copy to the remote tier when its options say so (after its Seal).
   void MaybePublish(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Publish(Object* o, MoveItem item) ABSL_LOCKS_EXCLUDED(mu_);
+  // Writes o's host copy to the remote tier (on the executor). `demote`: to make host room (no
+  // usable SSD below): once the copy is in Redis the host copy goes (remote_demotions), unless
+  // leased meanwhile; a failure marks o remote_refused, so the next room made drops it.
+  void StartPublish(Object* o, bool demote) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Publish(Object* o, MoveItem item, bool demote) ABSL_LOCKS_EXCLUDED(mu_);
+  // Bytes that may wait to be written to Redis, from host and from SSD each.
+  uint64_t RemoteBacklog() const;
   // The tensor as the remote tier names and describes it.
   tiers::RemoteTensor RemoteTensorOf(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Whether a CACHE tensor the SSD tier lets go moves to the remote tier (remote.demote_cache,
-  // its pool class, a healthy tier), or will once the backlog of such moves has room.
+  // Whether a CACHE tensor a tier lets go (a full SSD, or host memory with no usable SSD below)
+  // moves to the remote tier (remote.demote_cache, its pool class, a healthy tier), or will once
+  // that tier's backlog of such moves (`backlog` bytes now) has room.
   enum class RemoteTake { kNo, kYes, kLater };
-  RemoteTake RemoteTakesFromSsd(const Object& o) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  RemoteTake RemoteTakes(const Object& o, uint64_t backlog) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves o's SSD copy to the remote tier as it is encoded (on the executor); once there, the
   // SSD copy goes (remote_demotions). A failure leaves it on SSD, to be dropped next time.
   void StartSsdToRemote(Object* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -599,12 +613,16 @@ class Store {
 
   // --- migration.cc: room, demotion, migrators and Evict.
   // When no host pool has room: waits for memory being scrubbed, or asks the migrator for
-  // `nbytes` and waits briefly for memory to come back, or drops CACHE victims. Returns true
-  // if the caller should retry, false if nothing can make room.
+  // `nbytes` and waits briefly for memory to come back, or (no usable SSD) moves CACHE victims
+  // to the remote tier and waits for them, or drops them. Returns true if the caller should
+  // retry, false if nothing can make room.
   bool MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Time deadline, Frees* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, Frees* frees)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Unleased CACHE host copies for `nbytes` in one of `pools`: dropped when another tier holds
+  // the tensor, else (`may_move`) moved to the remote tier if it takes them, else retired.
+  // Returns whether anything was freed now.
+  bool SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, bool may_move,
+                     Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool SsdUsable(uint64_t nbytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes the SSD tier's free bytes reach `nbytes` and its largest free range `largest` (when
   // it can) by letting CACHE copies at the SSD policy's victim end go: kept where another copy
@@ -618,6 +636,10 @@ class Store {
   // queue as one batch through the codec stage. Both return the host bytes they freed.
   uint64_t StartDemotions(std::span<Object* const> chosen, Frees* frees)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Without an SSD tier: above the high watermark, CACHE host copies go down to the remote
+  // tier (dropped where Redis has them, moved where it takes them) until the low one. Returns
+  // the host bytes it freed or started moving.
+  uint64_t DemoteToRemote() ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t FinishDemotions(Frees* frees) ABSL_LOCKS_EXCLUDED(mu_);
   // GPU -> host the same way; the copies down are returned by Start and run by Finish.
   uint64_t StartGpuDemotions(std::span<Object* const> chosen, std::vector<Booked>* downs,
@@ -671,6 +693,8 @@ class Store {
   uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes queued for scrubbing
   uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;    // host bytes being written to SSD
   uint64_t publishing_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes being written to Redis
+  // Host bytes being moved to Redis to make room (their memory returns when they are there).
+  uint64_t host_to_remote_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // SSD bytes whose copies are being moved to Redis: room the SSD tier is about to get.
   uint64_t ssd_to_remote_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Object*> writing_ ABSL_GUARDED_BY(mu_);  // started, not yet written
@@ -697,6 +721,9 @@ class Store {
   // lock, after the last lease): no Get or Stat here finds them there meanwhile. Until the time
   // given, at most (a lease held longer reopens the window).
   absl::flat_hash_map<std::string, absl::Time> remote_erasing_ ABSL_GUARDED_BY(mu_);
+  // Marks (ns, key) as being erased from Redis for a minute at most; returns the mark's end.
+  absl::Time MarkRemoteErasing(absl::string_view ns, absl::string_view key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool RemoteErasing(absl::string_view ns, absl::string_view key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool lookahead_pumping_ ABSL_GUARDED_BY(mu_) = false;  // a thread runs PumpLookAhead

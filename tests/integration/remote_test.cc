@@ -6,6 +6,8 @@
 #include <hiredis/hiredis.h>
 
 #include <chrono>
+#include <cstring>
+#include <map>
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -227,6 +229,49 @@ TEST_F(RemoteTest, WithoutWriteThroughAFullSsdMovesItsOldestCacheTensorsToRedis)
   EXPECT_NE(It({"verify", b.socket(), "block.0", put[0].second}).first, 0);
 }
 
+TEST_F(RemoteTest, WithoutAnSsdHostRoomMovesUnpublishedCacheTensorsToRedis) {
+  // No SSD tier and nothing published when sealed: Redis is the tier below host memory. The
+  // tensors host room is made from move there, and come back from there, instead of being
+  // dropped; with remote.demote_cache = false they are dropped as before.
+  const std::vector<std::string> args = {
+      "--host-capacity", "64MiB", "--remote-addresses", redis_->address(), "--remote-instance",
+      "machine-a", "--remote-timeout-ms", "500", "--set", "remote.publish_cache=false"};
+  {
+    Daemon a(args);
+    ASSERT_TRUE(a.ok());
+    std::vector<std::pair<std::string, std::string>> put;
+    ASSERT_NO_FATAL_FAILURE(PutBlocks(a, 6, /*published=*/false, &put));
+    std::unique_ptr<Client> c = ConnectClient(a, "remote_test");
+    ASSERT_NE(c, nullptr);
+    auto info = c->Stat("block.0");
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->location.tier, Tier::kRemote);
+    auto st = c->GetStats();
+    ASSERT_TRUE(st.ok());
+    EXPECT_GE(st->counters["remote_demotions"], 3u);
+    EXPECT_EQ(st->counters["evictions"], 0u) << "nothing dropped while Redis takes it";
+    EXPECT_GE(st->remote.puts, 3u);
+    EXPECT_LT(st->remote.puts, 6u) << "only what host room was made from went to Redis";
+    for (const auto& [key, hash] : put) {
+      EXPECT_EQ(It({"verify", a.socket(), key, hash}).first, 0) << key;
+    }
+  }
+  // Another instance name: the first daemon's private keys are still in Redis.
+  std::vector<std::string> dropping = args;
+  dropping[5] = "machine-c";
+  dropping.insert(dropping.end(), {"--set", "remote.demote_cache=false"});
+  Daemon a(dropping);
+  ASSERT_TRUE(a.ok());
+  std::vector<std::pair<std::string, std::string>> put;
+  ASSERT_NO_FATAL_FAILURE(PutBlocks(a, 6, /*published=*/false, &put));
+  auto st = ConnectClient(a, "remote_test")->GetStats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_GE(st->counters["evictions"], 3u);
+  EXPECT_EQ(st->counters["remote_demotions"], 0u);
+  EXPECT_EQ(st->remote.puts, 0u);
+  EXPECT_NE(It({"verify", a.socket(), "block.0", put[0].second}).first, 0) << "dropped";
+}
+
 TEST_F(RemoteTest, APrefetchBringsAnotherDaemonsTensorInBeforeItsGet) {
   Daemon a(RemoteArgs(*redis_, "machine-a"));
   Daemon b(RemoteArgs(*redis_, "machine-b"));
@@ -253,6 +298,78 @@ TEST_F(RemoteTest, APrefetchBringsAnotherDaemonsTensorInBeforeItsGet) {
   auto st = cb->GetStats();
   ASSERT_TRUE(st.ok());
   EXPECT_GE(st->counters["prefetches"], 1u);
+}
+
+TEST_F(RemoteTest, AHintBringsAnotherDaemonsTensorInAndQueuesIt) {
+  Daemon a(RemoteArgs(*redis_, "machine-a"));
+  Daemon b(RemoteArgs(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto [rc, hash] = It({"put", a.socket(), "next.block", std::to_string(4 * kMiB), "9", "cache"});
+  ASSERT_EQ(rc, 0);
+  ASSERT_TRUE(Eventually([&] { return RemoteOf(a).puts == 1; }));
+  std::unique_ptr<Client> cb = ConnectClient(b, "remote_test");
+  ASSERT_NE(cb, nullptr);
+  const std::vector<std::string> keys = {"next.block", "nowhere"};
+  auto h = cb->Hint(keys);
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->remote, 2u) << "both are looked up in Redis";
+  EXPECT_EQ(h->unknown, 0u);
+  std::map<std::string, uint64_t> counters;
+  EXPECT_TRUE(Eventually([&] {
+    auto st = cb->GetStats();
+    if (st.ok()) counters = st->counters;
+    return counters["lookahead_remote_found"] + counters["lookahead_remote_missed"] == 2;
+  }));
+  EXPECT_EQ(counters["lookahead_remote_found"], 1u);
+  EXPECT_EQ(counters["lookahead_remote_missed"], 1u);
+  EXPECT_EQ(counters["lookahead_hints"], 1u) << "what was found is queued as hinted";
+  // The Get finds it on B's host tier: no Redis traffic at Get time, and the hint is used.
+  const RemoteStats before = RemoteOf(b);
+  EXPECT_EQ(It({"verify", b.socket(), "next.block", hash}).first, 0);
+  EXPECT_EQ(RemoteOf(b).gets, before.gets);
+  auto st = cb->GetStats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->counters["lookahead_used"], 1u);
+  EXPECT_EQ(st->counters["lookahead_wasted"], 0u);
+}
+
+TEST_F(RemoteTest, AKeyThatExpiredHereServesTheVersionRedisStillHolds) {
+  // A's version of "k" has a TTL; B then publishes its own "k", without one, over it in Redis.
+  // Across A's expiry (before and after its reaper retires it), A's Gets answer A's bytes,
+  // B's bytes or NOT_FOUND, never an internal error, and then B's.
+  Daemon a(RemoteArgs(*redis_, "machine-a"));
+  Daemon b(RemoteArgs(*redis_, "machine-b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::unique_ptr<Client> ca = ConnectClient(a, "remote_test");
+  std::unique_ptr<Client> cb = ConnectClient(b, "remote_test");
+  ASSERT_TRUE(ca != nullptr && cb != nullptr);
+  const auto put = [](Client& c, uint8_t fill, int64_t ttl_ms) {
+    CreateOptions opts;
+    opts.durability = Durability::kCache;
+    opts.ttl_ms = ttl_ms;
+    auto t = c.Create("k", DType::kUInt8, {4096}, opts);
+    ASSERT_TRUE(t.ok()) << t.status();
+    std::memset(t->data(), fill, 4096);
+    ASSERT_TRUE(t->Seal().ok());
+  };
+  const auto sealed = std::chrono::steady_clock::now();
+  ASSERT_NO_FATAL_FAILURE(put(*ca, 1, 1000));
+  ASSERT_TRUE(Eventually([&] { return RemoteOf(a).puts == 1; }));
+  ASSERT_NO_FATAL_FAILURE(put(*cb, 2, 0));
+  ASSERT_TRUE(Eventually([&] { return RemoteOf(b).puts == 1; }));
+  int seen_b = 0;
+  while (std::chrono::steady_clock::now() < sealed + std::chrono::milliseconds(1600)) {
+    auto lease = ca->Get("k", Tier::kHost);
+    if (lease.ok()) {
+      const uint8_t v = lease->data_as<uint8_t>()[0];
+      EXPECT_TRUE(v == 1 || v == 2) << int(v);
+      seen_b += v == 2;
+    } else {
+      EXPECT_EQ(lease.status().code(), absl::StatusCode::kNotFound) << lease.status();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_GT(seen_b, 0) << "after A's version expired, B's is served";
 }
 
 TEST_F(RemoteTest, RedisKilledLeavesTheLocalTiersServingAndItsReturnResumes) {

@@ -128,6 +128,7 @@ struct HintResult {
   uint64_t refreshed = 0;  // queued already: rank kept, expiry extended
   uint64_t unknown = 0;    // no such sealed tensor
   uint64_t dropped = 0;    // the daemon's hint queue is full
+  uint64_t remote = 0;     // not here: looked up in the remote tier, queued when found there
 };
 
 struct PoolStats {

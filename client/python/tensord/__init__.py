@@ -156,7 +156,8 @@ class Client:
         first ones (as many as fit its hint share of the tier) against eviction and promotes
         them to host ("cpu") or its GPU ("cuda[:N]") ahead of use. A hint ends when its key is
         read, deleted, or `ttl` seconds pass (0: the daemon's default, 30 s; at most 3600).
-        Returns at once: {"accepted", "refreshed", "unknown", "dropped"} key counts."""
+        Returns at once: {"accepted", "refreshed", "unknown", "dropped", "remote"} key
+        counts ("remote": not here, looked up in the remote tier and queued when found)."""
         if not 0 <= ttl <= 3600:
             raise ValueError(f"hint ttl {ttl}: 0 (the daemon's default) to 3600 seconds")
         return self._c.hint(list(keys), device, float(ttl))

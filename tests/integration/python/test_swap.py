@@ -76,7 +76,7 @@ def test_hinted_swapped_tensors_are_on_host_before_their_get(swap_daemon):
             c.put(f"fill.{i}", torch.zeros(4096, 1024))
         assert all(c.stat(k)["tier"] == "ssd" for k in made), "all four live on SSD only"
         r = c.hint(list(made) + ["nope", "blk.0"])
-        assert r == {"accepted": 4, "refreshed": 1, "unknown": 1, "dropped": 0}, r
+        assert r == {"accepted": 4, "refreshed": 1, "unknown": 1, "dropped": 0, "remote": 0}, r
         deadline = time.monotonic() + 20
         while not all(c.stat(k)["tier"] == "host" for k in made):
             assert time.monotonic() < deadline, "hinted tensors never came up from SSD"
