@@ -34,6 +34,7 @@ struct Store::Lift {
   // on `held`) instead of leasing it, for the outer lift to let go.
   bool hold = false;
   bool for_get = false;  // the outer lift is a Get's (its host stage counts as a Get's hit)
+  bool hint = false;     // a Hint's lookups: found keys are adopted, not counted as prefetches
   Object* held = nullptr;
   bool leasing() const { return !session_id.empty(); }
 };
@@ -185,6 +186,53 @@ void Store::PrefetchAsync(absl::string_view ns, std::vector<std::string> keys, W
     if (!lift->remote.empty()) FindRemote(lift.get());
     RunLift(lift.get());
     std::move(done)(finish(lift.get()));
+  });
+}
+
+void Store::HintRemote(absl::string_view ns, std::vector<std::string> keys, TierId to,
+                       int device, absl::Time expiry) {
+  // Looked up and adopted (a table entry with its remote copy, nothing moved) on the executor;
+  // then queued as hinted: the look-ahead brings them up within its share, in its order.
+  auto made = NewLift("Hint", ns, keys.size(), to == TierId::kGpu ? WantTier::kGpu : WantTier::kHost,
+                      absl::Now() + absl::Seconds(30), device);
+  if (!made.ok()) return;  // the Hint's own checks passed: not expected
+  std::unique_ptr<Lift> lift = *std::move(made);
+  lift->keys = std::move(keys);
+  lift->hint = true;
+  for (size_t i = 0; i < lift->keys.size(); ++i) lift->remote.push_back(i);
+  {
+    absl::MutexLock lock(&mu_);
+    ++hint_lookups_in_flight_;
+  }
+  mover_.Submit([this, lift = std::move(lift), to, device, expiry]() mutable {
+    FindRemote(lift.get());
+    {
+      absl::MutexLock lock(&mu_);
+      --hint_lookups_in_flight_;
+      std::vector<bool> found(lift->keys.size());
+      for (size_t i : lift->which) found[i] = true;
+      for (size_t i = 0; i < lift->keys.size(); ++i) {
+        Object* o = found[i] ? table_.Find(lift->ns, lift->keys[i]) : nullptr;
+        if (o == nullptr || !o->sealed) {
+          ++counters_.lookahead_remote_missed;
+          continue;
+        }
+        ++counters_.lookahead_remote_found;
+        switch (lookahead_.Add(HandleOf(o), o->nbytes, uint8_t(tiers::Index(to)), device,
+                               expiry)) {
+          case policy::LookAhead::Added::kAdded:
+            ++counters_.lookahead_hints;
+            break;
+          case policy::LookAhead::Added::kRefreshed:
+            ++counters_.lookahead_refreshed;
+            break;
+          case policy::LookAhead::Added::kFull:
+            ++counters_.lookahead_dropped;
+            break;
+        }
+      }
+    }
+    PumpLookAhead();
   });
 }
 
@@ -589,7 +637,7 @@ void Store::FindRemote(Lift* lift) {
       continue;
     }
     ++counters_.remote_hits;
-    if (!get) ++counters_.prefetches;
+    if (!get && !lift->hint) ++counters_.prefetches;
     r.status = absl::OkStatus();
     lift->which.push_back(i);
   }

@@ -24,8 +24,10 @@ constexpr int kMaxHintBatchesInFlight = 3;
 constexpr size_t kHintKeysPerLock = 1024;  // keys a Hint queues per hold of the lock
 constexpr absl::Duration kMaxHintTtl = absl::Hours(1);
 constexpr absl::Duration kPromotionDeadline = absl::Seconds(30);
-// Keys of one Hint not here that are looked up in the remote tier (as a Prefetch's).
+// Keys of one Hint not here that are looked up in the remote tier (as a Prefetch's), and Hints
+// whose lookups may run at once (on the executor): past that, such keys are unknown.
 constexpr size_t kMaxHintLookups = 64;
+constexpr int kMaxHintLookupsInFlight = 2;
 
 TierId TierOfIndex(uint8_t i) {
   for (TierId t : tiers::kAllTiers) {
@@ -121,7 +123,11 @@ absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const st
   HintOutcome out;
   // Keys not here that the remote tier may hold (another daemon's): brought in, then queued.
   std::vector<std::string> remote;
-  const bool looks_up = RemoteLooksUp(ns);
+  bool looks_up = RemoteLooksUp(ns);
+  if (looks_up) {
+    absl::MutexLock lock(&mu_);
+    looks_up = hint_lookups_in_flight_ < kMaxHintLookupsInFlight;
+  }
   // In slices, so that a large hint never holds the lock long enough to slow other requests.
   for (size_t first = 0; first < keys.size(); first += kHintKeysPerLock) {
     absl::MutexLock lock(&mu_);
@@ -164,50 +170,6 @@ absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const st
   if (!remote.empty()) HintRemote(ns, std::move(remote), to, device, expiry);
   PumpLookAhead();
   return out;
-}
-
-void Store::HintRemote(absl::string_view ns, std::vector<std::string> keys, TierId to,
-                       int device, absl::Time expiry) {
-  // A Prefetch brings them in (looked up on the executor, never on the caller's thread); what
-  // arrived is then queued as if hinted now, in the hint's order, and guarded like the rest.
-  std::vector<std::string> sent = keys;
-  PrefetchAsync(
-      ns, std::move(keys), to == TierId::kGpu ? WantTier::kGpu : WantTier::kHost,
-      absl::Now() + kPromotionDeadline, device,
-      [this, ns = std::string(ns), sent = std::move(sent), to, device,
-       expiry](absl::StatusOr<std::vector<PrefetchOutcome>> r) {
-        {
-          absl::MutexLock lock(&mu_);
-          for (size_t i = 0; i < sent.size(); ++i) {
-            Object* o = r.ok() && (*r)[i].status.ok() ? table_.Find(ns, sent[i]) : nullptr;
-            if (o == nullptr || !o->sealed) {
-              ++counters_.lookahead_remote_missed;
-              continue;
-            }
-            ++counters_.lookahead_remote_found;
-            switch (lookahead_.Add(HandleOf(o), o->nbytes, uint8_t(tiers::Index(to)), device,
-                                   expiry)) {
-              case policy::LookAhead::Added::kAdded:
-                ++counters_.lookahead_hints;
-                if (policy::Hinted* e = lookahead_.Find(HandleOf(o)); e != nullptr) {
-                  // Its move up was this look-ahead's: a Get then counts it used (or wasted).
-                  e->issued = e->arrived = true;
-                  e->issue = ++lookahead_issues_;
-                  ++counters_.lookahead_issued;
-                  counters_.lookahead_bytes += o->nbytes;
-                }
-                break;
-              case policy::LookAhead::Added::kRefreshed:
-                ++counters_.lookahead_refreshed;
-                break;
-              case policy::LookAhead::Added::kFull:
-                ++counters_.lookahead_dropped;
-                break;
-            }
-          }
-        }
-        PumpLookAhead();
-      });
 }
 
 void Store::PumpLookAhead() {

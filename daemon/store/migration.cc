@@ -120,7 +120,16 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, bool
   // the selection. For the general pool this is an estimate (freed ranges may not be adjacent);
   // the caller retries and selects more if the allocation still fails.
   absl::flat_hash_map<uint32_t, uint64_t> gained;
+  if (may_move) {  // what is on its way to Redis from these pools comes back soon
+    for (uint32_t p : pools) {
+      if (auto it = host_to_remote_by_pool_.find(p); it != host_to_remote_by_pool_.end()) {
+        gained[p] = it->second;
+      }
+    }
+  }
   std::vector<Object*> victims;  // collected first: dropping edits the policy
+  std::vector<RemoteTake> takes;
+  uint64_t writes = 0;  // bytes of the victims chosen to move to Redis
   PolicyOf(TierId::kHost)->Victims(policy::Demand{pools}, [&](policy::Handle h) {
     // Unleased CACHE tensors, and host copies of tensors the GPU also holds.
     Object* o = ObjectOf(h);
@@ -130,7 +139,15 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, bool
         (!o->copy(TierId::kGpu).present || index_ != nullptr)) {
       return Verdict::kSkip;
     }
+    RemoteTake take = RemoteTake::kNo;
+    if (may_move && !o->copy(TierId::kGpu).present && !o->copy(TierId::kRemote).present) {
+      take = RemoteTakes(*o, publishing_bytes_ + writes);
+      // Redis is busy with others: it waits for its turn (not dropped, and no room counted).
+      if (take == RemoteTake::kLater) return Verdict::kSkip;
+      if (take == RemoteTake::kYes) writes += o->nbytes;
+    }
     victims.push_back(o);
+    takes.push_back(take);
     const tiers::Range& r = o->copy(TierId::kHost).range;
     const memory::Allocator& alloc = *host_->pools()[r.space].allocator;
     const uint64_t got = gained[r.space] += r.reserved;
@@ -138,19 +155,16 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, bool
                ? Verdict::kLast
                : Verdict::kTake;
   });
-  for (Object* o : victims) {
+  for (size_t i = 0; i < victims.size(); ++i) {
+    Object* o = victims[i];
     spdlog::debug("making room: '{}' ({} bytes) leaves the host tier", o->key, o->nbytes);
     if (o->copy(TierId::kGpu).present) {
       DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, frees);  // lives on the GPU
     } else if (o->copy(TierId::kRemote).present && remote_->Healthy()) {
       ++counters_.remote_demotions;  // lives on in Redis: a later Get reads it back
       DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, frees);
-    } else if (const RemoteTake take =
-                   may_move ? RemoteTakes(*o, publishing_bytes_) : RemoteTake::kNo;
-               take == RemoteTake::kYes) {
+    } else if (takes[i] == RemoteTake::kYes) {
       StartPublish(o, /*demote=*/true);  // the tier below: its memory returns once it is there
-    } else if (take == RemoteTake::kLater) {
-      continue;  // Redis is busy with others: it waits for its turn, not dropped
     } else {
       ++counters_.evictions;
       counters_.evicted_bytes += o->nbytes;
@@ -203,7 +217,7 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
     mu_.AwaitWithTimeout(absl::Condition(&freed),
                          std::min(deadline - now, absl::Milliseconds(200)));
   };
-  if (ssd_ != nullptr && demotable && now < deadline &&
+  if (ssd_ != nullptr && !ssd_->degraded() && demotable && now < deadline &&
       (SsdUsable(nbytes) || (demotable && !whose) ||
        (whose &&
         (MakeSsdRoom(write_bytes, write_bytes, *whose, frees) || ssd_to_remote_bytes_ > 0)))) {
@@ -218,16 +232,30 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
   }
   // 2. Without a usable SSD, unleased CACHE tensors move to the remote tier when it takes them
   //    (remote_demotions) and are dropped otherwise (their contract allows it). Tensors already
-  //    on their way to Redis bring their memory back soon: while they are enough, no more go.
+  //    on their way to Redis from these pools bring their memory back soon: they count as room
+  //    (no more go for it while they are enough), and the request waits for them.
   const bool may_move = now < deadline;
-  if (may_move && host_to_remote_bytes_ >= nbytes) {
-    wait_for_frees();
-    return true;
+  uint64_t coming = 0;
+  for (uint32_t p : pools) {
+    if (auto it = host_to_remote_by_pool_.find(p); it != host_to_remote_by_pool_.end()) {
+      coming += it->second;
+    }
   }
-  if (SelectVictims(pools, nbytes, may_move, frees)) return true;
-  if (may_move && host_to_remote_bytes_ > 0) {
+  const auto wait_for_moves = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++counters_.pressure_waits;
     wait_for_frees();
     return true;
+  };
+  if (may_move && coming >= nbytes) return wait_for_moves();
+  if (SelectVictims(pools, nbytes, may_move, frees)) return true;
+  // Nothing freed now: moves to Redis from these pools (started now or before), or publishes
+  // whose tensors can then leave without a write, are what room there is to wait for.
+  if (may_move && (coming > 0 || publishing_bytes_ > 0 ||
+                   std::any_of(pools.begin(), pools.end(), [this](uint32_t p)
+                                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                                     return host_to_remote_by_pool_.contains(p);
+                                   }))) {
+    return wait_for_moves();
   }
   return false;
 }
@@ -337,13 +365,24 @@ uint64_t Store::DemoteToRemote() {
   uint64_t moved = 0;
   {
     absl::MutexLock lock(&mu_);
+    const bool asked = migrate_now_;
     migrate_now_ = false;
     if (!remote_->Healthy()) return 0;
+    // A round that found nothing to move is not repeated for a while (it walks the whole host
+    // tier), unless room is asked for.
+    if (!asked && absl::Now() < remote_demotion_idle_until_) return 0;
     const bool short_of_memory = policy::SystemShort(
         system_.mem_available_known, system_.mem_available_bytes, options_.min_mem_available);
-    const auto [used, capacity] = HostUsage();
-    uint64_t target = policy::DemotionDemand(policy::TierPressure{
-        used, capacity, options_.high_watermark, options_.low_watermark, short_of_memory});
+    // Tenants' tensors never go to Redis: with tenants, the shared pools' own watermark.
+    uint64_t target = 0;
+    if (std::vector<uint64_t> by_tenant = TenantDemotionTargets(short_of_memory);
+        !by_tenant.empty()) {
+      target = by_tenant[kNoTenant];
+    } else {
+      const auto [used, capacity] = HostUsage();
+      target = policy::DemotionDemand(policy::TierPressure{
+          used, capacity, options_.high_watermark, options_.low_watermark, short_of_memory});
+    }
     // What is on its way there already counts.
     target -= std::min(target, host_to_remote_bytes_);
     if (target == 0) return 0;
@@ -367,6 +406,7 @@ uint64_t Store::DemoteToRemote() {
       got += o->copy(TierId::kHost).range.reserved;
       return got >= target ? Verdict::kLast : Verdict::kTake;
     });
+    if (chosen.empty()) remote_demotion_idle_until_ = absl::Now() + absl::Seconds(1);
     for (Object* o : chosen) {
       moved += o->copy(TierId::kHost).range.reserved;
       if (o->copy(TierId::kRemote).present) {
@@ -711,15 +751,21 @@ void Store::RunMigrator(absl::Notification* stop) {
       ReadPressure();
       last_read = absl::Now();
     }
-    if (ssd_ == nullptr) {
-      // Without an SSD tier the remote tier is the one below host memory.
-      if (remote_ != nullptr && DemoteToRemote() > 0) continue;
-      stop->WaitForNotificationWithTimeout(remote_ != nullptr ? kIdleTick : kPressureReadEvery);
-      continue;
-    }
-    if (absl::Now() - last_probe >= options_.swap_probe_interval) {
+    if (ssd_ != nullptr && absl::Now() - last_probe >= options_.swap_probe_interval) {
       last_probe = absl::Now();
       if (ssd_->degraded()) ssd_->Probe();
+    }
+    if (ssd_ == nullptr || ssd_->degraded()) {
+      // Without a usable SSD tier the remote tier is the one below host memory.
+      if (remote_ != nullptr && DemoteToRemote() > 0) continue;
+      if (remote_ == nullptr) {
+        stop->WaitForNotificationWithTimeout(kPressureReadEvery);
+        continue;
+      }
+      absl::MutexLock lock(&mu_);
+      auto wanted = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return migrate_now_; };
+      mu_.AwaitWithTimeout(absl::Condition(&wanted), kIdleTick);
+      continue;
     }
     if (DemoteOnce() > 0) continue;
     absl::MutexLock lock(&mu_);

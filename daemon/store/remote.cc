@@ -51,7 +51,10 @@ void Store::MaybePublish(Object* o) {
 void Store::StartPublish(Object* o, bool demote) {
   const Copy& host = o->copy(TierId::kHost);
   publishing_bytes_ += o->nbytes;
-  if (demote) host_to_remote_bytes_ += host.range.reserved;
+  if (demote) {
+    host_to_remote_bytes_ += host.range.reserved;
+    host_to_remote_by_pool_[host.range.space] += host.range.reserved;
+  }
   MoveItem item;
   item.src = host.range;
   item.nbytes = o->nbytes;
@@ -62,9 +65,14 @@ void Store::StartPublish(Object* o, bool demote) {
   o->copy(TierId::kRemote).in_flight = true;
   AddReader(o, TierId::kHost);  // the bytes stay where they are while they are written
   ++o->pins;
-  mover_.Submit([this, o, demote, item = std::move(item)]() mutable {
+  auto write = [this, o, demote, item = std::move(item)]() mutable {
     Publish(o, std::move(item), demote);
-  });
+  };
+  if (demote) {
+    room_writes_.Schedule(std::move(write));
+  } else {
+    mover_.Submit(std::move(write));
+  }
 }
 
 tiers::RemoteTensor Store::RemoteTensorOf(const Object& o) const {
@@ -95,8 +103,13 @@ Store::RemoteTake Store::RemoteTakes(const Object& o, uint64_t backlog) const {
   const Copy& c = o.copy(TierId::kRemote);
   if (c.present) return RemoteTake::kNo;
   if (c.in_flight) return RemoteTake::kLater;
-  if (!o.pool_class.empty()) {
-    auto it = options_.remote_publish_pools.find(o.pool_class);
+  // Its pool class says so: the one it was created in (a best-fit Create names none), else the
+  // one it asked for.
+  const Copy& host = o.copy(TierId::kHost);
+  const std::string& pool =
+      host.present ? host_->pools()[host.range.space].name : o.pool_class;
+  if (!pool.empty()) {
+    auto it = options_.remote_publish_pools.find(pool);
     if (it != options_.remote_publish_pools.end() && !it->second) return RemoteTake::kNo;
   }
   // As for publishing: a bounded backlog; past it, the rest waits for Redis to catch up.
@@ -155,7 +168,12 @@ void Store::Publish(Object* o, MoveItem item, bool demote) {
     absl::MutexLock lock(&mu_);
     o->copy(TierId::kRemote).in_flight = false;
     publishing_bytes_ -= o->nbytes;
-    if (demote) host_to_remote_bytes_ -= item.src.reserved;
+    if (demote) {
+      host_to_remote_bytes_ -= item.src.reserved;
+      if ((host_to_remote_by_pool_[item.src.space] -= item.src.reserved) == 0) {
+        host_to_remote_by_pool_.erase(item.src.space);
+      }
+    }
     DropReader(o, TierId::kHost);
     --o->pins;
     if (!item.status.ok()) {
@@ -169,8 +187,11 @@ void Store::Publish(Object* o, MoveItem item, bool demote) {
       AddCopy(o, TierId::kRemote, item.dst, item.dst_codec, item.dst_rel_rmse);
       ++counters_.remote_publishes;
       counters_.remote_published_bytes += item.dst.length;
-      // Moved down to make host room: the host copy goes unless a Get leased it meanwhile.
-      if (const Copy& host = o->copy(TierId::kHost); demote && host.present && !host.held()) {
+      // Moved down to make host room: the host copy goes unless a Get leased it meanwhile or
+      // a hint now says it is about to be read.
+      if (const Copy& host = o->copy(TierId::kHost);
+          demote && host.present && !host.held() && o->guarded == 0 &&
+          lookahead_.Find(HandleOf(o)) == nullptr) {
         ++counters_.remote_demotions;
         DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, &frees);
         demote = false;  // its memory's return wakes the waiters
@@ -232,9 +253,17 @@ absl::Status Store::DeleteRemote(absl::string_view ns, absl::string_view key) {
   uint64_t content = 0;
   absl::StatusOr<bool> erased = remote_->EraseNamed(ns, key, &content);  // no lock: I/O
   {
+    // Once erased, the mark stays a few seconds more: a Get whose lookup read the header
+    // before the erase must not adopt it after the check below.
     absl::MutexLock lock(&mu_);
     auto it = remote_erasing_.find(ObjectTable::TableKey(ns, key));
-    if (it != remote_erasing_.end() && it->second == until) remote_erasing_.erase(it);
+    if (it != remote_erasing_.end() && it->second == until) {
+      if (erased.ok() && *erased) {
+        it->second = std::min(until, absl::Now() + absl::Seconds(5));
+      } else {
+        remote_erasing_.erase(it);
+      }
+    }
   }
   if (!erased.ok()) {
     return absl::Status(erased.status().code(),

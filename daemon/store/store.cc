@@ -72,7 +72,10 @@ Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, t
   if (gpu_ != nullptr) policies_[tiers::Index(TierId::kGpu)] = MakePolicy(options_, TierId::kGpu);
 }
 
-Store::~Store() { mover_.WaitIdle(); }
+Store::~Store() {
+  mover_.WaitIdle();
+  room_writes_.WaitIdle();
+}
 
 void Store::Quiesce() { mover_.WaitIdle(); }
 

@@ -316,8 +316,8 @@ class Store {
   // Runs the look-ahead: expires stale hints, extends the protected window, starts the next
   // promotion batch. Hint, Get and the migrator call it; tests may.
   void PumpLookAhead() ABSL_LOCKS_EXCLUDED(mu_);
-  // A Hint's keys that are not here: looked up in the remote tier and brought to `to`; those
-  // found are queued as hinted (lookahead_remote_found / _missed).
+  // A Hint's keys that are not here: looked up in the remote tier (on the executor); those found
+  // are adopted and queued as hinted, to `to` (lookahead_remote_found / _missed).
   void HintRemote(absl::string_view ns, std::vector<std::string> keys, TierId to, int device,
                   absl::Time expiry) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends leases, all or nothing. NOT_FOUND if any id is not a lease of this session,
@@ -693,8 +693,13 @@ class Store {
   uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes queued for scrubbing
   uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;    // host bytes being written to SSD
   uint64_t publishing_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes being written to Redis
-  // Host bytes being moved to Redis to make room (their memory returns when they are there).
+  // Host bytes being moved to Redis to make room (their memory returns when they are there),
+  // in all and by host pool (space).
   uint64_t host_to_remote_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int hint_lookups_in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // Hints' Redis lookups running
+  absl::flat_hash_map<uint32_t, uint64_t> host_to_remote_by_pool_ ABSL_GUARDED_BY(mu_);
+  // DemoteToRemote found nothing to move: it looks again after this (or when asked to).
+  absl::Time remote_demotion_idle_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // SSD bytes whose copies are being moved to Redis: room the SSD tier is about to get.
   uint64_t ssd_to_remote_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Object*> writing_ ABSL_GUARDED_BY(mu_);  // started, not yet written
@@ -730,6 +735,10 @@ class Store {
   bool lookahead_again_ ABSL_GUARDED_BY(mu_) = false;    // ... and must look once more
   int lookahead_moving_ ABSL_GUARDED_BY(mu_) = 0;        // promotion batches in flight
   uint64_t lookahead_issues_ ABSL_GUARDED_BY(mu_) = 0;   // moves started, numbering each
+  // Writes to the remote tier that make host room. Not the executor: a Create or swap-in that
+  // waits for room waits there, and must not hold up the writes it waits for. Declared last,
+  // so destroyed (its queue run) first.
+  WorkQueue room_writes_{2};
 };
 
 }  // namespace tensord::store

@@ -4,11 +4,13 @@
 
 #include <hiredis/hiredis.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -36,6 +38,22 @@ constexpr int kMaxHops = 5;
 // `len` bytes). FreeReply frees what they built (and only that: every reader of this client
 // uses them).
 constexpr size_t kPagedString = 256 << 10;
+// Marks (in `integer`, unused by strings) a string reply whose bytes are a Command's `into`.
+constexpr long long kBorrowed = 0x626f72726f776564;  // "borrowed"
+// A bulk string longer than Redis allows (proto-max-bulk-len's ceiling) is a protocol error.
+constexpr int64_t kMaxBulk = int64_t{512} << 20;
+
+// A string's buffer: paged from kPagedString bytes on (without a NUL), else malloc'd with one.
+char* TakeString(size_t len) {
+  return static_cast<char*>(len >= kPagedString ? codec::TakePages(len) : std::malloc(len + 1));
+}
+void GiveString(char* buf, size_t len) {
+  if (len >= kPagedString) {
+    codec::GivePages(buf, len);
+  } else {
+    std::free(buf);
+  }
+}
 
 void FreeReply(void* p) {
   auto* r = static_cast<redisReply*>(p);
@@ -45,6 +63,8 @@ void FreeReply(void* p) {
       for (size_t i = 0; i < r->elements; ++i) FreeReply(r->element[i]);
       std::free(r->element);
     }
+  } else if (r->type == REDIS_REPLY_STRING && r->integer == kBorrowed) {
+    // the caller's memory
   } else if (r->str != nullptr) {
     if (r->len >= kPagedString) {
       codec::GivePages(r->str, r->len);
@@ -68,18 +88,13 @@ redisReply* NewReply(const redisReadTask* task, int type) {
 }
 
 void* CreateString(const redisReadTask* task, char* str, size_t len) {
-  const bool paged = len >= kPagedString;
-  char* buf = static_cast<char*>(paged ? codec::TakePages(len) : std::malloc(len + 1));
+  char* buf = TakeString(len);
   if (buf == nullptr) return nullptr;
   std::memcpy(buf, str, len);
-  if (!paged) buf[len] = '\0';
+  if (len < kPagedString) buf[len] = '\0';
   redisReply* r = NewReply(task, task->type);
   if (r == nullptr) {
-    if (paged) {
-      codec::GivePages(buf, len);
-    } else {
-      std::free(buf);
-    }
+    GiveString(buf, len);
     return nullptr;
   }
   r->str = buf;
@@ -213,6 +228,7 @@ class Client::Connection {
         break;
       }
     }
+    if (broken_.ok() && !asking && Direct(commands)) return PipelineDirect(commands);
     for (size_t i = 0; i < commands.size(); ++i) {
       if (!broken_.ok()) {
         out.push_back(broken_);
@@ -243,6 +259,174 @@ class Client::Connection {
   const char* host() const { return c_->tcp.host; }
 
  private:
+  static constexpr size_t kReadBuffer = 64 << 10;
+
+  // GETs with a destination are read by this connection's own reader (bulk, nil, error,
+  // status, integer replies: what a GET can answer), when hiredis's reader holds no bytes.
+  bool Direct(std::span<const Command* const> commands) const {
+    bool into = false;
+    for (const Command* cmd : commands) {
+      if (cmd->args.empty() || !absl::EqualsIgnoreCase(cmd->args[0], "GET")) return false;
+      into |= cmd->into != nullptr;
+    }
+    return into && c_->reader->pos == c_->reader->len;
+  }
+
+  std::vector<absl::StatusOr<Reply>> PipelineDirect(std::span<const Command* const> commands) {
+    std::vector<absl::StatusOr<Reply>> out;
+    out.reserve(commands.size());
+    for (int done = 0; !done;) {
+      if (redisBufferWrite(c_, &done) != REDIS_OK) {
+        broken_ = TransportError();
+        break;
+      }
+    }
+    if (rbuf_ == nullptr && broken_.ok()) rbuf_ = std::make_unique<char[]>(kReadBuffer);
+    for (const Command* cmd : commands) {
+      Reply r = broken_.ok() ? ReadReply(*cmd) : nullptr;
+      if (broken_.ok()) {
+        out.push_back(std::move(r));
+      } else {
+        out.push_back(broken_);
+      }
+    }
+    // Every byte read belongs to these replies: more is a protocol error (and hiredis's reader
+    // would never see it).
+    if (broken_.ok() && rpos_ != rlen_) broken_ = absl::UnavailableError("redis: stray bytes");
+    return out;
+  }
+
+  // One reply, read from the socket; nullptr (and broken_) on failure.
+  Reply ReadReply(const Command& cmd) {
+    absl::StatusOr<std::string> line = Line();
+    if (!line.ok()) {
+      broken_ = line.status();
+      return nullptr;
+    }
+    auto* r = static_cast<redisReply*>(std::calloc(1, sizeof(redisReply)));
+    if (r == nullptr) {
+      broken_ = absl::ResourceExhaustedError("redis: out of memory");
+      return nullptr;
+    }
+    Reply reply(r);
+    const char type = line->empty() ? '\0' : (*line)[0];
+    const absl::string_view rest = absl::string_view(*line).substr(line->empty() ? 0 : 1);
+    int64_t n = 0;
+    switch (type) {
+      case '$':
+        if (!absl::SimpleAtoi(rest, &n) || n < -1 || n > kMaxBulk) break;
+        if (n == -1) {
+          r->type = REDIS_REPLY_NIL;
+          return reply;
+        }
+        r->type = REDIS_REPLY_STRING;
+        r->len = size_t(n);
+        if (cmd.into != nullptr && size_t(n) == cmd.into_len) {
+          r->str = cmd.into;
+          r->integer = kBorrowed;
+        } else if (r->str = TakeString(size_t(n)); r->str == nullptr) {
+          broken_ = absl::ResourceExhaustedError("redis: out of memory");
+          return nullptr;
+        } else if (size_t(n) < kPagedString) {
+          r->str[n] = '\0';
+        }
+        if (absl::Status s = ReadExact(r->str, size_t(n)); !s.ok()) {
+          broken_ = s;
+          return nullptr;
+        }
+        {
+          char crlf[2];
+          if (absl::Status s = ReadExact(crlf, 2); !s.ok()) {
+            broken_ = s;
+            return nullptr;
+          }
+          if (crlf[0] != '\r' || crlf[1] != '\n') break;
+        }
+        return reply;
+      case '-':
+      case '+':
+        r->type = type == '-' ? REDIS_REPLY_ERROR : REDIS_REPLY_STATUS;
+        r->str = static_cast<char*>(std::malloc(rest.size() + 1));
+        if (r->str == nullptr) {
+          broken_ = absl::ResourceExhaustedError("redis: out of memory");
+          return nullptr;
+        }
+        std::memcpy(r->str, rest.data(), rest.size());
+        r->str[rest.size()] = '\0';
+        r->len = rest.size();
+        return reply;
+      case ':':
+        if (!absl::SimpleAtoi(rest, &n)) break;
+        r->type = REDIS_REPLY_INTEGER;
+        r->integer = n;
+        return reply;
+      default:
+        break;
+    }
+    broken_ = absl::UnavailableError("redis: protocol error in a reply");
+    return nullptr;
+  }
+
+  // Reads more bytes into the buffer (after what it holds).
+  absl::Status Fill() {
+    if (rpos_ > 0) {
+      std::memmove(rbuf_.get(), rbuf_.get() + rpos_, rlen_ - rpos_);
+      rlen_ -= rpos_;
+      rpos_ = 0;
+    }
+    if (rlen_ == kReadBuffer) return absl::UnavailableError("redis: reply line too long");
+    absl::StatusOr<size_t> got = ReadSome(rbuf_.get() + rlen_, kReadBuffer - rlen_);
+    if (!got.ok()) return got.status();
+    rlen_ += *got;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<size_t> ReadSome(char* dst, size_t n) {
+    for (;;) {
+      const ssize_t got = read(c_->fd, dst, n);
+      if (got > 0) return size_t(got);
+      if (got == 0) return absl::UnavailableError("redis: connection closed by the server");
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return absl::DeadlineExceededError("redis: no answer within the timeout");
+      }
+      return absl::UnavailableError(absl::StrCat("redis: ", std::strerror(errno)));
+    }
+  }
+
+  // A line up to its CRLF (not included).
+  absl::StatusOr<std::string> Line() {
+    for (;;) {
+      const absl::string_view held(rbuf_.get() + rpos_, rlen_ - rpos_);
+      if (size_t end = held.find("\r\n"); end != absl::string_view::npos) {
+        rpos_ += end + 2;
+        return std::string(held.substr(0, end));
+      }
+      if (absl::Status s = Fill(); !s.ok()) return s;
+    }
+  }
+
+  // n bytes into dst: what the buffer holds, then large runs straight from the socket.
+  absl::Status ReadExact(char* dst, size_t n) {
+    size_t got = std::min(n, rlen_ - rpos_);
+    std::memcpy(dst, rbuf_.get() + rpos_, got);
+    rpos_ += got;
+    while (got < n) {
+      if (n - got >= kReadBuffer / 4) {
+        absl::StatusOr<size_t> more = ReadSome(dst + got, n - got);
+        if (!more.ok()) return more.status();
+        got += *more;
+        continue;
+      }
+      if (absl::Status s = Fill(); !s.ok()) return s;
+      const size_t take = std::min(n - got, rlen_ - rpos_);
+      std::memcpy(dst + got, rbuf_.get() + rpos_, take);
+      rpos_ += take;
+      got += take;
+    }
+    return absl::OkStatus();
+  }
+
   Reply Get() {
     void* r = nullptr;
     if (redisGetReply(c_, &r) != REDIS_OK || r == nullptr) {
@@ -260,6 +444,9 @@ class Client::Connection {
 
   redisContext* const c_;
   absl::Status broken_;
+  // The direct reader's buffer (empty between pipelines).
+  std::unique_ptr<char[]> rbuf_;
+  size_t rpos_ = 0, rlen_ = 0;
 };
 
 struct Client::Node {

@@ -59,6 +59,11 @@ using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
 struct Command {
   std::vector<absl::string_view> args;
   int key = 1;
+  // A GET's destination: a bulk reply of exactly `into_len` bytes is read from the socket
+  // straight into `into` (no copy through hiredis's buffers), and its reply's string is that
+  // memory (not owned). Another reply (nil, an error, another length) is built as usual.
+  char* into = nullptr;
+  size_t into_len = 0;
 };
 
 // A reply's outcome: an error reply becomes a status (NOAUTH/WRONGPASS: PERMISSION_DENIED, OOM:

@@ -266,13 +266,20 @@ void RemoteTier::Probe() {
     stats_.cluster = c->cluster();
   }
   // The memory figures tell that Redis answers: every master's, summed (a cluster's memory is
-  // theirs together). One that does not answer fails the probe: its slots' keys are out of
-  // reach.
+  // theirs together), from the slot map as it is now (topology changes are found here). The
+  // probe fails when no master answers; one that does not is left out of the sums (its keys'
+  // reads fail on their own).
+  if (c->cluster()) c->RefreshSlots().IgnoreError();
   uint64_t used = 0, max = 0;
   bool unlimited = false;  // a master without maxmemory: so is the whole
+  bool answered = false;
   absl::Status s;
   for (absl::StatusOr<redis::Reply>& info : c->RunOnMasters(redis::Command{{"INFO", "memory"}, -1})) {
-    if (s = Outcome(info); !s.ok()) break;
+    if (absl::Status one = Outcome(info); !one.ok()) {
+      if (s.ok()) s = one;
+      continue;
+    }
+    answered = true;
     uint64_t node_used = 0, node_max = 0;
     for (absl::string_view line : absl::StrSplit(redis::ReplyString(**info), "\r\n")) {
       if (absl::ConsumePrefix(&line, "used_memory:") && !absl::SimpleAtoi(line, &node_used)) {
@@ -287,6 +294,7 @@ void RemoteTier::Probe() {
     unlimited |= node_max == 0;
   }
   if (unlimited) max = 0;
+  if (answered) s = absl::OkStatus();
   if (!s.ok()) {
     Failed(s).IgnoreError();
     // The next probe connects afresh, from every seed (the first node may be the one gone, a
@@ -295,7 +303,6 @@ void RemoteTier::Probe() {
     if (client_ == c) client_ = nullptr;
     return;
   }
-  if (c->cluster()) c->RefreshSlots().IgnoreError();  // topology changes are found here too
   // Deletes made while Redis was away go first, and the tier serves only once none waits
   // (checked and flipped under one lock, which DeleteKeys also queues under): no Get finds what
   // was deleted. A delete that keeps failing for another reason than transport (an ACL without
@@ -708,7 +715,17 @@ absl::Status RemoteTier::ReadOne(const Transfer& t) {
   for (uint32_t first = 0; first < e->chunks; first += kWaveChunks) {
     const uint32_t last = std::min(e->chunks, first + kWaveChunks);
     std::vector<redis::Command> cmds;
-    for (uint32_t i = first; i < last; ++i) cmds.push_back(redis::Command{{"GET", keys[i]}});
+    for (uint32_t i = first; i < last; ++i) {
+      redis::Command cmd{{"GET", keys[i]}};
+      if (i > 0 && e->chunk_bytes > 0) {  // read straight into place (the first has the header)
+        const uint64_t off = uint64_t{i} * e->chunk_bytes;
+        if (off < t.range->length) {
+          cmd.into = reinterpret_cast<char*>(t.host + off);
+          cmd.into_len = std::min<uint64_t>(e->chunk_bytes, t.range->length - off);
+        }
+      }
+      cmds.push_back(std::move(cmd));
+    }
     std::vector<absl::StatusOr<redis::Reply>> replies = c->Run(cmds);
     for (absl::StatusOr<redis::Reply>& r : replies) {
       absl::Status s = Outcome(r);
@@ -738,7 +755,10 @@ absl::Status RemoteTier::ReadOne(const Transfer& t) {
         return Failed(absl::DataLossError(
             absl::StrCat("remote tier: chunk ", i, " of ", e->base, " fails its checksum")));
       }
-      std::memcpy(t.host + off, bytes.data(), bytes.size());
+      // (A chunk read straight into place is there already.)
+      if (bytes.data() != reinterpret_cast<const char*>(t.host + off)) {
+        std::memcpy(t.host + off, bytes.data(), bytes.size());
+      }
     }
   }
   absl::MutexLock lock(&mu_);

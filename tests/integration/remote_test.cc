@@ -232,12 +232,17 @@ TEST_F(RemoteTest, WithoutWriteThroughAFullSsdMovesItsOldestCacheTensorsToRedis)
 TEST_F(RemoteTest, WithoutAnSsdHostRoomMovesUnpublishedCacheTensorsToRedis) {
   // No SSD tier and nothing published when sealed: Redis is the tier below host memory. The
   // tensors host room is made from move there, and come back from there, instead of being
-  // dropped; with remote.demote_cache = false they are dropped as before.
+  // dropped: ahead of need (the watermarks), or when a Create needs the room (the high
+  // watermark at 100%: only then). With remote.demote_cache = false they are dropped as before.
   const std::vector<std::string> args = {
       "--host-capacity", "64MiB", "--remote-addresses", redis_->address(), "--remote-instance",
       "machine-a", "--remote-timeout-ms", "500", "--set", "remote.publish_cache=false"};
-  {
-    Daemon a(args);
+  for (const char* high : {"0.9", "1"}) {
+    SCOPED_TRACE(std::string("ssd.high_watermark=") + high);
+    std::vector<std::string> with = args;
+    with.insert(with.end(), {"--set", std::string("ssd.high_watermark=") + high});
+    with[5] = std::string(high) == "1" ? "machine-a-demand" : "machine-a-ahead";  // own keys
+    Daemon a(with);
     ASSERT_TRUE(a.ok());
     std::vector<std::pair<std::string, std::string>> put;
     ASSERT_NO_FATAL_FAILURE(PutBlocks(a, 6, /*published=*/false, &put));
@@ -252,11 +257,14 @@ TEST_F(RemoteTest, WithoutAnSsdHostRoomMovesUnpublishedCacheTensorsToRedis) {
     EXPECT_EQ(st->counters["evictions"], 0u) << "nothing dropped while Redis takes it";
     EXPECT_GE(st->remote.puts, 3u);
     EXPECT_LT(st->remote.puts, 6u) << "only what host room was made from went to Redis";
+    if (std::string(high) == "1") {
+      EXPECT_GE(st->counters["pressure_waits"], 1u) << "a Create waited for its room's move";
+    }
     for (const auto& [key, hash] : put) {
       EXPECT_EQ(It({"verify", a.socket(), key, hash}).first, 0) << key;
     }
   }
-  // Another instance name: the first daemon's private keys are still in Redis.
+  // Another instance name: the first daemons' private keys are still in Redis.
   std::vector<std::string> dropping = args;
   dropping[5] = "machine-c";
   dropping.insert(dropping.end(), {"--set", "remote.demote_cache=false"});
@@ -323,7 +331,12 @@ TEST_F(RemoteTest, AHintBringsAnotherDaemonsTensorInAndQueuesIt) {
   EXPECT_EQ(counters["lookahead_remote_found"], 1u);
   EXPECT_EQ(counters["lookahead_remote_missed"], 1u);
   EXPECT_EQ(counters["lookahead_hints"], 1u) << "what was found is queued as hinted";
-  // The Get finds it on B's host tier: no Redis traffic at Get time, and the hint is used.
+  // The look-ahead brings it up (within its share of the host tier) ...
+  EXPECT_TRUE(Eventually([&] {
+    auto info = cb->Stat("next.block");
+    return info.ok() && info->location.tier == Tier::kHost;
+  }));
+  // ... and the Get finds it there: no Redis traffic at Get time, and the hint is used.
   const RemoteStats before = RemoteOf(b);
   EXPECT_EQ(It({"verify", b.socket(), "next.block", hash}).first, 0);
   EXPECT_EQ(RemoteOf(b).gets, before.gets);
@@ -352,24 +365,26 @@ TEST_F(RemoteTest, AKeyThatExpiredHereServesTheVersionRedisStillHolds) {
     std::memset(t->data(), fill, 4096);
     ASSERT_TRUE(t->Seal().ok());
   };
-  const auto sealed = std::chrono::steady_clock::now();
   ASSERT_NO_FATAL_FAILURE(put(*ca, 1, 1000));
   ASSERT_TRUE(Eventually([&] { return RemoteOf(a).puts == 1; }));
   ASSERT_NO_FATAL_FAILURE(put(*cb, 2, 0));
   ASSERT_TRUE(Eventually([&] { return RemoteOf(b).puts == 1; }));
-  int seen_b = 0;
-  while (std::chrono::steady_clock::now() < sealed + std::chrono::milliseconds(1600)) {
+  // Gets every 2 ms until B's version is served (the reaper retires expired tensors every
+  // 100 ms: the Gets in between find A's expired one still in the table).
+  bool seen_b = false;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!seen_b && std::chrono::steady_clock::now() < end) {
     auto lease = ca->Get("k", Tier::kHost);
     if (lease.ok()) {
       const uint8_t v = lease->data_as<uint8_t>()[0];
       EXPECT_TRUE(v == 1 || v == 2) << int(v);
-      seen_b += v == 2;
+      seen_b = v == 2;
     } else {
       EXPECT_EQ(lease.status().code(), absl::StatusCode::kNotFound) << lease.status();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  EXPECT_GT(seen_b, 0) << "after A's version expired, B's is served";
+  EXPECT_TRUE(seen_b) << "after A's version expired, B's is served";
 }
 
 TEST_F(RemoteTest, RedisKilledLeavesTheLocalTiersServingAndItsReturnResumes) {

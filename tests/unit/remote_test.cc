@@ -518,9 +518,11 @@ TEST(RemoteCluster, ReadsStayRightWhileSlotsMigrate) {
   EXPECT_EQ((*b)->stats().nodes, 3u);
   // Redis's memory is the three masters' together, not the seed's alone.
   uint64_t seed_used = 0;
-  for (absl::string_view line : absl::StrSplit(
-           redis::ReplyString(*Raw(cluster.node(0), {"INFO", "memory"})), "\r\n")) {
-    if (absl::ConsumePrefix(&line, "used_memory:")) ASSERT_TRUE(absl::SimpleAtoi(line, &seed_used));
+  const redis::Reply info = Raw(cluster.node(0), {"INFO", "memory"});
+  for (absl::string_view line : absl::StrSplit(redis::ReplyString(*info), "\r\n")) {
+    if (absl::ConsumePrefix(&line, "used_memory:")) {
+      ASSERT_TRUE(absl::SimpleAtoi(line, &seed_used));
+    }
   }
   EXPECT_GT(seed_used, 0u);
   EXPECT_GT((*a)->stats().redis_used_bytes, 2 * seed_used);
