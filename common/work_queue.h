@@ -34,6 +34,11 @@ class WorkQueue {
     absl::MutexLock lock(&mu_);
     queue_.push_back(std::move(fn));
   }
+  // Whether nothing is queued or running now.
+  bool Idle() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return queue_.empty() && running_ == 0;
+  }
   // Waits until nothing is queued or running (work scheduled meanwhile is waited for too).
   void WaitIdle() ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);

@@ -194,16 +194,16 @@ void Store::HintRemote(absl::string_view ns, std::vector<std::string> keys, Tier
   // Looked up and adopted (a table entry with its remote copy, nothing moved) on the executor;
   // then queued as hinted: the look-ahead brings them up within its share, in its order.
   auto made = NewLift("Hint", ns, keys.size(), to == TierId::kGpu ? WantTier::kGpu : WantTier::kHost,
-                      absl::Now() + absl::Seconds(30), device);
-  if (!made.ok()) return;  // the Hint's own checks passed: not expected
+                      absl::InfiniteFuture(), device);  // (clamped to pressure_wait)
+  if (!made.ok()) {  // the Hint's own checks passed: not expected
+    absl::MutexLock lock(&mu_);
+    --hint_lookups_in_flight_;
+    return;
+  }
   std::unique_ptr<Lift> lift = *std::move(made);
   lift->keys = std::move(keys);
   lift->hint = true;
   for (size_t i = 0; i < lift->keys.size(); ++i) lift->remote.push_back(i);
-  {
-    absl::MutexLock lock(&mu_);
-    ++hint_lookups_in_flight_;
-  }
   mover_.Submit([this, lift = std::move(lift), to, device, expiry]() mutable {
     FindRemote(lift.get());
     {

@@ -124,9 +124,10 @@ absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const st
   // Keys not here that the remote tier may hold (another daemon's): brought in, then queued.
   std::vector<std::string> remote;
   bool looks_up = RemoteLooksUp(ns);
-  if (looks_up) {
+  if (looks_up) {  // takes a lookup slot (HintRemote gives it back)
     absl::MutexLock lock(&mu_);
     looks_up = hint_lookups_in_flight_ < kMaxHintLookupsInFlight;
+    if (looks_up) ++hint_lookups_in_flight_;
   }
   // In slices, so that a large hint never holds the lock long enough to slow other requests.
   for (size_t first = 0; first < keys.size(); first += kHintKeysPerLock) {
@@ -167,7 +168,12 @@ absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const st
     out.dropped += slice.dropped;
     out.remote += slice.remote;
   }
-  if (!remote.empty()) HintRemote(ns, std::move(remote), to, device, expiry);
+  if (!remote.empty()) {
+    HintRemote(ns, std::move(remote), to, device, expiry);
+  } else if (looks_up) {
+    absl::MutexLock lock(&mu_);
+    --hint_lookups_in_flight_;
+  }
   PumpLookAhead();
   return out;
 }

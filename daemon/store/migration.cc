@@ -115,7 +115,7 @@ bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, TenantId tenant, Free
 }
 
 bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, bool may_move,
-                          Frees* frees) {
+                          Frees* frees, bool* waits) {
   // Bytes each candidate pool would have after the victims so far: enough in one pool ends
   // the selection. For the general pool this is an estimate (freed ranges may not be adjacent);
   // the caller retries and selects more if the allocation still fails.
@@ -143,7 +143,10 @@ bool Store::SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, bool
     if (may_move && !o->copy(TierId::kGpu).present && !o->copy(TierId::kRemote).present) {
       take = RemoteTakes(*o, publishing_bytes_ + writes);
       // Redis is busy with others: it waits for its turn (not dropped, and no room counted).
-      if (take == RemoteTake::kLater) return Verdict::kSkip;
+      if (take == RemoteTake::kLater) {
+        if (waits != nullptr) *waits = true;
+        return Verdict::kSkip;
+      }
       if (take == RemoteTake::kYes) writes += o->nbytes;
     }
     victims.push_back(o);
@@ -235,28 +238,30 @@ bool Store::MakeRoom(std::span<const uint32_t> pools, uint64_t nbytes, absl::Tim
   //    on their way to Redis from these pools bring their memory back soon: they count as room
   //    (no more go for it while they are enough), and the request waits for them.
   const bool may_move = now < deadline;
-  uint64_t coming = 0;
-  for (uint32_t p : pools) {
-    if (auto it = host_to_remote_by_pool_.find(p); it != host_to_remote_by_pool_.end()) {
-      coming += it->second;
+  // Whether what is on its way from one of these pools, with its largest free range, is
+  // enough (any: whether anything is on its way).
+  const auto coming = [&](bool any) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (uint32_t p : pools) {
+      auto it = host_to_remote_by_pool_.find(p);
+      if (it == host_to_remote_by_pool_.end()) continue;
+      const memory::Allocator& alloc = *host_->pools()[p].allocator;
+      if (any || std::max(alloc.Stats().largest_free_bytes, it->second) >= alloc.Reserved(nbytes)) {
+        return true;
+      }
     }
-  }
+    return false;
+  };
   const auto wait_for_moves = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ++counters_.pressure_waits;
     wait_for_frees();
     return true;
   };
-  if (may_move && coming >= nbytes) return wait_for_moves();
-  if (SelectVictims(pools, nbytes, may_move, frees)) return true;
-  // Nothing freed now: moves to Redis from these pools (started now or before), or publishes
-  // whose tensors can then leave without a write, are what room there is to wait for.
-  if (may_move && (coming > 0 || publishing_bytes_ > 0 ||
-                   std::any_of(pools.begin(), pools.end(), [this](uint32_t p)
-                                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-                                     return host_to_remote_by_pool_.contains(p);
-                                   }))) {
-    return wait_for_moves();
-  }
+  if (may_move && coming(false)) return wait_for_moves();
+  bool waits = false;  // a victim waits for Redis's backlog
+  if (SelectVictims(pools, nbytes, may_move, frees, &waits)) return true;
+  // Nothing freed now: moves to Redis from these pools (started now or before), or victims
+  // waiting for their turn there, are what room there is to wait for.
+  if (may_move && (waits || coming(true))) return wait_for_moves();
   return false;
 }
 
@@ -388,6 +393,7 @@ uint64_t Store::DemoteToRemote() {
     if (target == 0) return 0;
     std::vector<Object*> chosen;  // chosen first: demotion edits the policy
     uint64_t got = 0, writes = 0;
+    bool busy = false;  // Redis's backlog is full: not "nothing to move"
     PolicyOf(TierId::kHost)->Victims(policy::Demand{{}, target}, [&](policy::Handle h) {
       Object* o = ObjectOf(h);
       if (chosen.size() >= kMaxWritesPerRound) return Verdict::kStop;
@@ -398,7 +404,10 @@ uint64_t Store::DemoteToRemote() {
       }
       if (!o->copy(TierId::kRemote).present) {
         const RemoteTake take = RemoteTakes(*o, publishing_bytes_ + writes);
-        if (take == RemoteTake::kLater) return Verdict::kStop;  // the backlog is full
+        if (take == RemoteTake::kLater) {
+          busy = true;
+          return Verdict::kStop;  // the backlog is full (or it is on its way already)
+        }
         if (take == RemoteTake::kNo) return Verdict::kSkip;
         writes += o->nbytes;
       }
@@ -406,7 +415,9 @@ uint64_t Store::DemoteToRemote() {
       got += o->copy(TierId::kHost).range.reserved;
       return got >= target ? Verdict::kLast : Verdict::kTake;
     });
-    if (chosen.empty()) remote_demotion_idle_until_ = absl::Now() + absl::Seconds(1);
+    if (chosen.empty() && !busy && host_to_remote_bytes_ == 0) {
+      remote_demotion_idle_until_ = absl::Now() + absl::Seconds(1);
+    }
     for (Object* o : chosen) {
       moved += o->copy(TierId::kHost).range.reserved;
       if (o->copy(TierId::kRemote).present) {

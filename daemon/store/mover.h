@@ -86,6 +86,7 @@ class Mover {
   void Scrub(absl::AnyInvocable<void() &&> work) { scrubber_.Schedule(std::move(work)); }
   // Waits until the executor and the scrubber are idle (tests, shutdown).
   void WaitIdle();
+  bool Idle() { return executor_.Idle() && scrubber_.Idle(); }
   tiers::Tier* tier(tiers::TierId t) const { return tiers_[tiers::Index(t)]; }
   CodecCounters codec_counters() const;
 

@@ -72,12 +72,15 @@ Store::Store(tiers::HostTier* host, StoreOptions options, tiers::SsdTier* ssd, t
   if (gpu_ != nullptr) policies_[tiers::Index(TierId::kGpu)] = MakePolicy(options_, TierId::kGpu);
 }
 
-Store::~Store() {
-  mover_.WaitIdle();
-  room_writes_.WaitIdle();
-}
+Store::~Store() { Quiesce(); }
 
-void Store::Quiesce() { mover_.WaitIdle(); }
+void Store::Quiesce() {
+  // Executor work may start room writes, and room writes free ranges: until both are idle.
+  do {
+    mover_.WaitIdle();
+    room_writes_.WaitIdle();
+  } while (!mover_.Idle() || !room_writes_.Idle());
+}
 
 absl::Time Store::Clamp(absl::Time deadline) const {
   return std::min(deadline, absl::Now() + options_.pressure_wait);

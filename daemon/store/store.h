@@ -317,7 +317,8 @@ class Store {
   // promotion batch. Hint, Get and the migrator call it; tests may.
   void PumpLookAhead() ABSL_LOCKS_EXCLUDED(mu_);
   // A Hint's keys that are not here: looked up in the remote tier (on the executor); those found
-  // are adopted and queued as hinted, to `to` (lookahead_remote_found / _missed).
+  // are adopted and queued as hinted, to `to` (lookahead_remote_found / _missed). The caller
+  // took a slot of hint_lookups_in_flight_; this gives it back.
   void HintRemote(absl::string_view ns, std::vector<std::string> keys, TierId to, int device,
                   absl::Time expiry) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends leases, all or nothing. NOT_FOUND if any id is not a lease of this session,
@@ -620,9 +621,10 @@ class Store {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Unleased CACHE host copies for `nbytes` in one of `pools`: dropped when another tier holds
   // the tensor, else (`may_move`) moved to the remote tier if it takes them, else retired.
-  // Returns whether anything was freed now.
+  // Returns whether anything was freed now; *waits: whether a victim was left to wait for the
+  // remote tier's backlog.
   bool SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, bool may_move,
-                     Frees* frees) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                     Frees* frees, bool* waits = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool SsdUsable(uint64_t nbytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes the SSD tier's free bytes reach `nbytes` and its largest free range `largest` (when
   // it can) by letting CACHE copies at the SSD policy's victim end go: kept where another copy

@@ -40,8 +40,9 @@ constexpr int kMaxHops = 5;
 constexpr size_t kPagedString = 256 << 10;
 // Marks (in `integer`, unused by strings) a string reply whose bytes are a Command's `into`.
 constexpr long long kBorrowed = 0x626f72726f776564;  // "borrowed"
-// A bulk string longer than Redis allows (proto-max-bulk-len's ceiling) is a protocol error.
-constexpr int64_t kMaxBulk = int64_t{512} << 20;
+// A bulk string longer than this is a protocol error: a chunk as large as the remote tier
+// allows (512 MiB), with a header as large as it reads (64 MiB).
+constexpr int64_t kMaxBulk = int64_t{576} << 20;
 
 // A string's buffer: paged from kPagedString bytes on (without a NUL), else malloc'd with one.
 char* TakeString(size_t len) {
@@ -194,6 +195,9 @@ absl::string_view ReplyString(const redisReply& r) {
   return {};
 }
 bool ReplyIsNil(const redisReply& r) { return r.type == REDIS_REPLY_NIL; }
+bool ReplyWentInto(const redisReply& r) {
+  return r.type == REDIS_REPLY_STRING && r.integer == kBorrowed;
+}
 long long ReplyInteger(const redisReply& r) {
   return r.type == REDIS_REPLY_INTEGER ? r.integer : 0;
 }
@@ -260,6 +264,8 @@ class Client::Connection {
 
  private:
   static constexpr size_t kReadBuffer = 64 << 10;
+  // A status or error line fits the buffer: its string is malloc'd, as FreeReply expects.
+  static_assert(kReadBuffer < kPagedString);
 
   // GETs with a destination are read by this connection's own reader (bulk, nil, error,
   // status, integer replies: what a GET can answer), when hiredis's reader holds no bytes.
@@ -321,9 +327,48 @@ class Client::Connection {
         }
         r->type = REDIS_REPLY_STRING;
         r->len = size_t(n);
-        if (cmd.into != nullptr && size_t(n) == cmd.into_len) {
-          r->str = cmd.into;
+        if (cmd.into != nullptr &&
+            size_t(n) == cmd.into_len + (cmd.head != nullptr ? cmd.head_len : 0)) {
           r->integer = kBorrowed;
+          if (cmd.head != nullptr) {
+            cmd.head->resize(cmd.head_len);
+            r->str = cmd.head->data();
+            r->len = cmd.head_len;
+            if (absl::Status s = ReadExact(r->str, cmd.head_len); !s.ok()) {
+              broken_ = s;
+              return nullptr;
+            }
+          }
+          if (absl::Status s = ReadExact(cmd.into, cmd.into_len); !s.ok()) {
+            broken_ = s;
+            return nullptr;
+          }
+          if (cmd.head == nullptr) r->str = cmd.into;
+          char crlf[2];
+          if (absl::Status s = ReadExact(crlf, 2); !s.ok()) {
+            broken_ = s;
+            return nullptr;
+          }
+          if (crlf[0] != '\r' || crlf[1] != '\n') break;
+          return reply;
+        } else if (cmd.into != nullptr && size_t(n) > 2 * cmd.into_len + (1 << 20)) {
+          // Far from what is expected (a hostile or confused server): not allocated, read past.
+          if (absl::Status s = Skip(size_t(n) + 2); !s.ok()) {
+            broken_ = s;
+            return nullptr;
+          }
+          static constexpr absl::string_view kUnexpected = "ERR tensord: a reply far longer than the value read";
+          r->type = REDIS_REPLY_ERROR;
+          r->len = 0;
+          r->str = static_cast<char*>(std::malloc(kUnexpected.size() + 1));
+          if (r->str == nullptr) {
+            broken_ = absl::ResourceExhaustedError("redis: out of memory");
+            return nullptr;
+          }
+          std::memcpy(r->str, kUnexpected.data(), kUnexpected.size());
+          r->str[kUnexpected.size()] = '\0';
+          r->len = kUnexpected.size();
+          return reply;
         } else if (r->str = TakeString(size_t(n)); r->str == nullptr) {
           broken_ = absl::ResourceExhaustedError("redis: out of memory");
           return nullptr;
@@ -404,6 +449,19 @@ class Client::Connection {
       }
       if (absl::Status s = Fill(); !s.ok()) return s;
     }
+  }
+
+  // Reads past n bytes.
+  absl::Status Skip(size_t n) {
+    while (n > 0) {
+      if (rpos_ == rlen_) {
+        if (absl::Status s = Fill(); !s.ok()) return s;
+      }
+      const size_t take = std::min(n, rlen_ - rpos_);
+      rpos_ += take;
+      n -= take;
+    }
+    return absl::OkStatus();
   }
 
   // n bytes into dst: what the buffer holds, then large runs straight from the socket.

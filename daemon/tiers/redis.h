@@ -61,9 +61,13 @@ struct Command {
   int key = 1;
   // A GET's destination: a bulk reply of exactly `into_len` bytes is read from the socket
   // straight into `into` (no copy through hiredis's buffers), and its reply's string is that
-  // memory (not owned). Another reply (nil, an error, another length) is built as usual.
+  // memory (not owned). With `head`, a reply of head_len + into_len bytes: the first head_len
+  // go to *head (resized; the reply's string), the rest to `into`. Another reply (nil, an
+  // error, another length) is built as usual.
   char* into = nullptr;
   size_t into_len = 0;
+  std::string* head = nullptr;
+  size_t head_len = 0;
 };
 
 // A reply's outcome: an error reply becomes a status (NOAUTH/WRONGPASS: PERMISSION_DENIED, OOM:
@@ -72,6 +76,8 @@ absl::Status ReplyStatus(const redisReply& r);
 // The bytes of a string (or status) reply; empty for others.
 absl::string_view ReplyString(const redisReply& r);
 bool ReplyIsNil(const redisReply& r);
+// Whether a string reply's bytes (after its head, if its Command had one) went to `into`.
+bool ReplyWentInto(const redisReply& r);
 long long ReplyInteger(const redisReply& r);
 
 class Client {

@@ -27,13 +27,16 @@ struct RemoteTier::Entry {
   uint32_t chunks = 0;
   uint32_t chunk_bytes = 0;
   uint64_t stored = 0;
+  uint32_t header_bytes = 0;  // of the header as last written or read (0: not known)
 };
 
 namespace {
 
 constexpr uint32_t kMagic = 0x54524454;  // "TDRT"
 constexpr uint16_t kVersion = 1;
-constexpr uint64_t kProbeBytes = 64 << 10;  // a first look at a header
+// A first look at a header: enough for a key of a few hundred bytes and ~400 chunk checksums
+// (1.6 GiB in 4 MiB chunks); a longer header takes a second look.
+constexpr uint64_t kProbeBytes = 4 << 10;
 constexpr size_t kMaxRank = 32;
 constexpr uint64_t kMaxChunks = 1u << 20;
 constexpr uint64_t kMaxChunkBytes = 512ull << 20;  // as RemoteTierConfig allows
@@ -254,6 +257,7 @@ absl::Status RemoteTier::Failed(absl::Status s) {
 
 void RemoteTier::Probe() {
   std::shared_ptr<redis::Client> c = client();
+  const bool fresh = c == nullptr;  // Connect loads the slot map
   if (c == nullptr) {
     absl::StatusOr<std::unique_ptr<redis::Client>> made = redis::Client::Connect(config_.redis);
     if (!made.ok()) {
@@ -266,20 +270,19 @@ void RemoteTier::Probe() {
     stats_.cluster = c->cluster();
   }
   // The memory figures tell that Redis answers: every master's, summed (a cluster's memory is
-  // theirs together), from the slot map as it is now (topology changes are found here). The
-  // probe fails when no master answers; one that does not is left out of the sums (its keys'
-  // reads fail on their own).
-  if (c->cluster()) c->RefreshSlots().IgnoreError();
+  // theirs together), from the slot map as it is now (topology changes are found here: a
+  // failed-over master's replica has its slots). The tier serves only when every master
+  // answers (one busy with this daemon's own transfers counts as answering): a silent one's
+  // keys would fail their reads and degrade it again at once.
+  if (c->cluster() && !fresh) c->RefreshSlots().IgnoreError();
   uint64_t used = 0, max = 0;
   bool unlimited = false;  // a master without maxmemory: so is the whole
-  bool answered = false;
   absl::Status s;
   for (absl::StatusOr<redis::Reply>& info : c->RunOnMasters(redis::Command{{"INFO", "memory"}, -1})) {
     if (absl::Status one = Outcome(info); !one.ok()) {
-      if (s.ok()) s = one;
+      if (one.code() != absl::StatusCode::kResourceExhausted && s.ok()) s = one;
       continue;
     }
-    answered = true;
     uint64_t node_used = 0, node_max = 0;
     for (absl::string_view line : absl::StrSplit(redis::ReplyString(**info), "\r\n")) {
       if (absl::ConsumePrefix(&line, "used_memory:") && !absl::SimpleAtoi(line, &node_used)) {
@@ -294,7 +297,6 @@ void RemoteTier::Probe() {
     unlimited |= node_max == 0;
   }
   if (unlimited) max = 0;
-  if (answered) s = absl::OkStatus();
   if (!s.ok()) {
     Failed(s).IgnoreError();
     // The next probe connects afresh, from every seed (the first node may be the one gone, a
@@ -604,6 +606,7 @@ absl::Status RemoteTier::WriteOne(const Transfer& t) {
   }
   h.content = RemoteContentHash(h.chunk_sums, len);
   std::string head = SerializeRemoteHeader(h);
+  const auto header_bytes = static_cast<uint32_t>(head.size());
   head.append(reinterpret_cast<const char*>(t.host), std::min(cb, len));
   std::string expiry;
   if (h.tensor.expires_unix_ms > 0) {
@@ -691,6 +694,7 @@ absl::Status RemoteTier::WriteOne(const Transfer& t) {
   t.range->checksum = h.content;
   absl::MutexLock lock(&mu_);
   e->content = h.content;
+  e->header_bytes = header_bytes;
   e->written = true;
   ++stats_.puts;
   stats_.put_bytes += len;
@@ -712,16 +716,20 @@ absl::Status RemoteTier::ReadOne(const Transfer& t) {
   std::vector<std::string> keys{e->base};
   for (uint32_t i = 1; i < e->chunks; ++i) keys.push_back(ChunkKey(e->base, e->content, i));
   absl::StatusOr<RemoteHeader> h = absl::InternalError("no header");
+  std::string header;  // the first chunk's header, when its bytes are read straight into place
   for (uint32_t first = 0; first < e->chunks; first += kWaveChunks) {
     const uint32_t last = std::min(e->chunks, first + kWaveChunks);
     std::vector<redis::Command> cmds;
     for (uint32_t i = first; i < last; ++i) {
       redis::Command cmd{{"GET", keys[i]}};
-      if (i > 0 && e->chunk_bytes > 0) {  // read straight into place (the first has the header)
-        const uint64_t off = uint64_t{i} * e->chunk_bytes;
-        if (off < t.range->length) {
-          cmd.into = reinterpret_cast<char*>(t.host + off);
-          cmd.into_len = std::min<uint64_t>(e->chunk_bytes, t.range->length - off);
+      // Read straight into place; the first chunk's header (of the length last seen) apart.
+      const uint64_t off = uint64_t{i} * e->chunk_bytes;
+      if (e->chunk_bytes > 0 && off < t.range->length && (i > 0 || e->header_bytes > 0)) {
+        cmd.into = reinterpret_cast<char*>(t.host + off);
+        cmd.into_len = std::min<uint64_t>(e->chunk_bytes, t.range->length - off);
+        if (i == 0) {
+          cmd.head = &header;
+          cmd.head_len = e->header_bytes;
         }
       }
       cmds.push_back(std::move(cmd));
@@ -747,10 +755,17 @@ absl::Status RemoteTier::ReadOne(const Transfer& t) {
     }
     const uint64_t cb = h->chunk_bytes;
     for (uint32_t i = first; i < last; ++i) {
-      absl::string_view bytes = redis::ReplyString(**replies[i - first]);
-      if (i == 0) bytes.remove_prefix(h->header_bytes);
+      const redisReply& reply = **replies[i - first];
+      absl::string_view bytes = redis::ReplyString(reply);
       const uint64_t off = uint64_t{i} * cb;
       const uint64_t want = std::min(cb, h->stored_bytes - off);
+      if (i == 0) bytes.remove_prefix(std::min<size_t>(bytes.size(), h->header_bytes));
+      if (redis::ReplyWentInto(reply)) {  // read into place: into_len bytes there
+        if ((i == 0 && !bytes.empty()) || cmds[i - first].into_len != want) {
+          return Failed(absl::DataLossError("remote tier: header does not match the range"));
+        }
+        bytes = absl::string_view(reinterpret_cast<const char*>(t.host + off), want);
+      }
       if (bytes.size() != want || XXH3_64bits(bytes.data(), bytes.size()) != h->chunk_sums[i]) {
         return Failed(absl::DataLossError(
             absl::StrCat("remote tier: chunk ", i, " of ", e->base, " fails its checksum")));
@@ -816,6 +831,7 @@ absl::StatusOr<RemoteFound> RemoteTier::Find(absl::string_view ns, absl::string_
   e->content = h->content;
   e->chunks = static_cast<uint32_t>(h->chunk_sums.size());
   e->chunk_bytes = h->chunk_bytes;
+  e->header_bytes = h->header_bytes;
   e->stored = h->stored_bytes;
   count(true);
   absl::MutexLock lock(&mu_);

@@ -1,8 +1,12 @@
 // The remote tier against a real redis-server started by the test: the header format, chunked
 // round trips seen by a second daemon's tier, checksums on damaged values, expiry, a wrong
 // password, and Redis killed and restarted under the tier.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -97,6 +101,156 @@ TEST(Redis, KeySlotsAreRedisClusters) {
   EXPECT_EQ(redis::KeySlot("foo{}{bar}"), redis::KeySlot("foo{}{bar}"));
   EXPECT_NE(redis::KeySlot("foo{}{bar}"), redis::KeySlot("bar"));  // "{}" is no tag
   EXPECT_EQ(redis::KeySlot("foo{bar}{zap}"), redis::KeySlot("bar"));
+}
+
+// A scripted server that speaks just enough RESP to stand in for a confused or hostile Redis
+// (beside the real one the other tests use): it answers CLUSTER SLOTS as a standalone Redis
+// does, then, round by round, waits for the round's GETs and writes its reply bytes, the first
+// in small pieces so that replies arrive split across reads.
+class ScriptedServer {
+ public:
+  explicit ScriptedServer(std::vector<std::pair<int, std::string>> rounds) {
+    listen_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    EXPECT_EQ(bind(listen_, reinterpret_cast<sockaddr*>(&a), len), 0);
+    EXPECT_EQ(listen(listen_, 4), 0);
+    getsockname(listen_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this, rounds = std::move(rounds)] { Serve(rounds); });
+  }
+  ~ScriptedServer() {
+    shutdown(listen_, SHUT_RDWR);
+    close(listen_);
+    thread_.join();
+  }
+  redis::Options Options() const {
+    redis::Options o;
+    o.seeds = {redis::Endpoint{"127.0.0.1", port_}};
+    o.io_timeout = std::chrono::milliseconds(2000);
+    o.connections_per_node = 1;  // one connection: every round's replies on it
+    return o;
+  }
+
+ private:
+  void Serve(const std::vector<std::pair<int, std::string>>& rounds) {
+    const int fd = accept(listen_, nullptr, nullptr);
+    if (fd < 0) return;
+    std::string in;
+    // Reads until `what` was seen `count` times since the last round.
+    auto wait_for = [&](const std::string& what, int count) {
+      for (;;) {
+        int seen = 0;
+        for (size_t pos = in.find(what); pos != std::string::npos; pos = in.find(what, pos + 1)) {
+          ++seen;
+        }
+        if (seen >= count) {
+          in.clear();
+          return true;
+        }
+        char buf[4096];
+        const ssize_t got = read(fd, buf, sizeof buf);
+        if (got <= 0) return false;
+        in.append(buf, size_t(got));
+      }
+    };
+    auto send = [&](const std::string& bytes) {
+      for (size_t off = 0, piece = 0; off < bytes.size(); ++piece) {
+        const size_t n = piece < 10 ? std::min<size_t>(7000, bytes.size() - off) : bytes.size() - off;
+        if (write(fd, bytes.data() + off, n) != ssize_t(n)) return;
+        off += n;
+        if (piece < 10) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    };
+    if (wait_for("SLOTS", 1)) {
+      send("-ERR This instance has cluster support disabled\r\n");
+      for (const auto& [gets, reply] : rounds) {
+        if (!wait_for("$3\r\nGET\r\n", gets)) break;
+        send(reply);
+      }
+      char b;
+      while (read(fd, &b, 1) > 0) {
+      }
+    }
+    close(fd);
+  }
+
+  int listen_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+std::string Bulk(const std::string& s) {
+  return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n";
+}
+
+TEST(RedisDirectReads, RepliesLandInPlaceAndBadOnesAreErrorsNotCrashes) {
+  const std::string big(300000, 'x'), huge(3 << 20, 'y');
+  ScriptedServer server({
+      {5, Bulk("0123456789") + Bulk("abc") + "$-1\r\n" + Bulk(big) + Bulk("HEADdata1234")},
+      {3, Bulk(huge) + "-ERR wrong type\r\n" + Bulk("after")},
+      {1, "$12x\r\n"},
+  });
+  auto c = redis::Client::Connect(server.Options());
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::string b0(10, '-'), b1(5, '-'), b2(4, '-'), b3(big.size(), '-'), b4(8, '-'), head;
+  std::vector<redis::Command> cmds(5);
+  std::string* bufs[] = {&b0, &b1, &b2, &b3, &b4};
+  for (size_t i = 0; i < cmds.size(); ++i) {
+    cmds[i].args = {"GET", "k"};
+    cmds[i].into = bufs[i]->data();
+    cmds[i].into_len = bufs[i]->size();
+  }
+  cmds[4].head = &head;
+  cmds[4].head_len = 4;
+  std::vector<absl::StatusOr<redis::Reply>> r = (*c)->Run(cmds);
+  ASSERT_EQ(r.size(), 5u);
+  for (const auto& x : r) ASSERT_TRUE(x.ok()) << x.status();
+  // The expected length: straight into place.
+  EXPECT_TRUE(redis::ReplyWentInto(**r[0]));
+  EXPECT_EQ(b0, "0123456789");
+  // Another length: a reply of its own, the destination untouched.
+  EXPECT_FALSE(redis::ReplyWentInto(**r[1]));
+  EXPECT_EQ(redis::ReplyString(**r[1]), "abc");
+  EXPECT_EQ(b1, "-----");
+  EXPECT_TRUE(redis::ReplyIsNil(**r[2]));
+  EXPECT_TRUE(redis::ReplyWentInto(**r[3]));
+  EXPECT_EQ(b3, big) << "a reply split over many reads";
+  // A head apart: the reply's string is the head.
+  EXPECT_TRUE(redis::ReplyWentInto(**r[4]));
+  EXPECT_EQ(redis::ReplyString(**r[4]), "HEAD");
+  EXPECT_EQ(b4, "data1234");
+
+  // Far longer than the destination: read past, answered as an error; the connection goes on
+  // (its next replies are right).
+  std::vector<redis::Command> more(3);
+  std::string d0(10, '-'), d1(10, '-'), d2(5, '-');
+  std::string* dbufs[] = {&d0, &d1, &d2};
+  for (size_t i = 0; i < more.size(); ++i) {
+    more[i].args = {"GET", "k"};
+    more[i].into = dbufs[i]->data();
+    more[i].into_len = dbufs[i]->size();
+  }
+  r = (*c)->Run(more);
+  ASSERT_EQ(r.size(), 3u);
+  for (const auto& x : r) ASSERT_TRUE(x.ok()) << x.status();
+  EXPECT_FALSE(redis::ReplyStatus(**r[0]).ok());
+  EXPECT_EQ(d0, "----------");
+  EXPECT_EQ(redis::ReplyStatus(**r[1]).code(), absl::StatusCode::kInternal);
+  EXPECT_NE(redis::ReplyString(**r[1]).find("wrong type"), absl::string_view::npos);
+  EXPECT_EQ(d2, "after");
+
+  // A malformed length: a protocol error (the connection is dropped), not a crash.
+  std::vector<redis::Command> bad(1);
+  std::string e0(12, '-');
+  bad[0].args = {"GET", "k"};
+  bad[0].into = e0.data();
+  bad[0].into_len = e0.size();
+  r = (*c)->Run(bad);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status().code(), absl::StatusCode::kUnavailable) << r[0].status();
 }
 
 TEST(RemoteHeader, RoundTripsAndEveryDamagedByteIsDataLoss) {
