@@ -211,6 +211,7 @@ void Store::HintRemote(absl::string_view ns, std::vector<std::string> keys, Tier
       --hint_lookups_in_flight_;
       std::vector<bool> found(lift->keys.size());
       for (size_t i : lift->which) found[i] = true;
+      HintOutcome queued;
       for (size_t i = 0; i < lift->keys.size(); ++i) {
         Object* o = found[i] ? table_.Find(lift->ns, lift->keys[i]) : nullptr;
         if (o == nullptr || !o->sealed) {
@@ -218,19 +219,9 @@ void Store::HintRemote(absl::string_view ns, std::vector<std::string> keys, Tier
           continue;
         }
         ++counters_.lookahead_remote_found;
-        switch (lookahead_.Add(HandleOf(o), o->nbytes, uint8_t(tiers::Index(to)), device,
-                               expiry)) {
-          case policy::LookAhead::Added::kAdded:
-            ++counters_.lookahead_hints;
-            break;
-          case policy::LookAhead::Added::kRefreshed:
-            ++counters_.lookahead_refreshed;
-            break;
-          case policy::LookAhead::Added::kFull:
-            ++counters_.lookahead_dropped;
-            break;
-        }
+        QueueHint(o, to, device, expiry, &queued);
       }
+      CountHints(queued);
     }
     PumpLookAhead();
   });

@@ -146,22 +146,9 @@ absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const st
         ++slice.unknown;
         continue;
       }
-      switch (lookahead_.Add(HandleOf(o), o->nbytes, uint8_t(tiers::Index(to)), device, expiry)) {
-        case policy::LookAhead::Added::kAdded:
-          ++slice.accepted;
-          break;
-        case policy::LookAhead::Added::kRefreshed:
-          ++slice.refreshed;
-          break;
-        case policy::LookAhead::Added::kFull:
-          ++slice.dropped;
-          break;
-      }
+      QueueHint(o, to, device, expiry, &slice);
     }
-    counters_.lookahead_hints += slice.accepted;
-    counters_.lookahead_refreshed += slice.refreshed;
-    counters_.lookahead_unknown += slice.unknown;
-    counters_.lookahead_dropped += slice.dropped;
+    CountHints(slice);
     out.accepted += slice.accepted;
     out.refreshed += slice.refreshed;
     out.unknown += slice.unknown;
@@ -176,6 +163,27 @@ absl::StatusOr<HintOutcome> Store::Hint(absl::string_view ns, std::span<const st
   }
   PumpLookAhead();
   return out;
+}
+
+void Store::QueueHint(Object* o, TierId to, int device, absl::Time expiry, HintOutcome* out) {
+  switch (lookahead_.Add(HandleOf(o), o->nbytes, uint8_t(tiers::Index(to)), device, expiry)) {
+    case policy::LookAhead::Added::kAdded:
+      ++out->accepted;
+      break;
+    case policy::LookAhead::Added::kRefreshed:
+      ++out->refreshed;
+      break;
+    case policy::LookAhead::Added::kFull:
+      ++out->dropped;
+      break;
+  }
+}
+
+void Store::CountHints(const HintOutcome& h) {
+  counters_.lookahead_hints += h.accepted;
+  counters_.lookahead_refreshed += h.refreshed;
+  counters_.lookahead_unknown += h.unknown;
+  counters_.lookahead_dropped += h.dropped;
 }
 
 void Store::PumpLookAhead() {

@@ -316,6 +316,11 @@ class Store {
   // Runs the look-ahead: expires stale hints, extends the protected window, starts the next
   // promotion batch. Hint, Get and the migrator call it; tests may.
   void PumpLookAhead() ABSL_LOCKS_EXCLUDED(mu_);
+  // Queues a hint of o (sealed) to `to`, counting the outcome into *out; CountHints books an
+  // outcome in the store's counters.
+  void QueueHint(Object* o, TierId to, int device, absl::Time expiry, HintOutcome* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CountHints(const HintOutcome& h) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A Hint's keys that are not here: looked up in the remote tier (on the executor); those found
   // are adopted and queued as hinted, to `to` (lookahead_remote_found / _missed). The caller
   // took a slot of hint_lookups_in_flight_; this gives it back.

@@ -357,18 +357,10 @@ class Client::Connection {
             broken_ = s;
             return nullptr;
           }
-          static constexpr absl::string_view kUnexpected = "ERR tensord: a reply far longer than the value read";
-          r->type = REDIS_REPLY_ERROR;
-          r->len = 0;
-          r->str = static_cast<char*>(std::malloc(kUnexpected.size() + 1));
-          if (r->str == nullptr) {
-            broken_ = absl::ResourceExhaustedError("redis: out of memory");
-            return nullptr;
-          }
-          std::memcpy(r->str, kUnexpected.data(), kUnexpected.size());
-          r->str[kUnexpected.size()] = '\0';
-          r->len = kUnexpected.size();
-          return reply;
+          return SetLine(r, REDIS_REPLY_ERROR,
+                         "ERR tensord: a reply far longer than the value read")
+                     ? std::move(reply)
+                     : nullptr;
         } else if (r->str = TakeString(size_t(n)); r->str == nullptr) {
           broken_ = absl::ResourceExhaustedError("redis: out of memory");
           return nullptr;
@@ -390,16 +382,9 @@ class Client::Connection {
         return reply;
       case '-':
       case '+':
-        r->type = type == '-' ? REDIS_REPLY_ERROR : REDIS_REPLY_STATUS;
-        r->str = static_cast<char*>(std::malloc(rest.size() + 1));
-        if (r->str == nullptr) {
-          broken_ = absl::ResourceExhaustedError("redis: out of memory");
-          return nullptr;
-        }
-        std::memcpy(r->str, rest.data(), rest.size());
-        r->str[rest.size()] = '\0';
-        r->len = rest.size();
-        return reply;
+        return SetLine(r, type == '-' ? REDIS_REPLY_ERROR : REDIS_REPLY_STATUS, rest)
+                   ? std::move(reply)
+                   : nullptr;
       case ':':
         if (!absl::SimpleAtoi(rest, &n)) break;
         r->type = REDIS_REPLY_INTEGER;
@@ -410,6 +395,21 @@ class Client::Connection {
     }
     broken_ = absl::UnavailableError("redis: protocol error in a reply");
     return nullptr;
+  }
+
+  // Makes r a status or error reply of `text` (malloc'd, NUL-terminated); false (and broken_)
+  // when out of memory.
+  bool SetLine(redisReply* r, int type, absl::string_view text) {
+    r->type = type;
+    r->str = static_cast<char*>(std::malloc(text.size() + 1));
+    if (r->str == nullptr) {
+      broken_ = absl::ResourceExhaustedError("redis: out of memory");
+      return false;
+    }
+    std::memcpy(r->str, text.data(), text.size());
+    r->str[text.size()] = '\0';
+    r->len = text.size();
+    return true;
   }
 
   // Reads more bytes into the buffer (after what it holds).
