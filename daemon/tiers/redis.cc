@@ -344,12 +344,10 @@ class Client::Connection {
             return nullptr;
           }
           if (cmd.head == nullptr) r->str = cmd.into;
-          char crlf[2];
-          if (absl::Status s = ReadExact(crlf, 2); !s.ok()) {
+          if (absl::Status s = ReadCrlf(); !s.ok()) {
             broken_ = s;
             return nullptr;
           }
-          if (crlf[0] != '\r' || crlf[1] != '\n') break;
           return reply;
         } else if (cmd.into != nullptr && size_t(n) > 2 * cmd.into_len + (1 << 20)) {
           // Far from what is expected (a hostile or confused server): not allocated, read past.
@@ -367,17 +365,13 @@ class Client::Connection {
         } else if (size_t(n) < kPagedString) {
           r->str[n] = '\0';
         }
-        if (absl::Status s = ReadExact(r->str, size_t(n)); !s.ok()) {
-          broken_ = s;
-          return nullptr;
-        }
         {
-          char crlf[2];
-          if (absl::Status s = ReadExact(crlf, 2); !s.ok()) {
+          absl::Status s = ReadExact(r->str, size_t(n));
+          if (s.ok()) s = ReadCrlf();
+          if (!s.ok()) {
             broken_ = s;
             return nullptr;
           }
-          if (crlf[0] != '\r' || crlf[1] != '\n') break;
         }
         return reply;
       case '-':
@@ -449,6 +443,16 @@ class Client::Connection {
       }
       if (absl::Status s = Fill(); !s.ok()) return s;
     }
+  }
+
+  // The CRLF that ends a bulk string.
+  absl::Status ReadCrlf() {
+    char crlf[2];
+    if (absl::Status s = ReadExact(crlf, 2); !s.ok()) return s;
+    if (crlf[0] != '\r' || crlf[1] != '\n') {
+      return absl::UnavailableError("redis: protocol error in a reply");
+    }
+    return absl::OkStatus();
   }
 
   // Reads past n bytes.
