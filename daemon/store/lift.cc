@@ -189,13 +189,14 @@ void Store::PrefetchAsync(absl::string_view ns, std::vector<std::string> keys, W
   });
 }
 
-void Store::HintRemote(absl::string_view ns, std::vector<std::string> keys, TierId to,
-                       int device, absl::Time expiry) {
+void Store::HintRemote(absl::string_view ns, std::vector<std::string> keys, TierId to, int device,
+                       absl::Time expiry) {
   // Looked up and adopted (a table entry with its remote copy, nothing moved) on the executor;
   // then queued as hinted: the look-ahead brings them up within its share, in its order.
-  auto made = NewLift("Hint", ns, keys.size(), to == TierId::kGpu ? WantTier::kGpu : WantTier::kHost,
-                      absl::InfiniteFuture(), device);  // (clamped to pressure_wait)
-  if (!made.ok()) {  // the Hint's own checks passed: not expected
+  auto made =
+      NewLift("Hint", ns, keys.size(), to == TierId::kGpu ? WantTier::kGpu : WantTier::kHost,
+              absl::InfiniteFuture(), device);  // (clamped to pressure_wait)
+  if (!made.ok()) {                             // the Hint's own checks passed: not expected
     absl::MutexLock lock(&mu_);
     --hint_lookups_in_flight_;
     return;

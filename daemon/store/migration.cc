@@ -90,7 +90,8 @@ bool Store::MakeSsdRoom(uint64_t nbytes, uint64_t largest, TenantId tenant, Free
       } else if (o->copy(TierId::kRemote).present && remote_->Healthy()) {
         ++counters_.remote_demotions;  // lives on in Redis: a later Get reads it back
         DropCopy(o, TierId::kSsd, policy::RemovalReason::kDemoted, frees);
-      } else if (const RemoteTake take = RemoteTakes(*o, ssd_to_remote_bytes_); take == RemoteTake::kYes) {
+      } else if (const RemoteTake take = RemoteTakes(*o, ssd_to_remote_bytes_);
+                 take == RemoteTake::kYes) {
         StartSsdToRemote(o);  // the tier below: its room comes when the copy is in Redis
       } else if (take == RemoteTake::kLater) {
         continue;  // Redis is busy with others: it waits for its turn, not dropped
@@ -389,7 +390,9 @@ uint64_t Store::DemoteToRemote() {
           used, capacity, options_.high_watermark, options_.low_watermark, short_of_memory});
     }
     // What is on its way there already counts.
-    target -= std::min(target, host_to_remote_bytes_);
+    uint64_t moving = 0;
+    for (const auto& [pool, bytes] : host_to_remote_by_pool_) moving += bytes;
+    target -= std::min(target, moving);
     if (target == 0) return 0;
     std::vector<Object*> chosen;  // chosen first: demotion edits the policy
     uint64_t got = 0, writes = 0;
@@ -415,7 +418,7 @@ uint64_t Store::DemoteToRemote() {
       got += o->copy(TierId::kHost).range.reserved;
       return got >= target ? Verdict::kLast : Verdict::kTake;
     });
-    if (chosen.empty() && !busy && host_to_remote_bytes_ == 0) {
+    if (chosen.empty() && !busy && moving == 0) {
       remote_demotion_idle_until_ = absl::Now() + absl::Seconds(1);
     }
     for (Object* o : chosen) {
@@ -766,19 +769,15 @@ void Store::RunMigrator(absl::Notification* stop) {
       last_probe = absl::Now();
       if (ssd_->degraded()) ssd_->Probe();
     }
-    if (ssd_ == nullptr || ssd_->degraded()) {
-      // Without a usable SSD tier the remote tier is the one below host memory.
-      if (remote_ != nullptr && DemoteToRemote() > 0) continue;
-      if (remote_ == nullptr) {
-        stop->WaitForNotificationWithTimeout(kPressureReadEvery);
-        continue;
-      }
-      absl::MutexLock lock(&mu_);
-      auto wanted = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return migrate_now_; };
-      mu_.AwaitWithTimeout(absl::Condition(&wanted), kIdleTick);
+    if (ssd_ == nullptr && remote_ == nullptr) {  // nothing to demote to
+      stop->WaitForNotificationWithTimeout(kPressureReadEvery);
       continue;
     }
-    if (DemoteOnce() > 0) continue;
+    // Without a usable SSD tier the remote tier is the one below host memory.
+    if (ssd_ == nullptr || ssd_->degraded() ? remote_ != nullptr && DemoteToRemote() > 0
+                                            : DemoteOnce() > 0) {
+      continue;
+    }
     absl::MutexLock lock(&mu_);
     auto wanted = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return migrate_now_; };
     mu_.AwaitWithTimeout(absl::Condition(&wanted), kIdleTick);

@@ -51,10 +51,7 @@ void Store::MaybePublish(Object* o) {
 void Store::StartPublish(Object* o, bool demote) {
   const Copy& host = o->copy(TierId::kHost);
   publishing_bytes_ += o->nbytes;
-  if (demote) {
-    host_to_remote_bytes_ += host.range.reserved;
-    host_to_remote_by_pool_[host.range.space] += host.range.reserved;
-  }
+  if (demote) host_to_remote_by_pool_[host.range.space] += host.range.reserved;
   MoveItem item;
   item.src = host.range;
   item.nbytes = o->nbytes;
@@ -106,8 +103,7 @@ Store::RemoteTake Store::RemoteTakes(const Object& o, uint64_t backlog) const {
   // Its pool class says so: the one it was created in (a best-fit Create names none), else the
   // one it asked for.
   const Copy& host = o.copy(TierId::kHost);
-  const std::string& pool =
-      host.present ? host_->pools()[host.range.space].name : o.pool_class;
+  const std::string& pool = host.present ? host_->pools()[host.range.space].name : o.pool_class;
   if (!pool.empty()) {
     auto it = options_.remote_publish_pools.find(pool);
     if (it != options_.remote_publish_pools.end() && !it->second) return RemoteTake::kNo;
@@ -168,11 +164,8 @@ void Store::Publish(Object* o, MoveItem item, bool demote) {
     absl::MutexLock lock(&mu_);
     o->copy(TierId::kRemote).in_flight = false;
     publishing_bytes_ -= o->nbytes;
-    if (demote) {
-      host_to_remote_bytes_ -= item.src.reserved;
-      if ((host_to_remote_by_pool_[item.src.space] -= item.src.reserved) == 0) {
-        host_to_remote_by_pool_.erase(item.src.space);
-      }
+    if (demote && (host_to_remote_by_pool_[item.src.space] -= item.src.reserved) == 0) {
+      host_to_remote_by_pool_.erase(item.src.space);
     }
     DropReader(o, TierId::kHost);
     --o->pins;
@@ -189,9 +182,9 @@ void Store::Publish(Object* o, MoveItem item, bool demote) {
       counters_.remote_published_bytes += item.dst.length;
       // Moved down to make host room: the host copy goes unless a Get leased it meanwhile or
       // a hint now says it is about to be read.
-      if (const Copy& host = o->copy(TierId::kHost);
-          demote && host.present && !host.held() && o->guarded == 0 &&
-          lookahead_.Find(HandleOf(o)) == nullptr) {
+      if (const Copy& host = o->copy(TierId::kHost); demote && host.present && !host.held() &&
+                                                     o->guarded == 0 &&
+                                                     lookahead_.Find(HandleOf(o)) == nullptr) {
         ++counters_.remote_demotions;
         DropCopy(o, TierId::kHost, policy::RemovalReason::kDemoted, &frees);
         demote = false;  // its memory's return wakes the waiters

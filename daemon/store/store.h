@@ -628,8 +628,8 @@ class Store {
   // the tensor, else (`may_move`) moved to the remote tier if it takes them, else retired.
   // Returns whether anything was freed now; *waits: whether a victim was left to wait for the
   // remote tier's backlog.
-  bool SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, bool may_move,
-                     Frees* frees, bool* waits = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SelectVictims(std::span<const uint32_t> pools, uint64_t nbytes, bool may_move, Frees* frees,
+                     bool* waits = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool SsdUsable(uint64_t nbytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes the SSD tier's free bytes reach `nbytes` and its largest free range `largest` (when
   // it can) by letting CACHE copies at the SSD policy's victim end go: kept where another copy
@@ -697,13 +697,12 @@ class Store {
   std::array<std::unique_ptr<policy::EvictionPolicy>, tiers::kTierCount> policies_
       ABSL_GUARDED_BY(mu_);
   std::array<uint64_t, tiers::kTierCount> pinned_bytes_ ABSL_GUARDED_BY(mu_) = {};
-  uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes queued for scrubbing
-  uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;    // host bytes being written to SSD
-  uint64_t publishing_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // host bytes being written to Redis
-  // Host bytes being moved to Redis to make room (their memory returns when they are there),
-  // in all and by host pool (space).
-  uint64_t host_to_remote_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reclaiming_bytes_ ABSL_GUARDED_BY(mu_) = 0;   // host bytes queued for scrubbing
+  uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;     // host bytes being written to SSD
+  uint64_t publishing_bytes_ ABSL_GUARDED_BY(mu_) = 0;   // host bytes being written to Redis
   int hint_lookups_in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // Hints' Redis lookups running
+  // Host bytes being moved to Redis to make room, by host pool (space): their memory returns
+  // when they are there.
   absl::flat_hash_map<uint32_t, uint64_t> host_to_remote_by_pool_ ABSL_GUARDED_BY(mu_);
   // DemoteToRemote found nothing to move: it looks again after this (or when asked to).
   absl::Time remote_demotion_idle_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

@@ -278,7 +278,8 @@ void RemoteTier::Probe() {
   uint64_t used = 0, max = 0;
   bool unlimited = false;  // a master without maxmemory: so is the whole
   absl::Status s;
-  for (absl::StatusOr<redis::Reply>& info : c->RunOnMasters(redis::Command{{"INFO", "memory"}, -1})) {
+  for (absl::StatusOr<redis::Reply>& info :
+       c->RunOnMasters(redis::Command{{"INFO", "memory"}, -1})) {
     if (absl::Status one = Outcome(info); !one.ok()) {
       if (one.code() != absl::StatusCode::kResourceExhausted && s.ok()) s = one;
       continue;

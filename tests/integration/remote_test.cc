@@ -234,9 +234,16 @@ TEST_F(RemoteTest, WithoutAnSsdHostRoomMovesUnpublishedCacheTensorsToRedis) {
   // tensors host room is made from move there, and come back from there, instead of being
   // dropped: ahead of need (the watermarks), or when a Create needs the room (the high
   // watermark at 100%: only then). With remote.demote_cache = false they are dropped as before.
-  const std::vector<std::string> args = {
-      "--host-capacity", "64MiB", "--remote-addresses", redis_->address(), "--remote-instance",
-      "machine-a", "--remote-timeout-ms", "500", "--set", "remote.publish_cache=false"};
+  const std::vector<std::string> args = {"--host-capacity",
+                                         "64MiB",
+                                         "--remote-addresses",
+                                         redis_->address(),
+                                         "--remote-instance",
+                                         "machine-a",
+                                         "--remote-timeout-ms",
+                                         "500",
+                                         "--set",
+                                         "remote.publish_cache=false"};
   for (const char* high : {"0.9", "1"}) {
     SCOPED_TRACE(std::string("ssd.high_watermark=") + high);
     std::vector<std::string> with = args;

@@ -158,7 +158,8 @@ class ScriptedServer {
     };
     auto send = [&](const std::string& bytes) {
       for (size_t off = 0, piece = 0; off < bytes.size(); ++piece) {
-        const size_t n = piece < 10 ? std::min<size_t>(7000, bytes.size() - off) : bytes.size() - off;
+        const size_t n =
+            piece < 10 ? std::min<size_t>(7000, bytes.size() - off) : bytes.size() - off;
         if (write(fd, bytes.data() + off, n) != ssize_t(n)) return;
         off += n;
         if (piece < 10) std::this_thread::sleep_for(std::chrono::milliseconds(1));
