@@ -2,7 +2,7 @@
 // automatic choice of a codec for a tensor ("auto").
 #include "daemon/codec/codec.h"
 
-#include <xxhash.h>
+#include <xxh_x86dispatch.h>  // XXH3 with the AVX2 / AVX-512 code this CPU has
 
 #include <algorithm>
 #include <array>

@@ -1,17 +1,37 @@
-// The codec pool: worker threads pull tasks; a ParallelFor is a shared counter of indices that
-// the caller and any idle worker drain.
+// The codec pool: worker threads watch for the latest batch; a ParallelFor is a shared counter
+// of indices that the caller and any idle worker drain.
 #include "daemon/codec/parallel.h"
+
+#include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
-#include "common/work_queue.h"
 
 namespace tensord::codec {
 namespace {
+
+// How long an idle worker keeps watching for a batch, and a caller for its last chunks, before
+// it sleeps. A 1 MiB KV block takes about 50 us on two cores and a futex wake-up tens of us on a
+// VM, so sleeping between the back-to-back blocks of a swap-out (or between a Create's two
+// passes) would cost more than the work; an idle pool spins this long once, then sleeps.
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+// Calls done() until it is true or kSpin passed; returns its last answer.
+template <typename Fn>
+bool SpinUntil(Fn&& done) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    _mm_pause();
+    if (i % 64 == 63 && std::chrono::steady_clock::now() >= until) return done();
+  }
+}
 
 struct Batch {
   Batch(absl::FunctionRef<void(size_t)> f, size_t count) : fn(f), n(count) {}
@@ -20,7 +40,7 @@ struct Batch {
   std::atomic<size_t> next{0};
   std::atomic<size_t> done{0};
   absl::Mutex mu;
-  // Runs indices until none is left; returns how many this thread ran.
+  // Runs indices until none is left.
   void Drain() {
     size_t ran = 0;
     for (size_t i; (i = next.fetch_add(1)) < n;) {
@@ -28,9 +48,10 @@ struct Batch {
       ++ran;
     }
     if (ran > 0 && done.fetch_add(ran) + ran == n) {
-      absl::MutexLock lock(&mu);  // wakes the caller waiting on `done`
+      absl::MutexLock lock(&mu);  // wakes a caller asleep on `done`
     }
   }
+  bool Finished() const { return done.load() == n; }
 };
 
 thread_local bool on_pool_thread = false;
@@ -38,20 +59,56 @@ thread_local bool on_pool_thread = false;
 class Pool {
  public:
   // `threads` in all, the caller of ParallelFor being one: threads - 1 workers.
-  explicit Pool(int threads) : threads_(threads), queue_(threads - 1) {}
-  int threads() const { return threads_; }
-  void Help(std::shared_ptr<Batch> b, int helpers) {
-    for (int i = 0; i < helpers; ++i) {
-      queue_.Schedule([b] {
-        on_pool_thread = true;  // only codec work runs here: a nested ParallelFor runs inline
-        b->Drain();
-      });
+  explicit Pool(int threads) : threads_(threads) {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  }
+  ~Pool() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
     }
+    generation_.fetch_add(1);
+    generation_.notify_all();
+    for (std::thread& t : workers_) t.join();
+  }
+  int threads() const { return threads_; }
+  // Offers b to the workers (replacing an earlier batch: its caller finishes it alone).
+  void Post(std::shared_ptr<Batch> b) {
+    {
+      absl::MutexLock lock(&mu_);
+      current_ = std::move(b);
+    }
+    generation_.fetch_add(1);
+    generation_.notify_all();
+  }
+  void Retire(const Batch* b) {
+    absl::MutexLock lock(&mu_);
+    if (current_.get() == b) current_.reset();
   }
 
  private:
+  void Work() {
+    on_pool_thread = true;  // only codec work runs here: a nested ParallelFor runs inline
+    uint32_t seen = generation_.load();
+    while (true) {
+      if (!SpinUntil([&] { return generation_.load() != seen; })) generation_.wait(seen);
+      seen = generation_.load();
+      std::shared_ptr<Batch> b;
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) return;
+        b = current_;
+      }
+      if (b != nullptr) b->Drain();
+    }
+  }
+
   const int threads_;
-  WorkQueue queue_;
+  std::atomic<uint32_t> generation_{0};  // bumped by each Post (and by stopping)
+  absl::Mutex mu_;
+  std::shared_ptr<Batch> current_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_;
 };
 
 absl::Mutex pool_mu;
@@ -90,12 +147,14 @@ void ParallelFor(size_t n, absl::FunctionRef<void(size_t)> fn) {
     return;
   }
   auto b = std::make_shared<Batch>(fn, n);
-  // The caller is one worker; the pool lends up to threads-1 more (the caller's core counts).
-  p->Help(b, static_cast<int>(std::min<size_t>(n - 1, size_t(p->threads() - 1))));
+  p->Post(b);  // the caller is one worker; the pool's threads - 1 help
   b->Drain();
-  absl::MutexLock lock(&b->mu);
-  b->mu.Await(absl::Condition(
-      +[](Batch* b) { return b->done.load() == b->n; }, b.get()));
+  if (!SpinUntil([&] { return b->Finished(); })) {
+    absl::MutexLock lock(&b->mu);
+    b->mu.Await(absl::Condition(
+        +[](Batch* b) { return b->Finished(); }, b.get()));
+  }
+  p->Retire(b.get());
 }
 
 }  // namespace tensord::codec

@@ -27,17 +27,10 @@ void Chunks(size_t n, size_t chunk, Fn&& fn) {
               [&](size_t c) { fn(c * chunk, std::min(n, (c + 1) * chunk)); });
 }
 
-// Calls fn(at, len) for consecutive segments of [lo, hi) no longer than a tile and never
-// crossing a multiple of `a` or of `b` (group boundaries; 0: none).
+// Calls fn(at, len) for consecutive tiles of [lo, hi).
 template <typename Fn>
-void Segments(size_t lo, size_t hi, size_t a, size_t b, Fn&& fn) {
-  for (size_t at = lo; at < hi;) {
-    size_t len = std::min(hi - at, simd::kTile);
-    if (a != 0) len = std::min(len, a - at % a);
-    if (b != 0) len = std::min(len, b - at % b);
-    fn(at, len);
-    at += len;
-  }
+void Segments(size_t lo, size_t hi, Fn&& fn) {
+  for (size_t at = lo; at < hi; at += simd::kTile) fn(at, std::min(hi - at, simd::kTile));
 }
 
 const uint8_t* ElementPtr(const TensorRef& t, size_t i) {
@@ -72,7 +65,7 @@ bool AllFinite(const TensorRef& t) {
   std::atomic<bool> finite{true};
   Chunks(Elements(t), kChunkElements, [&](size_t lo, size_t hi) {
     Tile x;
-    Segments(lo, hi, 0, 0, [&](size_t at, size_t len) {
+    Segments(lo, hi, [&](size_t at, size_t len) {
       simd::Widen(t.dtype, ElementPtr(t, at), len, x.data());
       if (!std::isfinite(simd::AbsMax(x.data(), len))) finite = false;
     });
@@ -100,7 +93,7 @@ class Narrow final : public Codec {
     std::atomic<bool> finite{true};
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
       Tile x, y;
-      Segments(lo, hi, 0, 0, [&](size_t at, size_t len) {
+      Segments(lo, hi, [&](size_t at, size_t len) {
         simd::Widen(DType::kFloat32, ElementPtr(t, at), len, x.data());
         if (!std::isfinite(simd::AbsMax(x.data(), len))) finite = false;  // like the others
         simd::Narrow(to_, x.data(), len, dst + 2 * at);
@@ -119,7 +112,7 @@ class Narrow final : public Codec {
     if (payload.size() != 2 * n) return Damaged(name_, "wrong size");
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
       Tile y;
-      Segments(lo, hi, 0, 0, [&](size_t at, size_t len) {
+      Segments(lo, hi, [&](size_t at, size_t len) {
         simd::Widen(to_, payload.data() + 2 * at, len, y.data());
         simd::Narrow(DType::kFloat32, y.data(), len, out.data() + 4 * at);
       });
@@ -137,8 +130,8 @@ class Narrow final : public Codec {
 // Payload: the scales, then one byte per element.
 class Fp8 final : public Codec {
  public:
-  static constexpr size_t kBlock = 256;
-  static_assert(kChunkElements % kBlock == 0 && simd::kTile % kBlock == 0);
+  static constexpr size_t kBlock = simd::kFp8Block;
+  static_assert(kChunkElements % kBlock == 0);
   CodecId id() const override { return CodecId::kFp8E4m3; }
   const char* name() const override { return "fp8_e4m3"; }
   bool lossy() const override { return true; }
@@ -155,20 +148,9 @@ class Fp8 final : public Codec {
     std::atomic<bool> finite{true};
     ErrorSum err(ChunkCount(n, kChunkElements));
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {  // chunks are whole blocks
-      std::array<float, kBlock> x;
-      for (size_t b0 = lo; b0 < hi; b0 += kBlock) {
-        const size_t len = std::min(hi - b0, kBlock);
-        simd::Widen(t.dtype, ElementPtr(t, b0), len, x.data());
-        const float amax = simd::AbsMax(x.data(), len);
-        if (!std::isfinite(amax)) {
-          finite = false;
-          return;
-        }
-        // At least FLT_MIN: a scale that underflows would make its inverse infinite.
-        const float scale = amax > 0 ? std::max(amax / kFp8E4m3Max, FLT_MIN) : 1.0f;
-        std::memcpy(scales + 4 * (b0 / kBlock), &scale, 4);
-        simd::QuantizeE4m3(x.data(), len, 1.0f / scale, scale, codes + b0, t.dtype,
-                           quality != nullptr ? err.part(lo / kChunkElements) : nullptr);
+      if (!simd::QuantizeE4m3(t.dtype, t.bytes.data(), lo, hi, scales, codes,
+                              quality != nullptr ? err.part(lo / kChunkElements) : nullptr)) {
+        finite = false;
       }
     });
     if (!finite) return NonFinite(name());
@@ -179,17 +161,9 @@ class Fp8 final : public Codec {
                              std::span<uint8_t> out) const override {
     const size_t n = Elements(like), blocks = (n + kBlock - 1) / kBlock;
     if (payload.size() != 4 * blocks + n) return Damaged(name(), "wrong size");
-    const uint8_t* codes = payload.data() + 4 * blocks;
-    const size_t item = ItemSize(like.dtype);
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
-      std::array<float, kBlock> y;
-      for (size_t b0 = lo; b0 < hi; b0 += kBlock) {
-        const size_t len = std::min(hi - b0, kBlock);
-        float scale;
-        std::memcpy(&scale, payload.data() + 4 * (b0 / kBlock), 4);
-        simd::DequantizeE4m3(codes + b0, len, scale, y.data());
-        simd::Narrow(like.dtype, y.data(), len, out.data() + item * b0);
-      }
+      simd::DequantizeE4m3(payload.data() + 4 * blocks, lo, hi, payload.data(), like.dtype,
+                           out.data());
     });
     return absl::OkStatus();
   }
@@ -225,22 +199,26 @@ class Int8 final : public Codec {
     std::vector<float> col_max(by_column ? cols : 0, 0);
     absl::Mutex mu;
     std::atomic<bool> finite{true};
-    const size_t rows_per_chunk = std::max<size_t>(1, kChunkElements / run);
-    Chunks(runs, rows_per_chunk, [&](size_t r0, size_t r1) {
-      std::vector<float> local(col_max.size(), 0);
-      Tile x;
-      Segments(r0 * run, std::min(n, r1 * run), run, by_column ? cols : 0,
-               [&](size_t at, size_t len) {
-                 simd::Widen(t.dtype, ElementPtr(t, at), len, x.data());
-                 const float m = simd::AbsMax(x.data(), len);
-                 if (!std::isfinite(m)) finite = false;
-                 row_max[at / run] = std::max(row_max[at / run], m);
-                 if (by_column) simd::AbsMaxInto(x.data(), len, local.data() + at % cols);
-               });
-      if (!by_column) return;
-      absl::MutexLock lock(&mu);
-      for (size_t c = 0; c < cols; ++c) col_max[c] = std::max(col_max[c], local[c]);
-    });
+    // Maxima of each run of `period` elements into period_max (unless null) and, with
+    // `columns`, of each column of rows `period` long into col_max.
+    const auto take_maxima = [&](size_t period, float* period_max, bool columns) {
+      Chunks((n + period - 1) / period, std::max<size_t>(1, kChunkElements / period),
+             [&](size_t r0, size_t r1) {
+               const size_t count = std::min(n, r1 * period) - r0 * period;
+               std::vector<float> local(columns ? period : 0, 0);
+               std::vector<float> scratch(period_max == nullptr ? r1 - r0 : 0);
+               if (!simd::AbsMaxRuns(t.dtype, ElementPtr(t, r0 * period), count, period,
+                                     period_max != nullptr ? period_max + r0 : scratch.data(),
+                                     columns ? local.data() : nullptr)) {
+                 finite = false;
+               }
+               if (!columns) return;
+               absl::MutexLock lock(&mu);
+               for (size_t c = 0; c < period; ++c) col_max[c] = std::max(col_max[c], local[c]);
+             });
+    };
+    take_maxima(run, row_max.data(), by_column && cols == run);
+    if (by_column && cols != run) take_maxima(cols, nullptr, true);  // rows of another length
     if (!finite) return NonFinite(name());
     // Noise energy is proportional to the elements each scale covers times its square.
     double rows_noise = 0, cols_noise = 0;
@@ -253,23 +231,15 @@ class Int8 final : public Codec {
     const size_t base = out->size();
     out->resize(base + 4 * maxima.size() + n);
     std::vector<float> scales(maxima.size()), inverse(maxima.size());
-    for (size_t g = 0; g < maxima.size(); ++g) {
-      scales[g] = maxima[g] > 0 ? std::max(maxima[g] / 127.0f, FLT_MIN) : 1.0f;  // 1/scale finite
-      inverse[g] = 1.0f / scales[g];
-    }
+    simd::Int8ScalesOf(maxima.data(), maxima.size(), scales.data(), inverse.data());
     std::memcpy(out->data() + base, scales.data(), 4 * scales.size());
     int8_t* q = reinterpret_cast<int8_t*>(out->data() + base + 4 * maxima.size());
-    const size_t group = layout == kColumns ? cols : run;
+    const simd::Int8Scales s{scales.data(), inverse.data(), layout == kColumns ? cols : run,
+                             layout == kColumns};
     ErrorSum err(ChunkCount(n, kChunkElements));
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
-      Tile x;
-      Segments(lo, hi, group, 0, [&](size_t at, size_t len) {
-        // Columns: the scales of this segment's columns, one per element; rows: its row's.
-        const size_t g = layout == kColumns ? at % cols : at / run;
-        simd::Widen(t.dtype, ElementPtr(t, at), len, x.data());
-        simd::QuantizeInt8(x.data(), len, &inverse[g], &scales[g], layout == kColumns, q + at,
-                           t.dtype, quality != nullptr ? err.part(lo / kChunkElements) : nullptr);
-      });
+      simd::QuantizeInt8(t.dtype, t.bytes.data(), lo, hi, s, q,
+                         quality != nullptr ? err.part(lo / kChunkElements) : nullptr);
     });
     if (quality != nullptr) *quality = err.Total();
     return absl::OkStatus();
@@ -292,14 +262,9 @@ class Int8 final : public Codec {
     std::vector<float> scale(scales);
     std::memcpy(scale.data(), s.data(), 4 * scales);
     const int8_t* codes = reinterpret_cast<const int8_t*>(q.data());
-    const size_t item = ItemSize(like.dtype);
+    const simd::Int8Scales sc{scale.data(), nullptr, group, layout == kColumns};
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
-      Tile y;
-      Segments(lo, hi, group, 0, [&](size_t at, size_t len) {
-        const size_t g = layout == kColumns ? at % group : at / group;
-        simd::DequantizeInt8(codes + at, len, &scale[g], layout == kColumns, y.data());
-        simd::Narrow(like.dtype, y.data(), len, out.data() + item * at);
-      });
+      simd::DequantizeInt8(codes, lo, hi, sc, like.dtype, out.data());
     });
     return absl::OkStatus();
   }
@@ -345,7 +310,7 @@ class Int4 final : public Codec {
     std::atomic<bool> range_ok{true};
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {  // whole groups, even counts
       Tile x;
-      Segments(lo, hi, 0, 0, [&](size_t at, size_t len) {  // tiles are whole groups
+      Segments(lo, hi, [&](size_t at, size_t len) {  // tiles are whole groups
         simd::Widen(t.dtype, ElementPtr(t, at), len, x.data());
         for (size_t g0 = 0; g0 < len; g0 += kGroup) {
           const size_t g1 = std::min(len, g0 + kGroup);
@@ -381,7 +346,7 @@ class Int4 final : public Codec {
     const size_t item = ItemSize(like.dtype);
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
       Tile y;
-      Segments(lo, hi, 0, 0, [&](size_t at, size_t len) {  // whole groups
+      Segments(lo, hi, [&](size_t at, size_t len) {  // whole groups
         for (size_t g0 = 0; g0 < len; g0 += kGroup) {
           uint16_t min16, step16;
           const size_t group = (at + g0) / kGroup;

@@ -1,6 +1,7 @@
-// The element codecs' kernels, twice: portable C++ and AVX2 + F16C + FMA (functions compiled for
-// that target with GCC's target attribute and called only when the CPU has it). Lambdas are
-// avoided inside the AVX2 functions: they would not inherit the target.
+// The element codecs' kernels, three times: portable C++, AVX2 + F16C + FMA on float tiles, and
+// AVX-512 kernels that quantize straight from and to the tensor's dtype (functions compiled for
+// their target with GCC's target attribute and called only when the CPU has it). Lambdas are
+// avoided inside target functions: they would not inherit the target.
 #include "daemon/codec/simd.h"
 
 #include <cpuid.h>
@@ -9,15 +10,15 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 
 #include "daemon/codec/float.h"
+#include "daemon/codec/simd_kernels.h"
 
 namespace tensord::codec::simd {
 namespace {
-
-std::atomic<bool> force_portable{false};
 
 // AVX2, FMA and F16C, and an OS that saves the YMM registers (CPUID and XGETBV read directly:
 // not every compiler's __builtin_cpu_supports knows "f16c").
@@ -37,7 +38,24 @@ bool CpuHasAvx2() {
   return has;
 }
 
-bool UseAvx2() { return CpuHasAvx2() && !force_portable.load(std::memory_order_relaxed); }
+// AVX-512 F, DQ, BW, VL and BF16, and an OS that saves the opmask and ZMM registers.
+bool CpuHasAvx512() {
+  static const bool has = [] {
+    if (!CpuHasAvx2()) return false;
+    unsigned a, b, c, d;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0xe6) != 0xe6) return false;  // XMM, YMM, opmask, ZMM0-15 upper, ZMM16-31
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31);
+    if (!f || !dq || !bw || !vl) return false;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+    return (a & (1u << 5)) != 0;  // AVX512_BF16
+  }();
+  return has;
+}
+
+std::atomic<int> forced_isa{static_cast<int>(Isa::kAvx512)};
 
 // ---- portable ----
 
@@ -320,8 +338,6 @@ struct ErrorLanes {
 };
 
 inline constexpr size_t kFlushEvery = 256;  // vectors: 2048 elements, a tile
-// Below this a float sum of squares may hide terms that underflowed (2^-60, ~8.7e-19).
-inline constexpr float kSmallestTrusted = 0x1p-60f;
 
 TENSORD_AVX2 inline ErrorLanes NoError() {
   return {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -356,12 +372,7 @@ TENSORD_AVX2 inline bool Flush(ErrorLanes* lanes, Error* e) {
   const float max = HMax(lanes->max);  // this block's largest difference
   e->max = std::max(e->max, max);
   lanes->err2 = lanes->ref2 = _mm256_setzero_ps();
-  // A zero sum is not trusted either: every square may have underflowed (an all-zero block
-  // pays the double pass). Nor is a tiny error sum where a difference was not zero.
-  if (!std::isfinite(err2) || !std::isfinite(ref2) || ref2 < kSmallestTrusted ||
-      (err2 < kSmallestTrusted && max > 0)) {
-    return false;
-  }
+  if (!TrustedSums(err2, ref2, max)) return false;
   e->err2 += err2;
   e->ref2 += ref2;
   return true;
@@ -512,54 +523,220 @@ TENSORD_AVX2 void AddError(const float* x, const float* y, size_t n, Error* e) {
 
 }  // namespace avx2
 
+// ---- the quantizers on float tiles (portable and AVX2) ----
+
+// The float-tile kernels of one build.
+struct TileKernels {
+  void (*widen)(DType, const uint8_t*, size_t, float*);
+  void (*narrow)(DType, const float*, size_t, uint8_t*);
+  float (*abs_max)(const float*, size_t);
+  void (*abs_max_into)(const float*, size_t, float*);
+  void (*quantize_int8)(const float*, size_t, const float*, const float*, bool, int8_t*, DType,
+                        Error*);
+  void (*dequantize_int8)(const int8_t*, size_t, const float*, bool, float*);
+  void (*quantize_e4m3)(const float*, size_t, float, float, uint8_t*, DType, Error*);
+  void (*dequantize_e4m3)(const uint8_t*, size_t, float, float*);
+};
+
+constexpr TileKernels kPortableTiles{portable::Widen,        portable::Narrow,
+                                     portable::AbsMax,       portable::AbsMaxInto,
+                                     portable::QuantizeInt8, portable::DequantizeInt8,
+                                     portable::QuantizeE4m3, portable::DequantizeE4m3};
+constexpr TileKernels kAvx2Tiles{avx2::Widen,        avx2::Narrow,        avx2::AbsMax,
+                                 avx2::AbsMaxInto,   avx2::QuantizeInt8,  avx2::DequantizeInt8,
+                                 avx2::QuantizeE4m3, avx2::DequantizeE4m3};
+
+namespace tiled {
+
+bool AbsMaxRuns(const TileKernels& k, DType d, const uint8_t* src, size_t n, size_t run,
+                float* run_max, float* col_max) {
+  const size_t item = ItemSize(d);
+  float x[kTile];
+  bool finite = true;
+  for (size_t r0 = 0; r0 < n; r0 += run) {
+    const size_t end = std::min(n, r0 + run);
+    float m = 0;
+    for (size_t at = r0; at < end; at += kTile) {
+      const size_t len = std::min(end - at, kTile);
+      k.widen(d, src + item * at, len, x);
+      const float a = k.abs_max(x, len);
+      finite = finite && std::isfinite(a);
+      m = std::max(m, a);
+      if (col_max != nullptr) k.abs_max_into(x, len, col_max + (at - r0));
+    }
+    run_max[r0 / run] = m;
+  }
+  return finite;
+}
+
+// The length of the segment at `at`: up to hi, a tile, and the end of its group.
+size_t SegmentLength(size_t at, size_t hi, const Int8Scales& s) {
+  return std::min({hi - at, kTile, s.group - at % s.group});
+}
+
+void QuantizeInt8(const TileKernels& k, DType d, const uint8_t* src, size_t lo, size_t hi,
+                  const Int8Scales& s, int8_t* q, Error* err) {
+  const size_t item = ItemSize(d);
+  float x[kTile];
+  for (size_t at = lo, len; at < hi; at += len) {
+    len = SegmentLength(at, hi, s);
+    const size_t g = s.Index(at);
+    k.widen(d, src + item * at, len, x);
+    k.quantize_int8(x, len, s.inv + g, s.scale + g, s.columns, q + at, d, err);
+  }
+}
+
+void DequantizeInt8(const TileKernels& k, const int8_t* q, size_t lo, size_t hi,
+                    const Int8Scales& s, DType d, uint8_t* dst) {
+  const size_t item = ItemSize(d);
+  float y[kTile];
+  for (size_t at = lo, len; at < hi; at += len) {
+    len = SegmentLength(at, hi, s);
+    k.dequantize_int8(q + at, len, s.scale + s.Index(at), s.columns, y);
+    k.narrow(d, y, len, dst + item * at);
+  }
+}
+
+float BlockScale(const uint8_t* scales, size_t b0) {
+  float scale;
+  std::memcpy(&scale, scales + 4 * (b0 / kFp8Block), 4);
+  return scale;
+}
+
+bool QuantizeE4m3(const TileKernels& k, DType d, const uint8_t* src, size_t lo, size_t hi,
+                  uint8_t* scales, uint8_t* q, Error* err) {
+  const size_t item = ItemSize(d);
+  float x[kFp8Block];
+  for (size_t b0 = lo; b0 < hi; b0 += kFp8Block) {
+    const size_t len = std::min(hi - b0, kFp8Block);
+    k.widen(d, src + item * b0, len, x);
+    const float amax = k.abs_max(x, len);
+    if (!std::isfinite(amax)) return false;
+    const float scale = Fp8Scale(amax);
+    std::memcpy(scales + 4 * (b0 / kFp8Block), &scale, 4);
+    k.quantize_e4m3(x, len, 1.0f / scale, scale, q + b0, d, err);
+  }
+  return true;
+}
+
+void DequantizeE4m3(const TileKernels& k, const uint8_t* q, size_t lo, size_t hi,
+                    const uint8_t* scales, DType d, uint8_t* dst) {
+  const size_t item = ItemSize(d);
+  float y[kFp8Block];
+  for (size_t b0 = lo; b0 < hi; b0 += kFp8Block) {
+    const size_t len = std::min(hi - b0, kFp8Block);
+    k.dequantize_e4m3(q + b0, len, BlockScale(scales, b0), y);
+    k.narrow(d, y, len, dst + item * b0);
+  }
+}
+
+}  // namespace tiled
+
 }  // namespace
 
-bool Vectorized() { return UseAvx2(); }
-void ForcePortable(bool portable) { force_portable = portable; }
+namespace exact {
 
-void Widen(DType d, const uint8_t* src, size_t n, float* dst) {
-  UseAvx2() ? avx2::Widen(d, src, n, dst) : portable::Widen(d, src, n, dst);
+// The error terms of [lo, hi) in double, from the codes already written: a block whose float
+// lanes could not be trusted (the AVX-512 kernels' counterpart of the AVX2 redo).
+void AddInt8Error(DType d, const uint8_t* src, size_t lo, size_t hi, const Int8Scales& s,
+                  const int8_t* q, Error* err) {
+  const size_t item = ItemSize(d);
+  for (size_t i = lo; i < hi; ++i) {
+    float x;
+    portable::Widen(d, src + item * i, 1, &x);
+    portable::AddRoundedError(d, &x, float(q[i]) * s.scale[s.Index(i)], err);
+  }
 }
 
-void Narrow(DType d, const float* src, size_t n, uint8_t* dst) {
-  UseAvx2() ? avx2::Narrow(d, src, n, dst) : portable::Narrow(d, src, n, dst);
+void AddE4m3Error(DType d, const uint8_t* src, size_t lo, size_t hi, const uint8_t* scales,
+                  const uint8_t* q, Error* err) {
+  const size_t item = ItemSize(d);
+  for (size_t i = lo; i < hi; ++i) {
+    float x;
+    portable::Widen(d, src + item * i, 1, &x);
+    portable::AddRoundedError(d, &x, E4m3ToFloat(q[i]) * tiled::BlockScale(scales, i), err);
+  }
 }
+
+}  // namespace exact
+
+Isa BestIsa() { return CpuHasAvx512() ? Isa::kAvx512 : CpuHasAvx2() ? Isa::kAvx2 : Isa::kPortable; }
+
+Isa ActiveIsa() {
+  return static_cast<Isa>(
+      std::min(static_cast<int>(BestIsa()), forced_isa.load(std::memory_order_relaxed)));
+}
+
+void ForceIsa(Isa isa) { forced_isa = static_cast<int>(isa); }
+
+const char* IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kPortable:
+      return "portable";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+  }
+  return "unknown";
+}
+
+namespace {
+bool Avx2Up() { return ActiveIsa() >= Isa::kAvx2; }
+const TileKernels& Tiles() { return Avx2Up() ? kAvx2Tiles : kPortableTiles; }
+bool Avx512() { return ActiveIsa() == Isa::kAvx512; }
+}  // namespace
+
+void Widen(DType d, const uint8_t* src, size_t n, float* dst) { Tiles().widen(d, src, n, dst); }
+
+void Narrow(DType d, const float* src, size_t n, uint8_t* dst) { Tiles().narrow(d, src, n, dst); }
 
 Stats Measure(const float* x, size_t n) {
-  return UseAvx2() ? avx2::Measure(x, n) : portable::Measure(x, n);
+  return Avx2Up() ? avx2::Measure(x, n) : portable::Measure(x, n);
 }
 
-float AbsMax(const float* x, size_t n) {
-  return UseAvx2() ? avx2::AbsMax(x, n) : portable::AbsMax(x, n);
-}
-
-void AbsMaxInto(const float* x, size_t n, float* acc) {
-  UseAvx2() ? avx2::AbsMaxInto(x, n, acc) : portable::AbsMaxInto(x, n, acc);
-}
-
-void QuantizeInt8(const float* x, size_t n, const float* inv, const float* scale, bool per_element,
-                  int8_t* q, DType d, Error* err) {
-  UseAvx2() ? avx2::QuantizeInt8(x, n, inv, scale, per_element, q, d, err)
-            : portable::QuantizeInt8(x, n, inv, scale, per_element, q, d, err);
-}
-
-void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_element, float* y) {
-  UseAvx2() ? avx2::DequantizeInt8(q, n, scale, per_element, y)
-            : portable::DequantizeInt8(q, n, scale, per_element, y);
-}
-
-void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q, DType d,
-                  Error* err) {
-  UseAvx2() ? avx2::QuantizeE4m3(x, n, inv, scale, q, d, err)
-            : portable::QuantizeE4m3(x, n, inv, scale, q, d, err);
-}
-
-void DequantizeE4m3(const uint8_t* q, size_t n, float scale, float* y) {
-  UseAvx2() ? avx2::DequantizeE4m3(q, n, scale, y) : portable::DequantizeE4m3(q, n, scale, y);
-}
+float AbsMax(const float* x, size_t n) { return Tiles().abs_max(x, n); }
 
 void AddError(const float* x, const float* y, size_t n, Error* e) {
-  UseAvx2() ? avx2::AddError(x, y, n, e) : portable::AddError(x, y, n, e);
+  Avx2Up() ? avx2::AddError(x, y, n, e) : portable::AddError(x, y, n, e);
+}
+
+bool AbsMaxRuns(DType d, const uint8_t* src, size_t n, size_t run, float* run_max, float* col_max) {
+  if (n == 0) return true;
+  if (Avx512()) return avx512::AbsMaxRuns(d, src, n, run, run_max, col_max);
+  return tiled::AbsMaxRuns(Tiles(), d, src, n, run, run_max, col_max);
+}
+
+void Int8ScalesOf(const float* maxima, size_t n, float* scale, float* inv) {
+  if (Avx512()) return avx512::Int8ScalesOf(maxima, n, scale, inv);
+  for (size_t g = 0; g < n; ++g) {
+    scale[g] = maxima[g] > 0 ? std::max(maxima[g] / 127.0f, FLT_MIN) : 1.0f;
+    inv[g] = 1.0f / scale[g];
+  }
+}
+
+void QuantizeInt8(DType d, const uint8_t* src, size_t lo, size_t hi, const Int8Scales& s, int8_t* q,
+                  Error* err) {
+  if (Avx512()) return avx512::QuantizeInt8(d, src, lo, hi, s, q, err);
+  tiled::QuantizeInt8(Tiles(), d, src, lo, hi, s, q, err);
+}
+
+void DequantizeInt8(const int8_t* q, size_t lo, size_t hi, const Int8Scales& s, DType d,
+                    uint8_t* dst) {
+  if (Avx512()) return avx512::DequantizeInt8(q, lo, hi, s, d, dst);
+  tiled::DequantizeInt8(Tiles(), q, lo, hi, s, d, dst);
+}
+
+bool QuantizeE4m3(DType d, const uint8_t* src, size_t lo, size_t hi, uint8_t* scales, uint8_t* q,
+                  Error* err) {
+  if (Avx512()) return avx512::QuantizeE4m3(d, src, lo, hi, scales, q, err);
+  return tiled::QuantizeE4m3(Tiles(), d, src, lo, hi, scales, q, err);
+}
+
+void DequantizeE4m3(const uint8_t* q, size_t lo, size_t hi, const uint8_t* scales, DType d,
+                    uint8_t* dst) {
+  if (Avx512()) return avx512::DequantizeE4m3(q, lo, hi, scales, d, dst);
+  tiled::DequantizeE4m3(Tiles(), q, lo, hi, scales, d, dst);
 }
 
 }  // namespace tensord::codec::simd

@@ -1,10 +1,11 @@
-// Vector kernels of the element codecs: they work on runs of float32 values (a tile of a tensor
-// widened from its dtype), so each codec's loop is written once and runs as AVX2 + F16C code on
-// CPUs that have it (chosen at run time: Debian builds for baseline x86-64) and as plain C++
-// elsewhere. Codes and values are identical on both paths (round to nearest even everywhere;
-// simd.cc is built without floating-point contraction); sums agree to rounding.
+// Vector kernels of the element codecs, in three builds chosen at run time (Debian builds for
+// baseline x86-64): plain C++; AVX2 + F16C + FMA, which work on runs of float32 values (a tile
+// of a tensor widened from its dtype); and AVX-512 (F, BW, VL, DQ, BF16), whose quantizers read
+// and write the tensor's own dtype in one pass (no float tile in between). Codes and values are
+// identical on all paths (round to nearest even everywhere; simd.cc is built without
+// floating-point contraction); error sums agree to rounding.
 //
-// Inputs to the quantizers are finite (the codecs check first); stateless and thread-safe.
+// Stateless and thread-safe.
 #pragma once
 
 #include <cstddef>
@@ -17,10 +18,15 @@ namespace tensord::codec::simd {
 // Elements per tile: the float buffers a codec keeps on its stack.
 inline constexpr size_t kTile = 2048;
 
-// Whether the AVX2 + F16C + FMA kernels run (false: the portable ones).
-bool Vectorized();
-// Forces the portable kernels (tests comparing both paths); false restores the CPU's choice.
-void ForcePortable(bool portable);
+// The kernels a CPU can run, slowest first.
+enum class Isa { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
+// The best this CPU (and OS) runs.
+Isa BestIsa();
+// The kernels in use: the best, or less where a test forced it.
+Isa ActiveIsa();
+// Runs at most `isa` (tests comparing paths); ForceIsa(BestIsa()) restores.
+void ForceIsa(Isa isa);
+const char* IsaName(Isa isa);
 
 // dst[i] = src element i (float32, float16 or bfloat16) as float.
 void Widen(DType d, const uint8_t* src, size_t n, float* dst);
@@ -39,9 +45,6 @@ struct Stats {
 Stats Measure(const float* x, size_t n);
 // Returns max |x| of a run; +Inf when a value is Inf or NaN.
 float AbsMax(const float* x, size_t n);
-// acc[i] = max(acc[i], |x[i]|).
-void AbsMaxInto(const float* x, size_t n, float* acc);
-
 // The round trip's error terms: sum (x-y)^2, sum x^2, max |x-y|, added to the totals.
 struct Error {
   double err2 = 0, ref2 = 0;
@@ -54,17 +57,50 @@ struct Error {
 };
 void AddError(const float* x, const float* y, size_t n, Error* e);
 
-// INT8: q[i] = clamp(round(x[i] * inv), -127, 127), with inv and scale one per element
-// (per_element) or one for the run. With `err`, also adds the round trip's error terms against
-// y[i] = q[i] * scale stored in dtype d (what Decode writes), in the same pass.
-void QuantizeInt8(const float* x, size_t n, const float* inv, const float* scale, bool per_element,
-                  int8_t* q, DType d, Error* err);
-void DequantizeInt8(const int8_t* q, size_t n, const float* scale, bool per_element, float* y);
+// ---- the quantizers, on a tensor's bytes (float32, float16 or bfloat16) ----
 
-// FP8 E4M3 (OCP "fn": bias 7, max 448, saturating): q[i] = e4m3(x[i] * inv); `err` as above
-// with y[i] = value(q[i]) * scale.
-void QuantizeE4m3(const float* x, size_t n, float inv, float scale, uint8_t* q, DType d,
+// Maximum |x| of each run of `run` elements of src[0, n) into run_max[k] (the last run may be
+// short), and, where col_max is given, of each column (element i in column i % run) folded into
+// col_max[0, run). False when a value is Inf or NaN (the maxima are then meaningless).
+bool AbsMaxRuns(DType d, const uint8_t* src, size_t n, size_t run, float* run_max, float* col_max);
+
+// INT8 scales of group maxima: scale = max(m / 127, FLT_MIN) (1 where m is 0: its inverse must
+// be finite), inv = 1 / scale.
+void Int8ScalesOf(const float* maxima, size_t n, float* scale, float* inv);
+
+// INT8 scales: one per run of `group` elements (rows), or one per column of rows `group` long
+// (columns); `inv` holds their inverses.
+struct Int8Scales {
+  const float* scale;
+  const float* inv;
+  size_t group;
+  bool columns;
+  size_t Index(size_t i) const { return columns ? i % group : i / group; }
+};
+// q[i] = clamp(round(x[i] * inv), -127, 127) for elements [lo, hi) of src (which, like q,
+// starts at the tensor's element 0); values must be finite. With `err`, also adds the round
+// trip's error terms against y[i] = q[i] * scale stored in d (what DequantizeInt8 writes).
+void QuantizeInt8(DType d, const uint8_t* src, size_t lo, size_t hi, const Int8Scales& s, int8_t* q,
                   Error* err);
-void DequantizeE4m3(const uint8_t* q, size_t n, float scale, float* y);
+// dst element i (dtype d) = q[i] * scale, for [lo, hi).
+void DequantizeInt8(const int8_t* q, size_t lo, size_t hi, const Int8Scales& s, DType d,
+                    uint8_t* dst);
+
+// FP8 E4M3 (OCP "fn": bias 7, max 448, saturating) with a float32 scale per block of
+// kFp8Block elements: max |x| of the block maps to 448 (Fp8Scale), q[i] = e4m3(x[i] / scale).
+inline constexpr size_t kFp8Block = 256;
+inline float Fp8Scale(float amax) {
+  // At least FLT_MIN (2^-126): a scale that underflows would make its inverse infinite.
+  return amax > 0 ? (amax / 448.0f < 0x1p-126f ? 0x1p-126f : amax / 448.0f) : 1.0f;
+}
+// Encodes elements [lo, hi) of src (lo a multiple of kFp8Block), writing the blocks' scales
+// (float32, unaligned) at scales + 4 * (block index) and codes at q[lo, hi); `err` as for INT8.
+// False when a value is Inf or NaN (the output is then incomplete).
+bool QuantizeE4m3(DType d, const uint8_t* src, size_t lo, size_t hi, uint8_t* scales, uint8_t* q,
+                  Error* err);
+// dst element i (dtype d) = value(q[i]) * its block's scale, for [lo, hi) (lo a multiple of
+// kFp8Block).
+void DequantizeE4m3(const uint8_t* q, size_t lo, size_t hi, const uint8_t* scales, DType d,
+                    uint8_t* dst);
 
 }  // namespace tensord::codec::simd

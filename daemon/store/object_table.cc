@@ -1,7 +1,7 @@
 // The object table's bookkeeping.
 #include "daemon/store/object_table.h"
 
-#include <xxhash.h>
+#include <xxh_x86dispatch.h>  // XXH3 with the AVX2 / AVX-512 code this CPU has
 
 #include "absl/strings/str_cat.h"
 

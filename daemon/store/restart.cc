@@ -2,7 +2,7 @@
 // tensor's copies is recorded (Persist) before its old range can be reused; at start the table
 // is rebuilt from the index (Restore), and the restored tensors' bytes are checked in the
 // background or by the first Get that needs them (VerifyRestored, VerifyNow).
-#include <xxhash.h>
+#include <xxh_x86dispatch.h>  // XXH3 with the AVX2 / AVX-512 code this CPU has
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"

@@ -3,7 +3,7 @@
 // goes to the executor (lift.cc, migration.cc), and freed memory to the scrubber (copies.cc).
 #include "daemon/store/store.h"
 
-#include <xxhash.h>
+#include <xxh_x86dispatch.h>  // XXH3 with the AVX2 / AVX-512 code this CPU has
 
 #include <algorithm>
 

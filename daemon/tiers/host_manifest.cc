@@ -2,7 +2,7 @@
 // trailer at the end of each segment that ties it to that manifest, and taking them over.
 #include <fcntl.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include <xxh_x86dispatch.h>  // XXH3 with the AVX2 / AVX-512 code this CPU has
 
 #include <cstring>
 #include <filesystem>

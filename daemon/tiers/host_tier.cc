@@ -1,7 +1,7 @@
 // Host tier construction: pool classes laid out as shared-memory segments.
 #include "daemon/tiers/host_tier.h"
 
-#include <xxhash.h>
+#include <xxh_x86dispatch.h>  // XXH3 with the AVX2 / AVX-512 code this CPU has
 
 #include <algorithm>
 #include <cstdlib>

@@ -2,7 +2,7 @@
 // degradation with a probe that brings the tier back (see remote_tier.h for the layout).
 #include "daemon/tiers/remote_tier.h"
 
-#include <xxhash.h>
+#include <xxh_x86dispatch.h>  // XXH3 with the AVX2 / AVX-512 code this CPU has
 
 #include <chrono>
 #include <cstring>

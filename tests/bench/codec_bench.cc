@@ -8,6 +8,7 @@
 //
 //   PYTHONPATH=build/python /usr/bin/python3 tests/bench/codec_data.py /tmp/codec_data
 //   build/tests/bench/codec_bench --data /tmp/codec_data [--reps 5] [--csv out.csv]
+//                                 [--codecs int8,fp8_e4m3,auto]
 //
 // Without --data it synthesizes stand-ins (Gaussian KV blocks with per-channel spread, N(0,0.02)
 // weights, a half-zero activation) and says so. Medians of --reps runs; GB/s of the tensor's
@@ -25,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "daemon/codec/codec.h"
 #include "daemon/codec/float.h"
 #include "daemon/codec/parallel.h"
@@ -156,7 +158,8 @@ Row Auto(const Sample& s, const codec::Policy& p, const std::string& label, int 
   if (!e.ok()) Die(std::string(e.status().message()));
   row.ratio = double(s.bytes.size()) / double(e->stored_bytes);
   row.rel_rmse = e->quality.rel_rmse;
-  row.note = absl::StrCat("chose ", codec::CodecName(e->codec), e->over_budget ? " (over budget)" : "");
+  row.note =
+      absl::StrCat("chose ", codec::CodecName(e->codec), e->over_budget ? " (over budget)" : "");
   const double gb = double(s.bytes.size()) / 1e9;
   for (int threads : {1, 0}) {
     codec::SetCodecThreads(threads);
@@ -172,6 +175,7 @@ Row Auto(const Sample& s, const codec::Policy& p, const std::string& label, int 
 int main(int argc, char** argv) {
   using namespace tensord;
   std::string data, csv;
+  std::vector<std::string> only;  // --codecs: these codecs ("auto": the automatic rows) alone
   int reps = 5;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
@@ -183,6 +187,8 @@ int main(int argc, char** argv) {
       data = value();
     } else if (flag == "--csv") {
       csv = value();
+    } else if (flag == "--codecs") {
+      only = absl::StrSplit(value(), ',');
     } else if (flag == "--reps") {
       reps = std::max(1, std::atoi(value().c_str()));
     } else {
@@ -203,18 +209,26 @@ int main(int argc, char** argv) {
     std::printf("## %s: %s %s, %.1f MiB (memcpy %.2f GB/s)\n\n", s.name.c_str(),
                 std::string(DTypeName(s.dtype)).c_str(), absl::StrJoin(s.shape, "x").c_str(),
                 double(s.bytes.size()) / (1 << 20), memcpy_gbps);
-    std::printf("| codec | ratio | rel RMSE | max abs err | enc GB/s 1T | dec GB/s 1T | enc GB/s %dT "
-                "| dec GB/s %dT | enc/memcpy | dec/memcpy | note |\n",
-                all, all);
+    std::printf(
+        "| codec | ratio | rel RMSE | max abs err | enc GB/s 1T | dec GB/s 1T | enc GB/s %dT "
+        "| dec GB/s %dT | enc/memcpy | dec/memcpy | note |\n",
+        all, all);
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     std::vector<Row> these;
+    const auto wanted = [&](const std::string& name) {
+      return only.empty() || std::find(only.begin(), only.end(), name) != only.end();
+    };
     for (const codec::Codec* c : codec::AllCodecs()) {
-      if (c->id() == codec::CodecId::kNone || !c->Accepts(s.ref())) continue;
+      if (c->id() == codec::CodecId::kNone || !c->Accepts(s.ref()) || !wanted(c->name())) continue;
       these.push_back(Measure(s, *c, 0.01, reps, memcpy_gbps));
     }
-    these.push_back(Auto(s, {codec::Compression::kLossless}, "auto lossless", reps, memcpy_gbps));
-    these.push_back(Auto(s, {codec::Compression::kLossy, 0.01}, "auto lossy 1%", reps, memcpy_gbps));
-    these.push_back(Auto(s, {codec::Compression::kLossy, 0.05}, "auto lossy 5%", reps, memcpy_gbps));
+    if (wanted("auto")) {
+      these.push_back(Auto(s, {codec::Compression::kLossless}, "auto lossless", reps, memcpy_gbps));
+      these.push_back(
+          Auto(s, {codec::Compression::kLossy, 0.01}, "auto lossy 1%", reps, memcpy_gbps));
+      these.push_back(
+          Auto(s, {codec::Compression::kLossy, 0.05}, "auto lossy 5%", reps, memcpy_gbps));
+    }
     for (const Row& r : these) {
       if (!r.applies) {
         std::printf("| %s | - | - | - | - | - | - | - | - | - | %s |\n", r.codec.c_str(),

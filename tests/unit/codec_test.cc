@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "daemon/codec/float.h"
@@ -208,104 +209,183 @@ TEST(Codec, LossyCodecsStayWithinTheirKnownErrorAndReportIt) {
   EXPECT_EQ(Named("int8").Encode(nan.ref()).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
-// The vector kernels (AVX2 + F16C where the CPU has them) give the very bits the portable ones
-// give: every half and bfloat16 value, E4M3 codes over the whole range, INT8 and the encodings
-// of whole tensors.
+// The builds of the kernels this CPU runs beyond the portable one (AVX2, AVX-512).
+std::vector<simd::Isa> VectorIsas() {
+  std::vector<simd::Isa> isas;
+  for (simd::Isa isa : {simd::Isa::kAvx2, simd::Isa::kAvx512}) {
+    if (isa <= simd::BestIsa()) isas.push_back(isa);
+  }
+  return isas;
+}
+
+// Restores the CPU's best kernels when a test that forced others ends.
+struct RestoreIsa {
+  ~RestoreIsa() { simd::ForceIsa(simd::BestIsa()); }
+};
+
+std::span<const uint8_t> AsBytes(const std::vector<float>& v) {
+  return {reinterpret_cast<const uint8_t*>(v.data()), 4 * v.size()};
+}
+
+// The vector kernels (AVX2 + F16C, AVX-512 where the CPU has them) give the very bits the
+// portable ones give: every half and bfloat16 value, E4M3 codes over the whole range with ties,
+// INT8 by rows and by columns with short tails, their decodings into every dtype, and the
+// encodings of whole tensors (tiny ones too, where AVX-512 must not flush bfloat16 denormals).
 TEST(Simd, VectorAndPortableKernelsAgreeBitForBit) {
-  if (!simd::Vectorized())
+  if (VectorIsas().empty()) {
     GTEST_SKIP() << "this CPU has no AVX2 + F16C: only the portable kernels run";
-  struct Restore {
-    ~Restore() { simd::ForcePortable(false); }
-  } restore;
+  }
+  RestoreIsa restore;
   // Every 16-bit pattern, widened and narrowed back, both formats.
   std::vector<uint16_t> all(65536);
   for (uint32_t h = 0; h < 65536; ++h) all[h] = uint16_t(h);
+  const auto round_trip = [&](simd::Isa isa, DType d, std::vector<float>* wide,
+                              std::vector<uint16_t>* narrow) {
+    simd::ForceIsa(isa);
+    wide->resize(all.size());
+    simd::Widen(d, reinterpret_cast<const uint8_t*>(all.data()), all.size(), wide->data());
+    narrow->resize(all.size());
+    simd::Narrow(d, wide->data(), all.size(), reinterpret_cast<uint8_t*>(narrow->data()));
+  };
   for (DType d : {DType::kFloat16, DType::kBFloat16}) {
-    std::vector<float> wide[2];
-    std::vector<uint16_t> narrow[2];
-    for (int portable = 0; portable < 2; ++portable) {
-      simd::ForcePortable(portable == 1);
-      wide[portable].resize(all.size());
-      simd::Widen(d, reinterpret_cast<const uint8_t*>(all.data()), all.size(),
-                  wide[portable].data());
-      narrow[portable].resize(all.size());
-      simd::Narrow(d, wide[portable].data(), all.size(),
-                   reinterpret_cast<uint8_t*>(narrow[portable].data()));
-    }
-    // NaN stays NaN on both paths (F16C quiets a signalling NaN's payload); the rest bit-exact.
-    for (size_t h = 0; h < all.size(); ++h) {
-      const float a = wide[0][h], b = wide[1][h];
-      if (std::isnan(a) || std::isnan(b)) {
-        ASSERT_TRUE(std::isnan(a) && std::isnan(b)) << DTypeName(d) << " " << h;
-        continue;
+    std::vector<float> ref_wide, wide;
+    std::vector<uint16_t> ref_narrow, narrow;
+    round_trip(simd::Isa::kPortable, d, &ref_wide, &ref_narrow);
+    for (simd::Isa isa : VectorIsas()) {
+      round_trip(isa, d, &wide, &narrow);
+      // NaN stays NaN on both paths (F16C quiets a signalling NaN's payload); the rest exact.
+      for (size_t h = 0; h < all.size(); ++h) {
+        const float a = wide[h], b = ref_wide[h];
+        if (std::isnan(a) || std::isnan(b)) {
+          ASSERT_TRUE(std::isnan(a) && std::isnan(b)) << DTypeName(d) << " " << h;
+          continue;
+        }
+        ASSERT_EQ(std::bit_cast<uint32_t>(a), std::bit_cast<uint32_t>(b))
+            << simd::IsaName(isa) << " " << DTypeName(d) << " " << h;
+        ASSERT_EQ(narrow[h], ref_narrow[h])
+            << simd::IsaName(isa) << " " << DTypeName(d) << " " << h;
       }
-      ASSERT_EQ(std::bit_cast<uint32_t>(a), std::bit_cast<uint32_t>(b)) << DTypeName(d) << " " << h;
-      ASSERT_EQ(narrow[0][h], narrow[1][h]) << DTypeName(d) << " " << h;
     }
   }
-  // Floats across every binade (denormals of the narrow formats, ties, overflow), quantized.
+  // Floats across every binade E4M3 holds (denormals, ties, saturation at 448), in blocks
+  // whose max |x| is 448 so that their scale is exactly 1; the tensor ends in a short block.
   std::vector<float> x;
+  const auto add = [&](float v) {
+    if (x.size() % simd::kFp8Block == 0) x.push_back(x.size() % 512 ? -448.0f : 448.0f);
+    x.push_back(std::clamp(v, -440.0f, 440.0f));
+  };
   std::mt19937 rng(7);
-  for (int e = -30; e <= 20; ++e) {
+  for (int e = -14; e <= 9; ++e) {
     for (int k = 0; k < 64; ++k) {
       const float m = 1 + float(rng() % 4096) / 4096;
-      x.push_back(std::ldexp(k % 2 ? -m : m, e));
-      x.push_back(std::ldexp(1 + float(k) / 8 + 1.0f / 16, e));  // E4M3 ties
+      add(std::ldexp(k % 2 ? -m : m, e));
+      add(std::ldexp(1 + float(k % 8) / 8 + 1.0f / 16, e));  // ties
     }
   }
-  x.resize(x.size() / 8 * 8 - 3);  // a tail the vector loop leaves to the portable one
-  std::vector<uint8_t> half[2], e4m3[2];
-  std::vector<int8_t> i8[2];
-  simd::Error ee[2], ei[2];
-  const std::vector<float> inv(x.size(), 0.37f), scale(x.size(), 1 / 0.37f);
-  for (int portable = 0; portable < 2; ++portable) {
-    simd::ForcePortable(portable == 1);
-    half[portable].resize(2 * x.size());
-    simd::Narrow(DType::kFloat16, x.data(), x.size(), half[portable].data());
-    e4m3[portable].resize(x.size());
-    simd::QuantizeE4m3(x.data(), x.size(), 1 / 64.0f, 64.0f, e4m3[portable].data(), DType::kFloat16,
-                       &ee[portable]);
-    std::vector<float> small(x.size());
-    for (size_t i = 0; i < x.size(); ++i) small[i] = std::clamp(x[i], -300.0f, 300.0f);
-    i8[portable].resize(x.size());
-    simd::QuantizeInt8(small.data(), x.size(), inv.data(), scale.data(), true, i8[portable].data(),
-                       DType::kBFloat16, &ei[portable]);
-  }
-  EXPECT_EQ(half[0], half[1]);
-  EXPECT_EQ(e4m3[0], e4m3[1]);
-  EXPECT_EQ(i8[0], i8[1]);
-  // The error terms: float lanes against double sums, equal to rounding.
-  for (const simd::Error* e : {ee, ei}) {
-    EXPECT_NEAR(e[0].err2, e[1].err2, 1e-5 * e[1].err2);
-    EXPECT_NEAR(e[0].ref2, e[1].ref2, 1e-5 * e[1].ref2);
-    EXPECT_EQ(e[0].max, e[1].max);
-  }
-  // Decoding: identical values.
-  std::vector<float> de[2], di[2];
-  for (int portable = 0; portable < 2; ++portable) {
-    simd::ForcePortable(portable == 1);
-    de[portable].resize(x.size());
-    simd::DequantizeE4m3(e4m3[0].data(), x.size(), 64.0f, de[portable].data());
-    di[portable].resize(x.size());
-    simd::DequantizeInt8(i8[0].data(), x.size(), scale.data(), true, di[portable].data());
-  }
-  EXPECT_EQ(0, std::memcmp(de[0].data(), de[1].data(), 4 * x.size()));
-  EXPECT_EQ(0, std::memcmp(di[0].data(), di[1].data(), 4 * x.size()));
-  // Whole encodings.
-  const std::vector<float> kv = KvBlock(96, 8, 11);
-  for (const char* name : {"fp8_e4m3", "int8", "fp16", "bf16"}) {
+  x.resize(x.size() - 37);
+  // INT8: values within range of a fixed scale, by columns (48 wide: vectors and a tail of 16)
+  // and by rows of 100 (a tail of 4).
+  constexpr size_t kCols = 48, kRow = 100;
+  std::vector<float> small(x.size() / kCols * kCols);
+  for (size_t i = 0; i < small.size(); ++i) small[i] = std::clamp(x[i], -300.0f, 300.0f);
+  const std::vector<float> inv(small.size(), 0.37f), scale(small.size(), 1 / 0.37f);
+  const simd::Int8Scales by_cols{scale.data(), inv.data(), kCols, true};
+  const simd::Int8Scales by_rows{scale.data(), inv.data(), kRow, false};
+  struct Out {
+    std::vector<uint8_t> e4m3, e4m3_scales;
+    std::vector<int8_t> cols, rows;
+    simd::Error ee, ec, er;
+  };
+  const auto quantize = [&](simd::Isa isa, Out* o) {
+    simd::ForceIsa(isa);
+    o->e4m3.resize(x.size());
+    o->e4m3_scales.resize(4 * ((x.size() + simd::kFp8Block - 1) / simd::kFp8Block));
+    ASSERT_TRUE(simd::QuantizeE4m3(DType::kFloat32, AsBytes(x).data(), 0, x.size(),
+                                   o->e4m3_scales.data(), o->e4m3.data(), &o->ee));
+    o->cols.resize(small.size());
+    o->rows.resize(small.size());
+    // In two calls, the second starting inside a row and a column group.
+    const size_t half = small.size() / 2 + 7;
+    for (auto [lo, hi] : {std::pair<size_t, size_t>{0, half}, {half, small.size()}}) {
+      simd::QuantizeInt8(DType::kFloat32, AsBytes(small).data(), lo, hi, by_cols, o->cols.data(),
+                         &o->ec);
+      simd::QuantizeInt8(DType::kFloat32, AsBytes(small).data(), lo, hi, by_rows, o->rows.data(),
+                         &o->er);
+    }
+  };
+  Out ref;
+  quantize(simd::Isa::kPortable, &ref);
+  float first_scale;
+  std::memcpy(&first_scale, ref.e4m3_scales.data(), 4);
+  ASSERT_EQ(first_scale, 1.0f)
+      << "a block of max 448 has scale 1: its values are coded as they are";
+  for (simd::Isa isa : VectorIsas()) {
+    Out o;
+    quantize(isa, &o);
+    const char* name = simd::IsaName(isa);
+    EXPECT_EQ(o.e4m3, ref.e4m3) << name;
+    EXPECT_EQ(o.e4m3_scales, ref.e4m3_scales) << name;
+    EXPECT_EQ(o.cols, ref.cols) << name;
+    EXPECT_EQ(o.rows, ref.rows) << name;
+    // The error terms: float lanes against double sums, equal to rounding.
+    for (auto [a, b] : {std::pair{o.ee, ref.ee}, {o.ec, ref.ec}, {o.er, ref.er}}) {
+      EXPECT_NEAR(a.err2, b.err2, 1e-5 * b.err2) << name;
+      EXPECT_NEAR(a.ref2, b.ref2, 1e-5 * b.ref2) << name;
+      EXPECT_EQ(a.max, b.max) << name;
+    }
+    // Decoding into every dtype: identical bytes.
     for (DType d : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
-      const Codec& c = Named(name);
-      const Tensor t = FromFloats(d, {96, 8, 128}, kv);
-      if (!c.Accepts(t.ref())) continue;
-      ::tensord::codec::Bytes enc[2];
-      for (int portable = 0; portable < 2; ++portable) {
-        simd::ForcePortable(portable == 1);
-        auto e = c.Encode(t.ref());
-        ASSERT_TRUE(e.ok()) << e.status();
-        enc[portable] = *e;
+      const size_t item = ItemSize(d);
+      std::vector<uint8_t> de[2], dc[2], dr[2];
+      for (int k = 0; k < 2; ++k) {
+        simd::ForceIsa(k == 0 ? simd::Isa::kPortable : isa);
+        de[k].resize(item * x.size());
+        simd::DequantizeE4m3(ref.e4m3.data(), 0, x.size(), ref.e4m3_scales.data(), d, de[k].data());
+        dc[k].resize(item * small.size());
+        dr[k].resize(item * small.size());
+        simd::DequantizeInt8(ref.cols.data(), 0, small.size(), by_cols, d, dc[k].data());
+        simd::DequantizeInt8(ref.rows.data(), 0, small.size(), by_rows, d, dr[k].data());
       }
-      EXPECT_EQ(enc[0], enc[1]) << name << " on " << DTypeName(d);
+      EXPECT_EQ(de[0], de[1]) << name << " " << DTypeName(d);
+      EXPECT_EQ(dc[0], dc[1]) << name << " " << DTypeName(d);
+      EXPECT_EQ(dr[0], dr[1]) << name << " " << DTypeName(d);
+    }
+  }
+  // Whole encodings and their decodings: KV blocks (per-channel or per-token int8), rows of 100,
+  // narrow rows (16 columns: int8 columns over runs of 256), and a tensor so small that its
+  // bfloat16 round trip has denormals.
+  struct Case {
+    std::vector<int64_t> shape;
+    float magnitude;
+  };
+  for (const Case& k : {Case{{96, 8, 128}, 1}, Case{{96, 8, 100}, 1}, Case{{4800, 16}, 1},
+                        Case{{96, 8, 128}, 1e-37f}}) {
+    const size_t n = 96 * 8 * 128;
+    std::vector<float> kv = KvBlock(96, 8, 11);
+    for (float& v : kv) v *= k.magnitude;
+    kv.resize(std::min(n, size_t(k.shape[0] * k.shape[1] * (k.shape.size() > 2 ? k.shape[2] : 1))));
+    for (const char* name : {"fp8_e4m3", "int8", "fp16", "bf16"}) {
+      for (DType d : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+        const Codec& c = Named(name);
+        const Tensor t = FromFloats(d, k.shape, kv);
+        if (!c.Accepts(t.ref())) continue;
+        simd::ForceIsa(simd::Isa::kPortable);
+        auto ref_enc = c.Encode(t.ref());
+        ASSERT_TRUE(ref_enc.ok()) << ref_enc.status();
+        std::vector<uint8_t> ref_back(t.bytes.size());
+        ASSERT_TRUE(c.Decode(*ref_enc, t.ref(), ref_back).ok());
+        for (simd::Isa isa : VectorIsas()) {
+          simd::ForceIsa(isa);
+          auto enc = c.Encode(t.ref());
+          ASSERT_TRUE(enc.ok()) << enc.status();
+          EXPECT_EQ(*enc, *ref_enc) << simd::IsaName(isa) << " " << name << " on " << DTypeName(d)
+                                    << " x" << k.magnitude << " " << k.shape[1];
+          std::vector<uint8_t> back(t.bytes.size());
+          ASSERT_TRUE(c.Decode(*ref_enc, t.ref(), back).ok());
+          EXPECT_EQ(back, ref_back)
+              << simd::IsaName(isa) << " " << name << " on " << DTypeName(d) << " x" << k.magnitude;
+        }
+      }
     }
   }
 }
@@ -314,38 +394,40 @@ TEST(Simd, VectorAndPortableKernelsAgreeBitForBit) {
 // underflow float (|x| ~ 1e25 or 1e-25) still gets the error the portable double sums give,
 // through the kernels and through a whole int8 / fp8 encode of float32 data.
 TEST(Simd, ErrorTermsSurviveMagnitudesFloatSquaresCannotHold) {
-  if (!simd::Vectorized())
+  if (VectorIsas().empty()) {
     GTEST_SKIP() << "this CPU has no AVX2 + F16C: only the portable kernels run";
-  struct Restore {
-    ~Restore() { simd::ForcePortable(false); }
-  } restore;
+  }
+  RestoreIsa restore;
   for (const float magnitude : {1e25f, 1e-25f, 1e-3f}) {
     std::vector<float> x = Gaussian(4096 + 5, 3);
     for (float& v : x) v *= magnitude;
     const float amax = *std::max_element(
         x.begin(), x.end(), [](float a, float b) { return std::fabs(a) < std::fabs(b); });
-    const std::vector<float> scale(1, std::fabs(amax) / 127), inv(1, 127 / std::fabs(amax));
-    simd::Error e[2], f[2], a[2];
-    std::vector<int8_t> q(x.size());
-    std::vector<uint8_t> q8(x.size());
-    std::vector<float> y(x.size());
-    for (int portable = 0; portable < 2; ++portable) {
-      simd::ForcePortable(portable == 1);
-      simd::QuantizeInt8(x.data(), x.size(), inv.data(), scale.data(), false, q.data(),
-                         DType::kFloat32, &e[portable]);
-      simd::QuantizeE4m3(x.data(), x.size(), 448 / std::fabs(amax), std::fabs(amax) / 448,
-                         q8.data(), DType::kFloat32, &f[portable]);
-      for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * 1.001f;
-      simd::AddError(x.data(), y.data(), x.size(), &a[portable]);
+    const float scale = std::fabs(amax) / 127, inv = 127 / std::fabs(amax);
+    const simd::Int8Scales one{&scale, &inv, x.size(), false};
+    for (simd::Isa isa : VectorIsas()) {
+      simd::Error e[2], f[2], a[2];
+      std::vector<int8_t> q(x.size());
+      std::vector<uint8_t> q8(x.size()), scales(4 * (x.size() / simd::kFp8Block + 1));
+      std::vector<float> y(x.size());
+      for (int portable = 0; portable < 2; ++portable) {
+        simd::ForceIsa(portable == 1 ? simd::Isa::kPortable : isa);
+        simd::QuantizeInt8(DType::kFloat32, AsBytes(x).data(), 0, x.size(), one, q.data(),
+                           &e[portable]);
+        ASSERT_TRUE(simd::QuantizeE4m3(DType::kFloat32, AsBytes(x).data(), 0, x.size(),
+                                       scales.data(), q8.data(), &f[portable]));
+        for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * 1.001f;
+        simd::AddError(x.data(), y.data(), x.size(), &a[portable]);
+      }
+      for (const simd::Error* t : {e, f, a}) {
+        ASSERT_GT(t[1].ref2, 0) << magnitude;
+        ASSERT_GT(t[1].err2, 0) << magnitude;
+        EXPECT_NEAR(t[0].err2 / t[1].err2, 1, 1e-5) << simd::IsaName(isa) << " " << magnitude;
+        EXPECT_NEAR(t[0].ref2 / t[1].ref2, 1, 1e-5) << simd::IsaName(isa) << " " << magnitude;
+        EXPECT_EQ(t[0].max, t[1].max) << simd::IsaName(isa) << " " << magnitude;
+      }
     }
-    for (const simd::Error* t : {e, f, a}) {
-      ASSERT_GT(t[1].ref2, 0) << magnitude;
-      ASSERT_GT(t[1].err2, 0) << magnitude;
-      EXPECT_NEAR(t[0].err2 / t[1].err2, 1, 1e-5) << magnitude;
-      EXPECT_NEAR(t[0].ref2 / t[1].ref2, 1, 1e-5) << magnitude;
-      EXPECT_EQ(t[0].max, t[1].max) << magnitude;
-    }
-    simd::ForcePortable(false);
+    simd::ForceIsa(simd::BestIsa());
     // Exact large values beside tiny differences whose squares underflow float: the error is
     // small, never zero.
     std::vector<float> big(4096, 1.0f), near(4096, 1.0f);
@@ -355,10 +437,10 @@ TEST(Simd, ErrorTermsSurviveMagnitudesFloatSquaresCannotHold) {
     }
     simd::Error u[2];
     for (int portable = 0; portable < 2; ++portable) {
-      simd::ForcePortable(portable == 1);
+      simd::ForceIsa(portable == 1 ? simd::Isa::kPortable : simd::BestIsa());
       simd::AddError(big.data(), near.data(), big.size(), &u[portable]);
     }
-    simd::ForcePortable(false);
+    simd::ForceIsa(simd::BestIsa());
     ASSERT_GT(u[1].err2, 0);
     EXPECT_NEAR(u[0].err2 / u[1].err2, 1, 1e-5);
     const Tensor t = FromFloats(DType::kFloat32, {int64_t(x.size())}, x);

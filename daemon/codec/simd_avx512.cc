@@ -1,0 +1,645 @@
+// The AVX-512 kernels of codec/simd.h's quantizers. Each reads the tensor's own dtype and
+// writes codes (or decodes codes into the dtype) in one pass over 16 lanes, where the AVX2
+// build widens a tile to floats first and narrows it after: at 1 MiB, in cache, the tile's
+// round trip cost more than the arithmetic. The results are the portable kernels' bit for bit:
+//  - maxima are taken on the bits (|x| orders as its bits do, sign cleared), exact;
+//  - bfloat16 is narrowed by VCVTNEPS2BF16 (nearest even, NaN quieted), which flushes denormal
+//    results to zero: where a scale could produce one (tiny tensors), the integer rounding of
+//    the portable kernels runs instead (kExact);
+//  - E4M3 values are built as float bits (code << 20: the exponent and mantissa fields line up
+//    2^120 below) and scaled by 2^120 * scale in one multiplication, exact up to its rounding.
+// Compiled for the target with GCC's target attribute; called only where the CPU has it.
+// GCC 12 warns that its own AVX-512 intrinsics read their _mm512_undefined_*() operand (GCC bug
+// 105593, fixed in 13); the warning points into the header, so it is silenced there only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <algorithm>
+#include <cfloat>
+#include <cstring>
+#include <vector>
+
+#include "daemon/codec/float.h"
+#include "daemon/codec/simd_kernels.h"
+
+namespace tensord::codec::simd::avx512 {
+namespace {
+
+#define TENSORD_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,f16c,fma")))
+#define TENSORD_AVX512_INLINE TENSORD_AVX512 inline __attribute__((always_inline))
+
+// How y is rounded to the dtype when the error is measured: not at all (no error wanted), by
+// the conversion instructions, or exactly as the portable kernels do for bfloat16 denormals.
+enum Round { kNoError = 0, kFast = 1, kExact = 2 };
+
+constexpr size_t kBlock = 2048;  // elements per flush of the float error lanes
+
+template <DType D>
+constexpr size_t kItem = D == DType::kFloat32 ? 4 : 2;
+
+// The bits of max |x| beyond which a value is Inf or NaN, per dtype.
+template <DType D>
+constexpr uint32_t kInfBits = D == DType::kFloat32   ? 0x7f800000u
+                              : D == DType::kFloat16 ? 0x7c00u
+                                                     : 0x7f80u;
+
+template <DType D>
+float FromBits(uint32_t bits) {
+  if constexpr (D == DType::kFloat32) return std::bit_cast<float>(bits);
+  if constexpr (D == DType::kFloat16) return HalfToFloat(static_cast<uint16_t>(bits));
+  return Bf16ToFloat(static_cast<uint16_t>(bits));
+}
+
+TENSORD_AVX512 inline __mmask16 Mask16(size_t n) {
+  return static_cast<__mmask16>((1u << n) - 1);  // n < 16
+}
+
+// 16 elements of dtype D at p as floats; lanes outside `m` read as 0.
+template <DType D>
+TENSORD_AVX512 inline __m512 Load(const uint8_t* p, __mmask16 m) {
+  if constexpr (D == DType::kFloat32) {
+    return _mm512_maskz_loadu_ps(m, p);
+  } else {
+    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    if constexpr (D == DType::kFloat16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+}
+
+template <DType D>
+TENSORD_AVX512 inline __m512 Load(const uint8_t* p) {
+  if constexpr (D == DType::kFloat32) {
+    return _mm512_loadu_ps(p);
+  } else {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    if constexpr (D == DType::kFloat16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+}
+
+// Sixteen floats as 16-bit values of D (float16 or bfloat16), rounded to nearest even.
+template <DType D, Round R>
+TENSORD_AVX512 inline __m256i Bits16(__m512 y) {
+  if constexpr (D == DType::kFloat16) {
+    return _mm512_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  } else if constexpr (R != kExact) {
+    return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(y));
+  } else {  // FloatToBf16's integer rounding: denormals kept, NaN quieted
+    const __m512i x = _mm512_castps_si512(y);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+  }
+}
+
+template <DType D, Round R>
+TENSORD_AVX512 inline void Store(uint8_t* p, __m512 y) {
+  if constexpr (D == DType::kFloat32) {
+    _mm512_storeu_ps(p, y);
+  } else {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), Bits16<D, R>(y));
+  }
+}
+
+template <DType D, Round R>
+TENSORD_AVX512 inline void Store(uint8_t* p, __m512 y, __mmask16 m) {
+  if constexpr (D == DType::kFloat32) {
+    _mm512_mask_storeu_ps(p, m, y);
+  } else {
+    _mm256_mask_storeu_epi16(p, m, Bits16<D, R>(y));
+  }
+}
+
+// y as D stores it and reads it back.
+template <DType D, Round R>
+TENSORD_AVX512 inline __m512 Rounded(__m512 y) {
+  if constexpr (D == DType::kFloat32) {
+    return y;
+  } else if constexpr (D == DType::kFloat16) {
+    return _mm512_cvtph_ps(Bits16<D, R>(y));
+  } else {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(Bits16<D, R>(y)), 16));
+  }
+}
+
+// The error terms of 16 lanes in float until a block ends (codec/simd_kernels.h).
+struct Lanes {
+  __m512 err2, ref2, max;
+};
+
+TENSORD_AVX512_INLINE Lanes NoLanes() {
+  return {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+}
+
+template <DType D, Round R>
+TENSORD_AVX512 inline void AddLanes(__m512 x, __m512 y, Lanes* e) {
+  if constexpr (R != kNoError) {
+    const __m512 diff = _mm512_sub_ps(x, Rounded<D, R>(y));
+    e->err2 = _mm512_fmadd_ps(diff, diff, e->err2);
+    e->ref2 = _mm512_fmadd_ps(x, x, e->ref2);
+    e->max = _mm512_range_ps(e->max, diff, 0x0b);  // max of |max| and |diff|, sign cleared
+  }
+}
+
+TENSORD_AVX512 inline double SumLanes(__m512 v) {
+  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  const __m512d hi =
+      _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
+// Moves a block's sums into `e`; false when they cannot be trusted (only the max is added; the
+// caller adds the block again in double).
+TENSORD_AVX512 inline bool Flush(const Lanes& lanes, Error* e) {
+  const double err2 = SumLanes(lanes.err2), ref2 = SumLanes(lanes.ref2);
+  const float max = _mm512_reduce_max_ps(lanes.max);
+  e->max = std::max(e->max, max);
+  if (!TrustedSums(err2, ref2, max)) return false;
+  e->err2 += err2;
+  e->ref2 += ref2;
+  return true;
+}
+
+// ---- maxima ----
+
+// Max of 32 unsigned 16-bit lanes.
+TENSORD_AVX512 inline uint32_t MaxU16(__m512i v) {
+  const __m256i a = _mm256_max_epu16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  __m128i b = _mm_max_epu16(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+  b = _mm_xor_si128(b, _mm_set1_epi16(-1));  // max = ~min(~v): PHMINPOSUW finds the min
+  return 0xffffu & ~static_cast<uint32_t>(_mm_cvtsi128_si32(_mm_minpos_epu16(b)));
+}
+
+// |x| bits of 16-bit elements: 32 lanes, compared as unsigned.
+template <bool kCols>
+TENSORD_AVX512_INLINE uint32_t AbsMaxRun16(const uint8_t* p, size_t len, uint16_t* cols) {
+  const __m512i sign = _mm512_set1_epi16(0x7fff);
+  __m512i m = _mm512_setzero_si512();
+  size_t j = 0;
+  for (; j + 32 <= len; j += 32) {
+    const __m512i v = _mm512_and_si512(_mm512_loadu_si512(p + 2 * j), sign);
+    m = _mm512_max_epu16(m, v);
+    if constexpr (kCols) {
+      _mm512_storeu_si512(cols + j, _mm512_max_epu16(_mm512_loadu_si512(cols + j), v));
+    }
+  }
+  if (j < len) {
+    const __mmask32 k = static_cast<__mmask32>((uint64_t{1} << (len - j)) - 1);
+    const __m512i v = _mm512_and_si512(_mm512_maskz_loadu_epi16(k, p + 2 * j), sign);
+    m = _mm512_max_epu16(m, v);
+    if constexpr (kCols) {
+      _mm512_mask_storeu_epi16(cols + j, k,
+                               _mm512_max_epu16(_mm512_maskz_loadu_epi16(k, cols + j), v));
+    }
+  }
+  return MaxU16(m);
+}
+
+template <bool kCols>
+TENSORD_AVX512_INLINE uint32_t AbsMaxRun32(const uint8_t* p, size_t len, uint32_t* cols) {
+  const __m512i sign = _mm512_set1_epi32(0x7fffffff);
+  __m512i m = _mm512_setzero_si512();
+  size_t j = 0;
+  for (; j + 16 <= len; j += 16) {
+    const __m512i v = _mm512_and_si512(_mm512_loadu_si512(p + 4 * j), sign);
+    m = _mm512_max_epu32(m, v);
+    if constexpr (kCols) {
+      _mm512_storeu_si512(cols + j, _mm512_max_epu32(_mm512_loadu_si512(cols + j), v));
+    }
+  }
+  if (j < len) {
+    const __mmask16 k = Mask16(len - j);
+    const __m512i v = _mm512_and_si512(_mm512_maskz_loadu_epi32(k, p + 4 * j), sign);
+    m = _mm512_max_epu32(m, v);
+    if constexpr (kCols) {
+      _mm512_mask_storeu_epi32(cols + j, k,
+                               _mm512_max_epu32(_mm512_maskz_loadu_epi32(k, cols + j), v));
+    }
+  }
+  return _mm512_reduce_max_epu32(m);
+}
+
+template <DType D, bool kCols>
+TENSORD_AVX512_INLINE uint32_t AbsMaxRun(const uint8_t* p, size_t len, void* cols) {
+  if constexpr (D == DType::kFloat32) {
+    return AbsMaxRun32<kCols>(p, len, static_cast<uint32_t*>(cols));
+  } else {
+    return AbsMaxRun16<kCols>(p, len, static_cast<uint16_t*>(cols));
+  }
+}
+
+template <DType D, bool kCols>
+TENSORD_AVX512 bool AbsMaxRunsT(const uint8_t* src, size_t n, size_t run, float* run_max,
+                                float* col_max) {
+  using Bits = std::conditional_t<D == DType::kFloat32, uint32_t, uint16_t>;
+  std::vector<Bits> cols(kCols ? run : 0, 0);
+  uint32_t worst = 0;
+  for (size_t r0 = 0; r0 < n; r0 += run) {
+    const uint32_t bits =
+        AbsMaxRun<D, kCols>(src + kItem<D> * r0, std::min(run, n - r0), cols.data());
+    worst = std::max(worst, bits);
+    run_max[r0 / run] = FromBits<D>(bits);
+  }
+  for (size_t c = 0; c < cols.size(); ++c) col_max[c] = std::max(col_max[c], FromBits<D>(cols[c]));
+  return worst < kInfBits<D>;
+}
+
+// ---- INT8 ----
+
+// One vector of an INT8 group: x's lanes in `m` (all of them where kFull), the scales at
+// inv/scale (columns) or inv1/scale1 (rows).
+template <DType D, bool kColumns, Round R, bool kFull>
+TENSORD_AVX512_INLINE void Int8Vector(__m512 x, __mmask16 m, const float* inv, const float* scale,
+                                      __m512 inv1, __m512 scale1, int8_t* q, Lanes* lanes) {
+  const __m512 iv = kColumns ? _mm512_maskz_loadu_ps(m, inv) : inv1;
+  __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(x, iv));  // nearest even
+  v = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+  if constexpr (kFull) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(v));
+  } else {
+    _mm_mask_storeu_epi8(q, m, _mm512_cvtsepi32_epi8(v));
+  }
+  if constexpr (R != kNoError) {
+    const __m512 sc = kColumns ? _mm512_maskz_loadu_ps(m, scale) : scale1;
+    AddLanes<D, R>(x, _mm512_mul_ps(_mm512_cvtepi32_ps(v), sc), lanes);
+  }
+}
+
+// b after two packs of four vectors v0..v3 (dword j of 128-bit lane k holds elements
+// 4k..4k+3 of v_j), in element order.
+TENSORD_AVX512_INLINE __m512i InOrder(__m512i b) {
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_epi32(order, b);
+}
+
+// Four vectors of int32 codes (in element order) as 64 int8 codes, clamped to [-127, 127]:
+// two saturating packs and one permutation, where four VPMOVSDB and clamps cost twice as much.
+TENSORD_AVX512_INLINE __m512i PackInt8(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  const __m512i b = _mm512_packs_epi16(_mm512_packs_epi32(v0, v1), _mm512_packs_epi32(v2, v3));
+  return _mm512_max_epi8(InOrder(b), _mm512_set1_epi8(-127));
+}
+
+// The same for codes within [0, 255].
+TENSORD_AVX512_INLINE __m512i PackBytes(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  return InOrder(_mm512_packus_epi16(_mm512_packus_epi32(v0, v1), _mm512_packus_epi32(v2, v3)));
+}
+
+// Elements [at, end) of one group: one scale (rows) or one per element (columns).
+template <DType D, bool kColumns, Round R>
+TENSORD_AVX512_INLINE void Int8Segment(const uint8_t* src, size_t at, size_t end, const float* inv,
+                                       const float* scale, int8_t* q, Lanes* lanes) {
+  const __m512 inv1 = _mm512_set1_ps(*inv), scale1 = _mm512_set1_ps(*scale);
+  size_t i = at;
+  for (; i + 64 <= end; i += 64) {
+    __m512i v[4];
+    for (size_t j = 0; j < 4; ++j) {
+      const size_t k = i - at + 16 * j;
+      const __m512 x = Load<D>(src + kItem<D> * (i + 16 * j));
+      v[j] = _mm512_cvtps_epi32(
+          _mm512_mul_ps(x, kColumns ? _mm512_loadu_ps(inv + k) : inv1));  // nearest even
+      if constexpr (R != kNoError) {
+        const __m512i c = _mm512_min_epi32(_mm512_max_epi32(v[j], _mm512_set1_epi32(-127)),
+                                           _mm512_set1_epi32(127));
+        const __m512 sc = kColumns ? _mm512_loadu_ps(scale + k) : scale1;
+        AddLanes<D, R>(x, _mm512_mul_ps(_mm512_cvtepi32_ps(c), sc), lanes);
+      }
+    }
+    _mm512_storeu_si512(q + i, PackInt8(v[0], v[1], v[2], v[3]));
+  }
+  for (; i + 16 <= end; i += 16) {
+    Int8Vector<D, kColumns, R, true>(Load<D>(src + kItem<D> * i), 0xffff, inv + (i - at),
+                                     scale + (i - at), inv1, scale1, q + i, lanes);
+  }
+  if (i < end) {
+    const __mmask16 m = Mask16(end - i);
+    Int8Vector<D, kColumns, R, false>(Load<D>(src + kItem<D> * i, m), m, inv + (i - at),
+                                      scale + (i - at), inv1, scale1, q + i, lanes);
+  }
+}
+
+template <DType D, bool kColumns, Round R>
+TENSORD_AVX512 void QuantizeInt8T(const uint8_t* src, size_t lo, size_t hi, const Int8Scales& s,
+                                  int8_t* q, Error* err) {
+  for (size_t blk = lo; blk < hi;) {
+    const size_t blk_end = std::min(hi, (blk / kBlock + 1) * kBlock);
+    Lanes lanes = NoLanes();
+    for (size_t at = blk; at < blk_end;) {
+      const size_t end = std::min(blk_end, at + (s.group - at % s.group));
+      const size_t g = s.Index(at);
+      Int8Segment<D, kColumns, R>(src, at, end, s.inv + g, s.scale + g, q, &lanes);
+      at = end;
+    }
+    if (R != kNoError && !Flush(lanes, err)) exact::AddInt8Error(D, src, blk, blk_end, s, q, err);
+    blk = blk_end;
+  }
+}
+
+template <DType D, bool kColumns, Round R>
+TENSORD_AVX512 void DequantizeInt8T(const int8_t* q, size_t lo, size_t hi, const Int8Scales& s,
+                                    uint8_t* dst) {
+  for (size_t at = lo; at < hi;) {
+    const size_t end = std::min(hi, at + (s.group - at % s.group));
+    const float* scale = s.scale + s.Index(at);
+    const __m512 scale1 = _mm512_set1_ps(*scale);
+    size_t i = at;
+    for (; i + 16 <= end; i += 16) {
+      const __m512 sc = kColumns ? _mm512_loadu_ps(scale + (i - at)) : scale1;
+      const __m512i v =
+          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i)));
+      Store<D, R>(dst + kItem<D> * i, _mm512_mul_ps(_mm512_cvtepi32_ps(v), sc));
+    }
+    if (i < end) {
+      const __mmask16 m = Mask16(end - i);
+      const __m512 sc = kColumns ? _mm512_maskz_loadu_ps(m, scale + (i - at)) : scale1;
+      const __m512i v = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, q + i));
+      Store<D, R>(dst + kItem<D> * i, _mm512_mul_ps(_mm512_cvtepi32_ps(v), sc), m);
+    }
+    at = end;
+  }
+}
+
+// Whether a scale of [lo, hi) could produce a bfloat16 denormal (|value| >= `smallest` * scale).
+bool TinyScales(const float* scale, size_t count, float smallest) {
+  for (size_t g = 0; g < count; ++g) {
+    if (std::fabs(scale[g]) * smallest < FLT_MIN) return true;
+  }
+  return false;
+}
+
+// The scales [lo, hi) uses.
+std::pair<size_t, size_t> ScaleRange(size_t lo, size_t hi, const Int8Scales& s) {
+  if (s.columns) return {0, s.group};
+  return {lo / s.group, (hi - 1) / s.group + 1};
+}
+
+// Calls Op::Run<D, kColumns, R> for a run-time dtype, layout and rounding.
+template <class Op, DType D, bool C, class... A>
+void ByRound(Round r, A... a) {
+  switch (r) {
+    case kNoError:
+      return Op::template Run<D, C, kNoError>(a...);
+    case kFast:
+      return Op::template Run<D, C, kFast>(a...);
+    case kExact:
+      return Op::template Run<D, C, kExact>(a...);
+  }
+}
+
+template <class Op, class... A>
+void Dispatch(DType d, bool columns, Round r, A... a) {
+  switch (d) {
+    case DType::kFloat32:
+      return columns ? ByRound<Op, DType::kFloat32, true>(r, a...)
+                     : ByRound<Op, DType::kFloat32, false>(r, a...);
+    case DType::kFloat16:
+      return columns ? ByRound<Op, DType::kFloat16, true>(r, a...)
+                     : ByRound<Op, DType::kFloat16, false>(r, a...);
+    default:
+      return columns ? ByRound<Op, DType::kBFloat16, true>(r, a...)
+                     : ByRound<Op, DType::kBFloat16, false>(r, a...);
+  }
+}
+
+struct QuantizeInt8Op {
+  template <DType D, bool C, Round R>
+  static void Run(const uint8_t* src, size_t lo, size_t hi, const Int8Scales* s, int8_t* q,
+                  Error* err) {
+    QuantizeInt8T<D, C, R>(src, lo, hi, *s, q, err);
+  }
+};
+
+struct DequantizeInt8Op {
+  template <DType D, bool C, Round R>
+  static void Run(const int8_t* q, size_t lo, size_t hi, const Int8Scales* s, uint8_t* dst) {
+    DequantizeInt8T<D, C, R>(q, lo, hi, *s, dst);
+  }
+};
+
+// ---- FP8 E4M3 ----
+
+// The constants of a block's decoding: value bits (code << 20) * c1 * c2, with c2 = 1 unless
+// 2^120 * scale would overflow.
+struct E4m3Scale {
+  float c1, c2;
+  bool two;
+  explicit E4m3Scale(float scale)
+      : c1(std::fabs(scale) < 0x1p8f ? scale * 0x1p120f : 0x1p120f),
+        c2(std::fabs(scale) < 0x1p8f ? 1.0f : scale),
+        two(!(std::fabs(scale) < 0x1p8f)) {}
+};
+
+TENSORD_AVX512_INLINE __m512 E4m3Times(__m512i value_bits, const E4m3Scale& k) {
+  const __m512 y = _mm512_mul_ps(_mm512_castsi512_ps(value_bits), _mm512_set1_ps(k.c1));
+  return k.two ? _mm512_mul_ps(y, _mm512_set1_ps(k.c2)) : y;
+}
+
+// Max |x| of a block of dtype D as float; +Inf where a value is Inf or NaN.
+template <DType D>
+TENSORD_AVX512 float BlockAbsMax(const uint8_t* p, size_t len) {
+  const uint32_t bits = AbsMaxRun<D, false>(p, len, nullptr);
+  return bits >= kInfBits<D> ? HUGE_VALF : FromBits<D>(bits);
+}
+
+// The codes of one vector (sign included, as int32 lanes), its error terms added.
+template <DType D, Round R>
+TENSORD_AVX512_INLINE __m512i E4m3Codes(__m512 x, __m512 inv, const E4m3Scale& k, Lanes* lanes) {
+  const __m512i bits = _mm512_castps_si512(_mm512_mul_ps(x, inv));
+  const __m512i abs = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
+  // Normal range: FloatToE4m3's integer rounding (the subtraction of 120 << 23 wraps for values
+  // below 2^-6, which take the denormal branch).
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(abs, 20), _mm512_set1_epi32(1));
+  __m512i code = _mm512_srli_epi32(
+      _mm512_add_epi32(_mm512_add_epi32(abs, _mm512_set1_epi32(0x7ffff - (120 << 23))), lsb), 20);
+  // Below 2^-6: round(|x| * 512), units of the smallest denormal (8 is the first normal).
+  const __mmask16 small = _mm512_cmplt_epu32_mask(abs, _mm512_set1_epi32(0x3c800000));
+  code = _mm512_mask_cvtps_epi32(code, small,
+                                 _mm512_mul_ps(_mm512_castsi512_ps(abs), _mm512_set1_ps(512.0f)));
+  code = _mm512_min_epu32(code, _mm512_set1_epi32(0x7e));
+  if constexpr (R != kNoError) {
+    // The code's value as float bits 2^120 below it, the sign from x.
+    const __m512i value = _mm512_ternarylogic_epi32(_mm512_slli_epi32(code, 20), bits,
+                                                    _mm512_set1_epi32(0x80000000), 0xf8);
+    AddLanes<D, R>(x, E4m3Times(value, k), lanes);
+  }
+  // code | (sign byte & 0x80)
+  return _mm512_ternarylogic_epi32(code, _mm512_srli_epi32(bits, 24), _mm512_set1_epi32(0x80),
+                                   0xf8);
+}
+
+template <DType D, Round R>
+TENSORD_AVX512_INLINE void E4m3Block(const uint8_t* src, size_t b0, size_t len, float scale,
+                                     uint8_t* q, Lanes* lanes) {
+  const __m512 inv = _mm512_set1_ps(1.0f / scale);
+  const E4m3Scale k(scale);
+  const size_t end = b0 + len;
+  size_t i = b0;
+  for (; i + 64 <= end; i += 64) {
+    __m512i c[4];
+    for (size_t j = 0; j < 4; ++j) {
+      c[j] = E4m3Codes<D, R>(Load<D>(src + kItem<D> * (i + 16 * j)), inv, k, lanes);
+    }
+    _mm512_storeu_si512(q + i, PackBytes(c[0], c[1], c[2], c[3]));
+  }
+  for (; i + 16 <= end; i += 16) {
+    const __m512i c = E4m3Codes<D, R>(Load<D>(src + kItem<D> * i), inv, k, lanes);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(c));
+  }
+  if (i < end) {
+    const __mmask16 m = Mask16(end - i);
+    const __m512i c = E4m3Codes<D, R>(Load<D>(src + kItem<D> * i, m), inv, k, lanes);
+    _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(c));
+  }
+}
+
+// Below this scale the smallest E4M3 value (2^-9) times the scale is a float denormal.
+constexpr float kE4m3TinyScale = 0x1p-117f;
+
+template <DType D, Round R>
+TENSORD_AVX512 bool QuantizeE4m3T(const uint8_t* src, size_t lo, size_t hi, uint8_t* scales,
+                                  uint8_t* q, Error* err) {
+  for (size_t blk = lo; blk < hi;) {
+    const size_t blk_end = std::min(hi, (blk / kBlock + 1) * kBlock);
+    Lanes lanes = NoLanes();
+    for (size_t b0 = blk; b0 < blk_end; b0 += kFp8Block) {
+      const size_t len = std::min(blk_end - b0, kFp8Block);
+      const float amax = BlockAbsMax<D>(src + kItem<D> * b0, len);
+      if (amax == HUGE_VALF) return false;
+      const float scale = Fp8Scale(amax);
+      std::memcpy(scales + 4 * (b0 / kFp8Block), &scale, 4);
+      if (R == kFast && D == DType::kBFloat16 && scale < kE4m3TinyScale) {
+        E4m3Block<D, kExact>(src, b0, len, scale, q, &lanes);
+      } else {
+        E4m3Block<D, R>(src, b0, len, scale, q, &lanes);
+      }
+    }
+    if (R != kNoError && !Flush(lanes, err)) {
+      exact::AddE4m3Error(D, src, blk, blk_end, scales, q, err);
+    }
+    blk = blk_end;
+  }
+  return true;
+}
+
+template <DType D, Round R>
+TENSORD_AVX512 void DequantizeE4m3Block(const uint8_t* q, size_t b0, size_t len, float scale,
+                                        uint8_t* dst) {
+  const E4m3Scale k(scale);
+  const __m512i fields = _mm512_set1_epi32(static_cast<int>(0x87f00000u));
+  size_t i = b0;
+  for (; i + 16 <= b0 + len; i += 16) {
+    // Sign-extended codes shifted by 20: the sign lands in bit 31, the magnitude in 20..26.
+    const __m512i c =
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i)));
+    Store<D, R>(dst + kItem<D> * i,
+                E4m3Times(_mm512_and_si512(_mm512_slli_epi32(c, 20), fields), k));
+  }
+  if (i < b0 + len) {
+    const __mmask16 m = Mask16(b0 + len - i);
+    const __m512i c = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, q + i));
+    Store<D, R>(dst + kItem<D> * i,
+                E4m3Times(_mm512_and_si512(_mm512_slli_epi32(c, 20), fields), k), m);
+  }
+}
+
+template <DType D>
+void DequantizeE4m3T(const uint8_t* q, size_t lo, size_t hi, const uint8_t* scales, uint8_t* dst) {
+  for (size_t b0 = lo; b0 < hi; b0 += kFp8Block) {
+    float scale;
+    std::memcpy(&scale, scales + 4 * (b0 / kFp8Block), 4);
+    const size_t len = std::min(hi - b0, kFp8Block);
+    if (D == DType::kBFloat16 && std::fabs(scale) < kE4m3TinyScale) {
+      DequantizeE4m3Block<D, kExact>(q, b0, len, scale, dst);
+    } else {
+      DequantizeE4m3Block<D, kFast>(q, b0, len, scale, dst);
+    }
+  }
+}
+
+}  // namespace
+
+bool AbsMaxRuns(DType d, const uint8_t* src, size_t n, size_t run, float* run_max, float* col_max) {
+  const bool cols = col_max != nullptr;
+  switch (d) {
+    case DType::kFloat32:
+      return cols ? AbsMaxRunsT<DType::kFloat32, true>(src, n, run, run_max, col_max)
+                  : AbsMaxRunsT<DType::kFloat32, false>(src, n, run, run_max, col_max);
+    case DType::kFloat16:
+      return cols ? AbsMaxRunsT<DType::kFloat16, true>(src, n, run, run_max, col_max)
+                  : AbsMaxRunsT<DType::kFloat16, false>(src, n, run, run_max, col_max);
+    default:
+      return cols ? AbsMaxRunsT<DType::kBFloat16, true>(src, n, run, run_max, col_max)
+                  : AbsMaxRunsT<DType::kBFloat16, false>(src, n, run, run_max, col_max);
+  }
+}
+
+TENSORD_AVX512 void Int8ScalesOf(const float* maxima, size_t n, float* scale, float* inv) {
+  for (size_t g = 0; g < n; g += 16) {
+    const __mmask16 m = n - g >= 16 ? __mmask16(0xffff) : Mask16(n - g);
+    const __m512 v = _mm512_maskz_loadu_ps(m, maxima + g);
+    __m512 s = _mm512_max_ps(_mm512_div_ps(v, _mm512_set1_ps(127.0f)), _mm512_set1_ps(FLT_MIN));
+    s = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ),
+                             _mm512_set1_ps(1.0f), s);
+    _mm512_mask_storeu_ps(scale + g, m, s);
+    _mm512_mask_storeu_ps(inv + g, m, _mm512_div_ps(_mm512_set1_ps(1.0f), s));
+  }
+}
+
+void QuantizeInt8(DType d, const uint8_t* src, size_t lo, size_t hi, const Int8Scales& s, int8_t* q,
+                  Error* err) {
+  if (lo >= hi) return;
+  Round round = err == nullptr ? kNoError : kFast;
+  if (round == kFast && d == DType::kBFloat16) {
+    const auto [g0, g1] = ScaleRange(lo, hi, s);
+    if (TinyScales(s.scale + g0, g1 - g0, 1.0f)) round = kExact;
+  }
+  Dispatch<QuantizeInt8Op>(d, s.columns, round, src, lo, hi, &s, q, err);
+}
+
+void DequantizeInt8(const int8_t* q, size_t lo, size_t hi, const Int8Scales& s, DType d,
+                    uint8_t* dst) {
+  if (lo >= hi) return;
+  Round round = kFast;
+  if (d == DType::kBFloat16) {
+    const auto [g0, g1] = ScaleRange(lo, hi, s);
+    if (TinyScales(s.scale + g0, g1 - g0, 1.0f)) round = kExact;
+  }
+  Dispatch<DequantizeInt8Op>(d, s.columns, round, q, lo, hi, &s, dst);
+}
+
+bool QuantizeE4m3(DType d, const uint8_t* src, size_t lo, size_t hi, uint8_t* scales, uint8_t* q,
+                  Error* err) {
+  const bool measure = err != nullptr;
+  switch (d) {
+    case DType::kFloat32:
+      return measure ? QuantizeE4m3T<DType::kFloat32, kFast>(src, lo, hi, scales, q, err)
+                     : QuantizeE4m3T<DType::kFloat32, kNoError>(src, lo, hi, scales, q, err);
+    case DType::kFloat16:
+      return measure ? QuantizeE4m3T<DType::kFloat16, kFast>(src, lo, hi, scales, q, err)
+                     : QuantizeE4m3T<DType::kFloat16, kNoError>(src, lo, hi, scales, q, err);
+    default:
+      return measure ? QuantizeE4m3T<DType::kBFloat16, kFast>(src, lo, hi, scales, q, err)
+                     : QuantizeE4m3T<DType::kBFloat16, kNoError>(src, lo, hi, scales, q, err);
+  }
+}
+
+void DequantizeE4m3(const uint8_t* q, size_t lo, size_t hi, const uint8_t* scales, DType d,
+                    uint8_t* dst) {
+  switch (d) {
+    case DType::kFloat32:
+      return DequantizeE4m3T<DType::kFloat32>(q, lo, hi, scales, dst);
+    case DType::kFloat16:
+      return DequantizeE4m3T<DType::kFloat16>(q, lo, hi, scales, dst);
+    default:
+      return DequantizeE4m3T<DType::kBFloat16>(q, lo, hi, scales, dst);
+  }
+}
+
+}  // namespace tensord::codec::simd::avx512
