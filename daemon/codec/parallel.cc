@@ -3,6 +3,7 @@
 #include "daemon/codec/parallel.h"
 
 #include <immintrin.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,10 +23,9 @@ namespace {
 // passes) would cost more than the work; an idle pool spins this long once, then sleeps.
 constexpr auto kSpin = std::chrono::microseconds(200);
 
-// Calls done() until it is true or kSpin passed; returns its last answer.
+// Calls done() until it is true or `until` passed; returns its last answer.
 template <typename Fn>
-bool SpinUntil(Fn&& done) {
-  const auto until = std::chrono::steady_clock::now() + kSpin;
+bool SpinUntil(std::chrono::steady_clock::time_point until, Fn&& done) {
   for (int i = 0;; ++i) {
     if (done()) return true;
     _mm_pause();
@@ -34,9 +34,11 @@ bool SpinUntil(Fn&& done) {
 }
 
 struct Batch {
-  Batch(absl::FunctionRef<void(size_t)> f, size_t count) : fn(f), n(count) {}
+  Batch(absl::FunctionRef<void(size_t)> f, size_t count, int helpers)
+      : fn(f), n(count), tickets(helpers) {}
   absl::FunctionRef<void(size_t)> fn;
   size_t n;
+  std::atomic<int> tickets;  // workers that may still join
   std::atomic<size_t> next{0};
   std::atomic<size_t> done{0};
   absl::Mutex mu;
@@ -72,14 +74,16 @@ class Pool {
     for (std::thread& t : workers_) t.join();
   }
   int threads() const { return threads_; }
-  // Offers b to the workers (replacing an earlier batch: its caller finishes it alone).
+  // Offers b to its helpers (replacing an earlier batch: its caller finishes it alone); wakes
+  // as many sleeping workers (spinning ones may take the tickets first).
   void Post(std::shared_ptr<Batch> b) {
+    const int helpers = b->tickets.load();
     {
       absl::MutexLock lock(&mu_);
       current_ = std::move(b);
     }
     generation_.fetch_add(1);
-    generation_.notify_all();
+    for (int i = 0; i < helpers; ++i) generation_.notify_one();
   }
   void Retire(const Batch* b) {
     absl::MutexLock lock(&mu_);
@@ -87,11 +91,16 @@ class Pool {
   }
 
  private:
+  // A worker that helped spins for the next batch until kSpin after its work; one that did
+  // not (no ticket left) sleeps at once, so an idle or oversized pool burns no CPU.
   void Work() {
     on_pool_thread = true;  // only codec work runs here: a nested ParallelFor runs inline
-    uint32_t seen = generation_.load();
+    uint32_t seen = 0;      // the generation a new pool starts at: a Post or stop before this
+                            // thread ran is seen, not waited for
+    auto hot_until = std::chrono::steady_clock::now();
     while (true) {
-      if (!SpinUntil([&] { return generation_.load() != seen; })) generation_.wait(seen);
+      const auto changed = [&] { return generation_.load() != seen; };
+      if (!changed() && !SpinUntil(hot_until, changed)) generation_.wait(seen);
       seen = generation_.load();
       std::shared_ptr<Batch> b;
       {
@@ -99,7 +108,10 @@ class Pool {
         if (stopping_) return;
         b = current_;
       }
-      if (b != nullptr) b->Drain();
+      if (b != nullptr && b->tickets.fetch_sub(1) > 0) {
+        b->Drain();
+        hot_until = std::chrono::steady_clock::now() + kSpin;
+      }
     }
   }
 
@@ -111,6 +123,14 @@ class Pool {
   std::vector<std::thread> workers_;
 };
 
+// The cores this process may run on (its affinity mask, which a cpuset or taskset narrows),
+// not every core the machine has.
+int UsableCores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
 absl::Mutex pool_mu;
 std::shared_ptr<Pool> pool ABSL_GUARDED_BY(pool_mu);
 int requested_threads ABSL_GUARDED_BY(pool_mu) = 0;
@@ -118,9 +138,7 @@ int requested_threads ABSL_GUARDED_BY(pool_mu) = 0;
 std::shared_ptr<Pool> GetPool() {
   absl::MutexLock lock(&pool_mu);
   if (pool == nullptr) {
-    const int n = requested_threads > 0
-                      ? requested_threads
-                      : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    const int n = requested_threads > 0 ? requested_threads : UsableCores();
     pool = std::make_shared<Pool>(n);
   }
   return pool;
@@ -146,10 +164,12 @@ void ParallelFor(size_t n, absl::FunctionRef<void(size_t)> fn) {
     for (size_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  auto b = std::make_shared<Batch>(fn, n);
-  p->Post(b);  // the caller is one worker; the pool's threads - 1 help
+  // The caller is one worker; up to threads - 1 help.
+  auto b =
+      std::make_shared<Batch>(fn, n, static_cast<int>(std::min<size_t>(n - 1, p->threads() - 1)));
+  p->Post(b);
   b->Drain();
-  if (!SpinUntil([&] { return b->Finished(); })) {
+  if (!SpinUntil(std::chrono::steady_clock::now() + kSpin, [&] { return b->Finished(); })) {
     absl::MutexLock lock(&b->mu);
     b->mu.Await(absl::Condition(
         +[](Batch* b) { return b->Finished(); }, b.get()));

@@ -5,7 +5,8 @@
 // identical on all paths (round to nearest even everywhere; simd.cc is built without
 // floating-point contraction); error sums agree to rounding.
 //
-// Stateless and thread-safe.
+// The kernels assume the default floating-point environment (no flush-to-zero or
+// denormals-are-zero), which the daemon never changes. Stateless and thread-safe.
 #pragma once
 
 #include <cstddef>
@@ -69,7 +70,7 @@ bool AbsMaxRuns(DType d, const uint8_t* src, size_t n, size_t run, float* run_ma
 void Int8ScalesOf(const float* maxima, size_t n, float* scale, float* inv);
 
 // INT8 scales: one per run of `group` elements (rows), or one per column of rows `group` long
-// (columns); `inv` holds their inverses.
+// (columns); `inv` holds their inverses (needed to quantize only; may be null to decode).
 struct Int8Scales {
   const float* scale;
   const float* inv;
@@ -99,7 +100,8 @@ inline float Fp8Scale(float amax) {
 bool QuantizeE4m3(DType d, const uint8_t* src, size_t lo, size_t hi, uint8_t* scales, uint8_t* q,
                   Error* err);
 // dst element i (dtype d) = value(q[i]) * its block's scale, for [lo, hi) (lo a multiple of
-// kFp8Block).
+// kFp8Block). Codes 0x7f and 0xff (NaN) never come out of QuantizeE4m3, which saturates; the
+// vector builds decode them as +-480 * scale, the portable one as NaN.
 void DequantizeE4m3(const uint8_t* q, size_t lo, size_t hi, const uint8_t* scales, DType d,
                     uint8_t* dst);
 

@@ -178,61 +178,67 @@ TENSORD_AVX512 inline uint32_t MaxU16(__m512i v) {
   return 0xffffu & ~static_cast<uint32_t>(_mm_cvtsi128_si32(_mm_minpos_epu16(b)));
 }
 
-// |x| bits of 16-bit elements: 32 lanes, compared as unsigned.
-template <bool kCols>
-TENSORD_AVX512_INLINE uint32_t AbsMaxRun16(const uint8_t* p, size_t len, uint16_t* cols) {
-  const __m512i sign = _mm512_set1_epi16(0x7fff);
-  __m512i m = _mm512_setzero_si512();
-  size_t j = 0;
-  for (; j + 32 <= len; j += 32) {
-    const __m512i v = _mm512_and_si512(_mm512_loadu_si512(p + 2 * j), sign);
-    m = _mm512_max_epu16(m, v);
-    if constexpr (kCols) {
-      _mm512_storeu_si512(cols + j, _mm512_max_epu16(_mm512_loadu_si512(cols + j), v));
-    }
+// |x| as unsigned bits, 32 lanes of 16 bits or 16 of 32: the operations of each width.
+struct Bits16Lanes {
+  using Bits = uint16_t;
+  using Mask = __mmask32;
+  static constexpr size_t kLanes = 32;
+  static TENSORD_AVX512_INLINE __m512i Abs(__m512i v) {
+    return _mm512_and_si512(v, _mm512_set1_epi16(0x7fff));
   }
-  if (j < len) {
-    const __mmask32 k = static_cast<__mmask32>((uint64_t{1} << (len - j)) - 1);
-    const __m512i v = _mm512_and_si512(_mm512_maskz_loadu_epi16(k, p + 2 * j), sign);
-    m = _mm512_max_epu16(m, v);
-    if constexpr (kCols) {
-      _mm512_mask_storeu_epi16(cols + j, k,
-                               _mm512_max_epu16(_mm512_maskz_loadu_epi16(k, cols + j), v));
-    }
+  static TENSORD_AVX512_INLINE __m512i Max(__m512i a, __m512i b) { return _mm512_max_epu16(a, b); }
+  static TENSORD_AVX512_INLINE __m512i Load(Mask k, const void* p) {
+    return _mm512_maskz_loadu_epi16(k, p);
   }
-  return MaxU16(m);
-}
+  static TENSORD_AVX512_INLINE void Store(void* p, Mask k, __m512i v) {
+    _mm512_mask_storeu_epi16(p, k, v);
+  }
+  static TENSORD_AVX512_INLINE uint32_t Reduce(__m512i v) { return MaxU16(v); }
+};
 
-template <bool kCols>
-TENSORD_AVX512_INLINE uint32_t AbsMaxRun32(const uint8_t* p, size_t len, uint32_t* cols) {
-  const __m512i sign = _mm512_set1_epi32(0x7fffffff);
+struct Bits32Lanes {
+  using Bits = uint32_t;
+  using Mask = __mmask16;
+  static constexpr size_t kLanes = 16;
+  static TENSORD_AVX512_INLINE __m512i Abs(__m512i v) {
+    return _mm512_and_si512(v, _mm512_set1_epi32(0x7fffffff));
+  }
+  static TENSORD_AVX512_INLINE __m512i Max(__m512i a, __m512i b) { return _mm512_max_epu32(a, b); }
+  static TENSORD_AVX512_INLINE __m512i Load(Mask k, const void* p) {
+    return _mm512_maskz_loadu_epi32(k, p);
+  }
+  static TENSORD_AVX512_INLINE void Store(void* p, Mask k, __m512i v) {
+    _mm512_mask_storeu_epi32(p, k, v);
+  }
+  static TENSORD_AVX512_INLINE uint32_t Reduce(__m512i v) { return _mm512_reduce_max_epu32(v); }
+};
+
+// Max |x| bits of p[0, len), folded into cols[0, len) per element where kCols.
+template <typename L, bool kCols>
+TENSORD_AVX512_INLINE uint32_t AbsMaxRunOf(const uint8_t* p, size_t len, typename L::Bits* cols) {
+  using Bits = typename L::Bits;
   __m512i m = _mm512_setzero_si512();
   size_t j = 0;
-  for (; j + 16 <= len; j += 16) {
-    const __m512i v = _mm512_and_si512(_mm512_loadu_si512(p + 4 * j), sign);
-    m = _mm512_max_epu32(m, v);
-    if constexpr (kCols) {
-      _mm512_storeu_si512(cols + j, _mm512_max_epu32(_mm512_loadu_si512(cols + j), v));
-    }
+  for (; j + L::kLanes <= len; j += L::kLanes) {
+    const __m512i v = L::Abs(_mm512_loadu_si512(p + sizeof(Bits) * j));
+    m = L::Max(m, v);
+    if constexpr (kCols) _mm512_storeu_si512(cols + j, L::Max(_mm512_loadu_si512(cols + j), v));
   }
   if (j < len) {
-    const __mmask16 k = Mask16(len - j);
-    const __m512i v = _mm512_and_si512(_mm512_maskz_loadu_epi32(k, p + 4 * j), sign);
-    m = _mm512_max_epu32(m, v);
-    if constexpr (kCols) {
-      _mm512_mask_storeu_epi32(cols + j, k,
-                               _mm512_max_epu32(_mm512_maskz_loadu_epi32(k, cols + j), v));
-    }
+    const auto k = static_cast<typename L::Mask>((uint64_t{1} << (len - j)) - 1);
+    const __m512i v = L::Abs(L::Load(k, p + sizeof(Bits) * j));
+    m = L::Max(m, v);
+    if constexpr (kCols) L::Store(cols + j, k, L::Max(L::Load(k, cols + j), v));
   }
-  return _mm512_reduce_max_epu32(m);
+  return L::Reduce(m);
 }
 
 template <DType D, bool kCols>
 TENSORD_AVX512_INLINE uint32_t AbsMaxRun(const uint8_t* p, size_t len, void* cols) {
   if constexpr (D == DType::kFloat32) {
-    return AbsMaxRun32<kCols>(p, len, static_cast<uint32_t*>(cols));
+    return AbsMaxRunOf<Bits32Lanes, kCols>(p, len, static_cast<uint32_t*>(cols));
   } else {
-    return AbsMaxRun16<kCols>(p, len, static_cast<uint16_t*>(cols));
+    return AbsMaxRunOf<Bits16Lanes, kCols>(p, len, static_cast<uint16_t*>(cols));
   }
 }
 
@@ -250,6 +256,13 @@ TENSORD_AVX512 bool AbsMaxRunsT(const uint8_t* src, size_t n, size_t run, float*
   }
   for (size_t c = 0; c < cols.size(); ++c) col_max[c] = std::max(col_max[c], FromBits<D>(cols[c]));
   return worst < kInfBits<D>;
+}
+
+// Whether elements [lo, hi) are all +-0: a block Flush does not trust for its zero sums, whose
+// exact sums are zero too (zero-padded KV pages, ReLU outputs: no element-wise redo).
+template <DType D>
+TENSORD_AVX512 bool AllZero(const uint8_t* src, size_t lo, size_t hi) {
+  return AbsMaxRun<D, false>(src + kItem<D> * lo, hi - lo, nullptr) == 0;
 }
 
 // ---- INT8 ----
@@ -337,7 +350,9 @@ TENSORD_AVX512 void QuantizeInt8T(const uint8_t* src, size_t lo, size_t hi, cons
       Int8Segment<D, kColumns, R>(src, at, end, s.inv + g, s.scale + g, q, &lanes);
       at = end;
     }
-    if (R != kNoError && !Flush(lanes, err)) exact::AddInt8Error(D, src, blk, blk_end, s, q, err);
+    if (R != kNoError && !Flush(lanes, err) && !AllZero<D>(src, blk, blk_end)) {
+      exact::AddInt8Error(D, src, blk, blk_end, s, q, err);
+    }
     blk = blk_end;
   }
 }
@@ -366,18 +381,22 @@ TENSORD_AVX512 void DequantizeInt8T(const int8_t* q, size_t lo, size_t hi, const
   }
 }
 
-// Whether a scale of [lo, hi) could produce a bfloat16 denormal (|value| >= `smallest` * scale).
-bool TinyScales(const float* scale, size_t count, float smallest) {
+// Whether a scale of count could produce a bfloat16 denormal (|q| >= 1, so below FLT_MIN).
+bool TinyScales(const float* scale, size_t count) {
   for (size_t g = 0; g < count; ++g) {
-    if (std::fabs(scale[g]) * smallest < FLT_MIN) return true;
+    if (std::fabs(scale[g]) < FLT_MIN) return true;
   }
   return false;
 }
 
-// The scales [lo, hi) uses.
-std::pair<size_t, size_t> ScaleRange(size_t lo, size_t hi, const Int8Scales& s) {
-  if (s.columns) return {0, s.group};
-  return {lo / s.group, (hi - 1) / s.group + 1};
+// The same for the scales [lo, hi) uses: never more of them than elements (a crafted payload's
+// column count may be as large as the tensor; every chunk must not read them all).
+bool AnyTinyScale(size_t lo, size_t hi, const Int8Scales& s) {
+  if (!s.columns) return TinyScales(s.scale + lo / s.group, (hi - 1) / s.group + 1 - lo / s.group);
+  if (hi - lo >= s.group) return TinyScales(s.scale, s.group);
+  const size_t c0 = lo % s.group, c1 = (hi - 1) % s.group;
+  if (c0 <= c1) return TinyScales(s.scale + c0, c1 - c0 + 1);
+  return TinyScales(s.scale + c0, s.group - c0) || TinyScales(s.scale, c1 + 1);
 }
 
 // Calls Op::Run<D, kColumns, R> for a run-time dtype, layout and rounding.
@@ -520,7 +539,7 @@ TENSORD_AVX512 bool QuantizeE4m3T(const uint8_t* src, size_t lo, size_t hi, uint
         E4m3Block<D, R>(src, b0, len, scale, q, &lanes);
       }
     }
-    if (R != kNoError && !Flush(lanes, err)) {
+    if (R != kNoError && !Flush(lanes, err) && !AllZero<D>(src, blk, blk_end)) {
       exact::AddE4m3Error(D, src, blk, blk_end, scales, q, err);
     }
     blk = blk_end;
@@ -596,10 +615,7 @@ void QuantizeInt8(DType d, const uint8_t* src, size_t lo, size_t hi, const Int8S
                   Error* err) {
   if (lo >= hi) return;
   Round round = err == nullptr ? kNoError : kFast;
-  if (round == kFast && d == DType::kBFloat16) {
-    const auto [g0, g1] = ScaleRange(lo, hi, s);
-    if (TinyScales(s.scale + g0, g1 - g0, 1.0f)) round = kExact;
-  }
+  if (round == kFast && d == DType::kBFloat16 && AnyTinyScale(lo, hi, s)) round = kExact;
   Dispatch<QuantizeInt8Op>(d, s.columns, round, src, lo, hi, &s, q, err);
 }
 
@@ -607,10 +623,7 @@ void DequantizeInt8(const int8_t* q, size_t lo, size_t hi, const Int8Scales& s, 
                     uint8_t* dst) {
   if (lo >= hi) return;
   Round round = kFast;
-  if (d == DType::kBFloat16) {
-    const auto [g0, g1] = ScaleRange(lo, hi, s);
-    if (TinyScales(s.scale + g0, g1 - g0, 1.0f)) round = kExact;
-  }
+  if (d == DType::kBFloat16 && AnyTinyScale(lo, hi, s)) round = kExact;
   Dispatch<DequantizeInt8Op>(d, s.columns, round, q, lo, hi, &s, dst);
 }
 
