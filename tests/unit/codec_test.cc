@@ -14,6 +14,7 @@
 #include <limits>
 #include <random>
 #include <span>
+#include <thread>
 #include <vector>
 
 #include "daemon/codec/float.h"
@@ -458,6 +459,36 @@ TEST(Simd, ErrorTermsSurviveMagnitudesFloatSquaresCannotHold) {
   }
 }
 
+// Zero-padded blocks (unfilled KV pages) and blocks of tiny values, whose float error sums
+// cannot be trusted, are measured by every ISA as the portable kernels measure them.
+TEST(Simd, MeasuredErrorOfZeroAndTinyBlocksIsThePortableOne) {
+  if (VectorIsas().empty()) {
+    GTEST_SKIP() << "this CPU has no AVX2 + F16C: only the portable kernels run";
+  }
+  RestoreIsa restore;
+  std::vector<float> kv = KvBlock(96, 8, 13);
+  std::fill(kv.begin() + 8192, kv.begin() + 40000, 0.0f);  // whole blocks of zeros
+  for (size_t i = 50000; i < 60000; ++i) kv[i] *= 1e-24f;  // squares below float's range
+  for (const char* name : {"int8", "fp8_e4m3"}) {
+    for (DType d : {DType::kFloat32, DType::kBFloat16}) {
+      const Tensor t = FromFloats(d, {96, 8, 128}, kv);
+      simd::ForceIsa(simd::Isa::kPortable);
+      Quality ref;
+      ASSERT_TRUE(Named(name).EncodeMeasured(t.ref(), 1, &ref).ok());
+      ASSERT_GT(ref.rel_rmse, 0);
+      for (simd::Isa isa : VectorIsas()) {
+        simd::ForceIsa(isa);
+        Quality q;
+        ASSERT_TRUE(Named(name).EncodeMeasured(t.ref(), 1, &q).ok());
+        EXPECT_NEAR(q.rel_rmse, ref.rel_rmse, 1e-5 * ref.rel_rmse)
+            << simd::IsaName(isa) << " " << name << " " << DTypeName(d);
+        EXPECT_EQ(q.max_abs_error, ref.max_abs_error)
+            << simd::IsaName(isa) << " " << name << " " << DTypeName(d);
+      }
+    }
+  }
+}
+
 // The quantizers measure their round trip while encoding; what they report is what a Decode
 // followed by Measure finds.
 TEST(Codec, ErrorMeasuredWhileEncodingIsTheDecodedRoundTrips) {
@@ -662,6 +693,35 @@ TEST(CodecPool, ParallelForRunsEachIndexOnceAndNests) {
   });
   for (const auto& r : runs) EXPECT_EQ(r.load(), 3);
   EXPECT_GE(CodecThreads(), 1);
+}
+
+// Pools come and go (SetCodecThreads) while callers use them: every index still runs once, from
+// several callers at a time, and a pool whose workers had not started when it was last used
+// and dropped shuts down (a worker that first looked at the generation after the stop once
+// waited for a wake-up that never came: this test then hung).
+TEST(CodecPool, PoolsReplacedUnderUseShutDownAndLoseNoWork) {
+  struct Restore {
+    ~Restore() { SetCodecThreads(0); }
+  } restore;
+  for (int round = 0; round < 300; ++round) {
+    SetCodecThreads(2 + round % 4);
+    std::atomic<int> ran{0};
+    ParallelFor(2, [&](size_t) { ++ran; });  // likely before the new workers ever ran
+    ASSERT_EQ(ran.load(), 2);
+    SetCodecThreads(round % 3);  // drops the pool: its workers must stop
+  }
+  SetCodecThreads(3);
+  std::vector<std::thread> callers;
+  std::vector<std::atomic<int>> runs(4 * 500);
+  for (int c = 0; c < 4; ++c) {
+    callers.emplace_back([&, c] {
+      for (int k = 0; k < 50; ++k) {
+        ParallelFor(10, [&](size_t i) { ++runs[c * 500 + k * 10 + i]; });
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  for (const auto& r : runs) EXPECT_EQ(r.load(), 1);
 }
 
 }  // namespace
