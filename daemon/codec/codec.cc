@@ -159,6 +159,7 @@ struct Candidate {
   const Codec* codec;
   double ratio;
   double predicted;
+  bool costly = false;  // far slower than the INT8 that usually follows it: sampled first
 };
 
 std::vector<Candidate> LossyCandidates(const Policy& policy, const TensorRef& t, const Profile& p) {
@@ -166,11 +167,13 @@ std::vector<Candidate> LossyCandidates(const Policy& policy, const TensorRef& t,
   const double spread = p.spread();
   constexpr double kSqrt12 = 3.4641016;
   std::vector<Candidate> c;
-  const auto add = [&](const Codec& codec, double ratio, double predicted) {
-    if (policy.Allows(codec.id()) && codec.Accepts(t)) c.push_back({&codec, ratio, predicted});
+  const auto add = [&](const Codec& codec, double ratio, double predicted, bool costly = false) {
+    if (policy.Allows(codec.id()) && codec.Accepts(t)) {
+      c.push_back({&codec, ratio, predicted, costly});
+    }
   };
-  // Groups of 64 see about half the whole tensor's range.
-  add(internal::Int4Codec(), item * 8 / 4.5, 0.5 * (2 * spread / 15) / kSqrt12);
+  // Groups of 64 see about half the whole tensor's range. Scalar code: ~20x an INT8 encode.
+  add(internal::Int4Codec(), item * 8 / 4.5, 0.5 * (2 * spread / 15) / kSqrt12, true);
   add(internal::Fp8Codec(), item / (1 + 4.0 / 256), 0.025);
   add(internal::Int8Codec(), item / (1 + 4.0 / 256), 0.6 * spread / 127 / kSqrt12);
   add(internal::Fp16Codec(), 2, 3e-4);
@@ -435,6 +438,30 @@ absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t) {
     best.stored_bytes = best.bytes.size();
     return true;
   };
+  // A costly candidate is first measured on a slice from the middle of the tensor (an eighth,
+  // whole groups of 64, at least kSampleElements); well over the budget there, it is skipped and
+  // its try recorded as a sampled overrun. Small tensors are encoded whole.
+  const auto sample_fails = [&](const Codec& c, double budget) -> bool {
+    constexpr size_t kSampleElements = 16384;
+    constexpr double kMargin = 1.5;  // the slice's error may be a little off the whole's
+    const size_t n = internal::Elements(t), item = ItemSize(t.dtype);
+    const size_t len = std::max(n / 8, kSampleElements) / 64 * 64;
+    if (n < 4 * len) return false;
+    const size_t at = (n - len) / 2 / 64 * 64;
+    const auto t0 = std::chrono::steady_clock::now();
+    Quality q;
+    auto bytes =
+        c.EncodeMeasured({t.dtype, {}, t.bytes.subspan(at * item, len * item)}, budget, &q);
+    if (!bytes.ok() || !(q.rel_rmse > kMargin * budget)) return false;
+    Encoded::Try tr{c.id()};
+    tr.rel_rmse = q.rel_rmse;
+    tr.seconds = Since(t0);
+    tr.over_budget = true;
+    tr.sample = true;
+    best.tried.push_back(tr);
+    best.over_budget = true;
+    return true;
+  };
   if (policy.mode == Compression::kLossy && IsFloat(t.dtype) && profile.finite) {
     bool hopeless = false;  // a candidate skipped because its predicted error is far too high
     for (const Candidate& c : LossyCandidates(policy, t, profile)) {
@@ -442,6 +469,7 @@ absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t) {
         hopeless = true;
         continue;
       }
+      if (c.costly && sample_fails(*c.codec, policy.budget)) continue;
       if (attempt(*c.codec, policy.budget)) {
         best.over_budget = false;  // a lossy encoding within the budget was found
         // A mostly-zero tensor may still shrink more losslessly (a ReLU activation): the

@@ -171,6 +171,7 @@ struct Encoded {
     double rel_rmse = 0;
     double seconds = 0;        // encode (and, for lossy codecs, the checking decode)
     bool over_budget = false;  // its measured error exceeded the budget
+    bool sample = false;       // measured on a slice of the tensor only (then skipped)
   };
   std::vector<Try> tried;
 };

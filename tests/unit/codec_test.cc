@@ -627,6 +627,18 @@ TEST(Codec, TheAutomaticChoiceFollowsThePolicy) {
   e = EncodeFor({Compression::kLossy, 0.15}, kv.ref());
   ASSERT_TRUE(e.ok());
   EXPECT_EQ(e->codec, CodecId::kInt4G64);
+  EXPECT_FALSE(e->tried[0].sample) << "within budget on its slice: encoded whole";
+  // 5%: 4-bit's ~9% is predicted close enough to try, but a slice shows it well over: it is
+  // skipped (a sampled overrun) without encoding the whole tensor, and INT8 is kept.
+  e = EncodeFor({Compression::kLossy, 0.05}, kv.ref());
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->codec, CodecId::kInt8) << CodecName(e->codec);
+  EXPECT_FALSE(e->over_budget);
+  ASSERT_GE(e->tried.size(), 2u);
+  EXPECT_EQ(e->tried[0].codec, CodecId::kInt4G64);
+  EXPECT_TRUE(e->tried[0].sample);
+  EXPECT_TRUE(e->tried[0].over_budget);
+  EXPECT_GT(e->tried[0].rel_rmse, 0.075);
   // Only the codecs the policy allows.
   Policy fp8_only = lossy;
   fp8_only.budget = 0.05;
