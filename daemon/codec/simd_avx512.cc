@@ -11,11 +11,15 @@
 // Compiled for the target with GCC's target attribute; called only where the CPU has it.
 // GCC 12 warns that its own AVX-512 intrinsics read their _mm512_undefined_*() operand (GCC bug
 // 105593, fixed in 13); the warning points into the header, so it is silenced there only.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#else
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cfloat>

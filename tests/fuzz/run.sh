@@ -3,13 +3,13 @@
 # each for FUZZ_SECONDS (default 60) from its committed seed corpus, in a scratch copy (new
 # inputs do not touch the repository). Exits non-zero on any finding (crash, leak, timeout,
 # UBSan report); the finding's input is kept in build-fuzz/findings/.
-#   tests/fuzz/run.sh [harness...]      default: all five
+#   tests/fuzz/run.sh [harness...]      default: all six
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$here"
 secs=${FUZZ_SECONDS:-60}
 harnesses=("$@")
-[[ ${#harnesses[@]} -eq 0 ]] && harnesses=(fuzz_validation fuzz_config fuzz_store fuzz_index fuzz_remote_header)
+[[ ${#harnesses[@]} -eq 0 ]] && harnesses=(fuzz_validation fuzz_config fuzz_store fuzz_index fuzz_remote_header fuzz_codec)
 
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DTENSORD_BUILD_TESTS=OFF -DTENSORD_FUZZ=ON -DTENSORD_WITH_CUDA=OFF \
