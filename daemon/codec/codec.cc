@@ -258,6 +258,13 @@ absl::Status Codec::Decode(std::span<const uint8_t> in, const TensorRef& like,
   }
   TensorRef shape = like;
   shape.bytes = {out.data(), out.size()};
+  // A copy that claims a codec for a tensor it never encodes (an element codec for integers: a
+  // crafted Redis entry) would be decoded at another element size than the buffer's.
+  if (!Accepts(shape)) {
+    return absl::DataLossError(absl::StrCat(name(), " copy of a ",
+                                            std::string(DTypeName(like.dtype)),
+                                            " tensor of this shape, which it does not encode"));
+  }
   return DecodePayload(payload, shape, out);
 }
 

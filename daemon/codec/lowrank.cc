@@ -61,8 +61,10 @@ class LowRank final : public Codec {
     Append(out, uint32_t(k));
     const size_t base = out->size();
     out->resize(base + 4 * k * (rows + cols));
-    std::memcpy(out->data() + base, a.data(), 4 * k * rows);
-    std::memcpy(out->data() + base + 4 * k * rows, b.data(), 4 * k * cols);
+    if (k > 0) {  // rank 0 (an all-zero matrix): no factors, and Eigen's are null
+      std::memcpy(out->data() + base, a.data(), 4 * k * rows);
+      std::memcpy(out->data() + base + 4 * k * rows, b.data(), 4 * k * cols);
+    }
     return absl::OkStatus();
   }
 
@@ -77,8 +79,10 @@ class LowRank final : public Codec {
       return Damaged(name(), "wrong size");
     }
     RowMatrix a(rows, k), b(cols, k);
-    std::memcpy(a.data(), a_bytes.data(), a_bytes.size());
-    std::memcpy(b.data(), b_bytes.data(), b_bytes.size());
+    if (k > 0) {
+      std::memcpy(a.data(), a_bytes.data(), a_bytes.size());
+      std::memcpy(b.data(), b_bytes.data(), b_bytes.size());
+    }
     const RowMatrix m = k == 0 ? RowMatrix::Zero(rows, cols) : RowMatrix(a * b.transpose());
     for (size_t i = 0; i < rows * cols; ++i) Store(like.dtype, out.data(), i, m.data()[i]);
     return absl::OkStatus();

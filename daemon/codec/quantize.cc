@@ -315,7 +315,10 @@ class Int4 final : public Codec {
         for (size_t g0 = 0; g0 < len; g0 += kGroup) {
           const size_t g1 = std::min(len, g0 + kGroup);
           const auto [lo_v, hi_v] = MinMax(x.data() + g0, g1 - g0);
-          if (std::fabs(lo_v) > 60000 || std::fabs(hi_v) > 60000) range_ok = false;
+          if (std::fabs(lo_v) > 60000 || std::fabs(hi_v) > 60000) {
+            range_ok = false;  // the encode fails; its float16 min would be Inf, its levels NaN
+            continue;
+          }
           // The stored (rounded) min and step are the ones quantized against.
           const uint16_t min16 = FloatToHalf(lo_v);
           const float min = HalfToFloat(min16);

@@ -599,6 +599,20 @@ TEST(Codec, ADamagedOrMisfiledEncodingIsDataLossNeverWrongBytes) {
       EXPECT_EQ(other->Decode(*enc, t.ref(), out).code(), absl::StatusCode::kDataLoss)
           << c->name() << " decoded by " << other->name();
     }
+    // A crafted copy: the envelope re-stamped for a uint8 tensor (the checksum covers the
+    // payload only, so it still holds). An element codec never encodes uint8; decoding at its
+    // own element size would write past the tensor. DATA_LOSS, the buffer untouched.
+    if (c->Accepts({DType::kUInt8, {}, {}})) continue;
+    ::tensord::codec::Bytes restamped = *enc;
+    std::vector<uint8_t> bytes(t.bytes.size() / 2, 0x5a);  // as many uint8 elements
+    const uint64_t nbytes = bytes.size();
+    restamped[5] = static_cast<uint8_t>(DType::kUInt8);
+    std::memcpy(restamped.data() + 8, &nbytes, 8);  // the envelope's decoded size
+    const Tensor as_u8{DType::kUInt8, {int64_t(bytes.size())}, {}};
+    TensorRef like = as_u8.ref();
+    like.bytes = bytes;
+    EXPECT_EQ(c->Decode(restamped, like, bytes).code(), absl::StatusCode::kDataLoss) << c->name();
+    EXPECT_EQ(bytes, std::vector<uint8_t>(bytes.size(), 0x5a)) << c->name();
   }
 }
 
