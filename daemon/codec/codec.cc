@@ -258,12 +258,14 @@ absl::Status Codec::Decode(std::span<const uint8_t> in, const TensorRef& like,
   }
   TensorRef shape = like;
   shape.bytes = {out.data(), out.size()};
-  // A copy that claims a codec for a tensor it never encodes (an element codec for integers: a
-  // crafted Redis entry) would be decoded at another element size than the buffer's.
-  if (!Accepts(shape)) {
+  // A copy that claims a lossy (element) codec for a tensor of integers (a crafted Redis entry)
+  // would be decoded at a float's size into a buffer of another element size. Only this is
+  // checked here, not Accepts(): its heuristics (lowrank's sizes) may change between versions,
+  // and copies written before must still decode.
+  if (lossy() && !IsFloat(like.dtype)) {
     return absl::DataLossError(absl::StrCat(name(), " copy of a ",
                                             std::string(DTypeName(like.dtype)),
-                                            " tensor of this shape, which it does not encode"));
+                                            " tensor: it encodes float tensors only"));
   }
   return DecodePayload(payload, shape, out);
 }
@@ -456,12 +458,16 @@ absl::StatusOr<Encoded> EncodeFor(const Policy& policy, const TensorRef& t) {
     if (n < 4 * len) return false;
     const size_t at = (n - len) / 2 / 64 * 64;
     const auto t0 = std::chrono::steady_clock::now();
+    const TensorRef slice{t.dtype, {}, t.bytes.subspan(at * item, len * item)};
     Quality q;
-    auto bytes =
-        c.EncodeMeasured({t.dtype, {}, t.bytes.subspan(at * item, len * item)}, budget, &q);
-    if (!bytes.ok() || !(q.rel_rmse > kMargin * budget)) return false;
+    auto bytes = c.EncodeMeasured(slice, budget, &q);
+    if (!bytes.ok()) return false;
+    // The slice's error against the whole tensor's energy (the profile's RMS) as well as its
+    // own: a quiet middle must not make the whole look worse than it is.
+    const double whole = q.rel_rmse * Analyze(slice).rms / std::max(profile.rms, 1e-300);
+    if (!(q.rel_rmse > kMargin * budget && whole > kMargin * budget)) return false;
     Encoded::Try tr{c.id()};
-    tr.rel_rmse = q.rel_rmse;
+    tr.rel_rmse = std::min(q.rel_rmse, whole);
     tr.seconds = Since(t0);
     tr.over_budget = true;
     tr.sample = true;

@@ -60,7 +60,7 @@ void Mover::CountEncode(const codec::Encoded& e, uint64_t nbytes) {
     CodecStat& c = per_codec_[int(t.codec)];
     c.codec = t.codec;
     ++c.tried;
-    c.encode_seconds += t.seconds;
+    if (!t.sample) c.encode_seconds += t.seconds;  // a slice's encode would skew encode_gbps
     if (t.over_budget) ++c.over_budget;
   }
   if (e.codec == codec::CodecId::kNone) return;

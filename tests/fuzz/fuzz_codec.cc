@@ -73,6 +73,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool best = data[3] & 1;          // which kernels decode
   const uint8_t* body = data + 4;
   const size_t body_size = size - 4;
+  struct RestoreIsa {
+    ~RestoreIsa() { codec::simd::ForceIsa(codec::simd::BestIsa()); }
+  } restore;
   codec::simd::ForceIsa(best ? codec::simd::BestIsa() : codec::simd::Isa::kPortable);
 
   // The body as a payload, decoded into a tensor of its own element count (or of the count the
@@ -95,8 +98,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<int64_t> shape;
   if (n % cols == 0 && cols > 1) shape = {int64_t(n / cols), int64_t(cols)};
   const codec::TensorRef t{dtype, shape, {body, n * item}};
-  const bool finite = dtype == DType::kInt32 || dtype == DType::kUInt8 ||
-                      AllFinite(dtype, body, n);
+  const bool finite = dtype == DType::kInt32 || dtype == DType::kUInt8 || AllFinite(dtype, body, n);
   for (const codec::Codec* c : codecs) {
     if (!c->Accepts(t) || (c->id() == codec::CodecId::kLowRank && n > 4096)) continue;
     codec::simd::ForceIsa(codec::simd::Isa::kPortable);
@@ -123,6 +125,5 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Require(c->Decode(*fast, t, fast_back).ok() && fast_back == back);
     }
   }
-  codec::simd::ForceIsa(codec::simd::BestIsa());
   return 0;
 }
