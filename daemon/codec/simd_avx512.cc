@@ -271,22 +271,40 @@ TENSORD_AVX512 bool AllZero(const uint8_t* src, size_t lo, size_t hi) {
 
 // ---- INT8 ----
 
-// One vector of an INT8 group: x's lanes in `m` (all of them where kFull), the scales at
-// inv/scale (columns) or inv1/scale1 (rows).
+// 16 per-element scales at p; lanes outside `m` read as 0 unless kFull.
+template <bool kFull>
+TENSORD_AVX512_INLINE __m512 Scales(__mmask16 m, const float* p) {
+  return kFull ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+}
+
+// The codes of one vector of an INT8 group (int32 lanes, not yet clamped to [-127, 127]; the
+// packs clamp them), its error terms added: x's lanes in `m` (all of them where kFull), the
+// scales at inv/scale (columns) or inv1/scale1 (rows).
+template <DType D, bool kColumns, Round R, bool kFull>
+TENSORD_AVX512_INLINE __m512i Int8Codes(__m512 x, __mmask16 m, const float* inv, const float* scale,
+                                        __m512 inv1, __m512 scale1, Lanes* lanes) {
+  const __m512i v = _mm512_cvtps_epi32(
+      _mm512_mul_ps(x, kColumns ? Scales<kFull>(m, inv) : inv1));  // nearest even
+  if constexpr (R != kNoError) {
+    const __m512i c =
+        _mm512_min_epi32(_mm512_max_epi32(v, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+    const __m512 sc = kColumns ? Scales<kFull>(m, scale) : scale1;
+    AddLanes<D, R>(x, _mm512_mul_ps(_mm512_cvtepi32_ps(c), sc), lanes);
+  }
+  return v;
+}
+
+// One vector of an INT8 group, stored: saturated to [-128, 127], then -128 raised to -127.
 template <DType D, bool kColumns, Round R, bool kFull>
 TENSORD_AVX512_INLINE void Int8Vector(__m512 x, __mmask16 m, const float* inv, const float* scale,
                                       __m512 inv1, __m512 scale1, int8_t* q, Lanes* lanes) {
-  const __m512 iv = kColumns ? _mm512_maskz_loadu_ps(m, inv) : inv1;
-  __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(x, iv));  // nearest even
-  v = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+  const __m128i b = _mm_max_epi8(_mm512_cvtsepi32_epi8(Int8Codes<D, kColumns, R, kFull>(
+                                     x, m, inv, scale, inv1, scale1, lanes)),
+                                 _mm_set1_epi8(-127));
   if constexpr (kFull) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(v));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), b);
   } else {
-    _mm_mask_storeu_epi8(q, m, _mm512_cvtsepi32_epi8(v));
-  }
-  if constexpr (R != kNoError) {
-    const __m512 sc = kColumns ? _mm512_maskz_loadu_ps(m, scale) : scale1;
-    AddLanes<D, R>(x, _mm512_mul_ps(_mm512_cvtepi32_ps(v), sc), lanes);
+    _mm_mask_storeu_epi8(q, m, b);
   }
 }
 
@@ -319,15 +337,8 @@ TENSORD_AVX512_INLINE void Int8Segment(const uint8_t* src, size_t at, size_t end
     __m512i v[4];
     for (size_t j = 0; j < 4; ++j) {
       const size_t k = i - at + 16 * j;
-      const __m512 x = Load<D>(src + kItem<D> * (i + 16 * j));
-      v[j] = _mm512_cvtps_epi32(
-          _mm512_mul_ps(x, kColumns ? _mm512_loadu_ps(inv + k) : inv1));  // nearest even
-      if constexpr (R != kNoError) {
-        const __m512i c = _mm512_min_epi32(_mm512_max_epi32(v[j], _mm512_set1_epi32(-127)),
-                                           _mm512_set1_epi32(127));
-        const __m512 sc = kColumns ? _mm512_loadu_ps(scale + k) : scale1;
-        AddLanes<D, R>(x, _mm512_mul_ps(_mm512_cvtepi32_ps(c), sc), lanes);
-      }
+      v[j] = Int8Codes<D, kColumns, R, true>(Load<D>(src + kItem<D> * (i + 16 * j)), 0xffff,
+                                             inv + k, scale + k, inv1, scale1, lanes);
     }
     _mm512_storeu_si512(q + i, PackInt8(v[0], v[1], v[2], v[3]));
   }
