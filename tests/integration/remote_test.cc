@@ -116,7 +116,7 @@ TEST_F(RemoteTest, ATensorStoredThroughOneDaemonIsServedByAnother) {
   Daemon a(RemoteArgs(*redis_, "machine-a"));
   Daemon b(RemoteArgs(*redis_, "machine-b"));
   ASSERT_TRUE(a.ok() && b.ok());
-  EXPECT_TRUE(Serving(a, "tensord.remote"));
+  EXPECT_TRUE(Eventually([&] { return Serving(a, "tensord.remote"); }));
   for (uint64_t n : {uint64_t{1000}, kMiB, 16 * kMiB + 3}) {
     const std::string key = "kv.block." + std::to_string(n);
     auto [rc, hash] = It({"put", a.socket(), key, std::to_string(n), std::to_string(n), "cache"});
@@ -540,7 +540,7 @@ TEST_F(RemoteTest, AWrongPasswordLeavesTheRemoteTierDownAndTheDaemonUp) {
   ASSERT_EQ(RunCommand("chmod 600 " + file).rc, 0);
   Daemon good(RemoteArgs(secured, "machine-b", {"--remote-password-file", file}));
   ASSERT_TRUE(good.ok());
-  EXPECT_TRUE(Serving(good, "tensord.remote"));
+  EXPECT_TRUE(Eventually([&] { return Serving(good, "tensord.remote"); }));
 }
 
 TEST_F(RemoteTest, AValueDamagedInRedisIsAMissOrDataLossNeverWrongBytes) {
