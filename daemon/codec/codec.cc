@@ -21,9 +21,13 @@ namespace {
 
 using internal::IsFloat;
 
-// 'TDC1', codec id, dtype, reserved, decoded size, XXH3 of the payload.
+// 'TDC2', codec id, dtype, reserved, decoded size, PayloadHash of the payload. Copies written
+// before (on SSD, in Redis, in a restart's index) carry 'TDC1' and the XXH3 of the whole payload:
+// they still decode.
+constexpr uint32_t kMagicWholeHash = 0x31434454;  // 'TDC1'
+constexpr uint32_t kMagic = 0x32434454;           // 'TDC2'
 struct Envelope {
-  uint32_t magic = 0x31434454;
+  uint32_t magic = kMagic;
   uint8_t codec = 0;
   uint8_t dtype = 0;
   uint16_t reserved = 0;
@@ -193,6 +197,18 @@ std::vector<Candidate> LossyCandidates(const Policy& policy, const TensorRef& t,
 
 }  // namespace
 
+uint64_t PayloadHash(std::span<const uint8_t> payload) {
+  const size_t segments = (payload.size() + kHashSegment - 1) / kHashSegment;
+  if (segments <= 1) return XXH3_64bits(payload.data(), payload.size());
+  // Little-endian u64s on every host this daemon builds for (x86-64, aarch64).
+  std::vector<uint64_t> hashes(segments);
+  ParallelFor(segments, [&](size_t i) {
+    const size_t at = i * kHashSegment;
+    hashes[i] = XXH3_64bits(payload.data() + at, std::min(kHashSegment, payload.size() - at));
+  });
+  return XXH3_64bits(hashes.data(), hashes.size() * sizeof(uint64_t));
+}
+
 absl::StatusOr<Bytes> Codec::Encode(const TensorRef& t, double budget) const {
   return EncodeMeasured(t, budget, nullptr);
 }
@@ -219,7 +235,7 @@ absl::StatusOr<Bytes> Codec::EncodeMeasured(const TensorRef& t, double budget,
   e.codec = static_cast<uint8_t>(id());
   e.dtype = static_cast<uint8_t>(t.dtype);
   e.nbytes = t.bytes.size();
-  e.hash = XXH3_64bits(out.data() + sizeof(Envelope), out.size() - sizeof(Envelope));
+  e.hash = PayloadHash({out.data() + sizeof(Envelope), out.size() - sizeof(Envelope)});
   std::memcpy(out.data(), &e, sizeof(e));
   if (quality != nullptr && !inline_quality) {
     *quality = Quality{};
@@ -245,7 +261,7 @@ absl::Status Codec::Decode(std::span<const uint8_t> in, const TensorRef& like,
   Envelope e;
   if (in.size() < sizeof(e)) return internal::Damaged(name(), "shorter than its envelope");
   std::memcpy(&e, in.data(), sizeof(e));
-  if (e.magic != Envelope{}.magic || e.codec != static_cast<uint8_t>(id())) {
+  if ((e.magic != kMagic && e.magic != kMagicWholeHash) || e.codec != static_cast<uint8_t>(id())) {
     return internal::Damaged(name(), "not an encoding by this codec");
   }
   if (e.dtype != static_cast<uint8_t>(like.dtype) || e.nbytes != out.size()) {
@@ -253,7 +269,9 @@ absl::Status Codec::Decode(std::span<const uint8_t> in, const TensorRef& like,
                                             int(e.dtype), ", not of this tensor"));
   }
   const std::span<const uint8_t> payload = in.subspan(sizeof(e));
-  if (XXH3_64bits(payload.data(), payload.size()) != e.hash) {
+  const uint64_t hash =
+      e.magic == kMagic ? PayloadHash(payload) : XXH3_64bits(payload.data(), payload.size());
+  if (hash != e.hash) {
     return internal::Damaged(name(), "checksum mismatch");
   }
   TensorRef shape = like;

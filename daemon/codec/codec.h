@@ -2,10 +2,10 @@
 // applies them below the host tier (encode on the way down, decode and verify on the way up); a
 // codec knows nothing of tiers, objects or I/O.
 //
-// Every encoding starts with one envelope (codec id, dtype, decoded size, XXH3 of the payload),
-// so a damaged or misfiled copy decodes to DATA_LOSS, never to wrong bytes. Lossless codecs are
-// bit-exact for every dtype (NaN payloads, Inf, denormals, -0 included); lossy ones decode to
-// the source dtype and every encode reports its measured round-trip error.
+// Every encoding starts with one envelope (codec id, dtype, decoded size, PayloadHash of the
+// payload), so a damaged or misfiled copy decodes to DATA_LOSS, never to wrong bytes. Lossless
+// codecs are bit-exact for every dtype (NaN payloads, Inf, denormals, -0 included); lossy ones
+// decode to the source dtype and every encode reports its measured round-trip error.
 //
 // Thread-safe: codecs hold no state. Large tensors are split into chunks that run on the codec
 // pool (codec/parallel.h), with the calling thread taking part.
@@ -133,6 +133,13 @@ class Codec {
   virtual absl::Status DecodePayload(std::span<const uint8_t> payload, const TensorRef& like,
                                      std::span<uint8_t> out) const = 0;
 };
+
+// The checksum in an encoding's envelope: the XXH3 of a payload of at most kHashSegment bytes,
+// else the XXH3 of the XXH3s of its kHashSegment-byte segments (the last one shorter), as
+// little-endian u64s. The segments are hashed on the codec pool, so that verifying a large
+// copy is not one core's serial pass after a parallel decode (nor before it).
+inline constexpr size_t kHashSegment = 64 << 10;
+uint64_t PayloadHash(std::span<const uint8_t> payload);
 
 // Returns the codec for `id` (kNone included). INVALID_ARGUMENT for an id no codec has.
 absl::StatusOr<const Codec*> CodecFor(CodecId id);

@@ -33,21 +33,33 @@ bool SpinUntil(std::chrono::steady_clock::time_point until, Fn&& done) {
   }
 }
 
+// A ParallelFor's indices, split into one contiguous share per thread of the pool (the caller's
+// first): each thread runs its own share first, then takes what is left of the others'. A thread
+// thus runs the same part of every pass over a tensor (its maxima, then its codes, then the
+// checksum of those codes), which its cache still holds: on this VM, indices dealt out in
+// arrival order made a 1 MiB encode slower on two cores than on one.
 struct Batch {
-  Batch(absl::FunctionRef<void(size_t)> f, size_t count, int helpers)
-      : fn(f), n(count), tickets(helpers) {}
+  Batch(absl::FunctionRef<void(size_t)> f, size_t count, int helpers, int threads)
+      : fn(f), n(count), shares(threads), tickets(helpers), next(new std::atomic<size_t>[threads]) {
+    for (int k = 0; k < shares; ++k) next[k] = Begin(k);
+  }
   absl::FunctionRef<void(size_t)> fn;
-  size_t n;
-  std::atomic<int> tickets;  // workers that may still join
-  std::atomic<size_t> next{0};
+  const size_t n;
+  const int shares;
+  std::atomic<int> tickets;                     // workers that may still join
+  std::unique_ptr<std::atomic<size_t>[]> next;  // per share: its next index
   std::atomic<size_t> done{0};
   absl::Mutex mu;
-  // Runs indices until none is left.
-  void Drain() {
+  size_t Begin(int share) const { return n * share / shares; }
+  // Runs indices until none is left: share `own`'s, then the others'.
+  void Drain(int own) {
     size_t ran = 0;
-    for (size_t i; (i = next.fetch_add(1)) < n;) {
-      fn(i);
-      ++ran;
+    for (int j = 0; j < shares; ++j) {
+      const int k = (own + j) % shares;
+      for (size_t i, end = Begin(k + 1); (i = next[k].fetch_add(1)) < end;) {
+        fn(i);
+        ++ran;
+      }
     }
     if (ran > 0 && done.fetch_add(ran) + ran == n) {
       absl::MutexLock lock(&mu);  // wakes a caller asleep on `done`
@@ -62,7 +74,7 @@ class Pool {
  public:
   // `threads` in all, the caller of ParallelFor being one: threads - 1 workers.
   explicit Pool(int threads) : threads_(threads) {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { Work(i); });
   }
   ~Pool() {
     {
@@ -93,7 +105,7 @@ class Pool {
  private:
   // A worker that helped spins for the next batch until kSpin after its work; one that did
   // not (no ticket left) sleeps at once, so an idle or oversized pool burns no CPU.
-  void Work() {
+  void Work(int share) {
     on_pool_thread = true;  // only codec work runs here: a nested ParallelFor runs inline
     uint32_t seen = 0;      // the generation a new pool starts at: a Post or stop before this
                             // thread ran is seen, not waited for
@@ -109,7 +121,7 @@ class Pool {
         b = current_;
       }
       if (b != nullptr && b->tickets.fetch_sub(1) > 0) {
-        b->Drain();
+        b->Drain(share);
         hot_until = std::chrono::steady_clock::now() + kSpin;
       }
     }
@@ -165,10 +177,10 @@ void ParallelFor(size_t n, absl::FunctionRef<void(size_t)> fn) {
     return;
   }
   // The caller is one worker; up to threads - 1 help.
-  auto b =
-      std::make_shared<Batch>(fn, n, static_cast<int>(std::min<size_t>(n - 1, p->threads() - 1)));
+  auto b = std::make_shared<Batch>(
+      fn, n, static_cast<int>(std::min<size_t>(n - 1, p->threads() - 1)), p->threads());
   p->Post(b);
-  b->Drain();
+  b->Drain(0);
   if (!SpinUntil(std::chrono::steady_clock::now() + kSpin, [&] { return b->Finished(); })) {
     absl::MutexLock lock(&b->mu);
     b->mu.Await(absl::Condition(

@@ -9,6 +9,7 @@
 // denormals-are-zero), which the daemon never changes. Stateless and thread-safe.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -88,10 +89,23 @@ void DequantizeInt8(const int8_t* q, size_t lo, size_t hi, const Int8Scales& s, 
                     uint8_t* dst);
 
 // FP8 E4M3 (OCP "fn": bias 7, max 448, saturating) with a float32 scale per block of
-// kFp8Block elements: max |x| of the block maps to 448 (Fp8Scale), q[i] = e4m3(x[i] / scale).
+// kFp8Block elements (Fp8Scale of the block's max |x|), q[i] = e4m3(x[i] * (1 / scale)).
 inline constexpr size_t kFp8Block = 256;
+// The scale of a block whose max |x| is amax. For amax in [2^-100, 2^15): the power of two that
+// maps amax into (224, 448], so that x / scale is exact (a shift of the exponent) and a code
+// depends on x's bits alone: the AVX-512 kernels round float16 and bfloat16 bits in 16-bit lanes.
+// E4M3's relative precision is the same in every binade, so this loses nothing measurable
+// against mapping amax to 448 exactly. Beyond 2^15 a value could round up to 2^16 (float16's
+// Inf); such blocks, tiny ones and all-zero ones keep amax / 448 (at least FLT_MIN: a scale
+// that underflows would make its inverse infinite), or 1. Only the encoder chooses: a decoder
+// reads the scale.
 inline float Fp8Scale(float amax) {
-  // At least FLT_MIN (2^-126): a scale that underflows would make its inverse infinite.
+  if (amax >= 0x1p-100f && amax < 0x1p15f) {
+    const uint32_t bits = std::bit_cast<uint32_t>(amax);
+    const int e = static_cast<int>(bits >> 23) - 127;             // amax = 1.m * 2^e
+    const int k = (bits & 0x7fffff) <= 0x600000 ? e - 8 : e - 7;  // 1.m <= 1.75: 1.m * 2^8
+    return std::bit_cast<float>(static_cast<uint32_t>(k + 127) << 23);
+  }
   return amax > 0 ? (amax / 448.0f < 0x1p-126f ? 0x1p-126f : amax / 448.0f) : 1.0f;
 }
 // Encodes elements [lo, hi) of src (lo a multiple of kFp8Block), writing the blocks' scales

@@ -335,6 +335,7 @@ TENSORD_AVX512_INLINE void Int8Segment(const uint8_t* src, size_t at, size_t end
   size_t i = at;
   for (; i + 64 <= end; i += 64) {
     __m512i v[4];
+#pragma GCC unroll 4  // v[] in registers: a 64-byte store reloaded at once stalls (Zen 4)
     for (size_t j = 0; j < 4; ++j) {
       const size_t k = i - at + 16 * j;
       v[j] = Int8Codes<D, kColumns, R, true>(Load<D>(src + kItem<D> * (i + 16 * j)), 0xffff,
@@ -517,6 +518,7 @@ TENSORD_AVX512_INLINE void E4m3Block(const uint8_t* src, size_t b0, size_t len, 
   size_t i = b0;
   for (; i + 64 <= end; i += 64) {
     __m512i c[4];
+#pragma GCC unroll 4  // as in Int8Segment
     for (size_t j = 0; j < 4; ++j) {
       c[j] = E4m3Codes<D, R>(Load<D>(src + kItem<D> * (i + 16 * j)), inv, k, lanes);
     }
@@ -531,6 +533,99 @@ TENSORD_AVX512_INLINE void E4m3Block(const uint8_t* src, size_t b0, size_t len, 
     const __m512i c = E4m3Codes<D, R>(Load<D>(src + kItem<D> * i, m), inv, k, lanes);
     _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(c));
   }
+}
+
+// ---- FP8 of float16 and bfloat16 by a power-of-two scale, in 16-bit lanes ----
+//
+// With scale = 2^k, x / scale only moves x's exponent, so E4M3 rounding is integer rounding of
+// x's own bits: the code of |x| is (|x| + half - 1 + lsb - (F << M)) >> (M - 3), for the M
+// mantissa bits of D and F = (D's bias - 7) + k, wherever the result is an E4M3 normal. That is
+// about a third of the float path's operations per element, on 32 lanes at a time. Lanes below
+// `hi` (E4M3 denormals, and D's own denormals) are zero when x is +-0, and otherwise rare: a
+// vector with one takes the float path (E4m3Codes), which gives the same codes.
+template <DType D>
+struct E4m3Pow2 {
+  static constexpr int kMant = D == DType::kFloat16 ? 10 : 7;
+  static constexpr int kDrop = kMant - 3;
+  __m512i bias, hi, dec;  // per 16-bit lane: the rounding constant, the denormal bound, F << M
+  TENSORD_AVX512 explicit E4m3Pow2(int k) {
+    const int f = (D == DType::kFloat16 ? 15 : 127) - 7 + k;
+    bias = _mm512_set1_epi16(static_cast<int16_t>((1 << (kDrop - 1)) - 1 - (f << kMant)));
+    hi = _mm512_set1_epi16(static_cast<int16_t>(std::max(1 << kMant, (f + 1) << kMant)));
+    dec = _mm512_set1_epi16(static_cast<int16_t>(f << kMant));
+  }
+};
+
+// The block's scale as 2^k within the range Fp8Scale gives powers of two for, or false.
+inline bool Pow2Scale(float scale, int* k) {
+  const uint32_t bits = std::bit_cast<uint32_t>(scale);
+  if ((bits & 0x7fffff) != 0) return false;
+  *k = static_cast<int>(bits >> 23) - 127;
+  return *k >= -110 && *k <= 7;
+}
+
+// 16 values of D (16-bit) as floats.
+template <DType D>
+TENSORD_AVX512_INLINE __m512 Widen16(__m256i h) {
+  if constexpr (D == DType::kFloat16) return _mm512_cvtph_ps(h);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// Codes (sign included) of 32 values of D at p, in 16-bit lanes.
+template <DType D, Round R>
+TENSORD_AVX512_INLINE __m512i E4m3Codes32(const uint8_t* p, const E4m3Pow2<D>& c, __m512 inv,
+                                          const E4m3Scale& k, Lanes* lanes) {
+  constexpr int kDrop = E4m3Pow2<D>::kDrop;
+  const __m512i h = _mm512_loadu_si512(p);
+  const __m512i a = _mm512_and_si512(h, _mm512_set1_epi16(0x7fff));
+  const __mmask32 low = _mm512_cmplt_epu16_mask(a, c.hi);
+  if (_mm512_mask_test_epi16_mask(low, a, a) != 0) [[unlikely]] {
+    const __m256i h0 = _mm512_castsi512_si256(h), h1 = _mm512_extracti64x4_epi64(h, 1);
+    const __m512i c0 = E4m3Codes<D, R>(Widen16<D>(h0), inv, k, lanes);
+    const __m512i c1 = E4m3Codes<D, R>(Widen16<D>(h1), inv, k, lanes);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(c0)),
+                              _mm512_cvtepi32_epi16(c1), 1);
+  }
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi16(a, kDrop), _mm512_set1_epi16(1));
+  // +-0 (the lanes below hi here) code as 0; every other lane is an E4M3 normal.
+  const __m512i code = _mm512_maskz_srai_epi16(
+      static_cast<__mmask32>(~low), _mm512_add_epi16(_mm512_add_epi16(a, c.bias), lsb), kDrop);
+  if constexpr (R != kNoError) {
+    // The decoded |value| is exact in D: |x| - value is the error, x^2 the reference.
+    const __m512i value =
+        _mm512_maskz_add_epi16(static_cast<__mmask32>(~low), _mm512_slli_epi16(code, kDrop), c.dec);
+    for (int half = 0; half < 2; ++half) {
+      const __m512 x =
+          Widen16<D>(half == 0 ? _mm512_castsi512_si256(a) : _mm512_extracti64x4_epi64(a, 1));
+      const __m512 y = Widen16<D>(half == 0 ? _mm512_castsi512_si256(value)
+                                            : _mm512_extracti64x4_epi64(value, 1));
+      const __m512 diff = _mm512_sub_ps(x, y);
+      lanes->err2 = _mm512_fmadd_ps(diff, diff, lanes->err2);
+      lanes->ref2 = _mm512_fmadd_ps(x, x, lanes->ref2);
+      lanes->max = _mm512_range_ps(lanes->max, diff, 0x0b);
+    }
+  }
+  // code | (sign byte & 0x80)
+  return _mm512_ternarylogic_epi32(code, _mm512_srli_epi16(h, 8), _mm512_set1_epi16(0x80), 0xf8);
+}
+
+// E4m3Block for float16 and bfloat16 blocks whose scale is 2^k.
+template <DType D, Round R>
+TENSORD_AVX512_INLINE void E4m3BlockPow2(const uint8_t* src, size_t b0, size_t len, int k,
+                                         float scale, uint8_t* q, Lanes* lanes) {
+  const E4m3Pow2<D> c(k);
+  const __m512 inv = _mm512_set1_ps(1.0f / scale);
+  const E4m3Scale ks(scale);
+  const size_t end = b0 + len;
+  size_t i = b0;
+  for (; i + 64 <= end; i += 64) {
+    const __m512i c0 = E4m3Codes32<D, R>(src + 2 * i, c, inv, ks, lanes);
+    const __m512i c1 = E4m3Codes32<D, R>(src + 2 * (i + 32), c, inv, ks, lanes);
+    // The pack interleaves 128-bit lanes; the permutation puts the eight quarters in order.
+    const __m512i order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+    _mm512_storeu_si512(q + i, _mm512_permutexvar_epi64(order, _mm512_packus_epi16(c0, c1)));
+  }
+  if (i < end) E4m3Block<D, R>(src, i, end - i, scale, q, lanes);
 }
 
 // Below this scale the smallest E4M3 value (2^-9) times the scale is a float denormal.
@@ -548,7 +643,10 @@ TENSORD_AVX512 bool QuantizeE4m3T(const uint8_t* src, size_t lo, size_t hi, uint
       if (amax == HUGE_VALF) return false;
       const float scale = Fp8Scale(amax);
       std::memcpy(scales + 4 * (b0 / kFp8Block), &scale, 4);
-      if (R == kFast && D == DType::kBFloat16 && scale < kE4m3TinyScale) {
+      int k = 0;
+      if (D != DType::kFloat32 && Pow2Scale(scale, &k)) {
+        E4m3BlockPow2<D, R>(src, b0, len, k, scale, q, &lanes);
+      } else if (R == kFast && D == DType::kBFloat16 && scale < kE4m3TinyScale) {
         E4m3Block<D, kExact>(src, b0, len, scale, q, &lanes);
       } else {
         E4m3Block<D, R>(src, b0, len, scale, q, &lanes);

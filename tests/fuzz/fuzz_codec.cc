@@ -2,9 +2,10 @@
 // encodings other daemons wrote to the shared Redis, where anyone who can write may put any
 // bytes under a valid checksum; their encoders take whatever bytes a client stored. The input's
 // first bytes choose a codec, a dtype, a shape and a kernel build; the rest is used twice:
-//  - as an encoding's payload, wrapped in a valid envelope (the 24-byte 'TDC1' header of
-//    codec.cc, checksum included) and decoded into a tensor of the chosen shape: a decode either
-//    succeeds or returns DATA_LOSS, never reads or writes out of bounds (ASan);
+//  - as an encoding's payload, wrapped in a valid envelope (the 24-byte header of codec.cc,
+//    'TDC2' with its segmented checksum or the older 'TDC1' one) and decoded into a tensor of the
+//    chosen shape: a decode either succeeds or returns DATA_LOSS, never reads or writes out of
+//    bounds (ASan);
 //  - as a tensor's bytes, encoded by every codec that accepts it: each encoding decodes again,
 //    lossless ones to the very bytes; and the element codecs' encodings of finite tensors are
 //    the same bytes on the portable kernels and on the best ones this CPU runs (AVX-512 here).
@@ -29,10 +30,10 @@ constexpr DType kDtypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16,
 constexpr size_t kMaxElements = 16384;  // keeps an input fast (zstd, SVD)
 
 codec::Bytes Envelope(codec::CodecId id, DType d, uint64_t nbytes, const uint8_t* payload,
-                      size_t size) {
+                      size_t size, bool old) {
   codec::Bytes out(24 + size);
-  const uint32_t magic = 0x31434454;  // 'TDC1'
-  const uint64_t hash = XXH3_64bits(payload, size);
+  const uint32_t magic = old ? 0x31434454 : 0x32434454;  // 'TDC1', 'TDC2'
+  const uint64_t hash = old ? XXH3_64bits(payload, size) : codec::PayloadHash({payload, size});
   std::memcpy(out.data(), &magic, 4);
   out[4] = static_cast<uint8_t>(id);
   out[5] = static_cast<uint8_t>(d);
@@ -71,6 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t item = ItemSize(dtype);
   const size_t cols = 1 + data[2] % 200;  // a 2-D shape when it divides the elements
   const bool best = data[3] & 1;          // which kernels decode
+  const bool old = data[3] & 2;           // the envelope before segmented checksums
   const uint8_t* body = data + 4;
   const size_t body_size = size - 4;
   struct RestoreIsa {
@@ -87,7 +89,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (n % cols == 0 && cols > 1) shape = {int64_t(n / cols), int64_t(cols)};
     std::vector<uint8_t> out(n * item, 0xa5);
     const codec::TensorRef like{dtype, shape, {out.data(), out.size()}};
-    const codec::Bytes enc = Envelope(chosen.id(), dtype, out.size(), body, body_size);
+    const codec::Bytes enc = Envelope(chosen.id(), dtype, out.size(), body, body_size, old);
     const absl::Status st = chosen.Decode(enc, like, out);
     Require(st.ok() || st.code() == absl::StatusCode::kDataLoss);
   }

@@ -5,6 +5,7 @@
 #include "daemon/codec/codec.h"
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <atomic>
@@ -489,6 +490,79 @@ TEST(Simd, MeasuredErrorOfZeroAndTinyBlocksIsThePortableOne) {
   }
 }
 
+// FP8 of float16 and bfloat16 blocks whose scale is a power of two: the AVX-512 kernels round
+// the 16-bit values themselves, and fall back to float for E4M3 and float16 denormals. Every
+// finite value (a sample of them for the widest bfloat16 blocks) under block maxima across each
+// dtype's range, both ways a maximum maps (1.5 * 2^e to 384, 1.9 * 2^e to 243), and maxima that
+// keep the amax / 448 scale (>= 2^15, < 2^-100), gives the portable codes, scales and error.
+TEST(Simd, Fp8OfEvery16BitValueUnderEveryScaleIsThePortableOne) {
+  if (VectorIsas().empty()) {
+    GTEST_SKIP() << "this CPU has no AVX2 + F16C: only the portable kernels run";
+  }
+  RestoreIsa restore;
+  std::mt19937 rng(5);
+  for (DType d : {DType::kFloat16, DType::kBFloat16}) {
+    const auto value = [d](uint16_t h) {
+      return d == DType::kFloat16 ? HalfToFloat(h) : Bf16ToFloat(h);
+    };
+    const auto bits = [d](float f) {
+      return d == DType::kFloat16 ? FloatToHalf(f) : FloatToBf16(f);
+    };
+    std::vector<uint16_t> finite;  // non-negative finite values, ascending
+    for (uint32_t h = 0; h < 0x8000; ++h) {
+      if (std::isfinite(value(uint16_t(h)))) finite.push_back(uint16_t(h));
+    }
+    std::vector<uint16_t> x;
+    size_t pow2_blocks = 0;
+    const int lo_e = d == DType::kFloat16 ? -24 : -133, hi_e = d == DType::kFloat16 ? 15 : 127;
+    for (int e = lo_e; e <= hi_e; ++e) {
+      for (float m : {1.5f, 1.9f}) {
+        const uint16_t amax = bits(std::ldexp(m, e));
+        if (!std::isfinite(value(amax)) || value(amax) == 0) continue;
+        pow2_blocks += value(amax) >= 0x1p-100f && value(amax) < 0x1p15f;
+        // The values at most amax, every one of them or 16384 at random, in blocks of 256 led
+        // by +-amax; signs at random.
+        const size_t count = std::upper_bound(finite.begin(), finite.end(), amax) - finite.begin();
+        const size_t take = std::min<size_t>(count, 16384);
+        for (size_t i = 0; i < take; ++i) {
+          if (x.size() % simd::kFp8Block == 0) x.push_back(amax | (rng() % 2 ? 0x8000 : 0));
+          const uint16_t v = finite[take == count ? i : rng() % count];
+          x.push_back(v | (rng() % 2 ? 0x8000 : 0));
+        }
+        while (x.size() % simd::kFp8Block != 0) x.push_back(0);
+      }
+    }
+    ASSERT_GT(pow2_blocks, 40u);
+    x.resize(x.size() - 37);  // a short block at the end
+    const uint8_t* src = reinterpret_cast<const uint8_t*>(x.data());
+    const size_t blocks = (x.size() + simd::kFp8Block - 1) / simd::kFp8Block;
+    std::vector<uint8_t> ref_q(x.size()), ref_s(4 * blocks), ref_q0(x.size()), ref_s0(4 * blocks);
+    simd::Error ref_e;
+    simd::ForceIsa(simd::Isa::kPortable);
+    ASSERT_TRUE(simd::QuantizeE4m3(d, src, 0, x.size(), ref_s.data(), ref_q.data(), &ref_e));
+    ASSERT_TRUE(simd::QuantizeE4m3(d, src, 0, x.size(), ref_s0.data(), ref_q0.data(), nullptr));
+    EXPECT_EQ(ref_q0, ref_q);
+    for (simd::Isa isa : VectorIsas()) {
+      simd::ForceIsa(isa);
+      for (bool measure : {true, false}) {
+        std::vector<uint8_t> q(x.size()), s(4 * blocks);
+        simd::Error e;
+        ASSERT_TRUE(
+            simd::QuantizeE4m3(d, src, 0, x.size(), s.data(), q.data(), measure ? &e : nullptr));
+        EXPECT_EQ(s, ref_s) << simd::IsaName(isa) << " " << DTypeName(d);
+        for (size_t i = 0; i < x.size(); ++i) {
+          ASSERT_EQ(q[i], ref_q[i]) << simd::IsaName(isa) << " " << DTypeName(d) << " element " << i
+                                    << " = " << value(x[i]) << " in block " << i / 256;
+        }
+        if (!measure) continue;
+        EXPECT_NEAR(e.err2, ref_e.err2, 1e-5 * ref_e.err2) << simd::IsaName(isa);
+        EXPECT_NEAR(e.ref2, ref_e.ref2, 1e-5 * ref_e.ref2) << simd::IsaName(isa);
+        EXPECT_EQ(e.max, ref_e.max) << simd::IsaName(isa);
+      }
+    }
+  }
+}
+
 // The quantizers measure their round trip while encoding; what they report is what a Decode
 // followed by Measure finds.
 TEST(Codec, ErrorMeasuredWhileEncodingIsTheDecodedRoundTrips) {
@@ -616,6 +690,49 @@ TEST(Codec, ADamagedOrMisfiledEncodingIsDataLossNeverWrongBytes) {
   }
 }
 
+// An envelope's checksum covers a large payload segment by segment (hashed in parallel), each
+// one in its place; copies written before, with one XXH3 over the whole payload ('TDC1'), still
+// decode, and neither kind passes for the other.
+TEST(Codec, EveryChecksumSegmentIsVerifiedAndOldCopiesStillDecode) {
+  const Tensor t = FromFloats(DType::kFloat16, {1024, 8, 128}, KvBlock(1024, 8, 17));
+  for (const char* name : {"lossless", "int8"}) {
+    const Codec& c = Named(name);
+    auto enc = c.Encode(t.ref());
+    ASSERT_TRUE(enc.ok()) << enc.status();
+    const size_t payload = enc->size() - 24;
+    ASSERT_GT(payload, 8 * kHashSegment) << name;
+    EXPECT_EQ(std::memcmp(enc->data(), "TDC2", 4), 0) << name;
+    std::vector<uint8_t> out(t.bytes.size()), back(t.bytes.size());
+    ASSERT_TRUE(c.Decode(*enc, t.ref(), back).ok());
+    for (size_t at :
+         {size_t(24), 24 + kHashSegment - 1, 24 + 3 * kHashSegment + 77, 24 + payload - 1}) {
+      ::tensord::codec::Bytes bad = *enc;
+      bad[at] ^= 0x01;
+      EXPECT_EQ(c.Decode(bad, t.ref(), out).code(), absl::StatusCode::kDataLoss)
+          << name << " byte " << at;
+    }
+    // Two whole segments trade places: each hashes as before, the order does not.
+    ::tensord::codec::Bytes swapped = *enc;
+    std::swap_ranges(swapped.begin() + 24 + kHashSegment, swapped.begin() + 24 + 2 * kHashSegment,
+                     swapped.begin() + 24 + 2 * kHashSegment);
+    ASSERT_NE(swapped, *enc);
+    EXPECT_EQ(c.Decode(swapped, t.ref(), out).code(), absl::StatusCode::kDataLoss) << name;
+    // The format before: 'TDC1' and the XXH3 of the whole payload.
+    ::tensord::codec::Bytes old = *enc;
+    std::memcpy(old.data(), "TDC1", 4);
+    EXPECT_EQ(c.Decode(old, t.ref(), out).code(), absl::StatusCode::kDataLoss)
+        << name << ": a segmented checksum under the old magic";
+    const uint64_t whole = XXH3_64bits(old.data() + 24, payload);
+    std::memcpy(old.data() + 16, &whole, 8);
+    std::fill(out.begin(), out.end(), 0);
+    ASSERT_TRUE(c.Decode(old, t.ref(), out).ok()) << name;
+    EXPECT_EQ(out, back) << name;
+    std::memcpy(old.data(), "TDC2", 4);
+    EXPECT_EQ(c.Decode(old, t.ref(), out).code(), absl::StatusCode::kDataLoss)
+        << name << ": a whole-payload checksum under the new magic";
+  }
+}
+
 TEST(Codec, TheAutomaticChoiceFollowsThePolicy) {
   const Tensor kv = FromFloats(DType::kFloat16, {256, 8, 128}, KvBlock(256, 8, 12));
   const Policy none{Compression::kNone}, lossless{Compression::kLossless};
@@ -719,6 +836,21 @@ TEST(CodecPool, ParallelForRunsEachIndexOnceAndNests) {
   });
   for (const auto& r : runs) EXPECT_EQ(r.load(), 3);
   EXPECT_GE(CodecThreads(), 1);
+  // Each thread starts on its own share of the indices: fewer indices than threads, shares of
+  // one, uneven shares; every index still runs once.
+  for (int threads : {2, 3, 5, 8}) {
+    SetCodecThreads(threads);
+    for (size_t n : {size_t(1), size_t(2), size_t(3), size_t(7), size_t(8), size_t(1001)}) {
+      std::vector<std::atomic<int>> once(n);
+      for (int rep = 0; rep < 20; ++rep) {
+        ParallelFor(n, [&](size_t i) { ++once[i]; });
+      }
+      for (size_t i = 0; i < n; ++i) {
+        ASSERT_EQ(once[i].load(), 20) << threads << " threads, " << n << " indices, index " << i;
+      }
+    }
+  }
+  SetCodecThreads(0);
 }
 
 // Pools come and go (SetCodecThreads) while callers use them: every index still runs once, from
