@@ -169,6 +169,21 @@ class Fp8 final : public Codec {
   }
 };
 
+// The sum of v[i]^2 in double, in eight independent lanes: one running sum is a chain of
+// dependent additions (4 cycles each), which for the 4096 row maxima of a 1 MiB KV block took
+// a tenth of its whole INT8 encode, serially.
+double SumOfSquares(const std::vector<float>& v) {
+  double lane[8] = {};
+  size_t i = 0;
+  for (; i + 8 <= v.size(); i += 8) {
+    for (size_t k = 0; k < 8; ++k) lane[k] += double(v[i + k]) * v[i + k];
+  }
+  for (; i < v.size(); ++i) lane[0] += double(v[i]) * v[i];
+  double sum = 0;
+  for (double l : lane) sum += l;
+  return sum;
+}
+
 // Symmetric INT8. The scales follow the shape: per channel (one per column of the last
 // dimension, over all rows: keys' outlier channels) or per token (one per row: values), the
 // one whose quantization noise the scales predict lower; 1-D tensors and short rows use
@@ -221,9 +236,8 @@ class Int8 final : public Codec {
     if (by_column && cols != run) take_maxima(cols, nullptr, true);  // rows of another length
     if (!finite) return NonFinite(name());
     // Noise energy is proportional to the elements each scale covers times its square.
-    double rows_noise = 0, cols_noise = 0;
-    for (size_t r = 0; r < runs; ++r) rows_noise += double(row_max[r]) * row_max[r] * run;
-    for (float m : col_max) cols_noise += double(m) * m * rows;
+    const double rows_noise = SumOfSquares(row_max) * double(run);
+    const double cols_noise = SumOfSquares(col_max) * double(rows);
     const Layout layout = by_column && cols_noise < rows_noise ? kColumns : kRows;
     const std::vector<float>& maxima = layout == kColumns ? col_max : row_max;
     Append(out, uint8_t(layout));

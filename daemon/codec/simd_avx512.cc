@@ -246,13 +246,80 @@ TENSORD_AVX512_INLINE uint32_t AbsMaxRun(const uint8_t* p, size_t len, void* col
   }
 }
 
+// Max |x| bits as float, without FromBits' table for float16 (a lookup per row showed in
+// profiles).
+template <DType D>
+TENSORD_AVX512_INLINE float BitsToFloat(uint32_t bits) {
+  if constexpr (D == DType::kFloat32) return std::bit_cast<float>(bits);
+  if constexpr (D == DType::kFloat16) return _cvtsh_ss(static_cast<unsigned short>(bits));
+  return std::bit_cast<float>(bits << 16);
+}
+
+// AbsMaxRun over `rows` rows of V whole vectors each (V <= 8), the column maxima (cols[0, V
+// vectors)) kept in registers between rows: through memory, each row's loads of the columns
+// would wait for the previous row's 64-byte stores, which Zen 4 does not forward to 64-byte
+// loads. Named registers, not an array: GCC kept an array of them on the stack.
+#define TENSORD_COLUMN(k)                                       \
+  if constexpr (V > k) {                                        \
+    const __m512i x = L::Abs(_mm512_loadu_si512(row + 64 * k)); \
+    m = L::Max(m, x);                                           \
+    c##k = L::Max(c##k, x);                                     \
+  }
+template <DType D, int V>
+TENSORD_AVX512 uint32_t AbsMaxRowsInRegisters(const uint8_t* src, size_t rows, float* run_max,
+                                              void* cols) {
+  static_assert(V >= 1 && V <= 8);
+  using L = std::conditional_t<D == DType::kFloat32, Bits32Lanes, Bits16Lanes>;
+  __m512i* out = static_cast<__m512i*>(cols);
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i c0 = zero, c1 = zero, c2 = zero, c3 = zero, c4 = zero, c5 = zero, c6 = zero, c7 = zero;
+  uint32_t worst = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const uint8_t* row = src + 64 * V * r;
+    __m512i m = zero;
+    TENSORD_COLUMN(0)
+    TENSORD_COLUMN(1)
+    TENSORD_COLUMN(2)
+    TENSORD_COLUMN(3)
+    TENSORD_COLUMN(4)
+    TENSORD_COLUMN(5)
+    TENSORD_COLUMN(6)
+    TENSORD_COLUMN(7)
+    const uint32_t bits = L::Reduce(m);
+    worst = std::max(worst, bits);
+    run_max[r] = BitsToFloat<D>(bits);
+  }
+  const __m512i c[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
+  for (int v = 0; v < V; ++v) _mm512_storeu_si512(out + v, c[v]);
+  return worst;
+}
+#undef TENSORD_COLUMN
+
 template <DType D, bool kCols>
 TENSORD_AVX512 bool AbsMaxRunsT(const uint8_t* src, size_t n, size_t run, float* run_max,
                                 float* col_max) {
   using Bits = std::conditional_t<D == DType::kFloat32, uint32_t, uint16_t>;
   std::vector<Bits> cols(kCols ? run : 0, 0);
   uint32_t worst = 0;
-  for (size_t r0 = 0; r0 < n; r0 += run) {
+  size_t whole = 0;  // elements done in registers
+  if (kCols && run * sizeof(Bits) % 64 == 0 && run * sizeof(Bits) <= 8 * 64) {
+    const size_t rows = n / run;
+    whole = rows * run;
+    using Fn = uint32_t (*)(const uint8_t*, size_t, float*, void*);
+    static constexpr Fn kByVectors[] = {
+        nullptr,
+        AbsMaxRowsInRegisters<D, 1>,
+        AbsMaxRowsInRegisters<D, 2>,
+        AbsMaxRowsInRegisters<D, 3>,
+        AbsMaxRowsInRegisters<D, 4>,
+        AbsMaxRowsInRegisters<D, 5>,
+        AbsMaxRowsInRegisters<D, 6>,
+        AbsMaxRowsInRegisters<D, 7>,
+        AbsMaxRowsInRegisters<D, 8>,
+    };
+    worst = kByVectors[run * sizeof(Bits) / 64](src, rows, run_max, cols.data());
+  }
+  for (size_t r0 = whole; r0 < n; r0 += run) {
     const uint32_t bits =
         AbsMaxRun<D, kCols>(src + kItem<D> * r0, std::min(run, n - r0), cols.data());
     worst = std::max(worst, bits);
