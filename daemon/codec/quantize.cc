@@ -284,31 +284,12 @@ class Int8 final : public Codec {
   }
 };
 
-// The minimum and maximum of x[0, n) (n > 0), in eight independent lanes: a single running
-// min/max is a chain of dependent instructions, several times slower.
-std::pair<float, float> MinMax(const float* x, size_t n) {
-  float lo[8], hi[8];
-  for (size_t k = 0; k < 8; ++k) lo[k] = hi[k] = x[0];
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (size_t k = 0; k < 8; ++k) {
-      lo[k] = std::min(lo[k], x[i + k]);
-      hi[k] = std::max(hi[k], x[i + k]);
-    }
-  }
-  for (; i < n; ++i) {
-    lo[0] = std::min(lo[0], x[i]);
-    hi[0] = std::max(hi[0], x[i]);
-  }
-  return {*std::min_element(lo, lo + 8), *std::max_element(hi, hi + 8)};
-}
-
 // Asymmetric 4-bit in groups of 64: each group's minimum and step (float16 each), 16 levels
 // between. Payload: the (min, step) pairs, then two values per byte (low nibble first).
 class Int4 final : public Codec {
  public:
-  static constexpr size_t kGroup = 64;
-  static_assert(kChunkElements % kGroup == 0 && simd::kTile % kGroup == 0);
+  static constexpr size_t kGroup = simd::kInt4Group;
+  static_assert(kChunkElements % kGroup == 0);
   CodecId id() const override { return CodecId::kInt4G64; }
   const char* name() const override { return "int4_g64"; }
   bool lossy() const override { return true; }
@@ -318,39 +299,12 @@ class Int4 final : public Codec {
   absl::Status EncodePayload(const TensorRef& t, double, Bytes* out, Quality*) const override {
     if (!AllFinite(t)) return NonFinite(name());
     const size_t n = Elements(t), groups = (n + kGroup - 1) / kGroup, base = out->size();
-    out->resize(base + 4 * groups + (n + 1) / 2, 0);
+    out->resize(base + 4 * groups + (n + 1) / 2);
     uint8_t* params = out->data() + base;
     uint8_t* packed = params + 4 * groups;
     std::atomic<bool> range_ok{true};
-    Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {  // whole groups, even counts
-      Tile x;
-      Segments(lo, hi, [&](size_t at, size_t len) {  // tiles are whole groups
-        simd::Widen(t.dtype, ElementPtr(t, at), len, x.data());
-        for (size_t g0 = 0; g0 < len; g0 += kGroup) {
-          const size_t g1 = std::min(len, g0 + kGroup);
-          const auto [lo_v, hi_v] = MinMax(x.data() + g0, g1 - g0);
-          if (std::fabs(lo_v) > 60000 || std::fabs(hi_v) > 60000) {
-            range_ok = false;  // the encode fails; its float16 min would be Inf, its levels NaN
-            continue;
-          }
-          // The stored (rounded) min and step are the ones quantized against.
-          const uint16_t min16 = FloatToHalf(lo_v);
-          const float min = HalfToFloat(min16);
-          const uint16_t step16 = FloatToHalf(std::max(0.0f, hi_v - min) / 15.0f);
-          const float step = HalfToFloat(step16);
-          const size_t group = (at + g0) / kGroup;
-          std::memcpy(params + 4 * group, &min16, 2);
-          std::memcpy(params + 4 * group + 2, &step16, 2);
-          const float inv = step > 0 ? 1.0f / step : 0.0f;
-          // Groups start at even elements: two values per byte, low nibble first.
-          const auto level = [&](size_t i) {
-            return uint8_t(std::clamp(RoundEven((x[i] - min) * inv), 0.0f, 15.0f));
-          };
-          size_t i = g0;
-          for (; i + 2 <= g1; i += 2) packed[(at + i) / 2] = uint8_t(level(i) | level(i + 1) << 4);
-          if (i < g1) packed[(at + i) / 2] = level(i);  // the tensor's odd last element
-        }
-      });
+    Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {  // whole groups
+      if (!simd::QuantizeInt4(t.dtype, t.bytes.data(), lo, hi, params, packed)) range_ok = false;
     });
     if (!range_ok) return absl::FailedPreconditionError("int4_g64: values beyond float16 range");
     return absl::OkStatus();
@@ -360,23 +314,8 @@ class Int4 final : public Codec {
     const size_t n = Elements(like), groups = (n + kGroup - 1) / kGroup;
     if (payload.size() != 4 * groups + (n + 1) / 2) return Damaged(name(), "wrong size");
     const uint8_t* packed = payload.data() + 4 * groups;
-    const size_t item = ItemSize(like.dtype);
     Chunks(n, kChunkElements, [&](size_t lo, size_t hi) {
-      Tile y;
-      Segments(lo, hi, [&](size_t at, size_t len) {  // whole groups
-        for (size_t g0 = 0; g0 < len; g0 += kGroup) {
-          uint16_t min16, step16;
-          const size_t group = (at + g0) / kGroup;
-          std::memcpy(&min16, payload.data() + 4 * group, 2);
-          std::memcpy(&step16, payload.data() + 4 * group + 2, 2);
-          const float min = HalfToFloat(min16), step = HalfToFloat(step16);
-          for (size_t i = g0; i < std::min(len, g0 + kGroup); ++i) {
-            const int q = (packed[(at + i) / 2] >> (4 * ((at + i) % 2))) & 0xf;
-            y[i] = min + float(q) * step;
-          }
-        }
-        simd::Narrow(like.dtype, y.data(), len, out.data() + item * at);
-      });
+      simd::DequantizeInt4(payload.data(), packed, lo, hi, like.dtype, out.data());
     });
     return absl::OkStatus();
   }

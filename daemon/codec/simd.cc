@@ -630,6 +630,76 @@ void DequantizeE4m3(const TileKernels& k, const uint8_t* q, size_t lo, size_t hi
   }
 }
 
+// The minimum and maximum of x[0, n) (n > 0), in eight independent lanes: a single running
+// min/max is a chain of dependent instructions, several times slower.
+std::pair<float, float> MinMax(const float* x, size_t n) {
+  float lo[8], hi[8];
+  for (size_t k = 0; k < 8; ++k) lo[k] = hi[k] = x[0];
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (size_t k = 0; k < 8; ++k) {
+      lo[k] = std::min(lo[k], x[i + k]);
+      hi[k] = std::max(hi[k], x[i + k]);
+    }
+  }
+  for (; i < n; ++i) {
+    lo[0] = std::min(lo[0], x[i]);
+    hi[0] = std::max(hi[0], x[i]);
+  }
+  return {*std::min_element(lo, lo + 8), *std::max_element(hi, hi + 8)};
+}
+
+bool QuantizeInt4(const TileKernels& k, DType d, const uint8_t* src, size_t lo, size_t hi,
+                  uint8_t* params, uint8_t* packed) {
+  const size_t item = ItemSize(d);
+  float x[kInt4Group];
+  bool ok = true;
+  for (size_t g0 = lo; g0 < hi; g0 += kInt4Group) {
+    const size_t len = std::min(hi - g0, kInt4Group);
+    k.widen(d, src + item * g0, len, x);
+    const auto [lo_v, hi_v] = MinMax(x, len);
+    if (std::fabs(lo_v) > 60000 || std::fabs(hi_v) > 60000) {
+      ok = false;
+      continue;
+    }
+    // The stored (rounded) min and step are the ones quantized against; a zero min as +0 (the
+    // order the vector kernels meet +0 and -0 in is not this one).
+    const uint16_t min16 = FloatToHalf(lo_v + 0.0f);
+    const float min = HalfToFloat(min16);
+    const uint16_t step16 = FloatToHalf(std::max(0.0f, hi_v - min) / 15.0f);
+    const float step = HalfToFloat(step16);
+    const size_t group = g0 / kInt4Group;
+    std::memcpy(params + 4 * group, &min16, 2);
+    std::memcpy(params + 4 * group + 2, &step16, 2);
+    const float inv = step > 0 ? 1.0f / step : 0.0f;
+    const auto level = [&](size_t i) {
+      return uint8_t(std::clamp(RoundEven((x[i] - min) * inv), 0.0f, 15.0f));
+    };
+    size_t i = 0;
+    for (; i + 2 <= len; i += 2) packed[(g0 + i) / 2] = uint8_t(level(i) | level(i + 1) << 4);
+    if (i < len) packed[(g0 + i) / 2] = level(i);  // the tensor's odd last element
+  }
+  return ok;
+}
+
+void DequantizeInt4(const TileKernels& k, const uint8_t* params, const uint8_t* packed, size_t lo,
+                    size_t hi, DType d, uint8_t* dst) {
+  const size_t item = ItemSize(d);
+  float y[kInt4Group];
+  for (size_t g0 = lo; g0 < hi; g0 += kInt4Group) {
+    const size_t len = std::min(hi - g0, kInt4Group);
+    uint16_t min16, step16;
+    std::memcpy(&min16, params + 4 * (g0 / kInt4Group), 2);
+    std::memcpy(&step16, params + 4 * (g0 / kInt4Group) + 2, 2);
+    const float min = HalfToFloat(min16), step = HalfToFloat(step16);
+    for (size_t i = 0; i < len; ++i) {
+      const int q = (packed[(g0 + i) / 2] >> (4 * ((g0 + i) % 2))) & 0xf;
+      y[i] = min + float(q) * step;
+    }
+    k.narrow(d, y, len, dst + item * g0);
+  }
+}
+
 }  // namespace tiled
 
 }  // namespace
@@ -737,6 +807,18 @@ void DequantizeE4m3(const uint8_t* q, size_t lo, size_t hi, const uint8_t* scale
                     uint8_t* dst) {
   if (Avx512()) return avx512::DequantizeE4m3(q, lo, hi, scales, d, dst);
   tiled::DequantizeE4m3(Tiles(), q, lo, hi, scales, d, dst);
+}
+
+bool QuantizeInt4(DType d, const uint8_t* src, size_t lo, size_t hi, uint8_t* params,
+                  uint8_t* packed) {
+  if (Avx512()) return avx512::QuantizeInt4(d, src, lo, hi, params, packed);
+  return tiled::QuantizeInt4(Tiles(), d, src, lo, hi, params, packed);
+}
+
+void DequantizeInt4(const uint8_t* params, const uint8_t* packed, size_t lo, size_t hi, DType d,
+                    uint8_t* dst) {
+  if (Avx512()) return avx512::DequantizeInt4(params, packed, lo, hi, d, dst);
+  tiled::DequantizeInt4(Tiles(), params, packed, lo, hi, d, dst);
 }
 
 }  // namespace tensord::codec::simd

@@ -119,4 +119,17 @@ bool QuantizeE4m3(DType d, const uint8_t* src, size_t lo, size_t hi, uint8_t* sc
 void DequantizeE4m3(const uint8_t* q, size_t lo, size_t hi, const uint8_t* scales, DType d,
                     uint8_t* dst);
 
+// Asymmetric 4-bit in groups of kInt4Group elements: a group's min (+0 for a zero min) and step
+// ((max - min) / 15) as float16, stored as (min, step) at params + 4 * group; its codes
+// round((x - min) * (1 / step)) clamped to [0, 15] (0 where step is 0), two per byte, low
+// nibble first, at packed + i / 2 (a tensor's odd last element has high nibble 0). Encodes
+// [lo, hi), lo a multiple of kInt4Group, of finite values; false when a group's min or max is
+// beyond +-60000 (its float16 min could be Inf, its levels NaN; the output is then incomplete).
+inline constexpr size_t kInt4Group = 64;
+bool QuantizeInt4(DType d, const uint8_t* src, size_t lo, size_t hi, uint8_t* params,
+                  uint8_t* packed);
+// dst element i (dtype d) = min + code * step of its group, for [lo, hi) (lo as above).
+void DequantizeInt4(const uint8_t* params, const uint8_t* packed, size_t lo, size_t hi, DType d,
+                    uint8_t* dst);
+
 }  // namespace tensord::codec::simd

@@ -58,9 +58,8 @@ float FromBits(uint32_t bits) {
   return Bf16ToFloat(static_cast<uint16_t>(bits));
 }
 
-TENSORD_AVX512 inline __mmask16 Mask16(size_t n) {
-  return static_cast<__mmask16>((1u << n) - 1);  // n < 16
-}
+// The first n lanes (n <= 16).
+TENSORD_AVX512 inline __mmask16 Mask16(size_t n) { return static_cast<__mmask16>((1u << n) - 1); }
 
 // 16 elements of dtype D at p as floats; lanes outside `m` read as 0.
 template <DType D>
@@ -762,6 +761,125 @@ void DequantizeE4m3T(const uint8_t* q, size_t lo, size_t hi, const uint8_t* scal
   }
 }
 
+// ---- 4-bit ----
+//
+// Sixteen groups at a time: each group's min and max (4 vectors, reduced), then the float16
+// rounding of the sixteen mins and steps in one vector, then each group's codes.
+
+constexpr size_t kInt4Batch = 16;  // groups whose parameters are computed together
+
+// The codes of 16 values (int32 lanes, in [0, 15]; 0 outside m), packed two per byte into the
+// low 8 bytes.
+TENSORD_AVX512_INLINE __m128i Int4Nibbles(__m512 x, __mmask16 m, __m512 min, __m512 inv) {
+  __m512 v = _mm512_mul_ps(_mm512_sub_ps(x, min), inv);
+  v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(15.0f));
+  const __m512i c = _mm512_maskz_cvtps_epi32(m, v);  // nearest even, as RoundEven
+  // Each 64-bit lane holds an even element (low half) and an odd one: even | odd << 4.
+  return _mm512_cvtepi64_epi8(_mm512_or_si512(c, _mm512_srli_epi64(c, 28)));
+}
+
+template <DType D>
+TENSORD_AVX512 bool QuantizeInt4T(const uint8_t* src, size_t lo, size_t hi, uint8_t* params,
+                                  uint8_t* packed) {
+  bool ok = true;
+  for (size_t b0 = lo; b0 < hi; b0 += kInt4Batch * kInt4Group) {
+    const size_t groups = std::min(kInt4Batch, (hi - b0 + kInt4Group - 1) / kInt4Group);
+    alignas(64) float mins[kInt4Batch] = {}, maxs[kInt4Batch] = {};
+    for (size_t g = 0; g < groups; ++g) {
+      const size_t at = b0 + g * kInt4Group, len = std::min(hi - at, kInt4Group);
+      __m512 lo_v = _mm512_set1_ps(HUGE_VALF), hi_v = _mm512_set1_ps(-HUGE_VALF);
+      for (size_t j = 0; j < len; j += 16) {
+        const __mmask16 m = len - j >= 16 ? __mmask16(0xffff) : Mask16(len - j);
+        const __m512 x = Load<D>(src + kItem<D> * (at + j), m);
+        lo_v = _mm512_mask_min_ps(lo_v, m, lo_v, x);
+        hi_v = _mm512_mask_max_ps(hi_v, m, hi_v, x);
+      }
+      mins[g] = _mm512_reduce_min_ps(lo_v);
+      maxs[g] = _mm512_reduce_max_ps(hi_v);
+    }
+    const __mmask16 live = Mask16(groups);
+    const __m512 lo_v = _mm512_load_ps(mins), hi_v = _mm512_load_ps(maxs);
+    const __m512 big = _mm512_set1_ps(60000.0f);
+    const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    if (_mm512_mask_cmp_ps_mask(live, _mm512_and_ps(lo_v, abs_mask), big, _CMP_GT_OQ) != 0 ||
+        _mm512_mask_cmp_ps_mask(live, _mm512_and_ps(hi_v, abs_mask), big, _CMP_GT_OQ) != 0) {
+      ok = false;  // the encode fails: nothing more of this batch is needed
+      continue;
+    }
+    // As the portable kernel: min (+0 for a zero) and step rounded to float16 and back.
+    const __m256i min16 = _mm512_cvtps_ph(_mm512_add_ps(lo_v, _mm512_setzero_ps()),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 min = _mm512_cvtph_ps(min16);
+    const __m512 range = _mm512_max_ps(_mm512_sub_ps(hi_v, min), _mm512_setzero_ps());
+    const __m256i step16 = _mm512_cvtps_ph(_mm512_div_ps(range, _mm512_set1_ps(15.0f)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 step = _mm512_cvtph_ps(step16);
+    const __m512 inv = _mm512_maskz_div_ps(
+        _mm512_cmp_ps_mask(step, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f), step);
+    // (min, step) pairs: the two 16-bit vectors interleaved, 16 x 4 bytes.
+    const __m512i pairs = _mm512_or_si512(_mm512_cvtepu16_epi32(min16),
+                                          _mm512_slli_epi32(_mm512_cvtepu16_epi32(step16), 16));
+    _mm512_mask_storeu_epi32(params + 4 * (b0 / kInt4Group), live, pairs);
+    alignas(64) float mins_r[kInt4Batch], invs[kInt4Batch];
+    _mm512_store_ps(mins_r, min);
+    _mm512_store_ps(invs, inv);
+    for (size_t g = 0; g < groups; ++g) {
+      const size_t at = b0 + g * kInt4Group, len = std::min(hi - at, kInt4Group);
+      const __m512 gmin = _mm512_set1_ps(mins_r[g]), ginv = _mm512_set1_ps(invs[g]);
+      uint8_t* out = packed + at / 2;
+      if (len == kInt4Group) {
+        for (size_t j = 0; j < kInt4Group; j += 16) {
+          const __m128i b = Int4Nibbles(Load<D>(src + kItem<D> * (at + j)), 0xffff, gmin, ginv);
+          _mm_storel_epi64(reinterpret_cast<__m128i*>(out + j / 2), b);
+        }
+        continue;
+      }
+      for (size_t j = 0; j < len; j += 16) {  // the tensor's last, short group
+        const size_t n = std::min<size_t>(16, len - j);
+        const __mmask16 m = Mask16(n);
+        const __m128i b = Int4Nibbles(Load<D>(src + kItem<D> * (at + j), m), m, gmin, ginv);
+        _mm_mask_storeu_epi8(out + j / 2, static_cast<__mmask16>((1u << ((n + 1) / 2)) - 1), b);
+      }
+    }
+  }
+  return ok;
+}
+
+template <DType D>
+TENSORD_AVX512 void DequantizeInt4T(const uint8_t* params, const uint8_t* packed, size_t lo,
+                                    size_t hi, uint8_t* dst) {
+  for (size_t b0 = lo; b0 < hi; b0 += kInt4Batch * kInt4Group) {
+    const size_t groups = std::min(kInt4Batch, (hi - b0 + kInt4Group - 1) / kInt4Group);
+    const __m512i pairs = _mm512_maskz_loadu_epi32(Mask16(groups), params + 4 * (b0 / kInt4Group));
+    alignas(64) float mins[kInt4Batch], steps[kInt4Batch];
+    _mm512_store_ps(mins, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(pairs)));
+    _mm512_store_ps(steps, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(pairs, 16))));
+    for (size_t g = 0; g < groups; ++g) {
+      const size_t at = b0 + g * kInt4Group, len = std::min(hi - at, kInt4Group);
+      const __m512 gmin = _mm512_set1_ps(mins[g]), gstep = _mm512_set1_ps(steps[g]);
+      for (size_t j = 0; j < len; j += 16) {
+        const size_t n = std::min<size_t>(16, len - j);
+        // Eight bytes, one per 64-bit lane: its low nibble in the lane's low half, its high
+        // nibble in the high half.
+        const __m512i b = _mm512_cvtepu8_epi64(_mm_maskz_loadu_epi8(
+            static_cast<__mmask16>((1u << ((n + 1) / 2)) - 1), packed + (at + j) / 2));
+        const __m512i c = _mm512_ternarylogic_epi64(
+            _mm512_and_si512(b, _mm512_set1_epi64(0xf)), _mm512_slli_epi64(b, 28),
+            _mm512_set1_epi64(int64_t{0xf} << 32), 0xf8);  // a | (b & c)
+        // min + code * step, not fused: the portable kernel rounds the product first.
+        const __m512 y = _mm512_add_ps(gmin, _mm512_mul_ps(_mm512_cvtepi32_ps(c), gstep));
+        // Never a float denormal (min and step are float16 values: multiples of 2^-24), so the
+        // bfloat16 conversion instruction rounds as the portable kernel does.
+        if (n == 16) {
+          Store<D, kFast>(dst + kItem<D> * (at + j), y);
+        } else {
+          Store<D, kFast>(dst + kItem<D> * (at + j), y, Mask16(n));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool AbsMaxRuns(DType d, const uint8_t* src, size_t n, size_t run, float* run_max, float* col_max) {
@@ -832,6 +950,30 @@ void DequantizeE4m3(const uint8_t* q, size_t lo, size_t hi, const uint8_t* scale
       return DequantizeE4m3T<DType::kFloat16>(q, lo, hi, scales, dst);
     default:
       return DequantizeE4m3T<DType::kBFloat16>(q, lo, hi, scales, dst);
+  }
+}
+
+bool QuantizeInt4(DType d, const uint8_t* src, size_t lo, size_t hi, uint8_t* params,
+                  uint8_t* packed) {
+  switch (d) {
+    case DType::kFloat32:
+      return QuantizeInt4T<DType::kFloat32>(src, lo, hi, params, packed);
+    case DType::kFloat16:
+      return QuantizeInt4T<DType::kFloat16>(src, lo, hi, params, packed);
+    default:
+      return QuantizeInt4T<DType::kBFloat16>(src, lo, hi, params, packed);
+  }
+}
+
+void DequantizeInt4(const uint8_t* params, const uint8_t* packed, size_t lo, size_t hi, DType d,
+                    uint8_t* dst) {
+  switch (d) {
+    case DType::kFloat32:
+      return DequantizeInt4T<DType::kFloat32>(params, packed, lo, hi, dst);
+    case DType::kFloat16:
+      return DequantizeInt4T<DType::kFloat16>(params, packed, lo, hi, dst);
+    default:
+      return DequantizeInt4T<DType::kBFloat16>(params, packed, lo, hi, dst);
   }
 }
 

@@ -46,6 +46,10 @@ bool QuantizeE4m3(DType d, const uint8_t* src, size_t lo, size_t hi, uint8_t* sc
                   Error* err);
 void DequantizeE4m3(const uint8_t* q, size_t lo, size_t hi, const uint8_t* scales, DType d,
                     uint8_t* dst);
+bool QuantizeInt4(DType d, const uint8_t* src, size_t lo, size_t hi, uint8_t* params,
+                  uint8_t* packed);
+void DequantizeInt4(const uint8_t* params, const uint8_t* packed, size_t lo, size_t hi, DType d,
+                    uint8_t* dst);
 
 }  // namespace avx512
 }  // namespace tensord::codec::simd

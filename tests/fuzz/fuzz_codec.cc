@@ -7,8 +7,9 @@
 //    chosen shape: a decode either succeeds or returns DATA_LOSS, never reads or writes out of
 //    bounds (ASan);
 //  - as a tensor's bytes, encoded by every codec that accepts it: each encoding decodes again,
-//    lossless ones to the very bytes; and the element codecs' encodings of finite tensors are
-//    the same bytes on the portable kernels and on the best ones this CPU runs (AVX-512 here).
+//    lossless ones to the very bytes; and the element codecs' encodings of finite tensors (4-bit
+//    included) are the same bytes on the portable kernels and on the best ones this CPU runs
+//    (AVX-512 here).
 #include <xxhash.h>
 
 #include <cstdlib>
@@ -118,6 +119,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!c->lossy()) Require(std::memcmp(back.data(), body, back.size()) == 0);
     const bool element_codec = c->id() == codec::CodecId::kInt8 ||
                                c->id() == codec::CodecId::kFp8E4m3 ||
+                               c->id() == codec::CodecId::kInt4G64 ||
                                c->id() == codec::CodecId::kFp16 || c->id() == codec::CodecId::kBf16;
     if (element_codec && finite) {
       codec::simd::ForceIsa(codec::simd::BestIsa());

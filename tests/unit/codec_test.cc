@@ -563,6 +563,57 @@ TEST(Simd, Fp8OfEvery16BitValueUnderEveryScaleIsThePortableOne) {
   }
 }
 
+// 4-bit: the AVX-512 kernels compute sixteen groups' (min, step) at once and pack nibbles in
+// vectors; the encodings and decodings are the portable bytes for every dtype, with groups of
+// +0, -0 and both, constant groups (step 0), float16-denormal steps, values near the +-60000
+// limit, and a tensor whose last group is short and odd. Beyond the limit both refuse.
+TEST(Simd, Int4OfEveryKindOfGroupIsThePortableOne) {
+  if (VectorIsas().empty()) {
+    GTEST_SKIP() << "this CPU has no AVX2 + F16C: only the portable kernels run";
+  }
+  RestoreIsa restore;
+  std::vector<float> x = KvBlock(40, 8, 21);  // 40960 values
+  const size_t g = simd::kInt4Group;
+  std::fill(x.begin(), x.begin() + g, 0.0f);
+  std::fill(x.begin() + g, x.begin() + 2 * g, -0.0f);
+  for (size_t i = 2 * g; i < 3 * g; ++i) x[i] = i % 3 ? 0.0f : -0.0f;
+  std::fill(x.begin() + 3 * g, x.begin() + 4 * g, 1.25f);
+  for (size_t i = 4 * g; i < 5 * g; ++i) x[i] = float(i % 7) * 1e-7f;  // steps below 2^-14
+  for (size_t i = 5 * g; i < 6 * g; ++i) x[i] = i % 2 ? 59999.0f : -59000.0f;
+  for (size_t i = 6 * g; i < 7 * g; ++i) x[i] = -3.0f + float(i % 5) * 1e-3f;
+  x.resize(x.size() - 51);  // the last group: 13 values
+  for (DType d : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    const Tensor t = FromFloats(d, {int64_t(x.size())}, x);
+    const Codec& c = Named("int4_g64");
+    simd::ForceIsa(simd::Isa::kPortable);
+    auto ref = c.Encode(t.ref());
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    std::vector<uint8_t> ref_back(t.bytes.size());
+    ASSERT_TRUE(c.Decode(*ref, t.ref(), ref_back).ok());
+    for (simd::Isa isa : VectorIsas()) {
+      simd::ForceIsa(isa);
+      auto enc = c.Encode(t.ref());
+      ASSERT_TRUE(enc.ok()) << enc.status();
+      ASSERT_EQ(enc->size(), ref->size());
+      for (size_t i = 0; i < enc->size(); ++i) {
+        ASSERT_EQ((*enc)[i], (*ref)[i])
+            << simd::IsaName(isa) << " " << DTypeName(d) << " byte " << i;
+      }
+      std::vector<uint8_t> back(t.bytes.size());
+      ASSERT_TRUE(c.Decode(*ref, t.ref(), back).ok());
+      EXPECT_EQ(back, ref_back) << simd::IsaName(isa) << " " << DTypeName(d);
+    }
+    // A group beyond the limit: refused on every path.
+    std::vector<float> big = x;
+    big[7 * g + 3] = 70000.0f;
+    const Tensor tb = FromFloats(DType::kFloat32, {int64_t(big.size())}, big);
+    for (simd::Isa isa : {simd::Isa::kPortable, simd::BestIsa()}) {
+      simd::ForceIsa(isa);
+      EXPECT_EQ(c.Encode(tb.ref()).status().code(), absl::StatusCode::kFailedPrecondition);
+    }
+  }
+}
+
 // The quantizers measure their round trip while encoding; what they report is what a Decode
 // followed by Measure finds.
 TEST(Codec, ErrorMeasuredWhileEncodingIsTheDecodedRoundTrips) {
