@@ -126,7 +126,8 @@ class Narrow final : public Codec {
   const DType to_;
 };
 
-// FP8 E4M3 with a float32 scale per block of 256 elements (max |x| of the block maps to 448).
+// FP8 E4M3 with a float32 scale per block of 256 elements (simd::Fp8Scale: max |x| of the block
+// maps into (224, 448], by a power of two where it can).
 // Payload: the scales, then one byte per element.
 class Fp8 final : public Codec {
  public:

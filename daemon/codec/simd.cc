@@ -662,7 +662,7 @@ bool QuantizeInt4(const TileKernels& k, DType d, const uint8_t* src, size_t lo, 
       ok = false;
       continue;
     }
-    // The stored (rounded) min and step are the ones quantized against; a zero min as +0 (the
+    // The stored (rounded) min and step are the ones quantized against; a min of -0 as +0 (the
     // order the vector kernels meet +0 and -0 in is not this one).
     const uint16_t min16 = FloatToHalf(lo_v + 0.0f);
     const float min = HalfToFloat(min16);

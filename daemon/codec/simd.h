@@ -119,7 +119,8 @@ bool QuantizeE4m3(DType d, const uint8_t* src, size_t lo, size_t hi, uint8_t* sc
 void DequantizeE4m3(const uint8_t* q, size_t lo, size_t hi, const uint8_t* scales, DType d,
                     uint8_t* dst);
 
-// Asymmetric 4-bit in groups of kInt4Group elements: a group's min (+0 for a zero min) and step
+// Asymmetric 4-bit in groups of kInt4Group elements: a group's min (a min of -0 stored as +0) and
+// step
 // ((max - min) / 15) as float16, stored as (min, step) at params + 4 * group; its codes
 // round((x - min) * (1 / step)) clamped to [0, 15] (0 where step is 0), two per byte, low
 // nibble first, at packed + i / 2 (a tensor's odd last element has high nibble 0). Encodes

@@ -622,7 +622,8 @@ struct E4m3Pow2 {
   }
 };
 
-// The block's scale as 2^k within the range Fp8Scale gives powers of two for, or false.
+// The block's scale as 2^k, k in [-110, 7] (Fp8Scale's powers of two, and amax / 448 where that
+// happens to be one), or false.
 inline bool Pow2Scale(float scale, int* k) {
   const uint32_t bits = std::bit_cast<uint32_t>(scale);
   if ((bits & 0x7fffff) != 0) return false;

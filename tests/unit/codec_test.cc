@@ -494,7 +494,8 @@ TEST(Simd, MeasuredErrorOfZeroAndTinyBlocksIsThePortableOne) {
 // the 16-bit values themselves, and fall back to float for E4M3 and float16 denormals. Every
 // finite value (a sample of them for the widest bfloat16 blocks) under block maxima across each
 // dtype's range, both ways a maximum maps (1.5 * 2^e to 384, 1.9 * 2^e to 243), and maxima that
-// keep the amax / 448 scale (>= 2^15, < 2^-100), gives the portable codes, scales and error.
+// keep the amax / 448 scale (>= 2^15, < 2^-100; 1.75 * 2^e makes that scale a power of two the
+// 16-bit kernel takes), gives the portable codes, scales and error.
 TEST(Simd, Fp8OfEvery16BitValueUnderEveryScaleIsThePortableOne) {
   if (VectorIsas().empty()) {
     GTEST_SKIP() << "this CPU has no AVX2 + F16C: only the portable kernels run";
@@ -516,7 +517,8 @@ TEST(Simd, Fp8OfEvery16BitValueUnderEveryScaleIsThePortableOne) {
     size_t pow2_blocks = 0;
     const int lo_e = d == DType::kFloat16 ? -24 : -133, hi_e = d == DType::kFloat16 ? 15 : 127;
     for (int e = lo_e; e <= hi_e; ++e) {
-      for (float m : {1.5f, 1.9f}) {
+      for (float m :
+           {1.5f, 1.9f, 1.75f}) {  // 1.75: amax / 448 a power of two beyond 2^15 and below 2^-100
         const uint16_t amax = bits(std::ldexp(m, e));
         if (!std::isfinite(value(amax)) || value(amax) == 0) continue;
         pow2_blocks += value(amax) >= 0x1p-100f && value(amax) < 0x1p15f;
@@ -743,7 +745,8 @@ TEST(Codec, ADamagedOrMisfiledEncodingIsDataLossNeverWrongBytes) {
 
 // An envelope's checksum covers a large payload segment by segment (hashed in parallel), each
 // one in its place; copies written before, with one XXH3 over the whole payload ('TDC1'), still
-// decode, and neither kind passes for the other.
+// decode, and above one segment neither kind passes for the other (up to 64 KiB both checksums
+// are the XXH3 of the payload).
 TEST(Codec, EveryChecksumSegmentIsVerifiedAndOldCopiesStillDecode) {
   const Tensor t = FromFloats(DType::kFloat16, {1024, 8, 128}, KvBlock(1024, 8, 17));
   for (const char* name : {"lossless", "int8"}) {
