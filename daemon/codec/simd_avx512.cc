@@ -51,11 +51,12 @@ constexpr uint32_t kInfBits = D == DType::kFloat32   ? 0x7f800000u
                               : D == DType::kFloat16 ? 0x7c00u
                                                      : 0x7f80u;
 
+// Max |x| bits of D as a float (F16C for float16: the table lookup showed in profiles).
 template <DType D>
-float FromBits(uint32_t bits) {
+TENSORD_AVX512_INLINE float FromBits(uint32_t bits) {
   if constexpr (D == DType::kFloat32) return std::bit_cast<float>(bits);
-  if constexpr (D == DType::kFloat16) return HalfToFloat(static_cast<uint16_t>(bits));
-  return Bf16ToFloat(static_cast<uint16_t>(bits));
+  if constexpr (D == DType::kFloat16) return _cvtsh_ss(static_cast<unsigned short>(bits));
+  return std::bit_cast<float>(bits << 16);
 }
 
 // The first n lanes (n <= 16).
@@ -245,15 +246,6 @@ TENSORD_AVX512_INLINE uint32_t AbsMaxRun(const uint8_t* p, size_t len, void* col
   }
 }
 
-// Max |x| bits as float, without FromBits' table for float16 (a lookup per row showed in
-// profiles).
-template <DType D>
-TENSORD_AVX512_INLINE float BitsToFloat(uint32_t bits) {
-  if constexpr (D == DType::kFloat32) return std::bit_cast<float>(bits);
-  if constexpr (D == DType::kFloat16) return _cvtsh_ss(static_cast<unsigned short>(bits));
-  return std::bit_cast<float>(bits << 16);
-}
-
 // AbsMaxRun over `rows` rows of V whole vectors each (V <= 8), the column maxima (cols[0, V
 // vectors)) kept in registers between rows: through memory, each row's loads of the columns
 // would wait for the previous row's 64-byte stores, which Zen 4 does not forward to 64-byte
@@ -286,7 +278,7 @@ TENSORD_AVX512 uint32_t AbsMaxRowsInRegisters(const uint8_t* src, size_t rows, f
     TENSORD_COLUMN(7)
     const uint32_t bits = L::Reduce(m);
     worst = std::max(worst, bits);
-    run_max[r] = BitsToFloat<D>(bits);
+    run_max[r] = FromBits<D>(bits);
   }
   const __m512i c[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
   for (int v = 0; v < V; ++v) _mm512_storeu_si512(out + v, c[v]);
