@@ -10,7 +10,6 @@
 #include <cfloat>
 #include <cmath>
 
-#include "absl/synchronization/mutex.h"
 #include "daemon/codec/internal.h"
 #include "daemon/codec/parallel.h"
 #include "daemon/codec/simd.h"
@@ -213,25 +212,27 @@ class Int8 final : public Codec {
     std::vector<float> row_max(runs, 0);
     const bool by_column = rows >= 64 && cols >= 2 && cols <= (1u << 20);
     std::vector<float> col_max(by_column ? cols : 0, 0);
-    absl::Mutex mu;
     std::atomic<bool> finite{true};
     // Maxima of each run of `period` elements into period_max (unless null) and, with
     // `columns`, of each column of rows `period` long into col_max.
     const auto take_maxima = [&](size_t period, float* period_max, bool columns) {
-      Chunks((n + period - 1) / period, std::max<size_t>(1, kChunkElements / period),
-             [&](size_t r0, size_t r1) {
-               const size_t count = std::min(n, r1 * period) - r0 * period;
-               std::vector<float> local(columns ? period : 0, 0);
-               std::vector<float> scratch(period_max == nullptr ? r1 - r0 : 0);
-               if (!simd::AbsMaxRuns(t.dtype, ElementPtr(t, r0 * period), count, period,
-                                     period_max != nullptr ? period_max + r0 : scratch.data(),
-                                     columns ? local.data() : nullptr)) {
-                 finite = false;
-               }
-               if (!columns) return;
-               absl::MutexLock lock(&mu);
-               for (size_t c = 0; c < period; ++c) col_max[c] = std::max(col_max[c], local[c]);
-             });
+      const size_t periods = (n + period - 1) / period;
+      const size_t per = std::max<size_t>(1, kChunkElements / period);
+      // Each chunk's column maxima in a slot of its own, merged afterwards: merged under a lock,
+      // two threads' merges of 2048 columns met and slept on it.
+      std::vector<float> parts(columns ? ChunkCount(periods, per) * period : 0, 0.0f);
+      Chunks(periods, per, [&](size_t r0, size_t r1) {
+        const size_t count = std::min(n, r1 * period) - r0 * period;
+        std::vector<float> scratch(period_max == nullptr ? r1 - r0 : 0);
+        if (!simd::AbsMaxRuns(t.dtype, ElementPtr(t, r0 * period), count, period,
+                              period_max != nullptr ? period_max + r0 : scratch.data(),
+                              columns ? parts.data() + r0 / per * period : nullptr)) {
+          finite = false;
+        }
+      });
+      for (size_t at = 0; at < parts.size(); at += period) {
+        for (size_t c = 0; c < period; ++c) col_max[c] = std::max(col_max[c], parts[at + c]);
+      }
     };
     take_maxima(run, row_max.data(), by_column && cols == run);
     if (by_column && cols != run) take_maxima(cols, nullptr, true);  // rows of another length
