@@ -62,15 +62,20 @@ TENSORD_AVX512_INLINE float FromBits(uint32_t bits) {
 // The first n lanes (n <= 16).
 TENSORD_AVX512 inline __mmask16 Mask16(size_t n) { return static_cast<__mmask16>((1u << n) - 1); }
 
+// 16 values of D (16-bit) as floats.
+template <DType D>
+TENSORD_AVX512_INLINE __m512 Widen16(__m256i h) {
+  if constexpr (D == DType::kFloat16) return _mm512_cvtph_ps(h);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 // 16 elements of dtype D at p as floats; lanes outside `m` read as 0.
 template <DType D>
 TENSORD_AVX512 inline __m512 Load(const uint8_t* p, __mmask16 m) {
   if constexpr (D == DType::kFloat32) {
     return _mm512_maskz_loadu_ps(m, p);
   } else {
-    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-    if constexpr (D == DType::kFloat16) return _mm512_cvtph_ps(h);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return Widen16<D>(_mm256_maskz_loadu_epi16(m, p));
   }
 }
 
@@ -79,9 +84,7 @@ TENSORD_AVX512 inline __m512 Load(const uint8_t* p) {
   if constexpr (D == DType::kFloat32) {
     return _mm512_loadu_ps(p);
   } else {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    if constexpr (D == DType::kFloat16) return _mm512_cvtph_ps(h);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return Widen16<D>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
 }
 
@@ -127,10 +130,8 @@ template <DType D, Round R>
 TENSORD_AVX512 inline __m512 Rounded(__m512 y) {
   if constexpr (D == DType::kFloat32) {
     return y;
-  } else if constexpr (D == DType::kFloat16) {
-    return _mm512_cvtph_ps(Bits16<D, R>(y));
   } else {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(Bits16<D, R>(y)), 16));
+    return Widen16<D>(Bits16<D, R>(y));
   }
 }
 
@@ -143,14 +144,17 @@ TENSORD_AVX512_INLINE Lanes NoLanes() {
   return {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
 }
 
+// Adds x's error against y, a value D holds exactly.
+TENSORD_AVX512_INLINE void AddExactLanes(__m512 x, __m512 y, Lanes* e) {
+  const __m512 diff = _mm512_sub_ps(x, y);
+  e->err2 = _mm512_fmadd_ps(diff, diff, e->err2);
+  e->ref2 = _mm512_fmadd_ps(x, x, e->ref2);
+  e->max = _mm512_range_ps(e->max, diff, 0x0b);  // max of |max| and |diff|, sign cleared
+}
+
 template <DType D, Round R>
 TENSORD_AVX512 inline void AddLanes(__m512 x, __m512 y, Lanes* e) {
-  if constexpr (R != kNoError) {
-    const __m512 diff = _mm512_sub_ps(x, Rounded<D, R>(y));
-    e->err2 = _mm512_fmadd_ps(diff, diff, e->err2);
-    e->ref2 = _mm512_fmadd_ps(x, x, e->ref2);
-    e->max = _mm512_range_ps(e->max, diff, 0x0b);  // max of |max| and |diff|, sign cleared
-  }
+  if constexpr (R != kNoError) AddExactLanes(x, Rounded<D, R>(y), e);
 }
 
 TENSORD_AVX512 inline double SumLanes(__m512 v) {
@@ -623,13 +627,6 @@ inline bool Pow2Scale(float scale, int* k) {
   return *k >= -110 && *k <= 7;
 }
 
-// 16 values of D (16-bit) as floats.
-template <DType D>
-TENSORD_AVX512_INLINE __m512 Widen16(__m256i h) {
-  if constexpr (D == DType::kFloat16) return _mm512_cvtph_ps(h);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
 // Codes (sign included) of 32 values of D at p, in 16-bit lanes.
 template <DType D, Round R>
 TENSORD_AVX512_INLINE __m512i E4m3Codes32(const uint8_t* p, const E4m3Pow2<D>& c, __m512 inv,
@@ -658,10 +655,7 @@ TENSORD_AVX512_INLINE __m512i E4m3Codes32(const uint8_t* p, const E4m3Pow2<D>& c
           Widen16<D>(half == 0 ? _mm512_castsi512_si256(a) : _mm512_extracti64x4_epi64(a, 1));
       const __m512 y = Widen16<D>(half == 0 ? _mm512_castsi512_si256(value)
                                             : _mm512_extracti64x4_epi64(value, 1));
-      const __m512 diff = _mm512_sub_ps(x, y);
-      lanes->err2 = _mm512_fmadd_ps(diff, diff, lanes->err2);
-      lanes->ref2 = _mm512_fmadd_ps(x, x, lanes->ref2);
-      lanes->max = _mm512_range_ps(lanes->max, diff, 0x0b);
+      AddExactLanes(x, y, lanes);
     }
   }
   // code | (sign byte & 0x80)
@@ -799,7 +793,7 @@ TENSORD_AVX512 bool QuantizeInt4T(const uint8_t* src, size_t lo, size_t hi, uint
       ok = false;  // the encode fails: nothing more of this batch is needed
       continue;
     }
-    // As the portable kernel: min (+0 for a zero) and step rounded to float16 and back.
+    // As the portable kernel: min (a min of -0 as +0) and step rounded to float16 and back.
     const __m256i min16 = _mm512_cvtps_ph(_mm512_add_ps(lo_v, _mm512_setzero_ps()),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 min = _mm512_cvtph_ps(min16);
@@ -831,7 +825,7 @@ TENSORD_AVX512 bool QuantizeInt4T(const uint8_t* src, size_t lo, size_t hi, uint
         const size_t n = std::min<size_t>(16, len - j);
         const __mmask16 m = Mask16(n);
         const __m128i b = Int4Nibbles(Load<D>(src + kItem<D> * (at + j), m), m, gmin, ginv);
-        _mm_mask_storeu_epi8(out + j / 2, static_cast<__mmask16>((1u << ((n + 1) / 2)) - 1), b);
+        _mm_mask_storeu_epi8(out + j / 2, Mask16((n + 1) / 2), b);
       }
     }
   }
@@ -854,8 +848,8 @@ TENSORD_AVX512 void DequantizeInt4T(const uint8_t* params, const uint8_t* packed
         const size_t n = std::min<size_t>(16, len - j);
         // Eight bytes, one per 64-bit lane: its low nibble in the lane's low half, its high
         // nibble in the high half.
-        const __m512i b = _mm512_cvtepu8_epi64(_mm_maskz_loadu_epi8(
-            static_cast<__mmask16>((1u << ((n + 1) / 2)) - 1), packed + (at + j) / 2));
+        const __m512i b =
+            _mm512_cvtepu8_epi64(_mm_maskz_loadu_epi8(Mask16((n + 1) / 2), packed + (at + j) / 2));
         const __m512i c = _mm512_ternarylogic_epi64(
             _mm512_and_si512(b, _mm512_set1_epi64(0xf)), _mm512_slli_epi64(b, 28),
             _mm512_set1_epi64(int64_t{0xf} << 32), 0xf8);  // a | (b & c)

@@ -15,9 +15,11 @@
 #include <limits>
 #include <random>
 #include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "daemon/codec/float.h"
 #include "daemon/codec/parallel.h"
 #include "daemon/codec/simd.h"
@@ -225,6 +227,25 @@ struct RestoreIsa {
   ~RestoreIsa() { simd::ForceIsa(simd::BestIsa()); }
 };
 
+// Encodes t with c on the portable kernels and on each vector build this CPU runs: the same
+// encoding, and the same decoded bytes. `what` names the case in failures.
+void ExpectSameOnEveryIsa(const Codec& c, const Tensor& t, const std::string& what) {
+  simd::ForceIsa(simd::Isa::kPortable);
+  auto ref_enc = c.Encode(t.ref());
+  ASSERT_TRUE(ref_enc.ok()) << ref_enc.status();
+  std::vector<uint8_t> ref_back(t.bytes.size());
+  ASSERT_TRUE(c.Decode(*ref_enc, t.ref(), ref_back).ok());
+  for (simd::Isa isa : VectorIsas()) {
+    simd::ForceIsa(isa);
+    auto enc = c.Encode(t.ref());
+    ASSERT_TRUE(enc.ok()) << enc.status();
+    EXPECT_EQ(*enc, *ref_enc) << simd::IsaName(isa) << " " << c.name() << " on " << what;
+    std::vector<uint8_t> back(t.bytes.size());
+    ASSERT_TRUE(c.Decode(*ref_enc, t.ref(), back).ok());
+    EXPECT_EQ(back, ref_back) << simd::IsaName(isa) << " " << c.name() << " on " << what;
+  }
+}
+
 std::span<const uint8_t> AsBytes(const std::vector<float>& v) {
   return {reinterpret_cast<const uint8_t*>(v.data()), 4 * v.size()};
 }
@@ -371,22 +392,8 @@ TEST(Simd, VectorAndPortableKernelsAgreeBitForBit) {
         const Codec& c = Named(name);
         const Tensor t = FromFloats(d, k.shape, kv);
         if (!c.Accepts(t.ref())) continue;
-        simd::ForceIsa(simd::Isa::kPortable);
-        auto ref_enc = c.Encode(t.ref());
-        ASSERT_TRUE(ref_enc.ok()) << ref_enc.status();
-        std::vector<uint8_t> ref_back(t.bytes.size());
-        ASSERT_TRUE(c.Decode(*ref_enc, t.ref(), ref_back).ok());
-        for (simd::Isa isa : VectorIsas()) {
-          simd::ForceIsa(isa);
-          auto enc = c.Encode(t.ref());
-          ASSERT_TRUE(enc.ok()) << enc.status();
-          EXPECT_EQ(*enc, *ref_enc) << simd::IsaName(isa) << " " << name << " on " << DTypeName(d)
-                                    << " x" << k.magnitude << " " << k.shape[1];
-          std::vector<uint8_t> back(t.bytes.size());
-          ASSERT_TRUE(c.Decode(*ref_enc, t.ref(), back).ok());
-          EXPECT_EQ(back, ref_back)
-              << simd::IsaName(isa) << " " << name << " on " << DTypeName(d) << " x" << k.magnitude;
-        }
+        ExpectSameOnEveryIsa(
+            c, t, absl::StrCat(std::string(DTypeName(d)), " x", k.magnitude, " ", k.shape[1]));
       }
     }
   }
@@ -587,24 +594,7 @@ TEST(Simd, Int4OfEveryKindOfGroupIsThePortableOne) {
   for (DType d : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
     const Tensor t = FromFloats(d, {int64_t(x.size())}, x);
     const Codec& c = Named("int4_g64");
-    simd::ForceIsa(simd::Isa::kPortable);
-    auto ref = c.Encode(t.ref());
-    ASSERT_TRUE(ref.ok()) << ref.status();
-    std::vector<uint8_t> ref_back(t.bytes.size());
-    ASSERT_TRUE(c.Decode(*ref, t.ref(), ref_back).ok());
-    for (simd::Isa isa : VectorIsas()) {
-      simd::ForceIsa(isa);
-      auto enc = c.Encode(t.ref());
-      ASSERT_TRUE(enc.ok()) << enc.status();
-      ASSERT_EQ(enc->size(), ref->size());
-      for (size_t i = 0; i < enc->size(); ++i) {
-        ASSERT_EQ((*enc)[i], (*ref)[i])
-            << simd::IsaName(isa) << " " << DTypeName(d) << " byte " << i;
-      }
-      std::vector<uint8_t> back(t.bytes.size());
-      ASSERT_TRUE(c.Decode(*ref, t.ref(), back).ok());
-      EXPECT_EQ(back, ref_back) << simd::IsaName(isa) << " " << DTypeName(d);
-    }
+    ExpectSameOnEveryIsa(c, t, std::string(DTypeName(d)));
     // A group beyond the limit: refused on every path.
     std::vector<float> big = x;
     big[7 * g + 3] = 70000.0f;
